@@ -1,0 +1,74 @@
+// The forward pass of llama-family decoders (llama, qwen2, qwen3) on the CPU.
+//
+// Contract:
+//  * Engine(path, options) parses and validates the model (ModelConfig), creates the weight provider
+//    and allocates the KV cache for options.n_ctx positions. Errors as in model_config.h / gguf_reader.h.
+//  * eval(tokens, n, all_logits, out) appends n tokens at positions n_past() .. n_past()+n-1, fills
+//    out with logits: n rows (all_logits) or 1 row (last token) of n_vocab floats, row-major, and
+//    advances n_past(). Batched prefill runs matrix-matrix in micro-batches; n == 1 is the decode path.
+//    Throws Error(InvalidArgument) if the context would overflow or a token is out of range (state
+//    unchanged), Error(Interrupted) when should_abort() returns true between layers (n_past unchanged).
+//  * Numerics follow llama.cpp: activations converted to the weight type's vec_dot format (int8
+//    blocks for quantized weights), K/V cached as fp16, attention probabilities rounded to fp16
+//    before the V product, RMSNorm sums in double.
+//  * Not thread-safe: one caller at a time (the binding holds a mutex). Uses the engine's thread pool.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edge_rt/gguf_reader.h"
+#include "edge_rt/model_config.h"
+#include "edge_rt/thread_pool.h"
+#include "edge_rt/weight_provider.h"
+
+namespace edge_rt {
+
+struct EngineOptions {
+    int n_threads = 1;
+    int64_t n_ctx = 2048;
+    int64_t n_ubatch = 256;  // tokens per prefill micro-batch (bounds scratch memory)
+};
+
+class Engine {
+public:
+    Engine(const std::string& path, const EngineOptions& options);
+    ~Engine();
+
+    void eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
+              const std::function<bool()>& should_abort = {});
+
+    void reset() noexcept { n_past_ = 0; }
+    void truncate(int64_t n_past);  // keep positions [0, n_past); InvalidArgument if n_past > n_past()
+
+    int64_t n_past() const noexcept { return n_past_; }
+    int64_t n_ctx() const noexcept { return n_ctx_; }
+    int n_threads() const noexcept { return pool_->size(); }
+    const ModelConfig& config() const noexcept { return cfg_; }
+    const GgufFile& file() const noexcept { return *file_; }
+    uint64_t n_params() const noexcept;
+    uint64_t kv_cache_bytes() const noexcept;
+    uint64_t weight_bytes() const noexcept { return weights_->resident_bytes(); }
+
+private:
+    struct Scratch;
+    void eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
+                     const std::function<bool()>& should_abort);
+
+    std::shared_ptr<const GgufFile> file_;
+    ModelConfig cfg_;
+    std::unique_ptr<WeightProvider> weights_;
+    std::unique_ptr<ThreadPool> pool_;
+    std::unique_ptr<Scratch> scratch_;
+    int64_t n_ctx_ = 0;
+    int64_t n_ubatch_ = 256;
+    int64_t n_past_ = 0;
+    // KV cache, fp16: k_cache_[il] is n_ctx rows of kv_dim (heads contiguous, head_dim each); same for v.
+    std::vector<std::vector<uint16_t>> k_cache_;
+    std::vector<std::vector<uint16_t>> v_cache_;
+};
+
+}  // namespace edge_rt

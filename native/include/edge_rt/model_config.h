@@ -1,0 +1,46 @@
+// Hyperparameters of a llama-family model, read from GGUF metadata and checked against the tensors.
+//
+// Contract: ModelConfig::from_gguf() throws Error(UnsupportedArchitecture) listing the supported
+// architectures, and Error(ModelFormat) naming the key or tensor for any missing, out-of-range or
+// contradictory value (zero heads, heads not divisible by KV heads, a tensor shape that disagrees with
+// the metadata, a required tensor missing, a tokenizer array of the wrong type), and
+// Error(UnsupportedType) naming the tensor for element types the kernels do not compute with.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "edge_rt/gguf_reader.h"
+
+namespace edge_rt {
+
+enum class RopeKind { Normal, NeoX };  // Normal: rotate pairs (2i, 2i+1); NeoX: pairs (i, i + n_rot/2)
+
+struct ModelConfig {
+    std::string arch;          // "llama", "qwen2", "qwen3"
+    int64_t n_vocab = 0;       // rows of the output head (and of token_embd)
+    int64_t n_embd = 0;
+    int64_t n_layer = 0;
+    int64_t n_head = 0;
+    int64_t n_head_kv = 0;
+    int64_t head_dim = 0;      // attention.key_length (== value_length), default n_embd / n_head
+    int64_t n_ff = 0;
+    int64_t n_ctx_train = 0;
+    int64_t n_rot = 0;         // rope.dimension_count, default head_dim
+    float rms_eps = 1e-5f;
+    float rope_freq_base = 10000.0f;
+    float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
+    RopeKind rope_kind = RopeKind::Normal;
+    bool has_qkv_bias = false;     // qwen2 (optional for llama)
+    bool has_qk_norm = false;      // qwen3
+    bool tied_output = false;      // output.weight absent: the token embedding is the output head
+
+    int64_t q_dim() const noexcept { return n_head * head_dim; }
+    int64_t kv_dim() const noexcept { return n_head_kv * head_dim; }
+
+    static ModelConfig from_gguf(const GgufFile& file);
+    static const std::vector<std::string>& supported_architectures();
+};
+
+}  // namespace edge_rt

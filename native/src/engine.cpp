@@ -1,0 +1,341 @@
+#include "edge_rt/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "edge_rt/error.h"
+#include "edge_rt/fp16.h"
+#include "edge_rt/kernels.h"
+
+namespace edge_rt {
+
+// Per-eval working memory, sized for one micro-batch and reused across calls.
+// Row-major: a buffer of "n x d" holds n token rows of d floats.
+struct Engine::Scratch {
+    std::vector<float> x;        // n x n_embd  residual stream
+    std::vector<float> cur;      // n x n_embd  normalized input of the current block
+    std::vector<float> q;        // n x q_dim
+    std::vector<float> k;        // n x kv_dim
+    std::vector<float> v;        // n x kv_dim
+    std::vector<float> attn;     // n x q_dim   attention output (heads concatenated)
+    std::vector<float> gate;     // n x n_ff
+    std::vector<float> up;       // n x n_ff
+    std::vector<uint8_t> act;    // n rows of the widest activation encoding (quantized matmul input)
+    std::vector<float> norm_w;   // dequantized 1-D weights (norms, biases) when not stored as F32
+};
+
+namespace {
+
+// 1-D weights (norms, biases) as F32, dequantizing into tmp when stored in another type.
+const float* f32_of(const TensorView& t, std::vector<float>& tmp) {
+    if (t.type == GgmlType::F32) return reinterpret_cast<const float*>(t.data);
+    tmp.resize((size_t)t.ne0);
+    weight_kernels(t.type)->dequantize_row(t.data, tmp.data(), t.ne0);
+    return tmp.data();
+}
+
+// ggml_rms_norm semantics: squares rounded to float, accumulated in double, mean rounded to float.
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += (double)(x[i] * x[i]);
+    const float scale = 1.0f / std::sqrt((float)(sum / (double)n) + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+}
+
+// Rotates x[0..n_rot) of one head in place for position pos. Angles follow ggml: theta_i =
+// pos * freq_scale * base^(-2i/n_rot), with the power built by repeated multiplication like ggml's
+// rope cache so both engines land on the same float angles.
+void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind) {
+    const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
+    const int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; ++i) {
+        const float angle = freq_scale * theta;
+        const float c = std::cos(angle), s = std::sin(angle);
+        const int64_t a = kind == RopeKind::Normal ? 2 * i : i;
+        const int64_t b = kind == RopeKind::Normal ? 2 * i + 1 : i + half;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+        theta *= theta_scale;
+    }
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+const WeightKernels& kernels_of(const TensorView& w) {
+    const WeightKernels* k = weight_kernels(w.type);
+    if (!k) fail(ErrorKind::Internal, std::string("[eval] no kernel for tensor type ") + type_name(w.type));
+    return *k;
+}
+
+}  // namespace
+
+Engine::Engine(const std::string& path, const EngineOptions& options) {
+    if (options.n_threads < 1 || options.n_threads > 1024) {
+        fail(ErrorKind::InvalidArgument, "[load] threads must be in [1, 1024], got " + std::to_string(options.n_threads));
+    }
+    if (options.n_ctx < 1 || options.n_ctx > (int64_t(1) << 22)) {
+        fail(ErrorKind::InvalidArgument, "[load] n_ctx must be in [1, 4194304], got " + std::to_string(options.n_ctx));
+    }
+    file_ = GgufFile::open(path);
+    cfg_ = ModelConfig::from_gguf(*file_);
+    weights_ = std::make_unique<ResidentWeights>(file_, cfg_);
+    pool_ = std::make_unique<ThreadPool>(options.n_threads);
+    scratch_ = std::make_unique<Scratch>();
+    n_ctx_ = options.n_ctx;
+    n_ubatch_ = std::max<int64_t>(1, options.n_ubatch);
+    try {
+        k_cache_.resize((size_t)cfg_.n_layer);
+        v_cache_.resize((size_t)cfg_.n_layer);
+        for (int64_t il = 0; il < cfg_.n_layer; ++il) {
+            k_cache_[(size_t)il].assign((size_t)(n_ctx_ * cfg_.kv_dim()), 0);
+            v_cache_[(size_t)il].assign((size_t)(n_ctx_ * cfg_.kv_dim()), 0);
+        }
+    } catch (const std::bad_alloc&) {
+        fail(ErrorKind::OutOfMemory, "[load] cannot allocate the KV cache for n_ctx=" + std::to_string(n_ctx_));
+    }
+}
+
+Engine::~Engine() = default;
+
+uint64_t Engine::n_params() const noexcept {
+    uint64_t n = 0;
+    for (const auto& t : file_->tensors()) n += t.n_elements;
+    return n;
+}
+
+uint64_t Engine::kv_cache_bytes() const noexcept {
+    return (uint64_t)cfg_.n_layer * 2 * (uint64_t)n_ctx_ * (uint64_t)cfg_.kv_dim() * sizeof(uint16_t);
+}
+
+void Engine::truncate(int64_t n_past) {
+    if (n_past < 0 || n_past > n_past_) {
+        fail(ErrorKind::InvalidArgument, "[truncate] n_past " + std::to_string(n_past) + " outside [0, " +
+                                             std::to_string(n_past_) + "]");
+    }
+    n_past_ = n_past;
+}
+
+void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
+                  const std::function<bool()>& should_abort) {
+    if (n <= 0) fail(ErrorKind::InvalidArgument, "[eval] no tokens to evaluate");
+    if (n_past_ + n > n_ctx_) {
+        fail(ErrorKind::InvalidArgument, "[eval] context overflow: " + std::to_string(n_past_) + " cached + " +
+                                             std::to_string(n) + " new tokens > n_ctx " + std::to_string(n_ctx_));
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= cfg_.n_vocab) {
+            fail(ErrorKind::InvalidArgument, "[eval] token id " + std::to_string(tokens[i]) + " at index " +
+                                                 std::to_string(i) + " outside the vocabulary [0, " +
+                                                 std::to_string(cfg_.n_vocab) + ")");
+        }
+    }
+    const int64_t start = n_past_;
+    try {
+        for (int64_t done = 0; done < n; done += n_ubatch_) {
+            const int64_t m = std::min(n_ubatch_, n - done);
+            const bool last = done + m == n;
+            // Rows of logits: every token when all_logits, else only the final token of the last ubatch.
+            float* dst = all_logits ? out + (size_t)done * (size_t)cfg_.n_vocab : (last ? out : nullptr);
+            eval_ubatch(tokens + done, m, all_logits, dst, should_abort);
+        }
+    } catch (...) {
+        n_past_ = start;
+        throw;
+    }
+}
+
+void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
+                         const std::function<bool()>& should_abort) {
+    const ModelConfig& c = cfg_;
+    Scratch& s = *scratch_;
+    const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff, D = c.head_dim;
+    s.x.resize((size_t)(n * E));
+    s.cur.resize((size_t)(n * E));
+    s.q.resize((size_t)(n * Q));
+    s.k.resize((size_t)(n * KV));
+    s.v.resize((size_t)(n * KV));
+    s.attn.resize((size_t)(n * Q));
+    s.gate.resize((size_t)(n * F));
+    s.up.resize((size_t)(n * F));
+    ThreadPool& pool = *pool_;
+
+    // Converts n rows of `width` floats (row stride `width`) into the activation format of `k`.
+    // Returns the byte stride of one converted row in s.act.
+    auto quantize_input = [&](const float* src, int64_t width, const WeightKernels& k) -> size_t {
+        const size_t stride = k.act_row_bytes(width);
+        if (s.act.size() < stride * (size_t)n) s.act.resize(stride * (size_t)n);
+        uint8_t* dst = s.act.data();
+        pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) k.quantize_act(src + t * width, dst + (size_t)t * stride, width);
+        });
+        return stride;
+    };
+    // y[t * y_stride + r] = W[r] . act[t] for rows r < W.ne1 and tokens t < n_tok (act already converted).
+    auto matmul = [&](const TensorView& W, const WeightKernels& k, size_t act_stride, int64_t n_tok, float* y,
+                      int64_t y_stride) {
+        const uint8_t* act = s.act.data();
+        const int64_t width = W.ne0;
+        pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
+            float tmp[8];
+            for (int64_t r = r0; r < r1; ++r) {
+                const uint8_t* wrow = W.row(r);
+                int64_t t = 0;
+                if (k.vec_dot_rows) {
+                    for (; t + 1 < n_tok; t += 8) {
+                        const int n_act = (int)std::min<int64_t>(8, n_tok - t);
+                        k.vec_dot_rows(width, wrow, act + (size_t)t * act_stride, act_stride, n_act, tmp);
+                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+                    }
+                }
+                for (; t < n_tok; ++t) y[t * y_stride + r] = k.vec_dot(width, wrow, act + (size_t)t * act_stride);
+            }
+        });
+    };
+    auto add_bias = [&](const TensorView& b, float* y, int64_t width) {
+        if (!b.present()) return;
+        const float* bias = f32_of(b, s.norm_w);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t i = 0; i < width; ++i) y[t * width + i] += bias[i];
+    };
+    auto norm_rows = [&](const float* src, const TensorView& w, float* dst) {
+        const float* weight = f32_of(w, s.norm_w);
+        for (int64_t t = 0; t < n; ++t) rms_norm(src + t * E, weight, dst + t * E, E, c.rms_eps);
+    };
+
+    // Token embeddings: only the rows of the tokens in this batch are read.
+    {
+        const GlobalWeights& g = weights_->acquire_globals();
+        const WeightKernels& ke = kernels_of(g.token_embd);
+        for (int64_t t = 0; t < n; ++t) ke.dequantize_row(g.token_embd.row(tokens[t]), s.x.data() + t * E, E);
+        weights_->release_globals();
+    }
+
+    const WeightKernels& k16 = *weight_kernels(GgmlType::F16);
+    const float kq_scale = 1.0f / std::sqrt((float)D);
+    const int64_t group = c.n_head / c.n_head_kv;
+    const int64_t n_kv = n_past_ + n;  // cache positions visible to the last token of this batch
+
+    for (int64_t il = 0; il < c.n_layer; ++il) {
+        if (should_abort && should_abort()) fail(ErrorKind::Interrupted, "[eval] interrupted");
+        const LayerWeights& w = weights_->acquire_layer((int)il);
+
+        // ---- attention ----
+        norm_rows(s.x.data(), w.attn_norm, s.cur.data());
+        {
+            const WeightKernels& kq = kernels_of(w.wq);
+            size_t stride = quantize_input(s.cur.data(), E, kq);
+            matmul(w.wq, kq, stride, n, s.q.data(), Q);
+            const WeightKernels& kk = kernels_of(w.wk);
+            if (kk.act_type != kq.act_type) stride = quantize_input(s.cur.data(), E, kk);
+            matmul(w.wk, kk, stride, n, s.k.data(), KV);
+            const WeightKernels& kv = kernels_of(w.wv);
+            if (kv.act_type != kk.act_type) stride = quantize_input(s.cur.data(), E, kv);
+            matmul(w.wv, kv, stride, n, s.v.data(), KV);
+        }
+        add_bias(w.bq, s.q.data(), Q);
+        add_bias(w.bk, s.k.data(), KV);
+        add_bias(w.bv, s.v.data(), KV);
+        if (c.has_qk_norm) {
+            std::vector<float> qn_tmp, kn_tmp;
+            const float* qn = f32_of(w.q_norm, qn_tmp);
+            const float* kn = f32_of(w.k_norm, kn_tmp);
+            for (int64_t t = 0; t < n; ++t) {
+                for (int64_t h = 0; h < c.n_head; ++h) rms_norm(&s.q[(size_t)(t * Q + h * D)], qn, &s.q[(size_t)(t * Q + h * D)], D, c.rms_eps);
+                for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm(&s.k[(size_t)(t * KV + h * D)], kn, &s.k[(size_t)(t * KV + h * D)], D, c.rms_eps);
+            }
+        }
+        for (int64_t t = 0; t < n; ++t) {
+            const int64_t pos = n_past_ + t;
+            for (int64_t h = 0; h < c.n_head; ++h)
+                rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind);
+            for (int64_t h = 0; h < c.n_head_kv; ++h)
+                rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind);
+        }
+        // KV cache (fp16). K: n_ctx rows of kv_dim. V transposed: kv_dim rows of n_ctx, so that the
+        // probability-weighted sum over positions is a contiguous fp16 dot product per output element.
+        uint16_t* kc = k_cache_[(size_t)il].data();
+        uint16_t* vc = v_cache_[(size_t)il].data();
+        for (int64_t t = 0; t < n; ++t) {
+            const int64_t pos = n_past_ + t;
+            k16.quantize_act(&s.k[(size_t)(t * KV)], kc + pos * KV, KV);
+            for (int64_t i = 0; i < KV; ++i) vc[i * n_ctx_ + pos] = fp32_to_fp16(s.v[(size_t)(t * KV + i)]);
+        }
+        // One work item per (token, head): causal softmax(q K^T * scale) V.
+        const int64_t n_items = n * c.n_head;
+        pool.parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
+            // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
+            thread_local std::vector<float> scores;
+            thread_local std::vector<uint16_t> p16v, q16v;
+            if ((int64_t)scores.size() < n_kv) { scores.resize((size_t)n_kv); p16v.resize((size_t)n_kv); }
+            if ((int64_t)q16v.size() < D) q16v.resize((size_t)D);
+            float* sc = scores.data();
+            uint16_t* p16 = p16v.data();
+            uint16_t* q16 = q16v.data();
+            for (int64_t item = b; item < e; ++item) {
+                const int64_t t = item / c.n_head, h = item % c.n_head, hk = h / group;
+                const int64_t len = n_past_ + t + 1;
+                k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < len; ++j) {
+                    sc[j] = k16.vec_dot(D, kc + j * KV + hk * D, q16) * kq_scale;
+                    mx = std::max(mx, sc[j]);
+                }
+                double sum = 0.0;
+                for (int64_t j = 0; j < len; ++j) {
+                    sc[j] = std::exp(sc[j] - mx);
+                    sum += sc[j];
+                }
+                const float inv = (float)(1.0 / sum);
+                for (int64_t j = 0; j < len; ++j) sc[j] *= inv;
+                k16.quantize_act(sc, p16, len);
+                float* o = &s.attn[(size_t)(t * Q + h * D)];
+                for (int64_t d = 0; d < D; ++d) o[d] = k16.vec_dot(len, vc + (hk * D + d) * n_ctx_, p16);
+            }
+        });
+        {
+            const WeightKernels& ko = kernels_of(w.wo);
+            const size_t stride = quantize_input(s.attn.data(), Q, ko);
+            matmul(w.wo, ko, stride, n, s.cur.data(), E);  // cur reused as the projection output
+            for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.cur[(size_t)i];
+        }
+
+        // ---- feed-forward (SwiGLU) ----
+        norm_rows(s.x.data(), w.ffn_norm, s.cur.data());
+        {
+            const WeightKernels& kg = kernels_of(w.ffn_gate);
+            size_t stride = quantize_input(s.cur.data(), E, kg);
+            matmul(w.ffn_gate, kg, stride, n, s.gate.data(), F);
+            const WeightKernels& ku = kernels_of(w.ffn_up);
+            if (ku.act_type != kg.act_type) stride = quantize_input(s.cur.data(), E, ku);
+            matmul(w.ffn_up, ku, stride, n, s.up.data(), F);
+            for (int64_t i = 0; i < n * F; ++i) s.gate[(size_t)i] = silu(s.gate[(size_t)i]) * s.up[(size_t)i];
+            const WeightKernels& kd = kernels_of(w.ffn_down);
+            stride = quantize_input(s.gate.data(), F, kd);
+            matmul(w.ffn_down, kd, stride, n, s.cur.data(), E);
+            for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.cur[(size_t)i];
+        }
+        weights_->release_layer((int)il);
+    }
+    if (should_abort && should_abort()) fail(ErrorKind::Interrupted, "[eval] interrupted");
+
+    // ---- output head ----
+    if (out) {
+        const GlobalWeights& g = weights_->acquire_globals();
+        const int64_t first = all_logits ? 0 : n - 1;
+        const int64_t rows = n - first;
+        const float* nw = f32_of(g.output_norm, s.norm_w);
+        for (int64_t t = first; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.cur[(size_t)((t - first) * E)], E, c.rms_eps);
+        const WeightKernels& kout = kernels_of(g.output);
+        const size_t stride = kout.act_row_bytes(E);
+        if (s.act.size() < stride * (size_t)rows) s.act.resize(stride * (size_t)rows);
+        for (int64_t t = 0; t < rows; ++t) kout.quantize_act(&s.cur[(size_t)(t * E)], s.act.data() + (size_t)t * stride, E);
+        matmul(g.output, kout, stride, rows, out, c.n_vocab);
+        weights_->release_globals();
+    }
+    n_past_ += n;
+}
+
+}  // namespace edge_rt

@@ -1,0 +1,635 @@
+// GGUF v2/v3 reader. Every number read from the file is treated as hostile: counts and lengths are
+// checked against the bytes left before anything is allocated or read, products are overflow-checked,
+// and every error names the header field, key or tensor it concerns.
+//
+// File layout (little-endian):
+//   header:       char magic[4] = "GGUF"; u32 version; u64 n_tensors; u64 n_kv
+//   n_kv times:   string key; u32 value_type; value
+//                 string = u64 length + bytes (no terminator)
+//                 array  = u32 elem_type + u64 count + count elements (arrays of arrays rejected)
+//   n_tensors x:  string name; u32 n_dims; u64 ne[n_dims]; u32 ggml_type; u64 offset (relative to data)
+//   padding to general.alignment, then the data section.
+
+// 64-bit off_t for pread/fstat on 32-bit targets (Raspberry Pi OS armhf): models exceed 2 GiB.
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
+#endif
+
+#include "edge_rt/gguf_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "edge_rt/error.h"
+
+namespace edge_rt {
+
+namespace {
+
+constexpr uint64_t kMaxKeyLen = 65535;        // keys are short dotted names; anything longer is junk
+constexpr uint64_t kMaxTensorNameLen = 256;   // ggml allows 64; converted models stay well below 256
+constexpr uint64_t kMaxAlignment = 1u << 20;  // 1 MiB
+constexpr uint64_t kDefaultAlignment = 32;
+// Containers are reserved up to this many elements from a count read from the file; beyond it they
+// grow only as elements are actually parsed, so a lying count cannot make us allocate up front.
+constexpr uint64_t kMaxReserve = 1u << 16;
+
+// Smallest encodings, used to bound counts by the bytes left: a key/value is at least an 8-byte key
+// length, a 1-byte key, a 4-byte type and a 1-byte value; a tensor info at least an 8-byte name length,
+// a 1-byte name, n_dims, one dimension, type and offset.
+constexpr uint64_t kMinKvBytes = 8 + 1 + 4 + 1;
+constexpr uint64_t kMinTensorInfoBytes = 8 + 1 + 4 + 8 + 4 + 8;
+
+bool is_known_value_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufValueType::FLOAT64); }
+
+// Encoded size of one scalar element; STRING gives its minimum (the length prefix), ARRAY 0.
+uint64_t min_value_bytes(GgufValueType t) {
+    switch (t) {
+        case GgufValueType::UINT8:
+        case GgufValueType::INT8:
+        case GgufValueType::BOOL: return 1;
+        case GgufValueType::UINT16:
+        case GgufValueType::INT16: return 2;
+        case GgufValueType::UINT32:
+        case GgufValueType::INT32:
+        case GgufValueType::FLOAT32: return 4;
+        case GgufValueType::UINT64:
+        case GgufValueType::INT64:
+        case GgufValueType::FLOAT64:
+        case GgufValueType::STRING: return 8;
+        case GgufValueType::ARRAY: return 4 + 8;
+    }
+    return 1;
+}
+
+bool is_integer_type(GgufValueType t) {
+    switch (t) {
+        case GgufValueType::UINT8:
+        case GgufValueType::INT8:
+        case GgufValueType::UINT16:
+        case GgufValueType::INT16:
+        case GgufValueType::UINT32:
+        case GgufValueType::INT32:
+        case GgufValueType::UINT64:
+        case GgufValueType::INT64: return true;
+        default: return false;
+    }
+}
+
+bool is_float_type(GgufValueType t) { return t == GgufValueType::FLOAT32 || t == GgufValueType::FLOAT64; }
+
+std::string full_type_name(const GgufValue& v) {
+    if (v.type != GgufValueType::ARRAY) return gguf_value_type_name(v.type);
+    return std::string("ARRAY[") + gguf_value_type_name(v.array_type) + "]";
+}
+
+// Renders bytes read from the file for an error message: printable ASCII as is, the rest as \xNN.
+std::string printable(const char* p, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    std::string out;
+    for (size_t i = 0; i < n; ++i) {
+        unsigned char c = static_cast<unsigned char>(p[i]);
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+            out += static_cast<char>(c);
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+std::string quoted(const std::string& s) { return "'" + printable(s.data(), s.size()) + "'"; }
+
+class Fd {
+public:
+    explicit Fd(int fd) : fd_(fd) {}
+    ~Fd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+}  // namespace
+
+// Reads the header region through a bounded, buffered cursor: pread in chunks, never past file_size.
+class GgufParser {
+public:
+    GgufParser(GgufFile& out, int fd, uint64_t file_size) : out_(out), fd_(fd), size_(file_size) {}
+
+    void parse() {
+        parse_header();
+        parse_kv();
+        parse_tensor_infos();
+        place_data();
+    }
+
+private:
+    GgufFile& out_;
+    int fd_;
+    uint64_t size_;
+    uint64_t pos_ = 0;
+    // Read-ahead buffer covering [buf_start_, buf_start_ + buf_len_).
+    std::vector<char> buf_;
+    uint64_t buf_start_ = 0;
+    size_t buf_len_ = 0;
+    // What is being parsed, for messages: "header", "key 'x'", "tensor #3", "tensor 'x'".
+    std::string subject_ = "header";
+    uint64_t n_tensors_ = 0;
+    uint64_t n_kv_ = 0;
+
+    uint64_t left() const { return size_ - pos_; }
+
+    [[noreturn]] void bad(const std::string& msg) const {
+        fail(ErrorKind::ModelFormat, "[gguf] " + subject_ + ": " + msg);
+    }
+
+    void fill(uint64_t at) {
+        constexpr size_t kChunk = 1 << 20;
+        if (buf_.size() < kChunk) buf_.resize(kChunk);
+        size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, size_ - at));
+        size_t got = 0;
+        while (got < want) {
+            ssize_t r = ::pread(fd_, buf_.data() + got, want - got, static_cast<off_t>(at + got));
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                int e = errno;
+                fail(ErrorKind::Io, "[gguf] read of '" + out_.path_ + "' at offset " + std::to_string(at + got) +
+                                        " failed: " + std::strerror(e));
+            }
+            if (r == 0) {
+                // The file shrank under us after fstat.
+                fail(ErrorKind::Io, "[gguf] '" + out_.path_ + "' ended at offset " + std::to_string(at + got) +
+                                        " while " + std::to_string(size_) + " bytes were expected (file changed?)");
+            }
+            got += static_cast<size_t>(r);
+        }
+        buf_start_ = at;
+        buf_len_ = want;
+    }
+
+    // Copies n bytes at the cursor into dst; truncation is a ModelFormat error naming what was read.
+    void read(void* dst, uint64_t n, const char* what) {
+        if (n > left()) {
+            bad(std::string("file truncated while reading ") + what + " at offset " + std::to_string(pos_) +
+                " (needs " + std::to_string(n) + " bytes, " + std::to_string(left()) + " left in a file of " +
+                std::to_string(size_) + " bytes)");
+        }
+        char* d = static_cast<char*>(dst);
+        while (n > 0) {
+            if (pos_ < buf_start_ || pos_ >= buf_start_ + buf_len_) fill(pos_);
+            size_t off = static_cast<size_t>(pos_ - buf_start_);
+            size_t take = static_cast<size_t>(std::min<uint64_t>(n, buf_len_ - off));
+            std::memcpy(d, buf_.data() + off, take);
+            d += take;
+            pos_ += take;
+            n -= take;
+        }
+    }
+
+    template <typename T>
+    T read_pod(const char* what) {
+        T v;
+        read(&v, sizeof(T), what);
+        return v;
+    }
+
+    // A GGUF string: u64 length then bytes. max_len caps it below the bytes left.
+    std::string read_string(const char* what, uint64_t max_len = std::numeric_limits<uint64_t>::max()) {
+        std::string len_what = std::string(what) + " length";
+        uint64_t len = read_pod<uint64_t>(len_what.c_str());
+        if (len > left()) {
+            bad(std::string(what) + " length " + std::to_string(len) + " exceeds the bytes left in the file (" +
+                std::to_string(left()) + ")");
+        }
+        if (len > max_len) {
+            bad(std::string(what) + " length " + std::to_string(len) + " exceeds the limit of " +
+                std::to_string(max_len) + " bytes");
+        }
+        if (len > static_cast<uint64_t>(std::numeric_limits<size_t>::max() / 2)) {
+            bad(std::string(what) + " length " + std::to_string(len) + " exceeds this platform's address space");
+        }
+        std::string s(static_cast<size_t>(len), '\0');
+        read(&s[0], len, what);
+        return s;
+    }
+
+    void parse_header() {
+        subject_ = "header";
+        if (size_ == 0) bad("file is empty (0 bytes); expected the GGUF magic");
+        char magic[4];
+        read(magic, 4, "magic");
+        if (std::memcmp(magic, "GGUF", 4) != 0) {
+            bad("bad magic '" + printable(magic, 4) + "' (expected 'GGUF'); not a GGUF file");
+        }
+        uint32_t version = read_pod<uint32_t>("version");
+        if (version != 2 && version != 3) {
+            uint32_t swapped = __builtin_bswap32(version);
+            std::string hint;
+            if (swapped == 2 || swapped == 3) hint = "; the file appears to be big-endian, which is not supported";
+            else if (version == 1) hint = "; GGUF v1 is obsolete, re-convert the model";
+            bad("unsupported version " + std::to_string(version) + " (edge_rt reads GGUF v2 and v3" + hint + ")");
+        }
+        out_.version_ = version;
+        n_tensors_ = read_pod<uint64_t>("tensor count");
+        n_kv_ = read_pod<uint64_t>("metadata key/value count");
+        // Each count alone must fit in the bytes left; the tensor bound is checked again once the
+        // metadata has been consumed.
+        if (n_kv_ > left() / kMinKvBytes) {
+            bad("metadata key/value count " + std::to_string(n_kv_) + " cannot fit in the " +
+                std::to_string(left()) + " bytes left (each needs at least " + std::to_string(kMinKvBytes) + ")");
+        }
+        if (n_tensors_ > left() / kMinTensorInfoBytes) {
+            bad("tensor count " + std::to_string(n_tensors_) + " cannot fit in the " + std::to_string(left()) +
+                " bytes left (each tensor info needs at least " + std::to_string(kMinTensorInfoBytes) + ")");
+        }
+    }
+
+    void read_scalar(GgufValueType t, GgufValue& v, const char* what) {
+        switch (t) {
+            case GgufValueType::UINT8: v.i = read_pod<uint8_t>(what); break;
+            case GgufValueType::INT8: v.i = read_pod<int8_t>(what); break;
+            case GgufValueType::UINT16: v.i = read_pod<uint16_t>(what); break;
+            case GgufValueType::INT16: v.i = read_pod<int16_t>(what); break;
+            case GgufValueType::UINT32: v.i = read_pod<uint32_t>(what); break;
+            case GgufValueType::INT32: v.i = read_pod<int32_t>(what); break;
+            case GgufValueType::INT64: v.i = read_pod<int64_t>(what); break;
+            case GgufValueType::UINT64: {
+                v.u = read_pod<uint64_t>(what);
+                v.i = v.u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ? static_cast<int64_t>(v.u) : 0;
+                return;
+            }
+            case GgufValueType::FLOAT32: v.f = read_pod<float>(what); return;
+            case GgufValueType::FLOAT64: v.f = read_pod<double>(what); return;
+            case GgufValueType::BOOL: {
+                uint8_t b = read_pod<uint8_t>(what);
+                if (b > 1) bad("bool value " + std::to_string(b) + " is neither 0 nor 1");
+                v.i = b;
+                v.u = b;
+                return;
+            }
+            case GgufValueType::STRING: v.s = read_string(what); return;
+            case GgufValueType::ARRAY: bad("internal: array passed to read_scalar");
+        }
+        if (v.i >= 0) v.u = static_cast<uint64_t>(v.i);
+    }
+
+    void read_array(GgufValue& v) {
+        uint32_t et = read_pod<uint32_t>("array element type");
+        if (!is_known_value_type(et)) bad("unknown array element type " + std::to_string(et));
+        v.array_type = static_cast<GgufValueType>(et);
+        if (v.array_type == GgufValueType::ARRAY) bad("nested arrays (ARRAY of ARRAY) are not supported");
+        uint64_t count = read_pod<uint64_t>("array length");
+        uint64_t elem_min = min_value_bytes(v.array_type);
+        if (count > left() / elem_min) {
+            bad("array length " + std::to_string(count) + " of " + gguf_value_type_name(v.array_type) +
+                " exceeds the bytes left in the file (" + std::to_string(left()) + ")");
+        }
+        size_t reserve = static_cast<size_t>(std::min(count, kMaxReserve));
+        if (v.array_type == GgufValueType::STRING) {
+            v.strings.reserve(reserve);
+            for (uint64_t k = 0; k < count; ++k) {
+                if (left() < 8) {
+                    bad("file truncated while reading array element " + std::to_string(k) + " of " +
+                        std::to_string(count) + " at offset " + std::to_string(pos_));
+                }
+                uint64_t len;
+                read(&len, 8, "array string length");
+                if (len > left()) {
+                    bad("array element " + std::to_string(k) + ": string length " + std::to_string(len) +
+                        " exceeds the bytes left in the file (" + std::to_string(left()) + ")");
+                }
+                v.strings.emplace_back(static_cast<size_t>(len), '\0');
+                read(&v.strings.back()[0], len, "array string");
+            }
+            return;
+        }
+        // Numeric arrays: count * elem_min <= left() was checked above, so no read below can run short.
+        GgufValue tmp;
+        if (is_float_type(v.array_type)) {
+            v.floats.reserve(reserve);
+            for (uint64_t k = 0; k < count; ++k) {
+                read_scalar(v.array_type, tmp, "array element");
+                v.floats.push_back(tmp.f);
+            }
+        } else {
+            v.ints.reserve(reserve);
+            for (uint64_t k = 0; k < count; ++k) {
+                read_scalar(v.array_type, tmp, "array element");
+                // UINT64 elements are kept as their bit pattern (consumers reinterpret via array_type).
+                v.ints.push_back(v.array_type == GgufValueType::UINT64 ? static_cast<int64_t>(tmp.u) : tmp.i);
+            }
+        }
+    }
+
+    void parse_kv() {
+        out_.kv_.reserve(static_cast<size_t>(std::min(n_kv_, kMaxReserve)));
+        for (uint64_t k = 0; k < n_kv_; ++k) {
+            subject_ = "key #" + std::to_string(k);
+            std::string key = read_string("key name", kMaxKeyLen);
+            if (key.empty()) bad("empty key name");
+            subject_ = "key " + quoted(key);
+            auto dup = out_.kv_index_.find(key);
+            if (dup != out_.kv_index_.end()) {
+                bad("duplicate key (first defined as key #" + std::to_string(dup->second) + ")");
+            }
+            uint32_t t = read_pod<uint32_t>("value type");
+            if (!is_known_value_type(t)) bad("unknown value type " + std::to_string(t));
+            GgufValue v;
+            v.type = static_cast<GgufValueType>(t);
+            if (v.type == GgufValueType::ARRAY) {
+                read_array(v);
+            } else {
+                read_scalar(v.type, v, "value");
+            }
+            out_.kv_index_.emplace(key, out_.kv_.size());
+            out_.kv_.emplace_back(std::move(key), std::move(v));
+        }
+
+        out_.alignment_ = kDefaultAlignment;
+        if (const GgufValue* a = out_.find("general.alignment")) {
+            subject_ = "key 'general.alignment'";
+            if (a->type != GgufValueType::UINT32) {
+                bad("alignment must be a UINT32, found " + full_type_name(*a));
+            }
+            uint64_t al = a->u;
+            if (al == 0 || al > kMaxAlignment || (al & (al - 1)) != 0) {
+                bad("alignment " + std::to_string(al) + " is not a power of two in [1, " +
+                    std::to_string(kMaxAlignment) + "]");
+            }
+            out_.alignment_ = al;
+        }
+    }
+
+    void parse_tensor_infos() {
+        subject_ = "header";
+        if (n_tensors_ > left() / kMinTensorInfoBytes) {
+            bad("tensor count " + std::to_string(n_tensors_) + " cannot fit in the " + std::to_string(left()) +
+                " bytes left after the metadata (each tensor info needs at least " +
+                std::to_string(kMinTensorInfoBytes) + ")");
+        }
+        out_.tensors_.reserve(static_cast<size_t>(std::min(n_tensors_, kMaxReserve)));
+        for (uint64_t k = 0; k < n_tensors_; ++k) {
+            subject_ = "tensor #" + std::to_string(k);
+            GgufTensorInfo ti;
+            ti.name = read_string("tensor name", kMaxTensorNameLen);
+            if (ti.name.empty()) bad("empty tensor name");
+            subject_ = "tensor " + quoted(ti.name);
+            auto dup = out_.tensor_index_.find(ti.name);
+            if (dup != out_.tensor_index_.end()) {
+                bad("duplicate tensor name (also tensor #" + std::to_string(dup->second) + ")");
+            }
+            ti.n_dims = read_pod<uint32_t>("n_dims");
+            if (ti.n_dims < 1 || ti.n_dims > 4) bad("n_dims " + std::to_string(ti.n_dims) + " outside 1..4");
+            int64_t n_elements = 1;
+            for (uint32_t d = 0; d < ti.n_dims; ++d) {
+                uint64_t ne = read_pod<uint64_t>("dimension");
+                if (ne == 0 || ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+                    bad("dimension ne[" + std::to_string(d) + "] = " + std::to_string(static_cast<int64_t>(ne)) +
+                        " is not >= 1");
+                }
+                ti.ne[d] = static_cast<int64_t>(ne);
+                if (__builtin_mul_overflow(n_elements, ti.ne[d], &n_elements)) {
+                    bad("element count overflows: product of dimensions up to ne[" + std::to_string(d) +
+                        "] exceeds 2^63");
+                }
+            }
+            uint32_t type_id = read_pod<uint32_t>("type");
+            const TypeTraits* tt = type_traits(type_id);
+            if (!tt) bad("unknown ggml type id " + std::to_string(type_id));
+            ti.type = static_cast<GgmlType>(type_id);
+            if (ti.ne[0] % tt->block_elems != 0) {
+                bad("ne[0] = " + std::to_string(ti.ne[0]) + " is not a multiple of the " + tt->name +
+                    " block size " + std::to_string(tt->block_elems));
+            }
+            ti.n_elements = static_cast<uint64_t>(n_elements);
+            uint64_t n_bytes;
+            if (__builtin_mul_overflow(ti.n_elements / tt->block_elems, static_cast<uint64_t>(tt->block_bytes),
+                                       &n_bytes)) {
+                bad("data size overflows 2^64 bytes");
+            }
+            ti.n_bytes = n_bytes;
+            uint64_t rel = read_pod<uint64_t>("offset");
+            if (rel % out_.alignment_ != 0) {
+                bad("offset " + std::to_string(rel) + " is not a multiple of the alignment " +
+                    std::to_string(out_.alignment_));
+            }
+            ti.offset = rel;  // relative until place_data() knows where the data section starts
+            out_.tensor_index_.emplace(ti.name, out_.tensors_.size());
+            out_.tensors_.push_back(std::move(ti));
+        }
+    }
+
+    void place_data() {
+        uint64_t al = out_.alignment_;
+        // pos_ <= size_ and al <= 1 MiB, so this cannot overflow.
+        out_.data_offset_ = (pos_ + al - 1) / al * al;
+        for (GgufTensorInfo& ti : out_.tensors_) {
+            subject_ = "tensor " + quoted(ti.name);
+            uint64_t abs, end;
+            if (__builtin_add_overflow(out_.data_offset_, ti.offset, &abs) ||
+                __builtin_add_overflow(abs, ti.n_bytes, &end) || end > size_) {
+                bad("data range [" + std::to_string(out_.data_offset_) + " + " + std::to_string(ti.offset) +
+                    ", +" + std::to_string(ti.n_bytes) + " bytes) lies past end of file (" + std::to_string(size_) +
+                    " bytes)");
+            }
+            ti.offset = abs;
+        }
+        std::vector<size_t> order(out_.tensors_.size());
+        std::iota(order.begin(), order.end(), size_t{0});
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+            return out_.tensors_[a].offset < out_.tensors_[b].offset;
+        });
+        for (size_t k = 1; k < order.size(); ++k) {
+            const GgufTensorInfo& prev = out_.tensors_[order[k - 1]];
+            const GgufTensorInfo& cur = out_.tensors_[order[k]];
+            if (prev.offset + prev.n_bytes > cur.offset) {
+                subject_ = "tensor " + quoted(cur.name);
+                bad("data range [" + std::to_string(cur.offset) + ", " + std::to_string(cur.offset + cur.n_bytes) +
+                    ") overlaps tensor " + quoted(prev.name) + " at [" + std::to_string(prev.offset) + ", " +
+                    std::to_string(prev.offset + prev.n_bytes) + ")");
+            }
+        }
+    }
+};
+
+const char* gguf_value_type_name(GgufValueType t) noexcept {
+    switch (t) {
+        case GgufValueType::UINT8: return "UINT8";
+        case GgufValueType::INT8: return "INT8";
+        case GgufValueType::UINT16: return "UINT16";
+        case GgufValueType::INT16: return "INT16";
+        case GgufValueType::UINT32: return "UINT32";
+        case GgufValueType::INT32: return "INT32";
+        case GgufValueType::FLOAT32: return "FLOAT32";
+        case GgufValueType::BOOL: return "BOOL";
+        case GgufValueType::STRING: return "STRING";
+        case GgufValueType::ARRAY: return "ARRAY";
+        case GgufValueType::UINT64: return "UINT64";
+        case GgufValueType::INT64: return "INT64";
+        case GgufValueType::FLOAT64: return "FLOAT64";
+    }
+    return "UNKNOWN";
+}
+
+bool GgufValue::is_integer() const noexcept { return is_integer_type(type); }
+
+uint64_t GgufValue::array_size() const noexcept {
+    if (type != GgufValueType::ARRAY) return 0;
+    if (array_type == GgufValueType::STRING) return strings.size();
+    if (is_float_type(array_type)) return floats.size();
+    return ints.size();
+}
+
+uint64_t GgufTensorInfo::row_bytes() const noexcept {
+    const TypeTraits* tt = type_traits(static_cast<uint32_t>(type));
+    if (!tt) return 0;
+    return static_cast<uint64_t>(ne[0] / tt->block_elems) * static_cast<uint64_t>(tt->block_bytes);
+}
+
+std::shared_ptr<const GgufFile> GgufFile::open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        fail(ErrorKind::Io, "[gguf] cannot open '" + path + "': " + std::strerror(e));
+    }
+    Fd guard(fd);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+        int e = errno;
+        fail(ErrorKind::Io, "[gguf] cannot stat '" + path + "': " + std::strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) fail(ErrorKind::Io, "[gguf] cannot read '" + path + "': " + std::strerror(EISDIR));
+    if (!S_ISREG(st.st_mode)) fail(ErrorKind::Io, "[gguf] cannot read '" + path + "': not a regular file");
+
+    std::shared_ptr<GgufFile> f(new GgufFile());
+    f->path_ = path;
+    f->file_size_ = static_cast<uint64_t>(st.st_size);
+    GgufParser(*f, fd, f->file_size_).parse();
+    return f;
+}
+
+const GgufValue* GgufFile::find(const std::string& key) const noexcept {
+    auto it = kv_index_.find(key);
+    return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
+}
+
+const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const noexcept {
+    auto it = tensor_index_.find(name);
+    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+}
+
+namespace {
+
+[[noreturn]] void missing_key(const std::string& key) {
+    fail(ErrorKind::ModelFormat, "[gguf] key " + quoted(key) + ": required key is missing");
+}
+
+[[noreturn]] void wrong_type(const std::string& key, const char* expected, const GgufValue& v) {
+    fail(ErrorKind::ModelFormat,
+         "[gguf] key " + quoted(key) + ": expected " + expected + ", found " + full_type_name(v));
+}
+
+int64_t as_int(const std::string& key, const GgufValue& v) {
+    if (!v.is_integer()) wrong_type(key, "an integer", v);
+    if (v.type == GgufValueType::UINT64 && v.u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        fail(ErrorKind::ModelFormat,
+             "[gguf] key " + quoted(key) + ": value " + std::to_string(v.u) + " does not fit in a signed 64-bit integer");
+    }
+    return v.i;
+}
+
+double as_float(const std::string& key, const GgufValue& v) {
+    if (is_float_type(v.type)) return v.f;
+    if (v.type == GgufValueType::UINT64) return static_cast<double>(v.u);
+    if (v.is_integer()) return static_cast<double>(v.i);
+    wrong_type(key, "a number", v);
+}
+
+}  // namespace
+
+int64_t GgufFile::get_int(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) missing_key(key);
+    return as_int(key, *v);
+}
+
+int64_t GgufFile::get_int_or(const std::string& key, int64_t fallback) const {
+    const GgufValue* v = find(key);
+    return v ? as_int(key, *v) : fallback;
+}
+
+double GgufFile::get_float(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) missing_key(key);
+    return as_float(key, *v);
+}
+
+double GgufFile::get_float_or(const std::string& key, double fallback) const {
+    const GgufValue* v = find(key);
+    return v ? as_float(key, *v) : fallback;
+}
+
+std::string GgufFile::get_string(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) missing_key(key);
+    if (v->type != GgufValueType::STRING) wrong_type(key, "STRING", *v);
+    return v->s;
+}
+
+std::string GgufFile::get_string_or(const std::string& key, const std::string& fallback) const {
+    const GgufValue* v = find(key);
+    if (!v) return fallback;
+    if (v->type != GgufValueType::STRING) wrong_type(key, "STRING", *v);
+    return v->s;
+}
+
+bool GgufFile::get_bool_or(const std::string& key, bool fallback) const {
+    const GgufValue* v = find(key);
+    if (!v) return fallback;
+    if (v->type != GgufValueType::BOOL) wrong_type(key, "BOOL", *v);
+    return v->i != 0;
+}
+
+const std::vector<std::string>& GgufFile::get_string_array(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) missing_key(key);
+    if (v->type != GgufValueType::ARRAY || v->array_type != GgufValueType::STRING) {
+        wrong_type(key, "ARRAY[STRING]", *v);
+    }
+    return v->strings;
+}
+
+const std::vector<int64_t>& GgufFile::get_int_array(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) missing_key(key);
+    if (v->type != GgufValueType::ARRAY ||
+        !(is_integer_type(v->array_type) || v->array_type == GgufValueType::BOOL)) {
+        wrong_type(key, "an ARRAY of integers", *v);
+    }
+    return v->ints;
+}
+
+const std::vector<double>& GgufFile::get_float_array(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) missing_key(key);
+    if (v->type != GgufValueType::ARRAY || !is_float_type(v->array_type)) {
+        wrong_type(key, "an ARRAY of FLOAT32/FLOAT64", *v);
+    }
+    return v->floats;
+}
+
+}  // namespace edge_rt

@@ -1,0 +1,475 @@
+// AVX2 + FMA + F16C kernels. Compiled with -mavx2 -mfma -mf16c only; reached through
+// avx2_weight_kernels() after cpu_features decided the CPU runs them. Reference twin: kernels_scalar.cpp.
+//
+// Integer dot products use the sign trick for signed x signed int8 (|x| * sign(y, x) through
+// vpmaddubsw), so block sums stay exact integers; results differ from the scalar twin only in the
+// order in which per-block float terms are added.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "edge_rt/fp16.h"
+#include "edge_rt/kernels.h"
+
+namespace edge_rt {
+
+namespace {
+
+#define ERT_INLINE inline __attribute__((always_inline))
+
+ERT_INLINE float h2f(fp16_t h) { return _cvtsh_ss(h); }
+
+ERT_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ERT_INLINE int hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// sum of signed x signed int8 in groups of 4 -> 8 x int32 (inputs in [-127, 127]).
+ERT_INLINE __m256i dot_i8(__m256i x, __m256i y) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+// unsigned x signed int8 in groups of 4 -> 8 x int32 (unsigned side <= 63 so int16 pairs never saturate).
+ERT_INLINE __m256i dot_u8i8(__m256i u, __m256i y) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+}
+
+// 32 nibbles of a 16-byte run: low nibbles -> bytes 0..15, high nibbles -> bytes 16..31.
+ERT_INLINE __m256i unpack_nibbles(const uint8_t* p) {
+    const __m128i t = _mm_loadu_si128((const __m128i*)p);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// Bit j of the 32-bit little-endian word at p -> 0xFF in byte j (else 0x00).
+ERT_INLINE __m256i bits_to_bytes(const uint8_t* p) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000LL, 0x0101010101010101LL,
+                                            0x0202020202020202LL, 0x0303030303030303LL);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+ERT_INLINE const uint8_t* act_row(const void* a, size_t stride, int r) {
+    return static_cast<const uint8_t*>(a) + (size_t)r * stride;
+}
+
+// Runs block(b, acc) over all blocks with NA float accumulators per unroll slot. For a single row the
+// loop is unrolled over independent accumulators so FMA latency does not serialize the blocks.
+template <int NA, class Block>
+ERT_INLINE void run_blocks(int64_t nb, const Block& block, float* out) {
+    constexpr int U = NA == 1 ? 4 : (NA == 2 ? 2 : 1);
+    __m256 acc[U][NA];
+    for (int u = 0; u < U; ++u)
+        for (int r = 0; r < NA; ++r) acc[u][r] = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + U <= nb; b += U)
+        for (int u = 0; u < U; ++u) block(b + u, acc[u]);
+    for (; b < nb; ++b) block(b, acc[0]);
+    for (int r = 0; r < NA; ++r) {
+        __m256 s = acc[0][r];
+        for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][r]);
+        out[r] = hsum8(s);
+    }
+}
+
+// Widen a run of 1..8 activation rows into calls of the NA-templated body.
+#define ERT_DEFINE_DOTS(NAME)                                                                        \
+    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                                    \
+        float o;                                                                                     \
+        NAME##_rows<1>(n, w, a, 0, &o);                                                              \
+        return o;                                                                                    \
+    }                                                                                                \
+    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) {   \
+        const uint8_t* ap = static_cast<const uint8_t*>(a);                                          \
+        while (na > 0) {                                                                             \
+            const int k = na < 8 ? na : 8;                                                           \
+            switch (k) {                                                                             \
+                case 1: NAME##_rows<1>(n, w, ap, st, out); break;                                    \
+                case 2: NAME##_rows<2>(n, w, ap, st, out); break;                                    \
+                case 3: NAME##_rows<3>(n, w, ap, st, out); break;                                    \
+                case 4: NAME##_rows<4>(n, w, ap, st, out); break;                                    \
+                case 5: NAME##_rows<5>(n, w, ap, st, out); break;                                    \
+                case 6: NAME##_rows<6>(n, w, ap, st, out); break;                                    \
+                case 7: NAME##_rows<7>(n, w, ap, st, out); break;                                    \
+                default: NAME##_rows<8>(n, w, ap, st, out); break;                                   \
+            }                                                                                        \
+            ap += (size_t)k * st;                                                                    \
+            out += k;                                                                                \
+            na -= k;                                                                                 \
+        }                                                                                            \
+    }
+
+// ------------------------------------------------------------------ 32-blocks against Q8_0 / Q8_1
+
+// Weight decoders: one 32-element block -> 32 int8 in element order.
+struct DecQ8_0 {  // signed
+    using Block = BlockQ8_0;
+    static ERT_INLINE __m256i q(const Block& x) { return _mm256_loadu_si256((const __m256i*)x.qs); }
+};
+struct DecQ4_0 {  // signed, q - 8
+    using Block = BlockQ4_0;
+    static ERT_INLINE __m256i q(const Block& x) { return _mm256_sub_epi8(unpack_nibbles(x.qs), _mm256_set1_epi8(8)); }
+};
+struct DecQ5_0 {  // signed, q - 16
+    using Block = BlockQ5_0;
+    static ERT_INLINE __m256i q(const Block& x) {
+        const __m256i hb = _mm256_and_si256(bits_to_bytes(x.qh), _mm256_set1_epi8(0x10));
+        return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(x.qs), hb), _mm256_set1_epi8(16));
+    }
+};
+struct DecQ4_1 {  // unsigned 0..15
+    using Block = BlockQ4_1;
+    static ERT_INLINE __m256i q(const Block& x) { return unpack_nibbles(x.qs); }
+};
+struct DecQ5_1 {  // unsigned 0..31
+    using Block = BlockQ5_1;
+    static ERT_INLINE __m256i q(const Block& x) {
+        return _mm256_or_si256(unpack_nibbles(x.qs), _mm256_and_si256(bits_to_bytes(x.qh), _mm256_set1_epi8(0x10)));
+    }
+};
+
+// Signed weights x Q8_0: sum_b dx*dy * sum_i qx*qy.
+template <int NA, class D>
+ERT_INLINE void rows_q8_0_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_0* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const float dx = h2f(x[b].d);
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)),
+                                                _mm256_set1_epi16(1));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK8_0, block, out);
+}
+
+// Unsigned weights with min x Q8_1: sum_b dx*dy * sum_i qx*qy + mx * sy.
+template <int NA, class D>
+ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_1* y[NA];
+    float ms[NA];
+    for (int r = 0; r < NA; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_1*>(act_row(a, stride, r));
+        ms[r] = 0.f;
+    }
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const float dx = h2f(x[b].d), mx = h2f(x[b].m);
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = dot_u8i8(qx, qy);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
+            ms[r] += mx * h2f(y[r][b].s);
+        }
+    };
+    run_blocks<NA>(n / QK8_1, block, out);
+    for (int r = 0; r < NA; ++r) out[r] += ms[r];
+}
+
+template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o); }
+template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o); }
+template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0>(n, w, a, s, o); }
+template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1>(n, w, a, s, o); }
+template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1>(n, w, a, s, o); }
+ERT_DEFINE_DOTS(q8_0)
+ERT_DEFINE_DOTS(q4_0)
+ERT_DEFINE_DOTS(q5_0)
+ERT_DEFINE_DOTS(q4_1)
+ERT_DEFINE_DOTS(q5_1)
+
+// ------------------------------------------------------------------ K-quants against Q8_K
+
+// Unpacks the 12 packed bytes of a Q4_K super-block into sc[0..7] (bytes 0..7) and m[0..7] (8..15).
+ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
+    uint32_t u[3];
+    std::memcpy(u, s12, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    out[0] = u[0] & m6;                                   // sc[0..3]
+    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);     // sc[4..7]
+    out[2] = u[1] & m6;                                   // m[0..3]
+    out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
+}
+
+// Q4_K: per super-block, d*dy*sum_j sc[j]*(q_j . qy_j) - dmin*dy*sum_j m[j]*(bsum pairs).
+template <int NA>
+void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        uint32_t sm[4];
+        q4k_unpack_scales(x[b].scales, sm);
+        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
+        const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
+        __m256i q[8];
+        for (int k = 0; k < 4; ++k) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i*)(x[b].qs + 32 * k));
+            q[2 * k] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+            q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+        }
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m256i sumi = _mm256_setzero_si256();
+            for (int j = 0; j < 8; ++j) {
+                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * j));
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], qy), _mm256_set1_epi16(sc[j]));
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
+            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i pm = _mm_madd_epi16(pairs, mins);  // 4 x int32, sum = sum_j m[j]*bsum pair j
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
+            const __m256 pmf = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(pm));
+            acc[r] = _mm256_fmadd_ps(pmf, _mm256_set1_ps(-dmin * yb.d), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q4_K)
+
+// Q6_K: q in 0..63 (the -32 offset is applied once per super-block through the bsums), 16 int8 scales.
+template <int NA>
+void q6_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ6_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        const BlockQ6_K& xb = x[b];
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        __m256i q[8], scv[8];
+        for (int h = 0; h < 2; ++h) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h));
+            q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                           _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                           _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2));
+        }
+        for (int c = 0; c < 8; ++c)
+            scv[c] = _mm256_set_m128i(_mm_set1_epi16(xb.scales[2 * c + 1]), _mm_set1_epi16(xb.scales[2 * c]));
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
+        const float d = h2f(xb.d);
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m256i sumi = _mm256_setzero_si256();
+            for (int c = 0; c < 8; ++c) {
+                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], qy), scv[c]));
+            }
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), sc16);
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));  // - 32 * sum_g sc[g] * bsum[g]
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q6_K)
+
+// ------------------------------------------------------------------ float types (vec_dot only)
+// Products and sums in fp32 with 4 independent accumulators (ggml's SIMD semantics); tails scalar.
+
+template <class Load, class Tail>
+ERT_INLINE float dot_float(int64_t n, const Load& load, const Tail& tail) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(load(0, i), load(1, i), s0);
+        s1 = _mm256_fmadd_ps(load(0, i + 8), load(1, i + 8), s1);
+        s2 = _mm256_fmadd_ps(load(0, i + 16), load(1, i + 16), s2);
+        s3 = _mm256_fmadd_ps(load(0, i + 24), load(1, i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load(0, i), load(1, i), s0);
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; ++i) s += tail(i);
+    return s;
+}
+
+float f32_dot(int64_t n, const void* w, const void* a) {
+    const float* p[2] = {static_cast<const float*>(w), static_cast<const float*>(a)};
+    return dot_float(
+        n, [&](int k, int64_t i) { return _mm256_loadu_ps(p[k] + i); },
+        [&](int64_t i) { return p[0][i] * p[1][i]; });
+}
+
+float f16_dot(int64_t n, const void* w, const void* a) {
+    const fp16_t* p[2] = {static_cast<const fp16_t*>(w), static_cast<const fp16_t*>(a)};
+    return dot_float(
+        n, [&](int k, int64_t i) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p[k] + i))); },
+        [&](int64_t i) { return h2f(p[0][i]) * h2f(p[1][i]); });
+}
+
+float bf16_dot(int64_t n, const void* w, const void* a) {
+    const bf16_t* p[2] = {static_cast<const bf16_t*>(w), static_cast<const bf16_t*>(a)};
+    return dot_float(
+        n,
+        [&](int k, int64_t i) {
+            const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(p[k] + i)));
+            return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        },
+        [&](int64_t i) { return bf16_to_fp32(p[0][i]) * bf16_to_fp32(p[1][i]); });
+}
+
+void f16_quantize(const float* x, void* y, int64_t n) {
+    auto* o = static_cast<fp16_t*>(y);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i*)(o + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; ++i) o[i] = fp32_to_fp16(x[i]);
+}
+
+// ------------------------------------------------------------------ activation quantizers
+// Bit-identical to the scalar twin: same d = amax/127 and id = 127/amax, rounding to nearest even.
+
+ERT_INLINE float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+// 4 x 8 int32 (elements 0..31 in order) -> 32 int8, saturating.
+ERT_INLINE __m256i pack32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
+    const __m256i a = _mm256_packs_epi32(i0, i1);
+    const __m256i b = _mm256_packs_epi32(i2, i3);
+    const __m256i c = _mm256_packs_epi16(a, b);
+    return _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Quantizes 32 floats with multiplier id; returns the packed int8 and (optionally) their sum.
+ERT_INLINE __m256i quant32(const float* x, __m256 id, int* sum) {
+    __m256i i[4];
+    for (int k = 0; k < 4; ++k) i[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (sum) *sum = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+    return pack32(i[0], i[1], i[2], i[3]);
+}
+
+ERT_INLINE float amax32(const float* x) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_and_ps(_mm256_loadu_ps(x), abs_mask);
+    for (int k = 1; k < 4; ++k) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + 8 * k), abs_mask));
+    return hmax8(m);
+}
+
+void q8_0_quantize(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<BlockQ8_0*>(vy);
+    for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+        const float amax = amax32(x);
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        y[b].d = fp32_to_fp16(d);
+        _mm256_storeu_si256((__m256i*)y[b].qs, quant32(x, _mm256_set1_ps(id), nullptr));
+    }
+}
+
+void q8_1_quantize(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<BlockQ8_1*>(vy);
+    for (int64_t b = 0; b < n / QK8_1; ++b, x += QK8_1) {
+        const float amax = amax32(x);
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        y[b].d = fp32_to_fp16(d);
+        int sum;
+        _mm256_storeu_si256((__m256i*)y[b].qs, quant32(x, _mm256_set1_ps(id), &sum));
+        y[b].s = fp32_to_fp16((float)sum * d);
+    }
+}
+
+// q8_K: ties-to-even rounding (ggml's nearest_int), the signed max of largest magnitude (first one).
+void q8_K_quantize(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<BlockQ8_K*>(vy);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < QK_K; k += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask));
+        const float amax = hmax8(m);
+        if (amax == 0.f) {
+            std::memset(&y[b], 0, sizeof(BlockQ8_K));
+            continue;
+        }
+        float max = 0.f;
+        const __m256 va = _mm256_set1_ps(amax);
+        for (int k = 0; k < QK_K; k += 8) {
+            const int mask = _mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask), va, _CMP_EQ_OQ));
+            if (mask) {
+                max = x[k + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        for (int g = 0; g < QK_K / 32; ++g) {
+            __m256i i[4];
+            for (int k = 0; k < 4; ++k) {
+                const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), vs);
+                i[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+                                        _mm256_set1_epi32(127));
+            }
+            _mm256_storeu_si256((__m256i*)(y[b].qs + 32 * g), pack32(i[0], i[1], i[2], i[3]));
+            y[b].bsums[2 * g] = (int16_t)hsum8_epi32(_mm256_add_epi32(i[0], i[1]));
+            y[b].bsums[2 * g + 1] = (int16_t)hsum8_epi32(_mm256_add_epi32(i[2], i[3]));
+        }
+        y[b].d = 1.f / iscale;
+    }
+}
+
+// ------------------------------------------------------------------ table
+
+struct Avx2Table {
+    WeightKernels k[31] = {};
+    bool present[31] = {};
+    void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
+             float (*dot)(int64_t, const void*, const void*),
+             void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
+        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr};
+        present[(int)w] = true;
+    }
+    Avx2Table() {
+        using T = GgmlType;
+        add(T::F32, T::F32, 1, 4, nullptr, f32_dot, nullptr);
+        add(T::F16, T::F16, 1, 2, f16_quantize, f16_dot, nullptr);
+        add(T::BF16, T::BF16, 1, 2, nullptr, bf16_dot, nullptr);
+        add(T::Q8_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q8_0_quantize, q8_0_dot, q8_0_dot_rows);
+        add(T::Q4_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q8_0_quantize, q4_0_dot, q4_0_dot_rows);
+        add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q8_0_quantize, q5_0_dot, q5_0_dot_rows);
+        add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize, q4_1_dot, q4_1_dot_rows);
+        add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize, q5_1_dot, q5_1_dot_rows);
+        add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q4_K_dot, q4_K_dot_rows);
+        add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q6_K_dot, q6_K_dot_rows);
+    }
+};
+
+}  // namespace
+
+const WeightKernels* avx2_weight_kernels(GgmlType type) noexcept {
+    static const Avx2Table t;
+    const int i = (int)type;
+    return (i >= 0 && i < 31 && t.present[i]) ? &t.k[i] : nullptr;
+}
+
+}  // namespace edge_rt

@@ -1,0 +1,426 @@
+// AVX512 (F, BW, VL, DQ) + VNNI kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq
+// -mavx512vnni -mavx2 -mfma -mf16c; reached only through avx512vnni_weight_kernels() after
+// cpu_features confirmed the CPU and OS support. Reference twin: kernels_scalar.cpp.
+//
+// 32-element block types use vpdpbusd on 256-bit registers (one block per register: blocks of 18..34
+// bytes do not align to 64-byte loads, and the per-block scale is applied per register anyway).
+// K-quants use 512-bit registers (two 32-element sub-blocks at a time), vpmaddubsw for the 8-bit
+// products and vpdpwssd to apply the sub-block scales and accumulate in one instruction.
+// Entries left nullptr (quantizers, float types, dequantize) fall back to the AVX2 table.
+// GCC 12's AVX-512 headers seed some intrinsics with _mm512_undefined_*(), which -Wuninitialized
+// reports at every inlined call site (GCC bug 105593); the values are fully overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "edge_rt/fp16.h"
+#include "edge_rt/kernels.h"
+
+namespace edge_rt {
+
+namespace {
+
+#define ERT_INLINE inline __attribute__((always_inline))
+
+ERT_INLINE float h2f(fp16_t h) { return _cvtsh_ss(h); }
+
+ERT_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ERT_INLINE int hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// sum of signed x signed int8 in groups of 4 -> 8 x int32 (inputs in [-127, 127]).
+ERT_INLINE __m256i dot_i8(__m256i x, __m256i y) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+// unsigned x signed int8 in groups of 4 -> 8 x int32 (unsigned side <= 63 so int16 pairs never saturate).
+ERT_INLINE __m256i dot_u8i8(__m256i u, __m256i y) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+}
+
+// 32 nibbles of a 16-byte run: low nibbles -> bytes 0..15, high nibbles -> bytes 16..31.
+ERT_INLINE __m256i unpack_nibbles(const uint8_t* p) {
+    const __m128i t = _mm_loadu_si128((const __m128i*)p);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// Bit j of the 32-bit little-endian word at p -> 0xFF in byte j (else 0x00).
+ERT_INLINE __m256i bits_to_bytes(const uint8_t* p) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000LL, 0x0101010101010101LL,
+                                            0x0202020202020202LL, 0x0303030303030303LL);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+ERT_INLINE const uint8_t* act_row(const void* a, size_t stride, int r) {
+    return static_cast<const uint8_t*>(a) + (size_t)r * stride;
+}
+
+// Runs block(b, acc) over all blocks with NA float accumulators per unroll slot. For a single row the
+// loop is unrolled over independent accumulators so FMA latency does not serialize the blocks.
+template <int NA, class Block>
+ERT_INLINE void run_blocks(int64_t nb, const Block& block, float* out) {
+    constexpr int U = NA == 1 ? 4 : (NA == 2 ? 2 : 1);
+    __m256 acc[U][NA];
+    for (int u = 0; u < U; ++u)
+        for (int r = 0; r < NA; ++r) acc[u][r] = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + U <= nb; b += U)
+        for (int u = 0; u < U; ++u) block(b + u, acc[u]);
+    for (; b < nb; ++b) block(b, acc[0]);
+    for (int r = 0; r < NA; ++r) {
+        __m256 s = acc[0][r];
+        for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][r]);
+        out[r] = hsum8(s);
+    }
+}
+
+// Widen a run of 1..8 activation rows into calls of the NA-templated body.
+#define ERT_DEFINE_DOTS(NAME)                                                                        \
+    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                                    \
+        float o;                                                                                     \
+        NAME##_rows<1>(n, w, a, 0, &o);                                                              \
+        return o;                                                                                    \
+    }                                                                                                \
+    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) {   \
+        const uint8_t* ap = static_cast<const uint8_t*>(a);                                          \
+        while (na > 0) {                                                                             \
+            const int k = na < 8 ? na : 8;                                                           \
+            switch (k) {                                                                             \
+                case 1: NAME##_rows<1>(n, w, ap, st, out); break;                                    \
+                case 2: NAME##_rows<2>(n, w, ap, st, out); break;                                    \
+                case 3: NAME##_rows<3>(n, w, ap, st, out); break;                                    \
+                case 4: NAME##_rows<4>(n, w, ap, st, out); break;                                    \
+                case 5: NAME##_rows<5>(n, w, ap, st, out); break;                                    \
+                case 6: NAME##_rows<6>(n, w, ap, st, out); break;                                    \
+                case 7: NAME##_rows<7>(n, w, ap, st, out); break;                                    \
+                default: NAME##_rows<8>(n, w, ap, st, out); break;                                   \
+            }                                                                                        \
+            ap += (size_t)k * st;                                                                    \
+            out += k;                                                                                \
+            na -= k;                                                                                 \
+        }                                                                                            \
+    }
+
+// Weight decoders: one 32-element block -> 32 int8 in element order.
+struct DecQ8_0 {  // signed
+    using Block = BlockQ8_0;
+    static ERT_INLINE __m256i q(const Block& x) { return _mm256_loadu_si256((const __m256i*)x.qs); }
+};
+struct DecQ4_0 {  // signed, q - 8
+    using Block = BlockQ4_0;
+    static ERT_INLINE __m256i q(const Block& x) { return _mm256_sub_epi8(unpack_nibbles(x.qs), _mm256_set1_epi8(8)); }
+};
+struct DecQ5_0 {  // signed, q - 16
+    using Block = BlockQ5_0;
+    static ERT_INLINE __m256i q(const Block& x) {
+        const __m256i hb = _mm256_and_si256(bits_to_bytes(x.qh), _mm256_set1_epi8(0x10));
+        return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(x.qs), hb), _mm256_set1_epi8(16));
+    }
+};
+struct DecQ4_1 {  // unsigned 0..15
+    using Block = BlockQ4_1;
+    static ERT_INLINE __m256i q(const Block& x) { return unpack_nibbles(x.qs); }
+};
+struct DecQ5_1 {  // unsigned 0..31
+    using Block = BlockQ5_1;
+    static ERT_INLINE __m256i q(const Block& x) {
+        return _mm256_or_si256(unpack_nibbles(x.qs), _mm256_and_si256(bits_to_bytes(x.qh), _mm256_set1_epi8(0x10)));
+    }
+};
+
+// Signed weights x Q8_0 (sign trick: vpdpbusd needs an unsigned left operand).
+template <int NA, class D>
+ERT_INLINE void rows_q8_0_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_0* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const float dx = h2f(x[b].d);
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(qy, qx));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK8_0, block, out);
+}
+
+// Unsigned weights with min x Q8_1.
+template <int NA, class D>
+ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_1* y[NA];
+    float ms[NA];
+    for (int r = 0; r < NA; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_1*>(act_row(a, stride, r));
+        ms[r] = 0.f;
+    }
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const float dx = h2f(x[b].d), mx = h2f(x[b].m);
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, qy);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
+            ms[r] += mx * h2f(y[r][b].s);
+        }
+    };
+    run_blocks<NA>(n / QK8_1, block, out);
+    for (int r = 0; r < NA; ++r) out[r] += ms[r];
+}
+
+template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o); }
+template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o); }
+template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0>(n, w, a, s, o); }
+template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1>(n, w, a, s, o); }
+template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1>(n, w, a, s, o); }
+ERT_DEFINE_DOTS(q8_0)
+ERT_DEFINE_DOTS(q4_0)  // q4_0_dot (one block per register) is superseded by q4_0_dot_zmm below
+ERT_DEFINE_DOTS(q5_0)
+ERT_DEFINE_DOTS(q4_1)
+ERT_DEFINE_DOTS(q5_1)
+
+// Single-row Q4_0 (the decode hot path): two blocks per 512-bit register and the per-block scales of
+// four blocks converted together, which roughly halves the instructions per block against the
+// one-block-per-register body above. q is kept unsigned (0..15) so vpdpbusd applies directly; the -8
+// offset is subtracted as 8 * sum(qy) via a second vpdpbusd. Integer block sums are exact, as above.
+float q4_0_dot_zmm(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ4_0*>(w);
+    const auto* y = static_cast<const BlockQ8_0*>(a);
+    const int64_t nb = n / QK4_0;
+    const __m512i shifts = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                             0x0004000400040004LL, 0x0004000400040004LL);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i k8 = _mm512_set1_epi8(8);
+    const __m512i idx01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i idx23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    auto pair = [&](int64_t b) {  // blocks b, b+1 -> 16 x int32 block partial sums
+        const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[b].qs));
+        const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[b + 1].qs));
+        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(_mm512_inserti64x4(_mm512_zextsi256_si512(qa), qb, 1), shifts), m4);
+        const __m512i qy = _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)y[b].qs)),
+                                              _mm256_loadu_si256((const __m256i*)y[b + 1].qs), 1);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, qy);
+        return _mm512_sub_epi32(p, _mm512_dpbusd_epi32(_mm512_setzero_si512(), k8, qy));
+    };
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        const __m128i d16 = _mm_setr_epi16((short)x[b].d, (short)x[b + 1].d, (short)x[b + 2].d, (short)x[b + 3].d,
+                                           (short)y[b].d, (short)y[b + 1].d, (short)y[b + 2].d, (short)y[b + 3].d);
+        const __m256 df = _mm256_cvtph_ps(d16);
+        const __m512 s = _mm512_zextps128_ps512(_mm_mul_ps(_mm256_castps256_ps128(df), _mm256_extractf128_ps(df, 1)));
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair(b)), _mm512_permutexvar_ps(idx01, s), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair(b + 2)), _mm512_permutexvar_ps(idx23, s), acc1);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; b < nb; ++b) {  // at most 3 trailing blocks
+        int sumi = 0;
+        for (int j = 0; j < 16; ++j)
+            sumi += ((x[b].qs[j] & 0x0F) - 8) * y[b].qs[j] + ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
+        sum += (float)sumi * (h2f(x[b].d) * h2f(y[b].d));
+    }
+    return sum;
+}
+
+// ------------------------------------------------------------------ K-quants against Q8_K (512-bit)
+
+ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
+    uint32_t u[3];
+    std::memcpy(u, s12, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    out[0] = u[0] & m6;                                       // sc[0..3]
+    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);         // sc[4..7]
+    out[2] = u[1] & m6;                                       // m[0..3]
+    out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
+}
+
+// Word-index vector: lanes 0..15 take word `lo`, lanes 16..31 word `hi` (for vpermw).
+ERT_INLINE __m512i split_index(int lo, int hi) {
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_set1_epi16((short)lo)), _mm256_set1_epi16((short)hi), 1);
+}
+
+ERT_INLINE float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+// 512-bit variant of run_blocks.
+template <int NA, class Block>
+ERT_INLINE void run_blocks512(int64_t nb, const Block& block, float* out) {
+    constexpr int U = NA == 1 ? 2 : 1;
+    __m512 acc[U][NA];
+    for (int u = 0; u < U; ++u)
+        for (int r = 0; r < NA; ++r) acc[u][r] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + U <= nb; b += U)
+        for (int u = 0; u < U; ++u) block(b + u, acc[u]);
+    for (; b < nb; ++b) block(b, acc[0]);
+    for (int r = 0; r < NA; ++r) {
+        __m512 s = acc[0][r];
+        for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[u][r]);
+        out[r] = hsum16(s);
+    }
+}
+
+// Q4_K: register k (0..3) holds sub-blocks 2k (low nibbles, lanes 0..31) and 2k+1 (high nibbles,
+// lanes 32..63), which matches the 64 contiguous activation bytes qy[64k .. 64k+63].
+template <int NA>
+void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m512* acc) {
+        uint32_t sm[4];
+        q4k_unpack_scales(x[b].scales, sm);
+        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)sc)));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
+        const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
+        const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+        __m512i q[4], scv[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(x[b].qs + 32 * k)));
+            q[k] = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
+            scv[k] = _mm512_permutexvar_epi16(split_index(2 * k, 2 * k + 1), sc16);
+        }
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m512i sumi = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) {
+                const __m512i qy = _mm512_loadu_si512((const void*)(yb.qs + 64 * k));
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[k], qy), scv[k]);
+            }
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
+            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i pm = _mm_madd_epi16(pairs, mins);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(d * yb.d), acc[r]);
+            const __m512 pmf = _mm512_cvtepi32_ps(_mm512_zextsi128_si512(pm));
+            acc[r] = _mm512_fmadd_ps(pmf, _mm512_set1_ps(-dmin * yb.d), acc[r]);
+        }
+    };
+    run_blocks512<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q4_K)
+
+// Q6_K: register 2h+p (h = half, p = 0/1) holds chunks 4h+2p (lanes 0..31) and 4h+2p+1 (32..63);
+// chunk c covers elements 32c..32c+31 with scales 2c (first 16) and 2c+1; values 0..63 (offset -32
+// applied once per super-block through the bsums).
+template <int NA>
+void q6_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ6_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m512* acc) {
+        const BlockQ6_K& xb = x[b];
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        // Per 256-bit half of the register: chunk t=0 / t=1 (low nibbles) and t=2 / t=3 (high nibbles).
+        const __m512i hmask_lo = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
+        const __m512i hshl_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+        const __m512i hmask_hi = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
+        const __m512i hshr_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+        __m512i q[4], scv[4];
+        for (int h = 0; h < 2; ++h) {
+            const __m512i l = _mm512_loadu_si512((const void*)(xb.ql + 64 * h));
+            const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h)));
+            q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                       _mm512_sllv_epi16(_mm512_and_si512(hb, hmask_lo), hshl_lo));
+            q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                           _mm512_srlv_epi16(_mm512_and_si512(hb, hmask_hi), hshr_hi));
+        }
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
+        const __m512i sc512 = _mm512_zextsi256_si512(sc16);
+        for (int i = 0; i < 4; ++i) {
+            // lanes (words) 0..7: scale 4i, 8..15: 4i+1, 16..23: 4i+2, 24..31: 4i+3
+            const __m512i idx = _mm512_inserti64x4(
+                _mm512_zextsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(4 * i + 1)), _mm_set1_epi16((short)(4 * i)))),
+                _mm256_set_m128i(_mm_set1_epi16((short)(4 * i + 3)), _mm_set1_epi16((short)(4 * i + 2))), 1);
+            scv[i] = _mm512_permutexvar_epi16(idx, sc512);
+        }
+        const float d = h2f(xb.d);
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m512i sumi = _mm512_setzero_si512();
+            for (int i = 0; i < 4; ++i) {
+                const __m512i qy = _mm512_loadu_si512((const void*)(yb.qs + 64 * i));
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[i], qy), scv[i]);
+            }
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), sc16);
+            sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(d * yb.d), acc[r]);
+        }
+    };
+    run_blocks512<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q6_K)
+
+// F16: 16 lanes per step, fp32 products and sums.
+float f16_dot(int64_t n, const void* w, const void* a) {
+    const fp16_t* x = static_cast<const fp16_t*>(w);
+    const fp16_t* y = static_cast<const fp16_t*>(a);
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    auto ld = [](const fp16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); };
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(ld(x + i), ld(y + i), s0);
+        s1 = _mm512_fmadd_ps(ld(x + i + 16), ld(y + i + 16), s1);
+        s2 = _mm512_fmadd_ps(ld(x + i + 32), ld(y + i + 32), s2);
+        s3 = _mm512_fmadd_ps(ld(x + i + 48), ld(y + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(ld(x + i), ld(y + i), s0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    for (; i < n; ++i) s += h2f(x[i]) * h2f(y[i]);
+    return s;
+}
+
+// ------------------------------------------------------------------ table
+
+struct Avx512Table {
+    WeightKernels k[31] = {};
+    bool present[31] = {};
+    void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, float (*dot)(int64_t, const void*, const void*),
+             void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
+        k[(int)w] = WeightKernels{w, act, abe, abb, nullptr, dot, rows, nullptr};
+        present[(int)w] = true;
+    }
+    Avx512Table() {
+        using T = GgmlType;
+        add(T::F16, T::F16, 1, 2, f16_dot, nullptr);
+        add(T::Q8_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q8_0_dot, q8_0_dot_rows);
+        add(T::Q4_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q4_0_dot_zmm, q4_0_dot_rows);
+        add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q5_0_dot, q5_0_dot_rows);
+        add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q4_1_dot, q4_1_dot_rows);
+        add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q5_1_dot, q5_1_dot_rows);
+        add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q4_K_dot, q4_K_dot_rows);
+        add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q6_K_dot, q6_K_dot_rows);
+    }
+};
+
+}  // namespace
+
+const WeightKernels* avx512vnni_weight_kernels(GgmlType type) noexcept {
+    static const Avx512Table t;
+    const int i = (int)type;
+    return (i >= 0 && i < 31 && t.present[i]) ? &t.k[i] : nullptr;
+}
+
+}  // namespace edge_rt

@@ -1,0 +1,466 @@
+// Scalar reference kernels (the twin every SIMD kernel is tested against) and the per-ISA dispatch.
+//
+// Semantics follow ggml's reference code: activations are quantized exactly like
+// quantize_row_q8_0/q8_1/q8_K_ref, dot products sum integers per block and scale once per block.
+// Integer block sums are exact, so SIMD variants differ from these only by float summation order.
+#include <cmath>
+#include <cstring>
+
+#include "edge_rt/fp16.h"
+#include "edge_rt/kernels.h"
+
+namespace edge_rt {
+
+namespace {
+
+// Round to nearest, ties to even, for |x| < 2^22 (ggml's nearest_int trick, written out).
+inline int nearest_int(float x) {
+    float v = x + 12582912.f;  // 1.5 * 2^23: the mantissa then holds round(x) + 2^22
+    int32_t i;
+    std::memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+// ---------------------------------------------------------------- activation quantizers
+
+void quantize_f32(const float* x, void* y, int64_t n) { std::memcpy(y, x, (size_t)n * sizeof(float)); }
+
+void quantize_f16(const float* x, void* y, int64_t n) {
+    auto* o = static_cast<fp16_t*>(y);
+    for (int64_t i = 0; i < n; ++i) o[i] = fp32_to_fp16(x[i]);
+}
+
+void quantize_bf16(const float* x, void* y, int64_t n) {
+    auto* o = static_cast<bf16_t*>(y);
+    for (int64_t i = 0; i < n; ++i) o[i] = fp32_to_bf16(x[i]);
+}
+
+// q8_0: d = amax / 127, q = round_half_even(x * 127 / amax). This is what llama.cpp computes on x86
+// (its AVX quantizer: id = 127/amax, _mm256_round_ps to nearest even), not ggml's portable reference
+// (id = 1/d, roundf ties away): the peer we match token for token runs the former, and a different
+// rounding of one activation flips int8 values and moves logits by ~1e-2.
+void quantize_q8_0(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<BlockQ8_0*>(vy);
+    for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+        float amax = 0.f;
+        for (int j = 0; j < QK8_0; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        y[b].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK8_0; ++j) y[b].qs[j] = (int8_t)nearest_int(x[j] * id);
+    }
+}
+
+// q8_1: as q8_0 plus s = d * sum(q) (d in fp32 before its fp16 rounding, as ggml).
+void quantize_q8_1(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<BlockQ8_1*>(vy);
+    for (int64_t b = 0; b < n / QK8_1; ++b, x += QK8_1) {
+        float amax = 0.f;
+        for (int j = 0; j < QK8_1; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        y[b].d = fp32_to_fp16(d);
+        int sum = 0;
+        for (int j = 0; j < QK8_1; ++j) {
+            const int q = nearest_int(x[j] * id);
+            y[b].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        y[b].s = fp32_to_fp16((float)sum * d);
+    }
+}
+
+// q8_K: iscale = -127 / max where max is the signed value of largest magnitude (so that value maps to
+// -127 exactly); q = nearest_int(iscale * x) clamped to 127; d = 1 / iscale; bsums of 16.
+void quantize_q8_K(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<BlockQ8_K*>(vy);
+    for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
+        float amax = 0.f, max = 0.f;
+        for (int j = 0; j < QK_K; ++j) {
+            const float ax = std::fabs(x[j]);
+            if (ax > amax) { amax = ax; max = x[j]; }
+        }
+        if (amax == 0.f) {
+            y[b].d = 0.f;
+            std::memset(y[b].qs, 0, sizeof(y[b].qs));
+            std::memset(y[b].bsums, 0, sizeof(y[b].bsums));
+            continue;
+        }
+        const float iscale = -127.f / max;
+        for (int j = 0; j < QK_K; ++j) {
+            const int v = nearest_int(iscale * x[j]);
+            y[b].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < QK_K / 16; ++g) {
+            int sum = 0;
+            for (int j = 0; j < 16; ++j) sum += y[b].qs[g * 16 + j];
+            y[b].bsums[g] = (int16_t)sum;
+        }
+        y[b].d = 1.f / iscale;
+    }
+}
+
+// ---------------------------------------------------------------- dequantizers
+
+void dequant_f32(const void* w, float* y, int64_t n) { std::memcpy(y, w, (size_t)n * sizeof(float)); }
+
+void dequant_f16(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const fp16_t*>(w);
+    for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
+}
+
+void dequant_bf16(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const bf16_t*>(w);
+    for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_fp32(x[i]);
+}
+
+void dequant_q8_0(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ8_0*>(w);
+    for (int64_t b = 0; b < n / QK8_0; ++b, y += QK8_0) {
+        const float d = fp16_to_fp32(x[b].d);
+        for (int j = 0; j < QK8_0; ++j) y[j] = d * (float)x[b].qs[j];
+    }
+}
+
+void dequant_q4_0(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ4_0*>(w);
+    for (int64_t b = 0; b < n / QK4_0; ++b, y += QK4_0) {
+        const float d = fp16_to_fp32(x[b].d);
+        for (int j = 0; j < QK4_0 / 2; ++j) {
+            y[j] = d * (float)((x[b].qs[j] & 0x0F) - 8);
+            y[j + 16] = d * (float)((x[b].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+void dequant_q4_1(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ4_1*>(w);
+    for (int64_t b = 0; b < n / QK4_1; ++b, y += QK4_1) {
+        const float d = fp16_to_fp32(x[b].d), m = fp16_to_fp32(x[b].m);
+        for (int j = 0; j < QK4_1 / 2; ++j) {
+            y[j] = (float)(x[b].qs[j] & 0x0F) * d + m;
+            y[j + 16] = (float)(x[b].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+// 5-bit value j of a Q5 block: low nibble from qs, bit 4 from bit j of the little-endian qh word.
+inline void q5_values(const uint8_t* qh4, const uint8_t* qs, int* lo, int* hi) {
+    uint32_t qh;
+    std::memcpy(&qh, qh4, 4);
+    for (int j = 0; j < 16; ++j) {
+        lo[j] = (qs[j] & 0x0F) | (int)(((qh >> j) & 1u) << 4);
+        hi[j] = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+    }
+}
+
+void dequant_q5_0(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ5_0*>(w);
+    for (int64_t b = 0; b < n / QK5_0; ++b, y += QK5_0) {
+        const float d = fp16_to_fp32(x[b].d);
+        int lo[16], hi[16];
+        q5_values(x[b].qh, x[b].qs, lo, hi);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = d * (float)(lo[j] - 16);
+            y[j + 16] = d * (float)(hi[j] - 16);
+        }
+    }
+}
+
+void dequant_q5_1(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ5_1*>(w);
+    for (int64_t b = 0; b < n / QK5_1; ++b, y += QK5_1) {
+        const float d = fp16_to_fp32(x[b].d), m = fp16_to_fp32(x[b].m);
+        int lo[16], hi[16];
+        q5_values(x[b].qh, x[b].qs, lo, hi);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = (float)lo[j] * d + m;
+            y[j + 16] = (float)hi[j] * d + m;
+        }
+    }
+}
+
+// Q4_K: 8 sub-blocks of 32 with 6-bit scale sc[j] and min m[j] packed in 12 bytes:
+// j < 4: sc = s[j] & 63, m = s[j+4] & 63; j >= 4: low 4 bits in s[j+4] (sc low nibble, m high
+// nibble), top 2 bits in the top 2 bits of s[j-4] (sc) and s[j] (m).
+inline void q4k_scale_min(int j, const uint8_t* s, int* sc, int* m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+// Q4_K element order: each 32-byte run of qs holds sub-block 2k in its low nibbles and 2k+1 in its high.
+void dequant_q4_K(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const float d = fp16_to_fp32(x[b].d), dmin = fp16_to_fp32(x[b].dmin);
+        const uint8_t* q = x[b].qs;
+        for (int k = 0; k < 4; ++k, q += 32) {
+            int sc0, m0, sc1, m1;
+            q4k_scale_min(2 * k, x[b].scales, &sc0, &m0);
+            q4k_scale_min(2 * k + 1, x[b].scales, &sc1, &m1);
+            const float d0 = d * (float)sc0, mm0 = dmin * (float)m0;
+            const float d1 = d * (float)sc1, mm1 = dmin * (float)m1;
+            for (int l = 0; l < 32; ++l) *y++ = d0 * (float)(q[l] & 0x0F) - mm0;
+            for (int l = 0; l < 32; ++l) *y++ = d1 * (float)(q[l] >> 4) - mm1;
+        }
+    }
+}
+
+// Q6_K 6-bit value for element e (0..255) of a super-block; scale index is e / 16.
+// Each half of 128 uses 64 bytes of ql and 32 of qh: element 32*t + l (t = 0..3, l = 0..31) takes
+// byte ql[l + 32*(t & 1)] (low nibble for t < 2, high nibble for t >= 2) and bits 2t..2t+1 of qh[l].
+inline int q6k_value(const BlockQ6_K& x, int e) {
+    const int half = e / 128, r = e % 128, t = r / 32, l = r % 32;
+    const uint8_t* ql = x.ql + 64 * half;
+    const uint8_t* qh = x.qh + 32 * half;
+    const uint8_t lowbyte = ql[l + 32 * (t & 1)];
+    const int low = (t < 2) ? (lowbyte & 0x0F) : (lowbyte >> 4);
+    const int high = (qh[l] >> (2 * t)) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+void dequant_q6_K(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ6_K*>(w);
+    for (int64_t b = 0; b < n / QK_K; ++b, y += QK_K) {
+        const float d = fp16_to_fp32(x[b].d);
+        for (int e = 0; e < QK_K; ++e) y[e] = d * (float)x[b].scales[e / 16] * (float)q6k_value(x[b], e);
+    }
+}
+
+// ---------------------------------------------------------------- dot products
+// Plain types: fp32 products summed in double (ggml's scalar ggml_float accumulator).
+
+float dot_f32(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const float*>(w);
+    const auto* y = static_cast<const float*>(a);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += (double)(x[i] * y[i]);
+    return (float)s;
+}
+
+float dot_f16(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const fp16_t*>(w);
+    const auto* y = static_cast<const fp16_t*>(a);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+    return (float)s;
+}
+
+float dot_bf16(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const bf16_t*>(w);
+    const auto* y = static_cast<const bf16_t*>(a);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += (double)(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
+    return (float)s;
+}
+
+float dot_q8_0(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ8_0*>(w);
+    const auto* y = static_cast<const BlockQ8_0*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; ++j) sumi += x[b].qs[j] * y[b].qs[j];
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+    }
+    return s;
+}
+
+float dot_q4_0(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ4_0*>(w);
+    const auto* y = static_cast<const BlockQ8_0*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK4_0; ++b) {
+        int sumi = 0;
+        for (int j = 0; j < 16; ++j) {
+            sumi += ((x[b].qs[j] & 0x0F) - 8) * y[b].qs[j];
+            sumi += ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
+        }
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+    }
+    return s;
+}
+
+float dot_q4_1(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ4_1*>(w);
+    const auto* y = static_cast<const BlockQ8_1*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK4_1; ++b) {
+        int sumi = 0;
+        for (int j = 0; j < 16; ++j) {
+            sumi += (x[b].qs[j] & 0x0F) * y[b].qs[j];
+            sumi += (x[b].qs[j] >> 4) * y[b].qs[j + 16];
+        }
+        // sum (d q + m) * dy qy = d dy sum(q qy) + m * (dy sum(qy)) = ... + m * s
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) +
+             fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+    }
+    return s;
+}
+
+float dot_q5_0(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ5_0*>(w);
+    const auto* y = static_cast<const BlockQ8_0*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK5_0; ++b) {
+        int lo[16], hi[16];
+        q5_values(x[b].qh, x[b].qs, lo, hi);
+        int sumi = 0;
+        for (int j = 0; j < 16; ++j) sumi += (lo[j] - 16) * y[b].qs[j] + (hi[j] - 16) * y[b].qs[j + 16];
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+    }
+    return s;
+}
+
+float dot_q5_1(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ5_1*>(w);
+    const auto* y = static_cast<const BlockQ8_1*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK5_1; ++b) {
+        int lo[16], hi[16];
+        q5_values(x[b].qh, x[b].qs, lo, hi);
+        int sumi = 0;
+        for (int j = 0; j < 16; ++j) sumi += lo[j] * y[b].qs[j] + hi[j] * y[b].qs[j + 16];
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) +
+             fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+    }
+    return s;
+}
+
+// Q4_K: sum = d*dy*sum_j sc[j]*dot_j(q, qy) - dmin*dy*sum_j m[j]*(bsums[2j] + bsums[2j+1]).
+float dot_q4_K(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    const auto* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const uint8_t* q = x[b].qs;
+        const int8_t* qy = y[b].qs;
+        int32_t sumi = 0, summ = 0;
+        for (int k = 0; k < 4; ++k, q += 32, qy += 64) {
+            int sc0, m0, sc1, m1;
+            q4k_scale_min(2 * k, x[b].scales, &sc0, &m0);
+            q4k_scale_min(2 * k + 1, x[b].scales, &sc1, &m1);
+            int d0 = 0, d1 = 0;
+            for (int l = 0; l < 32; ++l) {
+                d0 += (q[l] & 0x0F) * qy[l];
+                d1 += (q[l] >> 4) * qy[l + 32];
+            }
+            sumi += sc0 * d0 + sc1 * d1;
+            summ += m0 * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) +
+                    m1 * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+        }
+        s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi - fp16_to_fp32(x[b].dmin) * y[b].d * (float)summ;
+    }
+    return s;
+}
+
+float dot_q6_K(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ6_K*>(w);
+    const auto* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t sumi = 0;
+        for (int g = 0; g < QK_K / 16; ++g) {
+            int dg = 0;
+            for (int j = 0; j < 16; ++j) dg += q6k_value(x[b], 16 * g + j) * y[b].qs[16 * g + j];
+            sumi += x[b].scales[g] * dg;
+        }
+        s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi;
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------- table
+
+constexpr int kTypeSlots = 31;  // GgmlType ids 0..30
+
+struct ScalarTable {
+    WeightKernels k[kTypeSlots];
+    bool present[kTypeSlots] = {};
+    void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
+             float (*dot)(int64_t, const void*, const void*), void (*dq)(const void*, float*, int64_t)) {
+        const int i = (int)w;
+        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq};
+        present[i] = true;
+    }
+    ScalarTable() {
+        using T = GgmlType;
+        add(T::F32, T::F32, 1, 4, quantize_f32, dot_f32, dequant_f32);
+        add(T::F16, T::F16, 1, 2, quantize_f16, dot_f16, dequant_f16);
+        add(T::BF16, T::BF16, 1, 2, quantize_bf16, dot_bf16, dequant_bf16);
+        add(T::Q8_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), quantize_q8_0, dot_q8_0, dequant_q8_0);
+        add(T::Q4_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), quantize_q8_0, dot_q4_0, dequant_q4_0);
+        add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), quantize_q8_0, dot_q5_0, dequant_q5_0);
+        add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), quantize_q8_1, dot_q4_1, dequant_q4_1);
+        add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), quantize_q8_1, dot_q5_1, dequant_q5_1);
+        add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q4_K, dequant_q4_K);
+        add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q6_K, dequant_q6_K);
+    }
+};
+
+const ScalarTable& scalar_table() {
+    static const ScalarTable t;
+    return t;
+}
+
+// Per-ISA tables with every null entry filled from the next lower ISA, built once.
+struct MergedTables {
+    WeightKernels k[3][kTypeSlots];
+    bool present[kTypeSlots] = {};
+    static void overlay(WeightKernels& dst, const WeightKernels* src) {
+        if (src == nullptr) return;
+        if (src->quantize_act) dst.quantize_act = src->quantize_act;
+        if (src->vec_dot) dst.vec_dot = src->vec_dot;
+        if (src->vec_dot_rows) dst.vec_dot_rows = src->vec_dot_rows;
+        if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
+    }
+    MergedTables() {
+        const ScalarTable& s = scalar_table();
+        for (int i = 0; i < kTypeSlots; ++i) {
+            present[i] = s.present[i];
+            if (!present[i]) continue;
+            const GgmlType t = (GgmlType)i;
+            k[0][i] = s.k[i];
+            k[1][i] = k[0][i];
+            overlay(k[1][i], avx2_weight_kernels(t));
+            k[2][i] = k[1][i];
+            overlay(k[2][i], avx512vnni_weight_kernels(t));
+        }
+    }
+};
+
+}  // namespace
+
+const WeightKernels* scalar_weight_kernels(GgmlType type) noexcept {
+    const int i = (int)type;
+    if (i < 0 || i >= kTypeSlots) return nullptr;
+    const ScalarTable& t = scalar_table();
+    return t.present[i] ? &t.k[i] : nullptr;
+}
+
+// Stand-ins for ISA files that this build does not compile (non-x86 hosts): "not built" = nullptr.
+#if !defined(EDGE_RT_HAVE_AVX2)
+const WeightKernels* avx2_weight_kernels(GgmlType) noexcept { return nullptr; }
+#endif
+#if !defined(EDGE_RT_HAVE_AVX512VNNI)
+const WeightKernels* avx512vnni_weight_kernels(GgmlType) noexcept { return nullptr; }
+#endif
+
+// The requested ISA is clamped to best_isa(): asking for kernels the CPU cannot execute returns the
+// best runnable ones instead of code that would fault with SIGILL.
+const WeightKernels* weight_kernels(GgmlType type, Isa isa) noexcept {
+    const int i = (int)type;
+    if (i < 0 || i >= kTypeSlots) return nullptr;
+    static const MergedTables merged;
+    if (!merged.present[i]) return nullptr;
+    const Isa best = best_isa();
+    const int level = (int)isa < (int)best ? (int)isa : (int)best;
+    return &merged.k[level][i];
+}
+
+}  // namespace edge_rt

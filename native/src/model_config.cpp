@@ -1,0 +1,216 @@
+#include "edge_rt/model_config.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "edge_rt/error.h"
+#include "edge_rt/kernels.h"
+
+namespace edge_rt {
+
+namespace {
+
+std::string shape_str(const int64_t* ne, int n) {
+    std::ostringstream os;
+    os << "[";
+    for (int i = 0; i < n; ++i) os << (i ? ", " : "") << ne[i];
+    os << "]";
+    return os.str();
+}
+
+// Reads a positive-or-zero integer hyperparameter, naming the key on any problem.
+int64_t hparam(const GgufFile& f, const std::string& key, int64_t min_value, int64_t max_value) {
+    const int64_t v = f.get_int(key);
+    if (v < min_value || v > max_value) {
+        std::ostringstream os;
+        os << "[model] key '" << key << "': value " << v << " out of range [" << min_value << ", " << max_value << "]";
+        fail(ErrorKind::ModelFormat, os.str());
+    }
+    return v;
+}
+
+int64_t hparam_or(const GgufFile& f, const std::string& key, int64_t fallback, int64_t min_value, int64_t max_value) {
+    return f.find(key) ? hparam(f, key, min_value, max_value) : fallback;
+}
+
+// Checks presence, shape and compute type of one tensor. n_expected dims; an empty name is optional.
+void check_tensor(const GgufFile& f, const std::string& name, std::initializer_list<int64_t> shape, bool required,
+                  const std::string& why) {
+    const GgufTensorInfo* t = f.find_tensor(name);
+    if (!t) {
+        if (required) fail(ErrorKind::ModelFormat, "[model] required tensor '" + name + "' is missing");
+        return;
+    }
+    const int n = (int)shape.size();
+    bool ok = (int)t->n_dims <= n;
+    int i = 0;
+    for (int64_t d : shape) ok = ok && t->ne[i++] == d;
+    for (int k = n; k < 4; ++k) ok = ok && t->ne[k] == 1;
+    if (!ok) {
+        fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "': shape " + shape_str(t->ne, (int)t->n_dims) +
+                                         " disagrees with the metadata (expected " +
+                                         shape_str(std::data(shape), n) + " from " + why + ")");
+    }
+    if (!is_compute_type(t->type)) {
+        fail(ErrorKind::UnsupportedType, std::string("[model] tensor '") + name + "': type " + type_name(t->type) +
+                                             " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
+                                             "Q5_0, Q5_1, Q4_K, Q6_K)");
+    }
+    // Matrix rows are dotted with activations in the weight type's activation format (Q8_K for the
+    // K-quants), whose block must divide the row.
+    if (n == 2) {
+        const WeightKernels* k = weight_kernels(t->type, Isa::Scalar);
+        if (!k || t->ne[0] % k->act_block_elems != 0) {
+            fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "': row length " + std::to_string(t->ne[0]) +
+                                             " is not a multiple of the " + type_name(t->type) +
+                                             " activation block");
+        }
+    }
+}
+
+void check_tokenizer_arrays(const GgufFile& f) {
+    struct Expect { const char* key; const char* kind; };
+    static const Expect expected[] = {
+        {"tokenizer.ggml.tokens", "STRING"}, {"tokenizer.ggml.merges", "STRING"},
+        {"tokenizer.ggml.scores", "FLOAT32"}, {"tokenizer.ggml.token_type", "INT32"},
+    };
+    for (const auto& e : expected) {
+        const GgufValue* v = f.find(e.key);
+        if (!v) continue;
+        const bool is_array = v->type == GgufValueType::ARRAY;
+        bool ok = is_array;
+        if (ok) {
+            const GgufValueType at = v->array_type;
+            if (std::string(e.kind) == "STRING") ok = at == GgufValueType::STRING;
+            else if (std::string(e.kind) == "FLOAT32") ok = at == GgufValueType::FLOAT32 || at == GgufValueType::FLOAT64;
+            else ok = at != GgufValueType::STRING && at != GgufValueType::FLOAT32 && at != GgufValueType::FLOAT64 &&
+                      at != GgufValueType::BOOL;
+        }
+        if (!ok) {
+            const std::string got = is_array ? std::string("ARRAY[") + gguf_value_type_name(v->array_type) + "]"
+                                             : gguf_value_type_name(v->type);
+            fail(ErrorKind::ModelFormat, std::string("[model] key '") + e.key + "': expected ARRAY[" + e.kind +
+                                             "], found " + got);
+        }
+    }
+    const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
+    const uint64_t n_tokens = tokens ? tokens->array_size() : 0;
+    for (const char* key : {"tokenizer.ggml.scores", "tokenizer.ggml.token_type"}) {
+        const GgufValue* v = f.find(key);
+        if (v && tokens && v->array_size() != n_tokens) {
+            fail(ErrorKind::ModelFormat, std::string("[model] key '") + key + "': length " +
+                                             std::to_string(v->array_size()) + " != " + std::to_string(n_tokens) +
+                                             " tokens");
+        }
+    }
+}
+
+}  // namespace
+
+const std::vector<std::string>& ModelConfig::supported_architectures() {
+    static const std::vector<std::string> archs = {"llama", "qwen2", "qwen3"};
+    return archs;
+}
+
+ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
+    ModelConfig c;
+    c.arch = f.get_string("general.architecture");
+    bool known = false;
+    for (const auto& a : supported_architectures()) known = known || a == c.arch;
+    if (!known) {
+        std::string list;
+        for (const auto& a : supported_architectures()) list += (list.empty() ? "" : ", ") + a;
+        fail(ErrorKind::UnsupportedArchitecture,
+             "[model] key 'general.architecture': architecture '" + c.arch + "' is not supported (supported: " + list + ")");
+    }
+    const std::string p = c.arch + ".";
+    constexpr int64_t kMaxDim = int64_t(1) << 20;  // far above any real model; keeps products in range
+    c.n_embd = hparam(f, p + "embedding_length", 1, kMaxDim);
+    c.n_layer = hparam(f, p + "block_count", 1, 4096);
+    c.n_ff = hparam(f, p + "feed_forward_length", 1, kMaxDim);
+    c.n_head = hparam(f, p + "attention.head_count", 1, 4096);
+    c.n_head_kv = hparam_or(f, p + "attention.head_count_kv", c.n_head, 1, 4096);
+    if (c.n_head % c.n_head_kv != 0) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.head_count_kv': " + std::to_string(c.n_head_kv) +
+                                         " does not divide " + p + "attention.head_count (" +
+                                         std::to_string(c.n_head) + ")");
+    }
+    if (!f.find(p + "attention.key_length") && c.n_embd % c.n_head != 0) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.head_count': " + std::to_string(c.n_head) +
+                                         " does not divide " + p + "embedding_length (" + std::to_string(c.n_embd) + ")");
+    }
+    c.head_dim = hparam_or(f, p + "attention.key_length", c.n_embd / c.n_head, 1, 65536);
+    const int64_t v_len = hparam_or(f, p + "attention.value_length", c.head_dim, 1, 65536);
+    if (v_len != c.head_dim) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.value_length': " + std::to_string(v_len) +
+                                         " differs from attention.key_length " + std::to_string(c.head_dim) +
+                                         " (not supported)");
+    }
+    c.n_ctx_train = hparam_or(f, p + "context_length", 2048, 1, int64_t(1) << 24);
+    c.n_rot = hparam_or(f, p + "rope.dimension_count", c.head_dim, 2, c.head_dim);
+    if (c.n_rot % 2 != 0) fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.dimension_count' must be even");
+    c.rms_eps = (float)f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5);
+    if (!(c.rms_eps > 0.0f) || !std::isfinite(c.rms_eps)) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.layer_norm_rms_epsilon' must be a positive number");
+    }
+    c.rope_freq_base = (float)f.get_float_or(p + "rope.freq_base", 10000.0);
+    if (!(c.rope_freq_base > 0.0f) || !std::isfinite(c.rope_freq_base)) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.freq_base' must be a positive number");
+    }
+    // Linear RoPE scaling: rope.scaling.type = "linear" with rope.scaling.factor, or the older
+    // rope.scale_linear; as llama.cpp, position is multiplied by freq_scale = 1 / factor.
+    double factor = 0.0;
+    const std::string scaling = f.get_string_or(p + "rope.scaling.type", "");
+    if (scaling == "linear") factor = f.get_float_or(p + "rope.scaling.factor", 1.0);
+    else if (scaling.empty() || scaling == "none") factor = f.get_float_or(p + "rope.scale_linear", 0.0);
+    else fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.scaling.type': '" + scaling + "' is not supported (supported: none, linear)");
+    if (factor != 0.0) {
+        if (!(factor > 0.0) || !std::isfinite(factor)) {
+            fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.scaling.factor' must be a positive number");
+        }
+        c.rope_freq_scale = (float)(1.0 / factor);
+    }
+    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3 the NeoX halves.
+    c.rope_kind = c.arch == "llama" ? RopeKind::Normal : RopeKind::NeoX;
+    c.has_qk_norm = c.arch == "qwen3";
+
+    const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
+    if (!embd) fail(ErrorKind::ModelFormat, "[model] required tensor 'token_embd.weight' is missing");
+    c.n_vocab = embd->ne[1];
+    const std::string vocab_why = "token_embd.weight rows";
+    check_tensor(f, "token_embd.weight", {c.n_embd, c.n_vocab}, true, p + "embedding_length");
+    check_tensor(f, "output_norm.weight", {c.n_embd}, true, p + "embedding_length");
+    c.tied_output = f.find_tensor("output.weight") == nullptr;
+    if (!c.tied_output) check_tensor(f, "output.weight", {c.n_embd, c.n_vocab}, true, p + "embedding_length, " + vocab_why);
+
+    const GgufTensorInfo* bq0 = f.find_tensor("blk.0.attn_q.bias");
+    c.has_qkv_bias = c.arch == "qwen2" || bq0 != nullptr;
+    const std::string attn_why = p + "embedding_length, " + p + "attention.head_count, head_count_kv, key_length";
+    for (int64_t il = 0; il < c.n_layer; ++il) {
+        const std::string b = "blk." + std::to_string(il) + ".";
+        check_tensor(f, b + "attn_norm.weight", {c.n_embd}, true, p + "embedding_length");
+        check_tensor(f, b + "attn_q.weight", {c.n_embd, c.q_dim()}, true, attn_why);
+        check_tensor(f, b + "attn_k.weight", {c.n_embd, c.kv_dim()}, true, attn_why);
+        check_tensor(f, b + "attn_v.weight", {c.n_embd, c.kv_dim()}, true, attn_why);
+        check_tensor(f, b + "attn_output.weight", {c.q_dim(), c.n_embd}, true, attn_why);
+        check_tensor(f, b + "attn_q.bias", {c.q_dim()}, c.has_qkv_bias, attn_why);
+        check_tensor(f, b + "attn_k.bias", {c.kv_dim()}, c.has_qkv_bias, attn_why);
+        check_tensor(f, b + "attn_v.bias", {c.kv_dim()}, c.has_qkv_bias, attn_why);
+        check_tensor(f, b + "attn_q_norm.weight", {c.head_dim}, c.has_qk_norm, p + "attention.key_length");
+        check_tensor(f, b + "attn_k_norm.weight", {c.head_dim}, c.has_qk_norm, p + "attention.key_length");
+        check_tensor(f, b + "ffn_norm.weight", {c.n_embd}, true, p + "embedding_length");
+        const std::string ffn_why = p + "embedding_length, " + p + "feed_forward_length";
+        check_tensor(f, b + "ffn_gate.weight", {c.n_embd, c.n_ff}, true, ffn_why);
+        check_tensor(f, b + "ffn_up.weight", {c.n_embd, c.n_ff}, true, ffn_why);
+        check_tensor(f, b + "ffn_down.weight", {c.n_ff, c.n_embd}, true, ffn_why);
+    }
+    check_tokenizer_arrays(f);
+    const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
+    if (tokens && tokens->array_size() > (uint64_t)c.n_vocab) {
+        fail(ErrorKind::ModelFormat, "[model] key 'tokenizer.ggml.tokens': " + std::to_string(tokens->array_size()) +
+                                         " tokens but the output head has only " + std::to_string(c.n_vocab) + " rows");
+    }
+    return c;
+}
+
+}  // namespace edge_rt

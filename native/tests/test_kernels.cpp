@@ -1,0 +1,475 @@
+// Kernel tests: every SIMD kernel against its scalar reference twin, under named error limits, for
+// every compute type and every ISA that is both compiled in and supported by this CPU; plus
+// hand-computed dequantization blocks and the scalar dot/dequantize consistency.
+//
+//   test_kernels            run the tests (ctest); exit code 0 on success
+//   test_kernels --bench [MB]  vec_dot throughput in GB/s of weight bytes per type/ISA over an MB-sized
+//                              weight matrix (default 64), next to a plain read-bandwidth loop
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "edge_rt/cpu_features.h"
+#include "edge_rt/fp16.h"
+#include "edge_rt/ggml_types.h"
+#include "edge_rt/kernels.h"
+
+using namespace edge_rt;
+
+namespace {
+
+// ---------------------------------------------------------------- named error limits
+//
+// SIMD and scalar kernels compute the same exact integer sum per block; they differ only in the order
+// in which per-block float terms (and, for float types, per-element products) are added. A recursive
+// fp32 sum of m terms has worst-case error (m - 1) * u * sum|terms|, u = 2^-24. The largest rows here
+// have 5632 elements = 176 blocks of 32, and both sides round, so the bound is about
+// 2 * 176 * 6e-8 = 2.1e-5 relative to S = sum_i |w_i * a_i|.
+constexpr double kBlockDotRelTol = 3e-5;
+// K-quants add two terms per super-block (d part and dmin part) that can cancel, so their sum of
+// magnitudes can exceed S; 22 super-blocks only, but allow 4x headroom for the cancellation.
+constexpr double kKQuantDotRelTol = 1.2e-4;
+// Float types: scalar sums fp32 products in double; SIMD sums 32 fp32 lanes of <= n/32 products each,
+// i.e. the same worst-case chain length (176) as above.
+constexpr double kFloatDotRelTol = 3e-5;
+// Absolute floor for rows whose S is ~0 (all-zero activation blocks).
+constexpr double kDotAbsTol = 1e-6;
+// Scalar vec_dot vs. double-precision dot of the dequantized weight row and dequantized activation:
+// the same fp32 chain argument, one side only.
+constexpr double kRefConsistencyRelTol = 2e-5;
+// Q8_1 activations carry s = fp16(d_fp32 * sum q) while decoding uses fp16(d) * q; each fp16
+// rounding is <= 2^-11 relative, so the min term m * s may differ by up to 2^-10 * |m * s| per block.
+constexpr double kQ8_1SumRelTol = 1.0 / 1024;
+// Activation quantizers: SIMD variants reproduce the reference formula (d = amax/127, id = 127/amax,
+// ties-to-even for q8_0/q8_1 as llama.cpp's x86 quantizer; iscale = -127/max, ties-to-even for q8_K)
+// operation for operation,
+// so the encoded bytes must be bit-identical (0 differing int8 values allowed). Should a future ISA
+// use a different rounding instruction, raise this to 1 (one step of int rounding at exact ties).
+constexpr int kQuantActMaxIntDiff = 0;
+
+int g_failures = 0;
+
+#define CHECK(cond, ...)                                    \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            ++g_failures;                                   \
+            std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            std::fprintf(stderr, __VA_ARGS__);              \
+            std::fprintf(stderr, "\n");                     \
+        }                                                   \
+    } while (0)
+
+struct TypeInfo {
+    GgmlType type;
+    const char* name;
+    int64_t block_elems;
+    int64_t block_bytes;
+};
+
+const TypeInfo kTypes[] = {
+    {GgmlType::F32, "F32", 1, 4},          {GgmlType::F16, "F16", 1, 2},
+    {GgmlType::BF16, "BF16", 1, 2},        {GgmlType::Q8_0, "Q8_0", 32, 34},
+    {GgmlType::Q4_0, "Q4_0", 32, 18},      {GgmlType::Q4_1, "Q4_1", 32, 20},
+    {GgmlType::Q5_0, "Q5_0", 32, 22},      {GgmlType::Q5_1, "Q5_1", 32, 24},
+    {GgmlType::Q4_K, "Q4_K", 256, 144},    {GgmlType::Q6_K, "Q6_K", 256, 210},
+};
+
+bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K; }
+bool is_float(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
+const WeightKernels* isa_table(GgmlType t, Isa isa) {
+    switch (isa) {
+        case Isa::Scalar: return scalar_weight_kernels(t);
+        case Isa::Avx2: return avx2_weight_kernels(t);
+        case Isa::Avx512Vnni: return avx512vnni_weight_kernels(t);
+    }
+    return nullptr;
+}
+
+std::vector<Isa> runnable_simd_isas() {
+    std::vector<Isa> v;
+    for (Isa i : {Isa::Avx2, Isa::Avx512Vnni})
+        if (isa_compiled(i) && cpu_supports(i)) v.push_back(i);
+    return v;
+}
+
+// Random but valid weight rows: random quantized bits, scales of realistic magnitude.
+std::vector<uint8_t> random_weights(const TypeInfo& ti, int64_t n, std::mt19937& rng) {
+    const int64_t nb = n / ti.block_elems;
+    std::vector<uint8_t> w((size_t)(nb * ti.block_bytes));
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> uni(-1.f, 1.f);
+    for (auto& b : w) b = (uint8_t)byte(rng);
+    auto put16 = [&](size_t off, uint16_t v) { std::memcpy(&w[off], &v, 2); };
+    for (int64_t b = 0; b < nb; ++b) {
+        const size_t o = (size_t)(b * ti.block_bytes);
+        switch (ti.type) {
+            case GgmlType::F32: { float f = uni(rng); std::memcpy(&w[o], &f, 4); break; }
+            case GgmlType::F16: put16(o, fp32_to_fp16(uni(rng))); break;
+            case GgmlType::BF16: put16(o, fp32_to_bf16(uni(rng))); break;
+            case GgmlType::Q8_0:
+                put16(o, fp32_to_fp16(0.01f * uni(rng)));
+                for (int j = 0; j < 32; ++j) if (w[o + 2 + j] == 0x80) w[o + 2 + j] = 0x81;  // [-127, 127] as ggml
+                break;
+            case GgmlType::Q4_0: case GgmlType::Q5_0: put16(o, fp32_to_fp16(0.02f * uni(rng))); break;
+            case GgmlType::Q4_1: case GgmlType::Q5_1:
+                put16(o, fp32_to_fp16(0.02f * std::fabs(uni(rng))));
+                put16(o + 2, fp32_to_fp16(-0.1f * std::fabs(uni(rng))));
+                break;
+            case GgmlType::Q4_K:
+                put16(o, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
+                put16(o + 2, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
+                break;
+            case GgmlType::Q6_K: {
+                put16(o + 208, fp32_to_fp16(0.001f * uni(rng)));
+                for (int j = 0; j < 16; ++j) if (w[o + 192 + j] == 0x80) w[o + 192 + j] = 0x81;
+                break;
+            }
+            default: break;
+        }
+    }
+    return w;
+}
+
+std::vector<float> random_acts(int64_t n, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> x((size_t)n);
+    for (auto& v : x) v = nd(rng);
+    if (n >= 64) {
+        x[(size_t)(n / 3)] = 9.5f;  // an outlier, as real activations have
+        for (int j = 0; j < 32; ++j) x[(size_t)(n - 32 + j)] = 0.f;  // and an all-zero trailing block
+    }
+    return x;
+}
+
+// Decodes an activation row in its act_type encoding back to floats (test-side reference).
+std::vector<double> decode_act(const WeightKernels& k, const std::vector<uint8_t>& a, int64_t n) {
+    std::vector<double> y((size_t)n);
+    const uint8_t* p = a.data();
+    switch (k.act_type) {
+        case GgmlType::F32: for (int64_t i = 0; i < n; ++i) { float f; std::memcpy(&f, p + 4 * i, 4); y[i] = f; } break;
+        case GgmlType::F16: for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, p + 2 * i, 2); y[i] = fp16_to_fp32(h); } break;
+        case GgmlType::BF16: for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, p + 2 * i, 2); y[i] = bf16_to_fp32(h); } break;
+        case GgmlType::Q8_0: {
+            const auto* b = reinterpret_cast<const BlockQ8_0*>(p);
+            for (int64_t i = 0; i < n; ++i) y[i] = (double)fp16_to_fp32(b[i / 32].d) * b[i / 32].qs[i % 32];
+            break;
+        }
+        case GgmlType::Q8_1: {
+            const auto* b = reinterpret_cast<const BlockQ8_1*>(p);
+            for (int64_t i = 0; i < n; ++i) y[i] = (double)fp16_to_fp32(b[i / 32].d) * b[i / 32].qs[i % 32];
+            break;
+        }
+        case GgmlType::Q8_K: {
+            const auto* b = reinterpret_cast<const BlockQ8_K*>(p);
+            for (int64_t i = 0; i < n; ++i) y[i] = (double)b[i / 256].d * b[i / 256].qs[i % 256];
+            break;
+        }
+        default: break;
+    }
+    return y;
+}
+
+// Compares two encoded activation rows; returns the number of int8 values that differ by more than
+// kQuantActMaxIntDiff plus scale mismatches.
+int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std::string* what) {
+    int bad = 0;
+    auto cmp_q = [&](const int8_t* x, const int8_t* y, int m, int64_t blk) {
+        for (int j = 0; j < m; ++j)
+            if (std::abs(x[j] - y[j]) > kQuantActMaxIntDiff) {
+                if (!bad) *what = "block " + std::to_string(blk) + " q[" + std::to_string(j) + "] " +
+                                  std::to_string(x[j]) + " vs " + std::to_string(y[j]);
+                ++bad;
+            }
+    };
+    switch (act) {
+        case GgmlType::Q8_0:
+            for (int64_t i = 0; i < n / 32; ++i) {
+                const auto* x = reinterpret_cast<const BlockQ8_0*>(a) + i;
+                const auto* y = reinterpret_cast<const BlockQ8_0*>(b) + i;
+                if (x->d != y->d) { if (!bad) *what = "d of block " + std::to_string(i); ++bad; }
+                cmp_q(x->qs, y->qs, 32, i);
+            }
+            break;
+        case GgmlType::Q8_1:
+            for (int64_t i = 0; i < n / 32; ++i) {
+                const auto* x = reinterpret_cast<const BlockQ8_1*>(a) + i;
+                const auto* y = reinterpret_cast<const BlockQ8_1*>(b) + i;
+                if (x->d != y->d || x->s != y->s) { if (!bad) *what = "d/s of block " + std::to_string(i); ++bad; }
+                cmp_q(x->qs, y->qs, 32, i);
+            }
+            break;
+        case GgmlType::Q8_K:
+            for (int64_t i = 0; i < n / 256; ++i) {
+                const auto* x = reinterpret_cast<const BlockQ8_K*>(a) + i;
+                const auto* y = reinterpret_cast<const BlockQ8_K*>(b) + i;
+                if (x->d != y->d) { if (!bad) *what = "d of block " + std::to_string(i); ++bad; }
+                cmp_q(x->qs, y->qs, 256, i);
+                if (kQuantActMaxIntDiff == 0 && std::memcmp(x->bsums, y->bsums, sizeof(x->bsums)) != 0) {
+                    if (!bad) *what = "bsums of block " + std::to_string(i);
+                    ++bad;
+                }
+            }
+            break;
+        default: {
+            const size_t bytes = act == GgmlType::F32 ? 4 : 2;
+            if (std::memcmp(a, b, (size_t)n * bytes) != 0) { *what = "encoded floats differ"; ++bad; }
+        }
+    }
+    return bad;
+}
+
+void test_type(const TypeInfo& ti, std::mt19937& rng) {
+    const WeightKernels* ref = scalar_weight_kernels(ti.type);
+    CHECK(ref != nullptr, "%s: no scalar kernels", ti.name);
+    if (!ref) return;
+    CHECK(ref->quantize_act && ref->vec_dot && ref->dequantize_row, "%s: scalar table incomplete", ti.name);
+    const std::vector<int64_t> sizes = is_k(ti.type) ? std::vector<int64_t>{256, 512, 2048, 5632}
+                                     : is_float(ti.type) ? std::vector<int64_t>{1, 7, 32, 37, 64, 100, 2048, 5632}
+                                                         : std::vector<int64_t>{32, 64, 96, 2048, 5632};
+    const double dot_tol = is_k(ti.type) ? kKQuantDotRelTol : is_float(ti.type) ? kFloatDotRelTol : kBlockDotRelTol;
+    double worst_ratio = 0.0;
+    for (int64_t n : sizes) {
+        const auto w = random_weights(ti, n, rng);
+        constexpr int kActs = 8;
+        std::vector<std::vector<float>> xs;
+        const size_t arb = ref->act_row_bytes(n);
+        std::vector<uint8_t> acts(arb * kActs);
+        for (int r = 0; r < kActs; ++r) {
+            xs.push_back(random_acts(n, rng));
+            ref->quantize_act(xs[r].data(), acts.data() + r * arb, n);
+        }
+        std::vector<float> wd((size_t)n);
+        ref->dequantize_row(w.data(), wd.data(), n);
+
+        // Scalar reference: dot vs dequantized dot, and the error scale S per activation row.
+        std::vector<float> ref_dot(kActs);
+        std::vector<double> scale(kActs);
+        for (int r = 0; r < kActs; ++r) {
+            std::vector<uint8_t> a1(acts.begin() + r * arb, acts.begin() + (r + 1) * arb);
+            const auto ad = decode_act(*ref, a1, n);
+            double exact = 0, s = 0;
+            for (int64_t i = 0; i < n; ++i) { exact += (double)wd[i] * ad[i]; s += std::fabs((double)wd[i] * ad[i]); }
+            ref_dot[r] = ref->vec_dot(n, w.data(), a1.data());
+            scale[r] = s;
+            double extra = 0;
+            if (ref->act_type == GgmlType::Q8_1) {
+                const size_t wb = (size_t)ti.block_bytes;
+                for (int64_t b = 0; b < n / 32; ++b) {
+                    uint16_t m;
+                    std::memcpy(&m, w.data() + b * wb + 2, 2);  // Q4_1/Q5_1: m follows d
+                    const auto* yb = reinterpret_cast<const BlockQ8_1*>(a1.data()) + b;
+                    extra += kQ8_1SumRelTol * std::fabs((double)fp16_to_fp32(m) * fp16_to_fp32(yb->s));
+                }
+            }
+            const double err = std::fabs(ref_dot[r] - exact);
+            CHECK(err <= kRefConsistencyRelTol * s + kDotAbsTol + extra,
+                  "%s n=%lld: scalar vec_dot %.9g vs dequantized dot %.9g (S=%.3g)", ti.name, (long long)n,
+                  ref_dot[r], exact, s);
+        }
+
+        for (Isa isa : runnable_simd_isas()) {
+            const WeightKernels* k = isa_table(ti.type, isa);
+            const WeightKernels* merged = weight_kernels(ti.type, isa);
+            CHECK(merged && merged->quantize_act && merged->vec_dot && merged->dequantize_row,
+                  "%s/%s: merged table has null entries", ti.name, isa_name(isa));
+            if (!k) continue;
+            CHECK(k->act_type == ref->act_type && k->act_block_bytes == ref->act_block_bytes &&
+                      k->act_block_elems == ref->act_block_elems,
+                  "%s/%s: activation format differs from the scalar table", ti.name, isa_name(isa));
+            if (k->quantize_act) {
+                for (int r = 0; r < kActs; ++r) {
+                    std::vector<uint8_t> mine(arb);
+                    k->quantize_act(xs[r].data(), mine.data(), n);
+                    std::string what;
+                    const int bad = compare_act(ref->act_type, acts.data() + r * arb, mine.data(), n, &what);
+                    CHECK(bad == 0, "%s/%s n=%lld: quantize_act differs from scalar in %d places (first: %s)",
+                          ti.name, isa_name(isa), (long long)n, bad, what.c_str());
+                }
+            }
+            if (k->dequantize_row) {
+                std::vector<float> mine((size_t)n);
+                k->dequantize_row(w.data(), mine.data(), n);
+                CHECK(std::memcmp(mine.data(), wd.data(), (size_t)n * 4) == 0, "%s/%s n=%lld: dequantize_row differs",
+                      ti.name, isa_name(isa), (long long)n);
+            }
+            if (k->vec_dot) {
+                for (int r = 0; r < kActs; ++r) {
+                    const float got = k->vec_dot(n, w.data(), acts.data() + r * arb);
+                    const double err = std::fabs((double)got - ref_dot[r]);
+                    const double lim = dot_tol * scale[r] + kDotAbsTol;
+                    worst_ratio = std::fmax(worst_ratio, err / lim);
+                    CHECK(err <= lim, "%s/%s n=%lld: vec_dot %.9g vs scalar %.9g (err %.3g > limit %.3g)", ti.name,
+                          isa_name(isa), (long long)n, got, ref_dot[r], err, lim);
+                }
+            }
+            if (k->vec_dot_rows) {
+                for (int na = 1; na <= kActs; ++na) {
+                    float out[kActs];
+                    k->vec_dot_rows(n, w.data(), acts.data(), arb, na, out);
+                    for (int r = 0; r < na; ++r) {
+                        const double err = std::fabs((double)out[r] - ref_dot[r]);
+                        const double lim = dot_tol * scale[r] + kDotAbsTol;
+                        worst_ratio = std::fmax(worst_ratio, err / lim);
+                        CHECK(err <= lim, "%s/%s n=%lld: vec_dot_rows(n_act=%d)[%d] %.9g vs scalar %.9g", ti.name,
+                              isa_name(isa), (long long)n, na, r, out[r], ref_dot[r]);
+                    }
+                }
+            }
+        }
+    }
+    std::printf("  %-5s ok-so-far; worst SIMD dot error = %.3f of its limit\n", ti.name, worst_ratio);
+}
+
+// Hand-computed blocks (values worked out from the ggml layout descriptions in ggml_types.h).
+void test_known_blocks() {
+    const uint16_t h1 = 0x3C00, h05 = 0x3800, h025 = 0x3400;  // 1.0, 0.5, 0.25 in fp16
+    {   // Q4_0: d = 0.5; qs[0] = 0x1F -> elem 0 = (15 - 8) * 0.5, elem 16 = (1 - 8) * 0.5; 0x88 -> 0
+        BlockQ4_0 b;
+        b.d = h05;
+        std::memset(b.qs, 0x88, sizeof(b.qs));
+        b.qs[0] = 0x1F;
+        float y[32];
+        scalar_weight_kernels(GgmlType::Q4_0)->dequantize_row(&b, y, 32);
+        CHECK(y[0] == 3.5f && y[16] == -3.5f && y[1] == 0.f && y[31] == 0.f, "Q4_0 known block: %g %g %g", y[0], y[16], y[1]);
+    }
+    {   // Q8_0: d = 0.25; q[0] = -4 -> -1, q[31] = 127 -> 31.75
+        BlockQ8_0 b;
+        b.d = h025;
+        std::memset(b.qs, 0, sizeof(b.qs));
+        b.qs[0] = -4;
+        b.qs[31] = 127;
+        float y[32];
+        scalar_weight_kernels(GgmlType::Q8_0)->dequantize_row(&b, y, 32);
+        CHECK(y[0] == -1.f && y[31] == 31.75f && y[5] == 0.f, "Q8_0 known block: %g %g", y[0], y[31]);
+    }
+    {   // Q4_K: d = 1, dmin = 0.5. scales: s[0] = 0x42 -> sc0 = 2 (and top bits 1 for sc4),
+        // s[4] = 0x83 -> m0 = 3 (top bits 2 for m4), s[8] = 0x25 -> sc4 = 5 | 1<<4 = 21, m4 = 2 | 2<<4 = 34.
+        // qs[0] = 0x97: elem 0 = 1*2*7 - 0.5*3 = 12.5; elem 32 (sub-block 1, sc = m = 0) = 0.
+        // qs[64] = 0x03: elem 128 (sub-block 4) = 21*3 - 0.5*34 = 46; elem 160 (sub-block 5) = 0.
+        BlockQ4_K b;
+        std::memset(&b, 0, sizeof(b));
+        b.d = h1;
+        b.dmin = h05;
+        b.scales[0] = 0x42;
+        b.scales[4] = 0x83;
+        b.scales[8] = 0x25;
+        b.qs[0] = 0x97;
+        b.qs[64] = 0x03;
+        float y[256];
+        scalar_weight_kernels(GgmlType::Q4_K)->dequantize_row(&b, y, 256);
+        CHECK(y[0] == 12.5f && y[32] == 0.f && y[128] == 46.f && y[160] == 0.f && y[1] == -1.5f && y[129] == -17.f,
+              "Q4_K known block: %g %g %g %g %g %g", y[0], y[32], y[128], y[160], y[1], y[129]);
+    }
+    {   // Q6_K: d = 1; scales[0] = 2, scales[5] = -1; all other bits 0 -> q = -32.
+        // elem 0: ql[0] low nibble 5, qh[0] bits 0-1 = 2 -> 37 - 32 = 5 -> 2 * 5 = 10; elem 1 -> 2 * -32.
+        // elem 80 (half 0, t = 2, l = 16): ql[16] high nibble 10, qh[16] bits 4-5 = 1 -> 26 - 32 = -6,
+        // scale 5 -> 6; elem 85 -> -1 * -32 = 32; elem 16 (scale 1 = 0) -> 0.
+        BlockQ6_K b;
+        std::memset(&b, 0, sizeof(b));
+        b.d = h1;
+        b.scales[0] = 2;
+        b.scales[5] = -1;
+        b.ql[0] = 0x05;
+        b.qh[0] = 0x02;
+        b.ql[16] = 0xA0;
+        b.qh[16] = 0x10;
+        float y[256];
+        scalar_weight_kernels(GgmlType::Q6_K)->dequantize_row(&b, y, 256);
+        CHECK(y[0] == 10.f && y[1] == -64.f && y[80] == 6.f && y[85] == 32.f && y[16] == 0.f,
+              "Q6_K known block: %g %g %g %g %g", y[0], y[1], y[80], y[85], y[16]);
+    }
+    {   // q8_K reference semantics: the largest magnitude maps to -127 (iscale = -127/max), d = 1/iscale.
+        float x[256] = {};
+        x[3] = 2.f;
+        x[7] = -1.f;
+        BlockQ8_K q;
+        scalar_weight_kernels(GgmlType::Q4_K)->quantize_act(x, &q, 256);
+        CHECK(q.qs[3] == -127 && q.qs[7] == 64 && q.bsums[0] == -63 && std::fabs(q.d * -127.f - 2.f) < 1e-6f,
+              "q8_K known: q3=%d q7=%d bsum0=%d d=%g", q.qs[3], q.qs[7], q.bsums[0], q.d);
+    }
+}
+
+// ---------------------------------------------------------------- benchmark
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int bench(double mb) {
+    std::mt19937 rng(7);
+    const int64_t n = 4096;  // row length (TinyLlama's hidden size is 2048, FFN 5632; 4096 is typical)
+    std::printf("vec_dot throughput over a %.0f MB weight matrix, single thread, best of 5 (GB/s of weight bytes)\n", mb);
+    {   // plain read bandwidth for comparison (compiler-vectorized sum, baseline ISA)
+        const size_t words = (size_t)(mb * 1e6 / 8);
+        std::vector<uint64_t> buf(words, 1);
+        double best = 1e30;
+        volatile uint64_t sink = 0;
+        for (int rep = 0; rep < 5; ++rep) {
+            const double t0 = now_s();
+            uint64_t s = 0;
+            for (size_t i = 0; i < words; ++i) s += buf[i];
+            sink = sink + s;
+            best = std::fmin(best, now_s() - t0);
+        }
+        std::printf("%-6s %-11s %8.1f\n", "read", "baseline", words * 8 / best / 1e9);
+    }
+    std::vector<Isa> isas = {Isa::Scalar};
+    for (Isa i : runnable_simd_isas()) isas.push_back(i);
+    for (const TypeInfo& ti : kTypes) {
+        const int64_t row_bytes = n / ti.block_elems * ti.block_bytes;
+        const int64_t rows = (int64_t)(mb * 1e6) / row_bytes;
+        const auto w = random_weights(ti, n * rows, rng);  // one long row = rows rows back to back
+        const auto x = random_acts(n * 8, rng);
+        const WeightKernels* ref = scalar_weight_kernels(ti.type);
+        std::vector<uint8_t> a(ref->act_row_bytes(n) * 8);
+        for (int r = 0; r < 8; ++r) ref->quantize_act(x.data() + r * n, a.data() + r * ref->act_row_bytes(n), n);
+        std::vector<float> out((size_t)rows * 8);
+        for (Isa isa : isas) {
+            const WeightKernels* k = weight_kernels(ti.type, isa);
+            double best = 1e30, best_rows = 1e30;
+            const int reps = isa == Isa::Scalar ? 2 : 5;
+            for (int rep = 0; rep < reps; ++rep) {
+                const double t0 = now_s();
+                for (int64_t r = 0; r < rows; ++r) out[r] = k->vec_dot(n, w.data() + r * row_bytes, a.data());
+                best = std::fmin(best, now_s() - t0);
+                if (k->vec_dot_rows && isa != Isa::Scalar) {
+                    const double t1 = now_s();
+                    for (int64_t r = 0; r < rows; ++r)
+                        k->vec_dot_rows(n, w.data() + r * row_bytes, a.data(), ref->act_row_bytes(n), 8, &out[r * 8]);
+                    best_rows = std::fmin(best_rows, now_s() - t1);
+                }
+            }
+            std::printf("%-6s %-11s %8.1f", ti.name, isa_name(isa), rows * row_bytes / best / 1e9);
+            if (best_rows < 1e29) std::printf("   vec_dot_rows x8: %6.1f GB/s of weights (= %.1f GB/s x 8 dots)",
+                                               rows * row_bytes / best_rows / 1e9, 8 * rows * row_bytes / best_rows / 1e9);
+            std::printf("\n");
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return bench(argc > 2 ? std::atof(argv[2]) : 64.0);
+    std::printf("best_isa=%s active_isa=%s; SIMD ISAs tested:", isa_name(best_isa()), isa_name(active_isa()));
+    for (Isa i : runnable_simd_isas()) std::printf(" %s", isa_name(i));
+    std::printf("\n");
+    test_known_blocks();
+    std::mt19937 rng(12345);
+    for (const TypeInfo& ti : kTypes) test_type(ti, rng);
+    // Non-compute types have no kernels.
+    CHECK(weight_kernels(GgmlType::Q2_K, Isa::Scalar) == nullptr, "Q2_K should have no kernels");
+    if (g_failures) {
+        std::fprintf(stderr, "test_kernels: %d failure(s)\n", g_failures);
+        return 1;
+    }
+    std::printf("test_kernels: all passed\n");
+    return 0;
+}

@@ -1,0 +1,12 @@
+"""edge_rt.quantize: the quantization toolchain (installed from the top-level ``quantize/`` folder).
+
+The calibrated, mixed-precision GGUF exporter and the integer-only ONNX exporter land here (see the
+project's quantization issue). Today the package provides the GGUF block-type table shared by the
+toolchain and the tests.
+"""
+
+from __future__ import annotations
+
+from .block_types import BLOCK_TYPES, BlockType, row_bytes
+
+__all__ = ["BLOCK_TYPES", "BlockType", "row_bytes"]
