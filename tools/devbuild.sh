@@ -17,7 +17,10 @@ mkdir -p build
   fi
   cmake --build "$dir" -j2
   if [[ $dir == build/dev ]]; then
-    cp -f "$dir"/native/_core*.so edge_rt/
+    # Copy then rename: replacing the file in place would crash processes that have it mapped.
+    for so in "$dir"/native/_core*.so; do
+      cp -f "$so" "edge_rt/.$(basename "$so").tmp" && mv -f "edge_rt/.$(basename "$so").tmp" "edge_rt/$(basename "$so")"
+    done
     # The wheel installs quantize/ and devices/ as edge_rt.quantize / edge_rt.devices; mirror that in-tree.
     ln -sfn ../quantize edge_rt/quantize
     ln -sfn ../devices edge_rt/devices

@@ -4,6 +4,7 @@
 // e.g. a numpy uint8 array); floats as float32 numpy arrays. Every size is checked here, before a
 // kernel reads a byte, and reported as edge_rt::Error(InvalidArgument) -> edge_rt.InvalidArgumentError.
 #include <pybind11/numpy.h>
+#include <pybind11/stl.h>
 #include <pybind11/pybind11.h>
 
 #include <cctype>

@@ -14,33 +14,40 @@
 namespace edge_rt {
 
 namespace {
-// Spin iterations before a worker sleeps. A decode step posts a job every few tens of microseconds;
-// spinning across that gap avoids a futex wake per job, while ~50k pauses (~1-2 ms) keeps an idle
-// model from burning a core.
-constexpr int kSpinBeforeSleep = 50000;
+// A decode step posts a job every few tens of microseconds; a worker spins about that long before
+// yielding, and sleeps after ~1 ms without work so an idle model burns no core.
+constexpr int kSpinBeforeYield = 2000;
+constexpr int kYieldsBeforeSleep = 200;
+constexpr uint64_t kIndexMask = (uint64_t(1) << 40) - 1;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
     workers_.reserve((size_t)n_threads_ - 1);
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        stop_.store(true, std::memory_order_release);
-        generation_.fetch_add(1, std::memory_order_acq_rel);
+        stop_.store(true);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks() {
-    const RangeFn& fn = *job_;
+void ThreadPool::run_chunks(uint64_t epoch) {
     for (;;) {
-        const int64_t begin = cursor_.fetch_add(job_chunk_, std::memory_order_relaxed);
-        if (begin >= job_items_) break;
-        fn(begin, std::min(job_items_, begin + job_chunk_));
+        uint64_t c = cursor_.load(std::memory_order_acquire);
+        if ((c >> kIndexBits) != epoch) return;
+        const int64_t begin = (int64_t)(c & kIndexMask);
+        const int64_t items = job_items_.load(std::memory_order_relaxed);
+        const int64_t chunk = job_chunk_.load(std::memory_order_relaxed);
+        if (begin >= items) return;
+        const int64_t end = std::min(items, begin + chunk);
+        if (!cursor_.compare_exchange_weak(c, c + (uint64_t)(end - begin), std::memory_order_acq_rel)) continue;
+        // The chunk is ours and unfinished, so the caller is still waiting and the job is alive.
+        (*job_.load(std::memory_order_relaxed))(begin, end);
+        done_items_.fetch_add(end - begin, std::memory_order_acq_rel);
     }
 }
 
@@ -53,44 +60,51 @@ void ThreadPool::parallel_for(int64_t n_items, int64_t min_chunk, const RangeFn&
         fn(0, n_items);
         return;
     }
-    job_ = &fn;
-    job_items_ = n_items;
-    job_chunk_ = chunk;
-    cursor_.store(0, std::memory_order_relaxed);
-    busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
-    // seq_cst on both sides (here and the worker's sleeping_ increment then generation_ check) so a
-    // worker going to sleep either sees the new generation or is seen sleeping and woken.
-    generation_.fetch_add(1);
+    epoch_ = (epoch_ + 1) & ((uint64_t(1) << (64 - kIndexBits)) - 1);
+    if (epoch_ == 0) epoch_ = 1;  // epoch 0 means "no job" to a fresh worker
+    job_.store(&fn, std::memory_order_relaxed);
+    job_items_.store(n_items, std::memory_order_relaxed);
+    job_chunk_.store(chunk, std::memory_order_relaxed);
+    done_items_.store(0, std::memory_order_relaxed);
+    // seq_cst here and in the worker's sleeping_ increment then cursor_ check: a worker going to
+    // sleep either sees the new job or is seen sleeping and woken.
+    cursor_.store(epoch_ << kIndexBits);
     if (sleeping_.load() > 0) {
         std::lock_guard<std::mutex> lock(mutex_);
         wake_.notify_all();
     }
-    run_chunks();
-    while (busy_workers_.load(std::memory_order_acquire) != 0) EDGE_RT_CPU_RELAX();
-    job_ = nullptr;
+    run_chunks(epoch_);
+    int spins = 0;
+    while (done_items_.load(std::memory_order_acquire) != n_items) {
+        if (++spins < kSpinBeforeYield) EDGE_RT_CPU_RELAX();
+        else std::this_thread::yield();
+    }
 }
 
-void ThreadPool::worker_loop(int) {
-    uint64_t seen = 0;
+void ThreadPool::worker_loop() {
+    uint64_t seen_epoch = 0;
     for (;;) {
-        uint64_t gen = generation_.load(std::memory_order_acquire);
-        int spins = 0;
-        while (gen == seen) {
-            if (++spins < kSpinBeforeSleep) {
+        int spins = 0, yields = 0;
+        uint64_t epoch = cursor_.load(std::memory_order_acquire) >> kIndexBits;
+        while (epoch == seen_epoch) {
+            if (stop_.load(std::memory_order_acquire)) return;
+            if (++spins < kSpinBeforeYield) {
                 EDGE_RT_CPU_RELAX();
+            } else if (++yields < kYieldsBeforeSleep) {
+                std::this_thread::yield();
             } else {
                 std::unique_lock<std::mutex> lock(mutex_);
                 sleeping_.fetch_add(1);
-                wake_.wait(lock, [&] { return generation_.load() != seen; });
-                sleeping_.fetch_sub(1, std::memory_order_acq_rel);
-                spins = 0;
+                wake_.wait(lock, [&] {
+                    return stop_.load() || (cursor_.load() >> kIndexBits) != seen_epoch;
+                });
+                sleeping_.fetch_sub(1);
+                spins = yields = 0;
             }
-            gen = generation_.load(std::memory_order_acquire);
+            epoch = cursor_.load(std::memory_order_acquire) >> kIndexBits;
         }
-        seen = gen;
-        if (stop_.load(std::memory_order_acquire)) return;
-        run_chunks();
-        busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+        seen_epoch = epoch;
+        run_chunks(epoch);
     }
 }
 

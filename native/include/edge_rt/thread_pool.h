@@ -6,7 +6,8 @@
 // has finished. parallel_for must be called from one thread at a time (the engine's); fn must not
 // throw (kernels do not) and must not call parallel_for recursively.
 // Workers spin briefly between jobs (a decode step issues hundreds of small jobs per token) and then
-// sleep on a condition variable, so an idle model costs no CPU.
+// sleep on a condition variable, so an idle model costs no CPU. Waits yield the core after a short
+// spin, so an oversubscribed machine (more runnable threads than cores) degrades gracefully.
 #pragma once
 
 #include <atomic>
@@ -34,19 +35,24 @@ public:
     void parallel_for(int64_t n_items, int64_t min_chunk, const RangeFn& fn);
 
 private:
-    void worker_loop(int index);
-    void run_chunks();
+    void worker_loop();
+    // Claims and runs chunks of the job tagged `epoch` until none is left (or a newer job started).
+    void run_chunks(uint64_t epoch);
 
     int n_threads_;
     std::vector<std::thread> workers_;
 
-    // Current job, published by bumping generation_.
-    const RangeFn* job_ = nullptr;
-    int64_t job_items_ = 0;
-    int64_t job_chunk_ = 1;
-    std::atomic<int64_t> cursor_{0};
-    std::atomic<int> busy_workers_{0};
-    std::atomic<uint64_t> generation_{0};
+    // The current job. cursor_ packs (epoch << kIndexBits) | next item index, so a worker that wakes
+    // late can never claim a chunk of a job other than the one it read: its compare-exchange fails
+    // once the epoch moved on. The caller waits for done_items_, not for workers, so a descheduled
+    // worker that never got a chunk costs nothing.
+    static constexpr int kIndexBits = 40;
+    std::atomic<const RangeFn*> job_{nullptr};
+    std::atomic<int64_t> job_items_{0};
+    std::atomic<int64_t> job_chunk_{1};
+    std::atomic<uint64_t> cursor_{0};
+    std::atomic<int64_t> done_items_{0};
+    uint64_t epoch_ = 0;
     std::atomic<bool> stop_{false};
 
     std::mutex mutex_;

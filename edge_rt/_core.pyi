@@ -1,0 +1,156 @@
+"""Type stub of edge_rt._core, the private pybind11 module built from native/bindings/.
+
+Users go through the edge_rt package (``edge_rt.load``); this module's surface is for the package and
+for tests. Every function that does real work releases the GIL. Errors are raised as the classes of
+:mod:`edge_rt.errors` (the C++ error kind is mapped once in the binding); an interrupted computation
+raises ``KeyboardInterrupt``.
+"""
+
+import os
+from typing import Dict, List, Optional, TypedDict, Union
+
+import numpy as np
+import numpy.typing as npt
+
+# ---- system: ISA selection --------------------------------------------------------------------------
+
+def isa() -> str:
+    """Name of the ISA the kernels run on in this process ("scalar", "avx2", "avx512vnni").
+
+    The best ISA compiled in and supported by the CPU, lowered by ``EDGE_RT_ISA`` when set.
+    """
+
+def best_isa() -> str:
+    """Highest ISA both compiled into the library and supported by this CPU (ignores EDGE_RT_ISA)."""
+
+def cpu_supports(name: str) -> bool:
+    """Whether this CPU (and OS register state) supports the ISA ``name``, whether or not it was
+    compiled in. An unknown name raises InvalidArgumentError."""
+
+def compiled_isas() -> List[str]:
+    """ISAs whose kernels were built into the library, lowest first ("scalar" is always present)."""
+
+# ---- GGUF -------------------------------------------------------------------------------------------
+
+class TensorInfo(TypedDict):
+    name: str
+    type: str  # ggml type name, e.g. "Q4_K", "F16"
+    type_id: int  # ggml type id
+    shape: List[int]  # ne[0] first (innermost, contiguous dimension), as in ggml
+    offset: int  # absolute byte offset of the data in the file
+    n_bytes: int
+    n_elements: int
+
+Buffer = Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]]  # any buffer of raw block bytes
+
+MetadataValue = Union[int, float, bool, str, List[int], List[float], List[bool], List[str]]
+
+class GGUFFile:
+    """A parsed GGUF header: metadata and tensor infos. Reads the header only, never tensor data.
+
+    Raises ModelIOError when the file cannot be opened and ModelFormatError (naming the key or tensor)
+    when it is not a valid GGUF.
+    """
+
+    def __init__(self, path: Union[str, bytes, "os.PathLike[str]"]) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def file_size(self) -> int: ...
+    @property
+    def alignment(self) -> int: ...
+    @property
+    def data_offset(self) -> int:
+        """Absolute byte offset of the tensor data section."""
+    @property
+    def metadata(self) -> Dict[str, MetadataValue]:
+        """Metadata key/values in file order (arrays become lists; non-UTF-8 strings keep their bytes
+        via surrogateescape). Cached: do not mutate."""
+    @property
+    def metadata_types(self) -> Dict[str, str]:
+        """GGUF type name of each key, e.g. "UINT32" or "ARRAY[STRING]"."""
+    @property
+    def tensors(self) -> List[TensorInfo]:
+        """Tensor infos in file order."""
+    def tensor(self, name: str) -> TensorInfo:
+        """The info of one tensor; KeyError if absent."""
+
+# ---- kernels (for tests and tools) ------------------------------------------------------------------
+
+def dequantize_row(type_name: str, data: Buffer, n: int) -> npt.NDArray[np.float32]:
+    """Dequantize one weight row of ``n`` elements stored in GGUF block format ``type_name`` (its
+    byte size must match exactly); returns shape ``(n,)``."""
+
+def quantize_act(type_name: str, x: npt.ArrayLike) -> bytes:
+    """Encode activations ``x`` (1-D float32, length a multiple of the activation block) in the
+    activation format paired with weight type ``type_name`` (e.g. Q8_0 for Q4_0 weights); returns the
+    raw block bytes."""
+
+def vec_dot(type_name: str, w_bytes: Buffer, x: npt.ArrayLike, isa: Optional[str] = None) -> float:
+    """Dot product of one weight row (raw blocks of ``type_name``) with float activations ``x``, which
+    are first quantized to the paired activation format. ``isa`` picks a kernel variant (default: the
+    active one); asking for an ISA the CPU lacks raises InvalidArgumentError."""
+
+# ---- engine -----------------------------------------------------------------------------------------
+
+class EngineInfo(TypedDict):
+    arch: str
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_rot: int
+    n_ctx_train: int
+    n_ctx: int
+    rope_freq_base: float
+    rope_scale: float
+    rope_kind: str  # "normal" or "neox"
+    rms_eps: float
+    tied_output: bool
+    n_params: int
+    file_size: int
+    weight_bytes: int
+    kv_cache_bytes: int
+    tensor_types: Dict[str, int]  # ggml type name -> number of tensors
+    isa: str
+    threads: int
+
+class Engine:
+    """A loaded model with its KV cache. Not thread-safe: one call at a time per Engine.
+
+    Args:
+        path: GGUF model file.
+        threads: Worker threads for the forward pass (>= 1).
+        n_ctx: KV cache capacity in tokens (>= 1).
+
+    Raises ModelIOError, ModelFormatError, UnsupportedArchitectureError, UnsupportedTypeError,
+    InvalidArgumentError or OutOfMemoryError.
+    """
+
+    def __init__(self, path: str, threads: int = 1, n_ctx: int = 2048) -> None: ...
+    def eval(self, tokens: npt.NDArray[np.int32], all_logits: bool = False) -> npt.NDArray[np.float32]:
+        """Run ``tokens`` (1-D int32, n >= 1) at positions ``n_past .. n_past+n-1`` and append them to
+        the KV cache.
+
+        Returns float32 logits of shape ``(n, n_vocab)`` when ``all_logits``, else ``(1, n_vocab)`` for
+        the last token. Raises InvalidArgumentError if ``n_past + n > n_ctx`` or a token id is outside
+        ``[0, n_vocab)``; KeyboardInterrupt if interrupted by a signal.
+        """
+    def reset(self) -> None:
+        """Clear the KV cache (``n_past`` becomes 0)."""
+    def truncate(self, n_past: int) -> None:
+        """Keep only the first ``n_past`` positions of the KV cache (``0 <= n_past <= self.n_past``)."""
+    @property
+    def n_past(self) -> int: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+    def info(self) -> EngineInfo: ...

@@ -1,0 +1,390 @@
+"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``.
+
+Errors a user can cause (missing file, not a GGUF, unsupported model, bad value) print one line,
+``edge-rt: error: <message>``, on stderr and exit with status 1; usage errors exit with 2 (Click's
+convention); an interrupt exits with 130. Generated text goes to stdout, everything else to stderr,
+so ``edge-rt run ... > out.txt`` captures only the text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import statistics
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import typer
+
+from . import __version__
+from .errors import EdgeRTError
+
+app = typer.Typer(
+    name="edge-rt",
+    help="On-device LLM inference: run, inspect and benchmark GGUF models on the CPU.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Model used by ``edge-rt run`` without a MODEL argument, when the package ships one.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.gguf"
+SYNTHETIC_PRESET = "tiny"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+def _err(msg: str) -> None:
+    typer.echo(f"edge-rt: {msg}", err=True)
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    if isinstance(e, OSError) and not isinstance(e, EdgeRTError) and e.filename is not None and e.strerror:
+        msg = f"{e.strerror}: {e.filename}"
+    return msg or type(e).__name__
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line on stderr and exit status 1 (130 on ^C)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield
+            finally:
+                for w in caught:
+                    _err(f"warning: {' '.join(str(w.message).split())}")
+    except (EdgeRTError, OSError, ImportError) as e:
+        # BrokenPipeError: the reader went away (edge-rt run | head); stop quietly.
+        if isinstance(e, BrokenPipeError):
+            _silence_stdout()
+            raise typer.Exit(0)
+        _err(f"error: {_one_line(e)}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _fmt_count(n: int) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return str(n)
+
+
+def _table(headers: List[str], rows: List[List[Any]], indent: str = "  ") -> str:
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for j, r in enumerate(cells):
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append(indent + "  ".join(parts).rstrip())
+        if j == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-rt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """On-device LLM inference: run, inspect and benchmark GGUF models on the CPU."""
+
+
+# ---- run -------------------------------------------------------------------------------------------
+
+def _resolve_model(model: Optional[Path]) -> Path:
+    if model is not None:
+        return model
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    from .synthetic import ensure_synthetic_model
+
+    _err(f"no MODEL given and no embedded model in this build: using the synthetic model "
+         f"'{SYNTHETIC_PRESET}' (random weights, so the text is meaningless)")
+    _err(f"preparing synthetic model '{SYNTHETIC_PRESET}' (generated once, then cached) ...")
+    path = ensure_synthetic_model(SYNTHETIC_PRESET)
+    _err(f"synthetic model: {path}")
+    return path
+
+
+@app.command()
+def run(
+    model: Optional[Path] = typer.Argument(
+        None, show_default=False,
+        help="GGUF model file. Default: the embedded model if this build has one, else a synthetic "
+             "random-weight model generated on first use."),
+    prompt: str = typer.Option("Once upon a time", "-p", "--prompt", help="Text to complete."),
+    max_tokens: int = typer.Option(128, "-n", "--max-tokens", min=-1,
+                                   help="Most tokens to generate (-1: until end of text or a full context)."),
+    temperature: float = typer.Option(0.8, "--temperature", "--temp", help="Sampling temperature; 0 = greedy."),
+    top_k: int = typer.Option(40, "--top-k", min=0, help="Top-k sampling (0 = off)."),
+    top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (1.0 = off)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Sampler seed for reproducible output."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
+                                          help="Worker threads (default: physical cores)."),
+    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=1,
+                                      help="Context size in tokens (default: min(2048, training context))."),
+    stats: bool = typer.Option(False, "--stats", help="Print token counts and speeds on stderr at the end."),
+) -> None:
+    """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
+    with _user_errors():
+        from .model import load
+
+        path = _resolve_model(model)
+        m = load(path, threads=threads, n_ctx=ctx)
+        with m:
+            # stream() validates its arguments when called: fail before anything reaches stdout.
+            pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
+                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop or None)
+            out = sys.stdout
+            out.write(prompt)
+            out.flush()
+            last = prompt
+            for piece in pieces:
+                out.write(piece)
+                out.flush()
+                last = piece
+            if not last.endswith("\n"):
+                out.write("\n")
+            out.flush()
+            res = m.last_result
+            if stats and res is not None:
+                _err(f"prompt tokens {res.n_prompt} (reused {res.n_cached}), "
+                     f"prefill {res.prefill_tok_s:.1f} tok/s")
+                _err(f"generated {res.n_generated} tokens, decode {res.decode_tok_s:.1f} tok/s, "
+                     f"finish: {res.finish_reason}, threads {m.threads}")
+
+
+# ---- inspect ---------------------------------------------------------------------------------------
+
+_LAYER_RE = re.compile(r"^blk\.(\d+)\.")
+
+
+def _inspect_data(path: Path) -> Dict[str, Any]:
+    from .errors import ModelIOError
+    from .model import _core
+
+    if not path.exists():
+        raise ModelIOError(f"[inspect] model file not found: {path}")
+    if path.is_dir():
+        raise ModelIOError(f"[inspect] model path is a directory, not a GGUF file: {path}")
+    core = _core()
+    g = core.GGUFFile(str(path))
+    md: Dict[str, Any] = dict(g.metadata)
+    tensors: List[Dict[str, Any]] = list(g.tensors)
+    arch = md.get("general.architecture")
+    arch_s = arch if isinstance(arch, str) else None
+
+    hparams: Dict[str, Any] = {}
+    if arch_s:
+        prefix = arch_s + "."
+        for k, v in md.items():
+            if k.startswith(prefix):
+                hparams[k[len(prefix):]] = v if not isinstance(v, (list, tuple)) else f"[{len(v)} values]"
+
+    types: Dict[str, Dict[str, int]] = {}
+    layers: Dict[str, Dict[str, Any]] = {}
+    order: List[str] = []
+    for t in tensors:
+        ty = types.setdefault(str(t["type"]), {"tensors": 0, "parameters": 0, "bytes": 0})
+        ty["tensors"] += 1
+        ty["parameters"] += int(t["n_elements"])
+        ty["bytes"] += int(t["n_bytes"])
+        m = _LAYER_RE.match(t["name"])
+        key = f"blk.{m.group(1)}" if m else str(t["name"]).rsplit(".", 1)[0]
+        if key not in layers:
+            layers[key] = {"tensors": 0, "parameters": 0, "bytes": 0, "types": {}}
+            order.append(key)
+        row = layers[key]
+        row["tensors"] += 1
+        row["parameters"] += int(t["n_elements"])
+        row["bytes"] += int(t["n_bytes"])
+        row["types"][str(t["type"])] = row["types"].get(str(t["type"]), 0) + 1
+
+    def layer_sort(k: str) -> tuple:
+        m = re.match(r"^blk\.(\d+)$", k)
+        # token embedding first, then the blocks in order, then the rest (norm, output head)
+        if k == "token_embd":
+            return (0, 0, k)
+        return (1, int(m.group(1)), k) if m else (2, order.index(k), k)
+
+    tokens = md.get("tokenizer.ggml.tokens")
+    tok_model = md.get("tokenizer.ggml.model")
+    try:
+        isa = core.isa()
+    except Exception:  # diagnostic only
+        isa = None
+    return {
+        "path": str(path),
+        "gguf_version": int(g.version),
+        "file_size": int(g.file_size),
+        "architecture": arch_s,
+        "name": md.get("general.name"),
+        "n_parameters": sum(int(t["n_elements"]) for t in tensors),
+        "n_tensors": len(tensors),
+        "tensor_bytes": sum(int(t["n_bytes"]) for t in tensors),
+        "tokenizer": {
+            "model": tok_model if isinstance(tok_model, str) else None,
+            "pre": md.get("tokenizer.ggml.pre"),
+            "n_vocab": len(tokens) if isinstance(tokens, (list, tuple)) else None,
+            "bos_id": md.get("tokenizer.ggml.bos_token_id"),
+            "eos_id": md.get("tokenizer.ggml.eos_token_id"),
+        },
+        "hyperparameters": hparams,
+        "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
+        "layers": {k: layers[k] for k in sorted(order, key=layer_sort)},
+        "isa": isa,
+    }
+
+
+def _print_inspect(d: Dict[str, Any]) -> None:
+    w = typer.echo
+    tok = d["tokenizer"]
+    w(f"file          {d['path']}")
+    w(f"gguf version  {d['gguf_version']}")
+    w(f"architecture  {d['architecture'] or '(missing)'}" + (f"  ({d['name']})" if d.get("name") else ""))
+    w(f"parameters    {_fmt_count(d['n_parameters'])} ({d['n_parameters']:,})")
+    w(f"file size     {_fmt_bytes(d['file_size'])} ({d['file_size']:,} bytes)")
+    bpw = 8.0 * d["tensor_bytes"] / d["n_parameters"] if d["n_parameters"] else 0.0
+    w(f"tensors       {d['n_tensors']} ({_fmt_bytes(d['tensor_bytes'])}, {bpw:.2f} bits/weight)")
+    tok_desc = tok["model"] or "(none)"
+    if tok["n_vocab"] is not None:
+        tok_desc += f", {tok['n_vocab']} tokens"
+    if tok.get("pre"):
+        tok_desc += f", pre-tokenizer {tok['pre']}"
+    w(f"tokenizer     {tok_desc}")
+    if d.get("isa"):
+        w(f"cpu isa       {d['isa']}")
+    if d["hyperparameters"]:
+        w("")
+        w("hyperparameters")
+        width = max(len(k) for k in d["hyperparameters"])
+        for k, v in d["hyperparameters"].items():
+            w(f"  {k.ljust(width)}  {f'{v:.6g}' if isinstance(v, float) else v}")
+    w("")
+    w("tensor types")
+    total = d["tensor_bytes"] or 1
+    w(_table(["type", "tensors", "parameters", "bytes", "share"],
+             [[t, v["tensors"], f"{v['parameters']:,}", _fmt_bytes(v["bytes"]), f"{100.0 * v['bytes'] / total:.1f}%"]
+              for t, v in d["tensor_types"].items()]))
+    w("")
+    w("bytes per layer")
+    w(_table(["layer", "tensors", "parameters", "bytes", "types"],
+             [[k, v["tensors"], f"{v['parameters']:,}", _fmt_bytes(v["bytes"]),
+               " ".join(f"{t}x{n}" for t, n in sorted(v["types"].items()))]
+              for k, v in d["layers"].items()]))
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., show_default=False, help="GGUF model file."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+) -> None:
+    """Show a model's architecture, size, tensor types, bytes per layer and hyperparameters.
+
+    Reads only the GGUF header: no weights are loaded.
+    """
+    with _user_errors():
+        d = _inspect_data(model)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2, default=str))
+        else:
+            _print_inspect(d)
+
+
+# ---- bench -----------------------------------------------------------------------------------------
+
+@app.command()
+def bench(
+    model: Path = typer.Argument(..., show_default=False, help="GGUF model file."),
+    threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
+                                          help="Worker threads (default: physical cores)."),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens", "-p", min=1, help="Prompt length for prefill."),
+    gen_tokens: int = typer.Option(64, "--gen-tokens", "-n", min=1, help="Tokens decoded one at a time."),
+    repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Timed runs (after one warm-up)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random token ids."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
+    with _user_errors():
+        from .model import load
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
+            m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens)
+        with m:
+            info = m.info()
+            # Warm-up: touches every weight page and the thread pool once before timing.
+            m.bench(n_prompt=min(prompt_tokens, 16), n_gen=min(gen_tokens, 4), seed=seed)
+            runs = [m.bench(n_prompt=prompt_tokens, n_gen=gen_tokens, seed=seed + i) for i in range(repetitions)]
+        pre = [r["prefill_tok_s"] for r in runs]
+        dec = [r["decode_tok_s"] for r in runs]
+        result = {
+            "model": str(model),
+            "arch": info.get("arch"),
+            "n_params": info.get("n_params"),
+            "isa": info.get("isa"),
+            "threads": m.threads,
+            "n_prompt": prompt_tokens,
+            "n_gen": gen_tokens,
+            "repetitions": repetitions,
+            "prefill_tok_s": statistics.median(pre),
+            "prefill_tok_s_min": min(pre),
+            "prefill_tok_s_max": max(pre),
+            "decode_tok_s": statistics.median(dec),
+            "decode_tok_s_min": min(dec),
+            "decode_tok_s_max": max(dec),
+        }
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        typer.echo(f"model    {model} ({info.get('arch')}, {_fmt_count(int(info.get('n_params') or 0))} params)")
+        typer.echo(f"threads  {m.threads}, isa {info.get('isa')}, {repetitions} runs after a warm-up")
+        typer.echo(_table(
+            ["test", "tokens", "tok/s (median)", "min", "max"],
+            [["prefill", prompt_tokens, f"{result['prefill_tok_s']:.2f}", f"{min(pre):.2f}", f"{max(pre):.2f}"],
+             ["decode", gen_tokens, f"{result['decode_tok_s']:.2f}", f"{min(dec):.2f}", f"{max(dec):.2f}"]],
+            indent=""))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point of the ``edge-rt`` script."""
+    app(args=argv, prog_name="edge-rt")
+
+
+if __name__ == "__main__":
+    main()

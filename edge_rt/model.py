@@ -1,0 +1,627 @@
+"""The embedded Python API: ``edge_rt.load(path)`` returns a :class:`Model`.
+
+A :class:`Model` pairs the native engine (``_core.Engine``: weights + KV cache, GIL released while it
+computes) with the GGUF's tokenizer and a numpy sampler. It keeps the list of token ids whose keys and
+values sit in the KV cache, so a new prompt that extends the previous sequence (a chat turn, a retry
+with the same prefix) only evaluates the new tokens.
+
+A Model is not thread-safe and not re-entrant: one generation at a time. Starting a generation (or
+calling :meth:`Model.logits`, :meth:`Model.bench`, :meth:`Model.reset`) while an earlier generator is
+still open makes that earlier generator raise :class:`~edge_rt.errors.EdgeRTError` when it resumes,
+instead of silently decoding from a cache that no longer holds its sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+
+from .errors import EdgeRTError, InvalidArgumentError, ModelFormatError, ModelIOError
+from .sampling import Sampler, SamplingParams
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
+
+__all__ = ["load", "Model", "GenerationResult", "FinishReason", "default_threads"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+StopArg = Union[str, Sequence[str], None]
+
+#: Why a generation ended: "eog" (the model produced an end-of-generation token), "stop" (a stop
+#: string was produced; the text ends before it), "length" (max_tokens reached), "context" (the KV
+#: cache is full: n_ctx tokens), "aborted" (the caller stopped iterating or an error occurred).
+FinishReason = str
+
+DEFAULT_N_CTX = 2048
+# Prompt and logits() evaluation is split into batches of at most this many tokens, which bounds the
+# engine's activation scratch and the size of each logits block independently of n_ctx.
+_EVAL_CHUNK = 512
+
+
+def _core() -> ModuleType:
+    """Import the compiled extension, turning a missing build into an actionable message."""
+    try:
+        from . import _core as core  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise ImportError(
+            "edge_rt's native extension (edge_rt._core) is not available: "
+            f"{e}. Install the package with `pip install .` or, in a source checkout, "
+            "build it with `tools/devbuild.sh`.") from e
+    return core
+
+
+def default_threads() -> int:
+    """Physical cores usable by this process (at least 1); the default thread count of :func:`load`."""
+    n: Optional[int] = None
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unable to read the topology
+        n = None
+    if not n:
+        n = os.cpu_count() or 1
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))  # respect taskset / cgroup cpusets
+    except (AttributeError, OSError):
+        pass
+    return max(1, int(n))
+
+
+@dataclass
+class GenerationResult:
+    """What the last generation on a :class:`Model` did (see :attr:`Model.last_result`).
+
+    Attributes:
+        text: Generated text (for :meth:`Model.stream`/:meth:`Model.generate`: exactly what was
+            returned, i.e. cut before a stop string).
+        token_ids: Generated token ids (end-of-generation tokens excluded; a stop string's tokens
+            included).
+        finish_reason: One of "eog", "stop", "length", "context", "aborted".
+        n_prompt: Prompt length in tokens.
+        n_cached: Prompt tokens whose KV cache entries were reused from the previous call.
+        prefill_s: Seconds spent evaluating the uncached prompt tokens.
+        decode_s: Seconds spent sampling and evaluating generated tokens (excluding the caller's time).
+        n_decode: Number of single-token evaluations in ``decode_s``.
+    """
+
+    text: str = ""
+    token_ids: List[int] = field(default_factory=list)
+    finish_reason: FinishReason = "aborted"
+    n_prompt: int = 0
+    n_cached: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    n_decode: int = 0
+
+    @property
+    def n_generated(self) -> int:
+        """Number of generated tokens."""
+        return len(self.token_ids)
+
+    @property
+    def prefill_tok_s(self) -> float:
+        """Prompt tokens evaluated per second (0.0 when nothing was evaluated)."""
+        n = self.n_prompt - self.n_cached
+        return n / self.prefill_s if self.prefill_s > 0 and n > 0 else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Generated tokens per second over the decode phase (0.0 when there was none)."""
+        return self.n_decode / self.decode_s if self.decode_s > 0 and self.n_decode > 0 else 0.0
+
+
+def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None) -> "Model":
+    """Load a GGUF model for inference.
+
+    Args:
+        path: GGUF model file.
+        threads: Worker threads; default :func:`default_threads` (physical cores, at least 1).
+        n_ctx: KV cache capacity in tokens; default ``min(2048, n_ctx_train)``. A value above the
+            model's training context is allowed but warns (quality usually degrades past it).
+
+    Raises:
+        ModelIOError: the file does not exist or cannot be read (the message names the path).
+        ModelFormatError: the file is not a valid GGUF model.
+        UnsupportedArchitectureError, UnsupportedTypeError: the model cannot run on edge_rt.
+        InvalidArgumentError: ``threads`` or ``n_ctx`` is out of range.
+        OutOfMemoryError: weights or KV cache do not fit.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise ModelIOError(f"[load] model file not found: {p}")
+    if p.is_dir():
+        raise ModelIOError(f"[load] model path is a directory, not a GGUF file: {p}")
+    if threads is None:
+        threads = default_threads()
+    elif not _is_int(threads) or threads < 1:
+        raise InvalidArgumentError(f"[load] threads must be an integer >= 1, got {threads!r}")
+    if n_ctx is not None and (not _is_int(n_ctx) or n_ctx < 1):
+        raise InvalidArgumentError(f"[load] n_ctx must be an integer >= 1, got {n_ctx!r}")
+
+    core = _core()
+    header = core.GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
+    md: Dict[str, Any] = dict(header.metadata)
+    arch = md.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing")
+    raw_ctx = md.get(f"{arch}.context_length")
+    n_ctx_train: Optional[int] = None
+    if isinstance(raw_ctx, (int, np.integer)) and not isinstance(raw_ctx, bool) and raw_ctx >= 1:
+        n_ctx_train = int(raw_ctx)
+    if n_ctx is None:
+        n_ctx = min(DEFAULT_N_CTX, n_ctx_train) if n_ctx_train else DEFAULT_N_CTX
+    elif n_ctx_train and n_ctx > n_ctx_train:
+        warnings.warn(f"n_ctx={n_ctx} exceeds the model's training context ({n_ctx_train}); "
+                      "output quality may degrade past it", stacklevel=2)
+
+    from .tokenizer import Tokenizer
+
+    # Same as Tokenizer.from_gguf(p), without parsing the header (and its vocabulary) a second time.
+    tokenizer = Tokenizer.from_metadata(md)
+    engine = core.Engine(str(p), int(threads), int(n_ctx))
+    if tokenizer.n_vocab > engine.n_vocab:
+        raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
+                               f"layer only {engine.n_vocab}")
+    tok_model = md.get("tokenizer.ggml.model")
+    return Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+class Model:
+    """A loaded model: generation, tokenization, logits and a micro-benchmark.
+
+    Create it with :func:`edge_rt.load`; the constructor is for the package and for tests that supply
+    their own engine. Use it as a context manager (or call :meth:`close`) to free the weights and the
+    KV cache deterministically.
+    """
+
+    def __init__(self, engine: Any, tokenizer: "Tokenizer", *, path: Optional[Path] = None,
+                 tokenizer_model: Optional[str] = None) -> None:
+        """Wrap an engine (the ``_core.Engine`` contract) and a tokenizer. Prefer :func:`load`."""
+        self._engine: Any = engine
+        self._tokenizer = tokenizer
+        self._path = path
+        self._tokenizer_model = tokenizer_model
+        self._n_ctx = int(engine.n_ctx)
+        self._n_vocab = int(engine.n_vocab)
+        self._threads = int(engine.threads)
+        self._cache: List[int] = []  # token ids whose KV entries are in the engine, in order
+        self._epoch = 0  # bumped by every operation that takes over the KV cache
+        self._last_result: Optional[GenerationResult] = None
+        self._eog = frozenset(int(t) for t in (tokenizer.eog_ids or ()))
+
+    # ---- properties ------------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        """KV cache capacity in tokens (prompt + generated)."""
+        return self._n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        """Number of logits per token."""
+        return self._n_vocab
+
+    @property
+    def threads(self) -> int:
+        """Worker threads of the engine."""
+        return self._threads
+
+    @property
+    def path(self) -> Optional[Path]:
+        """The model file, when loaded with :func:`load`."""
+        return self._path
+
+    @property
+    def tokenizer(self) -> "Tokenizer":
+        """The model's tokenizer."""
+        return self._tokenizer
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._engine is None
+
+    @property
+    def last_result(self) -> Optional[GenerationResult]:
+        """Statistics of the most recent generation (finished or abandoned), or None."""
+        return self._last_result
+
+    @property
+    def n_cached(self) -> int:
+        """Number of tokens currently held in the KV cache."""
+        return len(self._cache)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the engine (weights and KV cache). Further engine calls raise EdgeRTError."""
+        self._epoch += 1
+        self._engine = None
+        self._cache = []
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = self._path.name if self._path is not None else "?"
+        state = "closed" if self.closed else f"n_ctx={self._n_ctx} threads={self._threads}"
+        return f"<edge_rt.Model {name} {state}>"
+
+    def reset(self) -> None:
+        """Clear the KV cache (the next generation evaluates its whole prompt)."""
+        eng = self._require_engine("reset")
+        self._epoch += 1
+        eng.reset()
+        self._cache = []
+
+    # ---- tokenizer -------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> List[int]:
+        """Token ids of ``text``; ``add_special`` adds BOS/EOS as the model's metadata asks,
+        ``parse_special`` turns control-token text (e.g. ``<|eot_id|>``) into those tokens."""
+        return list(self._tokenizer.tokenize(text, add_special=add_special, parse_special=parse_special))
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """Text of ``ids``; control tokens are rendered only when ``special`` is true."""
+        return self._tokenizer.detokenize([int(i) for i in ids], special=special)
+
+    # ---- generation ------------------------------------------------------------------------------
+
+    def generate(self, prompt: str, max_tokens: Optional[int] = 128, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None, stop: StopArg = None, *,
+                 min_p: float = 0.0, repeat_penalty: float = 1.0, repeat_last_n: int = 64) -> str:
+        """Generate a completion of ``prompt`` and return it (without the prompt).
+
+        Arguments are those of :meth:`stream`. Generation ends at an end-of-generation token, a stop
+        string (excluded from the result), ``max_tokens`` or a full KV cache; :attr:`last_result`
+        tells which.
+        """
+        return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop,
+                                   min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n))
+
+    def stream(self, prompt: str, max_tokens: Optional[int] = 128, temperature: float = 0.8,
+               top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None, stop: StopArg = None, *,
+               min_p: float = 0.0, repeat_penalty: float = 1.0, repeat_last_n: int = 64) -> Iterator[str]:
+        """Generate a completion of ``prompt``, yielding text pieces as soon as they are final.
+
+        Args:
+            prompt: Text to complete; tokenized with BOS as the model asks.
+            max_tokens: Most tokens to generate; ``None`` generates until an end-of-generation token
+                or a full KV cache.
+            temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n: See
+                :class:`~edge_rt.sampling.SamplingParams`; ``temperature <= 0`` is greedy.
+            seed: Sampler seed; the same seed and arguments give the same text.
+            stop: One string or several; generation ends as soon as one appears, and no text from
+                the stop string on is ever yielded (pieces that could be the start of a stop string
+                are held back until they cannot).
+
+        The pieces concatenate to exactly :meth:`generate`'s result. Arguments are validated when
+        this method is called; the prompt is evaluated on the first ``next()``. Statistics land in
+        :attr:`last_result` when the iterator finishes or is closed.
+
+        Raises:
+            InvalidArgumentError: a bad argument, or a prompt longer than ``n_ctx`` tokens.
+        """
+        stops = _normalize_stop(stop)
+        ids = self.tokenize(prompt, add_special=True)
+        gen, res = self._start(ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                               seed=seed, min_p=min_p, repeat_penalty=repeat_penalty,
+                               repeat_last_n=repeat_last_n)
+        return self._stream_text(gen, res, stops)
+
+    def _stream_text(self, gen: Iterator[int], res: GenerationResult, stops: List[str]) -> Iterator[str]:
+        from .tokenizer import StreamDecoder
+
+        decoder = StreamDecoder(self._tokenizer)
+        pending = ""  # decoded text not yet yielded: it may be the beginning of a stop string
+        out: List[str] = []
+        stopped = False
+        try:
+            for tok in gen:
+                pending += decoder.feed(tok)
+                if not pending:
+                    continue
+                if stops:
+                    cut = _find_stop(pending, stops)
+                    if cut is not None:
+                        pending = pending[:cut]
+                        stopped = True
+                        break
+                    hold = _stop_prefix_len(pending, stops)
+                else:
+                    hold = 0
+                if hold < len(pending):
+                    piece, pending = pending[:len(pending) - hold], pending[len(pending) - hold:]
+                    out.append(piece)
+                    yield piece
+            if not stopped:
+                pending += decoder.flush()
+                if stops:
+                    cut = _find_stop(pending, stops)
+                    if cut is not None:
+                        pending = pending[:cut]
+                        stopped = True
+            if pending:
+                out.append(pending)
+                yield pending
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()  # lets the token generator record how it ended
+            res.text = "".join(out)
+            if stopped:
+                res.finish_reason = "stop"
+
+    def generate_tokens(self, token_ids: Sequence[int], max_tokens: Optional[int] = 128, *,
+                        temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95,
+                        seed: Optional[int] = None, min_p: float = 0.0, repeat_penalty: float = 1.0,
+                        repeat_last_n: int = 64) -> Iterator[int]:
+        """Generate token ids after the prompt ``token_ids`` (taken as is: no BOS is added).
+
+        The KV cache prefix shared with the previous sequence is reused: only the new prompt tokens
+        are evaluated. Generation stops before yielding an end-of-generation token, after
+        ``max_tokens`` tokens (``None``: no limit), or when the KV cache is full (the last token is
+        yielded but not evaluated); :attr:`last_result` records which.
+
+        Raises:
+            InvalidArgumentError: empty prompt, a token id outside ``[0, n_vocab)``, a prompt longer
+                than ``n_ctx``, or bad sampling settings (checked when called, not on first ``next()``).
+            EdgeRTError: the generator resumed after another operation took over the KV cache.
+        """
+        gen, _ = self._start(token_ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             seed=seed, min_p=min_p, repeat_penalty=repeat_penalty,
+                             repeat_last_n=repeat_last_n)
+        return gen
+
+    def _start(self, token_ids: Sequence[int], max_tokens: Optional[int], *, temperature: float, top_k: int,
+               top_p: float, seed: Optional[int], min_p: float, repeat_penalty: float,
+               repeat_last_n: int) -> Tuple[Iterator[int], GenerationResult]:
+        """Validate eagerly; return the (lazy) token generator and the result it will fill in."""
+        self._require_engine("generate")
+        prompt = self._check_tokens(token_ids, "generate")
+        if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 0):
+            raise InvalidArgumentError(f"[generate] max_tokens must be an integer >= 0 or None, got {max_tokens!r}")
+        sampler = Sampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                         repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n), seed)
+        res = GenerationResult(n_prompt=len(prompt))
+        return self._generate(prompt, max_tokens, sampler, res), res
+
+    def _generate(self, prompt: List[int], max_tokens: Optional[int], sampler: Sampler,
+                  res: GenerationResult) -> Iterator[int]:
+        self._require_engine("generate")
+        self._epoch += 1
+        epoch = self._epoch
+        self._last_result = res
+        try:
+            if max_tokens == 0:
+                res.finish_reason = "length"
+                return
+            # Reuse the cached prefix, but always evaluate at least one token to get logits.
+            n_keep = min(_common_prefix(self._cache, prompt), len(prompt) - 1)
+            self._truncate(n_keep)
+            res.n_cached = n_keep
+            t0 = time.perf_counter()
+            logits = self._eval_chunks(prompt[n_keep:])
+            res.prefill_s = time.perf_counter() - t0
+            history = prompt + []
+            while True:
+                t0 = time.perf_counter()
+                tok = sampler.sample(logits, history)
+                dt = time.perf_counter() - t0
+                if tok in self._eog:
+                    res.decode_s += dt
+                    res.finish_reason = "eog"
+                    return
+                res.token_ids.append(tok)
+                history.append(tok)
+                yield tok
+                self._check_epoch(epoch)
+                if max_tokens is not None and len(res.token_ids) >= max_tokens:
+                    res.finish_reason = "length"
+                    return
+                if len(self._cache) >= self._n_ctx:
+                    res.finish_reason = "context"
+                    return
+                t0 = time.perf_counter()
+                logits = self._eval([tok], all_logits=False)[0]
+                res.decode_s += dt + (time.perf_counter() - t0)
+                res.n_decode += 1
+        finally:
+            if not res.text and res.token_ids:
+                try:
+                    res.text = self._tokenizer.detokenize(res.token_ids)
+                except Exception:  # statistics only; never mask the real outcome
+                    pass
+
+    # ---- logits and benchmark --------------------------------------------------------------------
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of ``token_ids`` evaluated from an empty context.
+
+        Returns a float32 array of shape ``(len(token_ids), n_vocab)``; row i predicts token i+1.
+        The KV cache then holds ``token_ids``, so a generation whose prompt extends them reuses it.
+
+        Raises:
+            InvalidArgumentError: empty input, ids outside ``[0, n_vocab)``, or more than ``n_ctx``
+                tokens.
+        """
+        eng = self._require_engine("logits")
+        ids = self._check_tokens(token_ids, "logits")
+        self._epoch += 1
+        eng.reset()
+        self._cache = []
+        out = np.empty((len(ids), self._n_vocab), dtype=np.float32)
+        for s in range(0, len(ids), _EVAL_CHUNK):
+            chunk = ids[s:s + _EVAL_CHUNK]
+            out[s:s + len(chunk)] = self._eval(chunk, all_logits=True)
+        return out
+
+    def bench(self, n_prompt: int = 128, n_gen: int = 64, seed: int = 0) -> Dict[str, float]:
+        """Time prefill (one evaluation of ``n_prompt`` random token ids) and decode (``n_gen``
+        single-token evaluations) from an empty KV cache, which is cleared again afterwards.
+
+        Returns:
+            ``{"prefill_tok_s", "decode_tok_s", "n_prompt", "n_gen", "prefill_s", "decode_s",
+            "threads"}``.
+
+        Raises:
+            InvalidArgumentError: ``n_prompt < 1``, ``n_gen < 1`` or ``n_prompt + n_gen > n_ctx``.
+        """
+        eng = self._require_engine("bench")
+        for name, v in (("n_prompt", n_prompt), ("n_gen", n_gen)):
+            if not _is_int(v) or v < 1:
+                raise InvalidArgumentError(f"[bench] {name} must be an integer >= 1, got {v!r}")
+        if n_prompt + n_gen > self._n_ctx:
+            raise InvalidArgumentError(f"[bench] n_prompt + n_gen = {n_prompt + n_gen} exceeds n_ctx = {self._n_ctx}")
+        rng = np.random.default_rng(seed)
+        prompt = rng.integers(0, self._n_vocab, size=n_prompt, dtype=np.int32)
+        gen = rng.integers(0, self._n_vocab, size=(n_gen, 1), dtype=np.int32)
+        self._epoch += 1
+        eng.reset()
+        self._cache = []
+        try:
+            t0 = time.perf_counter()
+            eng.eval(prompt, False)
+            prefill_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for i in range(n_gen):
+                eng.eval(gen[i], False)
+            decode_s = time.perf_counter() - t0
+        finally:
+            eng.reset()
+        return {
+            "prefill_tok_s": n_prompt / prefill_s if prefill_s > 0 else float("inf"),
+            "decode_tok_s": n_gen / decode_s if decode_s > 0 else float("inf"),
+            "n_prompt": n_prompt,
+            "n_gen": n_gen,
+            "prefill_s": prefill_s,
+            "decode_s": decode_s,
+            "threads": self._threads,
+        }
+
+    def info(self) -> Dict[str, Any]:
+        """Engine facts (architecture, sizes, hyperparameters, tensor types, ISA, threads) plus
+        ``n_ctx``, ``path``, ``tokenizer_model`` and ``tokenizer_n_vocab``."""
+        eng = self._require_engine("info")
+        d: Dict[str, Any] = dict(eng.info())
+        d["n_ctx"] = self._n_ctx
+        d["path"] = str(self._path) if self._path is not None else None
+        d["tokenizer_model"] = self._tokenizer_model or getattr(self._tokenizer, "model", None)
+        d["tokenizer_n_vocab"] = int(self._tokenizer.n_vocab)
+        return d
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _require_engine(self, op: str) -> Any:
+        if self._engine is None:
+            raise EdgeRTError(f"[{op}] the model is closed")
+        return self._engine
+
+    def _check_epoch(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            raise EdgeRTError("[generate] another operation used this Model's KV cache while this "
+                              "generation was paused; a Model runs one generation at a time")
+
+    def _check_tokens(self, token_ids: Sequence[int], op: str) -> List[int]:
+        arr = np.asarray(token_ids)
+        if arr.ndim != 1 or arr.size == 0:
+            raise InvalidArgumentError(f"[{op}] expected a non-empty 1-D sequence of token ids, got shape {arr.shape}")
+        if arr.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"[{op}] token ids must be integers, got dtype {arr.dtype}")
+        bad = np.flatnonzero((arr < 0) | (arr >= self._n_vocab))
+        if bad.size:
+            raise InvalidArgumentError(
+                f"[{op}] token id {int(arr[bad[0]])} at position {int(bad[0])} is outside [0, {self._n_vocab})")
+        if arr.size > self._n_ctx:
+            raise InvalidArgumentError(
+                f"[{op}] {arr.size} tokens exceed the context size n_ctx={self._n_ctx}; "
+                "load the model with a larger n_ctx or shorten the input")
+        return [int(t) for t in arr]
+
+    def _truncate(self, n_keep: int) -> None:
+        if n_keep < len(self._cache):
+            eng = self._require_engine("generate")
+            if n_keep == 0:
+                eng.reset()
+            else:
+                eng.truncate(n_keep)
+            del self._cache[n_keep:]
+
+    def _eval(self, tokens: Sequence[int], all_logits: bool) -> np.ndarray:
+        """Evaluate tokens at the end of the cache, keeping the cache list in step with the engine."""
+        eng = self._require_engine("eval")
+        try:
+            out = eng.eval(np.asarray(tokens, dtype=np.int32), all_logits)
+        except BaseException:
+            # The engine's cache may hold part of the batch (e.g. interrupted): start over next time.
+            self._cache = []
+            try:
+                eng.reset()
+            except Exception:
+                pass
+            raise
+        self._cache.extend(int(t) for t in tokens)
+        return out
+
+    def _eval_chunks(self, tokens: List[int]) -> np.ndarray:
+        """Evaluate tokens in batches of at most _EVAL_CHUNK; return the last token's logits (n_vocab,)."""
+        out: Optional[np.ndarray] = None
+        for s in range(0, len(tokens), _EVAL_CHUNK):
+            out = self._eval(tokens[s:s + _EVAL_CHUNK], all_logits=False)
+        assert out is not None
+        return out[-1]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    m = min(len(a), len(b))
+    if m == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:m], dtype=np.int64) != np.asarray(b[:m], dtype=np.int64))
+    return int(diff[0]) if diff.size else m
+
+
+def _normalize_stop(stop: StopArg) -> List[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise InvalidArgumentError(f"[generate] stop strings must be non-empty str, got {s!r}")
+    return stops
+
+
+def _find_stop(text: str, stops: List[str]) -> Optional[int]:
+    """Index of the earliest occurrence of any stop string in ``text``, or None."""
+    best: Optional[int] = None
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best):
+            best = i
+    return best
+
+
+def _stop_prefix_len(text: str, stops: List[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best

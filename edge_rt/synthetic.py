@@ -1,0 +1,573 @@
+"""Synthetic GGUF models with random weights, for tests and benchmarks.
+
+``write_synthetic_gguf`` writes a llama-family model (``llama``, ``qwen2``, ``qwen3``) with seeded random
+weights, metadata as llama.cpp's converters write it, and a synthetic tokenizer (byte-level BPE
+``gpt2`` or SentencePiece-style ``llama``). The files load in llama.cpp and in edge_rt, so the two
+engines can be compared on the same bytes.
+
+How the weights are chosen (why the numbers below are what they are):
+
+* Every matrix is uniform random with the variance of a standard init (``1/fan_in``), so the RMS-normed
+  activations entering each matmul stay near unit scale at any depth.
+* The residual stream starts at the token embedding (std 1). Each layer adds attention and FFN outputs
+  scaled by ``sqrt(0.6 / n_layer)`` so that the sum over all layers has about the embedding's size:
+  the transformer really shapes the logits, but does not drown the embedding.
+* The output head is a *permuted copy of the embedding* (plus noise): row ``t`` is ``E[src[t]]``. The
+  final hidden state is dominated by the current token's embedding, so the logit of ``t`` with
+  ``src[t] == current`` sticks out by about ``sqrt(n_embd)`` standard deviations. The output
+  distribution is therefore PEAKED: greedy decoding is robust to the tiny float differences between
+  two engines, while all the other logits still carry the random transformer's contribution (which
+  is what logit-parity tests compare). With tied embeddings the head is ``E`` itself and greedy
+  decoding repeats the current token, also with a large margin.
+* Output rows of control/unknown tokens are near zero, so greedy decoding never emits EOS.
+
+Quantized types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are produced by ``gguf.quants``; Q4_K and
+Q6_K (which ``gguf`` can only dequantize) by the small vectorised quantizers in this file, so K-quant
+files keep the same structure (and the same peaked outputs) instead of being random bytes.
+
+Generation is streamed: one tensor chunk at a time is drawn, quantized and written, so a
+TinyLlama-shaped file needs little memory (plus a float16 copy of the embedding for the head).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "PRESETS",
+    "WEIGHT_TYPES",
+    "write_synthetic_gguf",
+    "ensure_synthetic_model",
+    "synthetic_cache_dir",
+]
+
+# Bump when the bytes produced for a given set of parameters change (invalidates caches).
+GENERATOR_VERSION = 1
+
+WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
+
+# llama.cpp's general.file_type (enum llama_ftype) for a model whose big matrices use the type.
+_FILE_TYPE = {
+    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
+    "Q4_K": 15,  # MOSTLY_Q4_K_M
+    "Q6_K": 18, "BF16": 32,
+}
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "tiny": dict(arch="llama", n_vocab=512, n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=4),
+    "tinyllama-1.1b": dict(
+        arch="llama", n_vocab=32000, n_embd=2048, n_ff=5632, n_layer=22, n_head=32, n_head_kv=4,
+        rope_theta=10000.0, rms_eps=1e-5, n_ctx_train=2048, tokenizer="llama",
+    ),
+    "llama-3.2-3b": dict(
+        arch="llama", n_vocab=128256, n_embd=3072, n_ff=8192, n_layer=28, n_head=24, n_head_kv=8,
+        rope_theta=500000.0, rms_eps=1e-5, n_ctx_train=131072, tokenizer="gpt2", tie_embeddings=True,
+    ),
+}
+
+_ARCHS = ("llama", "qwen2", "qwen3")
+
+# Elements drawn per chunk while streaming a tensor (bounds peak memory to a few hundred MB).
+_CHUNK_ELEMS = 1 << 23
+
+# Logit scale of the untied output head: the non-target logits have about this standard deviation.
+_OUTPUT_SCALE = 2.0
+# Noise added to the permuted embedding rows of the untied output head (relative to the row's std).
+_OUTPUT_NOISE = 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# K-quant quantizers (vectorised numpy; simple min/max scales, not llama.cpp's optimised search)
+# --------------------------------------------------------------------------------------------------
+
+def _quantize_q4_k(x: np.ndarray) -> np.ndarray:
+    """float32 (n, 256k) -> Q4_K bytes (n, 144k).
+
+    Block of 256 = 8 sub-blocks of 32: value = d*sc[j]*q - dmin*m[j], q in 0..15, sc/m 6-bit.
+    Layout (144 bytes): d f16, dmin f16, scales[12] (packed 6-bit sc/m), qs[128] where byte
+    32*i + l holds sub-block 2i (low nibble) and 2i+1 (high nibble), element l.
+    """
+    rows = x.shape[0]
+    b = x.reshape(-1, 8, 32).astype(np.float32, copy=False)
+    nb = b.shape[0]
+    lo = np.minimum(b.min(axis=-1), 0.0)            # (nb, 8), <= 0
+    hi = b.max(axis=-1)
+    scale = np.maximum(hi - lo, 1e-30) / 15.0      # per sub-block step
+    mins = -lo                                     # >= 0
+    d = (scale.max(axis=-1) / 63.0).astype(np.float16)       # (nb,)
+    dmin = (mins.max(axis=-1) / 63.0).astype(np.float16)
+    d32 = d.astype(np.float32)[:, None]
+    dm32 = dmin.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d32 > 0, np.rint(scale / d32), 0).clip(0, 63).astype(np.uint8)
+        m = np.where(dm32 > 0, np.rint(mins / dm32), 0).clip(0, 63).astype(np.uint8)
+        eff_d = (d32 * sc.astype(np.float32))[..., None]
+        eff_m = (dm32 * m.astype(np.float32))[..., None]
+        q = np.where(eff_d > 0, np.rint((b + eff_m) / eff_d), 0).clip(0, 15).astype(np.uint8)
+    # scales: bytes 0-3: sc[0:4] | (sc[4:8]>>4)<<6 ; 4-7: m[0:4] | (m[4:8]>>4)<<6 ;
+    #         8-11: (sc[4:8] & 15) | (m[4:8] & 15) << 4
+    scales = np.empty((nb, 12), dtype=np.uint8)
+    scales[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = m[:, 0:4] | ((m[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 0x0F) | ((m[:, 4:8] & 0x0F) << 4)
+    q = q.reshape(nb, 4, 2, 32)
+    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(nb, 128)
+    out = np.concatenate(
+        [d.reshape(nb, 1).view(np.uint8), dmin.reshape(nb, 1).view(np.uint8), scales, qs], axis=1
+    )
+    return out.reshape(rows, -1)
+
+
+def _quantize_q6_k(x: np.ndarray) -> np.ndarray:
+    """float32 (n, 256k) -> Q6_K bytes (n, 210k).
+
+    Block of 256 = 16 sub-blocks of 16: value = d*scales[s]*(q-32), q in 0..63, scales int8.
+    Layout (210 bytes): ql[128], qh[64], scales[16], d f16. Element e = 32*g + l with group
+    g = 4*h + r: low nibble in ql[64*h + 32*(r%2) + l] >> 4*(r//2), high 2 bits in qh[32*h + l] >> 2r.
+    """
+    rows = x.shape[0]
+    b = x.reshape(-1, 16, 16).astype(np.float32, copy=False)
+    nb = b.shape[0]
+    amax_idx = np.abs(b).argmax(axis=-1)[..., None]
+    vmax = np.take_along_axis(b, amax_idx, axis=-1)[..., 0]          # signed extreme
+    scale = vmax / -32.0                                            # q-32 reaches -32 at extreme
+    d = (np.abs(scale).max(axis=-1) / 127.0).astype(np.float16)    # (nb,)
+    d32 = d.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d32 > 0, np.rint(scale / d32), 0).clip(-128, 127).astype(np.int8)
+        eff = (d32 * sc.astype(np.float32))[..., None]
+        q = (np.where(eff != 0, np.rint(b / eff), 0) + 32).clip(0, 63).astype(np.uint8)
+    q = q.reshape(nb, 2, 4, 32)                                     # (block, h, r, l)
+    low = q & 0x0F
+    high = q >> 4
+    ql = np.empty((nb, 2, 2, 32), dtype=np.uint8)                   # (block, h, half, l)
+    ql[:, :, 0, :] = low[:, :, 0, :] | (low[:, :, 2, :] << 4)
+    ql[:, :, 1, :] = low[:, :, 1, :] | (low[:, :, 3, :] << 4)
+    qh = high[:, :, 0, :] | (high[:, :, 1, :] << 2) | (high[:, :, 2, :] << 4) | (high[:, :, 3, :] << 6)
+    out = np.concatenate(
+        [ql.reshape(nb, 128), qh.reshape(nb, 64), sc.view(np.uint8), d.reshape(nb, 1).view(np.uint8)],
+        axis=1,
+    )
+    return out.reshape(rows, -1)
+
+
+def _encode(x: np.ndarray, wtype: str) -> np.ndarray:
+    """float32 rows -> the array written to the file (float32/float16, or uint8 bytes for the rest)."""
+    if wtype == "F32":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if wtype == "F16":
+        return x.astype(np.float16)
+    if wtype == "Q4_K":
+        return _quantize_q4_k(x)
+    if wtype == "Q6_K":
+        return _quantize_q6_k(x)
+    from gguf.quants import quantize
+    import gguf
+
+    return quantize(np.ascontiguousarray(x, dtype=np.float32), gguf.GGMLQuantizationType[wtype])
+
+
+def _type_info(wtype: str) -> Tuple[int, int]:
+    import gguf
+
+    return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[wtype]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------------
+
+def _bytes_to_unicode() -> Dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode char map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def _leveled_pieces(prefixes: List[str], letters: List[str], count: int) -> Iterator[Tuple[str, str]]:
+    """Yield (left, right) pairs whose concatenations are new, distinct strings: level 2 is
+    prefix+letter, level k+1 is (level k piece)+letter. Deterministic."""
+    produced = 0
+    level = list(prefixes)
+    seen = set(prefixes) | set(letters)
+    while produced < count:
+        nxt = []
+        for left in level:
+            for right in letters:
+                s = left + right
+                if s in seen:
+                    continue
+                seen.add(s)
+                nxt.append(s)
+                yield left, right
+                produced += 1
+                if produced >= count:
+                    return
+        if not nxt:
+            raise ValueError("[synthetic] cannot build enough vocabulary pieces")
+        level = nxt
+
+
+_GPT2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def _gpt2_vocab(n_vocab: int) -> Dict[str, Any]:
+    n_merges = n_vocab - 256 - len(_GPT2_SPECIALS)
+    if n_merges < 0:
+        raise ValueError(f"[synthetic] n_vocab={n_vocab} is too small for the gpt2 tokenizer (min 259)")
+    b2u = _bytes_to_unicode()
+    tokens = [b2u[b] for b in range(256)]
+    letters = [b2u[c] for c in b"etaoinshrdlcumwfgypbvkjxqz"]
+    prefixes = [b2u[ord(" ")]] + letters  # 'Ġ' + letters first: word starts
+    merges = []
+    for left, right in _leveled_pieces(prefixes, letters, n_merges):
+        merges.append(f"{left} {right}")
+        tokens.append(left + right)
+    tokens.extend(_GPT2_SPECIALS)
+    types = [1] * (n_vocab - len(_GPT2_SPECIALS)) + [3] * len(_GPT2_SPECIALS)
+    eot = n_vocab - len(_GPT2_SPECIALS)
+    return dict(model="gpt2", pre="gpt-2", tokens=tokens, types=types, merges=merges,
+                scores=None, bos=eot, eos=eot, unk=None, add_bos=False)
+
+
+def _llama_vocab(n_vocab: int) -> Dict[str, Any]:
+    singles = ["▁"] + list("etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,!?'-:;()\"")
+    n_fixed = 3 + 256
+    n_rest = n_vocab - n_fixed
+    if n_rest < len(singles):
+        raise ValueError(f"[synthetic] n_vocab={n_vocab} is too small for the llama tokenizer "
+                         f"(min {n_fixed + len(singles)})")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + singles
+    letters = list("etaoinshrdlcumwfgypbvkjxqz")
+    for left, right in _leveled_pieces(["▁"] + letters, letters, n_rest - len(singles)):
+        tokens.append(left + right)
+    types = [2, 3, 3] + [6] * 256 + [1] * n_rest
+    # SentencePiece merges the adjacent pair whose result has the highest score: shorter first.
+    scores = [0.0] * n_fixed + [-float(i) for i in range(n_rest)]
+    return dict(model="llama", pre="default", tokens=tokens, types=types, merges=None,
+                scores=scores, bos=1, eos=2, unk=0, add_bos=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writer
+# --------------------------------------------------------------------------------------------------
+
+class _Spec:
+    """One tensor: name, numpy shape (rows, cols) or (n,), storage type, and a chunk generator."""
+
+    def __init__(self, name: str, shape: Tuple[int, ...], wtype: str, gen):
+        self.name, self.shape, self.wtype, self.gen = name, shape, wtype, gen
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), GENERATOR_VERSION])
+
+
+def _uniform(rng: np.random.Generator, shape, std: float) -> np.ndarray:
+    """Uniform in [-a, a] with the given std (faster to draw than normals)."""
+    x = rng.random(shape, dtype=np.float32)
+    x -= 0.5
+    x *= np.float32(2.0 * std * np.sqrt(3.0))
+    return x
+
+
+def _check_type(name: str, shape: Tuple[int, ...], wtype: str) -> None:
+    block, _ = _type_info(wtype)
+    if shape[-1] % block:
+        raise ValueError(f"[synthetic] tensor {name}: row length {shape[-1]} is not a multiple of "
+                         f"the {wtype} block size {block}")
+
+
+def write_synthetic_gguf(
+    path,
+    *,
+    arch: str = "llama",
+    n_vocab: int = 512,
+    n_embd: int = 256,
+    n_ff: int = 512,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_head_kv: Optional[int] = None,
+    head_dim: Optional[int] = None,
+    weight_type: str = "Q8_0",
+    seed: int = 0,
+    rope_theta: float = 10000.0,
+    rope_scaling_linear: Optional[float] = None,
+    rms_eps: float = 1e-5,
+    tie_embeddings: bool = False,
+    n_ctx_train: int = 2048,
+    tokenizer: str = "gpt2",
+    embed_type: Optional[str] = None,
+    output_type: Optional[str] = None,
+) -> Path:
+    """Write a random-weight GGUF model to ``path`` and return the path.
+
+    Matrices use ``weight_type``; the token embedding ``embed_type`` and the output head
+    ``output_type`` (both default to ``weight_type``); norms (and qwen2 biases) are F32.
+    ``head_dim`` defaults to ``n_embd // n_head``; when it differs, ``{arch}.attention.key_length``
+    and ``value_length`` are written. ``rope_scaling_linear`` (a factor) writes linear RoPE scaling.
+    """
+    import gguf
+
+    if arch not in _ARCHS:
+        raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
+    embed_type = embed_type or weight_type
+    output_type = output_type or weight_type
+    for t in (weight_type, embed_type, output_type):
+        if t not in WEIGHT_TYPES:
+            raise ValueError(f"[synthetic] unknown weight type {t!r}; expected one of {WEIGHT_TYPES}")
+    n_head_kv = n_head if n_head_kv is None else n_head_kv
+    if n_head % n_head_kv:
+        raise ValueError(f"[synthetic] n_head={n_head} is not a multiple of n_head_kv={n_head_kv}")
+    natural_hd = n_embd // n_head
+    head_dim = natural_hd if head_dim is None else head_dim
+    if head_dim % 2:
+        raise ValueError("[synthetic] head_dim must be even (RoPE rotates pairs)")
+    if tokenizer not in ("gpt2", "llama"):
+        raise ValueError(f"[synthetic] unknown tokenizer {tokenizer!r}; expected 'gpt2' or 'llama'")
+
+    vocab = _gpt2_vocab(n_vocab) if tokenizer == "gpt2" else _llama_vocab(n_vocab)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    q_dim = n_head * head_dim
+    kv_dim = n_head_kv * head_dim
+    layer_scale = float(np.sqrt(0.6 / n_layer))
+    # E[(silu(g)*u)^2] for g, u ~ N(0,1) is about 0.36; compensate so the FFN adds as much as attention.
+    ffn_down_gain = 1.0 / 0.6
+
+    normal = np.array([t == 1 or t == 6 for t in vocab["types"]])  # tokens greedy may produce
+    specials = np.flatnonzero(~normal)
+
+    # Embedding: std 1 rows. Keep a float16 copy for the untied output head.
+    emb_copy: Dict[str, np.ndarray] = {}
+
+    def gen_embd():
+        rng = _rng(seed, "token_embd.weight")
+        keep = not tie_embeddings
+        if keep:
+            emb_copy["E"] = np.empty((n_vocab, n_embd), dtype=np.float16)
+        step = max(1, _CHUNK_ELEMS // n_embd)
+        for r0 in range(0, n_vocab, step):
+            x = _uniform(rng, (min(step, n_vocab - r0), n_embd), 1.0)
+            if keep:
+                emb_copy["E"][r0:r0 + x.shape[0]] = x
+            yield x
+
+    # Output head row t = E[src[t]] + noise (src: permutation of the normal tokens); specials ~ 0.
+    def gen_output():
+        rng = _rng(seed, "output.weight")
+        normal_ids = np.flatnonzero(normal)
+        src = np.arange(n_vocab)
+        src[normal_ids] = normal_ids[rng.permutation(len(normal_ids))]
+        E = emb_copy["E"]
+        gain = np.float32(_OUTPUT_SCALE / np.sqrt(n_embd * (1.0 + _OUTPUT_NOISE ** 2)))
+        step = max(1, _CHUNK_ELEMS // n_embd)
+        for r0 in range(0, n_vocab, step):
+            r1 = min(n_vocab, r0 + step)
+            x = _uniform(rng, (r1 - r0, n_embd), _OUTPUT_NOISE)
+            x += E[src[r0:r1]].astype(np.float32)
+            sp = specials[(specials >= r0) & (specials < r1)] - r0
+            x[sp] *= np.float32(0.05)
+            x *= gain
+            yield x
+        del emb_copy["E"]
+
+    def dense(name: str, rows: int, cols: int, std: float):
+        def gen():
+            rng = _rng(seed, name)
+            step = max(1, _CHUNK_ELEMS // cols)
+            for r0 in range(0, rows, step):
+                yield _uniform(rng, (min(step, rows - r0), cols), std)
+        return gen
+
+    def around(name: str, n: int, center: float, spread: float):
+        def gen():
+            x = _uniform(_rng(seed, name), (n,), spread)
+            x += np.float32(center)
+            yield x
+        return gen
+
+    specs: List[_Spec] = [_Spec("token_embd.weight", (n_vocab, n_embd), embed_type, gen_embd)]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        specs.append(_Spec(p + "attn_norm.weight", (n_embd,), "F32", around(p + "attn_norm", n_embd, 1.0, 0.05)))
+        specs.append(_Spec(p + "attn_q.weight", (q_dim, n_embd), weight_type,
+                           dense(p + "attn_q", q_dim, n_embd, 1.0 / np.sqrt(n_embd))))
+        specs.append(_Spec(p + "attn_k.weight", (kv_dim, n_embd), weight_type,
+                           dense(p + "attn_k", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
+        specs.append(_Spec(p + "attn_v.weight", (kv_dim, n_embd), weight_type,
+                           dense(p + "attn_v", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
+        if arch == "qwen2":
+            specs.append(_Spec(p + "attn_q.bias", (q_dim,), "F32", around(p + "attn_q.bias", q_dim, 0.0, 0.2)))
+            specs.append(_Spec(p + "attn_k.bias", (kv_dim,), "F32", around(p + "attn_k.bias", kv_dim, 0.0, 0.2)))
+            specs.append(_Spec(p + "attn_v.bias", (kv_dim,), "F32", around(p + "attn_v.bias", kv_dim, 0.0, 0.2)))
+        if arch == "qwen3":
+            specs.append(_Spec(p + "attn_q_norm.weight", (head_dim,), "F32",
+                               around(p + "attn_q_norm", head_dim, 1.0, 0.05)))
+            specs.append(_Spec(p + "attn_k_norm.weight", (head_dim,), "F32",
+                               around(p + "attn_k_norm", head_dim, 1.0, 0.05)))
+        specs.append(_Spec(p + "attn_output.weight", (n_embd, q_dim), weight_type,
+                           dense(p + "attn_output", n_embd, q_dim, layer_scale / np.sqrt(q_dim))))
+        specs.append(_Spec(p + "ffn_norm.weight", (n_embd,), "F32", around(p + "ffn_norm", n_embd, 1.0, 0.05)))
+        specs.append(_Spec(p + "ffn_gate.weight", (n_ff, n_embd), weight_type,
+                           dense(p + "ffn_gate", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
+        specs.append(_Spec(p + "ffn_up.weight", (n_ff, n_embd), weight_type,
+                           dense(p + "ffn_up", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
+        specs.append(_Spec(p + "ffn_down.weight", (n_embd, n_ff), weight_type,
+                           dense(p + "ffn_down", n_embd, n_ff, ffn_down_gain * layer_scale / np.sqrt(n_ff))))
+    specs.append(_Spec("output_norm.weight", (n_embd,), "F32", around("output_norm", n_embd, 1.0, 0.05)))
+    if not tie_embeddings:
+        specs.append(_Spec("output.weight", (n_vocab, n_embd), output_type, gen_output))
+    for s in specs:
+        _check_type(s.name, s.shape, s.wtype)
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    w = gguf.GGUFWriter(str(tmp), arch)
+    try:
+        w.add_name(f"synthetic-{arch}-{weight_type}")
+        w.add_type("model")
+        w.add_string("general.description",
+                     f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
+        w.add_context_length(n_ctx_train)
+        w.add_embedding_length(n_embd)
+        w.add_feed_forward_length(n_ff)
+        w.add_block_count(n_layer)
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_head_kv)
+        w.add_layer_norm_rms_eps(float(rms_eps))
+        w.add_rope_freq_base(float(rope_theta))
+        w.add_rope_dimension_count(head_dim)
+        if head_dim != natural_hd or n_embd % n_head:
+            w.add_key_length(head_dim)
+            w.add_value_length(head_dim)
+        if rope_scaling_linear is not None:
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(rope_scaling_linear))
+        w.add_vocab_size(n_vocab)
+        w.add_file_type(_FILE_TYPE[weight_type])
+        if weight_type not in ("F32", "F16", "BF16"):
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+        w.add_tokenizer_model(vocab["model"])
+        w.add_tokenizer_pre(vocab["pre"])
+        w.add_token_list(vocab["tokens"])
+        w.add_token_types(vocab["types"])
+        if vocab["scores"] is not None:
+            w.add_token_scores(vocab["scores"])
+        if vocab["merges"] is not None:
+            w.add_token_merges(vocab["merges"])
+        w.add_bos_token_id(vocab["bos"])
+        w.add_eos_token_id(vocab["eos"])
+        if vocab["unk"] is not None:
+            w.add_unk_token_id(vocab["unk"])
+        w.add_add_bos_token(vocab["add_bos"])
+        w.add_add_eos_token(False)
+
+        for s in specs:
+            if s.wtype in ("F32", "F16"):
+                dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
+                w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
+            else:
+                block, tsize = _type_info(s.wtype)
+                byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
+                w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
+                                  raw_dtype=gguf.GGMLQuantizationType[s.wtype])
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        fout = w.fout[0]
+        for s in specs:
+            w.write_padding(fout, fout.tell())
+            n = 0
+            for chunk in s.gen():
+                data = _encode(chunk, s.wtype)
+                data.tofile(fout)
+                n += data.nbytes
+            w.write_padding(fout, n)
+        w.close()
+        os.replace(tmp, path)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------------
+
+def synthetic_cache_dir(cache_dir=None) -> Path:
+    """``cache_dir``, else ``$EDGE_RT_CACHE/synthetic``, else ``~/.cache/edge_rt/synthetic``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    root = os.environ.get("EDGE_RT_CACHE")
+    return Path(root) / "synthetic" if root else Path.home() / ".cache" / "edge_rt" / "synthetic"
+
+
+def _canonical_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    import inspect
+
+    sig = inspect.signature(write_synthetic_gguf)
+    full = {k: p.default for k, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
+    unknown = set(params) - set(full)
+    if unknown:
+        raise TypeError(f"[synthetic] unknown parameters: {sorted(unknown)}")
+    full.update(params)
+    return full
+
+
+def ensure_synthetic_model(name: str = "tiny", cache_dir=None, **overrides) -> Path:
+    """Path of the synthetic model ``name`` (a key of ``PRESETS``) with ``overrides`` applied
+    (e.g. ``weight_type="Q4_0"``), generating it into the cache on first use.
+
+    Files are keyed by every generation parameter and ``GENERATOR_VERSION``, and written atomically,
+    so concurrent callers at worst generate the same file twice.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"[synthetic] unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    params = _canonical_params({**PRESETS[name], **overrides})
+    key = hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **params}, sort_keys=True).encode())
+    fname = f"{name}-{params['arch']}-{params['weight_type']}-{key.hexdigest()[:12]}.gguf"
+    d = synthetic_cache_dir(cache_dir)
+    path = d / fname
+    if path.is_file():
+        return path
+    d.mkdir(parents=True, exist_ok=True)
+    return write_synthetic_gguf(path, **params)
+
+
+def _main(argv=None) -> int:
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description="Generate a cached synthetic GGUF model and print its path.")
+    ap.add_argument("preset", choices=sorted(PRESETS))
+    ap.add_argument("--weight-type", default=None, choices=WEIGHT_TYPES)
+    ap.add_argument("--cache-dir", default=None)
+    a = ap.parse_args(argv)
+    t = time.perf_counter()
+    kw = {"weight_type": a.weight_type} if a.weight_type else {}
+    p = ensure_synthetic_model(a.preset, a.cache_dir, **kw)
+    print(f"{p}  ({p.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":  # python -m edge_rt.synthetic tinyllama-1.1b --weight-type Q4_0
+    raise SystemExit(_main())

@@ -1,0 +1,281 @@
+"""Tests of the ``edge-rt`` command line (edge_rt.cli): help, version, error reporting, and the run,
+inspect and bench commands on small synthetic models.
+
+Most tests call the Typer app in-process (typer.testing.CliRunner); the ones about process-level
+behaviour (exit status, stderr without a traceback, streaming to a pipe) run ``python -m edge_rt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from typer.testing import CliRunner
+
+import edge_rt
+from edge_rt import cli
+
+PKG_ROOT = Path(edge_rt.__file__).parent.parent
+runner = CliRunner()
+
+
+def invoke(*args: object, env=None):
+    return runner.invoke(cli.app, [str(a) for a in args], env=env)
+
+
+def run_process(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PKG_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-m", "edge_rt", *[str(a) for a in args]], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("edge-rt: error: "), stderr
+    assert "Traceback" not in stderr
+    for f in fragments:
+        assert f in lines[0], (f, stderr)
+
+
+@pytest.fixture(scope="module")
+def model_path(synthetic_model) -> Path:
+    return synthetic_model(n_ctx_train=256)
+
+
+# ---- help and version ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["inspect"], ["bench"]])
+def test_help(cmd: List[str]) -> None:
+    r = invoke(*cmd, "--help")
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.stdout
+    r = invoke(*cmd, "-h")
+    assert r.exit_code == 0 and "Usage" in r.stdout
+
+
+def test_help_lists_commands() -> None:
+    out = invoke("--help").stdout
+    for c in ("run", "inspect", "bench"):
+        assert c in out
+
+
+def test_version() -> None:
+    r = invoke("--version")
+    assert r.exit_code == 0
+    assert r.stdout.strip() == f"edge-rt {edge_rt.__version__}"
+
+
+def test_version_process() -> None:
+    p = run_process("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"edge-rt {edge_rt.__version__}"
+
+
+# ---- errors ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", ["run", "inspect", "bench"])
+def test_missing_file_process(cmd: str, tmp_path: Path) -> None:
+    missing = tmp_path / "missing-model.gguf"
+    p = run_process(cmd, missing)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout == ""
+    assert_one_line_error(p.stderr, str(missing))
+
+
+@pytest.mark.parametrize("cmd", ["run", "inspect", "bench"])
+def test_not_a_gguf(cmd: str, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("these are not the weights you are looking for\n" * 20)
+    r = invoke(cmd, bad)
+    assert r.exit_code == 1, r.output
+    assert r.stdout == ""
+    assert_one_line_error(r.stderr)
+
+
+def test_not_a_gguf_process(tmp_path: Path) -> None:
+    bad = tmp_path / "random.bin"
+    bad.write_bytes(os.urandom(4096))
+    p = run_process("run", bad)
+    assert p.returncode == 1
+    assert_one_line_error(p.stderr)
+
+
+@pytest.mark.parametrize("cmd", ["run", "inspect", "bench"])
+def test_directory_instead_of_file(cmd: str, tmp_path: Path) -> None:
+    r = invoke(cmd, tmp_path)
+    assert r.exit_code == 1
+    assert_one_line_error(r.stderr, "directory")
+
+
+def test_truncated_gguf(model_path: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model_path.read_bytes()[:1000])
+    for cmd in ("run", "inspect"):
+        r = invoke(cmd, cut)
+        assert r.exit_code == 1, r.output
+        assert_one_line_error(r.stderr)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--top-k", "-1"], ["run", "--threads", "0"], ["run", "--max-tokens", "x"], ["bench"],
+    ["inspect"], ["frobnicate"], ["run", "--no-such-option"],
+])
+def test_usage_errors_exit_2(args: List[str]) -> None:
+    r = invoke(*args)
+    assert r.exit_code == 2, r.output
+
+
+def test_bad_sampling_value_is_one_line_error(model_path: Path) -> None:
+    r = invoke("run", model_path, "--top-p", "0", "-t", "1")
+    assert r.exit_code == 1
+    assert r.stdout == ""  # nothing echoed before the arguments were checked
+    assert_one_line_error(r.stderr, "top_p")
+
+
+def test_ctx_smaller_than_prompt(model_path: Path) -> None:
+    r = invoke("run", model_path, "-p", "the quick brown fox jumps over the lazy dog", "--ctx", "4", "-t", "1")
+    assert r.exit_code == 1
+    assert_one_line_error(r.stderr, "n_ctx")
+
+
+# ---- run -------------------------------------------------------------------------------------------
+
+def _expected_text(path: Path, prompt: str, n: int, **kw) -> str:
+    with edge_rt.load(path, threads=1) as m:
+        return m.generate(prompt, max_tokens=n, temperature=0.0, **kw)
+
+
+def _with_newline(s: str) -> str:
+    return s if s.endswith("\n") else s + "\n"
+
+
+def test_run_greedy_process(model_path: Path) -> None:
+    prompt = "the quick brown"
+    p = run_process("run", model_path, "-p", prompt, "-n", 12, "--temperature", 0, "-t", 1)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == _with_newline(prompt + _expected_text(model_path, prompt, 12))
+    assert "Traceback" not in p.stderr and "synthetic" not in p.stderr
+
+
+def test_run_seeded_is_reproducible(model_path: Path) -> None:
+    args = ["run", model_path, "-p", "once", "-n", 16, "--temperature", 3.0, "--top-p", 1.0, "--seed", 42, "-t", 1]
+    a, b = invoke(*args), invoke(*args)
+    assert a.exit_code == 0 and b.exit_code == 0
+    assert a.stdout == b.stdout and a.stdout.startswith("once")
+
+
+def test_run_stats(model_path: Path) -> None:
+    r = invoke("run", model_path, "-p", "the", "-n", 6, "--temperature", 0, "-t", 1, "--stats")
+    assert r.exit_code == 0, r.output
+    assert "prompt tokens" in r.stderr and "prefill" in r.stderr and "decode" in r.stderr
+    assert "tok/s" in r.stderr
+    assert "prefill" not in r.stdout  # stats never mix into the generated text
+
+
+def test_run_zero_tokens_echoes_prompt(model_path: Path) -> None:
+    r = invoke("run", model_path, "-p", "hello there", "-n", 0, "-t", 1)
+    assert r.exit_code == 0
+    assert r.stdout == "hello there\n"
+
+
+def test_run_stop_string(model_path: Path) -> None:
+    prompt = "the quick"
+    full = _expected_text(model_path, prompt, 20)
+    assert len(full) >= 6
+    stop = full[3:5]
+    r = invoke("run", model_path, "-p", prompt, "-n", 20, "--temperature", 0, "-t", 1, "--stop", stop)
+    assert r.exit_code == 0, r.output
+    assert r.stdout == _with_newline(prompt + full[:full.find(stop)])
+
+
+def test_run_without_model_uses_synthetic(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "DEFAULT_MODEL", tmp_path / "models" / "default.gguf")
+    cache = tmp_path / "cache"
+    r = invoke("run", "-p", "hi", "-n", 4, "-t", 1, env={"EDGE_RT_CACHE": str(cache)})
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("hi")
+    assert "synthetic" in r.stderr and "random" in r.stderr
+    assert list((cache / "synthetic").glob("*.gguf"))  # generated into the cache
+
+
+def test_run_without_model_prefers_embedded(model_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "DEFAULT_MODEL", model_path)
+    r = invoke("run", "-p", "hi", "-n", 3, "--temperature", 0, "-t", 1)
+    assert r.exit_code == 0, r.output
+    assert "synthetic" not in r.stderr
+    assert r.stdout == _with_newline("hi" + _expected_text(model_path, "hi", 3))
+
+
+# ---- inspect ---------------------------------------------------------------------------------------
+
+def _reference_tensors(path: Path):
+    """Tensor facts from the gguf package, independent of edge_rt's C++ reader."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path), "r")
+    return [(t.name, t.tensor_type.name, int(t.n_elements), int(t.n_bytes)) for t in reader.tensors]
+
+
+def test_inspect_text(model_path: Path) -> None:
+    r = invoke("inspect", model_path)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    ref = _reference_tensors(model_path)
+    n_params = sum(t[2] for t in ref)
+    assert "llama" in out and "gpt2" in out
+    assert f"{n_params:,}" in out
+    for needle in ("Q8_0", "F32", "blk.0", "blk.1", "token_embd", "output", "embedding_length", "256"):
+        assert needle in out, needle
+
+
+def test_inspect_json(model_path: Path) -> None:
+    r = invoke("inspect", model_path, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    ref = _reference_tensors(model_path)
+    assert d["architecture"] == "llama"
+    assert d["n_parameters"] == sum(t[2] for t in ref)
+    assert d["n_tensors"] == len(ref)
+    assert d["tensor_bytes"] == sum(t[3] for t in ref)
+    assert d["file_size"] == model_path.stat().st_size
+    assert d["tokenizer"]["model"] == "gpt2" and d["tokenizer"]["n_vocab"] == 512
+    assert d["hyperparameters"]["block_count"] == 2 and d["hyperparameters"]["context_length"] == 256
+    counts: Dict[str, int] = {}
+    for _, ty, _, _ in ref:
+        counts[ty] = counts.get(ty, 0) + 1
+    assert {k: v["tensors"] for k, v in d["tensor_types"].items()} == counts
+    layers = d["layers"]
+    assert list(layers)[0] == "token_embd"
+    assert [k for k in layers if k.startswith("blk.")] == ["blk.0", "blk.1"]
+    assert sum(v["bytes"] for v in layers.values()) == d["tensor_bytes"]
+    assert layers["blk.0"]["bytes"] == sum(t[3] for t in ref if t[0].startswith("blk.0."))
+
+
+# ---- bench -----------------------------------------------------------------------------------------
+
+def test_bench_json(model_path: Path) -> None:
+    r = invoke("bench", model_path, "-t", 1, "--prompt-tokens", 16, "--gen-tokens", 4, "--repetitions", 2, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["n_prompt"] == 16 and d["n_gen"] == 4 and d["repetitions"] == 2 and d["threads"] == 1
+    for k in ("prefill_tok_s", "decode_tok_s"):
+        assert d[f"{k}_min"] <= d[k] <= d[f"{k}_max"] and d[k] > 0
+
+
+def test_bench_text(model_path: Path) -> None:
+    r = invoke("bench", model_path, "-t", 1, "--prompt-tokens", 8, "--gen-tokens", 2, "--repetitions", 1)
+    assert r.exit_code == 0, r.output
+    assert "prefill" in r.stdout and "decode" in r.stdout and "tok/s" in r.stdout
+
+
+def test_main_entry_point(monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"edge-rt {edge_rt.__version__}"

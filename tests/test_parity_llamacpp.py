@@ -1,0 +1,202 @@
+"""Parity between edge_rt and llama.cpp (llama-cpp-python) on the same synthetic GGUF files.
+
+For every case the two engines see the same bytes. We compare
+  * logits at every position of prompts of length 1, 7 and 33 (one position, a short prefill, a
+    prefill longer than one 32-block), each evaluated from an empty context; and
+  * greedy generation of 32 tokens after each prompt (prefill, then single-token decode steps that
+    read the KV cache), which must be identical.
+
+Logit error is measured as ``max |edge_rt - llama.cpp| / std(llama.cpp logits)`` over all positions
+and the whole vocabulary: relative to the logits' spread, so the limits do not depend on the output
+scale. The synthetic models have peaked outputs (top-1 margin of several standard deviations, see
+``edge_rt.synthetic``), so greedy sequences only diverge on a real bug, not on rounding.
+
+The llama.cpp side runs with flash attention off and an F32 KV cache (``conftest.open_llama_cpp``),
+so its only deliberate approximation is the activation format of each weight type's dot product.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+
+from conftest import requires_llama_cpp
+
+pytestmark = requires_llama_cpp
+
+N_CTX = 256
+THREADS = 2
+# llama.cpp's numerics do not depend on its thread count (each output element is computed by one
+# thread), and its spinning thread barrier slows down by 100x on a busy 2-core machine; one thread
+# keeps the reference fast and the file well under its time budget.
+LLAMA_CPP_THREADS = 1
+N_GREEDY = 32
+PROMPT_LENGTHS = (1, 7, 33)
+
+# ---- tolerances: max |diff| / std(logits) -------------------------------------------------------------
+# Both engines read identical weight bytes, so weight quantization error cancels; what remains is how
+# each engine rounds ACTIVATIONS before the dot products and its KV cache (edge_rt: fp16), plus
+# summation order. Limits are about 1.5-3x the worst error measured between edge_rt and llama.cpp
+# over this matrix [first bracket], and far below the top-1 margins (> 4 std). Second bracket: the
+# worst error of llama.cpp itself against a float64 numpy reference forward of the same models.
+#
+# F32: fp32 matmuls in both; edge_rt's fp16 KV cache (2^-11 relative rounding of K and V) dominates
+#      [6.6e-4 | llama.cpp vs exact 1.6e-6].
+TOL_F32 = 2e-3
+# F16: ggml rounds activations to fp16 for F16 weights, plus the fp16 KV cache [1.8e-3 | 1.4e-3].
+TOL_F16 = 5e-3
+# BF16: ggml rounds activations to bf16 (2^-8 relative rounding per element) [1.3e-2 | 1.3e-2].
+TOL_BF16 = 3e-2
+# Q8_0 and the 4/5-bit legacy quants: ggml quantizes activations to Q8_0/Q8_1 per 32-block (step
+# 1/127 of the block's absmax); the max over 33 x 512 logits is several times the typical error
+# [4.6e-2 | 4.2e-2].
+TOL_Q8_ACT = 8e-2
+# K-quants: ggml pairs Q4_K/Q6_K with Q8_K activations (256-blocks, one scale each) [6.1e-2 | 6.4e-2].
+TOL_Q8K_ACT = 1.1e-1
+
+TOLERANCE = {
+    "F32": TOL_F32, "F16": TOL_F16, "BF16": TOL_BF16,
+    "Q8_0": TOL_Q8_ACT, "Q4_0": TOL_Q8_ACT, "Q4_1": TOL_Q8_ACT, "Q5_0": TOL_Q8_ACT, "Q5_1": TOL_Q8_ACT,
+    "Q4_K": TOL_Q8K_ACT, "Q6_K": TOL_Q8K_ACT,
+}
+
+# ---- the matrix ---------------------------------------------------------------------------------------
+# Every model: n_vocab 512, n_embd 256 (or 512), n_ff 512, 2 layers: row lengths are multiples of 256
+# so every type, K-quants included, applies to every matrix (only 32-multiples where noted).
+GQA = dict(n_head=8, n_head_kv=2)    # head_dim 32 at n_embd 256
+MQA = dict(n_head=8, n_head_kv=1)    # head_dim 32
+MHA = dict(n_head=4, n_head_kv=4)    # head_dim 64
+
+
+def _cases() -> List[Any]:
+    cases = []
+
+    def add(id_: str, **params: Any) -> None:
+        cases.append(pytest.param(params, id=id_))
+
+    # every weight type (embedding and head of the same type), llama, GQA
+    for wt in TOLERANCE:
+        add(f"llama-gqa-{wt}", arch="llama", weight_type=wt, **GQA)
+    # every arch x attention layout
+    for arch in ("llama", "qwen2", "qwen3"):
+        for name, att in (("mha", MHA), ("gqa", GQA), ("mqa", MQA)):
+            if (arch, name) != ("llama", "gqa"):  # already above
+                add(f"{arch}-{name}-Q8_0", arch=arch, weight_type="Q8_0", **att)
+    # head dims 32 / 64 / 128 (32 and 64 are covered above through n_embd / n_head)
+    add("llama-hd128-F16", arch="llama", n_embd=512, n_head=4, n_head_kv=2, weight_type="F16")
+    add("llama-hd128-mqa-Q4_K", arch="llama", n_embd=256, n_head=2, n_head_kv=1, weight_type="Q4_K")
+    # qwen3 with head_dim != n_embd / n_head (key_length / value_length in the metadata)
+    add("qwen3-hd128-Q4_K", arch="qwen3", n_head=4, n_head_kv=2, head_dim=128, weight_type="Q4_K")
+    add("qwen3-hd64-gqa-Q6_K", arch="qwen3", n_head=8, n_head_kv=2, head_dim=64, weight_type="Q6_K")
+    add("qwen3-hd32-Q8_0", arch="qwen3", n_head=4, n_head_kv=2, head_dim=32, weight_type="Q8_0")  # q_dim 128
+    # K-quants and legacy quants on the other archs
+    add("qwen2-gqa-Q6_K", arch="qwen2", weight_type="Q6_K", **GQA)
+    add("qwen2-mha-Q5_1", arch="qwen2", weight_type="Q5_1", **MHA)
+    # tied embeddings (no output.weight: the head is token_embd)
+    add("llama-tied-Q8_0", arch="llama", tie_embeddings=True, weight_type="Q8_0", **GQA)
+    add("qwen2-tied-Q4_K", arch="qwen2", tie_embeddings=True, weight_type="Q4_K", **GQA)
+    add("qwen3-tied-BF16", arch="qwen3", tie_embeddings=True, weight_type="BF16", **MHA)
+    # mixed types, as llama.cpp's quantizer writes them (Q6_K head, Q4_K body)
+    add("llama-mixed-Q4_K-Q6_K", arch="llama", weight_type="Q4_K", output_type="Q6_K",
+        embed_type="Q4_K", **GQA)
+    # RoPE linear scaling, and a large base
+    add("llama-ropelinear4-F32", arch="llama", rope_scaling_linear=4.0, weight_type="F32", **GQA)
+    add("qwen2-ropelinear2-Q8_0", arch="qwen2", rope_scaling_linear=2.0, rope_theta=1e6,
+        weight_type="Q8_0", **MQA)
+    # SentencePiece-style vocabulary (only the tokenizer differs; numerics as llama-gqa-F32)
+    add("llama-spm-F32", arch="llama", tokenizer="llama", weight_type="F32", **GQA)
+    return cases
+
+
+CASES = _cases()
+
+
+def _tolerance(params: Dict[str, Any]) -> float:
+    types = {params["weight_type"], params.get("embed_type") or params["weight_type"],
+             params.get("output_type") or params["weight_type"]}
+    return max(TOLERANCE[t] for t in types)
+
+
+def _prompts(n_vocab: int) -> List[List[int]]:
+    # Ordinary tokens only (specials sit at the ends of both synthetic vocabularies).
+    rng = np.random.default_rng(1234)
+    lo, hi = 259, n_vocab - 3
+    return [rng.integers(lo, hi, n).tolist() for n in PROMPT_LENGTHS]
+
+
+def _llama_cpp_logits(llm, ids: List[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def _llama_cpp_greedy(llm, ids: List[int], n: int) -> List[int]:
+    """Greedy decoding by argmax over llama.cpp's logits: prefill, then one token per eval."""
+    eog = {llm.token_eos()}
+    llm.reset()
+    llm.eval(ids)
+    out: List[int] = []
+    logits = np.asarray(llm.scores[llm.n_tokens - 1])
+    while len(out) < n:
+        tok = int(np.argmax(logits))
+        if tok in eog:
+            break
+        out.append(tok)
+        if len(out) == n:
+            break
+        llm.eval([tok])
+        logits = np.asarray(llm.scores[llm.n_tokens - 1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def edge_rt_load():
+    import edge_rt
+
+    return edge_rt.load
+
+
+@pytest.mark.parametrize("params", CASES)
+def test_parity(params, synthetic_model, llama_cpp_peer, edge_rt_load):
+    path = synthetic_model(**params)
+    llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS)
+    model = edge_rt_load(path, threads=THREADS, n_ctx=N_CTX)
+    tol = _tolerance(params)
+    n_vocab = llm.n_vocab()
+
+    for ids in _prompts(n_vocab):
+        ref = _llama_cpp_logits(llm, ids)
+        got = np.asarray(model.logits(ids))
+        assert got.shape == (len(ids), n_vocab) and got.dtype == np.float32
+        assert np.all(np.isfinite(got))
+        err = float(np.max(np.abs(got - ref)) / ref.std())
+        assert err <= tol, (
+            f"prompt length {len(ids)}: max|diff|/std = {err:.3g} > {tol:g} "
+            f"(worst position {int(np.argmax(np.abs(got - ref).max(axis=1)))})")
+        # the argmax at every position must agree too (the margins are far above the tolerance)
+        assert np.array_equal(got.argmax(axis=1), ref.argmax(axis=1)), f"prompt length {len(ids)}"
+
+        want = _llama_cpp_greedy(llm, ids, N_GREEDY)
+        assert len(want) == N_GREEDY
+        have = [int(t) for t in model.generate_tokens(ids, max_tokens=N_GREEDY, temperature=0.0)]
+        assert have == want, f"greedy after prompt of length {len(ids)} diverges"
+
+
+def test_matrix_covers_the_contract():
+    """Keep the matrix honest when cases are edited: every arch, type, attention layout, head dim."""
+    ps = [c.values[0] for c in CASES]
+    assert {p["arch"] for p in ps} == {"llama", "qwen2", "qwen3"}
+    assert {p["weight_type"] for p in ps} == set(TOLERANCE)
+
+    def hd(p):
+        return p.get("head_dim") or p.get("n_embd", 256) // p["n_head"]
+
+    assert {hd(p) for p in ps} >= {32, 64, 128}
+    assert any(p.get("head_dim") and p["head_dim"] != 256 // p["n_head"] for p in ps if p["arch"] == "qwen3")
+    assert any(p["n_head_kv"] == 1 for p in ps)
+    assert any(1 < p["n_head_kv"] < p["n_head"] for p in ps)
+    assert any(p["n_head_kv"] == p["n_head"] for p in ps)
+    assert any(p.get("tie_embeddings") for p in ps)
+    assert any(p.get("rope_scaling_linear") for p in ps)
