@@ -1,8 +1,8 @@
 """Runs the C++ unit tests (native/tests, via ctest) as part of the pytest suite.
 
 The C++ tests compare every SIMD kernel with its scalar twin and exercise the GGUF reader directly.
-They are built from the same sources as the installed extension, in a build folder under the pytest
-cache so repeated runs are incremental.
+They are built from the same sources as the installed extension, in build/native-tests (ignored by
+git) so repeated runs are incremental.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def _tool(name: str) -> str:
     return path
 
 
-def test_ctest_suite(request: pytest.FixtureRequest) -> None:
-    build = Path(request.config.cache.mkdir("native-build"))
+def test_ctest_suite() -> None:
+    build = REPO / "build" / "native-tests"
+    build.mkdir(parents=True, exist_ok=True)
     cmake = _tool("cmake")
     env = dict(os.environ)
     configure = [cmake, "-S", str(REPO / "native"), "-B", str(build), "-DEDGE_RT_BUILD_TESTS=ON",

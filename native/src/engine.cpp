@@ -174,23 +174,31 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         return stride;
     };
     // y[t * y_stride + r] = W[r] . act[t] for rows r < W.ne1 and tokens t < n_tok (act already converted).
+    // Prefill tiles the loops: a block of kRowTile weight rows (tens of KB, stays in L2) is swept by
+    // groups of 8 activation rows (one group stays in L1), so neither side is re-streamed per row.
     auto matmul = [&](const TensorView& W, const WeightKernels& k, size_t act_stride, int64_t n_tok, float* y,
                       int64_t y_stride) {
+        constexpr int64_t kRowTile = 32;
         const uint8_t* act = s.act.data();
         const int64_t width = W.ne0;
         pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
             float tmp[8];
-            for (int64_t r = r0; r < r1; ++r) {
-                const uint8_t* wrow = W.row(r);
-                int64_t t = 0;
-                if (k.vec_dot_rows) {
-                    for (; t + 1 < n_tok; t += 8) {
-                        const int n_act = (int)std::min<int64_t>(8, n_tok - t);
-                        k.vec_dot_rows(width, wrow, act + (size_t)t * act_stride, act_stride, n_act, tmp);
-                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+            for (int64_t rb = r0; rb < r1; rb += kRowTile) {
+                const int64_t re = std::min(r1, rb + kRowTile);
+                for (int64_t t = 0; t < n_tok; t += 8) {
+                    const int n_act = (int)std::min<int64_t>(8, n_tok - t);
+                    const uint8_t* a = act + (size_t)t * act_stride;
+                    for (int64_t r = rb; r < re; ++r) {
+                        const uint8_t* wrow = W.row(r);
+                        if (k.vec_dot_rows && n_act > 1) {
+                            k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);
+                            for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+                        } else {
+                            for (int j = 0; j < n_act; ++j)
+                                y[(t + j) * y_stride + r] = k.vec_dot(width, wrow, a + (size_t)j * act_stride);
+                        }
                     }
                 }
-                for (; t < n_tok; ++t) y[t * y_stride + r] = k.vec_dot(width, wrow, act + (size_t)t * act_stride);
             }
         });
     };
