@@ -67,14 +67,13 @@ def tiny_model_spm(synthetic_model) -> Path:
 
 def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1):
     """llama.cpp peer configured for exact comparisons: every position's logits, no flash
-    attention, F32 KV cache, one batch for any prompt that fits the context. One thread by default:
+    attention, its default fp16 KV cache (as edge_rt's), one batch for any prompt that fits the context. One thread by default:
     ggml's results do not depend on the thread count, and its spinning barrier crawls on a busy machine."""
     import llama_cpp
 
     return llama_cpp.Llama(
         model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
         n_threads_batch=n_threads, logits_all=True, flash_attn=False, verbose=False, seed=0,
-        type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,
     )
 
 
