@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the hostile-GGUF test matrix (and the C++ reader test) against an AddressSanitizer build of the
+# core: builds build/asan, lays out a throwaway package dir with the ASan _core next to the Python
+# sources, and runs pytest with the ASan runtime preloaded (libstdc++ too, or the first C++ exception
+# thrown inside Python aborts in ASan's __cxa_throw interceptor).
+# Usage: tools/asan_check.sh [pytest args...]   (default: tests/test_gguf_hostile.py)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/devbuild.sh --asan
+build/asan/native/test_gguf_reader
+pkg=$(mktemp -d)
+trap 'rm -rf "$pkg"' EXIT
+mkdir -p "$pkg/edge_rt"
+for f in edge_rt/*.py edge_rt/*.pyi; do ln -s "$PWD/$f" "$pkg/edge_rt/"; done
+ln -s "$PWD/quantize" "$pkg/edge_rt/quantize"
+ln -s "$PWD/devices" "$pkg/edge_rt/devices"
+cp build/asan/native/_core*.so "$pkg/edge_rt/"
+LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
+ASAN_OPTIONS=detect_leaks=0 PYTHONPATH="$pkg" \
+  python3 -m pytest -q -p no:cacheprovider "${@:-tests/test_gguf_hostile.py}"
