@@ -3,7 +3,9 @@
 // cpu_features confirmed the CPU and OS support. Reference twin: kernels_scalar.cpp.
 //
 // 32-element block types use vpdpbusd on 256-bit registers (one block per register: blocks of 18..34
-// bytes do not align to 64-byte loads, and the per-block scale is applied per register anyway).
+// bytes do not align to 64-byte loads, and the per-block scale is applied per register anyway), except
+// Q4_0 / Q8_0 with 2..8 activation rows (prefill), which pair two blocks per 512-bit register
+// (rows_pair512).
 // K-quants use 512-bit registers (two 32-element sub-blocks at a time), vpmaddubsw for the 8-bit
 // products and vpdpwssd to apply the sub-block scales and accumulate in one instruction.
 // Entries left nullptr (quantizers, float types, dequantize) fall back to the AVX2 table.
@@ -191,8 +193,129 @@ ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t st
     for (int r = 0; r < NA; ++r) out[r] += ms[r];
 }
 
-template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o); }
-template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o); }
+// ---- Two blocks per 512-bit register, several activation rows (the prefill hot path).
+//
+// For one weight block pair (b, b+1) the weights W are decoded once into 64 signed int8 and reused for
+// every activation row. vpdpbusd needs an unsigned left operand, so the activation bytes are offset
+// instead of the weights: (y ^ 0x80) = y + 128 as u8, and sum (y + 128) * w = sum y * w + 128 * sum w.
+// The correction -128 * sum w depends on the weights only; it is computed once per pair (per int32
+// lane) and seeds the accumulator, so each activation row costs one xor and one vpdpbusd per 64 MACs,
+// and the per-lane block sums stay exact for every int8 value. Lanes 0..7 hold block b, 8..15 block
+// b+1; the scales dx * dy of the pair for all rows are gathered and converted as one vector, and each
+// row picks its two scales out of it with one vpermps.
+struct PairQ4_0 {
+    using Block = BlockQ4_0;
+    // W = q - 8 for blocks b, b+1; neg_c = -128 * sum of W per int32 lane.
+    static ERT_INLINE __m512i w(const Block* x, __m512i& neg_c) {
+        const __m512i shifts = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                                 0x0004000400040004LL, 0x0004000400040004LL);
+        const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[0].qs));
+        const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[1].qs));
+        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1), shifts),
+                                           _mm512_set1_epi8(0x0F));
+        // -128 * sum(q - 8) over 4 bytes = 4096 + sum q * (-128)
+        neg_c = _mm512_dpbusd_epi32(_mm512_set1_epi32(4096), q, _mm512_set1_epi8((char)0x80));
+        return _mm512_sub_epi8(q, _mm512_set1_epi8(8));
+    }
+};
+struct PairQ8_0 {
+    using Block = BlockQ8_0;
+    static ERT_INLINE __m512i w(const Block* x, __m512i& neg_c) {
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)x[0].qs)),
+                                             _mm256_loadu_si256((const __m256i*)x[1].qs), 1);
+        // -128 * sum w over 4 bytes = 65536 + sum (w + 128) * (-128); exact for w = -128 too
+        neg_c = _mm512_dpbusd_epi32(_mm512_set1_epi32(65536), _mm512_xor_si512(q, _mm512_set1_epi8((char)0x80)),
+                                    _mm512_set1_epi8((char)0x80));
+        return q;
+    }
+};
+
+template <int NA, class P>
+ERT_INLINE void rows_pair512(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    static_assert(NA >= 2 && NA <= 8, "rows_pair512 serves 2..8 rows");
+    const auto* x = static_cast<const typename P::Block*>(w);
+    const uint8_t* a8 = static_cast<const uint8_t*>(a);
+    const int64_t nb = n / QK8_0, np = nb / 2;
+    constexpr int U = NA <= 3 ? 2 : 1;  // independent accumulator sets to hide FMA latency
+    // Gather offsets of the activation scales: lane r -> row r at block b, lane 8 + r -> row r at b + 1
+    // (rows >= NA repeat row NA - 1; their lanes are never picked).
+    alignas(64) int32_t off[16];
+    for (int r = 0; r < 8; ++r) {
+        const int rr = r < NA ? r : NA - 1;
+        off[r] = (int32_t)((size_t)rr * stride);
+        off[8 + r] = off[r] + (int32_t)sizeof(BlockQ8_0);
+    }
+    const __m512i gidx = _mm512_load_si512((const void*)off);
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    const __m512i hi8 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
+    const __m512i one8 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512 acc[U][NA];
+    for (int u = 0; u < U; ++u)
+        for (int r = 0; r < NA; ++r) acc[u][r] = _mm512_setzero_ps();
+    // Weight scales of 8 pairs (16 blocks) at a time: gathered and converted once; pair j then takes
+    // lanes 2j (x8) and 2j + 1 (x8) with one vpermps.
+    const __m512i widx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)sizeof(typename P::Block)));
+    __m512 dx16 = _mm512_setzero_ps();
+    auto pair = [&](int64_t p, __m512* ac) {
+        const int64_t b = 2 * p;
+        if ((p & 7) == 0) {
+            const int64_t left = nb - b;
+            const __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, widx, (const void*)(x + b), 1);
+            dx16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        }
+        __m512i neg_c;
+        const __m512i wq = P::w(x + b, neg_c);
+        const __m512 dx = _mm512_permutexvar_ps(_mm512_add_epi32(one8, _mm512_set1_epi32((int)(b & 15))), dx16);
+        const uint8_t* ab = a8 + (size_t)b * sizeof(BlockQ8_0);
+        const __m512i g = _mm512_i32gather_epi32(gidx, (const void*)ab, 1);
+        const __m512 dy = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        const __m512 s = _mm512_mul_ps(dy, dx);  // dx lanes: 0..7 dx_b, 8..15 dx_{b+1}
+        for (int r = 0; r < NA; ++r) {
+            const uint8_t* yr = ab + (size_t)r * stride + 2;
+            const __m512i qy = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)yr)),
+                                                  _mm256_loadu_si256((const __m256i*)(yr + sizeof(BlockQ8_0))), 1);
+            const __m512i sum = _mm512_dpbusd_epi32(neg_c, _mm512_xor_si512(qy, k80), wq);
+            const __m512 sr = _mm512_permutexvar_ps(_mm512_add_epi32(hi8, _mm512_set1_epi32(r)), s);
+            ac[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sr, ac[r]);
+        }
+    };
+    int64_t p = 0;
+    for (; p + U <= np; p += U)
+        for (int u = 0; u < U; ++u) pair(p + u, acc[u]);
+    for (; p < np; ++p) pair(p, acc[0]);
+    for (int r = 0; r < NA; ++r) {
+        __m512 t = acc[0][r];
+        for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][r]);
+        out[r] = _mm512_reduce_add_ps(t);
+    }
+    if (nb & 1) {  // one trailing block, 256-bit
+        const int64_t b = nb - 1;
+        __m512i neg_c;
+        const typename P::Block two[2] = {x[b], x[b]};
+        const __m256i wq = _mm512_castsi512_si256(P::w(two, neg_c));
+        const __m256i nc = _mm512_castsi512_si256(neg_c);
+        const float dx = h2f(x[b].d);
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_0& yb = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r))[b];
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)yb.qs);
+            const __m256i sum = _mm256_dpbusd_epi32(nc, _mm256_xor_si256(qy, _mm256_set1_epi8((char)0x80)), wq);
+            out[r] += (float)hsum8_epi32(sum) * (dx * h2f(yb.d));
+        }
+    }
+}
+
+template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o);
+    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o);
+    else rows_pair512<NA, PairQ8_0>(n, w, a, s, o);
+}
+template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o);
+    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o);
+    else rows_pair512<NA, PairQ4_0>(n, w, a, s, o);
+}
 template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0>(n, w, a, s, o); }
 template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1>(n, w, a, s, o); }
 template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1>(n, w, a, s, o); }
