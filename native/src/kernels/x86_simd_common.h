@@ -1,0 +1,147 @@
+// AVX2-level helpers shared by the x86 kernel files (kernels_avx2.cpp, kernels_avx512vnni.cpp).
+//
+// Include ONLY from a translation unit compiled with at least -mavx2 -mfma -mf16c. Everything here has
+// internal linkage (anonymous namespace), so each kernel file gets its own copy compiled with its own
+// ISA flags: an AVX-512 build of a helper can never be linked into the AVX2 path (which a shared inline
+// function with external linkage would allow, the linker keeping whichever copy it sees first).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "edge_rt/fp16.h"
+#include "edge_rt/ggml_types.h"
+
+namespace edge_rt {
+namespace {
+
+#define ERT_INLINE inline __attribute__((always_inline))
+
+ERT_INLINE float h2f(fp16_t h) { return _cvtsh_ss(h); }
+
+ERT_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ERT_INLINE int hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// sum of signed x signed int8 in groups of 4 -> 8 x int32 (inputs in [-127, 127]).
+ERT_INLINE __m256i dot_i8(__m256i x, __m256i y) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+// unsigned x signed int8 in groups of 4 -> 8 x int32 (unsigned side <= 63 so int16 pairs never saturate).
+ERT_INLINE __m256i dot_u8i8(__m256i u, __m256i y) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+}
+
+// 32 nibbles of a 16-byte run: low nibbles -> bytes 0..15, high nibbles -> bytes 16..31.
+ERT_INLINE __m256i unpack_nibbles(const uint8_t* p) {
+    const __m128i t = _mm_loadu_si128((const __m128i*)p);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// Bit j of the 32-bit little-endian word at p -> 0xFF in byte j (else 0x00).
+ERT_INLINE __m256i bits_to_bytes(const uint8_t* p) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000LL, 0x0101010101010101LL,
+                                            0x0202020202020202LL, 0x0303030303030303LL);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+ERT_INLINE const uint8_t* act_row(const void* a, size_t stride, int r) {
+    return static_cast<const uint8_t*>(a) + (size_t)r * stride;
+}
+
+// Runs block(b, acc) over all blocks with NA float accumulators per unroll slot. For a single row the
+// loop is unrolled over independent accumulators so FMA latency does not serialize the blocks.
+template <int NA, class Block>
+ERT_INLINE void run_blocks(int64_t nb, const Block& block, float* out) {
+    constexpr int U = NA == 1 ? 4 : (NA == 2 ? 2 : 1);
+    __m256 acc[U][NA];
+    for (int u = 0; u < U; ++u)
+        for (int r = 0; r < NA; ++r) acc[u][r] = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + U <= nb; b += U)
+        for (int u = 0; u < U; ++u) block(b + u, acc[u]);
+    for (; b < nb; ++b) block(b, acc[0]);
+    for (int r = 0; r < NA; ++r) {
+        __m256 s = acc[0][r];
+        for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][r]);
+        out[r] = hsum8(s);
+    }
+}
+
+// Widen a run of 1..8 activation rows into calls of the NA-templated body.
+#define ERT_DEFINE_DOTS(NAME)                                                                        \
+    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                                    \
+        float o;                                                                                     \
+        NAME##_rows<1>(n, w, a, 0, &o);                                                              \
+        return o;                                                                                    \
+    }                                                                                                \
+    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) {   \
+        const uint8_t* ap = static_cast<const uint8_t*>(a);                                          \
+        while (na > 0) {                                                                             \
+            const int k = na < 8 ? na : 8;                                                           \
+            switch (k) {                                                                             \
+                case 1: NAME##_rows<1>(n, w, ap, st, out); break;                                    \
+                case 2: NAME##_rows<2>(n, w, ap, st, out); break;                                    \
+                case 3: NAME##_rows<3>(n, w, ap, st, out); break;                                    \
+                case 4: NAME##_rows<4>(n, w, ap, st, out); break;                                    \
+                case 5: NAME##_rows<5>(n, w, ap, st, out); break;                                    \
+                case 6: NAME##_rows<6>(n, w, ap, st, out); break;                                    \
+                case 7: NAME##_rows<7>(n, w, ap, st, out); break;                                    \
+                default: NAME##_rows<8>(n, w, ap, st, out); break;                                   \
+            }                                                                                        \
+            ap += (size_t)k * st;                                                                    \
+            out += k;                                                                                \
+            na -= k;                                                                                 \
+        }                                                                                            \
+    }
+
+
+// Weight decoders: one 32-element block -> 32 int8 in element order.
+struct DecQ8_0 {  // signed
+    using Block = BlockQ8_0;
+    static ERT_INLINE __m256i q(const Block& x) { return _mm256_loadu_si256((const __m256i*)x.qs); }
+};
+struct DecQ4_0 {  // signed, q - 8
+    using Block = BlockQ4_0;
+    static ERT_INLINE __m256i q(const Block& x) { return _mm256_sub_epi8(unpack_nibbles(x.qs), _mm256_set1_epi8(8)); }
+};
+struct DecQ5_0 {  // signed, q - 16
+    using Block = BlockQ5_0;
+    static ERT_INLINE __m256i q(const Block& x) {
+        const __m256i hb = _mm256_and_si256(bits_to_bytes(x.qh), _mm256_set1_epi8(0x10));
+        return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(x.qs), hb), _mm256_set1_epi8(16));
+    }
+};
+struct DecQ4_1 {  // unsigned 0..15
+    using Block = BlockQ4_1;
+    static ERT_INLINE __m256i q(const Block& x) { return unpack_nibbles(x.qs); }
+};
+struct DecQ5_1 {  // unsigned 0..31
+    using Block = BlockQ5_1;
+    static ERT_INLINE __m256i q(const Block& x) {
+        return _mm256_or_si256(unpack_nibbles(x.qs), _mm256_and_si256(bits_to_bytes(x.qh), _mm256_set1_epi8(0x10)));
+    }
+};
+
+}  // namespace
+}  // namespace edge_rt
