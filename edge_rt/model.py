@@ -14,6 +14,7 @@ instead of silently decoding from a cache that no longer holds its sequence.
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -118,7 +119,27 @@ class GenerationResult:
         return self.n_decode / self.decode_s if self.decode_s > 0 and self.n_decode > 0 else 0.0
 
 
-def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None) -> "Model":
+def parse_size(value: Union[int, str]) -> int:
+    """Bytes from an int or a string like ``"1.5GB"``, ``"800MiB"``, ``"4096"`` (decimal kB/MB/GB,
+    binary KiB/MiB/GiB; a bare number is bytes)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidArgumentError(f"[load] memory size must be >= 0, got {value}")
+        return int(value)
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"[load] memory size must be an int or a string like '1.5GB', got {value!r}")
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*", value)
+    if not m:
+        raise InvalidArgumentError(f"[load] cannot parse memory size {value!r} (examples: '1.5GB', '800MiB', '4096')")
+    number, unit = float(m.group(1)), (m.group(2) or "B").upper().rstrip("B")
+    scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}[unit]
+    return int(number * scale)
+
+
+def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
+         mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
+         prefetch: bool = True) -> "Model":
     """Load a GGUF model for inference.
 
     Args:
@@ -126,13 +147,22 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         threads: Worker threads; default :func:`default_threads` (physical cores, at least 1).
         n_ctx: KV cache capacity in tokens; default ``min(2048, n_ctx_train)``. A value above the
             model's training context is allowed but warns (quality usually degrades past it).
+        mem_budget: Hard cap on the engine's memory (pinned weights + window slots + KV cache +
+            scratch), bytes or a string like ``"1.5GB"``. Without it every weight is read into RAM.
+            With it, the largest layers that fit stay pinned and the rest stream from the file
+            through a window of layer slots, read ahead by I/O threads (see :meth:`Model.memory_report`).
+        window: Streaming window slots; default the largest number that fits the budget.
+        io_mode: ``"auto"`` (O_DIRECT where the filesystem allows, else buffered reads that drop the
+            page cache behind them), ``"direct"`` or ``"buffered"``.
+        prefetch: ``False`` runs the naive baseline (each layer read when needed, no overlap).
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
         ModelFormatError: the file is not a valid GGUF model.
         UnsupportedArchitectureError, UnsupportedTypeError: the model cannot run on edge_rt.
         InvalidArgumentError: ``threads`` or ``n_ctx`` is out of range.
-        OutOfMemoryError: weights or KV cache do not fit.
+        OutOfMemoryError: weights or KV cache do not fit, or ``mem_budget`` is below the model's
+            minimum (one layer slot + KV cache + scratch; the message states it).
     """
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
@@ -166,7 +196,11 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
 
     # Same as Tokenizer.from_gguf(p), without parsing the header (and its vocabulary) a second time.
     tokenizer = Tokenizer.from_metadata(md)
-    engine = core.Engine(str(p), int(threads), int(n_ctx))
+    budget = parse_size(mem_budget) if mem_budget is not None else 0
+    if window is not None and (not _is_int(window) or window < 1):
+        raise InvalidArgumentError(f"[load] window must be an integer >= 1, got {window!r}")
+    engine = core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
+                         io_mode=io_mode, prefetch=bool(prefetch))
     if tokenizer.n_vocab > engine.n_vocab:
         raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
                                f"layer only {engine.n_vocab}")
@@ -525,6 +559,32 @@ class Model:
         d["tokenizer_model"] = self._tokenizer_model or getattr(self._tokenizer, "model", None)
         d["tokenizer_n_vocab"] = int(self._tokenizer.n_vocab)
         return d
+
+    def memory_report(self) -> Dict[str, Any]:
+        """The engine's memory by class and the weight placement.
+
+        Keys: ``budget`` (bytes, 0 = none), ``classes`` (``pinned_weights``, ``window_slots``,
+        ``expert_cache``, ``kv_cache``, ``scratch``: bytes each), ``total``, ``streaming``, ``window``
+        (slots), ``slot_bytes``, ``pinned_units`` / ``streamed_units`` (layer ids; ``n_layer`` is the
+        output head), ``streamed_bytes_per_token`` and ``io`` (``direct`` or ``buffered``).
+        """
+        return dict(self._require_engine("memory_report").memory_report())
+
+    def stream_stats(self, reset: bool = False) -> Dict[str, Any]:
+        """Streaming counters since load or the last reset: ``bytes_read``, ``io_seconds`` (slot fills),
+        ``stall_seconds`` (compute waiting for I/O), ``acquires`` and ``stalls``. All zero when every
+        weight is resident."""
+        eng = self._require_engine("stream_stats")
+        d = dict(eng.stream_stats())
+        if reset:
+            eng.clear_stream_telemetry()
+        return d
+
+    def stream_events(self) -> List[Dict[str, Any]]:
+        """One record per streamed layer use (``unit``, ``bytes``, and times in seconds since load:
+        ``io_start``/``io_end`` of its read, ``wait_start``/``acquired`` around the compute's wait,
+        ``released``): the data behind ``edge-rt bench --plot``."""
+        return list(self._require_engine("stream_events").stream_events())
 
     # ---- internals -------------------------------------------------------------------------------
 

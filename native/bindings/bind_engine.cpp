@@ -69,16 +69,31 @@ namespace edge_rt_bind {
 
 void bind_engine(py::module_& m) {
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
-        .def(py::init([](const std::string& path, int threads, int64_t n_ctx) {
+        .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,
+                         const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read) {
                  auto pe = std::make_unique<PyEngine>();
                  edge_rt::EngineOptions opt;
                  opt.n_threads = threads;
                  opt.n_ctx = n_ctx;
+                 opt.mem_budget = mem_budget;
+                 if (window < 0) {
+                     throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[load] window must be >= 0");
+                 }
+                 opt.streaming.window = window;
+                 opt.streaming.io_mode = edge_rt::parse_io_mode(io_mode);
+                 opt.streaming.prefetch = prefetch;
+                 opt.streaming.fault_after_bytes = fault_after_bytes;
+                 opt.streaming.fault_short_read = fault_short_read;
                  py::gil_scoped_release release;
                  pe->engine = std::make_unique<edge_rt::Engine>(path, opt);
                  return pe;
              }),
-             py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048)
+             py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("mem_budget") = 0,
+             py::arg("window") = 0, py::arg("io_mode") = "auto", py::arg("prefetch") = true,
+             py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false,
+             "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
+             "io_mode auto|direct|buffered; prefetch=False is the naive read-compute-free baseline; "
+             "fault_* inject an I/O failure after that many bytes (tests only).")
         .def(
             "eval",
             [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
@@ -114,7 +129,58 @@ void bind_engine(py::module_& m) {
         .def_property_readonly("n_ctx", [](const PyEngine& self) { return self.engine->n_ctx(); })
         .def_property_readonly("n_vocab", [](const PyEngine& self) { return self.engine->config().n_vocab; })
         .def_property_readonly("threads", [](const PyEngine& self) { return self.engine->n_threads(); })
-        .def("info", [](const PyEngine& self) { return engine_info(*self.engine); });
+        .def("info", [](const PyEngine& self) { return engine_info(*self.engine); })
+        .def("memory_report",
+             [](const PyEngine& self) {
+                 const edge_rt::MemoryReport r = self.engine->memory_report();
+                 py::dict classes;
+                 for (size_t i = 0; i < (size_t)edge_rt::MemClass::kCount; ++i)
+                     classes[edge_rt::mem_class_name((edge_rt::MemClass)i)] = r.classes[i];
+                 py::dict d;
+                 d["budget"] = r.budget;
+                 d["classes"] = classes;
+                 d["total"] = r.total;
+                 d["streaming"] = r.streaming;
+                 d["window"] = r.window;
+                 d["slot_bytes"] = r.slot_bytes;
+                 d["pinned_units"] = r.pinned_units;
+                 d["streamed_units"] = r.streamed_units;
+                 d["streamed_bytes_per_token"] = r.streamed_bytes_per_token;
+                 d["io"] = r.io;
+                 return d;
+             })
+        .def("stream_stats",
+             [](const PyEngine& self) {
+                 const edge_rt::StreamStats s = self.engine->stream_stats();
+                 py::dict d;
+                 d["bytes_read"] = s.bytes_read;
+                 d["io_seconds"] = s.io_seconds;
+                 d["stall_seconds"] = s.stall_seconds;
+                 d["acquires"] = s.acquires;
+                 d["stalls"] = s.stalls;
+                 return d;
+             })
+        .def("stream_events",
+             [](const PyEngine& self) {
+                 const auto events = self.engine->stream_events();
+                 py::list out;
+                 for (const auto& e : events) {
+                     py::dict d;
+                     d["unit"] = e.unit;
+                     d["io_start"] = e.io_start;
+                     d["io_end"] = e.io_end;
+                     d["wait_start"] = e.wait_start;
+                     d["acquired"] = e.acquired;
+                     d["released"] = e.released;
+                     d["bytes"] = e.bytes;
+                     out.append(d);
+                 }
+                 return out;
+             })
+        .def("clear_stream_telemetry", [](PyEngine& self) {
+            std::lock_guard<std::mutex> lock(self.mutex);
+            self.engine->clear_stream_telemetry();
+        });
 }
 
 }  // namespace edge_rt_bind

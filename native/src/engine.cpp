@@ -81,11 +81,35 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     }
     file_ = GgufFile::open(path);
     cfg_ = ModelConfig::from_gguf(*file_);
-    weights_ = std::make_unique<ResidentWeights>(file_, cfg_);
+    n_ctx_ = options.n_ctx;
+    n_ubatch_ = options.n_ubatch > 0 ? options.n_ubatch : (options.mem_budget ? 128 : 256);
+    accountant_ = MemoryAccountant(options.mem_budget);
+    const uint64_t kv = kv_cache_bytes();
+    const uint64_t scratch = scratch_bytes(cfg_, n_ubatch_, n_ctx_, options.n_threads);
+    if (options.mem_budget) {
+        // Check the whole minimum first so the error states it, whichever class would overflow.
+        const uint64_t minimum = kv + scratch + StreamingWeights::min_weight_bytes(*file_, cfg_);
+        if (options.mem_budget < minimum) {
+            fail(ErrorKind::OutOfMemory, "[budget] memory budget " + format_bytes(options.mem_budget) +
+                                             " is below the minimum " + format_bytes(minimum) + " for '" + path +
+                                             "': one window slot for the largest layer (" +
+                                             format_bytes(StreamingWeights::min_weight_bytes(*file_, cfg_)) +
+                                             ") + KV cache (" + format_bytes(kv) + ", n_ctx=" +
+                                             std::to_string(n_ctx_) + ") + scratch (" + format_bytes(scratch) + ")");
+        }
+    }
+    accountant_.reserve(MemClass::KvCache, kv, "KV cache");
+    accountant_.reserve(MemClass::Scratch, scratch, "scratch");
+    if (options.mem_budget) {
+        auto sw = std::make_unique<StreamingWeights>(file_, cfg_, accountant_, options.streaming);
+        streaming_ = sw.get();
+        weights_ = std::move(sw);
+    } else {
+        weights_ = std::make_unique<ResidentWeights>(file_, cfg_);
+        accountant_.reserve(MemClass::PinnedWeights, weights_->resident_bytes(), "resident weights");
+    }
     pool_ = std::make_unique<ThreadPool>(options.n_threads);
     scratch_ = std::make_unique<Scratch>();
-    n_ctx_ = options.n_ctx;
-    n_ubatch_ = std::max<int64_t>(1, options.n_ubatch);
     try {
         k_cache_.resize((size_t)cfg_.n_layer);
         v_cache_.resize((size_t)cfg_.n_layer);
@@ -99,6 +123,44 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
 }
 
 Engine::~Engine() = default;
+
+uint64_t Engine::scratch_bytes(const ModelConfig& c, int64_t n_ubatch, int64_t n_ctx, int n_threads) {
+    const uint64_t n = (uint64_t)n_ubatch;
+    const uint64_t widest = (uint64_t)std::max({c.n_embd, c.n_ff, c.q_dim()});
+    uint64_t b = n * (uint64_t)(2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff) * sizeof(float);
+    b += n * widest * sizeof(float);                                     // converted activations (F32 is widest)
+    b += (uint64_t)n_threads * ((uint64_t)n_ctx * 6 + (uint64_t)c.head_dim * 2);  // attention scores, fp16 copies
+    b += (uint64_t)c.n_vocab * sizeof(float);                           // one row of logits
+    b += (uint64_t)std::max(c.n_embd, c.head_dim) * sizeof(float) * 2;  // dequantized norms / biases
+    return b;
+}
+
+MemoryReport Engine::memory_report() const {
+    MemoryReport r;
+    r.budget = accountant_.budget();
+    for (size_t i = 0; i < (size_t)MemClass::kCount; ++i) r.classes[i] = accountant_.used((MemClass)i);
+    r.total = accountant_.total();
+    r.streaming = streaming_ != nullptr;
+    if (streaming_) {
+        r.window = streaming_->window();
+        r.slot_bytes = streaming_->slot_bytes();
+        r.pinned_units = streaming_->pinned_units();
+        r.streamed_units = streaming_->streamed_units();
+        r.streamed_bytes_per_token = streaming_->streamed_bytes_per_pass();
+        r.io = streaming_->io_kind();
+    } else {
+        for (int u = 0; u <= cfg_.n_layer; ++u) r.pinned_units.push_back(u);
+    }
+    return r;
+}
+
+StreamStats Engine::stream_stats() const { return streaming_ ? streaming_->stats() : StreamStats{}; }
+std::vector<StreamEvent> Engine::stream_events() const {
+    return streaming_ ? streaming_->events() : std::vector<StreamEvent>{};
+}
+void Engine::clear_stream_telemetry() {
+    if (streaming_) streaming_->clear_telemetry();
+}
 
 uint64_t Engine::n_params() const noexcept {
     uint64_t n = 0;
@@ -214,12 +276,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
     };
 
     // Token embeddings: only the rows of the tokens in this batch are read.
-    {
-        const GlobalWeights& g = weights_->acquire_globals();
-        const WeightKernels& ke = kernels_of(g.token_embd);
-        for (int64_t t = 0; t < n; ++t) ke.dequantize_row(g.token_embd.row(tokens[t]), s.x.data() + t * E, E);
-        weights_->release_globals();
-    }
+    weights_->read_embeddings(tokens, n, s.x.data());
 
     const WeightKernels& k16 = *weight_kernels(GgmlType::F16);
     const float kq_scale = 1.0f / std::sqrt((float)D);
@@ -330,8 +387,10 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
     if (should_abort && should_abort()) fail(ErrorKind::Interrupted, "[eval] interrupted");
 
     // ---- output head ----
+    // Acquired every micro-batch, even when no logits are wanted, so a streaming provider sees units
+    // in the same order every pass and its prefetch stays ahead.
+    const HeadWeights& g = weights_->acquire_head();
     if (out) {
-        const GlobalWeights& g = weights_->acquire_globals();
         const int64_t first = all_logits ? 0 : n - 1;
         const int64_t rows = n - first;
         const float* nw = f32_of(g.output_norm, s.norm_w);
@@ -341,8 +400,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         if (s.act.size() < stride * (size_t)rows) s.act.resize(stride * (size_t)rows);
         for (int64_t t = 0; t < rows; ++t) kout.quantize_act(&s.cur[(size_t)(t * E)], s.act.data() + (size_t)t * stride, E);
         matmul(g.output, kout, stride, rows, out, c.n_vocab);
-        weights_->release_globals();
     }
+    weights_->release_head();
     n_past_ += n;
 }
 

@@ -10,12 +10,13 @@
 #include <new>
 
 #include "edge_rt/error.h"
+#include "edge_rt/kernels.h"
 
 namespace edge_rt {
 
 namespace {
 
-TensorView view_of(const GgufFile& file, const std::string& name, const uint8_t* base, uint64_t base_offset) {
+TensorView view_of(const GgufFile& file, const std::string& name, const TensorLocator& locate) {
     TensorView v;
     const GgufTensorInfo* t = file.find_tensor(name);
     if (!t) return v;  // optional tensor; required ones were checked by ModelConfig::from_gguf
@@ -24,16 +25,15 @@ TensorView view_of(const GgufFile& file, const std::string& name, const uint8_t*
     v.ne0 = t->ne[0];
     v.ne1 = t->ne[1];
     v.row_bytes = (size_t)t->row_bytes();
-    v.data = base + (t->offset - base_offset);
+    v.data = locate(*t);
     return v;
 }
 
 }  // namespace
 
-LayerWeights bind_layer_tensors(const GgufFile& file, const ModelConfig& cfg, int il, const uint8_t* base,
-                                uint64_t base_offset) {
+LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocator& locate) {
     const std::string b = "blk." + std::to_string(il) + ".";
-    auto v = [&](const char* suffix) { return view_of(file, b + suffix, base, base_offset); };
+    auto v = [&](const char* suffix) { return view_of(file, b + suffix, locate); };
     LayerWeights w;
     w.attn_norm = v("attn_norm.weight");
     w.wq = v("attn_q.weight");
@@ -52,25 +52,45 @@ LayerWeights bind_layer_tensors(const GgufFile& file, const ModelConfig& cfg, in
     return w;
 }
 
-GlobalWeights bind_global_tensors(const GgufFile& file, const ModelConfig& cfg, const uint8_t* base,
-                                  uint64_t base_offset) {
-    GlobalWeights g;
-    g.token_embd = view_of(file, "token_embd.weight", base, base_offset);
-    g.output_norm = view_of(file, "output_norm.weight", base, base_offset);
-    g.output = cfg.tied_output ? g.token_embd : view_of(file, "output.weight", base, base_offset);
-    return g;
+HeadWeights bind_head_tensors(const GgufFile& file, const ModelConfig& cfg, const TensorLocator& locate) {
+    HeadWeights h;
+    h.output_norm = view_of(file, "output_norm.weight", locate);
+    h.output = view_of(file, cfg.tied_output ? "token_embd.weight" : "output.weight", locate);
+    return h;
 }
 
-ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& cfg) : file_(std::move(file)) {
-    const GgufFile& f = *file_;
+std::vector<const GgufTensorInfo*> layer_tensor_infos(const GgufFile& file, int il) {
+    const std::string prefix = "blk." + std::to_string(il) + ".";
+    std::vector<const GgufTensorInfo*> out;
+    for (const auto& t : file.tensors())
+        if (t.name.compare(0, prefix.size(), prefix) == 0) out.push_back(&t);
+    return out;
+}
+
+std::vector<const GgufTensorInfo*> head_tensor_infos(const GgufFile& file, const ModelConfig& cfg) {
+    std::vector<const GgufTensorInfo*> out;
+    out.push_back(file.find_tensor("output_norm.weight"));
+    out.push_back(file.find_tensor(cfg.tied_output ? "token_embd.weight" : "output.weight"));
+    return out;
+}
+
+uint64_t ResidentWeights::bytes_needed(const GgufFile& f) {
     uint64_t begin = UINT64_MAX, end = 0;
     for (const auto& t : f.tensors()) {
         begin = std::min(begin, t.offset);
         end = std::max(end, t.offset + t.n_bytes);
     }
-    if (begin == UINT64_MAX) begin = end = f.data_offset();
+    return begin == UINT64_MAX ? 0 : end - begin;
+}
+
+ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& cfg)
+    : file_(std::move(file)), n_embd_(cfg.n_embd) {
+    const GgufFile& f = *file_;
+    uint64_t begin = UINT64_MAX;
+    for (const auto& t : f.tensors()) begin = std::min(begin, t.offset);
+    if (begin == UINT64_MAX) begin = f.data_offset();
     base_offset_ = begin;
-    size_ = end - begin;
+    size_ = bytes_needed(f);
 
     void* mem = nullptr;
     const size_t alloc = std::max<uint64_t>(size_, 1);
@@ -103,11 +123,18 @@ ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const Mod
     }
     ::close(fd);
 
+    const TensorLocator locate = [this](const GgufTensorInfo& t) { return buffer_ + (t.offset - base_offset_); };
     layers_.reserve((size_t)cfg.n_layer);
-    for (int il = 0; il < cfg.n_layer; ++il) layers_.push_back(bind_layer_tensors(f, cfg, il, buffer_, base_offset_));
-    globals_ = bind_global_tensors(f, cfg, buffer_, base_offset_);
+    for (int il = 0; il < cfg.n_layer; ++il) layers_.push_back(bind_layer_tensors(f, il, locate));
+    head_ = bind_head_tensors(f, cfg, locate);
+    token_embd_ = view_of(f, "token_embd.weight", locate);
 }
 
 ResidentWeights::~ResidentWeights() { std::free(buffer_); }
+
+void ResidentWeights::read_embeddings(const int32_t* tokens, int64_t n, float* out) {
+    const WeightKernels* k = weight_kernels(token_embd_.type);
+    for (int64_t t = 0; t < n; ++t) k->dequantize_row(token_embd_.row(tokens[t]), out + t * n_embd_, n_embd_);
+}
 
 }  // namespace edge_rt

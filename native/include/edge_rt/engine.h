@@ -21,7 +21,9 @@
 #include <vector>
 
 #include "edge_rt/gguf_reader.h"
+#include "edge_rt/memory_budget.h"
 #include "edge_rt/model_config.h"
+#include "edge_rt/streaming_weights.h"
 #include "edge_rt/thread_pool.h"
 #include "edge_rt/weight_provider.h"
 
@@ -30,7 +32,23 @@ namespace edge_rt {
 struct EngineOptions {
     int n_threads = 1;
     int64_t n_ctx = 2048;
-    int64_t n_ubatch = 256;  // tokens per prefill micro-batch (bounds scratch memory)
+    int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget
+    uint64_t mem_budget = 0;     // hard cap on the engine's memory in bytes; 0 = none (all weights resident)
+    StreamingOptions streaming;  // used when mem_budget is set
+};
+
+// What the engine holds, by memory class, and how the weights are placed.
+struct MemoryReport {
+    uint64_t budget = 0;                 // 0 = unlimited
+    uint64_t classes[(size_t)MemClass::kCount] = {};
+    uint64_t total = 0;
+    bool streaming = false;
+    int window = 0;                      // slots in the ring (streaming only)
+    uint64_t slot_bytes = 0;
+    std::vector<int> pinned_units;       // layer ids; n_layer = the output head
+    std::vector<int> streamed_units;
+    uint64_t streamed_bytes_per_token = 0;
+    std::string io;                      // "direct", "buffered", ... (streaming only)
 };
 
 class Engine {
@@ -52,6 +70,13 @@ public:
     uint64_t n_params() const noexcept;
     uint64_t kv_cache_bytes() const noexcept;
     uint64_t weight_bytes() const noexcept { return weights_->resident_bytes(); }
+    MemoryReport memory_report() const;
+    // Streaming telemetry (zeros when all weights are resident).
+    StreamStats stream_stats() const;
+    std::vector<StreamEvent> stream_events() const;
+    void clear_stream_telemetry();
+    // Estimate of the scratch memory eval() uses (counted in the budget).
+    static uint64_t scratch_bytes(const ModelConfig& cfg, int64_t n_ubatch, int64_t n_ctx, int n_threads);
 
 private:
     struct Scratch;
@@ -60,7 +85,9 @@ private:
 
     std::shared_ptr<const GgufFile> file_;
     ModelConfig cfg_;
+    MemoryAccountant accountant_;
     std::unique_ptr<WeightProvider> weights_;
+    StreamingWeights* streaming_ = nullptr;  // weights_ when streaming, else nullptr
     std::unique_ptr<ThreadPool> pool_;
     std::unique_ptr<Scratch> scratch_;
     int64_t n_ctx_ = 0;

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,35 +47,44 @@ struct LayerWeights {
     TensorView ffn_down;               // [n_ff, n_embd]
 };
 
-struct GlobalWeights {
-    TensorView token_embd;             // [n_embd, n_vocab]
+struct HeadWeights {
     TensorView output_norm;            // [n_embd]
-    TensorView output;                 // [n_embd, n_vocab]; == token_embd when tied
+    TensorView output;                 // [n_embd, n_vocab]; token_embd.weight when tied
 };
+
+// Where a tensor's bytes are in RAM right now (a buffer filled from the file).
+using TensorLocator = std::function<const uint8_t*(const GgufTensorInfo&)>;
 
 class WeightProvider {
 public:
     virtual ~WeightProvider() = default;
 
     // Blocks until layer il's weights are readable; the views stay valid until release_layer(il).
+    // Layers are acquired in order 0..n_layer-1 and then the head, every micro-batch; a provider that
+    // prefetches relies on that order but must accept any other (an interrupted pass restarts at 0).
     virtual const LayerWeights& acquire_layer(int il) = 0;
     virtual void release_layer(int il) = 0;
 
-    // Embedding, final norm and output head, with the same acquire/release discipline.
-    virtual const GlobalWeights& acquire_globals() = 0;
-    virtual void release_globals() = 0;
+    // Final norm and output head, same discipline (the "unit" after the last layer).
+    virtual const HeadWeights& acquire_head() = 0;
+    virtual void release_head() = 0;
 
-    // Bytes of weight data this provider keeps in RAM.
+    // out[t * n_embd ..] <- dequantized token_embd rows of tokens[0..n): only those rows are read.
+    virtual void read_embeddings(const int32_t* tokens, int64_t n, float* out) = 0;
+
+    // Bytes of weight data this provider keeps in RAM (pinned weights plus window slots).
     virtual uint64_t resident_bytes() const = 0;
 };
 
-// Binds tensor names to views for layer il / the globals. `base` holds the file bytes starting at file
-// offset `base_offset`, so a tensor's data is base + (info.offset - base_offset); the caller guarantees
-// that range is in the buffer. Names and shapes were validated by ModelConfig::from_gguf.
-LayerWeights bind_layer_tensors(const GgufFile& file, const ModelConfig& cfg, int il, const uint8_t* base,
-                                uint64_t base_offset);
-GlobalWeights bind_global_tensors(const GgufFile& file, const ModelConfig& cfg, const uint8_t* base,
-                                  uint64_t base_offset);
+// Binds tensor names to views for layer il / the head, with data pointers from `locate`. Names and
+// shapes were validated by ModelConfig::from_gguf; optional tensors that are absent stay empty views.
+LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocator& locate);
+HeadWeights bind_head_tensors(const GgufFile& file, const ModelConfig& cfg, const TensorLocator& locate);
+
+// The tensors of layer il (every blk.<il>.* tensor) and of the head (output_norm, output or, when
+// tied, token_embd), for providers that move whole units.
+std::vector<const GgufTensorInfo*> layer_tensor_infos(const GgufFile& file, int il);
+std::vector<const GgufTensorInfo*> head_tensor_infos(const GgufFile& file, const ModelConfig& cfg);
 
 // Every weight read into one aligned RAM buffer at load (pread, no mmap: a file truncated or
 // replaced later cannot fault the process). acquire/release are no-ops.
@@ -85,17 +95,23 @@ public:
 
     const LayerWeights& acquire_layer(int il) override { return layers_[(size_t)il]; }
     void release_layer(int) override {}
-    const GlobalWeights& acquire_globals() override { return globals_; }
-    void release_globals() override {}
+    const HeadWeights& acquire_head() override { return head_; }
+    void release_head() override {}
+    void read_embeddings(const int32_t* tokens, int64_t n, float* out) override;
     uint64_t resident_bytes() const override { return size_; }
+
+    // Bytes ResidentWeights would hold for this file (the span of all tensor data).
+    static uint64_t bytes_needed(const GgufFile& file);
 
 private:
     std::shared_ptr<const GgufFile> file_;
+    int64_t n_embd_ = 0;
     uint8_t* buffer_ = nullptr;
     uint64_t base_offset_ = 0;  // file offset of buffer_[0]
     uint64_t size_ = 0;
     std::vector<LayerWeights> layers_;
-    GlobalWeights globals_;
+    HeadWeights head_;
+    TensorView token_embd_;
 };
 
 }  // namespace edge_rt
