@@ -1,4 +1,4 @@
-"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``.
+"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``.
 
 Errors a user can cause (missing file, not a GGUF, unsupported model, bad value) print one line,
 ``edge-rt: error: <message>``, on stderr and exit with status 1; usage errors exit with 2 (Click's
@@ -379,6 +379,42 @@ def bench(
             [["prefill", prompt_tokens, f"{result['prefill_tok_s']:.2f}", f"{min(pre):.2f}", f"{max(pre):.2f}"],
              ["decode", gen_tokens, f"{result['decode_tok_s']:.2f}", f"{min(dec):.2f}", f"{max(dec):.2f}"]],
             indent=""))
+
+
+# ---- convert ---------------------------------------------------------------------------------------
+
+@app.command(help=(
+    "Rewrite a GGUF in another layout, e.g. for streaming from flash.\n\n"
+    "--layout streaming: each layer's tensors in one contiguous 4096-aligned range, layers in order after the "
+    "global tensors. The result is still a GGUF that llama.cpp loads, with identical weights and metadata. "
+    "Progress and a summary line go to stderr."))
+def convert(
+    src: Path = typer.Argument(..., show_default=False, metavar="IN", help="GGUF model file to convert."),
+    dst: Path = typer.Argument(..., show_default=False, metavar="OUT",
+                               help="Output GGUF file (replaced atomically if it exists)."),
+    layout: str = typer.Option("streaming", "--layout", help="Target layout; 'streaming' is the only one."),
+) -> None:
+    """Rewrite a GGUF in another layout (help text above: kept on short source lines)."""
+    with _user_errors():
+        from .convert import convert_gguf
+
+        with contextlib.ExitStack() as stack:
+            bar: List[Any] = []
+            last = [0]
+
+            def progress(done: int, total: int) -> None:
+                if not bar:
+                    bar.append(stack.enter_context(typer.progressbar(
+                        length=max(total, 1), label="converting", file=sys.stderr,
+                        show_pos=False, show_percent=True)))
+                bar[0].update(done - last[0])
+                last[0] = done
+
+            r = convert_gguf(src, dst, layout=layout, progress=progress)
+        pad_pct = 100.0 * r["padding_bytes"] / max(r["bytes_out"], 1)
+        _err(f"converted {src} -> {dst} ({r['layout']} layout): {r['n_tensors']} tensors, "
+             f"{r['n_layers']} layers, {_fmt_bytes(r['bytes_in'])} -> {_fmt_bytes(r['bytes_out'])}, "
+             f"padding {_fmt_bytes(r['padding_bytes'])} ({pad_pct:.2f}%), {r['seconds']:.1f} s")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
