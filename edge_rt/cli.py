@@ -159,13 +159,18 @@ def run(
     ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=1,
                                       help="Context size in tokens (default: min(2048, training context))."),
     stats: bool = typer.Option(False, "--stats", help="Print token counts and speeds on stderr at the end."),
+    mem_budget: Optional[str] = typer.Option(
+        None, "--mem-budget", "-m",
+        help="Hard cap on the engine's memory, e.g. 1.5GB or 800MiB: layers that do not fit stream from the file."),
+    window: Optional[int] = typer.Option(None, "--window", min=1,
+                                         help="Streaming window slots (default: the largest that fits the budget)."),
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
         from .model import load
 
         path = _resolve_model(model)
-        m = load(path, threads=threads, n_ctx=ctx)
+        m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window)
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
@@ -187,6 +192,25 @@ def run(
                      f"prefill {res.prefill_tok_s:.1f} tok/s")
                 _err(f"generated {res.n_generated} tokens, decode {res.decode_tok_s:.1f} tok/s, "
                      f"finish: {res.finish_reason}, threads {m.threads}")
+                _stream_summary(m, n_tokens=max(1, res.n_decode + 1))
+
+
+def _stream_summary(m: Any, n_tokens: int) -> None:
+    """Memory classes and, when layers stream, per-token I/O telemetry on stderr."""
+    from .timeline import summarize
+
+    rep = m.memory_report()
+    classes = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in rep["classes"].items() if v)
+    budget = _fmt_bytes(rep["budget"]) if rep["budget"] else "none"
+    _err(f"memory {_fmt_bytes(rep['total'])} (budget {budget}): {classes}")
+    if not rep["streaming"] or not rep["streamed_units"]:
+        return
+    _err(f"streaming {len(rep['streamed_units'])} of {len(rep['streamed_units']) + len(rep['pinned_units'])} "
+         f"layers through {rep['window']} slots of {_fmt_bytes(rep['slot_bytes'])}, {rep['io']} I/O")
+    t = summarize(m.stream_events(), n_tokens)
+    _err(f"per token: read {_fmt_bytes(int(t['bytes_per_token']))}, I/O {t['io_s_per_token'] * 1e3:.1f} ms, "
+         f"stall {t['stall_s_per_token'] * 1e3:.1f} ms, compute {t['compute_s_per_token'] * 1e3:.1f} ms, "
+         f"I/O hidden behind compute {t['overlap'] * 100:.0f}%")
 
 
 # ---- inspect ---------------------------------------------------------------------------------------
@@ -338,6 +362,10 @@ def bench(
     repetitions: int = typer.Option(3, "--repetitions", "-r", min=1, help="Timed runs (after one warm-up)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random token ids."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    mem_budget: Optional[str] = typer.Option(
+        None, "--mem-budget", "-m", help="Hard memory cap, e.g. 1.5GB: layers that do not fit stream from the file."),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", help="Write a per-layer timeline of I/O and compute (PNG) for the last run's decode."),
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
@@ -345,12 +373,26 @@ def bench(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
-            m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens)
+            m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget)
         with m:
             info = m.info()
             # Warm-up: touches every weight page and the thread pool once before timing.
             m.bench(n_prompt=min(prompt_tokens, 16), n_gen=min(gen_tokens, 4), seed=seed)
-            runs = [m.bench(n_prompt=prompt_tokens, n_gen=gen_tokens, seed=seed + i) for i in range(repetitions)]
+            runs = []
+            for i in range(repetitions):
+                m.stream_stats(reset=True)  # telemetry and the timeline cover the last run only
+                runs.append(m.bench(n_prompt=prompt_tokens, n_gen=gen_tokens, seed=seed + i))
+            if mem_budget is not None:
+                _stream_summary(m, n_tokens=gen_tokens + 1)
+            if plot is not None:
+                from .timeline import plot_timeline
+
+                n_layer = int(info.get("n_layer") or 0)
+                title = f"{Path(model).name}: budget {mem_budget or 'none'}, last {min(gen_tokens, 4)} tokens"
+                events = m.stream_events()
+                per_token = max(1, len(m.memory_report()["streamed_units"]))
+                plot_timeline(events, plot, title=title, head_unit=n_layer, max_events=per_token * min(gen_tokens, 4))
+                _err(f"timeline written to {plot}")
         pre = [r["prefill_tok_s"] for r in runs]
         dec = [r["decode_tok_s"] for r in runs]
         result = {
