@@ -77,11 +77,11 @@ def plot_timeline(events: Sequence[Dict[str, Any]], path: Path, *, title: str = 
     ax.set_yticklabels(["output head" if u == head_unit else f"layer {u}" for u in units])
     ax.invert_yaxis()
     ax.set_xlabel("time (ms)")
-    ax.set_title(title or "edge_rt streaming timeline")
+    ax.set_title(title or "edge_rt streaming timeline", pad=24)
     ax.legend(handles=[Patch(color="#4c72b0", label="flash read (I/O threads)"),
                        Patch(color="#c44e52", label="compute waiting for its layer (stall)"),
                        Patch(color="#55a868", label="compute")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=9, frameon=False)
+              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=9, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
