@@ -120,6 +120,34 @@ class EngineInfo(TypedDict):
     isa: str
     threads: int
 
+class MemoryReport(TypedDict):
+    budget: int  # bytes; 0 = none
+    classes: Dict[str, int]  # pinned_weights, window_slots, expert_cache, kv_cache, scratch
+    total: int
+    streaming: bool
+    window: int
+    slot_bytes: int
+    pinned_units: List[int]  # layer ids; n_layer = the output head
+    streamed_units: List[int]
+    streamed_bytes_per_token: int
+    io: str  # "direct" | "buffered" | "" (resident)
+
+class StreamStats(TypedDict):
+    bytes_read: int
+    io_seconds: float
+    stall_seconds: float
+    acquires: int
+    stalls: int
+
+class StreamEvent(TypedDict):
+    unit: int
+    io_start: float
+    io_end: float
+    wait_start: float
+    acquired: float
+    released: float
+    bytes: int
+
 class Engine:
     """A loaded model with its KV cache. Not thread-safe: one call at a time per Engine.
 
@@ -127,12 +155,21 @@ class Engine:
         path: GGUF model file.
         threads: Worker threads for the forward pass (>= 1).
         n_ctx: KV cache capacity in tokens (>= 1).
+        mem_budget: hard cap in bytes on pinned weights + window slots + KV cache + scratch; 0 = none
+            (every weight resident). With a budget, layers that do not fit stream from the file.
+        window: streaming window slots; 0 = the largest that fits.
+        io_mode: "auto", "direct" (O_DIRECT) or "buffered" (pread + fadvise DONTNEED).
+        prefetch: False = naive baseline (read each layer when needed, no overlap).
+        fault_after_bytes, fault_short_read: test hook, inject EIO (or a short read) once read traffic
+            passes that many bytes; 0 = off.
 
     Raises ModelIOError, ModelFormatError, UnsupportedArchitectureError, UnsupportedTypeError,
     InvalidArgumentError or OutOfMemoryError.
     """
 
-    def __init__(self, path: str, threads: int = 1, n_ctx: int = 2048) -> None: ...
+    def __init__(self, path: str, threads: int = 1, n_ctx: int = 2048, mem_budget: int = 0, window: int = 0,
+                 io_mode: str = "auto", prefetch: bool = True, fault_after_bytes: int = 0,
+                 fault_short_read: bool = False) -> None: ...
     def eval(self, tokens: npt.NDArray[np.int32], all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Run ``tokens`` (1-D int32, n >= 1) at positions ``n_past .. n_past+n-1`` and append them to
         the KV cache.
@@ -154,3 +191,7 @@ class Engine:
     @property
     def threads(self) -> int: ...
     def info(self) -> EngineInfo: ...
+    def memory_report(self) -> MemoryReport: ...
+    def stream_stats(self) -> StreamStats: ...
+    def stream_events(self) -> List[StreamEvent]: ...
+    def clear_stream_telemetry(self) -> None: ...
