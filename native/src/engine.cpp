@@ -90,9 +90,11 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
         const uint64_t minimum = kv + scratch + StreamingWeights::min_weight_bytes(*file_, cfg_);
         if (options.mem_budget < minimum) {
-            fail(ErrorKind::OutOfMemory, "[budget] memory budget " + format_bytes(options.mem_budget) +
-                                             " is below the minimum " + format_bytes(minimum) + " for '" + path +
-                                             "': one window slot for the largest layer (" +
+            // Exact bytes first: a rounded size could itself be below the minimum.
+            fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.mem_budget) + " bytes (" +
+                                             format_bytes(options.mem_budget) + ") is below the minimum " +
+                                             std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" +
+                                             path + "': one window slot for the largest layer and the embedding row buffer (" +
                                              format_bytes(StreamingWeights::min_weight_bytes(*file_, cfg_)) +
                                              ") + KV cache (" + format_bytes(kv) + ", n_ctx=" +
                                              std::to_string(n_ctx_) + ") + scratch (" + format_bytes(scratch) + ")");

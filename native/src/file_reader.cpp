@@ -38,8 +38,13 @@ public:
         }
         if (!direct_) {
             // Drop what we just read from the page cache: streamed weights must not silently stay
-            // resident outside the budget.
-            ::posix_fadvise(fd_, (off_t)offset, (off_t)n, POSIX_FADV_DONTNEED);
+            // resident outside the budget. The range is widened to 2 MiB boundaries because the
+            // kernel caches files in large folios (2 MiB on ext4 today) and DONTNEED leaves a folio
+            // alone unless the range covers all of it; a neighbour's pages dropped early are re-read.
+            constexpr uint64_t kFolio = 2ull << 20;
+            const uint64_t begin = offset / kFolio * kFolio;
+            const uint64_t end = (offset + n + kFolio - 1) / kFolio * kFolio;
+            ::posix_fadvise(fd_, (off_t)begin, (off_t)(end - begin), POSIX_FADV_DONTNEED);
         }
     }
     bool direct() const noexcept override { return direct_; }
@@ -97,6 +102,9 @@ std::unique_ptr<FileReader> open_model_reader(const std::string& path, IoMode mo
     }
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail(ErrorKind::Io, "[io] cannot open '" + path + "': " + std::strerror(errno));
+    // No kernel readahead: it would pull pages past each read into the cache, behind our DONTNEED.
+    // Our requests are large and sequential already.
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     return std::make_unique<PosixReader>(path, fd, false);
 }
 

@@ -75,7 +75,8 @@ public:
     void read_embeddings(const int32_t* tokens, int64_t n, float* out) override;
     uint64_t resident_bytes() const override;
 
-    // Smallest weight budget this model can stream with: one slot for its largest unit.
+    // Smallest weight budget this model can stream with: one slot for its largest unit plus the
+    // embedding row buffer.
     static uint64_t min_weight_bytes(const GgufFile& file, const ModelConfig& cfg);
 
     int window() const noexcept { return (int)slots_.size(); }
