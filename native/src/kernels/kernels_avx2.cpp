@@ -16,55 +16,16 @@ namespace edge_rt {
 
 namespace {
 
-// Signed weights x Q8_0: sum_b dx*dy * sum_i qx*qy.
-template <int NA, class D>
-ERT_INLINE void rows_q8_0_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const typename D::Block*>(w);
-    const BlockQ8_0* y[NA];
-    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
-    auto block = [&](int64_t b, __m256* acc) {
-        const __m256i qx = D::q(x[b]);
-        const __m256i ax = _mm256_sign_epi8(qx, qx);
-        const float dx = h2f(x[b].d);
-        for (int r = 0; r < NA; ++r) {
-            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)),
-                                                _mm256_set1_epi16(1));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
-        }
-    };
-    run_blocks<NA>(n / QK8_0, block, out);
-}
+// AVX2 integer dot: vpmaddubsw (u8 x i8 -> i16 pairs, operands small enough not to saturate) + vpmaddwd.
+struct DotAvx2 {
+    static ERT_INLINE __m256i u8i8(__m256i u, __m256i y) { return dot_u8i8(u, y); }
+};
 
-// Unsigned weights with min x Q8_1: sum_b dx*dy * sum_i qx*qy + mx * sy.
-template <int NA, class D>
-ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const typename D::Block*>(w);
-    const BlockQ8_1* y[NA];
-    float ms[NA];
-    for (int r = 0; r < NA; ++r) {
-        y[r] = reinterpret_cast<const BlockQ8_1*>(act_row(a, stride, r));
-        ms[r] = 0.f;
-    }
-    auto block = [&](int64_t b, __m256* acc) {
-        const __m256i qx = D::q(x[b]);
-        const float dx = h2f(x[b].d), mx = h2f(x[b].m);
-        for (int r = 0; r < NA; ++r) {
-            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
-            const __m256i p = dot_u8i8(qx, qy);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
-            ms[r] += mx * h2f(y[r][b].s);
-        }
-    };
-    run_blocks<NA>(n / QK8_1, block, out);
-    for (int r = 0; r < NA; ++r) out[r] += ms[r];
-}
-
-template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o); }
-template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o); }
-template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0>(n, w, a, s, o); }
-template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1>(n, w, a, s, o); }
-template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1>(n, w, a, s, o); }
+template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ8_0, DotAvx2>(n, w, a, s, o); }
+template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ4_0, DotAvx2>(n, w, a, s, o); }
+template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0, DotAvx2>(n, w, a, s, o); }
+template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1, DotAvx2>(n, w, a, s, o); }
+template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1, DotAvx2>(n, w, a, s, o); }
 ERT_DEFINE_DOTS(q8_0)
 ERT_DEFINE_DOTS(q4_0)
 ERT_DEFINE_DOTS(q5_0)

@@ -27,48 +27,10 @@ namespace edge_rt {
 
 namespace {
 
-// Signed weights x Q8_0 (sign trick: vpdpbusd needs an unsigned left operand).
-template <int NA, class D>
-ERT_INLINE void rows_q8_0_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const typename D::Block*>(w);
-    const BlockQ8_0* y[NA];
-    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
-    auto block = [&](int64_t b, __m256* acc) {
-        const __m256i qx = D::q(x[b]);
-        const __m256i ax = _mm256_sign_epi8(qx, qx);
-        const float dx = h2f(x[b].d);
-        for (int r = 0; r < NA; ++r) {
-            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
-            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(qy, qx));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
-        }
-    };
-    run_blocks<NA>(n / QK8_0, block, out);
-}
-
-// Unsigned weights with min x Q8_1.
-template <int NA, class D>
-ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const typename D::Block*>(w);
-    const BlockQ8_1* y[NA];
-    float ms[NA];
-    for (int r = 0; r < NA; ++r) {
-        y[r] = reinterpret_cast<const BlockQ8_1*>(act_row(a, stride, r));
-        ms[r] = 0.f;
-    }
-    auto block = [&](int64_t b, __m256* acc) {
-        const __m256i qx = D::q(x[b]);
-        const float dx = h2f(x[b].d), mx = h2f(x[b].m);
-        for (int r = 0; r < NA; ++r) {
-            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
-            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, qy);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
-            ms[r] += mx * h2f(y[r][b].s);
-        }
-    };
-    run_blocks<NA>(n / QK8_1, block, out);
-    for (int r = 0; r < NA; ++r) out[r] += ms[r];
-}
+// AVX512-VNNI integer dot: one vpdpbusd (u8 x i8, groups of 4 summed into int32).
+struct DotVnni {
+    static ERT_INLINE __m256i u8i8(__m256i u, __m256i y) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y); }
+};
 
 // ---- Two blocks per 512-bit register, several activation rows (the prefill hot path).
 //
@@ -184,18 +146,18 @@ ERT_INLINE void rows_pair512(int64_t n, const void* w, const void* a, size_t str
 }
 
 template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
-    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o);
-    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ8_0>(n, w, a, s, o);
+    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ8_0, DotVnni>(n, w, a, s, o);
+    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ8_0, DotVnni>(n, w, a, s, o);
     else rows_pair512<NA, PairQ8_0>(n, w, a, s, o);
 }
 template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
-    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o);
-    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ4_0>(n, w, a, s, o);
+    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ4_0, DotVnni>(n, w, a, s, o);
+    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ4_0, DotVnni>(n, w, a, s, o);
     else rows_pair512<NA, PairQ4_0>(n, w, a, s, o);
 }
-template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0>(n, w, a, s, o); }
-template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1>(n, w, a, s, o); }
-template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1>(n, w, a, s, o); }
+template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0, DotVnni>(n, w, a, s, o); }
+template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1, DotVnni>(n, w, a, s, o); }
+template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1, DotVnni>(n, w, a, s, o); }
 ERT_DEFINE_DOTS(q8_0)
 ERT_DEFINE_DOTS(q4_0)  // q4_0_dot (one block per register) is superseded by q4_0_dot_zmm below
 ERT_DEFINE_DOTS(q5_0)

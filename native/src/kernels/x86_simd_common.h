@@ -143,5 +143,49 @@ struct DecQ5_1 {  // unsigned 0..31
     }
 };
 
+// Signed weights x Q8_0: sum_b dx*dy * sum_i qx*qy. Dot is the ISA's integer dot product policy:
+// Dot::i8(|x|, sign(y, x)) and Dot::u8i8(u, y) return 8 x int32 partial sums of groups of 4 products.
+template <int NA, class D, class Dot>
+ERT_INLINE void rows_q8_0_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_0* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const float dx = h2f(x[b].d);
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = Dot::u8i8(ax, _mm256_sign_epi8(qy, qx));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK8_0, block, out);
+}
+
+// Unsigned weights with min x Q8_1: sum_b dx*dy * sum_i qx*qy + mx * sy.
+template <int NA, class D, class Dot>
+ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_1* y[NA];
+    float ms[NA];
+    for (int r = 0; r < NA; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_1*>(act_row(a, stride, r));
+        ms[r] = 0.f;
+    }
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const float dx = h2f(x[b].d), mx = h2f(x[b].m);
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = Dot::u8i8(qx, qy);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx * h2f(y[r][b].d)), acc[r]);
+            ms[r] += mx * h2f(y[r][b].s);
+        }
+    };
+    run_blocks<NA>(n / QK8_1, block, out);
+    for (int r = 0; r < NA; ++r) out[r] += ms[r];
+}
+
 }  // namespace
 }  // namespace edge_rt
