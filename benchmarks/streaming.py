@@ -28,7 +28,7 @@ Protocol (benchmarks section of ARCHITECTURE.md):
     sudo PYTHONPATH=. python3 benchmarks/streaming.py                # both models, 3 budgets, 5 reps
     sudo PYTHONPATH=. python3 benchmarks/streaming.py --models tinyllama-1.1b:Q8_0 --reps 3
 
-Writes benchmarks/out/streaming.json and a timeline PNG (benchmarks/plot_timeline.py) for the
+Writes benchmarks/out/streaming.json and a timeline PNG (edge_rt.timeline) for the
 TinyLlama Q8_0 50% budget run; prints a markdown table for benchmarks/RESULTS.md.
 """
 
@@ -38,14 +38,13 @@ import argparse
 import json
 import mmap
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
@@ -681,10 +680,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     tl = next((m["timeline"] for m in models if m.get("timeline")), None)
     if tl and a.plot:
         try:
-            from plot_timeline import plot_timeline
+            from edge_rt.timeline import plot_timeline
 
             m0 = next(m for m in models if m.get("timeline"))
-            plot_timeline(tl["events"], a.plot, token_times=tl["token_times"], n_tokens=3,
+            plot_timeline(tl["events"], a.plot, n_tokens=3,
                           title=f"edge_rt streaming timeline: {m0['preset']} {m0['weight_type']}, budget "
                                 f"{tl['budget']} of file ({a.threads} threads)")
             log(f"wrote {a.plot}")

@@ -387,11 +387,9 @@ def bench(
             if plot is not None:
                 from .timeline import plot_timeline
 
-                n_layer = int(info.get("n_layer") or 0)
-                title = f"{Path(model).name}: budget {mem_budget or 'none'}, last {min(gen_tokens, 4)} tokens"
-                events = m.stream_events()
-                per_token = max(1, len(m.memory_report()["streamed_units"]))
-                plot_timeline(events, plot, title=title, head_unit=n_layer, max_events=per_token * min(gen_tokens, 4))
+                title = f"{Path(model).name}: budget {mem_budget or 'none'}, threads {m.threads}"
+                # Pass 0 of the last run is its prompt; draw the first decode tokens after it.
+                plot_timeline(m.stream_events(), plot, n_tokens=min(gen_tokens, 4), first_pass=1, title=title)
                 _err(f"timeline written to {plot}")
         pre = [r["prefill_tok_s"] for r in runs]
         dec = [r["decode_tok_s"] for r in runs]

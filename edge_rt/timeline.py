@@ -7,7 +7,7 @@ matplotlib is optional (``pip install "edge_rt[plot]"``); only drawing needs it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .errors import InvalidArgumentError
 
@@ -40,11 +40,22 @@ def summarize(events: Sequence[Dict[str, Any]], n_tokens: int) -> Dict[str, floa
     }
 
 
-def plot_timeline(events: Sequence[Dict[str, Any]], path: Path, *, title: str = "",
-                  head_unit: Optional[int] = None, max_events: Optional[int] = 120) -> Path:
-    """Draws one row per layer (unit): I/O read bars, stall bars and compute bars on a shared time axis
-    in milliseconds, for the last ``max_events`` events. ``head_unit`` (the model's n_layer) labels the
-    output head's row. Returns ``path``."""
+def split_passes(events: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """Group events into forward passes: a pass ends where the layer index goes back down."""
+    evs = sorted(events, key=lambda e: e["acquired"])
+    passes: List[List[Dict[str, Any]]] = []
+    for e in evs:
+        if not passes or e["unit"] <= passes[-1][-1]["unit"]:
+            passes.append([])
+        passes[-1].append(e)
+    return passes
+
+
+def plot_timeline(events: Sequence[Dict[str, Any]], out: Path, n_tokens: int = 3, first_pass: int = 1,
+                  title: str = "edge_rt streaming timeline") -> Path:
+    """Draw passes ``first_pass`` .. ``first_pass + n_tokens - 1`` (pass 0 is the prompt) to ``out``:
+    one row per streamed layer, its read in the upper half, stall and compute in the lower half, token
+    boundaries dashed, totals in the title. Returns ``out``."""
     try:
         import matplotlib
 
@@ -53,39 +64,58 @@ def plot_timeline(events: Sequence[Dict[str, Any]], path: Path, *, title: str = 
         from matplotlib.patches import Patch
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise InvalidArgumentError("[plot] drawing a timeline needs matplotlib: pip install 'edge_rt[plot]'") from e
-    evs: List[Dict[str, Any]] = list(events)[-max_events:] if max_events else list(events)
-    if not evs:
+
+    passes = split_passes(events)
+    if not passes:
         raise InvalidArgumentError("[plot] no streamed layers to draw: was the model loaded with a memory budget "
                                    "small enough to stream?")
-    t0 = min(min(e["io_start"] or e["wait_start"], e["wait_start"]) for e in evs)
-    units = sorted({e["unit"] for e in evs})
-    row = {u: i for i, u in enumerate(units)}
-    fig, ax = plt.subplots(figsize=(12, max(3.0, 0.32 * len(units) + 1.5)), dpi=110)
+    first_pass = min(first_pass, len(passes) - 1)
+    sel = passes[first_pass:first_pass + n_tokens]
+    evs = [e for p in sel for e in p]
+    t0 = min(min(e["io_start"], e["wait_start"]) for e in evs)
+    t1 = max(e["released"] for e in evs)
     ms = lambda t: (t - t0) * 1e3  # noqa: E731
+    units = sorted({e["unit"] for e in evs})
+    ypos = {u: i for i, u in enumerate(units)}
+
+    fig, ax = plt.subplots(figsize=(14, 0.42 * len(units) + 2.4))
+    c_io, c_wait, c_cmp = "#4C72B0", "#DD4444", "#55A868"
     for e in evs:
-        y = row[e["unit"]]
-        if e["io_end"] > e["io_start"]:
-            ax.barh(y - 0.2, ms(e["io_end"]) - ms(e["io_start"]), left=ms(e["io_start"]), height=0.35,
-                    color="#4c72b0")
-        if e["acquired"] > e["wait_start"]:
-            ax.barh(y + 0.2, ms(e["acquired"]) - ms(e["wait_start"]), left=ms(e["wait_start"]), height=0.35,
-                    color="#c44e52")
-        if e["released"] > e["acquired"]:
-            ax.barh(y + 0.2, ms(e["released"]) - ms(e["acquired"]), left=ms(e["acquired"]), height=0.35,
-                    color="#55a868")
+        y = ypos[e["unit"]]
+        # I/O in the upper half of the layer's row, compute (and the stall before it) in the lower half
+        ax.broken_barh([(ms(e["io_start"]), (e["io_end"] - e["io_start"]) * 1e3)], (y + 0.02, 0.4),
+                       facecolors=c_io)
+        if e["acquired"] - e["wait_start"] > 2e-5:
+            ax.broken_barh([(ms(e["wait_start"]), (e["acquired"] - e["wait_start"]) * 1e3)], (y - 0.42, 0.4),
+                           facecolors=c_wait)
+        ax.broken_barh([(ms(e["acquired"]), (e["released"] - e["acquired"]) * 1e3)], (y - 0.42, 0.4),
+                       facecolors=c_cmp)
+    for k, p in enumerate(sel):  # token boundaries
+        x = ms(min(e["wait_start"] for e in p))
+        ax.axvline(x, color="0.4", lw=0.8, ls="--")
+        ax.text(x, len(units) - 0.35, f" token {first_pass + k}", va="bottom", ha="left", fontsize=9, color="0.25")
     ax.set_yticks(range(len(units)))
-    ax.set_yticklabels(["output head" if u == head_unit else f"layer {u}" for u in units])
-    ax.invert_yaxis()
+    ax.set_yticklabels([f"layer {u}" for u in units], fontsize=8)
+    ax.set_ylim(-0.6, len(units) + 0.3)
+    ax.set_xlim(0, ms(t1) * 1.01)
     ax.set_xlabel("time (ms)")
-    ax.set_title(title or "edge_rt streaming timeline", pad=24)
-    ax.legend(handles=[Patch(color="#4c72b0", label="flash read (I/O threads)"),
-                       Patch(color="#c44e52", label="compute waiting for its layer (stall)"),
-                       Patch(color="#55a868", label="compute")],
-              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=9, frameon=False)
-    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylabel("streamed layer")
+    ax.grid(axis="x", color="0.9")
+    ax.set_axisbelow(True)
+    io_s = sum(e["io_end"] - e["io_start"] for e in evs)
+    st_s = sum(e["acquired"] - e["wait_start"] for e in evs)
+    cm_s = sum(e["released"] - e["acquired"] for e in evs)
+    mb = sum(e.get("bytes", 0) for e in evs) / 1e6
+    ax.set_title(f"{title}\n{len(sel)} decode tokens: {mb:.0f} MB read, I/O busy {io_s * 1e3:.0f} ms, "
+                 f"streamed-layer compute {cm_s * 1e3:.0f} ms, stalls {st_s * 1e3:.0f} ms; gaps in the "
+                 f"compute rows = pinned (resident) layers and the output head", fontsize=10)
+    ax.legend(handles=[Patch(color=c_io, label="I/O: layer read from flash (O_DIRECT), upper half"),
+                       Patch(color=c_wait, label="stall: compute waiting for the read, lower half"),
+                       Patch(color=c_cmp, label="compute on the streamed layer, lower half")],
+              loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=9, frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
-    return path
+    return out
