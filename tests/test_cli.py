@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -274,6 +275,27 @@ def test_bench_text(model_path: Path) -> None:
     r = invoke("bench", model_path, "-t", 1, "--prompt-tokens", 8, "--gen-tokens", 2, "--repetitions", 1)
     assert r.exit_code == 0, r.output
     assert "prefill" in r.stdout and "decode" in r.stdout and "tok/s" in r.stdout
+
+
+def _stated_minimum(*args: object) -> int:
+    """The minimum budget the CLI states when the command runs with a 1 KB budget (it depends on n_ctx)."""
+    r = invoke(*args, "--mem-budget", "1KB")
+    assert r.exit_code == 1 and "minimum" in r.output, r.output
+    return int(re.search(r"minimum (\d+) bytes", r.output).group(1))
+
+
+def test_bench_under_budget_plots_timeline_and_run_stats(model_path: Path, tmp_path: Path) -> None:
+    # The smallest budget that loads streams every layer: --plot must draw them and --stats report them.
+    bench = ("bench", model_path, "-t", 1, "-p", 4, "-n", 3, "-r", 1)
+    png = tmp_path / "timeline.png"
+    r = invoke(*bench, "--mem-budget", str(_stated_minimum(*bench)), "--plot", png)
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "streaming" in r.output and "per token: read" in r.output
+    run = ("run", model_path, "-p", "hi", "-n", 3, "--seed", 0, "--ctx", 64, "--stats")
+    r = invoke(*run, "--mem-budget", str(_stated_minimum(*run)))
+    assert r.exit_code == 0, r.output
+    assert "window_slots" in r.output and "I/O hidden behind compute" in r.output
 
 
 def test_main_entry_point(monkeypatch, capsys) -> None:
