@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import pytest
 
@@ -26,6 +29,24 @@ TINY_MODEL: Dict[str, Any] = dict(
     arch="llama", n_vocab=512, n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=4,
     weight_type="Q8_0", seed=0, tokenizer="gpt2",
 )
+
+
+def python_child(args: List[str], popen: bool = False, **kwargs: Any):
+    """Runs ``python ARGS`` against the edge_rt under test (installed, or a built checkout on PYTHONPATH).
+
+    The child starts in the folder holding that edge_rt, with it first on PYTHONPATH: ``python -c`` and
+    ``python -m`` put the cwd first on sys.path, so a child started in a source checkout would import
+    the unbuilt sources instead of the installed package. ``popen`` returns a Popen, else run()'s result.
+    """
+    import edge_rt
+
+    pkg_parent = str(Path(edge_rt.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, *args]
+    if popen:
+        return subprocess.Popen(cmd, cwd=pkg_parent, env=env, **kwargs)
+    return subprocess.run(cmd, cwd=pkg_parent, env=env, **kwargs)
 
 
 @pytest.fixture(scope="session")

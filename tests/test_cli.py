@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -19,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 import edge_rt
+from conftest import python_child
 from edge_rt import cli
 
-PKG_ROOT = Path(edge_rt.__file__).parent.parent
 runner = CliRunner()
 
 
@@ -30,12 +29,8 @@ def invoke(*args: object, env=None):
 
 
 def run_process(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PKG_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    # cwd = the folder holding the edge_rt under test: `python -m` puts the cwd first on sys.path, so
-    # running from a source checkout would otherwise import the unbuilt sources over the installed package.
-    return subprocess.run([sys.executable, "-m", "edge_rt", *[str(a) for a in args]], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=str(PKG_ROOT))
+    return python_child(["-m", "edge_rt", *[str(a) for a in args]], capture_output=True, text=True,
+                        timeout=timeout)
 
 
 def assert_one_line_error(stderr: str, *fragments: str) -> None:

@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -48,11 +47,9 @@ import numpy as np
 import pytest
 
 import edge_rt
+from conftest import python_child
 from edge_rt import EdgeRTError, ModelFormatError, ModelIOError, OutOfMemoryError
 
-# Child processes run from the folder holding the edge_rt under test: `python -c` puts the cwd first on
-# sys.path, so starting them in a source checkout would import the unbuilt sources over the install.
-PKG_PARENT = Path(edge_rt.__file__).resolve().parent.parent
 
 # A call into the engine that does not return within this many seconds is a hang (every call below
 # takes milliseconds on the small models, a second or two on the TinyLlama-shaped one).
@@ -674,17 +671,11 @@ _CTRL_C_CHILD = textwrap.dedent("""
 """)
 
 
-def _child_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PKG_PARENT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
 @pytest.mark.parametrize("mode", ["decode", "prefill"])
 def test_ctrl_c_interrupts_streamed_generation_promptly(tinyllama_q8, mode) -> None:
     budget = os.path.getsize(tinyllama_q8) // 2
-    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD, str(tinyllama_q8), str(budget), mode], cwd=PKG_PARENT,
-                            env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = python_child(["-c", _CTRL_C_CHILD, str(tinyllama_q8), str(budget), mode], popen=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: List[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -795,8 +786,8 @@ _RSS_CHILD = textwrap.dedent("""
 
 
 def _run_rss_child(path: Path, budget: int, io_mode: str) -> Dict[str, Any]:
-    r = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), str(budget), io_mode], cwd=PKG_PARENT,
-                       env=_child_env(), capture_output=True, text=True, timeout=300)
+    r = python_child(["-c", _RSS_CHILD, str(path), str(budget), io_mode], capture_output=True, text=True,
+                     timeout=300)
     assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
