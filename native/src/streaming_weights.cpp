@@ -35,10 +35,14 @@ std::string unit_name(int unit, int n_layer) { return unit == n_layer ? "output 
 
 }  // namespace
 
-double StreamingWeights::now() const {
+namespace {
+double steady_seconds() {
     using namespace std::chrono;
-    return duration<double>(steady_clock::now().time_since_epoch()).count() - t0_;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
+}  // namespace
+
+double StreamingWeights::now() const { return steady_seconds() - t0_; }
 
 namespace {
 // Coalesces a unit's tensors into 4096-aligned file runs (tensors closer than kMergeGap share a run).
@@ -75,8 +79,7 @@ uint64_t StreamingWeights::min_weight_bytes(const GgufFile& file, const ModelCon
 StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& cfg,
                                    MemoryAccountant& accountant, const StreamingOptions& options)
     : file_(std::move(file)), cfg_(cfg), options_(options) {
-    t0_ = 0;
-    t0_ = now();
+    t0_ = steady_seconds();
     const GgufFile& f = *file_;
     reader_ = open_model_reader(f.path(), options.io_mode);
     if (options.fault_after_bytes) {
