@@ -10,10 +10,9 @@ namespace edge_rt {
 namespace {
 
 // Indexed by ggml type id; ids ggml retired or that we do not size (4, 5, 16..23, 29) stay null.
-// Sizes of the K-quant blocks we have no struct for (Q2_K, Q3_K, Q5_K) are ggml's:
+// Sizes of the K-quant blocks we have no struct for (Q2_K, Q3_K) are ggml's:
 //   Q2_K: scales[16] + qs[64] + d + dmin           = 84
 //   Q3_K: hmask[32] + qs[64] + scales[12] + d      = 110
-//   Q5_K: d + dmin + scales[12] + qh[32] + qs[128] = 176
 struct Entry {
     uint32_t id;
     TypeTraits traits;
@@ -31,7 +30,7 @@ constexpr Entry kEntries[] = {
     {10, {"Q2_K", QK_K, 84}},
     {11, {"Q3_K", QK_K, 110}},
     {12, {"Q4_K", QK_K, sizeof(BlockQ4_K)}},
-    {13, {"Q5_K", QK_K, 176}},
+    {13, {"Q5_K", QK_K, sizeof(BlockQ5_K)}},
     {14, {"Q6_K", QK_K, sizeof(BlockQ6_K)}},
     {15, {"Q8_K", QK_K, sizeof(BlockQ8_K)}},
     {24, {"I8", 1, 1}},
@@ -85,6 +84,7 @@ bool is_compute_type(GgmlType type) noexcept {
         case GgmlType::Q5_0:
         case GgmlType::Q5_1:
         case GgmlType::Q4_K:
+        case GgmlType::Q5_K:
         case GgmlType::Q6_K:
             return true;
         default:

@@ -76,10 +76,11 @@ const TypeInfo kTypes[] = {
     {GgmlType::BF16, "BF16", 1, 2},        {GgmlType::Q8_0, "Q8_0", 32, 34},
     {GgmlType::Q4_0, "Q4_0", 32, 18},      {GgmlType::Q4_1, "Q4_1", 32, 20},
     {GgmlType::Q5_0, "Q5_0", 32, 22},      {GgmlType::Q5_1, "Q5_1", 32, 24},
-    {GgmlType::Q4_K, "Q4_K", 256, 144},    {GgmlType::Q6_K, "Q6_K", 256, 210},
+    {GgmlType::Q4_K, "Q4_K", 256, 144},    {GgmlType::Q5_K, "Q5_K", 256, 176},
+    {GgmlType::Q6_K, "Q6_K", 256, 210},
 };
 
-bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K; }
+bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
 bool is_float(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 const WeightKernels* isa_table(GgmlType t, Isa isa) {
@@ -121,7 +122,7 @@ std::vector<uint8_t> random_weights(const TypeInfo& ti, int64_t n, std::mt19937&
                 put16(o, fp32_to_fp16(0.02f * std::fabs(uni(rng))));
                 put16(o + 2, fp32_to_fp16(-0.1f * std::fabs(uni(rng))));
                 break;
-            case GgmlType::Q4_K:
+            case GgmlType::Q4_K: case GgmlType::Q5_K:
                 put16(o, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
                 put16(o + 2, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
                 break;
@@ -365,6 +366,29 @@ void test_known_blocks() {
         scalar_weight_kernels(GgmlType::Q4_K)->dequantize_row(&b, y, 256);
         CHECK(y[0] == 12.5f && y[32] == 0.f && y[128] == 46.f && y[160] == 0.f && y[1] == -1.5f && y[129] == -17.f,
               "Q4_K known block: %g %g %g %g %g %g", y[0], y[32], y[128], y[160], y[1], y[129]);
+    }
+    {   // Q5_K: scales as the Q4_K block above plus s[1] = 0x01 -> sc1 = 1, m1 = 0.
+        // qh[0] = 0x13 (bits 0, 1, 4), qh[1] = 0x10 (bit 4): bit j of qh[l] is bit 4 of element l of sub-block j.
+        // elem 0: 7 | 16 = 23 -> 2*23 - 1.5 = 44.5; elem 32: 9 | 16 = 25 -> 25; elem 1: 0 -> -1.5;
+        // elem 128 (sub-block 4): 3 | 16 = 19 -> 21*19 - 17 = 382; elem 129: 0 | 16 -> 21*16 - 17 = 319;
+        // elem 160 (sub-block 5, sc = m = 0) -> 0; elem 33: qh[1] bit 1 clear, nibble 0 -> 0.
+        BlockQ5_K b;
+        std::memset(&b, 0, sizeof(b));
+        b.d = h1;
+        b.dmin = h05;
+        b.scales[0] = 0x42;
+        b.scales[1] = 0x01;
+        b.scales[4] = 0x83;
+        b.scales[8] = 0x25;
+        b.qs[0] = 0x97;
+        b.qs[64] = 0x03;
+        b.qh[0] = 0x13;
+        b.qh[1] = 0x10;
+        float y[256];
+        scalar_weight_kernels(GgmlType::Q5_K)->dequantize_row(&b, y, 256);
+        CHECK(y[0] == 44.5f && y[32] == 25.f && y[1] == -1.5f && y[128] == 382.f && y[129] == 319.f &&
+                  y[160] == 0.f && y[33] == 0.f,
+              "Q5_K known block: %g %g %g %g %g %g %g", y[0], y[32], y[1], y[128], y[129], y[160], y[33]);
     }
     {   // Q6_K: d = 1; scales[0] = 2, scales[5] = -1; all other bits 0 -> q = -32.
         // elem 0: ql[0] low nibble 5, qh[0] bits 0-1 = 2 -> 37 - 32 = 5 -> 2 * 5 = 10; elem 1 -> 2 * -32.

@@ -103,6 +103,18 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144, "BlockQ4_K layout");
 
+// Super-block of 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j], q 5-bit in 0..31; sc/m packed as
+// Q4_K. The low 4 bits follow Q4_K's nibble order (byte 32k + l of qs: sub-block 2k in the low nibble,
+// 2k+1 in the high nibble, element l); bit 4 of element l of sub-block j is bit j of qh[l].
+struct BlockQ5_K {
+    fp16_t d;
+    fp16_t dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(BlockQ5_K) == 176, "BlockQ5_K layout");
+
 // Super-block of 16 sub-blocks of 16: x = d * scales[j] * (q - 32), q 6-bit from ql (low 4) and qh (high 2).
 struct BlockQ6_K {
     uint8_t ql[QK_K / 2];
@@ -131,7 +143,8 @@ const TypeTraits* type_traits(uint32_t type_id) noexcept;
 const TypeTraits& type_traits(GgmlType type);  // throws Error(Internal) for an unknown enum value
 const char* type_name(GgmlType type) noexcept;
 
-// True for the types the kernels compute with (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K).
+// True for the types the kernels compute with (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+// Q6_K)..
 bool is_compute_type(GgmlType type) noexcept;
 
 }  // namespace edge_rt

@@ -83,6 +83,52 @@ void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
 }
 ERT_DEFINE_DOTS(q4_K)
 
+// Q5_K: Q4_K with a fifth bit per element: sub-block j takes bit j of each qh byte as bit 4, giving
+// q in 0..31 (vpmaddubsw pairs stay below 2 * 31 * 127, no saturation). Scales and mins as Q4_K.
+template <int NA>
+void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ5_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        const BlockQ5_K& xb = x[b];
+        uint32_t sm[4];
+        q4k_unpack_scales(xb.scales, sm);
+        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
+        const float d = h2f(xb.d), dmin = h2f(xb.dmin);
+        const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+        // hb shifted right by j in 16-bit lanes, then left by 4: bit j of every byte lands on bit 4 of
+        // the same byte (the bits crossing from the high byte land elsewhere and are masked off).
+        const __m256i hb = _mm256_loadu_si256((const __m256i*)xb.qh);
+        __m256i q[8];
+        for (int k = 0; k < 4; ++k) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
+            const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k), 4), b4);
+            const __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k + 1), 4), b4);
+            q[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, m4), h0);
+            q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1);
+        }
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m256i sumi = _mm256_setzero_si256();
+            for (int j = 0; j < 8; ++j) {
+                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * j));
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], qy), _mm256_set1_epi16(sc[j]));
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
+            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i pm = _mm_madd_epi16(pairs, mins);  // 4 x int32, sum = sum_j m[j]*bsum pair j
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
+            const __m256 pmf = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(pm));
+            acc[r] = _mm256_fmadd_ps(pmf, _mm256_set1_ps(-dmin * yb.d), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q5_K)
+
 // Q6_K: q in 0..63 (the -32 offset is applied once per super-block through the bsums), 16 int8 scales.
 template <int NA>
 void q6_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
@@ -296,6 +342,7 @@ struct Avx2Table {
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize, q4_1_dot, q4_1_dot_rows);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize, q5_1_dot, q5_1_dot_rows);
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q4_K_dot, q4_K_dot_rows);
+        add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q5_K_dot, q5_K_dot_rows);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q6_K_dot, q6_K_dot_rows);
     }
 };

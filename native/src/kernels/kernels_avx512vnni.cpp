@@ -6,8 +6,8 @@
 // bytes do not align to 64-byte loads, and the per-block scale is applied per register anyway), except
 // Q4_0 / Q8_0 with 2..8 activation rows (prefill), which pair two blocks per 512-bit register
 // (rows_pair512).
-// K-quants use 512-bit registers (two 32-element sub-blocks at a time), vpmaddubsw for the 8-bit
-// products and vpdpwssd to apply the sub-block scales and accumulate in one instruction.
+// K-quants (Q4_K, Q5_K, Q6_K) use 512-bit registers (two 32-element sub-blocks at a time), vpmaddubsw
+// for the 8-bit products and vpdpwssd to apply the sub-block scales and accumulate in one instruction.
 // Entries left nullptr (quantizers, float types, dequantize) fall back to the AVX2 table.
 // GCC 12's AVX-512 headers seed some intrinsics with _mm512_undefined_*(), which -Wuninitialized
 // reports at every inlined call site (GCC bug 105593); the values are fully overwritten.
@@ -284,6 +284,53 @@ void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
 }
 ERT_DEFINE_DOTS(q4_K)
 
+// Q5_K: registers as Q4_K (register k: sub-block 2k in lanes 0..31, 2k+1 in lanes 32..63). The fifth
+// bit of sub-block j is bit j of each qh byte: one vptestmb against (1 << 2k | 1 << 2k+1 per half)
+// selects the lanes that get +16.
+template <int NA>
+void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ5_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m512* acc) {
+        const BlockQ5_K& xb = x[b];
+        uint32_t sm[4];
+        q4k_unpack_scales(xb.scales, sm);
+        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)sc)));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
+        const float d = h2f(xb.d), dmin = h2f(xb.dmin);
+        const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+        const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)xb.qh));
+        const __m512i sixteen = _mm512_set1_epi8(16);
+        __m512i q[4], scv[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k)));
+            const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1u << (2 * k))),
+                                                   _mm256_set1_epi8((char)(1u << (2 * k + 1))), 1);
+            q[k] = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hb, bit), lo, sixteen);
+            scv[k] = _mm512_permutexvar_epi16(split_index(2 * k, 2 * k + 1), sc16);
+        }
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m512i sumi = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) {
+                const __m512i qy = _mm512_loadu_si512((const void*)(yb.qs + 64 * k));
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[k], qy), scv[k]);
+            }
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
+            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i pm = _mm_madd_epi16(pairs, mins);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(d * yb.d), acc[r]);
+            const __m512 pmf = _mm512_cvtepi32_ps(_mm512_zextsi128_si512(pm));
+            acc[r] = _mm512_fmadd_ps(pmf, _mm512_set1_ps(-dmin * yb.d), acc[r]);
+        }
+    };
+    run_blocks512<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q5_K)
+
 // Q6_K: register 2h+p (h = half, p = 0/1) holds chunks 4h+2p (lanes 0..31) and 4h+2p+1 (32..63);
 // chunk c covers elements 32c..32c+31 with scales 2c (first 16) and 2c+1; values 0..63 (offset -32
 // applied once per super-block through the bsums).
@@ -373,6 +420,7 @@ struct Avx512Table {
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q4_1_dot, q4_1_dot_rows);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q5_1_dot, q5_1_dot_rows);
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q4_K_dot, q4_K_dot_rows);
+        add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q5_K_dot, q5_K_dot_rows);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q6_K_dot, q6_K_dot_rows);
     }
 };

@@ -211,6 +211,27 @@ void dequant_q4_K(const void* w, float* y, int64_t n) {
     }
 }
 
+// Q5_K: Q4_K's nibbles and scales plus a fifth bit: element l of sub-block j (0..7) has bit 4 equal
+// to bit j of qh[l], so one qh byte carries the top bits of element l of all 8 sub-blocks.
+inline int q5k_value(const BlockQ5_K& x, int j, int l) {
+    const uint8_t byte = x.qs[32 * (j / 2) + l];
+    const int low = (j & 1) ? (byte >> 4) : (byte & 0x0F);
+    return low | (((x.qh[l] >> j) & 1) << 4);
+}
+
+void dequant_q5_K(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ5_K*>(w);
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const float d = fp16_to_fp32(x[b].d), dmin = fp16_to_fp32(x[b].dmin);
+        for (int j = 0; j < 8; ++j) {
+            int sc, m;
+            q4k_scale_min(j, x[b].scales, &sc, &m);
+            const float dj = d * (float)sc, mj = dmin * (float)m;
+            for (int l = 0; l < 32; ++l) *y++ = dj * (float)q5k_value(x[b], j, l) - mj;
+        }
+    }
+}
+
 // Q6_K 6-bit value for element e (0..255) of a super-block; scale index is e / 16.
 // Each half of 128 uses 64 bytes of ql and 32 of qh: element 32*t + l (t = 0..3, l = 0..31) takes
 // byte ql[l + 32*(t & 1)] (low nibble for t < 2, high nibble for t >= 2) and bits 2t..2t+1 of qh[l].
@@ -359,6 +380,27 @@ float dot_q4_K(int64_t n, const void* w, const void* a) {
     return s;
 }
 
+// Q5_K: as Q4_K with 5-bit q: d*dy*sum_j sc[j]*dot_j(q, qy) - dmin*dy*sum_j m[j]*(bsums[2j] + bsums[2j+1]).
+float dot_q5_K(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ5_K*>(w);
+    const auto* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; ++j) {
+            int sc, m;
+            q4k_scale_min(j, x[b].scales, &sc, &m);
+            const int8_t* qy = y[b].qs + 32 * j;
+            int dj = 0;
+            for (int l = 0; l < 32; ++l) dj += q5k_value(x[b], j, l) * qy[l];
+            sumi += sc * dj;
+            summ += m * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        }
+        s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi - fp16_to_fp32(x[b].dmin) * y[b].d * (float)summ;
+    }
+    return s;
+}
+
 float dot_q6_K(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ6_K*>(w);
     const auto* y = static_cast<const BlockQ8_K*>(a);
@@ -399,6 +441,7 @@ struct ScalarTable {
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), quantize_q8_1, dot_q4_1, dequant_q4_1);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), quantize_q8_1, dot_q5_1, dequant_q5_1);
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q4_K, dequant_q4_K);
+        add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q5_K, dequant_q5_K);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q6_K, dequant_q6_K);
     }
 };
