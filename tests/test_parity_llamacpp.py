@@ -61,6 +61,9 @@ TOLERANCE = {
     "Q8_0": TOL_Q8_ACT, "Q4_0": TOL_Q8_ACT, "Q4_1": TOL_Q8_ACT, "Q5_0": TOL_Q8_ACT, "Q5_1": TOL_Q8_ACT,
     "Q4_K": TOL_Q8K_ACT, "Q6_K": TOL_Q8K_ACT,
 }
+# Types edge_rt.synthetic does not write: the files are quantized by llama.cpp itself (see
+# LLAMA_QUANTIZED_CASES below). Q5_K: Q8_K activations like the other K-quants [3.7e-2].
+TOLERANCE_LLAMA_QUANTIZED = {"Q5_K": TOL_Q8K_ACT}
 
 # ---- the matrix ---------------------------------------------------------------------------------------
 # Every model: n_vocab 512, n_embd 256 (or 512), n_ff 512, 2 layers: row lengths are multiples of 256
@@ -161,9 +164,14 @@ def edge_rt_load():
 @pytest.mark.parametrize("params", CASES)
 def test_parity(params, synthetic_model, llama_cpp_peer, edge_rt_load):
     path = synthetic_model(**params)
+    _check_parity(str(params), path, _tolerance(params), llama_cpp_peer, edge_rt_load)
+
+
+def _check_parity(label: str, path, tol: float, llama_cpp_peer, edge_rt_load) -> None:
+    """Logits at every position of each prompt within ``tol`` (max|diff|/std) and with the same argmax,
+    then identical greedy continuations."""
     llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS)
     model = edge_rt_load(path, threads=THREADS, n_ctx=N_CTX)
-    tol = _tolerance(params)
     n_vocab = llm.n_vocab()
 
     for ids in _prompts(n_vocab):
@@ -172,7 +180,7 @@ def test_parity(params, synthetic_model, llama_cpp_peer, edge_rt_load):
         assert got.shape == (len(ids), n_vocab) and got.dtype == np.float32
         assert np.all(np.isfinite(got))
         err = float(np.max(np.abs(got - ref)) / ref.std())
-        print(f"[parity] {params} prompt {len(ids)}: max|diff|/std = {err:.3g} (limit {tol:g})")
+        print(f"[parity] {label} prompt {len(ids)}: max|diff|/std = {err:.3g} (limit {tol:g})")
         assert err <= tol, (
             f"prompt length {len(ids)}: max|diff|/std = {err:.3g} > {tol:g} "
             f"(worst position {int(np.argmax(np.abs(got - ref).max(axis=1)))})")
@@ -185,11 +193,102 @@ def test_parity(params, synthetic_model, llama_cpp_peer, edge_rt_load):
         assert have == want, f"greedy after prompt of length {len(ids)} diverges"
 
 
+# ---- files quantized by llama.cpp ---------------------------------------------------------------------
+# For types the synthetic generator cannot write, an F32 synthetic model is quantized by llama.cpp's own
+# quantizer (llama_model_quantize), so edge_rt reads exactly the bytes llama.cpp produces and runs.
+# (id, synthetic params, llama_ftype, pure, 2-D tensor types the file must hold):
+#   pure=True puts every matrix (embedding and head too) in the ftype's base type; pure=False is the
+#   mixture llama.cpp ships (Q5_K_M: Q6_K head and some attn_v / ffn_down layers, Q5_K elsewhere).
+LLAMA_FTYPE_MOSTLY_Q5_K_S = 16  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_S
+LLAMA_FTYPE_MOSTLY_Q5_K_M = 17  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M
+LLAMA_QUANTIZED_CASES = [
+    pytest.param(dict(arch="llama", weight_type="F32", **GQA), LLAMA_FTYPE_MOSTLY_Q5_K_S, True, {"Q5_K"},
+                 id="llama-gqa-Q5_K-pure"),
+    pytest.param(dict(arch="qwen2", weight_type="F32", **GQA), LLAMA_FTYPE_MOSTLY_Q5_K_M, False,
+                 {"Q5_K", "Q6_K"}, id="qwen2-gqa-Q5_K_M"),
+]
+
+
+@pytest.fixture(scope="module")
+def llama_quantized_model(synthetic_model, tmp_path_factory):
+    """``llama_quantized_model(params, ftype, pure)`` -> path of ``synthetic_model(**params)`` quantized
+    by llama.cpp to ``ftype`` (cached per module)."""
+    import ctypes
+
+    import llama_cpp
+
+    assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_S == LLAMA_FTYPE_MOSTLY_Q5_K_S
+    assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M == LLAMA_FTYPE_MOSTLY_Q5_K_M
+    root = tmp_path_factory.mktemp("llama_quantized")
+    cache: Dict[str, Any] = {}
+
+    def make(params: Dict[str, Any], ftype: int, pure: bool):
+        key = repr((sorted(params.items()), ftype, pure))
+        if key not in cache:
+            src = synthetic_model(**params)
+            dst = root / f"model-{len(cache):03d}.gguf"
+            qp = llama_cpp.llama_model_quantize_default_params()
+            qp.ftype = ftype
+            qp.pure = pure
+            qp.nthread = 1
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(qp))
+            assert rc == 0, f"llama_model_quantize({src}, ftype={ftype}) returned {rc}"
+            cache[key] = dst
+        return cache[key]
+
+    return make
+
+
+def _matrix_types(path) -> Dict[str, str]:
+    """GGUF type name of every 2-D tensor in the file, read by gguf-py (not by edge_rt)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    return {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
+
+
+def _check_dequantize_matches_gguf(path, type_names) -> None:
+    """edge_rt's dequantize_row of every tensor of the given types equals gguf-py's dequantizer on the same
+    bytes (a check of the block layout independent of llama.cpp's engine)."""
+    import gguf
+    from gguf import GGUFReader
+
+    from edge_rt import _core
+
+    reader = GGUFReader(str(path))
+    seen = 0
+    for t in reader.tensors:
+        if t.tensor_type.name not in type_names:
+            continue
+        raw = np.ascontiguousarray(t.data).view(np.uint8).reshape(-1)
+        n = int(np.prod([int(d) for d in t.shape]))
+        got = np.asarray(_core.dequantize_row(t.tensor_type.name, raw, n))
+        want = gguf.quants.dequantize(raw, t.tensor_type).reshape(-1)
+        assert np.array_equal(got, want), f"{t.name}: max |diff| {np.max(np.abs(got - want))}"
+        seen += 1
+    assert seen > 0
+
+
+@pytest.mark.parametrize("params, ftype, pure, want_types", LLAMA_QUANTIZED_CASES)
+def test_parity_llama_quantized(params, ftype, pure, want_types, llama_quantized_model, llama_cpp_peer,
+                                edge_rt_load):
+    path = llama_quantized_model(params, ftype, pure)
+    types = _matrix_types(path)
+    assert set(types.values()) == want_types, f"llama.cpp wrote {types}"
+    if pure:
+        assert types["token_embd.weight"] == types["output.weight"] == "Q5_K"
+    _check_dequantize_matches_gguf(path, set(TOLERANCE_LLAMA_QUANTIZED))
+    tolerances = {**TOLERANCE, **TOLERANCE_LLAMA_QUANTIZED}
+    tol = max(tolerances[t] for t in set(types.values()))
+    _check_parity(f"{params} ftype={ftype} pure={pure}", path, tol, llama_cpp_peer, edge_rt_load)
+
+
 def test_matrix_covers_the_contract():
     """Keep the matrix honest when cases are edited: every arch, type, attention layout, head dim."""
     ps = [c.values[0] for c in CASES]
     assert {p["arch"] for p in ps} == {"llama", "qwen2", "qwen3"}
     assert {p["weight_type"] for p in ps} == set(TOLERANCE)
+    assert set().union(*(c.values[3] for c in LLAMA_QUANTIZED_CASES)) >= set(TOLERANCE_LLAMA_QUANTIZED)
 
     def hd(p):
         return p.get("head_dim") or p.get("n_embd", 256) // p["n_head"]
