@@ -7,7 +7,7 @@ raises ``KeyboardInterrupt``.
 """
 
 import os
-from typing import Dict, List, Optional, TypedDict, Union
+from typing import Dict, List, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +112,11 @@ class EngineInfo(TypedDict):
     rope_kind: str  # "normal" or "neox"
     rms_eps: float
     tied_output: bool
+    n_expert: int                # 0 for a dense model
+    n_expert_used: int
+    n_ff_exp: int
+    n_ff_shexp: int              # 0 = no shared expert
+    expert_weights_norm: bool
     n_params: int
     file_size: int
     weight_bytes: int
@@ -195,3 +200,7 @@ class Engine:
     def stream_stats(self) -> StreamStats: ...
     def stream_events(self) -> List[StreamEvent]: ...
     def clear_stream_telemetry(self) -> None: ...
+    def record_activation_stats(self, enabled: bool) -> None:
+        """Start (clearing) or stop (keeping) recording matmul inputs for calibration."""
+    def activation_stats(self) -> Dict[str, Tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]]:
+        """Weight name -> (per-column sum of squared inputs, rows seen); per expert for 3-D expert tensors."""

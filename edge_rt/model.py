@@ -586,6 +586,21 @@ class Model:
         ``released``): the data behind ``edge-rt bench --plot``."""
         return list(self._require_engine("stream_events").stream_events())
 
+    def record_activation_stats(self, enabled: bool) -> None:
+        """Start (``True``, clearing earlier records) or stop (``False``, keeping them) recording the
+        inputs of every weight matrix for calibration; read them with :meth:`activation_stats`."""
+        self._require_engine("record_activation_stats").record_activation_stats(bool(enabled))
+
+    def activation_stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        """Calibration statistics recorded so far: weight tensor name -> ``(sum_sq, count)``.
+
+        For a 2-D weight, ``sum_sq`` (float64, shape ``(ne0,)``) is the per-input-column sum of squared
+        activations fed to it and ``count`` (int64, shape ``(1,)``) the rows (tokens) seen. For a 3-D
+        expert tensor (``blk.N.ffn_{gate,up,down}_exps.weight``) ``sum_sq`` is ``(n_expert, ne0)`` and
+        ``count`` ``(n_expert,)``: per-expert statistics, whose counts are the expert's usage.
+        """
+        return dict(self._require_engine("activation_stats").activation_stats())
+
     # ---- internals -------------------------------------------------------------------------------
 
     def _require_engine(self, op: str) -> Any:

@@ -53,6 +53,11 @@ py::dict engine_info(const edge_rt::Engine& e) {
     d["rope_kind"] = c.rope_kind == edge_rt::RopeKind::NeoX ? "neox" : "normal";
     d["rms_eps"] = c.rms_eps;
     d["tied_output"] = c.tied_output;
+    d["n_expert"] = c.n_expert;
+    d["n_expert_used"] = c.n_expert_used;
+    d["n_ff_exp"] = c.n_ff_exp;
+    d["n_ff_shexp"] = c.n_ff_shexp;
+    d["expert_weights_norm"] = c.expert_weights_norm;
     d["n_params"] = e.n_params();
     d["file_size"] = e.file().file_size();
     d["weight_bytes"] = e.weight_bytes();
@@ -180,6 +185,25 @@ void bind_engine(py::module_& m) {
         .def("clear_stream_telemetry", [](PyEngine& self) {
             std::lock_guard<std::mutex> lock(self.mutex);
             self.engine->clear_stream_telemetry();
+        })
+        .def("record_activation_stats",
+             [](PyEngine& self, bool enabled) {
+                 std::lock_guard<std::mutex> lock(self.mutex);
+                 self.engine->record_activation_stats(enabled);
+             })
+        .def("activation_stats", [](PyEngine& self) {
+            std::lock_guard<std::mutex> lock(self.mutex);
+            py::dict out;
+            for (const auto& [name, e] : self.engine->activation_stats().entries()) {
+                py::array_t<double> sum_sq(e.per_expert
+                                               ? std::vector<py::ssize_t>{e.n_expert, e.width}
+                                               : std::vector<py::ssize_t>{e.width});
+                std::copy(e.sum_sq.begin(), e.sum_sq.end(), sum_sq.mutable_data());
+                py::array_t<int64_t> count((py::ssize_t)e.count.size());
+                std::copy(e.count.begin(), e.count.end(), count.mutable_data());
+                out[py::str(name)] = py::make_tuple(sum_sq, count);
+            }
+            return out;
         });
 }
 

@@ -7,6 +7,7 @@
 #include "edge_rt/error.h"
 #include "edge_rt/fp16.h"
 #include "edge_rt/kernels.h"
+#include "edge_rt/moe_routing.h"
 
 namespace edge_rt {
 
@@ -19,8 +20,21 @@ struct Engine::Scratch {
     std::vector<float> k;        // n x kv_dim
     std::vector<float> v;        // n x kv_dim
     std::vector<float> attn;     // n x q_dim   attention output (heads concatenated)
-    std::vector<float> gate;     // n x n_ff
-    std::vector<float> up;       // n x n_ff
+    std::vector<float> gate;     // n x max(n_ff, n_ff_exp, n_ff_shexp)
+    std::vector<float> up;       // n x max(n_ff, n_ff_exp, n_ff_shexp)
+    std::vector<float> ffn_out;  // n x n_embd  FFN output (dense, one expert's rows, or the shared expert)
+    // Mixture of experts
+    std::vector<float> router;   // n x n_expert   router logits, then probabilities
+    std::vector<int32_t> sel;    // n x k          selected experts per token, by descending probability
+    std::vector<float> sel_w;    // n x k          their weights
+    std::vector<float> exp_out;  // n x k x n_embd each selected expert's output for each token
+    std::vector<float> gather;   // n x n_embd     rows of `cur` routed to one expert
+    std::vector<float> moe;      // n x n_embd     weighted sum of the experts
+    std::vector<float> shexp_g;  // n              shared-expert gate logits
+    std::vector<int32_t> expert_ids;          // experts used by the batch, ascending
+    std::vector<int32_t> expert_first;        // n_expert + 1 offsets into expert_slots (counting sort)
+    std::vector<int32_t> expert_slots;        // n x k: (token * k + j) grouped by expert
+    std::vector<ExpertWeights> expert_views;  // one per used expert
     std::vector<uint8_t> act;    // n rows of the widest activation encoding (quantized matmul input)
     std::vector<float> norm_w;   // dequantized 1-D weights (norms, biases) when not stored as F32
 };
@@ -128,8 +142,13 @@ Engine::~Engine() = default;
 
 uint64_t Engine::scratch_bytes(const ModelConfig& c, int64_t n_ubatch, int64_t n_ctx, int n_threads) {
     const uint64_t n = (uint64_t)n_ubatch;
-    const uint64_t widest = (uint64_t)std::max({c.n_embd, c.n_ff, c.q_dim()});
-    uint64_t b = n * (uint64_t)(2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff) * sizeof(float);
+    const uint64_t ff = (uint64_t)std::max({c.n_ff, c.n_ff_exp, c.n_ff_shexp});
+    const uint64_t widest = std::max({(uint64_t)c.n_embd, ff, (uint64_t)c.q_dim()});
+    uint64_t b = n * (uint64_t)(3 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * ff) * sizeof(float);
+    if (c.is_moe()) {
+        const uint64_t k = (uint64_t)c.n_expert_used;
+        b += n * ((uint64_t)c.n_expert + 2 * k + k * (uint64_t)c.n_embd + 2 * (uint64_t)c.n_embd + 1) * sizeof(float);
+    }
     b += n * widest * sizeof(float);                                     // converted activations (F32 is widest)
     b += (uint64_t)n_threads * ((uint64_t)n_ctx * 6 + (uint64_t)c.head_dim * 2);  // attention scores, fp16 copies
     b += (uint64_t)c.n_vocab * sizeof(float);                           // one row of logits
@@ -162,6 +181,11 @@ std::vector<StreamEvent> Engine::stream_events() const {
 }
 void Engine::clear_stream_telemetry() {
     if (streaming_) streaming_->clear_telemetry();
+}
+
+void Engine::record_activation_stats(bool enabled) {
+    if (enabled) stats_.clear();
+    recording_stats_ = enabled;
 }
 
 uint64_t Engine::n_params() const noexcept {
@@ -216,26 +240,41 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
     const ModelConfig& c = cfg_;
     Scratch& s = *scratch_;
     const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff, D = c.head_dim;
+    const int64_t NE = c.n_expert, K = c.n_expert_used;
+    const int64_t FF = std::max({F, c.n_ff_exp, c.n_ff_shexp});
     s.x.resize((size_t)(n * E));
     s.cur.resize((size_t)(n * E));
     s.q.resize((size_t)(n * Q));
     s.k.resize((size_t)(n * KV));
     s.v.resize((size_t)(n * KV));
     s.attn.resize((size_t)(n * Q));
-    s.gate.resize((size_t)(n * F));
-    s.up.resize((size_t)(n * F));
+    s.gate.resize((size_t)(n * FF));
+    s.up.resize((size_t)(n * FF));
+    s.ffn_out.resize((size_t)(n * E));
+    if (c.is_moe()) {
+        s.router.resize((size_t)(n * NE));
+        s.sel.resize((size_t)(n * K));
+        s.sel_w.resize((size_t)(n * K));
+        s.exp_out.resize((size_t)(n * K * E));
+        s.gather.resize((size_t)(n * E));
+        s.moe.resize((size_t)(n * E));
+        s.shexp_g.resize((size_t)n);
+    }
     ThreadPool& pool = *pool_;
 
-    // Converts n rows of `width` floats (row stride `width`) into the activation format of `k`.
+    // Converts m rows of `width` floats (row stride `width`) into the activation format of `k`.
     // Returns the byte stride of one converted row in s.act.
-    auto quantize_input = [&](const float* src, int64_t width, const WeightKernels& k) -> size_t {
+    auto quantize_rows = [&](const float* src, int64_t m, int64_t width, const WeightKernels& k) -> size_t {
         const size_t stride = k.act_row_bytes(width);
-        if (s.act.size() < stride * (size_t)n) s.act.resize(stride * (size_t)n);
+        if (s.act.size() < stride * (size_t)m) s.act.resize(stride * (size_t)m);
         uint8_t* dst = s.act.data();
-        pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+        pool.parallel_for(m, 1, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) k.quantize_act(src + t * width, dst + (size_t)t * stride, width);
         });
         return stride;
+    };
+    auto quantize_input = [&](const float* src, int64_t width, const WeightKernels& k) -> size_t {
+        return quantize_rows(src, n, width, k);
     };
     // y[t * y_stride + r] = W[r] . act[t] for rows r < W.ne1 and tokens t < n_tok (act already converted).
     // Prefill tiles the loops: a block of kRowTile weight rows (tens of KB, stays in L2) is swept by
@@ -266,6 +305,103 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
             }
         });
     };
+    // Calibration statistics of the input rows fed to W (expert: the slice of a 3-D expert tensor).
+    auto observe = [&](const TensorView& W, int64_t expert, const float* src, int64_t m, int64_t width) {
+        if (recording_stats_) stats_.add(*W.info, expert, src, m, width, width);
+    };
+    // out (m x E) <- down(silu(gate . in) * (up . in)) for m rows of `in` (m x E); ff = rows of gate/up.
+    auto swiglu = [&](const TensorView& wg, const TensorView& wu, const TensorView& wd, int64_t expert,
+                      const float* in, int64_t m, int64_t ff, float* out) {
+        observe(wg, expert, in, m, E);
+        observe(wu, expert, in, m, E);
+        const WeightKernels& kg = kernels_of(wg);
+        size_t stride = quantize_rows(in, m, E, kg);
+        matmul(wg, kg, stride, m, s.gate.data(), ff);
+        const WeightKernels& ku = kernels_of(wu);
+        if (ku.act_type != kg.act_type) stride = quantize_rows(in, m, E, ku);
+        matmul(wu, ku, stride, m, s.up.data(), ff);
+        for (int64_t i = 0; i < m * ff; ++i) s.gate[(size_t)i] = silu(s.gate[(size_t)i]) * s.up[(size_t)i];
+        observe(wd, expert, s.gate.data(), m, ff);
+        const WeightKernels& kd = kernels_of(wd);
+        stride = quantize_rows(s.gate.data(), m, ff, kd);
+        matmul(wd, kd, stride, m, out, E);
+    };
+    // Mixture of experts on the n rows of s.cur -> s.moe. Tokens are grouped by expert so each used
+    // expert runs one matrix-matrix product over its rows; the weighted outputs are then summed per
+    // token in selection order, the order in which llama.cpp adds them (bitwise the same sums).
+    auto moe_ffn = [&](int il, const LayerWeights& w) {
+        const TensorView& R = w.ffn_gate_inp;
+        observe(R, 0, s.cur.data(), n, E);
+        const WeightKernels& kr = kernels_of(R);
+        matmul(R, kr, quantize_input(s.cur.data(), E, kr), n, s.router.data(), NE);
+        route_tokens(s.router.data(), n, NE, K, c.expert_weights_norm, c.expert_weights_scale, s.sel.data(),
+                     s.sel_w.data());
+        // Counting sort of the (token, j) slots by expert.
+        s.expert_first.assign((size_t)(NE + 1), 0);
+        for (int64_t i = 0; i < n * K; ++i) ++s.expert_first[(size_t)s.sel[(size_t)i] + 1];
+        s.expert_ids.clear();
+        for (int64_t e = 0; e < NE; ++e) {
+            if (s.expert_first[(size_t)e + 1] > 0) s.expert_ids.push_back((int32_t)e);
+            s.expert_first[(size_t)e + 1] += s.expert_first[(size_t)e];
+        }
+        s.expert_slots.resize((size_t)(n * K));
+        {
+            std::vector<int32_t>& fill = s.expert_first;  // advanced while filling, rebuilt below
+            for (int64_t i = 0; i < n * K; ++i) s.expert_slots[(size_t)fill[(size_t)s.sel[(size_t)i]]++] = (int32_t)i;
+            for (int64_t e = NE; e > 0; --e) fill[(size_t)e] = fill[(size_t)e - 1];
+            fill[0] = 0;
+        }
+        const int n_used = (int)s.expert_ids.size();
+        s.expert_views.resize((size_t)n_used);
+        weights_->acquire_experts(il, w, s.expert_ids.data(), n_used, s.expert_views.data());
+        for (int u = 0; u < n_used; ++u) {
+            const int32_t e = s.expert_ids[(size_t)u];
+            const int32_t first = s.expert_first[(size_t)e], m = s.expert_first[(size_t)e + 1] - first;
+            const int32_t* slots = s.expert_slots.data() + first;
+            for (int32_t r = 0; r < m; ++r) {
+                const int64_t t = slots[r] / K;
+                std::memcpy(&s.gather[(size_t)r * (size_t)E], &s.cur[(size_t)(t * E)], (size_t)E * sizeof(float));
+            }
+            const ExpertWeights& ew = s.expert_views[(size_t)u];
+            swiglu(ew.gate, ew.up, ew.down, e, s.gather.data(), m, c.n_ff_exp, s.ffn_out.data());
+            for (int32_t r = 0; r < m; ++r) {
+                std::memcpy(&s.exp_out[(size_t)slots[r] * (size_t)E], &s.ffn_out[(size_t)r * (size_t)E],
+                            (size_t)E * sizeof(float));
+            }
+        }
+        weights_->release_experts(il);
+        for (int64_t t = 0; t < n; ++t) {
+            float* out = &s.moe[(size_t)(t * E)];
+            const float* w_t = &s.sel_w[(size_t)(t * K)];
+            const float* e0 = &s.exp_out[(size_t)(t * K) * (size_t)E];
+            for (int64_t i = 0; i < E; ++i) out[i] = e0[i] * w_t[0];
+            for (int64_t j = 1; j < K; ++j) {
+                const float* ej = &s.exp_out[(size_t)(t * K + j) * (size_t)E];
+                for (int64_t i = 0; i < E; ++i) {
+                    const float weighted = ej[i] * w_t[j];
+                    out[i] = out[i] + weighted;
+                }
+            }
+        }
+        // Shared expert (qwen2moe): its SwiGLU output gated by sigmoid(gate_inp_shexp . cur), computed
+        // as llama.cpp does, silu(g) / g.
+        if (w.ffn_gate_inp_shexp.present()) {
+            const TensorView& G = w.ffn_gate_inp_shexp;
+            observe(G, 0, s.cur.data(), n, E);
+            const WeightKernels& kg = kernels_of(G);
+            matmul(G, kg, quantize_input(s.cur.data(), E, kg), n, s.shexp_g.data(), 1);
+            swiglu(w.ffn_gate_shexp, w.ffn_up_shexp, w.ffn_down_shexp, 0, s.cur.data(), n, c.n_ff_shexp,
+                   s.ffn_out.data());
+            for (int64_t t = 0; t < n; ++t) {
+                const float g = s.shexp_g[(size_t)t];
+                const float gate = silu(g) / g;
+                for (int64_t i = 0; i < E; ++i) {
+                    const float gated = s.ffn_out[(size_t)(t * E + i)] * gate;
+                    s.moe[(size_t)(t * E + i)] += gated;
+                }
+            }
+        }
+    };
     auto add_bias = [&](const TensorView& b, float* y, int64_t width) {
         if (!b.present()) return;
         const float* bias = f32_of(b, s.norm_w);
@@ -291,6 +427,9 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
 
         // ---- attention ----
         norm_rows(s.x.data(), w.attn_norm, s.cur.data());
+        observe(w.wq, 0, s.cur.data(), n, E);
+        observe(w.wk, 0, s.cur.data(), n, E);
+        observe(w.wv, 0, s.cur.data(), n, E);
         {
             const WeightKernels& kq = kernels_of(w.wq);
             size_t stride = quantize_input(s.cur.data(), E, kq);
@@ -362,6 +501,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
                 for (int64_t d = 0; d < D; ++d) o[d] = k16.vec_dot(len, vc + (hk * D + d) * n_ctx_, p16);
             }
         });
+        observe(w.wo, 0, s.attn.data(), n, Q);
         {
             const WeightKernels& ko = kernels_of(w.wo);
             const size_t stride = quantize_input(s.attn.data(), Q, ko);
@@ -369,20 +509,14 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
             for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.cur[(size_t)i];
         }
 
-        // ---- feed-forward (SwiGLU) ----
+        // ---- feed-forward: SwiGLU, or a mixture of SwiGLU experts ----
         norm_rows(s.x.data(), w.ffn_norm, s.cur.data());
-        {
-            const WeightKernels& kg = kernels_of(w.ffn_gate);
-            size_t stride = quantize_input(s.cur.data(), E, kg);
-            matmul(w.ffn_gate, kg, stride, n, s.gate.data(), F);
-            const WeightKernels& ku = kernels_of(w.ffn_up);
-            if (ku.act_type != kg.act_type) stride = quantize_input(s.cur.data(), E, ku);
-            matmul(w.ffn_up, ku, stride, n, s.up.data(), F);
-            for (int64_t i = 0; i < n * F; ++i) s.gate[(size_t)i] = silu(s.gate[(size_t)i]) * s.up[(size_t)i];
-            const WeightKernels& kd = kernels_of(w.ffn_down);
-            stride = quantize_input(s.gate.data(), F, kd);
-            matmul(w.ffn_down, kd, stride, n, s.cur.data(), E);
-            for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.cur[(size_t)i];
+        if (!c.is_moe()) {
+            swiglu(w.ffn_gate, w.ffn_up, w.ffn_down, 0, s.cur.data(), n, F, s.ffn_out.data());
+            for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.ffn_out[(size_t)i];
+        } else {
+            moe_ffn((int)il, w);
+            for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.moe[(size_t)i];
         }
         weights_->release_layer((int)il);
     }
@@ -397,6 +531,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         const int64_t rows = n - first;
         const float* nw = f32_of(g.output_norm, s.norm_w);
         for (int64_t t = first; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.cur[(size_t)((t - first) * E)], E, c.rms_eps);
+        observe(g.output, 0, s.cur.data(), rows, E);
         const WeightKernels& kout = kernels_of(g.output);
         const size_t stride = kout.act_row_bytes(E);
         if (s.act.size() < stride * (size_t)rows) s.act.resize(stride * (size_t)rows);

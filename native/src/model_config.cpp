@@ -58,7 +58,7 @@ void check_tensor(const GgufFile& f, const std::string& name, std::initializer_l
     }
     // Matrix rows are dotted with activations in the weight type's activation format (Q8_K for the
     // K-quants), whose block must divide the row.
-    if (n == 2) {
+    if (n >= 2) {
         const WeightKernels* k = weight_kernels(t->type, Isa::Scalar);
         if (!k || t->ne[0] % k->act_block_elems != 0) {
             fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "': row length " + std::to_string(t->ne[0]) +
@@ -108,7 +108,7 @@ void check_tokenizer_arrays(const GgufFile& f) {
 }  // namespace
 
 const std::vector<std::string>& ModelConfig::supported_architectures() {
-    static const std::vector<std::string> archs = {"llama", "qwen2", "qwen3"};
+    static const std::vector<std::string> archs = {"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"};
     return archs;
 }
 
@@ -127,7 +127,31 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     constexpr int64_t kMaxDim = int64_t(1) << 20;  // far above any real model; keeps products in range
     c.n_embd = hparam(f, p + "embedding_length", 1, kMaxDim);
     c.n_layer = hparam(f, p + "block_count", 1, 4096);
-    c.n_ff = hparam(f, p + "feed_forward_length", 1, kMaxDim);
+    const bool moe_arch = c.arch == "qwen2moe" || c.arch == "qwen3moe";
+    c.n_expert = hparam_or(f, p + "expert_count", 0, 0, 4096);
+    // feed_forward_length sizes the dense FFN; MoE-only architectures may omit it.
+    c.n_ff = moe_arch ? hparam_or(f, p + "feed_forward_length", 0, 0, kMaxDim)
+                      : hparam(f, p + "feed_forward_length", 1, kMaxDim);
+    if (moe_arch && c.n_expert == 0) {
+        fail(ErrorKind::ModelFormat, "[model] required key '" + p + "expert_count' is missing (architecture " + c.arch + ")");
+    }
+    if (c.n_expert > 0) {
+        c.n_expert_used = hparam(f, p + "expert_used_count", 1, c.n_expert);
+        // As llama.cpp: llama's experts are feed_forward_length wide; the qwen MoE families read
+        // expert_feed_forward_length and fall back to n_ff / n_expert_used.
+        const int64_t fallback = c.arch == "llama" ? c.n_ff : c.n_ff / c.n_expert_used;
+        c.n_ff_exp = hparam_or(f, p + "expert_feed_forward_length", fallback, 1, kMaxDim);
+        if (c.n_ff_exp < 1) {
+            fail(ErrorKind::ModelFormat, "[model] key '" + p + "expert_feed_forward_length' is missing and cannot be derived");
+        }
+        if (c.arch == "qwen2moe") c.n_ff_shexp = hparam_or(f, p + "expert_shared_feed_forward_length", c.n_ff, 1, kMaxDim);
+        const bool norm_default = c.arch != "qwen2moe";
+        c.expert_weights_norm = f.get_bool_or(p + "expert_weights_norm", norm_default);
+        c.expert_weights_scale = (float)f.get_float_or(p + "expert_weights_scale", 0.0);
+        if (!std::isfinite(c.expert_weights_scale)) {
+            fail(ErrorKind::ModelFormat, "[model] key '" + p + "expert_weights_scale' must be a finite number");
+        }
+    }
     c.n_head = hparam(f, p + "attention.head_count", 1, 4096);
     c.n_head_kv = hparam_or(f, p + "attention.head_count_kv", c.n_head, 1, 4096);
     if (c.n_head % c.n_head_kv != 0) {
@@ -172,7 +196,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     }
     // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3 the NeoX halves.
     c.rope_kind = c.arch == "llama" ? RopeKind::Normal : RopeKind::NeoX;
-    c.has_qk_norm = c.arch == "qwen3";
+    c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe";
 
     const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
     if (!embd) fail(ErrorKind::ModelFormat, "[model] required tensor 'token_embd.weight' is missing");
@@ -184,7 +208,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     if (!c.tied_output) check_tensor(f, "output.weight", {c.n_embd, c.n_vocab}, true, p + "embedding_length, " + vocab_why);
 
     const GgufTensorInfo* bq0 = f.find_tensor("blk.0.attn_q.bias");
-    c.has_qkv_bias = c.arch == "qwen2" || bq0 != nullptr;
+    c.has_qkv_bias = c.arch == "qwen2" || c.arch == "qwen2moe" || bq0 != nullptr;
     const std::string attn_why = p + "embedding_length, " + p + "attention.head_count, head_count_kv, key_length";
     for (int64_t il = 0; il < c.n_layer; ++il) {
         const std::string b = "blk." + std::to_string(il) + ".";
@@ -200,9 +224,24 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         check_tensor(f, b + "attn_k_norm.weight", {c.head_dim}, c.has_qk_norm, p + "attention.key_length");
         check_tensor(f, b + "ffn_norm.weight", {c.n_embd}, true, p + "embedding_length");
         const std::string ffn_why = p + "embedding_length, " + p + "feed_forward_length";
-        check_tensor(f, b + "ffn_gate.weight", {c.n_embd, c.n_ff}, true, ffn_why);
-        check_tensor(f, b + "ffn_up.weight", {c.n_embd, c.n_ff}, true, ffn_why);
-        check_tensor(f, b + "ffn_down.weight", {c.n_ff, c.n_embd}, true, ffn_why);
+        if (!c.is_moe()) {
+            check_tensor(f, b + "ffn_gate.weight", {c.n_embd, c.n_ff}, true, ffn_why);
+            check_tensor(f, b + "ffn_up.weight", {c.n_embd, c.n_ff}, true, ffn_why);
+            check_tensor(f, b + "ffn_down.weight", {c.n_ff, c.n_embd}, true, ffn_why);
+            continue;
+        }
+        const std::string exp_why = p + "embedding_length, " + p + "expert_feed_forward_length, " + p + "expert_count";
+        check_tensor(f, b + "ffn_gate_inp.weight", {c.n_embd, c.n_expert}, true, p + "embedding_length, " + p + "expert_count");
+        check_tensor(f, b + "ffn_gate_exps.weight", {c.n_embd, c.n_ff_exp, c.n_expert}, true, exp_why);
+        check_tensor(f, b + "ffn_up_exps.weight", {c.n_embd, c.n_ff_exp, c.n_expert}, true, exp_why);
+        check_tensor(f, b + "ffn_down_exps.weight", {c.n_ff_exp, c.n_embd, c.n_expert}, true, exp_why);
+        if (c.n_ff_shexp > 0) {
+            const std::string sh_why = p + "embedding_length, " + p + "expert_shared_feed_forward_length";
+            check_tensor(f, b + "ffn_gate_inp_shexp.weight", {c.n_embd}, true, p + "embedding_length");
+            check_tensor(f, b + "ffn_gate_shexp.weight", {c.n_embd, c.n_ff_shexp}, true, sh_why);
+            check_tensor(f, b + "ffn_up_shexp.weight", {c.n_embd, c.n_ff_shexp}, true, sh_why);
+            check_tensor(f, b + "ffn_down_shexp.weight", {c.n_ff_shexp, c.n_embd}, true, sh_why);
+        }
     }
     check_tokenizer_arrays(f);
     const GgufValue* tokens = f.find("tokenizer.ggml.tokens");

@@ -24,6 +24,7 @@ TensorView view_of(const GgufFile& file, const std::string& name, const TensorLo
     v.type = t->type;
     v.ne0 = t->ne[0];
     v.ne1 = t->ne[1];
+    v.ne2 = t->ne[2];
     v.row_bytes = (size_t)t->row_bytes();
     v.data = locate(*t);
     return v;
@@ -49,7 +50,24 @@ LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocato
     w.ffn_gate = v("ffn_gate.weight");
     w.ffn_up = v("ffn_up.weight");
     w.ffn_down = v("ffn_down.weight");
+    w.ffn_gate_inp = v("ffn_gate_inp.weight");
+    w.ffn_gate_exps = v("ffn_gate_exps.weight");
+    w.ffn_up_exps = v("ffn_up_exps.weight");
+    w.ffn_down_exps = v("ffn_down_exps.weight");
+    w.ffn_gate_inp_shexp = v("ffn_gate_inp_shexp.weight");
+    w.ffn_gate_shexp = v("ffn_gate_shexp.weight");
+    w.ffn_up_shexp = v("ffn_up_shexp.weight");
+    w.ffn_down_shexp = v("ffn_down_shexp.weight");
     return w;
+}
+
+void WeightProvider::acquire_experts(int /*il*/, const LayerWeights& w, const int32_t* ids, int n,
+                                     ExpertWeights* out) {
+    for (int i = 0; i < n; ++i) {
+        out[i].gate = w.ffn_gate_exps.expert(ids[i]);
+        out[i].up = w.ffn_up_exps.expert(ids[i]);
+        out[i].down = w.ffn_down_exps.expert(ids[i]);
+    }
 }
 
 HeadWeights bind_head_tensors(const GgufFile& file, const ModelConfig& cfg, const TensorLocator& locate) {

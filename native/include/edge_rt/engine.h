@@ -1,4 +1,5 @@
-// The forward pass of llama-family decoders (llama, qwen2, qwen3) on the CPU.
+// The forward pass of llama-family decoders (llama, qwen2, qwen3, and the Mixture-of-Experts
+// llama/Mixtral, qwen2moe, qwen3moe) on the CPU.
 //
 // Contract:
 //  * Engine(path, options) parses and validates the model (ModelConfig), creates the weight provider
@@ -20,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "edge_rt/activation_stats.h"
 #include "edge_rt/gguf_reader.h"
 #include "edge_rt/memory_budget.h"
 #include "edge_rt/model_config.h"
@@ -75,6 +77,10 @@ public:
     StreamStats stream_stats() const;
     std::vector<StreamEvent> stream_events() const;
     void clear_stream_telemetry();
+    // Calibration: while enabled, eval() accumulates every matmul input into activation_stats()
+    // (see activation_stats.h). Enabling clears what was recorded; disabling keeps it.
+    void record_activation_stats(bool enabled);
+    const ActivationStats& activation_stats() const noexcept { return stats_; }
     // Estimate of the scratch memory eval() uses (counted in the budget).
     static uint64_t scratch_bytes(const ModelConfig& cfg, int64_t n_ubatch, int64_t n_ctx, int n_threads);
 
@@ -90,6 +96,8 @@ private:
     StreamingWeights* streaming_ = nullptr;  // weights_ when streaming, else nullptr
     std::unique_ptr<ThreadPool> pool_;
     std::unique_ptr<Scratch> scratch_;
+    ActivationStats stats_;
+    bool recording_stats_ = false;
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     int64_t n_past_ = 0;

@@ -18,7 +18,7 @@ namespace edge_rt {
 enum class RopeKind { Normal, NeoX };  // Normal: rotate pairs (2i, 2i+1); NeoX: pairs (i, i + n_rot/2)
 
 struct ModelConfig {
-    std::string arch;          // "llama", "qwen2", "qwen3"
+    std::string arch;          // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"
     int64_t n_vocab = 0;       // rows of the output head (and of token_embd)
     int64_t n_embd = 0;
     int64_t n_layer = 0;
@@ -35,6 +35,18 @@ struct ModelConfig {
     bool has_qkv_bias = false;     // qwen2 (optional for llama)
     bool has_qk_norm = false;      // qwen3
     bool tied_output = false;      // output.weight absent: the token embedding is the output head
+
+    // Mixture of experts (0 experts = a dense SwiGLU FFN per layer). Routing follows llama.cpp:
+    // probabilities = softmax(router logits), the expert_used_count largest are selected (ties: lower
+    // id first), their probabilities optionally renormalized to sum 1 and scaled.
+    int64_t n_expert = 0;          // <arch>.expert_count
+    int64_t n_expert_used = 0;     // <arch>.expert_used_count (top-k)
+    int64_t n_ff_exp = 0;          // rows of one expert's gate/up: expert_feed_forward_length (llama: feed_forward_length)
+    int64_t n_ff_shexp = 0;        // shared expert (qwen2moe), 0 = none
+    bool expert_weights_norm = false;  // renormalize the selected probabilities (llama, qwen3moe: yes; qwen2moe: no)
+    float expert_weights_scale = 0.0f; // multiply the expert weights by this when not 0 or 1
+
+    bool is_moe() const noexcept { return n_expert > 0; }
 
     int64_t q_dim() const noexcept { return n_head * head_dim; }
     int64_t kv_dim() const noexcept { return n_head_kv * head_dim; }

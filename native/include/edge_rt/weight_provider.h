@@ -23,17 +23,27 @@
 namespace edge_rt {
 
 // A read-only view of one tensor's bytes. A 2-D weight of ne = [n_in, n_out] is n_out rows of
-// n_in elements, row r at data + r * row_bytes (ggml order: ne[0] contiguous).
+// n_in elements, row r at data + r * row_bytes (ggml order: ne[0] contiguous). A 3-D expert tensor of
+// ne = [n_in, n_out, n_expert] is n_expert such matrices back to back; expert(e) views one of them.
 struct TensorView {
     const GgufTensorInfo* info = nullptr;  // nullptr for an optional tensor that is absent
     const uint8_t* data = nullptr;
     GgmlType type = GgmlType::F32;
     int64_t ne0 = 0;                       // elements per row
-    int64_t ne1 = 1;                       // rows
+    int64_t ne1 = 1;                       // rows (per expert)
+    int64_t ne2 = 1;                       // experts (1 for a 2-D weight)
     size_t row_bytes = 0;
 
     bool present() const noexcept { return info != nullptr; }
     const uint8_t* row(int64_t r) const noexcept { return data + (size_t)r * row_bytes; }
+    size_t matrix_bytes() const noexcept { return (size_t)ne1 * row_bytes; }
+    // The 2-D matrix of expert e (info still names the whole 3-D tensor).
+    TensorView expert(int64_t e) const noexcept {
+        TensorView v = *this;
+        v.data = data ? data + (size_t)e * matrix_bytes() : nullptr;
+        v.ne2 = 1;
+        return v;
+    }
 };
 
 struct LayerWeights {
@@ -43,8 +53,21 @@ struct LayerWeights {
     TensorView q_norm, k_norm;         // [head_dim]; optional (qwen3)
     TensorView wo;                     // [q_dim, n_embd]
     TensorView ffn_norm;               // [n_embd]
-    TensorView ffn_gate, ffn_up;       // [n_embd, n_ff]
-    TensorView ffn_down;               // [n_ff, n_embd]
+    TensorView ffn_gate, ffn_up;       // [n_embd, n_ff]; absent in MoE layers
+    TensorView ffn_down;               // [n_ff, n_embd]; absent in MoE layers
+    // Mixture of experts (absent in dense layers). The expert tensors' data may be null when the
+    // provider serves experts separately (acquire_experts); the router is always readable.
+    TensorView ffn_gate_inp;           // [n_embd, n_expert] router
+    TensorView ffn_gate_exps, ffn_up_exps;  // [n_embd, n_ff_exp, n_expert]
+    TensorView ffn_down_exps;          // [n_ff_exp, n_embd, n_expert]
+    TensorView ffn_gate_inp_shexp;     // [n_embd] shared-expert gate (qwen2moe); optional
+    TensorView ffn_gate_shexp, ffn_up_shexp;  // [n_embd, n_ff_shexp]; optional
+    TensorView ffn_down_shexp;         // [n_ff_shexp, n_embd]; optional
+};
+
+// One expert's matrices: gate, up [n_embd, n_ff_exp] and down [n_ff_exp, n_embd].
+struct ExpertWeights {
+    TensorView gate, up, down;
 };
 
 struct HeadWeights {
@@ -64,6 +87,13 @@ public:
     // prefetches relies on that order but must accept any other (an interrupted pass restarts at 0).
     virtual const LayerWeights& acquire_layer(int il) = 0;
     virtual void release_layer(int il) = 0;
+
+    // MoE layers: blocks until experts ids[0..n) of layer il are readable and writes their views to
+    // out[0..n). `layer` is what acquire_layer(il) returned (still held); ids are distinct. The views
+    // stay valid until release_experts(il), which comes before release_layer(il). The default serves
+    // slices of the layer's own expert tensors (every weight of the layer in RAM).
+    virtual void acquire_experts(int il, const LayerWeights& layer, const int32_t* ids, int n, ExpertWeights* out);
+    virtual void release_experts(int /*il*/) {}
 
     // Final norm and output head, same discipline (the "unit" after the last layer).
     virtual const HeadWeights& acquire_head() = 0;
