@@ -1,9 +1,19 @@
 """Synthetic GGUF models with random weights, for tests and benchmarks.
 
-``write_synthetic_gguf`` writes a llama-family model (``llama``, ``qwen2``, ``qwen3``) with seeded random
-weights, metadata as llama.cpp's converters write it, and a synthetic tokenizer (byte-level BPE
+``write_synthetic_gguf`` writes a llama-family model (``llama``, ``qwen2``, ``qwen3``) or a
+Mixture-of-Experts one (Mixtral-style ``llama`` with experts, ``qwen2moe``, ``qwen3moe``) with seeded
+random weights, metadata as llama.cpp's converters write it, and a synthetic tokenizer (byte-level BPE
 ``gpt2`` or SentencePiece-style ``llama``). The files load in llama.cpp and in edge_rt, so the two
 engines can be compared on the same bytes.
+
+MoE layers replace the dense FFN by llama.cpp's tensors (GGUF ne, innermost first; numpy shapes are
+reversed): ``ffn_gate_inp`` [n_embd, n_expert] (the router, F32), ``ffn_gate_exps`` and
+``ffn_up_exps`` [n_embd, n_ff_exp, n_expert], ``ffn_down_exps`` [n_ff_exp, n_embd, n_expert]; qwen2moe
+adds a shared expert: ``ffn_gate_inp_shexp`` [n_embd] (F32), ``ffn_{gate,up}_shexp`` [n_embd,
+n_ff_shexp], ``ffn_down_shexp`` [n_ff_shexp, n_embd]. Metadata: ``{arch}.expert_count``,
+``expert_used_count``, and for qwen2moe/qwen3moe ``expert_feed_forward_length`` (+ qwen2moe's
+``expert_shared_feed_forward_length``). Routing semantics (softmax, top-k, renormalisation, the shared
+expert's sigmoid gate) are llama.cpp's per architecture; nothing in the file selects them.
 
 How the weights are chosen (why the numbers below are what they are):
 
@@ -12,6 +22,12 @@ How the weights are chosen (why the numbers below are what they are):
 * The residual stream starts at the token embedding (std 1). Each layer adds attention and FFN outputs
   scaled by ``sqrt(0.6 / n_layer)`` so that the sum over all layers has about the embedding's size:
   the transformer really shapes the logits, but does not drown the embedding.
+* Routers are random with each expert's logit ~ N(0, ``_ROUTER_LOGIT_STD``^2) on the normed hidden
+  state, which the token embedding dominates: different tokens pick different experts, every expert
+  gets used, and the k-th and (k+1)-th choices are usually well apart, so two engines' small float
+  differences rarely change which experts run. Each expert is drawn like the dense FFN (same output
+  size); the mixing weights sum to at most 1, so the routed experts add about what a dense FFN would
+  (qwen2moe's sigmoid-gated shared expert adds up to one more).
 * The output head is a *permuted copy of the embedding* (plus noise): row ``t`` is ``E[src[t]]``. The
   final hidden state is dominated by the current token's embedding, so the logit of ``t`` with
   ``src[t] == current`` sticks out by about ``sqrt(n_embd)`` standard deviations. The output
@@ -47,6 +63,7 @@ __all__ = [
     "write_synthetic_gguf",
     "ensure_synthetic_model",
     "synthetic_cache_dir",
+    "synthetic_tensor_bytes",
 ]
 
 # Bump when the bytes produced for a given set of parameters change (invalidates caches).
@@ -71,9 +88,42 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         arch="llama", n_vocab=128256, n_embd=3072, n_ff=8192, n_layer=28, n_head=24, n_head_kv=8,
         rope_theta=500000.0, rms_eps=1e-5, n_ctx_train=131072, tokenizer="gpt2", tie_embeddings=True,
     ),
+    # Mixture-of-Experts, small enough for tests (every row a multiple of 256: any weight type applies).
+    "tiny-moe": dict(  # Mixtral-style: llama with experts
+        arch="llama", n_vocab=512, n_embd=256, n_ff=256, n_layer=4, n_head=4, n_head_kv=2,
+        n_expert=8, n_expert_used=2,
+    ),
+    "tiny-qwen2moe": dict(  # routed experts + a sigmoid-gated shared expert; qkv biases
+        arch="qwen2moe", n_vocab=512, n_embd=256, n_ff=512, n_layer=4, n_head=4, n_head_kv=2,
+        n_expert=8, n_expert_used=4, n_ff_exp=256, n_ff_shexp=512, rope_theta=1000000.0,
+    ),
+    "tiny-qwen3moe": dict(  # q/k norms; head_dim (key_length) != n_embd / n_head as in Qwen3-30B-A3B
+        arch="qwen3moe", n_vocab=512, n_embd=256, n_ff=512, n_layer=4, n_head=4, n_head_kv=2,
+        head_dim=128, n_expert=8, n_expert_used=2, n_ff_exp=256, rope_theta=1000000.0,
+    ),
+    # Mixtral-8x7B's shape scaled down (n_embd 4096 -> 2048, n_ff 14336 -> 3584; 32 layers, 8 experts,
+    # top-2, 32/8 heads, vocab 32000) for MoE benchmarks: 3.44e9 bytes in Q4_0 (the default here), of
+    # which experts are 94%.
+    "mixtral-3g": dict(
+        arch="llama", n_vocab=32000, n_embd=2048, n_ff=3584, n_layer=32, n_head=32, n_head_kv=8,
+        n_expert=8, n_expert_used=2, rope_theta=1000000.0, rms_eps=1e-5, n_ctx_train=32768,
+        tokenizer="llama", weight_type="Q4_0",
+    ),
 }
 
-_ARCHS = ("llama", "qwen2", "qwen3")
+_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
+# Architectures that are always Mixture-of-Experts (llama is MoE, Mixtral-style, when n_expert > 0).
+_MOE_ARCHS = ("qwen2moe", "qwen3moe")
+# llama.cpp's LLAMA_MAX_EXPERTS (src/llama-hparams.h) is 1024 in the vendored source and was 256 in
+# older releases: stay within what every version loads.
+_MAX_EXPERTS = 256
+# MoE parameters of write_synthetic_gguf. They enter ensure_synthetic_model's cache key only when they
+# differ from their defaults, so dense models keep the keys (and cached files) they had before MoE.
+_MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
+# Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
+# the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
+# k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
+_ROUTER_LOGIT_STD = 2.0
 
 # Elements drawn per chunk while streaming a tensor (bounds peak memory to a few hundred MB).
 _CHUNK_ELEMS = 1 << 23
@@ -314,6 +364,10 @@ def write_synthetic_gguf(
     tokenizer: str = "gpt2",
     embed_type: Optional[str] = None,
     output_type: Optional[str] = None,
+    n_expert: int = 0,
+    n_expert_used: int = 0,
+    n_ff_exp: Optional[int] = None,
+    n_ff_shexp: Optional[int] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
 
@@ -321,9 +375,115 @@ def write_synthetic_gguf(
     ``output_type`` (both default to ``weight_type``); norms (and qwen2 biases) are F32.
     ``head_dim`` defaults to ``n_embd // n_head``; when it differs, ``{arch}.attention.key_length``
     and ``value_length`` are written. ``rope_scaling_linear`` (a factor) writes linear RoPE scaling.
+
+    Mixture-of-Experts (see the module docstring for the tensors): ``n_expert`` experts per layer of
+    which ``n_expert_used`` run per token. With ``arch="llama"`` and ``n_expert > 0`` the model is
+    Mixtral-style (experts of width ``n_ff``); ``qwen2moe`` and ``qwen3moe`` need ``n_expert > 0``,
+    their experts have width ``n_ff_exp`` (default ``n_ff``) and qwen2moe's shared expert
+    ``n_ff_shexp`` (default ``n_ff``). Expert matrices use ``weight_type``; routers are F32.
     """
+    params = dict(locals())
+    del params["path"]
     import gguf
 
+    plan = _plan(**params)
+    vocab = plan.vocab
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    w = gguf.GGUFWriter(str(tmp), arch)
+    try:
+        moe_tag = f"-{n_expert}x{n_expert_used}" if n_expert else ""
+        w.add_name(f"synthetic-{arch}{moe_tag}-{weight_type}")
+        w.add_type("model")
+        w.add_string("general.description",
+                     f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
+        w.add_context_length(n_ctx_train)
+        w.add_embedding_length(n_embd)
+        w.add_feed_forward_length(n_ff)
+        w.add_block_count(n_layer)
+        w.add_head_count(n_head)
+        w.add_head_count_kv(plan.n_head_kv)
+        w.add_layer_norm_rms_eps(float(rms_eps))
+        w.add_rope_freq_base(float(rope_theta))
+        w.add_rope_dimension_count(plan.head_dim)
+        if plan.head_dim != n_embd // n_head or n_embd % n_head:
+            w.add_key_length(plan.head_dim)
+            w.add_value_length(plan.head_dim)
+        if rope_scaling_linear is not None:
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(rope_scaling_linear))
+        if n_expert:
+            # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
+            w.add_expert_count(n_expert)
+            w.add_expert_used_count(n_expert_used)
+            if arch in _MOE_ARCHS:
+                w.add_expert_feed_forward_length(plan.n_ff_exp)
+            if plan.n_ff_shexp:
+                w.add_expert_shared_feed_forward_length(plan.n_ff_shexp)
+        w.add_vocab_size(n_vocab)
+        w.add_file_type(_FILE_TYPE[weight_type])
+        if weight_type not in ("F32", "F16", "BF16"):
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+        w.add_tokenizer_model(vocab["model"])
+        w.add_tokenizer_pre(vocab["pre"])
+        w.add_token_list(vocab["tokens"])
+        w.add_token_types(vocab["types"])
+        if vocab["scores"] is not None:
+            w.add_token_scores(vocab["scores"])
+        if vocab["merges"] is not None:
+            w.add_token_merges(vocab["merges"])
+        w.add_bos_token_id(vocab["bos"])
+        w.add_eos_token_id(vocab["eos"])
+        if vocab["unk"] is not None:
+            w.add_unk_token_id(vocab["unk"])
+        w.add_add_bos_token(vocab["add_bos"])
+        w.add_add_eos_token(False)
+
+        for s in plan.specs:
+            if s.wtype in ("F32", "F16"):
+                dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
+                w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
+            else:
+                block, tsize = _type_info(s.wtype)
+                byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
+                w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
+                                  raw_dtype=gguf.GGMLQuantizationType[s.wtype])
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        fout = w.fout[0]
+        for s in plan.specs:
+            w.write_padding(fout, fout.tell())
+            n = 0
+            for chunk in s.gen():
+                data = _encode(chunk, s.wtype)
+                data.tofile(fout)
+                n += data.nbytes
+            w.write_padding(fout, n)
+        w.close()
+        os.replace(tmp, path)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class _Plan:
+    """What ``write_synthetic_gguf`` writes: the validated, resolved shape parameters, the vocabulary
+    and the tensors in file order (their data generators are lazy: planning draws nothing)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
+          rope_theta, rope_scaling_linear, rms_eps, tie_embeddings, n_ctx_train, tokenizer, embed_type,
+          output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp) -> _Plan:
+    """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
     embed_type = embed_type or weight_type
@@ -340,10 +500,15 @@ def write_synthetic_gguf(
         raise ValueError("[synthetic] head_dim must be even (RoPE rotates pairs)")
     if tokenizer not in ("gpt2", "llama"):
         raise ValueError(f"[synthetic] unknown tokenizer {tokenizer!r}; expected 'gpt2' or 'llama'")
+    _check_moe(arch, n_embd, n_head, head_dim, tie_embeddings, n_expert, n_expert_used, n_ff_exp,
+               n_ff_shexp)
+    if n_expert:
+        # llama.cpp: Mixtral-style llama experts are n_ff wide; qwen2moe's shared expert defaults to n_ff.
+        n_ff_exp = n_ff if (arch == "llama" or n_ff_exp is None) else n_ff_exp
+        if arch == "qwen2moe" and n_ff_shexp is None:
+            n_ff_shexp = n_ff
 
     vocab = _gpt2_vocab(n_vocab) if tokenizer == "gpt2" else _llama_vocab(n_vocab)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     q_dim = n_head * head_dim
     kv_dim = n_head_kv * head_dim
@@ -389,6 +554,7 @@ def write_synthetic_gguf(
         del emb_copy["E"]
 
     def dense(name: str, rows: int, cols: int, std: float):
+        # rows may span several experts (a 3-D tensor is drawn as its n_expert * rows 2-D rows).
         def gen():
             rng = _rng(seed, name)
             step = max(1, _CHUNK_ELEMS // cols)
@@ -403,6 +569,11 @@ def write_synthetic_gguf(
             yield x
         return gen
 
+    def matrix(name: str, shape: Tuple[int, ...], wtype: str, std: float) -> _Spec:
+        """A weight (numpy shape: (rows, cols) or (n_expert, rows, cols)) with uniform entries."""
+        rows = int(np.prod(shape[:-1]))
+        return _Spec(name + ".weight", shape, wtype, dense(name, rows, shape[-1], std))
+
     specs: List[_Spec] = [_Spec("token_embd.weight", (n_vocab, n_embd), embed_type, gen_embd)]
     for i in range(n_layer):
         p = f"blk.{i}."
@@ -413,11 +584,11 @@ def write_synthetic_gguf(
                            dense(p + "attn_k", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
         specs.append(_Spec(p + "attn_v.weight", (kv_dim, n_embd), weight_type,
                            dense(p + "attn_v", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
-        if arch == "qwen2":
+        if arch in ("qwen2", "qwen2moe"):
             specs.append(_Spec(p + "attn_q.bias", (q_dim,), "F32", around(p + "attn_q.bias", q_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_k.bias", (kv_dim,), "F32", around(p + "attn_k.bias", kv_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_v.bias", (kv_dim,), "F32", around(p + "attn_v.bias", kv_dim, 0.0, 0.2)))
-        if arch == "qwen3":
+        if arch in ("qwen3", "qwen3moe"):
             specs.append(_Spec(p + "attn_q_norm.weight", (head_dim,), "F32",
                                around(p + "attn_q_norm", head_dim, 1.0, 0.05)))
             specs.append(_Spec(p + "attn_k_norm.weight", (head_dim,), "F32",
@@ -425,88 +596,72 @@ def write_synthetic_gguf(
         specs.append(_Spec(p + "attn_output.weight", (n_embd, q_dim), weight_type,
                            dense(p + "attn_output", n_embd, q_dim, layer_scale / np.sqrt(q_dim))))
         specs.append(_Spec(p + "ffn_norm.weight", (n_embd,), "F32", around(p + "ffn_norm", n_embd, 1.0, 0.05)))
-        specs.append(_Spec(p + "ffn_gate.weight", (n_ff, n_embd), weight_type,
-                           dense(p + "ffn_gate", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
-        specs.append(_Spec(p + "ffn_up.weight", (n_ff, n_embd), weight_type,
-                           dense(p + "ffn_up", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
-        specs.append(_Spec(p + "ffn_down.weight", (n_embd, n_ff), weight_type,
-                           dense(p + "ffn_down", n_embd, n_ff, ffn_down_gain * layer_scale / np.sqrt(n_ff))))
+        if not n_expert:
+            specs.append(_Spec(p + "ffn_gate.weight", (n_ff, n_embd), weight_type,
+                               dense(p + "ffn_gate", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
+            specs.append(_Spec(p + "ffn_up.weight", (n_ff, n_embd), weight_type,
+                               dense(p + "ffn_up", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
+            specs.append(_Spec(p + "ffn_down.weight", (n_embd, n_ff), weight_type,
+                               dense(p + "ffn_down", n_embd, n_ff, ffn_down_gain * layer_scale / np.sqrt(n_ff))))
+            continue
+        # Router (F32, as llama.cpp's converters keep it): its input is the RMS-normed hidden state
+        # (entries ~ unit size), so each expert's logit has std _ROUTER_LOGIT_STD.
+        specs.append(matrix(p + "ffn_gate_inp", (n_expert, n_embd), "F32",
+                            _ROUTER_LOGIT_STD / np.sqrt(n_embd)))
+        # Experts: like the dense FFN, each expert's output has the dense FFN's size; the router's
+        # mixing weights sum to <= 1, so the MoE block adds at most that much.
+        f, std_in = n_ff_exp, 1.0 / np.sqrt(n_embd)
+        specs.append(matrix(p + "ffn_gate_exps", (n_expert, f, n_embd), weight_type, std_in))
+        specs.append(matrix(p + "ffn_up_exps", (n_expert, f, n_embd), weight_type, std_in))
+        specs.append(matrix(p + "ffn_down_exps", (n_expert, n_embd, f), weight_type,
+                            ffn_down_gain * layer_scale / np.sqrt(f)))
+        if n_ff_shexp:
+            # Shared expert, scaled by sigmoid(ffn_gate_inp_shexp . x) with that logit ~ N(0, 1).
+            sf = n_ff_shexp
+            specs.append(_Spec(p + "ffn_gate_inp_shexp.weight", (n_embd,), "F32",
+                               around(p + "ffn_gate_inp_shexp", n_embd, 0.0, 1.0 / np.sqrt(n_embd))))
+            specs.append(matrix(p + "ffn_gate_shexp", (sf, n_embd), weight_type, std_in))
+            specs.append(matrix(p + "ffn_up_shexp", (sf, n_embd), weight_type, std_in))
+            specs.append(matrix(p + "ffn_down_shexp", (n_embd, sf), weight_type,
+                                ffn_down_gain * layer_scale / np.sqrt(sf)))
     specs.append(_Spec("output_norm.weight", (n_embd,), "F32", around("output_norm", n_embd, 1.0, 0.05)))
     if not tie_embeddings:
         specs.append(_Spec("output.weight", (n_vocab, n_embd), output_type, gen_output))
     for s in specs:
         _check_type(s.name, s.shape, s.wtype)
+    return _Plan(specs=specs, vocab=vocab, n_head_kv=n_head_kv, head_dim=head_dim, n_ff_exp=n_ff_exp,
+                 n_ff_shexp=n_ff_shexp)
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    w = gguf.GGUFWriter(str(tmp), arch)
-    try:
-        w.add_name(f"synthetic-{arch}-{weight_type}")
-        w.add_type("model")
-        w.add_string("general.description",
-                     f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
-        w.add_context_length(n_ctx_train)
-        w.add_embedding_length(n_embd)
-        w.add_feed_forward_length(n_ff)
-        w.add_block_count(n_layer)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(n_head_kv)
-        w.add_layer_norm_rms_eps(float(rms_eps))
-        w.add_rope_freq_base(float(rope_theta))
-        w.add_rope_dimension_count(head_dim)
-        if head_dim != natural_hd or n_embd % n_head:
-            w.add_key_length(head_dim)
-            w.add_value_length(head_dim)
-        if rope_scaling_linear is not None:
-            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            w.add_rope_scaling_factor(float(rope_scaling_linear))
-        w.add_vocab_size(n_vocab)
-        w.add_file_type(_FILE_TYPE[weight_type])
-        if weight_type not in ("F32", "F16", "BF16"):
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-        w.add_tokenizer_model(vocab["model"])
-        w.add_tokenizer_pre(vocab["pre"])
-        w.add_token_list(vocab["tokens"])
-        w.add_token_types(vocab["types"])
-        if vocab["scores"] is not None:
-            w.add_token_scores(vocab["scores"])
-        if vocab["merges"] is not None:
-            w.add_token_merges(vocab["merges"])
-        w.add_bos_token_id(vocab["bos"])
-        w.add_eos_token_id(vocab["eos"])
-        if vocab["unk"] is not None:
-            w.add_unk_token_id(vocab["unk"])
-        w.add_add_bos_token(vocab["add_bos"])
-        w.add_add_eos_token(False)
-
-        for s in specs:
-            if s.wtype in ("F32", "F16"):
-                dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
-                w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
-            else:
-                block, tsize = _type_info(s.wtype)
-                byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
-                w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
-                                  raw_dtype=gguf.GGMLQuantizationType[s.wtype])
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        fout = w.fout[0]
-        for s in specs:
-            w.write_padding(fout, fout.tell())
-            n = 0
-            for chunk in s.gen():
-                data = _encode(chunk, s.wtype)
-                data.tofile(fout)
-                n += data.nbytes
-            w.write_padding(fout, n)
-        w.close()
-        os.replace(tmp, path)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+def _check_moe(arch, n_embd, n_head, head_dim, tie_embeddings, n_expert, n_expert_used, n_ff_exp,
+               n_ff_shexp) -> None:
+    """The MoE parameters must describe a model that llama.cpp builds
+    (src/models/{llama,qwen2moe,qwen3moe}.cpp)."""
+    if n_expert < 0 or n_expert > _MAX_EXPERTS:
+        raise ValueError(f"[synthetic] n_expert={n_expert} is out of range 0..{_MAX_EXPERTS}")
+    if n_expert == 0:
+        if arch in _MOE_ARCHS:
+            raise ValueError(f"[synthetic] arch {arch!r} needs n_expert > 0")
+        if n_expert_used or n_ff_exp is not None or n_ff_shexp is not None:
+            raise ValueError("[synthetic] n_expert_used, n_ff_exp and n_ff_shexp need n_expert > 0")
+        return
+    if arch not in ("llama",) + _MOE_ARCHS:
+        raise ValueError(f"[synthetic] arch {arch!r} has no experts; use llama, qwen2moe or qwen3moe")
+    if not 1 <= n_expert_used <= n_expert:
+        raise ValueError(f"[synthetic] n_expert_used={n_expert_used} must be in 1..n_expert={n_expert}")
+    if arch == "llama" and (n_ff_exp is not None or n_ff_shexp is not None):
+        raise ValueError("[synthetic] Mixtral-style llama experts are n_ff wide: no n_ff_exp or n_ff_shexp")
+    if arch == "qwen3moe" and n_ff_shexp is not None:
+        raise ValueError("[synthetic] qwen3moe has no shared expert (n_ff_shexp)")
+    for name, v in (("n_ff_exp", n_ff_exp), ("n_ff_shexp", n_ff_shexp)):
+        if v is not None and v <= 0:
+            raise ValueError(f"[synthetic] {name}={v} must be positive")
+    if arch == "qwen2moe":
+        # llama.cpp builds qwen2moe's Q and attn_output as n_embd x n_embd and requires an output head.
+        if n_embd % n_head or head_dim != n_embd // n_head:
+            raise ValueError("[synthetic] qwen2moe needs head_dim == n_embd / n_head")
+        if tie_embeddings:
+            raise ValueError("[synthetic] qwen2moe has no tied embeddings (llama.cpp requires output.weight)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,16 +676,41 @@ def synthetic_cache_dir(cache_dir=None) -> Path:
     return Path(root) / "synthetic" if root else Path.home() / ".cache" / "edge_rt" / "synthetic"
 
 
-def _canonical_params(params: Dict[str, Any]) -> Dict[str, Any]:
+def _defaults() -> Dict[str, Any]:
     import inspect
 
     sig = inspect.signature(write_synthetic_gguf)
-    full = {k: p.default for k, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
+    return {k: p.default for k, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+
+def _canonical_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    full = _defaults()
     unknown = set(params) - set(full)
     if unknown:
         raise TypeError(f"[synthetic] unknown parameters: {sorted(unknown)}")
     full.update(params)
     return full
+
+
+def _cache_key(params: Dict[str, Any]) -> str:
+    """Hash of the canonical parameters and GENERATOR_VERSION; MoE parameters only when not default."""
+    defaults = _defaults()
+    keyed = {k: v for k, v in params.items() if not (k in _MOE_PARAMS and v == defaults[k])}
+    return hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **keyed}, sort_keys=True).encode()).hexdigest()
+
+
+def synthetic_tensor_bytes(name: Optional[str] = None, **params) -> Dict[str, int]:
+    """Bytes of each tensor's data, by tensor name in file order, of the model ``write_synthetic_gguf``
+    would write for preset ``name`` (or for the defaults) with ``params`` applied. Nothing is
+    generated; the file adds its header, vocabulary and alignment padding (< 32 bytes a tensor)."""
+    if name is not None and name not in PRESETS:
+        raise KeyError(f"[synthetic] unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    full = _canonical_params({**(PRESETS[name] if name else {}), **params})
+    out = {}
+    for s in _plan(**full).specs:
+        block, tsize = _type_info(s.wtype)
+        out[s.name] = int(np.prod(s.shape)) // block * tsize
+    return out
 
 
 def ensure_synthetic_model(name: str = "tiny", cache_dir=None, **overrides) -> Path:
@@ -543,8 +723,7 @@ def ensure_synthetic_model(name: str = "tiny", cache_dir=None, **overrides) -> P
     if name not in PRESETS:
         raise KeyError(f"[synthetic] unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     params = _canonical_params({**PRESETS[name], **overrides})
-    key = hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **params}, sort_keys=True).encode())
-    fname = f"{name}-{params['arch']}-{params['weight_type']}-{key.hexdigest()[:12]}.gguf"
+    fname = f"{name}-{params['arch']}-{params['weight_type']}-{_cache_key(params)[:12]}.gguf"
     d = synthetic_cache_dir(cache_dir)
     path = d / fname
     if path.is_file():

@@ -216,3 +216,185 @@ def test_output_is_peaked(synthetic_model, llama_cpp_peer, tie):
     s = np.sort(np.array(llm.scores[: len(ids)]), axis=1)
     margin = (s[:, -1] - s[:, -2]) / s.std(axis=1)
     assert margin.min() > 2.0, margin.min()
+
+
+# ------------------------------------------------------------------------------------ Mixture-of-Experts
+
+MOE_PRESETS = ["tiny-moe", "tiny-qwen2moe", "tiny-qwen3moe"]
+MOE_TYPES = ["F32", "Q8_0", "Q4_0", "Q4_K"]
+
+
+def _moe_model(synthetic_model, preset, wtype):
+    return synthetic_model(**{**synthetic.PRESETS[preset], "weight_type": wtype})
+
+
+def _moe_expected(preset, wtype):
+    """GGUF ne (innermost first) and type of every tensor llama.cpp's loader asks for, per layer."""
+    c = synthetic.PRESETS[preset]
+    arch, e, d = c["arch"], c["n_expert"], c["n_embd"]
+    hd = c.get("head_dim") or d // c["n_head"]
+    q, kv = c["n_head"] * hd, c["n_head_kv"] * hd
+    f = c["n_ff"] if arch == "llama" else c["n_ff_exp"]
+    t = {"token_embd.weight": ((d, c["n_vocab"]), wtype), "output.weight": ((d, c["n_vocab"]), wtype),
+         "output_norm.weight": ((d,), "F32")}
+    for i in range(c["n_layer"]):
+        b = f"blk.{i}."
+        t.update({
+            b + "attn_norm.weight": ((d,), "F32"), b + "ffn_norm.weight": ((d,), "F32"),
+            b + "attn_q.weight": ((d, q), wtype), b + "attn_k.weight": ((d, kv), wtype),
+            b + "attn_v.weight": ((d, kv), wtype), b + "attn_output.weight": ((q, d), wtype),
+            b + "ffn_gate_inp.weight": ((d, e), "F32"),
+            b + "ffn_gate_exps.weight": ((d, f, e), wtype), b + "ffn_up_exps.weight": ((d, f, e), wtype),
+            b + "ffn_down_exps.weight": ((f, d, e), wtype),
+        })
+        if arch == "qwen2moe":
+            s = c["n_ff_shexp"]
+            t.update({
+                b + "attn_q.bias": ((q,), "F32"), b + "attn_k.bias": ((kv,), "F32"),
+                b + "attn_v.bias": ((kv,), "F32"),
+                b + "ffn_gate_inp_shexp.weight": ((d,), "F32"),
+                b + "ffn_gate_shexp.weight": ((d, s), wtype), b + "ffn_up_shexp.weight": ((d, s), wtype),
+                b + "ffn_down_shexp.weight": ((s, d), wtype),
+            })
+        if arch == "qwen3moe":
+            t.update({b + "attn_q_norm.weight": ((hd,), "F32"), b + "attn_k_norm.weight": ((hd,), "F32")})
+    return t
+
+
+@pytest.mark.parametrize("wtype", MOE_TYPES)
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_moe_tensors_and_metadata(synthetic_model, preset, wtype):
+    c = synthetic.PRESETS[preset]
+    arch = c["arch"]
+    p = _moe_model(synthetic_model, preset, wtype)
+    r, f = _fields(p)
+    assert f["general.architecture"] == arch
+    assert f[f"{arch}.expert_count"] == c["n_expert"]
+    assert f[f"{arch}.expert_used_count"] == c["n_expert_used"]
+    assert f[f"{arch}.feed_forward_length"] == c["n_ff"]  # llama.cpp reads it for every arch
+    if arch == "llama":
+        assert f"{arch}.expert_feed_forward_length" not in f
+    else:
+        assert f[f"{arch}.expert_feed_forward_length"] == c["n_ff_exp"]
+    if arch == "qwen2moe":
+        assert f[f"{arch}.expert_shared_feed_forward_length"] == c["n_ff_shexp"]
+    else:
+        assert f"{arch}.expert_shared_feed_forward_length" not in f
+    if c.get("head_dim"):
+        assert f[f"{arch}.attention.key_length"] == c["head_dim"]
+    # Exactly the tensors llama.cpp asks for (no dense ffn_gate/up/down), with its shapes and types.
+    assert _tensors(r) == _moe_expected(preset, wtype)
+    # synthetic_tensor_bytes (no generation) agrees with the file.
+    nbytes = synthetic.synthetic_tensor_bytes(preset, weight_type=wtype)
+    assert nbytes == {t.name: int(t.n_bytes) for t in r.tensors}
+
+
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_moe_routing_is_not_degenerate(synthetic_model, preset):
+    """Router top-k on the normed embeddings of the normal tokens (what dominates the hidden state
+    every layer sees): tokens spread over all experts, and the k-th choice usually clears the next."""
+    c = synthetic.PRESETS[preset]
+    n_expert, k = c["n_expert"], c["n_expert_used"]
+    r = gguf.GGUFReader(str(_moe_model(synthetic_model, preset, "F32")))
+    t = {x.name: np.asarray(x.data, dtype=np.float64) for x in r.tensors}
+    emb = t["token_embd.weight"][259:509]  # normal (non-special) tokens of the gpt2 vocabulary
+    x = emb / np.sqrt(np.mean(emb ** 2, axis=1, keepdims=True) + c.get("rms_eps", 1e-5))
+    gaps, ratios = [], []
+    for i in range(c["n_layer"]):
+        router = t[f"blk.{i}.ffn_gate_inp.weight"]
+        assert router.shape == (n_expert, c["n_embd"])
+        logits = (x * t[f"blk.{i}.ffn_norm.weight"]) @ router.T
+        assert 1.5 < logits.std() < 2.5
+        order = np.argsort(-logits, axis=1)
+        top = order[:, :k]
+        load = np.bincount(top.ravel(), minlength=n_expert) / top.size
+        assert load.min() > 0.5 / n_expert and load.max() < 2.0 / n_expert, load
+        assert len({tuple(sorted(row)) for row in top}) >= 20  # many distinct expert sets
+        s = np.take_along_axis(logits, order, axis=1)
+        gaps.append(s[:, k - 1] - s[:, k])
+        ratios.append(np.exp(gaps[-1]))  # p_k / p_(k+1)
+    gaps = np.concatenate(gaps)
+    assert np.median(gaps) > 0.35, np.median(gaps)
+    assert np.mean(gaps < 0.05) < 0.15, np.mean(gaps < 0.05)
+    assert np.median(np.concatenate(ratios)) > 1.4
+    # Different layers route the same token differently (independent routers).
+    l0 = np.argsort(-(x @ t["blk.0.ffn_gate_inp.weight"].T), axis=1)[:, 0]
+    l1 = np.argsort(-(x @ t["blk.1.ffn_gate_inp.weight"].T), axis=1)[:, 0]
+    assert np.mean(l0 == l1) < 0.4
+
+
+def test_mixtral_3g_shape_and_size():
+    c = synthetic.PRESETS["mixtral-3g"]
+    assert (c["arch"], c["n_vocab"], c["n_embd"], c["n_head"], c["n_head_kv"], c["n_expert"],
+            c["n_expert_used"]) == ("llama", 32000, 2048, 32, 8, 8, 2)
+    nbytes = synthetic.synthetic_tensor_bytes("mixtral-3g", weight_type="Q4_0")
+    total = sum(nbytes.values())
+    assert total >= 3.0e9
+    # Q4_0: 18 bytes per 32 weights; each layer's experts: 3 matrices of n_embd x n_ff per expert.
+    per_layer_experts = 3 * 8 * 2048 * c["n_ff"] // 32 * 18
+    assert nbytes["blk.0.ffn_gate_exps.weight"] * 3 == per_layer_experts
+    experts = sum(v for k, v in nbytes.items() if "_exps." in k)
+    assert experts == c["n_layer"] * per_layer_experts
+    assert experts / total > 0.9  # experts are most of the bytes, as in Mixtral
+    assert nbytes["blk.0.ffn_gate_inp.weight"] == 8 * 2048 * 4  # router stays F32
+
+
+def test_moe_cache_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_RT_CACHE", str(tmp_path))
+    p1 = ensure_synthetic_model("tiny-moe", weight_type="Q4_0")
+    assert p1.name.startswith("tiny-moe-llama-Q4_0-") and p1.is_file()
+    assert ensure_synthetic_model("tiny-moe", weight_type="Q4_0") == p1
+    assert ensure_synthetic_model("tiny-moe", weight_type="Q4_0", n_expert_used=3) != p1
+    assert ensure_synthetic_model("tiny-moe", weight_type="Q4_0", n_expert=4) != p1
+    # Dense models' keys do not see the MoE parameters (their cached files stay valid).
+    dense = synthetic._canonical_params(synthetic.PRESETS["tinyllama-1.1b"])
+    assert synthetic._cache_key(dense) == synthetic._cache_key(
+        {k: v for k, v in dense.items() if k not in synthetic._MOE_PARAMS})
+    moe = synthetic._canonical_params(synthetic.PRESETS["tiny-qwen2moe"])
+    assert synthetic._cache_key(moe) != synthetic._cache_key(dict(moe, n_ff_shexp=256))
+
+
+def test_moe_rejects_bad_parameters(tmp_path):
+    out = tmp_path / "x.gguf"
+    with pytest.raises(ValueError, match="n_expert > 0"):
+        write_synthetic_gguf(out, arch="qwen3moe")
+    with pytest.raises(ValueError, match="n_expert > 0"):
+        write_synthetic_gguf(out, n_expert_used=2)
+    with pytest.raises(ValueError, match="n_expert_used"):
+        write_synthetic_gguf(out, n_expert=4, n_expert_used=5)
+    with pytest.raises(ValueError, match="n_expert_used"):
+        write_synthetic_gguf(out, n_expert=4)
+    with pytest.raises(ValueError, match="Mixtral"):
+        write_synthetic_gguf(out, n_expert=4, n_expert_used=2, n_ff_exp=256)
+    with pytest.raises(ValueError, match="shared"):
+        write_synthetic_gguf(out, arch="qwen3moe", n_expert=4, n_expert_used=2, n_ff_shexp=256)
+    with pytest.raises(ValueError, match="head_dim"):
+        write_synthetic_gguf(out, arch="qwen2moe", n_expert=4, n_expert_used=2, head_dim=128)
+    with pytest.raises(ValueError, match="tied"):
+        write_synthetic_gguf(out, arch="qwen2moe", n_expert=4, n_expert_used=2, tie_embeddings=True)
+    with pytest.raises(ValueError, match="no experts"):
+        write_synthetic_gguf(out, arch="qwen2", n_expert=4, n_expert_used=2)
+    with pytest.raises(ValueError, match="block size"):
+        write_synthetic_gguf(out, arch="qwen3moe", n_expert=4, n_expert_used=2, n_ff_exp=96,
+                             weight_type="Q4_K")
+    assert not list(tmp_path.iterdir())
+
+
+@requires_llama_cpp
+@pytest.mark.parametrize("wtype", MOE_TYPES)
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_llama_cpp_loads_moe(synthetic_model, llama_cpp_peer, preset, wtype):
+    c = synthetic.PRESETS[preset]
+    llm = llama_cpp_peer(_moe_model(synthetic_model, preset, wtype))
+    md = llm.metadata
+    assert md["general.architecture"] == c["arch"]
+    assert int(md[f"{c['arch']}.expert_count"]) == c["n_expert"]
+    assert llm.n_vocab() == c["n_vocab"] and llm.n_embd() == c["n_embd"]
+    ids = np.random.default_rng(0).integers(259, 509, 64).tolist()
+    llm.eval(ids)
+    logits = np.array(llm.scores[: len(ids)])
+    assert np.all(np.isfinite(logits))
+    assert 0.5 < logits.std() < 10 and np.abs(logits).max() < 100
+    s = np.sort(logits, axis=1)
+    margin = (s[:, -1] - s[:, -2]) / s.std(axis=1)
+    assert margin.min() > 2.0, margin.min()  # peaked, like the dense models
