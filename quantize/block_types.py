@@ -28,6 +28,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         BlockType("Q5_1", 7, 32, 24),
         BlockType("Q8_0", 8, 32, 34),
         BlockType("Q4_K", 12, 256, 144),
+        BlockType("Q5_K", 13, 256, 176),
         BlockType("Q6_K", 14, 256, 210),
         BlockType("BF16", 30, 1, 2),
     )
