@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError
 
 DEFAULT_CALIBRATION_TEXT = Path(__file__).resolve().parent / "data" / "calibration.txt"
-#: Tokens of calibration text used by default (32 windows of 256).
-DEFAULT_CALIB_TOKENS = 8192
+#: Tokens of calibration text used by default (16 windows of 256).
+DEFAULT_CALIB_TOKENS = 4096
 
 
 def read_text(path: Optional[Path]) -> str:
@@ -158,17 +158,44 @@ def collect(model: Any, windows: List[List[int]],
     return {k: (np.asarray(s, dtype=np.float64), np.asarray(c, dtype=np.int64)) for k, (s, c) in stats.items()}
 
 
-def calibrate(gguf_path: Path, text: str, *, threads: Optional[int] = None, max_tokens: int = DEFAULT_CALIB_TOKENS,
+def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[int] = None,
+              max_tokens: int = DEFAULT_CALIB_TOKENS,
               progress: Optional[Callable[[int, int], None]] = None) -> CalibStats:
-    """Load ``gguf_path`` with edge_rt, tokenize ``text`` with its vocabulary, record the stats."""
+    """Record stats by running ``gguf_path`` on ``text`` (tokenized with its vocabulary).
+
+    Runs on edge_rt when the engine loads the model and has the statistics hook; otherwise (older
+    engine, or an architecture the engine does not run yet) on the NumPy forward pass of
+    ``reference_forward`` built from ``src`` (the SourceModel; read from ``gguf_path`` if None).
+    ``meta['runner']`` says which."""
     from ..model import load
 
-    with load(gguf_path, threads=threads) as m:
+    model: Any = None
+    runner = "edge_rt"
+    why = None
+    try:
+        model = load(gguf_path, threads=threads)
+        if not hasattr(model, "record_activation_stats"):
+            model.close()
+            model, why = None, "the engine has no activation-statistics hook"
+    except InvalidArgumentError:
+        raise
+    except EdgeRTError as e:
+        model, why = None, " ".join(str(e).split())
+    if model is None:
+        from .gguf_io import read_gguf
+        from .reference_forward import NumpyModel
+
+        model = NumpyModel(src if src is not None else read_gguf(gguf_path))
+        runner = "numpy"
+    with model as m:
         ids = m.tokenize(text, add_special=False)
         if not ids:
             raise InvalidArgumentError("[calibrate] the calibration text tokenizes to nothing")
         windows = token_windows(ids, m.n_ctx, max_tokens)
         sums = collect(m, windows, progress)
     n = sum(len(w) for w in windows)
-    return CalibStats(sums, {"model": str(gguf_path), "text_sha256_16": text_digest(text), "n_tokens": n,
-                             "n_windows": len(windows)})
+    meta = {"model": str(gguf_path), "text_sha256_16": text_digest(text), "n_tokens": n,
+            "n_windows": len(windows), "runner": runner}
+    if why:
+        meta["runner_reason"] = why
+    return CalibStats(sums, meta)

@@ -2,8 +2,8 @@
 
 The toolchain calls :func:`encode` / :func:`decode` only. They use the package's own quantizers
 (``quantize.quants``: round-to-nearest plus an importance-weighted scale search) when that module is
-importable, and otherwise a stand-in: ``gguf.quants`` for F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 and the
-min/max K-quant encoders of ``edge_rt.synthetic`` for Q4_K/Q6_K (importance ignored). Either way the
+importable, and otherwise a stand-in: ``gguf.quants`` for F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1
+(importance ignored; no K-quants). Either way the
 bytes are the ggml block layouts, so the files are the same format.
 
 Shapes: ``encode(data float32 (n_rows, n_cols), type) -> uint8 (n_rows, row_bytes)``, except F32
@@ -31,8 +31,8 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
 def implementation() -> str:
-    """``"quantize.quants"`` or ``"stand-in"`` (gguf.quants + synthetic K-quants)."""
-    return "quantize.quants" if _HAVE_OWN else "stand-in (gguf.quants, min/max K-quants)"
+    """``"quantize.quants"`` or ``"stand-in (gguf.quants)"``."""
+    return "quantize.quants" if _HAVE_OWN else "stand-in (gguf.quants)"
 
 
 def block_info(type_name: str) -> tuple:
@@ -92,10 +92,6 @@ def _standin_encode(x: np.ndarray, type_name: str) -> np.ndarray:
     import gguf
     import gguf.quants
 
-    if type_name in ("Q4_K", "Q6_K"):
-        from ..synthetic import _quantize_q4_k, _quantize_q6_k
-
-        return (_quantize_q4_k if type_name == "Q4_K" else _quantize_q6_k)(x)
     try:
         return gguf.quants.quantize(x, gguf.GGMLQuantizationType[type_name])
     except NotImplementedError:

@@ -123,7 +123,8 @@ def compare(runner: LogitsRunner, ref: Reference,
         if logits.shape[1] != lp_ref.shape[1]:
             raise ModelFormatError(f"[eval] the model has {logits.shape[1]} logits per token, the reference "
                                    f"{lp_ref.shape[1]}: not the same vocabulary")
-        lp = log_softmax(logits)
+        # rounded like the reference's (float32), so identical logits give exactly KL 0
+        lp = log_softmax(logits).astype(np.float32).astype(np.float64)
         tgt = np.asarray(w[1:])
         rows = np.arange(len(tgt))
         nll.append(-lp[rows, tgt])

@@ -174,9 +174,12 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
         elif use_calib and not float_out:
             text = read_text(calib_text)
             try:
-                stats = calibrate(need_master(), text, threads=threads, max_tokens=calib_tokens,
+                stats = calibrate(need_master(), text, src=src, threads=threads, max_tokens=calib_tokens,
                                   progress=(lambda d, n: progress("calibrate", d, n, "")) if progress else None)
-                calib_desc = f"{stats.meta['n_tokens']} tokens of {calib_text or 'the built-in held-out code sample'}"
+                calib_desc = (f"{stats.meta['n_tokens']} tokens of {calib_text or 'the built-in held-out code sample'}"
+                              f" on {'edge_rt' if stats.meta['runner'] == 'edge_rt' else 'the NumPy reference forward'}")
+                if stats.meta.get("runner_reason"):
+                    notes.append(f"calibration ran on the NumPy reference forward: {stats.meta['runner_reason']}")
                 if save_calib is None:
                     save_calib = out.with_name(out.name + ".calib.npz")
                 stats.save(save_calib)
