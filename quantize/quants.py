@@ -5,8 +5,13 @@
 
 ``importance`` is a float32 ``(n_cols,)`` vector of per-column weights (the mean of the squared
 activations that multiply each column, as in llama.cpp's imatrix). With it the scale searches
-minimise the importance-weighted squared error the way llama.cpp's imatrix quantizers do; without it
-every type gives the bytes of ggml's reference quantizer (``quantize_row_*_ref``).
+minimise the importance-weighted squared error the way llama.cpp's imatrix quantizers do
+(``quantize_row_*_impl``: the same bytes as ``ggml_quantize_chunk`` given the same imatrix, except
+that all-zero groups of importance are filled in first, see ``effective_importance``; Q8_0, which
+llama.cpp quantizes without its imatrix, gets a weighted search of our own). Without it every type
+gives the bytes of ggml's reference quantizer (``quantize_row_*_ref``); for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1
+these are also ``gguf.quants.quantize``'s, except the sign bit of a zero scale in blocks made only of
+signed zeros, where we follow the C code.
 
 Work is done in chunks of whole rows (a few hundred KB of float32, so the temporaries of the searches
 stay in cache); within a chunk everything is vectorised over blocks.
@@ -110,12 +115,31 @@ def _check_importance(importance, n_cols: int) -> np.ndarray:
     return np.ascontiguousarray(imp)
 
 
+def effective_importance(importance: np.ndarray, type_name: str) -> np.ndarray:
+    """The importance the searches use: groups of columns whose importance is all zero (columns that
+    calibration never activated, e.g. an expert no token was routed to) get the mean of the positive
+    values instead. With all-zero weights llama.cpp's searches return a zero scale, which would erase
+    those weights; everywhere else the importance is used unchanged (and the bytes match llama.cpp's).
+    Groups: the 16-value sub-blocks of Q6_K, 32 values otherwise.
+    """
+    imp = np.asarray(importance, dtype=np.float32)
+    g = imp.reshape(-1, 16 if type_name == "Q6_K" else 32)
+    dead = ~(g > 0).any(axis=1)
+    if not dead.any():
+        return imp
+    pos = imp[imp > 0]
+    g = g.copy()
+    g[dead] = pos.mean(dtype=np.float64) if pos.size else 1.0
+    return g.reshape(-1)
+
+
 def quantize(data: np.ndarray, type_name: str, importance: Optional[np.ndarray] = None) -> np.ndarray:
     """Quantize float rows to GGUF block bytes.
 
     ``data``: (n_rows, n_cols) floats (converted to float32), ``n_cols`` a multiple of the type's block
     size. Other ranks work row-wise too: (n,) gives (row_bytes,), (a, b, n) gives (a, b, row_bytes).
-    ``importance``: optional (n_cols,) non-negative per-column weights; ignored by F32/F16/BF16.
+    ``importance``: optional (n_cols,) non-negative per-column weights; ignored by F32/F16/BF16;
+    all-zero groups are filled in (see ``effective_importance``).
     Returns uint8 (n_rows, row_bytes(type_name, n_cols)). Raises ValueError for an unknown type, a bad
     shape, NaN/Inf input or values whose block scales overflow float16.
     """
@@ -129,7 +153,9 @@ def quantize(data: np.ndarray, type_name: str, importance: Optional[np.ndarray] 
     x = data
     n_rows, n_cols = x.shape
     rb = row_bytes(type_name, n_cols)
-    imp = None if importance is None or type_name in ("F32", "F16", "BF16") else _check_importance(importance, n_cols)
+    imp = None
+    if importance is not None and type_name not in ("F32", "F16", "BF16"):
+        imp = effective_importance(_check_importance(importance, n_cols), type_name)
     fn = _QUANTIZERS[type_name]
     out = np.empty((n_rows, rb), dtype=np.uint8)
     step = max(1, _CHUNK_ELEMS // max(n_cols, 1))

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from edge_rt.quantize import BLOCK_TYPES, QUANT_TYPES, dequantize, quantize, row_bytes
+from edge_rt.quantize.quants import effective_importance
 from edge_rt.quantize.quants_search import nearest_int, ssum
 
 QUANTIZED = [t for t in QUANT_TYPES if t.startswith("Q")]
@@ -147,11 +148,34 @@ def test_bit_exact_with_llama_cpp(type_name, with_importance):
     cols = 1024
     imp = _skewed_importance(cols, 7) if with_importance else None
     if with_importance:
-        imp[:40] = 0.0                                 # columns never activated
+        imp[3:15] = 0.0                                # some columns never activated (no group
+        imp[100:108] = 0.0                             # entirely: see the test below)
     for x in (_normal(16, cols, 1) * 0.05, _hard_rows(cols, 2), _normal(8, cols, 3) + 0.2):
         ours = quantize(x, type_name, imp)
         ref = ggml_quantize(x, type_name, imp)
         assert np.array_equal(ours, ref), _block_diff(ours, ref, type_name)
+
+
+@requires_ggml
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q5_1", "Q4_K", "Q6_K"])
+def test_all_zero_importance_groups_are_filled(type_name):
+    """A group of columns with all-zero importance would get a zero scale from llama.cpp's search
+    (weights erased); we fill such groups with the mean importance, and otherwise match llama.cpp."""
+    cols = 1024
+    x = _normal(8, cols, 4)
+    imp = _skewed_importance(cols, 5)
+    imp[256:512] = 0.0                                 # a whole super-block never activated
+    eff = effective_importance(imp, type_name)
+    assert (eff[256:512] == imp[imp > 0].mean(dtype=np.float64).astype(np.float32)).all()
+    assert np.array_equal(eff[:256], imp[:256]) and np.array_equal(eff[512:], imp[512:])
+    ours = quantize(x, type_name, imp)
+    assert np.array_equal(ours, ggml_quantize(x, type_name, eff))
+    y = dequantize(ours, type_name, cols)
+    rel = np.sqrt(np.mean((y - x)[:, 256:512] ** 2)) / x.std()
+    assert rel <= REL_RMSE_MAX[type_name]
+    if type_name != "Q5_1":   # make_qkx3_quants keeps its min/max start; the others return scale 0
+        raw = dequantize(ggml_quantize(x, type_name, imp), type_name, cols)[:, 256:512]
+        assert not raw.any(), "llama.cpp itself zeroes such blocks (the reason for the fill)"
 
 
 @requires_ggml
