@@ -52,18 +52,17 @@ def first_extreme(x: np.ndarray, arg) -> np.ndarray:
     return x[arg(x, axis=0), np.arange(x.shape[1])]
 
 
-_SAFE = F32(2 ** 21)
+_SAFE = 2.0 ** 20   # |iscale| * bound below this keeps |v| < 2**22 with room for rounding
 
 
-def _levels(v: np.ndarray, lo: int, hi: int, iscale: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """In place: ``v`` (already ``iscale * (x - shift)``) -> ``clamp(nearest_int(v), lo, hi)`` as float32.
+def _levels(v: np.ndarray, lo: int, hi: int, fast: bool) -> np.ndarray:
+    """In place: ``v`` (a scaled block) -> ``clamp(nearest_int(v), lo, hi)`` as float32.
 
-    ``bound`` is a per-block bound on ``|x - shift|``. When every ``|v|`` is provably below 2**22,
-    ``np.rint`` rounds exactly as ``nearest_int`` (half to even) and the fast float path is taken;
-    otherwise (e.g. an infinite ``iscale`` from a subnormal range) the bit-exact integer emulation
-    is used, so even such blocks get C's bytes.
+    ``fast`` says every ``|v|`` is known to be below 2**22; then ``np.rint`` rounds exactly as
+    ``nearest_int`` (half to even). Otherwise (e.g. an infinite ``iscale`` from a subnormal range)
+    the bit-exact integer emulation runs, so even such blocks get C's bytes.
     """
-    if np.all(np.abs(iscale) * bound < _SAFE):
+    if fast:
         np.rint(v, out=v)
         np.clip(v, F32(lo), F32(hi), out=v)
     else:
@@ -94,11 +93,10 @@ def make_qx_quants(x: np.ndarray, nmax: int, w: np.ndarray) -> Tuple[np.ndarray,
     lf = np.empty_like(x)
     tmp = np.empty_like(x)
 
-    amax = np.abs(vmax)
-
+    # |iscale * x| <= nmax + 0.9 because |x| <= |vmax|: always the fast rounding path.
     def sums(iscale):
         np.multiply(x, iscale, out=lf)
-        _levels(lf, -nmax, nmax - 1, iscale, amax)
+        _levels(lf, -nmax, nmax - 1, True)
         np.multiply(wx, lf, out=tmp)
         sumlx = ssum(tmp)
         np.multiply(w, lf, out=tmp)
@@ -121,7 +119,7 @@ def make_qx_quants(x: np.ndarray, nmax: int, w: np.ndarray) -> Tuple[np.ndarray,
             best = np.where(better, scale * sumlx, best)
     # Levels of the winning grid (recomputed with the same float ops, so the same as when it won).
     np.multiply(x, best_iscale, out=lf)
-    _levels(lf, -nmax, nmax - 1, best_iscale, amax)
+    _levels(lf, -nmax, nmax - 1, True)
     lf += fnmax
     L = lf.astype(np.uint8)
     L[:, zero] = 0
@@ -154,12 +152,19 @@ def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta
     lf = np.empty_like(x)
     wl = np.empty_like(x)
     tmp = np.empty_like(x)
+
+    def spread(shift):
+        """max over blocks of |x - shift| / (max - shift): |iscale * (x - shift)| <= it * |grid|."""
+        r = mx - shift
+        return float(np.max(np.maximum(np.abs(r), np.abs(xlo - shift)) / np.abs(r)))
+
     # Initial fit: the min/max grid. Its levels are kept as (iscale, min) and rebuilt at the end.
     iscale = fnmax / (mx - mn)
     scale = F32(1) / iscale
     best_iscale, best_shift = iscale, mn
+    ratio = spread(mn)
     np.multiply(xm, iscale, out=lf)
-    _levels(lf, 0, nmax, iscale, np.maximum(mx - mn, np.abs(xlo - mn)))
+    _levels(lf, 0, nmax, nmax * ratio < _SAFE)
     np.multiply(lf, scale, out=tmp)
     tmp += mn
     tmp -= x
@@ -167,9 +172,10 @@ def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta
     tmp *= w
     best = ssum(tmp)
     for k in range(nstep + 1):
-        iscale = (F32(rmin) + F32(rdelta) * F32(k) + fnmax) / (mx - mn)
+        grid = F32(rmin) + F32(rdelta) * F32(k) + fnmax
+        iscale = grid / (mx - mn)
         np.multiply(xm, iscale, out=lf)
-        _levels(lf, 0, nmax, iscale, np.maximum(np.abs(mx - mn), np.abs(xlo - mn)))
+        _levels(lf, 0, nmax, abs(float(grid)) * ratio < _SAFE)
         np.multiply(w, lf, out=wl)
         sum_l = ssum(wl)
         np.multiply(wl, lf, out=tmp)
@@ -196,9 +202,11 @@ def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta
             scale = np.where(upd, this_scale, scale)
             mn = np.where(upd, this_min, mn)
             np.subtract(x, mn, out=xm)
+            ratio = spread(mn)
     np.subtract(x, best_shift, out=lf)
     lf *= best_iscale
-    _levels(lf, 0, nmax, best_iscale, np.maximum(np.abs(mx - best_shift), np.abs(xlo - best_shift)))
+    bound = np.maximum(np.abs(mx - best_shift), np.abs(xlo - best_shift))
+    _levels(lf, 0, nmax, bool(np.all(np.abs(best_iscale) * bound < F32(_SAFE))))
     L = lf.astype(np.uint8)
     scale = np.where(flat, F32(0), scale)
     the_min = np.where(flat, -flat_min, -mn)
