@@ -78,15 +78,13 @@ def _imatrix_weights(x: np.ndarray, xt: np.ndarray, importance: np.ndarray) -> n
     rows, cols = x.shape
     sum_x2 = ssum(np.ascontiguousarray((x * x).T))          # sequential over the row, as in C
     sigma2 = sum_x2 / F32(cols)
-    nbr = cols // QK
-    sig = np.repeat(sigma2, nbr)[None, :]                    # (1, NB)
-    qw = np.tile(importance.reshape(nbr, QK).T, (1, rows))   # (32, NB)
-    return qw * np.sqrt(sig + xt * xt)
+    sig = np.repeat(sigma2, cols // QK)[None, :]             # (1, NB)
+    return _importance_t(importance, rows) * np.sqrt(sig + xt * xt)
 
 
 def _importance_t(importance: np.ndarray, rows: int) -> np.ndarray:
-    nbr = importance.shape[0] // QK
-    return np.ascontiguousarray(np.tile(importance.reshape(nbr, QK).T, (1, rows)))
+    """(cols,) -> (32, NB): the importance of each element in the block-column layout."""
+    return np.tile(importance.reshape(-1, QK).T, (1, rows))
 
 
 # ------------------------------------------------------------------------------------------------
