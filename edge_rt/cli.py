@@ -1,4 +1,4 @@
-"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``.
+"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``, ``quantize``, ``eval``.
 
 Errors a user can cause (missing file, not a GGUF, unsupported model, bad value) print one line,
 ``edge-rt: error: <message>``, on stderr and exit with status 1; usage errors exit with 2 (Click's
@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import typer
 
 from . import __version__
-from .errors import EdgeRTError
+from .errors import EdgeRTError, InvalidArgumentError
 
 app = typer.Typer(
     name="edge-rt",
@@ -455,6 +455,130 @@ def convert(
         _err(f"converted {src} -> {dst} ({r['layout']} layout): {r['n_tensors']} tensors, "
              f"{r['n_layers']} layers, {_fmt_bytes(r['bytes_in'])} -> {_fmt_bytes(r['bytes_out'])}, "
              f"padding {_fmt_bytes(r['padding_bytes'])} ({pad_pct:.2f}%), {r['seconds']:.1f} s")
+
+
+# ---- quantize / eval -------------------------------------------------------------------------------
+
+class _StageBars:
+    """One progress bar per pipeline stage on stderr (typer/click bars: no extra dependency)."""
+
+    LABELS = {"check": "checking weights", "calibrate": "calibrating", "sensitivity": "sensitivity",
+              "write": "writing", "eval": "evaluating"}
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._stage: Optional[str] = None
+        self._bar: Any = None
+        self._last = 0
+
+    def __call__(self, stage: str, done: int, total: int, detail: str = "") -> None:
+        if stage != self._stage:
+            if self._bar is not None:
+                self._bar.render_finish()
+            self._stage, self._last = stage, 0
+            self._bar = self._stack.enter_context(typer.progressbar(
+                length=max(total, 1), label=self.LABELS.get(stage, stage).ljust(17), file=sys.stderr,
+                show_pos=True, show_percent=False))
+        self._bar.update(done - self._last)
+        self._last = done
+
+
+def _parse_types(value: Optional[str]) -> Optional[List[str]]:
+    if value is None:
+        return None
+    return [v.strip().upper() for v in value.split(",") if v.strip()]
+
+
+@app.command(help=(
+    "Quantize a model to GGUF: one type everywhere (--type, like llama-quantize) or a mixed-precision "
+    "mix under a size budget (--target-bpw / --target-size) chosen by measured per-tensor sensitivity.\n\n"
+    "IN is a GGUF master (F32/F16/BF16) or a Hugging Face directory (config.json + *.safetensors). "
+    "The master is first run on calibration text (default: a built-in held-out code sample) to record "
+    "per-column activation statistics, which weight the quantization error; they are saved next to OUT "
+    "(OUT.calib.npz) for reuse with --load-calib. Mixed precision also writes OUT.recipe.json, "
+    "OUT.tensor-types.txt (llama-quantize --tensor-type rules) and OUT.sensitivity.tsv. "
+    "Progress and a summary go to stderr."))
+def quantize(
+    src: Path = typer.Argument(..., show_default=False, metavar="IN", help="GGUF master or Hugging Face directory."),
+    dst: Path = typer.Argument(..., show_default=False, metavar="OUT", help="Output GGUF file."),
+    qtype: Optional[str] = typer.Option(None, "--type", help="One type: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32."),
+    target_bpw: Optional[float] = typer.Option(None, "--target-bpw", help="Mixed precision: bits per weight of the whole model."),
+    target_size: Optional[str] = typer.Option(None, "--target-size", help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in held-out code)."),
+    no_calib: bool = typer.Option(False, "--no-calib", help="Skip calibration (plain round-to-nearest)."),
+    load_calib: Optional[Path] = typer.Option(None, "--load-calib", help="Reuse statistics saved by an earlier run (.npz)."),
+    save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
+                                             "(default Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q6_K,Q8_0)."),
+    method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), measure "
+                               "(one per tensor and type) or proxy (no model run)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
+    threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads for model runs."),
+) -> None:
+    """Quantize a model to GGUF (help text above)."""
+    with _user_errors():
+        from .model import parse_size
+        from .quantize.pipeline import quantize_model
+        from .quantize.sensitivity import DEFAULT_CANDIDATES
+
+        target_bytes = parse_size(target_size) if target_size is not None else None
+        if plot is not None and qtype is not None:
+            raise InvalidArgumentError("[quantize] --plot draws the mixed-precision search: use it with --target-bpw/--target-size")
+        with contextlib.ExitStack() as stack:
+            r = quantize_model(src, dst, qtype=qtype, target_bpw=target_bpw, target_bytes=target_bytes,
+                               calib_text=calib, use_calib=not no_calib, load_calib=load_calib, save_calib=save_calib,
+                               candidates=_parse_types(candidates) or DEFAULT_CANDIDATES, method=method, plot=plot,
+                               threads=threads, progress=_StageBars(stack))
+        for n in r.notes:
+            _err(f"note: {n}")
+        if r.calib:
+            _err(f"calibration: {r.calib}")
+        total = r.tensor_bytes or 1
+        typer.echo(_table(["type", "tensors", "parameters", "bytes", "share"],
+                    [[t, v["tensors"], f"{v['params']:,}", _fmt_bytes(v["bytes"]), f"{100.0 * v['bytes'] / total:.1f}%"]
+                     for t, v in sorted(r.per_type.items(), key=lambda kv: -kv[1]["bytes"])]), err=True)
+        extra = f", predicted KL {r.predicted_kl:.4f}" if r.predicted_kl is not None else ""
+        _err(f"quantized {src} -> {dst}: {_fmt_bytes(r.file_size)} ({r.file_size:,} bytes), "
+             f"{r.bpw:.2f} bits/weight over {_fmt_count(r.n_params)} parameters{extra}, {r.seconds:.1f} s "
+             f"({r.seconds / max(r.n_params / 1e6, 1e-9):.2f} s per million parameters)")
+        for k, p in r.outputs.items():
+            _err(f"{k}: {p}")
+
+
+@app.command(name="eval")
+def eval_(
+    model: Path = typer.Argument(..., show_default=False, help="GGUF model to evaluate."),
+    reference: Path = typer.Option(..., "--reference", "-r", help="Reference GGUF (e.g. the F16 master)."),
+    text: Path = typer.Option(..., "--text", help="Evaluation text file."),
+    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2, help="Window length in tokens (default: training context, at most 2048)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
+    threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
+    backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) for models "
+                                "edge_rt does not run yet."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Perplexity, mean KL divergence against the reference's logits, and top-1 agreement."""
+    with _user_errors():
+        from .quantize.evaluate import evaluate
+
+        try:
+            body = text.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            raise InvalidArgumentError(f"[eval] text file not found: {text}") from None
+        with contextlib.ExitStack() as stack:
+            bars = _StageBars(stack)
+            r = evaluate(model, reference, body, n_ctx=ctx, max_tokens=max_tokens, threads=threads, backend=backend,
+                         progress=lambda d, n: bars("eval", d, n))
+        if as_json:
+            typer.echo(json.dumps(r, indent=2))
+            return
+        typer.echo(f"model      {model}")
+        typer.echo(f"reference  {reference}")
+        typer.echo(f"tokens     {r['n_tokens']} predicted in {r['n_windows']} windows of {r['n_ctx']} ({r['backend']})")
+        typer.echo(f"perplexity {r['ppl']:.4f} (reference {r['ref_ppl']:.4f})")
+        typer.echo(f"KL div     mean {r['kl_mean']:.6f}, median {r['kl_median']:.6f}, p99 {r['kl_p99']:.6f}, "
+                   f"max {r['kl_max']:.6f} nats")
+        typer.echo(f"top-1      {100 * r['top1']:.2f}% agreement")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

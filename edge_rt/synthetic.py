@@ -37,9 +37,9 @@ How the weights are chosen (why the numbers below are what they are):
   decoding repeats the current token, also with a large margin.
 * Output rows of control/unknown tokens are near zero, so greedy decoding never emits EOS.
 
-Quantized types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are produced by ``gguf.quants``; Q4_K and
-Q6_K (which ``gguf`` can only dequantize) by the small vectorised quantizers in this file, so K-quant
-files keep the same structure (and the same peaked outputs) instead of being random bytes.
+Quantized types are produced by the toolchain's quantizers (``edge_rt.quantize.quantize``, the bytes of
+ggml's reference quantizers), so K-quant files keep the same structure (and the same peaked outputs)
+instead of being random bytes.
 
 Generation is streamed: one tensor chunk at a time is drawn, quantized and written, so a
 TinyLlama-shaped file needs little memory (plus a float16 copy of the embedding for the head).
@@ -67,7 +67,8 @@ __all__ = [
 ]
 
 # Bump when the bytes produced for a given set of parameters change (invalidates caches).
-GENERATOR_VERSION = 1
+# 2: Q4_K/Q6_K from edge_rt.quantize (llama.cpp's reference search) instead of min/max scales.
+GENERATOR_VERSION = 2
 
 WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
 
@@ -134,95 +135,11 @@ _OUTPUT_SCALE = 2.0
 _OUTPUT_NOISE = 0.5
 
 
-# --------------------------------------------------------------------------------------------------
-# K-quant quantizers (vectorised numpy; simple min/max scales, not llama.cpp's optimised search)
-# --------------------------------------------------------------------------------------------------
-
-def _quantize_q4_k(x: np.ndarray) -> np.ndarray:
-    """float32 (n, 256k) -> Q4_K bytes (n, 144k).
-
-    Block of 256 = 8 sub-blocks of 32: value = d*sc[j]*q - dmin*m[j], q in 0..15, sc/m 6-bit.
-    Layout (144 bytes): d f16, dmin f16, scales[12] (packed 6-bit sc/m), qs[128] where byte
-    32*i + l holds sub-block 2i (low nibble) and 2i+1 (high nibble), element l.
-    """
-    rows = x.shape[0]
-    b = x.reshape(-1, 8, 32).astype(np.float32, copy=False)
-    nb = b.shape[0]
-    lo = np.minimum(b.min(axis=-1), 0.0)            # (nb, 8), <= 0
-    hi = b.max(axis=-1)
-    scale = np.maximum(hi - lo, 1e-30) / 15.0      # per sub-block step
-    mins = -lo                                     # >= 0
-    d = (scale.max(axis=-1) / 63.0).astype(np.float16)       # (nb,)
-    dmin = (mins.max(axis=-1) / 63.0).astype(np.float16)
-    d32 = d.astype(np.float32)[:, None]
-    dm32 = dmin.astype(np.float32)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sc = np.where(d32 > 0, np.rint(scale / d32), 0).clip(0, 63).astype(np.uint8)
-        m = np.where(dm32 > 0, np.rint(mins / dm32), 0).clip(0, 63).astype(np.uint8)
-        eff_d = (d32 * sc.astype(np.float32))[..., None]
-        eff_m = (dm32 * m.astype(np.float32))[..., None]
-        q = np.where(eff_d > 0, np.rint((b + eff_m) / eff_d), 0).clip(0, 15).astype(np.uint8)
-    # scales: bytes 0-3: sc[0:4] | (sc[4:8]>>4)<<6 ; 4-7: m[0:4] | (m[4:8]>>4)<<6 ;
-    #         8-11: (sc[4:8] & 15) | (m[4:8] & 15) << 4
-    scales = np.empty((nb, 12), dtype=np.uint8)
-    scales[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
-    scales[:, 4:8] = m[:, 0:4] | ((m[:, 4:8] >> 4) << 6)
-    scales[:, 8:12] = (sc[:, 4:8] & 0x0F) | ((m[:, 4:8] & 0x0F) << 4)
-    q = q.reshape(nb, 4, 2, 32)
-    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(nb, 128)
-    out = np.concatenate(
-        [d.reshape(nb, 1).view(np.uint8), dmin.reshape(nb, 1).view(np.uint8), scales, qs], axis=1
-    )
-    return out.reshape(rows, -1)
-
-
-def _quantize_q6_k(x: np.ndarray) -> np.ndarray:
-    """float32 (n, 256k) -> Q6_K bytes (n, 210k).
-
-    Block of 256 = 16 sub-blocks of 16: value = d*scales[s]*(q-32), q in 0..63, scales int8.
-    Layout (210 bytes): ql[128], qh[64], scales[16], d f16. Element e = 32*g + l with group
-    g = 4*h + r: low nibble in ql[64*h + 32*(r%2) + l] >> 4*(r//2), high 2 bits in qh[32*h + l] >> 2r.
-    """
-    rows = x.shape[0]
-    b = x.reshape(-1, 16, 16).astype(np.float32, copy=False)
-    nb = b.shape[0]
-    amax_idx = np.abs(b).argmax(axis=-1)[..., None]
-    vmax = np.take_along_axis(b, amax_idx, axis=-1)[..., 0]          # signed extreme
-    scale = vmax / -32.0                                            # q-32 reaches -32 at extreme
-    d = (np.abs(scale).max(axis=-1) / 127.0).astype(np.float16)    # (nb,)
-    d32 = d.astype(np.float32)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sc = np.where(d32 > 0, np.rint(scale / d32), 0).clip(-128, 127).astype(np.int8)
-        eff = (d32 * sc.astype(np.float32))[..., None]
-        q = (np.where(eff != 0, np.rint(b / eff), 0) + 32).clip(0, 63).astype(np.uint8)
-    q = q.reshape(nb, 2, 4, 32)                                     # (block, h, r, l)
-    low = q & 0x0F
-    high = q >> 4
-    ql = np.empty((nb, 2, 2, 32), dtype=np.uint8)                   # (block, h, half, l)
-    ql[:, :, 0, :] = low[:, :, 0, :] | (low[:, :, 2, :] << 4)
-    ql[:, :, 1, :] = low[:, :, 1, :] | (low[:, :, 3, :] << 4)
-    qh = high[:, :, 0, :] | (high[:, :, 1, :] << 2) | (high[:, :, 2, :] << 4) | (high[:, :, 3, :] << 6)
-    out = np.concatenate(
-        [ql.reshape(nb, 128), qh.reshape(nb, 64), sc.view(np.uint8), d.reshape(nb, 1).view(np.uint8)],
-        axis=1,
-    )
-    return out.reshape(rows, -1)
-
-
 def _encode(x: np.ndarray, wtype: str) -> np.ndarray:
-    """float32 rows -> the array written to the file (float32/float16, or uint8 bytes for the rest)."""
-    if wtype == "F32":
-        return np.ascontiguousarray(x, dtype=np.float32)
-    if wtype == "F16":
-        return x.astype(np.float16)
-    if wtype == "Q4_K":
-        return _quantize_q4_k(x)
-    if wtype == "Q6_K":
-        return _quantize_q6_k(x)
-    from gguf.quants import quantize
-    import gguf
+    """float32 rows -> the bytes written to the file, from the toolchain's quantizers (edge_rt.quantize)."""
+    from edge_rt.quantize.quants import quantize
 
-    return quantize(np.ascontiguousarray(x, dtype=np.float32), gguf.GGMLQuantizationType[wtype])
+    return quantize(x, wtype)
 
 
 def _type_info(wtype: str) -> Tuple[int, int]:

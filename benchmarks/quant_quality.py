@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Quantization quality: edge_rt's searched mixed-precision GGUF vs llama.cpp's Q4_0 and Q4_K_M.
+
+For each trained F16 master (models/tiny-code-dense-f16.gguf, models/tiny-code-moe-f16.gguf):
+
+1. llama.cpp quantizes the master to Q4_0 and Q4_K_M (llama-cpp-python's llama_model_quantize);
+2. edge_rt calibrates on its built-in calibration text (quantize/data/calibration.txt), measures
+   per-tensor sensitivity (method ``calibrated``: one model run per tensor) and writes searched mixes
+   whose FILE size is at most each llama.cpp file's size, plus a few more sizes for the Pareto curve,
+   and uniform files (edge-rt quantize --type) for reference;
+3. every file is evaluated against the F16 master on benchmarks/data/quant_eval.txt (held-out files
+   disjoint from the calibration text; see tools/make_quant_texts.py): mean KL divergence, perplexity,
+   top-1 agreement over windows of 256 tokens.
+
+Logits: edge_rt for the dense model; llama.cpp (llama-cpp-python, logits_all) for the MoE model until
+edge_rt's MoE forward pass lands (the engine cannot load it yet). Targets: at Q4_0's size KL <= 0.5x
+Q4_0's, at Q4_K_M's size KL <= 0.8x Q4_K_M's.
+
+On the dense model it also validates the calibrated sensitivity against direct measurement (every
+tensor at Q5_0, Q4_K and Q6_K): Spearman rank correlation of predicted vs measured dKL, for the
+calibrated prediction and the raw importance-weighted error.
+
+    nice python3 benchmarks/quant_quality.py [--windows 48] [--out benchmarks/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_rt.quantize import codec  # noqa: E402
+from edge_rt.quantize.calibrate import read_text, token_windows  # noqa: E402
+from edge_rt.quantize.evaluate import LogitsRunner, Reference, compare  # noqa: E402
+from edge_rt.quantize.gguf_io import read_gguf  # noqa: E402
+from edge_rt.quantize.mixed import pareto_plot  # noqa: E402
+from edge_rt.quantize.pipeline import quantize_model  # noqa: E402
+from edge_rt.quantize.sensitivity import (Sensitivity, SwapEvaluator, measure_sensitivity,  # noqa: E402
+                                          spearman)
+
+MODELS = {"dense": ROOT / "models" / "tiny-code-dense-f16.gguf", "moe": ROOT / "models" / "tiny-code-moe-f16.gguf"}
+EVAL_TEXT = ROOT / "benchmarks" / "data" / "quant_eval.txt"
+
+
+def llama_quantize(src: Path, dst: Path, ftype: int) -> float:
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = ftype
+    p.nthread = 2
+    t = time.perf_counter()
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed ({rc}) for {dst}")
+    return time.perf_counter() - t
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, validate: bool) -> dict:
+    import llama_cpp
+
+    backend = "edge_rt" if kind == "dense" else "llama_cpp"
+    n_params = read_gguf(master).n_params
+    res: dict = {"master": str(master.relative_to(ROOT)), "n_params": n_params, "backend": backend, "files": {}}
+    text = EVAL_TEXT.read_text()
+    with LogitsRunner(master, backend, None, threads) as r:
+        windows = token_windows(r.tokenize(text), r.n_ctx, n_windows * r.n_ctx)[:n_windows]
+        ref = Reference.compute(r, windows)
+    res["eval_tokens"] = ref.n_predicted
+
+    def evaluate(path: Path) -> dict:
+        with LogitsRunner(path, backend, None, threads) as r:
+            m = compare(r, ref)
+        m["size"] = path.stat().st_size
+        return m
+
+    files = res["files"]
+    # llama.cpp presets
+    for name, ft in (("llama.cpp Q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0),
+                     ("llama.cpp Q4_K_M", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)):
+        p = out / f"{kind}-llamacpp-{name.split()[-1]}.gguf"
+        secs = llama_quantize(master, p, ft)
+        files[name] = {**evaluate(p), "quantize_s": secs}
+        log(kind, name, files[name]["size"], f"KL {files[name]['kl_mean']:.5f}")
+
+    # edge_rt: calibration + sensitivity once (timed), then searches reuse them
+    calib = out / f"{kind}.calib.npz"
+    t = time.perf_counter()
+    r = quantize_model(master, out / f"{kind}-ert-Q4_K.gguf", qtype="Q4_K", save_calib=calib, threads=threads)
+    res["time_uniform_q4k_s"] = time.perf_counter() - t
+    res["calibration"] = r.calib
+    files["edge_rt Q4_K (uniform)"] = evaluate(r.out)
+    for ty in ("Q4_0", "Q5_0", "Q6_K", "Q8_0"):
+        r = quantize_model(master, out / f"{kind}-ert-{ty}.gguf", qtype=ty, load_calib=calib, threads=threads)
+        files[f"edge_rt {ty} (uniform)"] = evaluate(r.out)
+    log(kind, "uniform done")
+
+    targets = {"at Q4_0 size": files["llama.cpp Q4_0"]["size"], "at Q4_K_M size": files["llama.cpp Q4_K_M"]["size"]}
+    t = time.perf_counter()
+    first = quantize_model(master, out / f"{kind}-mix-q4_0size.gguf", target_bytes=targets["at Q4_0 size"],
+                           load_calib=calib, threads=threads, backend=backend)
+    res["time_mix_with_sensitivity_s"] = time.perf_counter() - t
+    res["stage_seconds_mix"] = first.stage_seconds
+    sens_json = Path(str(first.out) + ".sensitivity.json")
+    files["edge_rt mix at Q4_0 size"] = {**evaluate(first.out), "predicted_kl": first.predicted_kl}
+    lo, hi = targets["at Q4_0 size"], files["edge_rt Q6_K (uniform)"]["size"]
+    extra = {"at Q4_K_M size": targets["at Q4_K_M size"]}
+    for i, f in enumerate(np.linspace(0.88, 1.0, 2)):
+        extra[f"size {i}"] = int(lo * f)
+    for i, f in enumerate(np.linspace(0.25, 0.75, 3)):
+        extra[f"size {i + 2}"] = int(lo + (hi - lo) * f)
+    for label, size in extra.items():
+        try:
+            r = quantize_model(master, out / f"{kind}-mix-{size}.gguf", target_bytes=size, load_calib=calib,
+                               load_sensitivity=sens_json, threads=threads, backend=backend)
+        except Exception as e:  # a budget below the smallest mix
+            log(kind, label, "skipped:", e)
+            continue
+        files[f"edge_rt mix {label}"] = {**evaluate(r.out), "predicted_kl": r.predicted_kl}
+        log(kind, label, files[f"edge_rt mix {label}"]["size"], f"KL {files[f'edge_rt mix {label}']['kl_mean']:.5f}")
+
+    q40, q4km = files["llama.cpp Q4_0"], files["llama.cpp Q4_K_M"]
+    m40, m4km = files["edge_rt mix at Q4_0 size"], files["edge_rt mix at Q4_K_M size"]
+    res["ratio_kl_at_q4_0"] = m40["kl_mean"] / q40["kl_mean"]
+    res["ratio_kl_at_q4_k_m"] = m4km["kl_mean"] / q4km["kl_mean"]
+    mp = n_params / 1e6
+    res["s_per_mparam"] = {"edge_rt Q4_K uniform (calibration included)": res["time_uniform_q4k_s"] / mp,
+                           "edge_rt mix (sensitivity + search + write, calibration loaded)":
+                               res["time_mix_with_sensitivity_s"] / mp,
+                           "llama.cpp Q4_K_M": q4km["quantize_s"] / mp}
+
+    if validate:
+        log(kind, "validating the calibrated sensitivity against measurement ...")
+        from edge_rt.quantize.calibrate import CalibStats
+
+        src = read_gguf(master)
+        stats = CalibStats.load(calib)
+        ctext = read_text(None)
+        with LogitsRunner(master, backend, None, threads) as r:
+            wins = token_windows(r.tokenize(ctext), r.n_ctx, 1024)
+        ev = SwapEvaluator(src, wins, backend=backend, threads=threads, stats=stats)
+        try:
+            meas = measure_sensitivity(src, method="measure", candidates=("Q5_0", "Q4_K", "Q6_K"), stats=stats,
+                                       evaluator=ev)
+        finally:
+            ev.close()
+        cal = Sensitivity.from_json(json.loads(sens_json.read_text()))
+        a, b, c = [], [], []
+        for n in meas.measured:
+            for ty, v in meas.measured[n].items():
+                if ty in cal.dkl.get(n, {}):
+                    a.append(cal.dkl[n][ty])
+                    b.append(v)
+                    c.append(cal.werr[n][ty])
+        a, b, c = map(np.array, (a, b, c))
+        res["validation"] = {"pairs": int(len(a)), "spearman_calibrated_vs_measured": spearman(a, b),
+                             "spearman_weighted_error_vs_measured": spearman(c, b),
+                             "median_ratio_predicted_over_measured": float(np.median(a / np.maximum(b, 1e-12)))}
+        log(kind, res["validation"])
+    return res
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), dpi=120)
+    axes = np.atleast_1d(axes)
+    mib = 1 / 2**20
+    for ax, (kind, res) in zip(axes, results.items()):
+        f = res["files"]
+        mixes = sorted((v["size"] * mib, v["kl_mean"]) for k, v in f.items() if k.startswith("edge_rt mix"))
+        xs, ys = zip(*mixes)
+        ax.plot(xs, ys, "o-", color="tab:blue", ms=4, label="edge_rt searched mixes (measured)")
+        for k, v in f.items():
+            if k.startswith("llama.cpp"):
+                ax.plot([v["size"] * mib], [v["kl_mean"]], "s", color="tab:red", ms=7)
+                ax.annotate(k, (v["size"] * mib, v["kl_mean"]), textcoords="offset points", xytext=(5, 4),
+                            fontsize=8, color="tab:red")
+            elif "uniform" in k:
+                ax.plot([v["size"] * mib], [v["kl_mean"]], "^", color="tab:gray", ms=6)
+                ax.annotate(k.replace(" (uniform)", ""), (v["size"] * mib, v["kl_mean"]), textcoords="offset points",
+                            xytext=(5, -9), fontsize=7, color="tab:gray")
+        ax.set_yscale("log")
+        ax.set_xlabel("file size (MiB)")
+        ax.set_ylabel("mean KL divergence vs F16 (nats)")
+        ax.set_title(f"{kind}: {Path(res['master']).name} (logits: {res['backend']})", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--windows", type=int, default=48, help="evaluation windows of 256 tokens")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default="dense,moe")
+    ap.add_argument("--no-validate", action="store_true")
+    ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "quant_pareto.png")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for kind in a.models.split(","):
+        results[kind] = run_model(kind, MODELS[kind], a.out, a.windows, a.threads, validate=(kind == "dense"
+                                                                                           and not a.no_validate))
+    import os
+
+    results["_machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "python": platform.python_version(), "quantizer": codec.implementation()}
+    (a.out / "quant_quality.json").write_text(json.dumps(results, indent=1))
+    plot({k: v for k, v in results.items() if not k.startswith("_")}, a.plot)
+    for kind, res in results.items():
+        if kind.startswith("_"):
+            continue
+        print(f"\n## {kind} ({res['master']}, {res['n_params'] / 1e6:.2f} M params, logits {res['backend']}, "
+              f"{res['eval_tokens']} tokens)")
+        print("| file | size (bytes) | bpw | mean KL | PPL | top-1 |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for k, v in sorted(res["files"].items(), key=lambda kv: kv[1]["size"]):
+            print(f"| {k} | {v['size']:,} | {8 * v['size'] / res['n_params']:.2f} | {v['kl_mean']:.5f} | "
+                  f"{v['ppl']:.3f} | {100 * v['top1']:.2f}% |")
+        print(f"KL ratio at Q4_0 size: {res['ratio_kl_at_q4_0']:.3f} (target <= 0.5); "
+              f"at Q4_K_M size: {res['ratio_kl_at_q4_k_m']:.3f} (target <= 0.8)")
+        print("seconds per million parameters:", {k: round(v, 2) for k, v in res["s_per_mparam"].items()})
+        if "validation" in res:
+            print("sensitivity validation:", res["validation"])
+
+
+if __name__ == "__main__":
+    main()

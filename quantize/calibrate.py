@@ -1,0 +1,201 @@
+"""Calibration: run the full-precision model on text and record what each weight matrix sees.
+
+The engine's hook (``Model.record_activation_stats`` / ``Model.activation_stats``) accumulates, per
+weight tensor, the per-input-column sum of squared activations fed to its matmul and the number of
+rows (tokens) seen; for a 3-D expert tensor (``blk.N.ffn_{gate,up,down}_exps.weight``) both are per
+expert, so the counts are the expert's usage. From them:
+
+* ``importance(name)``: mean squared activation per input column, ``(n_cols,)`` or
+  ``(n_expert, n_cols)`` -- the weights of an importance-weighted quantization error (llama.cpp's
+  imatrix is the same statistic);
+* ``expert_usage(name)``: tokens routed to each expert.
+
+Stats are saved as ``.npz`` (``sum_sq/<tensor>``, ``count/<tensor>``, plus a JSON ``meta`` record that
+names the model and a hash of the text) so a later quantization reuses them without running the model.
+
+The default calibration text (``quantize/data/calibration.txt``) is held-out code of the embedded
+models' corpus (see tools/make_quant_texts.py), disjoint from the quantization benchmark's text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError
+
+DEFAULT_CALIBRATION_TEXT = Path(__file__).resolve().parent / "data" / "calibration.txt"
+#: Tokens of calibration text used by default (16 windows of 256).
+DEFAULT_CALIB_TOKENS = 4096
+
+
+def read_text(path: Optional[Path]) -> str:
+    """The calibration text (default: the packaged held-out sample). Empty text is an error."""
+    p = Path(path) if path is not None else DEFAULT_CALIBRATION_TEXT
+    try:
+        text = p.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"[calibrate] calibration text not found: {p}") from None
+    if not text.strip():
+        raise InvalidArgumentError(f"[calibrate] calibration text {p} is empty: give a file with some text "
+                                   "the model should handle (e.g. a few KB of code or prose)")
+    return text
+
+
+def token_windows(ids: Sequence[int], n_ctx: int, max_tokens: Optional[int] = None) -> List[List[int]]:
+    """Consecutive non-overlapping windows of ``n_ctx`` tokens (the last may be shorter, >= 2 tokens),
+    at most ``max_tokens`` tokens in all."""
+    ids = list(ids)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    out = [ids[i:i + n_ctx] for i in range(0, len(ids), n_ctx)]
+    return [w for w in out if len(w) >= 2]
+
+
+@dataclass
+class CalibStats:
+    """Per-tensor activation statistics: name -> (sum_sq float64, count int64)."""
+
+    sums: Dict[str, Tuple[np.ndarray, np.ndarray]]
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def importance(self, name: str) -> Optional[np.ndarray]:
+        """Mean squared input activation per column (float32), or None when not recorded. Columns of
+        an expert that never saw a token get the layer's average over experts (no 0/0)."""
+        if name not in self.sums:
+            return None
+        s, c = self.sums[name]
+        s = np.asarray(s, dtype=np.float64)
+        c = np.asarray(c, dtype=np.float64)
+        if s.ndim == 1:
+            if c.reshape(-1)[0] <= 0:
+                return None
+            return (s / c.reshape(-1)[0]).astype(np.float32)
+        used = c > 0
+        out = np.zeros_like(s)
+        out[used] = s[used] / c[used, None]
+        if not used.all():
+            fill = s[used].sum(axis=0) / max(c[used].sum(), 1.0) if used.any() else np.ones(s.shape[1])
+            out[~used] = fill
+        return out.astype(np.float32)
+
+    def expert_usage(self, name: str) -> Optional[np.ndarray]:
+        if name not in self.sums:
+            return None
+        s, c = self.sums[name]
+        return np.asarray(c, dtype=np.int64) if np.ndim(s) == 2 else None
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        arrays: Dict[str, np.ndarray] = {}
+        for name, (s, c) in self.sums.items():
+            arrays[f"sum_sq/{name}"] = np.asarray(s, dtype=np.float64)
+            arrays[f"count/{name}"] = np.asarray(c, dtype=np.int64)
+        arrays["meta"] = np.array(json.dumps(self.meta))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:  # np.savez appends .npz to a str path without the suffix
+            np.savez(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "CalibStats":
+        path = Path(path)
+        try:
+            z = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InvalidArgumentError(f"[calibrate] calibration stats not found: {path}") from None
+        except Exception as e:
+            raise ModelFormatError(f"[calibrate] {path} is not a calibration .npz: {e}") from e
+        sums: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        for k in z.files:
+            if k.startswith("sum_sq/"):
+                name = k[len("sum_sq/"):]
+                if f"count/{name}" not in z.files:
+                    raise ModelFormatError(f"[calibrate] {path}: 'count/{name}' is missing")
+                sums[name] = (z[k], z[f"count/{name}"])
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+        return cls(sums, meta)
+
+    def check_model(self, shapes: Dict[str, Tuple[int, ...]]) -> None:
+        """Raise when the stats do not fit the model's tensors (wrong model)."""
+        for name, (s, _) in self.sums.items():
+            if name in shapes:
+                shp = shapes[name]
+                want = (shp[0], shp[-1]) if len(shp) == 3 else (shp[-1],)
+                if tuple(np.shape(s)) != want:
+                    raise ModelFormatError(
+                        f"[calibrate] stats for tensor '{name}' have shape {tuple(np.shape(s))}, the model needs "
+                        f"{want}: were they recorded on another model?")
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()[:16]
+
+
+def collect(model: Any, windows: List[List[int]],
+            progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Run ``model.logits`` on each window with the engine's activation recording on; returns the
+    accumulated stats. ``model`` is an ``edge_rt.Model`` (or anything with the same three methods)."""
+    if not windows:
+        raise InvalidArgumentError("[calibrate] the calibration text gives no tokens to run")
+    if not hasattr(model, "record_activation_stats"):
+        raise EdgeRTError("[calibrate] this edge_rt engine cannot record activation statistics "
+                          "(Model.record_activation_stats is missing); update edge_rt or pass --no-calib")
+    model.record_activation_stats(True)
+    try:
+        for i, w in enumerate(windows):
+            model.logits(w)
+            if progress is not None:
+                progress(i + 1, len(windows))
+        stats = model.activation_stats()
+    finally:
+        model.record_activation_stats(False)
+    return {k: (np.asarray(s, dtype=np.float64), np.asarray(c, dtype=np.int64)) for k, (s, c) in stats.items()}
+
+
+def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[int] = None,
+              max_tokens: int = DEFAULT_CALIB_TOKENS,
+              progress: Optional[Callable[[int, int], None]] = None) -> CalibStats:
+    """Record stats by running ``gguf_path`` on ``text`` (tokenized with its vocabulary).
+
+    Runs on edge_rt when the engine loads the model and has the statistics hook; otherwise (older
+    engine, or an architecture the engine does not run yet) on the NumPy forward pass of
+    ``reference_forward`` built from ``src`` (the SourceModel; read from ``gguf_path`` if None).
+    ``meta['runner']`` says which."""
+    from ..model import load
+
+    model: Any = None
+    runner = "edge_rt"
+    why = None
+    try:
+        model = load(gguf_path, threads=threads)
+        if not hasattr(model, "record_activation_stats"):
+            model.close()
+            model, why = None, "the engine has no activation-statistics hook"
+    except InvalidArgumentError:
+        raise
+    except EdgeRTError as e:
+        model, why = None, " ".join(str(e).split())
+    if model is None:
+        from .gguf_io import read_gguf
+        from .reference_forward import NumpyModel
+
+        model = NumpyModel(src if src is not None else read_gguf(gguf_path))
+        runner = "numpy"
+    with model as m:
+        ids = m.tokenize(text, add_special=False)
+        if not ids:
+            raise InvalidArgumentError("[calibrate] the calibration text tokenizes to nothing")
+        windows = token_windows(ids, m.n_ctx, max_tokens)
+        sums = collect(m, windows, progress)
+    n = sum(len(w) for w in windows)
+    meta = {"model": str(gguf_path), "text_sha256_16": text_digest(text), "n_tokens": n,
+            "n_windows": len(windows), "runner": runner}
+    if why:
+        meta["runner_reason"] = why
+    return CalibStats(sums, meta)

@@ -1,0 +1,186 @@
+"""A NumPy forward pass of the llama-family graph, for calibration where the engine cannot run it.
+
+It serves the calibration when the engine has no activation-statistics hook, or does not run the
+architecture yet (MoE until its forward pass lands): it exposes the calibration side of the
+``edge_rt.Model`` contract (``tokenize``, ``logits``, ``n_ctx``, ``record_activation_stats``,
+``activation_stats``, ``close``) and records the same statistics as the engine's hook:
+
+    weight name -> (sum_sq float64 (ne0,), count int64 (1,))             for 2-D weights
+    weight name -> (sum_sq float64 (n_expert, ne0), count int64 (n_expert,)) for expert tensors
+
+Numerics follow llama.cpp's ``llama``/``qwen2``/``qwen3`` (+ ``qwen2moe``/``qwen3moe``) graphs in
+float32: RMSNorm, RoPE (adjacent pairs for llama, NEOX halves for Qwen), GQA causal attention, SwiGLU;
+MoE: softmax router -> top-k -> weights renormalised (llama/Mixtral and qwen3moe; not qwen2moe), and
+qwen2moe's sigmoid-gated shared expert. Weights are dequantized to float32 once at load (fine for the
+small-to-medium masters calibration runs on; it is not an inference engine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import UnsupportedArchitectureError
+from .gguf_io import SourceModel
+
+
+class NumpyModel:
+    def __init__(self, src: SourceModel, n_ctx: Optional[int] = None) -> None:
+        md = src.metadata()
+        a = src.arch
+        if a not in ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"):
+            raise UnsupportedArchitectureError(f"[calibrate] no NumPy forward pass for architecture '{a}'")
+        self.arch = a
+        g = lambda k, d=None: md.get(f"{a}.{k}", d)  # noqa: E731
+        self.n_embd = int(g("embedding_length"))
+        self.n_layer = int(g("block_count"))
+        self.n_head = int(g("attention.head_count"))
+        self.n_head_kv = int(g("attention.head_count_kv", self.n_head))
+        self.head_dim = int(g("attention.key_length", self.n_embd // self.n_head))
+        self.n_rot = int(g("rope.dimension_count", self.head_dim))
+        self.eps = float(g("attention.layer_norm_rms_epsilon", 1e-5))
+        self.theta = float(g("rope.freq_base", 10000.0))
+        scale_type = g("rope.scaling.type")
+        self.rope_scale = 1.0 / float(g("rope.scaling.factor", 1.0)) if scale_type == "linear" else 1.0
+        self.n_expert = int(g("expert_count", 0) or 0)
+        self.n_expert_used = int(g("expert_used_count", 0) or 0)
+        self.norm_topk = a in ("llama", "qwen3moe")
+        self.neox = a != "llama"
+        ctx_train = int(g("context_length", 2048))
+        self.n_ctx = int(n_ctx or min(ctx_train, 2048))
+        self.w: Dict[str, np.ndarray] = {t.name: t.load() for t in src.tensors}
+        self.n_vocab = self.w["token_embd.weight"].shape[0]
+        from ..tokenizer import Tokenizer
+
+        self._tok = Tokenizer.from_metadata(md)
+        self._rec = False
+        self._stats: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+
+    # ---- Model contract (calibration side) -----------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        return self._tok.tokenize(text, add_special=add_special)
+
+    def record_activation_stats(self, enabled: bool) -> None:
+        if enabled:
+            self._stats = {}
+        self._rec = bool(enabled)
+
+    def activation_stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        return {k: (s.copy(), c.copy()) for k, (s, c) in self._stats.items()}
+
+    def close(self) -> None:
+        self.w = {}
+
+    def __enter__(self) -> "NumpyModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- forward ------------------------------------------------------------------------------------
+    def _record(self, name: str, x: np.ndarray, expert: Optional[int] = None) -> None:
+        if not self._rec:
+            return
+        sq = (x.astype(np.float64) ** 2).sum(axis=0)
+        if expert is None:
+            s, c = self._stats.setdefault(name, (np.zeros(x.shape[1]), np.zeros(1, np.int64)))
+            s += sq
+            c += x.shape[0]
+        else:
+            s, c = self._stats.setdefault(name, (np.zeros((self.n_expert, x.shape[1])),
+                                                 np.zeros(self.n_expert, np.int64)))
+            s[expert] += sq
+            c[expert] += x.shape[0]
+
+    def _mm(self, name: str, x: np.ndarray) -> np.ndarray:
+        self._record(name, x)
+        y = x @ self.w[name].T
+        b = self.w.get(name[:-len("weight")] + "bias")
+        return y + b if b is not None else y
+
+    def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps) * w
+
+    def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        # x: (T, H, D)
+        half = self.n_rot // 2
+        inv = self.theta ** (-np.arange(half, dtype=np.float64) * 2 / self.n_rot)
+        ang = (pos[:, None].astype(np.float64) * self.rope_scale) * inv[None, :]
+        cos, sin = np.cos(ang).astype(np.float32)[:, None, :], np.sin(ang).astype(np.float32)[:, None, :]
+        out = x.copy()
+        if self.neox:
+            a, b = x[..., :half], x[..., half:self.n_rot]
+            out[..., :half] = a * cos - b * sin
+            out[..., half:self.n_rot] = a * sin + b * cos
+        else:
+            a, b = x[..., 0:self.n_rot:2], x[..., 1:self.n_rot:2]
+            out[..., 0:self.n_rot:2] = a * cos - b * sin
+            out[..., 1:self.n_rot:2] = a * sin + b * cos
+        return out
+
+    def _ffn(self, p: str, h: np.ndarray) -> np.ndarray:
+        silu = lambda z: z / (1.0 + np.exp(-z))  # noqa: E731
+        if p + "ffn_gate_inp.weight" not in self.w:
+            return self._mm(p + "ffn_down.weight", silu(self._mm(p + "ffn_gate.weight", h)) * self._mm(p + "ffn_up.weight", h))
+        logits = self._mm(p + "ffn_gate_inp.weight", h)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :self.n_expert_used]
+        wts = np.take_along_axis(probs, top, axis=1)
+        if self.norm_topk:
+            wts = wts / wts.sum(axis=1, keepdims=True)
+        out = np.zeros_like(h)
+        G, U, D = (self.w[p + f"ffn_{k}_exps.weight"] for k in ("gate", "up", "down"))
+        for e in range(self.n_expert):
+            rows, slot = np.nonzero(top == e)
+            if rows.size == 0:
+                continue
+            xe = h[rows]
+            self._record(p + "ffn_gate_exps.weight", xe, e)
+            self._record(p + "ffn_up_exps.weight", xe, e)
+            a = silu(xe @ G[e].T) * (xe @ U[e].T)
+            self._record(p + "ffn_down_exps.weight", a, e)
+            out[rows] += (a @ D[e].T) * wts[rows, slot][:, None]
+        if p + "ffn_gate_shexp.weight" in self.w:
+            sh = self._mm(p + "ffn_down_shexp.weight",
+                          silu(self._mm(p + "ffn_gate_shexp.weight", h)) * self._mm(p + "ffn_up_shexp.weight", h))
+            gi = self.w.get(p + "ffn_gate_inp_shexp.weight")
+            if gi is not None:
+                sh = sh * (1.0 / (1.0 + np.exp(-(h @ gi.reshape(-1, 1)))))
+            out += sh
+        return out
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        T = len(ids)
+        H, KV, D = self.n_head, self.n_head_kv, self.head_dim
+        x = self.w["token_embd.weight"][ids].astype(np.float32)
+        pos = np.arange(T)
+        mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)
+        for il in range(self.n_layer):
+            p = f"blk.{il}."
+            h = self._norm(x, self.w[p + "attn_norm.weight"])
+            q = self._mm(p + "attn_q.weight", h).reshape(T, H, D)
+            k = self._mm(p + "attn_k.weight", h).reshape(T, KV, D)
+            v = self._mm(p + "attn_v.weight", h).reshape(T, KV, D)
+            if p + "attn_q_norm.weight" in self.w:
+                q = self._norm(q, self.w[p + "attn_q_norm.weight"])
+                k = self._norm(k, self.w[p + "attn_k_norm.weight"])
+            q, k = self._rope(q, pos), self._rope(k, pos)
+            rep = H // KV
+            k = np.repeat(k, rep, axis=1)
+            v = np.repeat(v, rep, axis=1)
+            att = np.einsum("thd,shd->hts", q, k) / np.float32(np.sqrt(D)) + mask
+            att = np.exp(att - att.max(axis=-1, keepdims=True))
+            att /= att.sum(axis=-1, keepdims=True)
+            o = np.einsum("hts,shd->thd", att, v).reshape(T, H * D)
+            x = x + self._mm(p + "attn_output.weight", o)
+            h = self._norm(x, self.w[p + "ffn_norm.weight"])
+            x = x + self._ffn(p, h)
+        h = self._norm(x, self.w["output_norm.weight"])
+        name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
+        if name == "output.weight":
+            return self._mm(name, h).astype(np.float32)
+        return (h @ self.w[name].T).astype(np.float32)
