@@ -202,5 +202,9 @@ class Engine:
     def clear_stream_telemetry(self) -> None: ...
     def record_activation_stats(self, enabled: bool) -> None:
         """Start (clearing) or stop (keeping) recording matmul inputs for calibration."""
+    def record_routing(self, enabled: bool) -> None:
+        """Start (clearing) or stop (keeping) tracing MoE router probabilities."""
+    def routing(self) -> npt.NDArray[np.float32]:
+        """(n_tokens, n_layer, n_expert) router probabilities traced so far."""
     def activation_stats(self) -> Dict[str, Tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]]:
         """Weight name -> (per-column sum of squared inputs, rows seen); per expert for 3-D expert tensors."""

@@ -601,6 +601,17 @@ class Model:
         """
         return dict(self._require_engine("activation_stats").activation_stats())
 
+    def record_routing(self, enabled: bool) -> None:
+        """MoE models: start (``True``, clearing) or stop (``False``, keeping) tracing the router
+        probabilities of every evaluated token; read them with :meth:`routing`."""
+        self._require_engine("record_routing").record_routing(bool(enabled))
+
+    def routing(self) -> np.ndarray:
+        """Router probabilities traced so far: float32 ``(n_tokens, n_layer, n_expert)``, tokens in the
+        order they were evaluated (prompt tokens included). The experts a token used in a layer are
+        the ``n_expert_used`` largest (ties: lower id). Empty for dense models."""
+        return np.asarray(self._require_engine("routing").routing())
+
     # ---- internals -------------------------------------------------------------------------------
 
     def _require_engine(self, op: str) -> Any:

@@ -191,6 +191,21 @@ void bind_engine(py::module_& m) {
                  std::lock_guard<std::mutex> lock(self.mutex);
                  self.engine->record_activation_stats(enabled);
              })
+        .def("record_routing",
+             [](PyEngine& self, bool enabled) {
+                 std::lock_guard<std::mutex> lock(self.mutex);
+                 self.engine->record_routing(enabled);
+             })
+        .def("routing",
+             [](PyEngine& self) {
+                 std::lock_guard<std::mutex> lock(self.mutex);
+                 const edge_rt::ModelConfig& c = self.engine->config();
+                 const std::vector<float>& r = self.engine->routing();
+                 const py::ssize_t ne = std::max<int64_t>(c.n_expert, 1);
+                 py::array_t<float> out({(py::ssize_t)(r.size() / (size_t)(ne * c.n_layer)), (py::ssize_t)c.n_layer, ne});
+                 std::copy(r.begin(), r.end(), out.mutable_data());
+                 return out;
+             })
         .def("activation_stats", [](PyEngine& self) {
             std::lock_guard<std::mutex> lock(self.mutex);
             py::dict out;

@@ -188,6 +188,11 @@ void Engine::record_activation_stats(bool enabled) {
     recording_stats_ = enabled;
 }
 
+void Engine::record_routing(bool enabled) {
+    if (enabled) routing_.clear();
+    recording_routing_ = enabled;
+}
+
 uint64_t Engine::n_params() const noexcept {
     uint64_t n = 0;
     for (const auto& t : file_->tensors()) n += t.n_elements;
@@ -221,6 +226,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
         }
     }
     const int64_t start = n_past_;
+    const size_t routing_rows = routing_.size();
     try {
         for (int64_t done = 0; done < n; done += n_ubatch_) {
             const int64_t m = std::min(n_ubatch_, n - done);
@@ -231,6 +237,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
         }
     } catch (...) {
         n_past_ = start;
+        routing_.resize(routing_rows);  // the trace holds only tokens that were evaluated
         throw;
     }
 }
@@ -261,6 +268,9 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         s.shexp_g.resize((size_t)n);
     }
     ThreadPool& pool = *pool_;
+    // Routing trace rows of this micro-batch (see record_routing).
+    const int64_t routing_base = c.is_moe() && recording_routing_ ? (int64_t)routing_.size() / (c.n_layer * NE) : 0;
+    if (c.is_moe() && recording_routing_) routing_.resize((size_t)((routing_base + n) * c.n_layer * NE), 0.0f);
 
     // Converts m rows of `width` floats (row stride `width`) into the activation format of `k`.
     // Returns the byte stride of one converted row in s.act.
@@ -336,6 +346,11 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         matmul(R, kr, quantize_input(s.cur.data(), E, kr), n, s.router.data(), NE);
         route_tokens(s.router.data(), n, NE, K, c.expert_weights_norm, c.expert_weights_scale, s.sel.data(),
                      s.sel_w.data());
+        if (recording_routing_) {
+            for (int64_t t = 0; t < n; ++t)
+                std::memcpy(&routing_[(size_t)(((routing_base + t) * c.n_layer + il) * NE)], &s.router[(size_t)(t * NE)],
+                            (size_t)NE * sizeof(float));
+        }
         // Counting sort of the (token, j) slots by expert.
         s.expert_first.assign((size_t)(NE + 1), 0);
         for (int64_t i = 0; i < n * K; ++i) ++s.expert_first[(size_t)s.sel[(size_t)i] + 1];

@@ -81,6 +81,11 @@ public:
     // (see activation_stats.h). Enabling clears what was recorded; disabling keeps it.
     void record_activation_stats(bool enabled);
     const ActivationStats& activation_stats() const noexcept { return stats_; }
+    // MoE routing trace: while enabled, eval() appends, for every token it evaluates, the router
+    // probabilities of every layer: routing()[(t * n_layer + il) * n_expert + e], t counting tokens
+    // since recording was enabled (which clears it). Empty for dense models.
+    void record_routing(bool enabled);
+    const std::vector<float>& routing() const noexcept { return routing_; }
     // Estimate of the scratch memory eval() uses (counted in the budget).
     static uint64_t scratch_bytes(const ModelConfig& cfg, int64_t n_ubatch, int64_t n_ctx, int n_threads);
 
@@ -98,6 +103,8 @@ private:
     std::unique_ptr<Scratch> scratch_;
     ActivationStats stats_;
     bool recording_stats_ = false;
+    std::vector<float> routing_;
+    bool recording_routing_ = false;
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     int64_t n_past_ = 0;
