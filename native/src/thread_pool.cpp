@@ -11,6 +11,15 @@
 #define EDGE_RT_CPU_RELAX() ((void)0)
 #endif
 
+// Test builds only (native/tests/test_thread_pool.cpp): a pause between reading the cursor and reading
+// the job parameters, where preemption would put it, so the stress test hits that window every run.
+#ifdef EDGE_RT_TEST_WIDEN_POOL_RACE
+#define EDGE_RT_TEST_PAUSE() \
+    for (volatile int pause = 0; pause < 300; ++pause) {}
+#else
+#define EDGE_RT_TEST_PAUSE() ((void)0)
+#endif
+
 namespace edge_rt {
 
 namespace {
@@ -40,8 +49,11 @@ void ThreadPool::run_chunks(uint64_t epoch) {
         uint64_t c = cursor_.load(std::memory_order_acquire);
         if ((c >> kIndexBits) != epoch) return;
         const int64_t begin = (int64_t)(c & kIndexMask);
-        const int64_t items = job_items_.load(std::memory_order_relaxed);
-        const int64_t chunk = job_chunk_.load(std::memory_order_relaxed);
+        EDGE_RT_TEST_PAUSE();
+        // Acquire: a worker that sees the next job's parameters also sees the cursor closed (below),
+        // so its compare-exchange on this job's cursor value fails.
+        const int64_t items = job_items_.load(std::memory_order_acquire);
+        const int64_t chunk = job_chunk_.load(std::memory_order_acquire);
         if (begin >= items) return;
         const int64_t end = std::min(items, begin + chunk);
         if (!cursor_.compare_exchange_weak(c, c + (uint64_t)(end - begin), std::memory_order_acq_rel)) continue;
@@ -60,11 +72,17 @@ void ThreadPool::parallel_for(int64_t n_items, int64_t min_chunk, const RangeFn&
         fn(0, n_items);
         return;
     }
+    // Close the previous job before rewriting the parameters: a worker may have read that job's
+    // cursor (all items claimed) and be about to read job_items_; if it read the new, larger count
+    // while the cursor still held the old value, its compare-exchange would succeed and it would run
+    // the new closure past the old job's end (a crash) and miscount done_items_ (a hang). With the
+    // cursor at the old epoch's closed index, that compare-exchange fails and no new chunk is claimable.
+    cursor_.store((epoch_ << kIndexBits) | kIndexMask);
     epoch_ = (epoch_ + 1) & ((uint64_t(1) << (64 - kIndexBits)) - 1);
     if (epoch_ == 0) epoch_ = 1;  // epoch 0 means "no job" to a fresh worker
-    job_.store(&fn, std::memory_order_relaxed);
-    job_items_.store(n_items, std::memory_order_relaxed);
-    job_chunk_.store(chunk, std::memory_order_relaxed);
+    job_.store(&fn, std::memory_order_release);
+    job_items_.store(n_items, std::memory_order_release);
+    job_chunk_.store(chunk, std::memory_order_release);
     done_items_.store(0, std::memory_order_relaxed);
     // seq_cst here and in the worker's sleeping_ increment then cursor_ check: a worker going to
     // sleep either sees the new job or is seen sleeping and woken.
