@@ -139,7 +139,8 @@ def parse_size(value: Union[int, str]) -> int:
 
 def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
          mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
-         prefetch: bool = True) -> "Model":
+         prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lru",
+         expert_prefetch: str = "both") -> "Model":
     """Load a GGUF model for inference.
 
     Args:
@@ -154,7 +155,16 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         window: Streaming window slots; default the largest number that fits the budget.
         io_mode: ``"auto"`` (O_DIRECT where the filesystem allows, else buffered reads that drop the
             page cache behind them), ``"direct"`` or ``"buffered"``.
-        prefetch: ``False`` runs the naive baseline (each layer read when needed, no overlap).
+        prefetch: ``False`` runs the naive baseline (each layer read when needed, no overlap; no
+            expert prediction).
+        expert_cache: Mixture-of-Experts models under a budget: bytes (or ``"600MB"``) for the expert
+            cache; default what the budget leaves after the layer placement. Experts are not part of
+            the layer window: each (layer, expert) is cached and read on its own.
+        expert_policy: Expert cache eviction, ``"lru"`` (default) or ``"lfu"`` (decayed use counts).
+        expert_prefetch: Which predictors read experts ahead of the router: ``"both"`` (default),
+            ``"same"`` (layer i's router on the hidden state entering layer i), ``"next"`` (layer
+            i+1's router on layer i's attention output) or ``"off"``. Predictions change what is read
+            when, never the output (see :meth:`Model.expert_stats`).
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
@@ -199,8 +209,14 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
     budget = parse_size(mem_budget) if mem_budget is not None else 0
     if window is not None and (not _is_int(window) or window < 1):
         raise InvalidArgumentError(f"[load] window must be an integer >= 1, got {window!r}")
+    cache_bytes = parse_size(expert_cache) if expert_cache is not None else 0
+    if expert_cache is not None and cache_bytes < 1:
+        raise InvalidArgumentError(f"[load] expert_cache must be a positive size, got {expert_cache!r}")
+    if expert_cache is not None and not budget:
+        raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
     engine = core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
-                         io_mode=io_mode, prefetch=bool(prefetch))
+                         io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
+                         expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch))
     if tokenizer.n_vocab > engine.n_vocab:
         raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
                                f"layer only {engine.n_vocab}")
@@ -566,7 +582,9 @@ class Model:
         Keys: ``budget`` (bytes, 0 = none), ``classes`` (``pinned_weights``, ``window_slots``,
         ``expert_cache``, ``kv_cache``, ``scratch``: bytes each), ``total``, ``streaming``, ``window``
         (slots), ``slot_bytes``, ``pinned_units`` / ``streamed_units`` (layer ids; ``n_layer`` is the
-        output head), ``streamed_bytes_per_token`` and ``io`` (``direct`` or ``buffered``).
+        output head), ``streamed_bytes_per_token`` and ``io`` (``direct`` or ``buffered``); MoE under a
+        budget: ``expert_cache_slots`` (experts the cache holds), ``expert_slot_bytes`` and
+        ``total_experts`` (``n_layer * n_expert``).
         """
         return dict(self._require_engine("memory_report").memory_report())
 
@@ -585,6 +603,35 @@ class Model:
         ``io_start``/``io_end`` of its read, ``wait_start``/``acquired`` around the compute's wait,
         ``released``): the data behind ``edge-rt bench --plot``."""
         return list(self._require_engine("stream_events").stream_events())
+
+    def expert_stats(self, reset: bool = False) -> Dict[str, Any]:
+        """Expert cache counters (MoE under a budget) since load or the last reset.
+
+        ``uses`` (experts the routers selected, per layer and micro-batch), ``hits`` (found cached or
+        already being read by a prediction), ``misses`` (read on demand), ``hit_rate``,
+        ``bytes_read``, ``reads_on_demand``, ``reads_speculative``, ``speculative_unused`` (predicted
+        reads evicted unused), ``predictions_dropped`` (cap on speculative bytes, or no free slot),
+        ``stall_seconds`` (compute waiting for expert reads), ``cache_slots``, ``slot_bytes``, and
+        ``layers``: per layer ``uses``, ``hits`` and, for ``same_layer`` and ``next_layer``,
+        ``predicted``/``correct``/``needed`` with ``precision`` and ``recall`` (None before any
+        prediction). ``reset=True`` clears the counters (and the stream counters) after reading.
+        """
+        eng = self._require_engine("expert_stats")
+        d = dict(eng.expert_stats())
+        d["hit_rate"] = d["hits"] / d["uses"] if d["uses"] else None
+        for layer in d["layers"]:
+            for key in ("same_layer", "next_layer"):
+                p = layer[key]
+                p["precision"] = p["correct"] / p["predicted"] if p["predicted"] else None
+                p["recall"] = p["correct"] / p["needed"] if p["needed"] else None
+        if reset:
+            eng.clear_stream_telemetry()
+        return d
+
+    def expert_events(self) -> List[Dict[str, Any]]:
+        """One record per expert read (``layer``, ``expert``, ``speculative``, ``io_start``/``io_end``
+        in seconds since load): the expert rows of ``edge-rt bench --plot``."""
+        return list(self._require_engine("expert_events").expert_events())
 
     def record_activation_stats(self, enabled: bool) -> None:
         """Start (``True``, clearing earlier records) or stop (``False``, keeping them) recording the

@@ -75,7 +75,9 @@ namespace edge_rt_bind {
 void bind_engine(py::module_& m) {
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
         .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,
-                         const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read) {
+                         const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read,
+                         uint64_t expert_cache_bytes, const std::string& expert_policy,
+                         const std::string& expert_prefetch, uint64_t speculative_cap_bytes) {
                  auto pe = std::make_unique<PyEngine>();
                  edge_rt::EngineOptions opt;
                  opt.n_threads = threads;
@@ -89,16 +91,31 @@ void bind_engine(py::module_& m) {
                  opt.streaming.prefetch = prefetch;
                  opt.streaming.fault_after_bytes = fault_after_bytes;
                  opt.streaming.fault_short_read = fault_short_read;
+                 opt.streaming.expert_cache_bytes = expert_cache_bytes;
+                 if (expert_policy == "lru") opt.streaming.expert_policy = edge_rt::ExpertPolicy::Lru;
+                 else if (expert_policy == "lfu") opt.streaming.expert_policy = edge_rt::ExpertPolicy::Lfu;
+                 else throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
+                                           "[load] expert_policy must be 'lru' or 'lfu', got '" + expert_policy + "'");
+                 if (expert_prefetch == "off") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::Off;
+                 else if (expert_prefetch == "same") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::SameLayer;
+                 else if (expert_prefetch == "next") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::NextLayer;
+                 else if (expert_prefetch == "both") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::Both;
+                 else throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
+                                           "[load] expert_prefetch must be 'off', 'same', 'next' or 'both', got '" +
+                                               expert_prefetch + "'");
+                 opt.streaming.speculative_cap_bytes = speculative_cap_bytes;
                  py::gil_scoped_release release;
                  pe->engine = std::make_unique<edge_rt::Engine>(path, opt);
                  return pe;
              }),
              py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("mem_budget") = 0,
              py::arg("window") = 0, py::arg("io_mode") = "auto", py::arg("prefetch") = true,
-             py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false,
+             py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false, py::arg("expert_cache_bytes") = 0,
+             py::arg("expert_policy") = "lru", py::arg("expert_prefetch") = "both", py::arg("speculative_cap_bytes") = 0,
              "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
              "io_mode auto|direct|buffered; prefetch=False is the naive read-compute-free baseline; "
-             "fault_* inject an I/O failure after that many bytes (tests only).")
+             "fault_* inject an I/O failure after that many bytes (tests only); MoE: expert_cache_bytes (0 = what "
+             "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes.")
         .def(
             "eval",
             [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
@@ -152,6 +169,9 @@ void bind_engine(py::module_& m) {
                  d["streamed_units"] = r.streamed_units;
                  d["streamed_bytes_per_token"] = r.streamed_bytes_per_token;
                  d["io"] = r.io;
+                 d["expert_cache_slots"] = r.expert_cache_slots;
+                 d["expert_slot_bytes"] = r.expert_slot_bytes;
+                 d["total_experts"] = r.total_experts;
                  return d;
              })
         .def("stream_stats",
@@ -178,6 +198,54 @@ void bind_engine(py::module_& m) {
                      d["acquired"] = e.acquired;
                      d["released"] = e.released;
                      d["bytes"] = e.bytes;
+                     out.append(d);
+                 }
+                 return out;
+             })
+        .def("expert_stats",
+             [](const PyEngine& self) {
+                 const edge_rt::ExpertStats s = self.engine->expert_stats();
+                 py::dict d;
+                 d["cache_slots"] = s.cache_slots;
+                 d["slot_bytes"] = s.slot_bytes;
+                 d["total_experts"] = s.total_experts;
+                 d["uses"] = s.uses;
+                 d["hits"] = s.hits;
+                 d["misses"] = s.misses;
+                 d["bytes_read"] = s.bytes_read;
+                 d["reads_on_demand"] = s.reads_on_demand;
+                 d["reads_speculative"] = s.reads_speculative;
+                 d["speculative_unused"] = s.speculative_unused;
+                 d["predictions_dropped"] = s.predictions_dropped;
+                 d["stall_seconds"] = s.stall_seconds;
+                 py::list layers;
+                 for (const auto& l : s.layers) {
+                     py::dict ld;
+                     ld["uses"] = l.uses;
+                     ld["hits"] = l.hits;
+                     const char* names[2] = {"same_layer", "next_layer"};
+                     for (int src = 0; src < 2; ++src) {
+                         py::dict p;
+                         p["predicted"] = l.predicted[src];
+                         p["correct"] = l.correct[src];
+                         p["needed"] = l.needed_with_prediction[src];
+                         ld[names[src]] = p;
+                     }
+                     layers.append(ld);
+                 }
+                 d["layers"] = layers;
+                 return d;
+             })
+        .def("expert_events",
+             [](const PyEngine& self) {
+                 py::list out;
+                 for (const auto& e : self.engine->expert_events()) {
+                     py::dict d;
+                     d["layer"] = e.layer;
+                     d["expert"] = e.expert;
+                     d["speculative"] = e.speculative;
+                     d["io_start"] = e.io_start;
+                     d["io_end"] = e.io_end;
                      out.append(d);
                  }
                  return out;

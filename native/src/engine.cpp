@@ -35,6 +35,14 @@ struct Engine::Scratch {
     std::vector<int32_t> expert_first;        // n_expert + 1 offsets into expert_slots (counting sort)
     std::vector<int32_t> expert_slots;        // n x k: (token * k + j) grouped by expert
     std::vector<ExpertWeights> expert_views;  // one per used expert
+    // Expert prediction (providers that prefetch experts): its own buffers, so it cannot touch the
+    // values the forward pass computes.
+    std::vector<float> pred_in;       // n x n_embd  normalized hidden state
+    std::vector<float> pred_router;   // n x n_expert
+    std::vector<int32_t> pred_sel;    // n x k
+    std::vector<float> pred_w;        // n x k
+    std::vector<uint8_t> pred_flag;   // n_expert
+    std::vector<int32_t> pred_ids;    // predicted experts, ascending
     std::vector<uint8_t> act;    // n rows of the widest activation encoding (quantized matmul input)
     std::vector<float> norm_w;   // dequantized 1-D weights (norms, biases) when not stored as F32
 };
@@ -148,6 +156,7 @@ uint64_t Engine::scratch_bytes(const ModelConfig& c, int64_t n_ubatch, int64_t n
     if (c.is_moe()) {
         const uint64_t k = (uint64_t)c.n_expert_used;
         b += n * ((uint64_t)c.n_expert + 2 * k + k * (uint64_t)c.n_embd + 2 * (uint64_t)c.n_embd + 1) * sizeof(float);
+        b += n * ((uint64_t)c.n_embd + (uint64_t)c.n_expert + 2 * k) * sizeof(float) + (uint64_t)c.n_expert;  // prediction
     }
     b += n * widest * sizeof(float);                                     // converted activations (F32 is widest)
     b += (uint64_t)n_threads * ((uint64_t)n_ctx * 6 + (uint64_t)c.head_dim * 2);  // attention scores, fp16 copies
@@ -169,6 +178,10 @@ MemoryReport Engine::memory_report() const {
         r.streamed_units = streaming_->streamed_units();
         r.streamed_bytes_per_token = streaming_->streamed_bytes_per_pass();
         r.io = streaming_->io_kind();
+        const ExpertStats es = streaming_->expert_stats();
+        r.expert_cache_slots = es.cache_slots;
+        r.expert_slot_bytes = es.slot_bytes;
+        r.total_experts = es.total_experts;
     } else {
         for (int u = 0; u <= cfg_.n_layer; ++u) r.pinned_units.push_back(u);
     }
@@ -178,6 +191,10 @@ MemoryReport Engine::memory_report() const {
 StreamStats Engine::stream_stats() const { return streaming_ ? streaming_->stats() : StreamStats{}; }
 std::vector<StreamEvent> Engine::stream_events() const {
     return streaming_ ? streaming_->events() : std::vector<StreamEvent>{};
+}
+ExpertStats Engine::expert_stats() const { return streaming_ ? streaming_->expert_stats() : ExpertStats{}; }
+std::vector<ExpertReadEvent> Engine::expert_events() const {
+    return streaming_ ? streaming_->expert_events() : std::vector<ExpertReadEvent>{};
 }
 void Engine::clear_stream_telemetry() {
     if (streaming_) streaming_->clear_telemetry();
@@ -266,6 +283,13 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         s.gather.resize((size_t)(n * E));
         s.moe.resize((size_t)(n * E));
         s.shexp_g.resize((size_t)n);
+        if (weights_->expert_prefetch() != ExpertPrefetch::Off) {
+            s.pred_in.resize((size_t)(n * E));
+            s.pred_router.resize((size_t)(n * NE));
+            s.pred_sel.resize((size_t)(n * K));
+            s.pred_w.resize((size_t)(n * K));
+            s.pred_flag.resize((size_t)NE);
+        }
     }
     ThreadPool& pool = *pool_;
     // Routing trace rows of this micro-batch (see record_routing).
@@ -368,8 +392,16 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         }
         const int n_used = (int)s.expert_ids.size();
         s.expert_views.resize((size_t)n_used);
-        weights_->acquire_experts(il, w, s.expert_ids.data(), n_used, s.expert_views.data());
+        weights_->note_routing(il, s.expert_ids.data(), n_used);
+        // A provider with a bounded expert cache serves the set in groups; each expert's output is
+        // independent of the others', so the grouping cannot change the result.
+        const int group = weights_->max_experts_per_acquire() > 0 ? weights_->max_experts_per_acquire() : n_used;
         for (int u = 0; u < n_used; ++u) {
+            if (u % group == 0) {
+                if (u > 0) weights_->release_experts(il);
+                weights_->acquire_experts(il, w, s.expert_ids.data() + u, std::min(group, n_used - u),
+                                          s.expert_views.data() + u);
+            }
             const int32_t e = s.expert_ids[(size_t)u];
             const int32_t first = s.expert_first[(size_t)e], m = s.expert_first[(size_t)e + 1] - first;
             const int32_t* slots = s.expert_slots.data() + first;
@@ -417,6 +449,26 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
             }
         }
     };
+    // Expert prediction: layer il_target's router applied to the current residual stream (after the
+    // layer's FFN norm); the union over tokens of each one's top-k is handed to the provider.
+    const ExpertPrefetch prefetch_mode = c.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
+    auto predict_experts = [&](int il_target, PredictionSource source) {
+        TensorView pn, pr;
+        if (il_target >= c.n_layer || !weights_->router_weights(il_target, &pn, &pr)) return;
+        std::vector<float> norm_tmp;
+        const float* nw = f32_of(pn, norm_tmp);
+        for (int64_t t = 0; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.pred_in[(size_t)(t * E)], E, c.rms_eps);
+        const WeightKernels& kr = kernels_of(pr);
+        matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
+        route_tokens(s.pred_router.data(), n, NE, K, c.expert_weights_norm, c.expert_weights_scale, s.pred_sel.data(),
+                     s.pred_w.data());
+        std::fill(s.pred_flag.begin(), s.pred_flag.end(), 0);
+        for (int64_t i = 0; i < n * K; ++i) s.pred_flag[(size_t)s.pred_sel[(size_t)i]] = 1;
+        s.pred_ids.clear();
+        for (int64_t e = 0; e < NE; ++e)
+            if (s.pred_flag[(size_t)e]) s.pred_ids.push_back((int32_t)e);
+        weights_->prefetch_experts(il_target, s.pred_ids.data(), (int)s.pred_ids.size(), source);
+    };
     auto add_bias = [&](const TensorView& b, float* y, int64_t width) {
         if (!b.present()) return;
         const float* bias = f32_of(b, s.norm_w);
@@ -438,6 +490,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
 
     for (int64_t il = 0; il < c.n_layer; ++il) {
         if (should_abort && should_abort()) fail(ErrorKind::Interrupted, "[eval] interrupted");
+        if ((int)prefetch_mode & (int)ExpertPrefetch::SameLayer) predict_experts((int)il, PredictionSource::SameLayer);
         const LayerWeights& w = weights_->acquire_layer((int)il);
 
         // ---- attention ----
@@ -523,6 +576,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
             matmul(w.wo, ko, stride, n, s.cur.data(), E);  // cur reused as the projection output
             for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.cur[(size_t)i];
         }
+        if ((int)prefetch_mode & (int)ExpertPrefetch::NextLayer) predict_experts((int)il + 1, PredictionSource::NextLayer);
 
         // ---- feed-forward: SwiGLU, or a mixture of SwiGLU experts ----
         norm_rows(s.x.data(), w.ffn_norm, s.cur.data());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 
 #include "edge_rt/error.h"
@@ -32,6 +33,52 @@ uint8_t* alloc_aligned(uint64_t bytes, const std::string& what) {
 }
 
 std::string unit_name(int unit, int n_layer) { return unit == n_layer ? "output head" : "layer " + std::to_string(unit); }
+
+bool ends_with(const std::string& s, const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// The 3-D expert tensors, which MoE providers serve per expert rather than per layer.
+bool is_expert_tensor(const GgufTensorInfo& t) {
+    return ends_with(t.name, ".ffn_gate_exps.weight") || ends_with(t.name, ".ffn_up_exps.weight") ||
+           ends_with(t.name, ".ffn_down_exps.weight");
+}
+
+const char* const kExpertSuffix[3] = {".ffn_gate_exps.weight", ".ffn_up_exps.weight", ".ffn_down_exps.weight"};
+
+// Tensors of unit u: a layer (without its experts in an MoE model) or the head.
+std::vector<const GgufTensorInfo*> unit_tensor_infos(const GgufFile& file, const ModelConfig& cfg, int u) {
+    if (u == cfg.n_layer) return head_tensor_infos(file, cfg);
+    std::vector<const GgufTensorInfo*> ts = layer_tensor_infos(file, u);
+    if (cfg.is_moe()) ts.erase(std::remove_if(ts.begin(), ts.end(), [](auto* t) { return is_expert_tensor(*t); }), ts.end());
+    return ts;
+}
+
+// Room one matrix of an expert needs in a slot: its 4096-aligned file span, whatever its alignment.
+uint64_t expert_part_room(uint64_t matrix_bytes) { return align_up(matrix_bytes) + kAlign; }
+
+// Per matrix (gate, up, down): the largest room over layers; sum = one expert slot.
+void expert_parts(const GgufFile& file, const ModelConfig& cfg, uint64_t parts[3]) {
+    for (int m = 0; m < 3; ++m) parts[m] = 0;
+    for (int il = 0; il < cfg.n_layer; ++il) {
+        for (int m = 0; m < 3; ++m) {
+            const GgufTensorInfo* t = file.find_tensor("blk." + std::to_string(il) + kExpertSuffix[m]);
+            if (!t) continue;  // ModelConfig::from_gguf requires them; keep the sizing total
+            parts[m] = std::max(parts[m], expert_part_room(t->ne[1] * t->row_bytes()));
+        }
+    }
+}
+
+// Bytes to pin layer il's router and its input norm (aligned spans).
+uint64_t router_pin_bytes(const GgufFile& file, int il) {
+    uint64_t b = 0;
+    for (const char* suffix : {".ffn_norm.weight", ".ffn_gate_inp.weight"}) {
+        const GgufTensorInfo* t = file.find_tensor("blk." + std::to_string(il) + suffix);
+        if (t) b += align_up(t->offset + t->n_bytes) - align_down(t->offset);
+    }
+    return b;
+}
 
 }  // namespace
 
@@ -69,11 +116,17 @@ uint64_t StreamingWeights::min_weight_bytes(const GgufFile& file, const ModelCon
     uint64_t largest = 0;
     for (int u = 0; u <= cfg.n_layer; ++u) {
         uint64_t bytes = 0;
-        for (const auto& r : coalesce(u < cfg.n_layer ? layer_tensor_infos(file, u) : head_tensor_infos(file, cfg)))
-            bytes += r.second;
+        for (const auto& r : coalesce(unit_tensor_infos(file, cfg, u))) bytes += r.second;
         largest = std::max(largest, bytes);
     }
-    return largest + embedding_buffer_bytes(file);
+    uint64_t moe = 0;
+    if (cfg.is_moe()) {
+        uint64_t parts[3];
+        expert_parts(file, cfg, parts);
+        moe = parts[0] + parts[1] + parts[2];
+        for (int il = 0; il < cfg.n_layer; ++il) moe += router_pin_bytes(file, il);
+    }
+    return largest + moe + embedding_buffer_bytes(file);
 }
 
 StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& cfg,
@@ -91,7 +144,7 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
     units_.resize((size_t)n_units);
     for (int u = 0; u < n_units; ++u) {
         Unit& unit = units_[(size_t)u];
-        unit.tensors = u < cfg.n_layer ? layer_tensor_infos(f, u) : head_tensor_infos(f, cfg);
+        unit.tensors = unit_tensor_infos(f, cfg, u);
         for (const auto& [begin, length] : coalesce(unit.tensors)) {
             unit.runs.push_back(Run{begin, length, unit.packed_bytes});
             unit.packed_bytes += length;
@@ -118,7 +171,36 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
         fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(budget) + " bytes is below the minimum " +
                                          std::to_string(minimum) + " bytes for '" + f.path() + "'");
     }
-    const uint64_t avail = budget ? budget - fixed - embd_buf_bytes_ : UINT64_MAX;
+    uint64_t avail = budget ? budget - fixed - embd_buf_bytes_ : UINT64_MAX;
+
+    // ---- MoE: pinned routers, and the expert cache's share of the budget ----
+    moe_ = cfg.is_moe();
+    uint64_t router_bytes = 0, expert_slots_wanted = 0, total_experts = 0;
+    bool expert_cache_explicit = false;
+    if (moe_) {
+        expert_parts(f, cfg, expert_part_bytes_);
+        expert_slot_bytes_ = expert_part_bytes_[0] + expert_part_bytes_[1] + expert_part_bytes_[2];
+        for (int il = 0; il < cfg.n_layer; ++il) router_bytes += router_pin_bytes(f, il);
+        total_experts = (uint64_t)cfg.n_layer * (uint64_t)cfg.n_expert;
+        if (options.expert_cache_bytes) {
+            expert_cache_explicit = true;
+            expert_slots_wanted = std::min(total_experts, std::max<uint64_t>(1, options.expert_cache_bytes / expert_slot_bytes_));
+        } else {
+            // Layers are placed first (attention runs every token, an expert k/n of them), keeping
+            // room for one token's experts; the cache then takes what the layers leave.
+            expert_slots_wanted = std::min<uint64_t>(total_experts, (uint64_t)cfg.n_expert_used);
+        }
+        const uint64_t moe_need = router_bytes + expert_slots_wanted * expert_slot_bytes_;
+        if (avail != UINT64_MAX) {
+            const uint64_t largest_unit = min_weight_bytes(f, cfg) - embd_buf_bytes_ - router_bytes - expert_slot_bytes_;
+            if (avail < moe_need + largest_unit) {
+                fail(ErrorKind::OutOfMemory, "[budget] an expert cache of " + std::to_string(expert_slots_wanted) +
+                                                 " experts (" + format_bytes(expert_slots_wanted * expert_slot_bytes_) +
+                                                 ") does not fit the budget with one layer slot and the routers");
+            }
+            avail -= moe_need;
+        }
+    }
 
     std::vector<int> order((size_t)n_units);
     std::iota(order.begin(), order.end(), 0);
@@ -167,12 +249,21 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
             window = options.window;
         } else {
             window = (int)std::min<uint64_t>(fits, streamed_.size());
+            // MoE: two slots overlap a layer's read with compute; the rest of the budget caches experts.
+            if (moe_) window = std::min(window, 2);
         }
         if (!options.prefetch) window = 1;  // naive baseline: read, compute, free
         window = std::max(window, 1);
     }
-    accountant.reserve(MemClass::PinnedWeights, pinned_bytes, "pinned weights");
+    uint64_t expert_slots = expert_slots_wanted;
+    if (moe_ && !expert_cache_explicit) {
+        const uint64_t used = pinned_bytes + (uint64_t)window * slot_bytes_;
+        const uint64_t left = avail == UINT64_MAX ? UINT64_MAX : avail - std::min(avail, used);
+        expert_slots = left == UINT64_MAX ? total_experts : std::min(total_experts, expert_slots + left / expert_slot_bytes_);
+    }
+    accountant.reserve(MemClass::PinnedWeights, pinned_bytes + router_bytes, "pinned weights");
     accountant.reserve(MemClass::WindowSlots, (uint64_t)window * slot_bytes_ + embd_buf_bytes_, "window slots");
+    if (moe_) accountant.reserve(MemClass::ExpertCache, expert_slots * expert_slot_bytes_, "expert cache");
 
     // ---- pinned units: read once now ----
     for (int u = 0; u < n_units; ++u) {
@@ -195,10 +286,54 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
     if (cfg.tied_output && is_pinned[(size_t)cfg.n_layer]) pinned_embd_ = pinned_head_.output.data;
     embd_buf_ = alloc_aligned(embd_buf_bytes_, "the embedding row buffer");
 
+    if (moe_) {
+        const int64_t L = cfg.n_layer;
+        router_pins_.assign((size_t)L, nullptr);
+        router_norms_.resize((size_t)L);
+        routers_.resize((size_t)L);
+        expert_tensors_.resize((size_t)(3 * L));
+        for (int il = 0; il < L; ++il) {
+            const std::string b = "blk." + std::to_string(il);
+            uint8_t* buf = router_pins_[(size_t)il] = alloc_aligned(router_pin_bytes(f, il), "the routers");
+            uint64_t at = 0;
+            const uint64_t size = f.file_size();
+            for (const char* suffix : {".ffn_norm.weight", ".ffn_gate_inp.weight"}) {
+                const GgufTensorInfo* t = f.find_tensor(b + suffix);
+                if (!t) continue;
+                const uint64_t begin = align_down(t->offset), len = align_up(t->offset + t->n_bytes) - begin;
+                reader_->read(buf + at, (size_t)len, begin, (size_t)std::min(len, size - begin));
+                TensorView v;
+                v.info = t;
+                v.type = t->type;
+                v.ne0 = t->ne[0];
+                v.ne1 = t->ne[1];
+                v.row_bytes = (size_t)t->row_bytes();
+                v.data = buf + at + (t->offset - begin);
+                (suffix[5] == 'n' ? router_norms_ : routers_)[(size_t)il] = v;
+                at += len;
+            }
+            for (int m = 0; m < 3; ++m) expert_tensors_[(size_t)(3 * il + m)] = f.find_tensor(b + kExpertSuffix[m]);
+        }
+        expert_slots_.resize((size_t)expert_slots);
+        for (auto& es : expert_slots_) es.buffer = alloc_aligned(expert_slot_bytes_, "an expert cache slot");
+        slot_of_expert_.assign((size_t)total_experts, -1);
+        expert_freq_.assign((size_t)total_experts, 0.0);
+        for (int src = 0; src < 2; ++src) {
+            predicted_[src].assign((size_t)L, std::vector<uint8_t>((size_t)cfg.n_expert, 0));
+            predictor_ran_[src].assign((size_t)L, 0);
+        }
+        speculative_cap_ = options.speculative_cap_bytes ? options.speculative_cap_bytes
+                                                         : 2 * (uint64_t)cfg.n_expert_used * expert_slot_bytes_;
+        expert_stats_.cache_slots = (int)expert_slots;
+        expert_stats_.slot_bytes = expert_slot_bytes_;
+        expert_stats_.total_experts = total_experts;
+        expert_stats_.layers.assign((size_t)L, ExpertLayerStats{});
+    }
+
     slots_.resize((size_t)window);
     for (auto& s : slots_) s.buffer = alloc_aligned(slot_bytes_, "a window slot");
     const int n_io = std::max(1, options.io_threads);
-    for (int i = 0; i < n_io && !streamed_.empty(); ++i) io_threads_.emplace_back([this] { io_loop(); });
+    for (int i = 0; i < n_io && (!streamed_.empty() || moe_); ++i) io_threads_.emplace_back([this] { io_loop(); });
     if (options_.prefetch && !streamed_.empty()) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (int i = 0; i < window; ++i) issue((uint64_t)i);
@@ -215,6 +350,8 @@ StreamingWeights::~StreamingWeights() {
     for (auto& t : io_threads_) t.join();
     for (auto& s : slots_) std::free(s.buffer);
     for (auto& u : units_) std::free(u.pinned);
+    for (auto& es : expert_slots_) std::free(es.buffer);
+    for (uint8_t* p : router_pins_) std::free(p);
     std::free(embd_buf_);
 }
 
@@ -223,6 +360,7 @@ const uint8_t* StreamingWeights::locate(const Unit& u, const uint8_t* base, cons
         if (t.offset >= r.file_begin && t.offset + t.n_bytes <= r.file_begin + r.length)
             return base + r.slot_offset + (t.offset - r.file_begin);
     }
+    if (moe_ && is_expert_tensor(t)) return nullptr;  // served per expert by acquire_experts
     fail(ErrorKind::Internal, "[stream] tensor '" + t.name + "' is outside its unit's runs");
 }
 
@@ -241,7 +379,8 @@ std::vector<int> StreamingWeights::pinned_units() const {
 }
 
 uint64_t StreamingWeights::resident_bytes() const {
-    uint64_t b = (uint64_t)slots_.size() * slot_bytes_ + embd_buf_bytes_;
+    uint64_t b = (uint64_t)slots_.size() * slot_bytes_ + embd_buf_bytes_ + expert_slots_.size() * expert_slot_bytes_;
+    for (int il = 0; il < (int)router_pins_.size(); ++il) b += router_pin_bytes(*file_, il);
     for (const auto& u : units_)
         if (u.pinned) b += u.packed_bytes;
     return b;
@@ -283,9 +422,9 @@ void StreamingWeights::io_loop() {
         const Chunk c = queue_.front();
         queue_.pop_front();
         ++io_busy_;
-        Slot& slot = slots_[(size_t)c.slot];
         const double start = now();
-        if (slot.io_start == 0) slot.io_start = start;
+        double& io_start = c.expert ? expert_slots_[(size_t)c.slot].io_start : slots_[(size_t)c.slot].io_start;
+        if (io_start == 0) io_start = start;
         lock.unlock();
         ErrorKind kind = ErrorKind::Internal;
         std::string error;
@@ -301,19 +440,39 @@ void StreamingWeights::io_loop() {
         }
         lock.lock();
         --io_busy_;
-        if (!error.empty() && slot.error.empty()) {
-            slot.error = error;
-            slot.error_kind = kind;
-        }
         stats_.bytes_read += c.length;
-        if (--slot.pending == 0) {
-            slot.io_end = now();
-            stats_.io_seconds += slot.io_end - slot.io_start;
-            if (slot.error.empty()) {
-                bind_views(slot.unit, slot.buffer, slot.layer, slot.head);
-                slot.state = SlotState::Ready;
-            } else {
-                slot.state = SlotState::Failed;
+        if (c.expert) {
+            ExpertSlot& es = expert_slots_[(size_t)c.slot];
+            expert_stats_.bytes_read += c.length;
+            if (!error.empty() && es.error.empty()) {
+                es.error = error;
+                es.error_kind = kind;
+            }
+            if (--es.pending == 0) {
+                es.io_end = now();
+                if (es.speculative_in_flight) {
+                    speculative_in_flight_ -= expert_slot_bytes_;
+                    es.speculative_in_flight = false;
+                }
+                es.state = es.error.empty() ? ExpertState::Ready : ExpertState::Failed;
+                if (expert_events_.size() < kMaxEvents)
+                    expert_events_.push_back(ExpertReadEvent{es.layer, es.expert, es.speculative, es.io_start, es.io_end});
+            }
+        } else {
+            Slot& slot = slots_[(size_t)c.slot];
+            if (!error.empty() && slot.error.empty()) {
+                slot.error = error;
+                slot.error_kind = kind;
+            }
+            if (--slot.pending == 0) {
+                slot.io_end = now();
+                stats_.io_seconds += slot.io_end - slot.io_start;
+                if (slot.error.empty()) {
+                    bind_views(slot.unit, slot.buffer, slot.layer, slot.head);
+                    slot.state = SlotState::Ready;
+                } else {
+                    slot.state = SlotState::Failed;
+                }
             }
         }
         slot_ready_.notify_all();
@@ -326,6 +485,13 @@ void StreamingWeights::resync(uint64_t seq, std::unique_lock<std::mutex>& lock) 
     for (auto& s : slots_) {
         s.state = SlotState::Free;
         s.pending = 0;
+    }
+    // Expert reads dropped with the queue: those slots hold nothing usable.
+    for (size_t i = 0; i < expert_slots_.size(); ++i) {
+        ExpertSlot& es = expert_slots_[i];
+        if (es.state != ExpertState::Loading) continue;
+        if (es.speculative_in_flight) speculative_in_flight_ -= expert_slot_bytes_;
+        forget(es);
     }
     next_acquire_ = seq;
     next_issue_ = seq;
@@ -429,6 +595,247 @@ void StreamingWeights::read_embeddings(const int32_t* tokens, int64_t n, float* 
     }
 }
 
+// ---- expert cache ----
+
+StreamingWeights::ExpertSpan StreamingWeights::expert_span(int il, int e, int m) const {
+    const GgufTensorInfo* t = expert_tensors_[(size_t)(3 * il + m)];
+    const uint64_t matrix = (uint64_t)t->ne[1] * t->row_bytes();
+    const uint64_t off = t->offset + (uint64_t)e * matrix;
+    const uint64_t begin = align_down(off);
+    return ExpertSpan{begin, align_up(off + matrix) - begin, off - begin};
+}
+
+void StreamingWeights::forget(ExpertSlot& es) {
+    if (es.layer >= 0) slot_of_expert_[(size_t)(es.layer * cfg_.n_expert + es.expert)] = -1;
+    es.state = ExpertState::Free;
+    es.layer = es.expert = -1;
+    es.pending = es.pins = 0;
+    es.speculative = es.speculative_in_flight = false;
+    es.error.clear();
+}
+
+void StreamingWeights::touch(ExpertSlot& slot, bool use) {
+    slot.last_use = ++tick_;
+    if (use) {
+        slot.speculative = false;
+        expert_freq_[(size_t)(slot.layer * cfg_.n_expert + slot.expert)] += 1.0;
+    }
+}
+
+int StreamingWeights::find_victim(bool for_prediction, uint64_t protect_from_tick) const {
+    int best = -1;
+    for (size_t i = 0; i < expert_slots_.size(); ++i) {
+        const ExpertSlot& es = expert_slots_[i];
+        if (es.state == ExpertState::Free) return (int)i;
+        if (es.state == ExpertState::Loading || es.pins > 0) continue;
+        // A prediction never evicts another prediction not yet used, nor what it just touched.
+        if (for_prediction && (es.speculative || es.last_use >= protect_from_tick)) continue;
+        if (best < 0) { best = (int)i; continue; }
+        const ExpertSlot& b = expert_slots_[(size_t)best];
+        bool better = es.last_use < b.last_use;
+        if (options_.expert_policy == ExpertPolicy::Lfu) {
+            const double fe = expert_freq_[(size_t)(es.layer * cfg_.n_expert + es.expert)];
+            const double fb = expert_freq_[(size_t)(b.layer * cfg_.n_expert + b.expert)];
+            better = fe < fb || (fe == fb && es.last_use < b.last_use);
+        }
+        if (es.state == ExpertState::Failed) better = true;
+        if (better) best = (int)i;
+    }
+    return best;
+}
+
+void StreamingWeights::issue_expert(int slot, int il, int e, bool speculative) {
+    ExpertSlot& es = expert_slots_[(size_t)slot];
+    if (es.layer >= 0) {
+        if (es.speculative && es.state == ExpertState::Ready) ++expert_stats_.speculative_unused;
+        slot_of_expert_[(size_t)(es.layer * cfg_.n_expert + es.expert)] = -1;
+    }
+    es.layer = il;
+    es.expert = e;
+    es.state = ExpertState::Loading;
+    es.pending = 0;
+    es.pins = 0;
+    es.speculative = speculative;
+    es.error.clear();
+    es.io_start = es.io_end = 0;
+    slot_of_expert_[(size_t)(il * cfg_.n_expert + e)] = slot;
+    std::vector<Chunk> chunks;
+    uint64_t at = 0;
+    TensorView* views[3] = {&es.views.gate, &es.views.up, &es.views.down};
+    for (int m = 0; m < 3; ++m) {
+        const ExpertSpan span = expert_span(il, e, m);
+        const GgufTensorInfo* t = expert_tensors_[(size_t)(3 * il + m)];
+        TensorView& v = *views[m];
+        v.info = t;
+        v.type = t->type;
+        v.ne0 = t->ne[0];
+        v.ne1 = t->ne[1];
+        v.ne2 = 1;
+        v.row_bytes = (size_t)t->row_bytes();
+        v.data = es.buffer + at + span.skip;
+        for (uint64_t off = 0; off < span.length; off += kChunkBytes) {
+            const uint64_t len = std::min(kChunkBytes, span.length - off);
+            chunks.push_back(Chunk{slot, 0, es.buffer + at + off, span.file_begin + off, len, true});
+        }
+        at += expert_part_bytes_[m];
+    }
+    es.pending = (int)chunks.size();
+    if (speculative) {
+        // Behind everything already queued: layer reads and on-demand experts come first.
+        for (const Chunk& c : chunks) queue_.push_back(c);
+        speculative_in_flight_ += expert_slot_bytes_;
+        es.speculative_in_flight = true;
+        ++expert_stats_.reads_speculative;
+    } else {
+        for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) queue_.push_front(*it);
+        ++expert_stats_.reads_on_demand;
+    }
+    io_wake_.notify_all();
+}
+
+void StreamingWeights::note_routing(int il, const int32_t* ids, int n) {
+    if (!moe_) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    ExpertLayerStats& ls = expert_stats_.layers[(size_t)il];
+    for (int src = 0; src < 2; ++src) {
+        if (!predictor_ran_[src][(size_t)il]) continue;
+        std::vector<uint8_t>& pred = predicted_[src][(size_t)il];
+        ls.needed_with_prediction[src] += (uint64_t)n;
+        for (int i = 0; i < n; ++i) ls.correct[src] += pred[(size_t)ids[i]] ? 1 : 0;
+        std::fill(pred.begin(), pred.end(), 0);
+        predictor_ran_[src][(size_t)il] = 0;
+    }
+    if (il == 0 && ++passes_ % 64 == 0)
+        for (double& f : expert_freq_) f *= 0.5;
+}
+
+void StreamingWeights::acquire_experts(int il, const LayerWeights& layer, const int32_t* ids, int n, ExpertWeights* out) {
+    if (!moe_) return WeightProvider::acquire_experts(il, layer, ids, n, out);
+    if (n > (int)expert_slots_.size()) {
+        fail(ErrorKind::Internal, "[stream] " + std::to_string(n) + " experts asked at once, the cache holds " +
+                                      std::to_string(expert_slots_.size()));
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    ExpertLayerStats& ls = expert_stats_.layers[(size_t)il];
+    held_slots_.clear();
+    for (int i = 0; i < n; ++i) {
+        const size_t key = (size_t)(il * cfg_.n_expert + ids[i]);
+        int s = slot_of_expert_[key];
+        if (s >= 0 && expert_slots_[(size_t)s].state == ExpertState::Failed) {
+            forget(expert_slots_[(size_t)s]);
+            s = -1;
+        }
+        ++expert_stats_.uses;
+        ++ls.uses;
+        if (s >= 0) {
+            ++expert_stats_.hits;
+            ++ls.hits;
+            ExpertSlot& es = expert_slots_[(size_t)s];
+            if (es.state == ExpertState::Loading && es.speculative) {
+                // Needed now: move its reads ahead of the other speculative ones.
+                std::stable_partition(queue_.begin(), queue_.end(),
+                                      [&](const Chunk& c) { return !(c.expert && c.slot == s); });
+                std::stable_partition(queue_.begin(), queue_.end(),
+                                      [&](const Chunk& c) { return c.expert && c.slot == s; });
+            }
+        } else {
+            ++expert_stats_.misses;
+            for (;;) {
+                s = find_victim(false, 0);
+                if (s >= 0) break;
+                slot_ready_.wait(lock);  // every free slot is loading a prediction: one will finish
+            }
+            issue_expert(s, il, ids[i], false);
+        }
+        ExpertSlot& es = expert_slots_[(size_t)s];
+        ++es.pins;
+        touch(es, true);
+        held_slots_.push_back(s);
+        out[i] = es.views;
+    }
+    const double wait_start = now();
+    bool stalled = false;
+    for (int s : held_slots_) {
+        while (expert_slots_[(size_t)s].state == ExpertState::Loading) {
+            stalled = true;
+            slot_ready_.wait(lock);
+        }
+    }
+    if (stalled) expert_stats_.stall_seconds += now() - wait_start;
+    for (int s : held_slots_) {
+        ExpertSlot& es = expert_slots_[(size_t)s];
+        if (es.state != ExpertState::Failed) continue;
+        const std::string error = es.error + " (while reading expert " + std::to_string(es.expert) + " of layer " +
+                                  std::to_string(il) + ")";
+        const ErrorKind kind = es.error_kind;
+        for (int h : held_slots_) --expert_slots_[(size_t)h].pins;
+        held_slots_.clear();
+        forget(es);
+        throw Error(kind, error);
+    }
+}
+
+void StreamingWeights::release_experts(int /*il*/) {
+    if (!moe_) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (int s : held_slots_) --expert_slots_[(size_t)s].pins;
+    held_slots_.clear();
+}
+
+ExpertPrefetch StreamingWeights::expert_prefetch() const {
+    return moe_ && options_.prefetch ? options_.expert_prefetch : ExpertPrefetch::Off;
+}
+
+bool StreamingWeights::router_weights(int il, TensorView* ffn_norm, TensorView* router) {
+    if (!moe_ || il < 0 || il >= cfg_.n_layer) return false;
+    *ffn_norm = router_norms_[(size_t)il];
+    *router = routers_[(size_t)il];
+    return true;
+}
+
+void StreamingWeights::prefetch_experts(int il, const int32_t* ids, int n, PredictionSource source) {
+    if (!moe_) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int src = (int)source;
+    ExpertLayerStats& ls = expert_stats_.layers[(size_t)il];
+    std::vector<uint8_t>& pred = predicted_[src][(size_t)il];
+    predictor_ran_[src][(size_t)il] = 1;
+    const uint64_t call_tick = tick_ + 1;
+    for (int i = 0; i < n; ++i) {
+        if (pred[(size_t)ids[i]]) continue;
+        pred[(size_t)ids[i]] = 1;
+        ++ls.predicted[src];
+        const size_t key = (size_t)(il * cfg_.n_expert + ids[i]);
+        const int s = slot_of_expert_[key];
+        if (s >= 0 && expert_slots_[(size_t)s].state != ExpertState::Failed) {
+            touch(expert_slots_[(size_t)s], false);  // keep it until the router asks
+            continue;
+        }
+        if (s >= 0) forget(expert_slots_[(size_t)s]);  // a failed read: try again
+        if (speculative_in_flight_ + expert_slot_bytes_ > speculative_cap_) {
+            ++expert_stats_.predictions_dropped;
+            continue;
+        }
+        const int v = find_victim(true, call_tick);
+        if (v < 0) {
+            ++expert_stats_.predictions_dropped;
+            continue;
+        }
+        issue_expert(v, il, ids[i], true);
+        touch(expert_slots_[(size_t)v], false);
+    }
+}
+
+ExpertStats StreamingWeights::expert_stats() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return expert_stats_;
+}
+
+std::vector<ExpertReadEvent> StreamingWeights::expert_events() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return expert_events_;
+}
+
 StreamStats StreamingWeights::stats() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return stats_;
@@ -443,6 +850,13 @@ void StreamingWeights::clear_telemetry() {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_ = StreamStats{};
     events_.clear();
+    ExpertStats fresh;
+    fresh.cache_slots = expert_stats_.cache_slots;
+    fresh.slot_bytes = expert_stats_.slot_bytes;
+    fresh.total_experts = expert_stats_.total_experts;
+    fresh.layers.assign(expert_stats_.layers.size(), ExpertLayerStats{});
+    expert_stats_ = fresh;
+    expert_events_.clear();
 }
 
 }  // namespace edge_rt

@@ -51,6 +51,9 @@ struct MemoryReport {
     std::vector<int> streamed_units;
     uint64_t streamed_bytes_per_token = 0;
     std::string io;                      // "direct", "buffered", ... (streaming only)
+    int expert_cache_slots = 0;          // MoE under a budget: experts the cache holds
+    uint64_t expert_slot_bytes = 0;
+    uint64_t total_experts = 0;
 };
 
 class Engine {
@@ -76,6 +79,9 @@ public:
     // Streaming telemetry (zeros when all weights are resident).
     StreamStats stream_stats() const;
     std::vector<StreamEvent> stream_events() const;
+    // Expert cache telemetry (MoE under a budget; empty otherwise).
+    ExpertStats expert_stats() const;
+    std::vector<ExpertReadEvent> expert_events() const;
     void clear_stream_telemetry();
     // Calibration: while enabled, eval() accumulates every matmul input into activation_stats()
     // (see activation_stats.h). Enabling clears what was recorded; disabling keeps it.

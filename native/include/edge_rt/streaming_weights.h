@@ -12,6 +12,15 @@
 // filesystem allows it, else buffered reads that drop the page cache behind them). Reads for the unit
 // the engine waits on are queued ahead of later ones.
 //
+// Mixture of experts: the expert tensors (ffn_{gate,up,down}_exps) are not part of the layer units.
+// Each (layer, expert) is cached on its own in an expert cache of equal slots (one expert's gate, up
+// and down matrices, three reads), sized by what the budget leaves after the layer placement, or
+// set explicitly. Misses are read when the engine needs them (ahead of every other read); predicted
+// experts are read speculatively (behind layer reads, at most speculative_cap_bytes in flight) into
+// slots chosen by the eviction policy. Routers and their input norms are pinned so the engine can
+// predict any layer's experts at any time. A wrong prediction costs reads and cache room, never
+// correctness: the engine computes with exactly the experts its router selected.
+//
 // Errors (EIO, a short read from a truncated file) are raised by the acquire() of the unit they hit,
 // as Error(Io) / Error(ModelFormat); the provider then restarts its pipeline on the next acquire.
 //
@@ -34,6 +43,10 @@
 
 namespace edge_rt {
 
+// Expert cache eviction. Lru: the least recently used expert. Lfu: the expert with the lowest decayed
+// use count (counts persist across evictions, decay by half every 64 passes), least recent on ties.
+enum class ExpertPolicy : int { Lru = 0, Lfu = 1 };
+
 struct StreamingOptions {
     int window = 0;              // slots; 0 = the largest that fits the budget (at least 1)
     IoMode io_mode = IoMode::Auto;
@@ -41,6 +54,40 @@ struct StreamingOptions {
     int io_threads = 4;          // requests in flight
     uint64_t fault_after_bytes = 0;  // test hook: inject a failure after this much traffic (0 = off)
     bool fault_short_read = false;   // injected failure is a short read (else EIO)
+    // Mixture of experts (ignored for dense models).
+    uint64_t expert_cache_bytes = 0;  // 0 = what the budget leaves after the layer placement
+    ExpertPolicy expert_policy = ExpertPolicy::Lru;
+    ExpertPrefetch expert_prefetch = ExpertPrefetch::Both;  // Off unless `prefetch` too
+    uint64_t speculative_cap_bytes = 0;  // speculative expert bytes in flight; 0 = 2 * n_expert_used experts
+};
+
+// Expert cache telemetry. A use is one (layer, expert) the router selected in one micro-batch; a hit
+// is a use found in the cache or already being read (a prefetch), a miss had to be read on demand.
+struct ExpertLayerStats {
+    uint64_t uses = 0, hits = 0;
+    uint64_t predicted[2] = {0, 0};  // experts predicted, by PredictionSource
+    uint64_t correct[2] = {0, 0};    // of which the router then selected
+    uint64_t needed_with_prediction[2] = {0, 0};  // uses in passes where that predictor ran (recall's base)
+};
+
+struct ExpertStats {
+    int cache_slots = 0;
+    uint64_t slot_bytes = 0;
+    uint64_t total_experts = 0;          // n_layer * n_expert
+    uint64_t uses = 0, hits = 0, misses = 0;
+    uint64_t bytes_read = 0;             // expert bytes read (on demand + speculative)
+    uint64_t reads_on_demand = 0, reads_speculative = 0;
+    uint64_t speculative_unused = 0;     // speculative reads evicted before any use
+    uint64_t predictions_dropped = 0;    // predicted misses not read (cap reached or no free slot)
+    double stall_seconds = 0;            // acquire_experts() waiting for reads
+    std::vector<ExpertLayerStats> layers;
+};
+
+// One expert read, seconds since the provider was created (for the timeline).
+struct ExpertReadEvent {
+    int layer = 0, expert = 0;
+    bool speculative = false;
+    double io_start = 0, io_end = 0;
 };
 
 // One timeline record per streamed unit use, seconds since the provider was created.
@@ -75,8 +122,16 @@ public:
     void read_embeddings(const int32_t* tokens, int64_t n, float* out) override;
     uint64_t resident_bytes() const override;
 
+    void acquire_experts(int il, const LayerWeights& layer, const int32_t* ids, int n, ExpertWeights* out) override;
+    void release_experts(int il) override;
+    int max_experts_per_acquire() const override { return moe_ ? (int)expert_slots_.size() : 0; }
+    void note_routing(int il, const int32_t* ids, int n) override;
+    ExpertPrefetch expert_prefetch() const override;
+    bool router_weights(int il, TensorView* ffn_norm, TensorView* router) override;
+    void prefetch_experts(int il, const int32_t* ids, int n, PredictionSource source) override;
+
     // Smallest weight budget this model can stream with: one slot for its largest unit plus the
-    // embedding row buffer.
+    // embedding row buffer (MoE: plus the pinned routers and one expert slot).
     static uint64_t min_weight_bytes(const GgufFile& file, const ModelConfig& cfg);
 
     int window() const noexcept { return (int)slots_.size(); }
@@ -87,6 +142,8 @@ public:
     const char* io_kind() const noexcept { return reader_->kind(); }
     StreamStats stats() const;
     std::vector<StreamEvent> events() const;
+    ExpertStats expert_stats() const;
+    std::vector<ExpertReadEvent> expert_events() const;
     void clear_telemetry();
 
 private:
@@ -110,7 +167,32 @@ private:
         LayerWeights layer;
         HeadWeights head;
     };
-    struct Chunk { int slot; uint64_t seq; uint8_t* dst; uint64_t offset; uint64_t length; };
+    struct Chunk {
+        int slot;        // layer slot, or expert slot when `expert`
+        uint64_t seq;    // layer slot: the streamed use it fills
+        uint8_t* dst;
+        uint64_t offset;
+        uint64_t length;
+        bool expert = false;
+    };
+    enum class ExpertState { Free, Loading, Ready, Failed };
+    // One cached expert: gate, up and down, each read as one 4096-aligned span of its 3-D tensor.
+    struct ExpertSlot {
+        uint8_t* buffer = nullptr;
+        ExpertState state = ExpertState::Free;
+        int layer = -1, expert = -1;
+        int pending = 0;
+        int pins = 0;                 // held by the current acquire_experts
+        bool speculative = false;     // read on a prediction and not used since
+        bool speculative_in_flight = false;  // counted in speculative_in_flight_
+        uint64_t last_use = 0;        // tick of the last use or prediction
+        ErrorKind error_kind = ErrorKind::Internal;
+        std::string error;
+        double io_start = 0, io_end = 0;
+        ExpertWeights views;
+    };
+    // Where matrix `m` (0 gate, 1 up, 2 down) of an expert of layer il sits in the file.
+    struct ExpertSpan { uint64_t file_begin = 0, length = 0, skip = 0; };
 
     const uint8_t* locate(const Unit& u, const uint8_t* base, const GgufTensorInfo& t) const;
     void bind_views(int unit, const uint8_t* base, LayerWeights& layer, HeadWeights& head) const;
@@ -120,6 +202,14 @@ private:
     void resync(uint64_t seq, std::unique_lock<std::mutex>& lock);  // drop the pipeline, restart at seq
     void io_loop();
     double now() const;
+    // Expert cache (lock held).
+    ExpertSpan expert_span(int il, int e, int m) const;
+    // A slot to (re)fill, or -1 when every slot is loading or held. A prediction also spares slots
+    // holding unused predictions and slots touched at or after protect_from_tick.
+    int find_victim(bool for_prediction, uint64_t protect_from_tick) const;
+    void issue_expert(int slot, int il, int e, bool speculative);
+    void touch(ExpertSlot& slot, bool use);
+    void forget(ExpertSlot& slot);       // empty the slot and unmap its expert
 
     std::shared_ptr<const GgufFile> file_;
     ModelConfig cfg_;
@@ -148,8 +238,28 @@ private:
     int io_busy_ = 0;
     bool stopping_ = false;
 
+    // Mixture of experts.
+    bool moe_ = false;
+    std::vector<uint8_t*> router_pins_;      // per layer: ffn_norm + ffn_gate_inp, read at load
+    std::vector<TensorView> router_norms_, routers_;
+    std::vector<const GgufTensorInfo*> expert_tensors_;  // per layer: gate, up, down (3 entries each)
+    uint64_t expert_part_bytes_[3] = {0, 0, 0};  // room for each matrix in a slot (aligned span + slack)
+    uint64_t expert_slot_bytes_ = 0;
+    std::vector<ExpertSlot> expert_slots_;
+    std::vector<int> slot_of_expert_;        // layer * n_expert + e -> slot, -1 when not cached
+    std::vector<int> held_slots_;            // pinned by the current acquire_experts
+    std::vector<double> expert_freq_;        // decayed use counts (Lfu), per layer * n_expert + e
+    uint64_t tick_ = 0;
+    uint64_t passes_ = 0;
+    uint64_t speculative_in_flight_ = 0;     // bytes
+    uint64_t speculative_cap_ = 0;
+    std::vector<std::vector<uint8_t>> predicted_[2];  // per layer: expert predicted this pass
+    std::vector<uint8_t> predictor_ran_[2];
+
     StreamStats stats_;
     std::vector<StreamEvent> events_;
+    ExpertStats expert_stats_;
+    std::vector<ExpertReadEvent> expert_events_;
     double t0_ = 0;
 };
 

@@ -70,6 +70,13 @@ struct ExpertWeights {
     TensorView gate, up, down;
 };
 
+// Which expert predictors the engine runs for a provider that fetches experts ahead of the router
+// (bit flags). SameLayer: layer i's router applied to the hidden state entering layer i, before its
+// attention. NextLayer: layer i+1's router applied to layer i's attention output (the residual stream
+// entering layer i's FFN), so the reads overlap layer i's experts and layer i+1's attention.
+enum class ExpertPrefetch : int { Off = 0, SameLayer = 1, NextLayer = 2, Both = 3 };
+enum class PredictionSource : int { SameLayer = 0, NextLayer = 1 };
+
 struct HeadWeights {
     TensorView output_norm;            // [n_embd]
     TensorView output;                 // [n_embd, n_vocab]; token_embd.weight when tied
@@ -94,6 +101,18 @@ public:
     // slices of the layer's own expert tensors (every weight of the layer in RAM).
     virtual void acquire_experts(int il, const LayerWeights& layer, const int32_t* ids, int n, ExpertWeights* out);
     virtual void release_experts(int /*il*/) {}
+    // At most this many experts per acquire_experts call (the engine splits larger sets); 0 = any.
+    virtual int max_experts_per_acquire() const { return 0; }
+    // Called once per MoE layer and micro-batch, before the acquire_experts calls, with every expert
+    // the router selected (distinct ids): lets a provider start all reads at once and score predictions.
+    virtual void note_routing(int /*il*/, const int32_t* /*ids*/, int /*n*/) {}
+
+    // Expert prediction. expert_prefetch(): the predictors the engine should run. router_weights(): the
+    // FFN input norm and router of layer il, readable at any time (pinned), false if not available.
+    // prefetch_experts(): experts ids[0..n) of layer il are predicted; reading them is a hint only.
+    virtual ExpertPrefetch expert_prefetch() const { return ExpertPrefetch::Off; }
+    virtual bool router_weights(int /*il*/, TensorView* /*ffn_norm*/, TensorView* /*router*/) { return false; }
+    virtual void prefetch_experts(int /*il*/, const int32_t* /*ids*/, int /*n*/, PredictionSource /*source*/) {}
 
     // Final norm and output head, same discipline (the "unit" after the last layer).
     virtual const HeadWeights& acquire_head() = 0;
