@@ -104,7 +104,10 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     file_ = GgufFile::open(path);
     cfg_ = ModelConfig::from_gguf(*file_);
     n_ctx_ = options.n_ctx;
-    n_ubatch_ = options.n_ubatch > 0 ? options.n_ubatch : (options.mem_budget ? 128 : 256);
+    // MoE models use the budget's micro-batch even when resident: a quantized matmul's rounding depends
+    // on how many activation rows one kernel call takes, and tokens are grouped by expert, so equal
+    // micro-batches are what keeps resident and streamed logits bitwise identical.
+    n_ubatch_ = options.n_ubatch > 0 ? options.n_ubatch : (options.mem_budget || cfg_.is_moe() ? 128 : 256);
     accountant_ = MemoryAccountant(options.mem_budget);
     const uint64_t kv = kv_cache_bytes();
     const uint64_t scratch = scratch_bytes(cfg_, n_ubatch_, n_ctx_, options.n_threads);

@@ -190,9 +190,13 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
             // room for one token's experts; the cache then takes what the layers leave.
             expert_slots_wanted = std::min<uint64_t>(total_experts, (uint64_t)cfg.n_expert_used);
         }
-        const uint64_t moe_need = router_bytes + expert_slots_wanted * expert_slot_bytes_;
         if (avail != UINT64_MAX) {
             const uint64_t largest_unit = min_weight_bytes(f, cfg) - embd_buf_bytes_ - router_bytes - expert_slot_bytes_;
+            if (!expert_cache_explicit) {  // near the minimum: fewer than k slots (acquired in groups)
+                const uint64_t room = avail > router_bytes + largest_unit ? avail - router_bytes - largest_unit : 0;
+                expert_slots_wanted = std::max<uint64_t>(1, std::min(expert_slots_wanted, room / expert_slot_bytes_));
+            }
+            const uint64_t moe_need = router_bytes + expert_slots_wanted * expert_slot_bytes_;
             if (avail < moe_need + largest_unit) {
                 fail(ErrorKind::OutOfMemory, "[budget] an expert cache of " + std::to_string(expert_slots_wanted) +
                                                  " experts (" + format_bytes(expert_slots_wanted * expert_slot_bytes_) +

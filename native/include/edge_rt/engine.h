@@ -34,7 +34,7 @@ namespace edge_rt {
 struct EngineOptions {
     int n_threads = 1;
     int64_t n_ctx = 2048;
-    int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget
+    int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
     uint64_t mem_budget = 0;     // hard cap on the engine's memory in bytes; 0 = none (all weights resident)
     StreamingOptions streaming;  // used when mem_budget is set
 };
