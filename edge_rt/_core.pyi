@@ -136,6 +136,9 @@ class MemoryReport(TypedDict):
     streamed_units: List[int]
     streamed_bytes_per_token: int
     io: str  # "direct" | "buffered" | "" (resident)
+    expert_cache_slots: int  # MoE under a budget: experts the cache holds; 0 otherwise
+    expert_slot_bytes: int
+    total_experts: int  # n_layer * n_expert
 
 class StreamStats(TypedDict):
     bytes_read: int
@@ -153,6 +156,39 @@ class StreamEvent(TypedDict):
     released: float
     bytes: int
 
+class ExpertPrediction(TypedDict):
+    predicted: int  # experts this predictor named for the layer
+    correct: int    # of which the router then selected
+    needed: int     # experts the router selected in passes where the predictor ran
+
+class ExpertLayerStats(TypedDict):
+    uses: int
+    hits: int
+    same_layer: ExpertPrediction
+    next_layer: ExpertPrediction
+
+class ExpertStats(TypedDict):
+    cache_slots: int
+    slot_bytes: int
+    total_experts: int
+    uses: int  # (layer, expert) selections, per micro-batch
+    hits: int  # cached or already being read
+    misses: int  # read on demand
+    bytes_read: int
+    reads_on_demand: int
+    reads_speculative: int
+    speculative_unused: int
+    predictions_dropped: int
+    stall_seconds: float
+    layers: List[ExpertLayerStats]
+
+class ExpertReadEvent(TypedDict):
+    layer: int
+    expert: int
+    speculative: bool
+    io_start: float
+    io_end: float
+
 class Engine:
     """A loaded model with its KV cache. Not thread-safe: one call at a time per Engine.
 
@@ -165,8 +201,12 @@ class Engine:
         window: streaming window slots; 0 = the largest that fits.
         io_mode: "auto", "direct" (O_DIRECT) or "buffered" (pread + fadvise DONTNEED).
         prefetch: False = naive baseline (read each layer when needed, no overlap).
-        fault_after_bytes, fault_short_read: test hook, inject EIO (or a short read) once read traffic
-            passes that many bytes; 0 = off.
+        fault_after_bytes, fault_short_read: test hook, inject EIO (or a short read) into every read
+            once read traffic passes that many bytes; 0 = off.
+        expert_cache_bytes: MoE under a budget: bytes of the expert cache; 0 = what the budget leaves.
+        expert_policy: "lru" or "lfu" (decayed use counts).
+        expert_prefetch: "off", "same", "next" or "both" (which predictors read experts ahead).
+        speculative_cap_bytes: speculative expert bytes in flight; 0 = 2 * n_expert_used experts.
 
     Raises ModelIOError, ModelFormatError, UnsupportedArchitectureError, UnsupportedTypeError,
     InvalidArgumentError or OutOfMemoryError.
@@ -174,7 +214,8 @@ class Engine:
 
     def __init__(self, path: str, threads: int = 1, n_ctx: int = 2048, mem_budget: int = 0, window: int = 0,
                  io_mode: str = "auto", prefetch: bool = True, fault_after_bytes: int = 0,
-                 fault_short_read: bool = False) -> None: ...
+                 fault_short_read: bool = False, expert_cache_bytes: int = 0, expert_policy: str = "lru",
+                 expert_prefetch: str = "both", speculative_cap_bytes: int = 0) -> None: ...
     def eval(self, tokens: npt.NDArray[np.int32], all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Run ``tokens`` (1-D int32, n >= 1) at positions ``n_past .. n_past+n-1`` and append them to
         the KV cache.
@@ -199,7 +240,10 @@ class Engine:
     def memory_report(self) -> MemoryReport: ...
     def stream_stats(self) -> StreamStats: ...
     def stream_events(self) -> List[StreamEvent]: ...
-    def clear_stream_telemetry(self) -> None: ...
+    def expert_stats(self) -> ExpertStats: ...
+    def expert_events(self) -> List[ExpertReadEvent]: ...
+    def clear_stream_telemetry(self) -> None:
+        """Zero the stream and expert counters and drop the timeline events."""
     def record_activation_stats(self, enabled: bool) -> None:
         """Start (clearing) or stop (keeping) recording matmul inputs for calibration."""
     def record_routing(self, enabled: bool) -> None:

@@ -164,13 +164,20 @@ def run(
         help="Hard cap on the engine's memory, e.g. 1.5GB or 800MiB: layers that do not fit stream from the file."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
                                          help="Streaming window slots (default: the largest that fits the budget)."),
+    expert_cache: Optional[str] = typer.Option(
+        None, "--expert-cache", help="MoE under --mem-budget: expert cache size, e.g. 600MB (default: what the "
+                                     "budget leaves after the layers)."),
+    expert_policy: str = typer.Option("lru", "--expert-policy", help="Expert cache eviction: lru or lfu."),
+    expert_prefetch: str = typer.Option(
+        "both", "--expert-prefetch", help="Read predicted experts ahead of the router: both, same, next or off."),
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
         from .model import load
 
         path = _resolve_model(model)
-        m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window)
+        m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window, expert_cache=expert_cache,
+                 expert_policy=expert_policy, expert_prefetch=expert_prefetch)
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
@@ -203,6 +210,8 @@ def _stream_summary(m: Any, n_tokens: int) -> None:
     classes = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in rep["classes"].items() if v)
     budget = _fmt_bytes(rep["budget"]) if rep["budget"] else "none"
     _err(f"memory {_fmt_bytes(rep['total'])} (budget {budget}): {classes}")
+    if rep.get("expert_cache_slots"):
+        _expert_summary(m, rep, n_tokens)
     if not rep["streaming"] or not rep["streamed_units"]:
         return
     _err(f"streaming {len(rep['streamed_units'])} of {len(rep['streamed_units']) + len(rep['pinned_units'])} "
@@ -211,6 +220,25 @@ def _stream_summary(m: Any, n_tokens: int) -> None:
     _err(f"per token: read {_fmt_bytes(int(t['bytes_per_token']))}, I/O {t['io_s_per_token'] * 1e3:.1f} ms, "
          f"stall {t['stall_s_per_token'] * 1e3:.1f} ms, compute {t['compute_s_per_token'] * 1e3:.1f} ms, "
          f"I/O hidden behind compute {t['overlap'] * 100:.0f}%")
+
+
+def _expert_summary(m: Any, rep: Dict[str, Any], n_tokens: int) -> None:
+    """Expert cache telemetry on stderr: hit rate, reads, stall and per-layer prediction quality."""
+    s = m.expert_stats()
+    _err(f"expert cache {rep['expert_cache_slots']} of {rep['total_experts']} experts "
+         f"({_fmt_bytes(rep['expert_cache_slots'] * rep['expert_slot_bytes'])}): hit rate "
+         f"{(s['hit_rate'] or 0) * 100:.1f}% ({s['hits']} of {s['uses']}), read {_fmt_bytes(s['bytes_read'] // n_tokens)}"
+         f"/token ({s['reads_on_demand']} on demand, {s['reads_speculative']} predicted, "
+         f"{s['speculative_unused']} predicted reads unused), stall {s['stall_seconds'] / n_tokens * 1e3:.1f} ms/token")
+    for key, name in (("same_layer", "same-layer"), ("next_layer", "next-layer")):
+        rows = [(il, l[key]) for il, l in enumerate(s["layers"]) if l[key]["predicted"]]
+        if not rows:
+            continue
+        pred = sum(p["predicted"] for _, p in rows)
+        corr = sum(p["correct"] for _, p in rows)
+        need = sum(p["needed"] for _, p in rows)
+        per_layer = " ".join(f"{il}:{p['recall']:.2f}" for il, p in rows)
+        _err(f"{name} prediction: precision {corr / pred:.2f}, recall {corr / max(1, need):.2f}; recall by layer {per_layer}")
 
 
 # ---- inspect ---------------------------------------------------------------------------------------
@@ -366,6 +394,11 @@ def bench(
         None, "--mem-budget", "-m", help="Hard memory cap, e.g. 1.5GB: layers that do not fit stream from the file."),
     plot: Optional[Path] = typer.Option(
         None, "--plot", help="Write a per-layer timeline of I/O and compute (PNG) for the last run's decode."),
+    expert_cache: Optional[str] = typer.Option(
+        None, "--expert-cache", help="MoE under --mem-budget: expert cache size (default: what the budget leaves)."),
+    expert_policy: str = typer.Option("lru", "--expert-policy", help="Expert cache eviction: lru or lfu."),
+    expert_prefetch: str = typer.Option(
+        "both", "--expert-prefetch", help="Read predicted experts ahead of the router: both, same, next or off."),
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
@@ -373,7 +406,8 @@ def bench(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
-            m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget)
+            m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget,
+                     expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch)
         with m:
             info = m.info()
             # Warm-up: touches every weight page and the thread pool once before timing.
@@ -389,8 +423,18 @@ def bench(
 
                 title = f"{Path(model).name}: budget {mem_budget or 'none'}, threads {m.threads}"
                 # Pass 0 of the last run is its prompt; draw the first decode tokens after it.
-                plot_timeline(m.stream_events(), plot, n_tokens=min(gen_tokens, 4), first_pass=1, title=title)
-                _err(f"timeline written to {plot}")
+                written = []
+                experts = m.expert_events()
+                if m.stream_events() or not experts:  # layer timeline (errors clearly when nothing streamed)
+                    plot_timeline(m.stream_events(), plot, n_tokens=min(gen_tokens, 4), first_pass=1, title=title)
+                    written.append(plot)
+                if experts:
+                    from .timeline import plot_expert_timeline
+
+                    eplot = plot.with_name(plot.stem + "_experts" + plot.suffix) if written else plot
+                    plot_expert_timeline(experts, eplot, title=title)
+                    written.append(eplot)
+                _err("timeline written to " + ", ".join(str(p) for p in written))
         pre = [r["prefill_tok_s"] for r in runs]
         dec = [r["decode_tok_s"] for r in runs]
         result = {

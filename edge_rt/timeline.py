@@ -1,5 +1,7 @@
 """Per-layer timeline of a streamed run: when each layer's weights were read, when compute waited for
-them, and when it computed with them (``Model.stream_events()``), drawn as a PNG a person can read.
+them, and when it computed with them (``Model.stream_events()``), drawn as a PNG a person can read;
+for MoE models under a budget, when each expert was read and whether on demand or on a prediction
+(``Model.expert_events()``).
 
 matplotlib is optional (``pip install "edge_rt[plot]"``); only drawing needs it.
 """
@@ -113,6 +115,53 @@ def plot_timeline(events: Sequence[Dict[str, Any]], out: Path, n_tokens: int = 3
                        Patch(color=c_wait, label="stall: compute waiting for the read, lower half"),
                        Patch(color=c_cmp, label="compute on the streamed layer, lower half")],
               loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_expert_timeline(expert_events: Sequence[Dict[str, Any]], out: Path, max_reads: int = 400,
+                         title: str = "edge_rt expert reads") -> Path:
+    """Draw the last ``max_reads`` expert reads to ``out``: one row per layer, each read a bar from its
+    first to its last byte, blue when the router was waiting for it (on demand), orange when a
+    prediction issued it ahead of the router. Returns ``out``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise InvalidArgumentError("[plot] drawing a timeline needs matplotlib: pip install 'edge_rt[plot]'") from e
+    evs = sorted((e for e in expert_events if e["io_end"] >= e["io_start"] > 0), key=lambda e: e["io_start"])
+    if not evs:
+        raise InvalidArgumentError("[plot] no expert reads to draw: is this an MoE model under a memory budget "
+                                   "whose expert cache is smaller than its experts?")
+    evs = evs[-max_reads:]
+    t0 = evs[0]["io_start"]
+    ms = lambda t: (t - t0) * 1e3  # noqa: E731
+    layers = sorted({e["layer"] for e in evs})
+    ypos = {l: i for i, l in enumerate(layers)}
+    fig, ax = plt.subplots(figsize=(14, 0.3 * len(layers) + 2.4))
+    c_demand, c_pred = "#4C72B0", "#DD8452"
+    for e in evs:
+        ax.broken_barh([(ms(e["io_start"]), max(0.05, (e["io_end"] - e["io_start"]) * 1e3))],
+                       (ypos[e["layer"]] - 0.35, 0.7), facecolors=c_pred if e["speculative"] else c_demand,
+                       edgecolors="white", linewidth=0.3)
+    ax.set_yticks(range(len(layers)))
+    ax.set_yticklabels([f"layer {l}" for l in layers], fontsize=7)
+    ax.set_xlabel("time (ms)")
+    ax.grid(axis="x", color="0.9")
+    ax.set_axisbelow(True)
+    n_pred = sum(1 for e in evs if e["speculative"])
+    ax.set_title(f"{title}\nlast {len(evs)} expert reads: {n_pred} issued by a prediction, {len(evs) - n_pred} "
+                 f"on demand (the router was waiting)", fontsize=10)
+    ax.legend(handles=[Patch(color=c_demand, label="on-demand read (compute waits)"),
+                       Patch(color=c_pred, label="predicted read (ahead of the router)")],
+              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

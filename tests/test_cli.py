@@ -293,6 +293,28 @@ def test_bench_under_budget_plots_timeline_and_run_stats(model_path: Path, tmp_p
     assert "window_slots" in r.output and "I/O hidden behind compute" in r.output
 
 
+def test_moe_under_budget_stats_and_expert_timeline(synthetic_model, tmp_path: Path) -> None:
+    # A budget a little above the minimum: every layer but the experts is pinned, a few experts cached.
+    from edge_rt.synthetic import PRESETS
+
+    moe = synthetic_model(**{**PRESETS["tiny-moe"], "tokenizer": "gpt2", "weight_type": "Q4_0"})
+    run = ("run", moe, "-p", "hi", "-n", 6, "--seed", 0, "--ctx", 64, "--stats")
+    budget = str(_stated_minimum(*run) + (1 << 20))
+    r = invoke(*run, "--mem-budget", budget, "--expert-policy", "lfu")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"expert cache \d+ of 32 experts .*hit rate [\d.]+%", r.output), r.output
+    assert "same-layer prediction: precision" in r.output and "next-layer prediction: precision" in r.output
+    r = invoke(*run, "--mem-budget", budget, "--expert-prefetch", "off")
+    assert r.exit_code == 0 and "0 predicted" in r.output and "prediction: precision" not in r.output, r.output
+    r = invoke(*run, "--mem-budget", budget, "--expert-policy", "mru")
+    assert r.exit_code != 0 and "expert_policy must be 'lru' or 'lfu'" in r.output, r.output
+    bench = ("bench", moe, "-t", 1, "-p", 4, "-n", 4, "-r", 1)
+    png = tmp_path / "experts.png"
+    r = invoke(*bench, "--mem-budget", str(_stated_minimum(*bench) + (1 << 20)), "--plot", png)
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def test_main_entry_point(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])

@@ -119,7 +119,8 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
             fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.mem_budget) + " bytes (" +
                                              format_bytes(options.mem_budget) + ") is below the minimum " +
                                              std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" +
-                                             path + "': one window slot for the largest layer and the embedding row buffer (" +
+                                             path + "': one window slot for the largest layer and the embedding row buffer" +
+                                             (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
                                              format_bytes(StreamingWeights::min_weight_bytes(*file_, cfg_)) +
                                              ") + KV cache (" + format_bytes(kv) + ", n_ctx=" +
                                              std::to_string(n_ctx_) + ") + scratch (" + format_bytes(scratch) + ")");

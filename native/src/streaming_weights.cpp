@@ -460,7 +460,8 @@ void StreamingWeights::io_loop() {
                 }
                 es.state = es.error.empty() ? ExpertState::Ready : ExpertState::Failed;
                 if (expert_events_.size() < kMaxEvents)
-                    expert_events_.push_back(ExpertReadEvent{es.layer, es.expert, es.speculative, es.io_start, es.io_end});
+                    expert_events_.push_back(
+                        ExpertReadEvent{es.layer, es.expert, es.issued_on_prediction, es.io_start, es.io_end});
             }
         } else {
             Slot& slot = slots_[(size_t)c.slot];
@@ -660,6 +661,7 @@ void StreamingWeights::issue_expert(int slot, int il, int e, bool speculative) {
     es.pending = 0;
     es.pins = 0;
     es.speculative = speculative;
+    es.issued_on_prediction = speculative;
     es.error.clear();
     es.io_start = es.io_end = 0;
     slot_of_expert_[(size_t)(il * cfg_.n_expert + e)] = slot;

@@ -185,6 +185,7 @@ private:
         int pins = 0;                 // held by the current acquire_experts
         bool speculative = false;     // read on a prediction and not used since
         bool speculative_in_flight = false;  // counted in speculative_in_flight_
+        bool issued_on_prediction = false;   // how the current read was issued (for the timeline)
         uint64_t last_use = 0;        // tick of the last use or prediction
         ErrorKind error_kind = ErrorKind::Internal;
         std::string error;
