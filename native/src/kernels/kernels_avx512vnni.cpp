@@ -331,16 +331,20 @@ void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
 }
 ERT_DEFINE_DOTS(q5_K)
 
-// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8).
+// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
+// registers rather than through a stack array (a 16-byte load of four fresh 4-byte stores cannot be
+// store-forwarded and stalls every super-block).
 ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
-    uint32_t u[3], o[4];
-    std::memcpy(u, s12, 12);
+    uint32_t u0, u1, u2;
+    std::memcpy(&u0, s12, 4);
+    std::memcpy(&u1, s12 + 4, 4);
+    std::memcpy(&u2, s12 + 8, 4);
     const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    o[0] = (u[0] & m4) | ((u[2] & m2) << 4);                  // s[0..3]
-    o[1] = (u[1] & m4) | (((u[2] >> 2) & m2) << 4);           // s[4..7]
-    o[2] = ((u[0] >> 4) & m4) | (((u[2] >> 4) & m2) << 4);    // s[8..11]
-    o[3] = ((u[1] >> 4) & m4) | (((u[2] >> 6) & m2) << 4);    // s[12..15]
-    return _mm_sub_epi8(_mm_loadu_si128((const __m128i*)o), _mm_set1_epi8(32));
+    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
+                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
+                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
+                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
 
 // Word lanes 0..7: scale 4i, 8..15: 4i+1, 16..23: 4i+2, 24..31: 4i+3 (a vpermw index; one 64-byte
