@@ -545,7 +545,7 @@ def _parse_types(value: Optional[str]) -> Optional[List[str]]:
 def quantize(
     src: Path = typer.Argument(..., show_default=False, metavar="IN", help="GGUF master or Hugging Face directory."),
     dst: Path = typer.Argument(..., show_default=False, metavar="OUT", help="Output GGUF file."),
-    qtype: Optional[str] = typer.Option(None, "--type", help="One type: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32."),
+    qtype: Optional[str] = typer.Option(None, "--type", help="One type: Q3_K Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32."),
     target_bpw: Optional[float] = typer.Option(None, "--target-bpw", help="Mixed precision: bits per weight of the whole model."),
     target_size: Optional[str] = typer.Option(None, "--target-size", help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in held-out code)."),
@@ -553,7 +553,7 @@ def quantize(
     load_calib: Optional[Path] = typer.Option(None, "--load-calib", help="Reuse statistics saved by an earlier run (.npz)."),
     save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
-                                             "(default Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q6_K,Q8_0)."),
+                                             "(default Q3_K,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q6_K,Q8_0)."),
     method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), measure "
                                "(one per tensor and type) or proxy (no model run)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),

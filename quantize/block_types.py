@@ -27,6 +27,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         BlockType("Q5_0", 6, 32, 22),
         BlockType("Q5_1", 7, 32, 24),
         BlockType("Q8_0", 8, 32, 34),
+        BlockType("Q3_K", 11, 256, 110),
         BlockType("Q4_K", 12, 256, 144),
         BlockType("Q5_K", 13, 256, 176),
         BlockType("Q6_K", 14, 256, 210),

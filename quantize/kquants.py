@@ -1,7 +1,12 @@
-"""K-quants Q4_K, Q5_K, Q6_K: super-blocks of 256 values with quantized per-sub-block scales.
+"""K-quants Q3_K, Q4_K, Q5_K, Q6_K: super-blocks of 256 values with quantized per-sub-block scales.
 
-Byte layouts (ggml ``block_q4_K`` / ``block_q5_K`` / ``block_q6_K``, little-endian):
+Byte layouts (ggml ``block_q3_K`` / ``block_q4_K`` / ``block_q5_K`` / ``block_q6_K``, little-endian):
 
+* Q3_K (110 B): ``hmask[32]``, ``qs[64]``, ``scales[12]``, ``d`` f16. 16 sub-blocks of 16:
+  ``x = d*(s[j]-32)*q``, ``q`` in -4..3, ``s`` 6-bit. Element ``e = 128h + 32t + l`` stores ``q + 4``:
+  bits 0-1 in bits ``2t..2t+1`` of ``qs[32h + l]``, bit 2 in bit ``e // 32`` of ``hmask[e % 32]``.
+  ``scales[j]`` (j < 8) holds the low nibbles of ``s[j]`` (low) and ``s[j+8]`` (high);
+  ``scales[8+k]`` holds the top 2 bits of ``s[k]``, ``s[k+4]``, ``s[k+8]``, ``s[k+12]`` at bits 0, 2, 4, 6.
 * Q4_K (144 B): ``d`` f16, ``dmin`` f16, ``scales[12]``, ``qs[128]``.
   8 sub-blocks of 32: ``x = d*sc[j]*q - dmin*m[j]``, ``q`` in 0..15, ``sc``/``m`` 6-bit, packed
   as: bytes 0-3 ``sc[0..3] | (sc[4..7]>>4)<<6``, bytes 4-7 ``m[0..3] | (m[4..7]>>4)<<6``,
@@ -16,11 +21,13 @@ Byte layouts (ggml ``block_q4_K`` / ``block_q5_K`` / ``block_q6_K``, little-endi
   ``ql[64h+32+l]`` = those of ``128h+l+32`` and ``128h+l+96``, ``qh[32h+l]`` = their top 2 bits at
   bit offsets 0, 2, 4, 6 (``+0, +32, +64, +96``).
 
-The quantizers follow llama.cpp's: without importance ``quantize_row_q{4,5,6}_K_ref`` (weights
-``rms(sub-block) + |x|`` for Q4_K/Q5_K, ``x**2`` for Q6_K), with importance ``quantize_row_q*_K_impl``
-(weights ``imp * sqrt(sigma2 + x**2)`` for Q4_K/Q5_K with ``sigma2 = 2*mean(x**2)`` over the
-super-block, ``imp`` itself for Q6_K, and the 6-bit scales/mins fitted by ``make_qp_quants``). The
-outputs are bit-identical to ``ggml_quantize_chunk`` (tests/test_quants.py checks this).
+The quantizers follow llama.cpp's: without importance ``quantize_row_q{3,4,5,6}_K_ref`` (weights
+``rms(sub-block) + |x|`` for Q4_K/Q5_K, ``x**2`` for Q6_K; Q3_K fits each sub-block by the coordinate
+descent of ``make_q3_quants`` and rounds the 16 scales against the largest), with importance
+``quantize_row_q*_K_impl`` (weights ``imp * sqrt(sigma2 + x**2)`` for Q3_K/Q4_K/Q5_K with
+``sigma2 = 2*mean(x**2)`` over the super-block, ``imp`` itself for Q6_K; the 6-bit scales/mins fitted
+by ``make_qp_quants``, Q3_K's signed scales by ``make_qx_quants`` weighted by the sub-block weight
+sums). The outputs are bit-identical to ``ggml_quantize_chunk`` (tests/test_quants.py checks this).
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ from typing import Optional
 import numpy as np
 
 from .quants_legacy import _f16_bytes, to_f16
-from .quants_search import (F32, GROUP_MAX_EPS, make_qkx_quants, make_qp_quants, make_qx_quants,
-                            nearest_int, ssum)
+from .quants_search import (F32, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants,
+                            make_qx_quants, nearest_int, ssum)
 
 QK_K = 256
 
@@ -65,6 +72,22 @@ def _unpack_scale_min(s: np.ndarray):
     sc[:, 4:8] = (s[:, 8:12] & 0x0F) | ((s[:, 0:4] >> 6) << 4)
     m[:, 4:8] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
     return sc, m
+
+
+def _pack_q3_scales(ls: np.ndarray) -> np.ndarray:
+    """(NS, 16) 6-bit scales (stored values, 0..63) -> (NS, 12) bytes (Q3_K layout above)."""
+    out = np.empty((ls.shape[0], 12), dtype=np.uint8)
+    out[:, 0:8] = (ls[:, 0:8] & 0x0F) | ((ls[:, 8:16] & 0x0F) << 4)
+    hi = (ls >> 4).reshape(-1, 4, 4)                              # (NS, quarter q, k): s[4q + k]
+    out[:, 8:12] = hi[:, 0] | (hi[:, 1] << 2) | (hi[:, 2] << 4) | (hi[:, 3] << 6)
+    return out
+
+
+def _unpack_q3_scales(s: np.ndarray) -> np.ndarray:
+    """(NS, 12) bytes -> (NS, 16) stored 6-bit scales (0..63; the scale is the value minus 32)."""
+    low = np.concatenate([s[:, 0:8] & 0x0F, s[:, 0:8] >> 4], axis=1)                 # s[0..7], s[8..15]
+    hi = (s[:, None, 8:12] >> (2 * np.arange(4, dtype=np.uint8))[None, :, None]) & 3  # (NS, q, k)
+    return low | (hi.reshape(-1, 16) << 4)
 
 
 def _q45_k(x: np.ndarray, importance: Optional[np.ndarray], nmax: int, type_name: str):
@@ -125,6 +148,57 @@ def _q45_k(x: np.ndarray, importance: Optional[np.ndarray], nmax: int, type_name
     L = np.where(live, l.astype(np.uint8), L)
     L = np.ascontiguousarray(L.T).reshape(ns, QK_K)
     return d, dmin, packed, L
+
+
+def quantize_q3_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray:
+    rows, cols = x.shape
+    xt = _superblocks_t(x, 16)                                   # (16, NB), NB = 16*NS
+    nb = xt.shape[1]
+    ns = nb // 16
+    if importance is None:
+        # quantize_row_q3_K_ref: per sub-block make_q3_quants, then the 16 scales rounded on the grid
+        # that maps the largest-magnitude one (the first, as C's strict >) to -32.
+        scales, L = make_q3_quants(xt, 4)
+        scales = scales.reshape(ns, 16)
+        a = np.abs(scales)
+        a = np.where(np.isnan(a), F32(0), a)                     # C's "fabsf(s) > amax" skips NaN
+        imax = np.argmax(a, axis=1)
+        live = a[np.arange(ns), imax] > 0
+        max_scale = np.where(live, scales[np.arange(ns), imax], F32(1))
+        iscale = F32(-32) / max_scale
+        l = nearest_int(iscale[:, None] * scales)
+        l = ((l + 128) & 0xFF) - 128                             # C stores it in an int8_t first
+        ls = (np.clip(l, -32, 31) + 32).astype(np.uint8)
+        ls[~live] = 0                                            # scales stay memset to zero
+        d = to_f16(np.where(live, F32(1) / iscale, F32(0)), "Q3_K")
+    else:
+        # quantize_row_q3_K_impl: imatrix weights, make_qx_quants per sub-block, then the 16 signed
+        # scales fitted by make_qx_quants (nmax 32) weighted by each sub-block's weight sum.
+        sigma2 = (F32(2) * _sum_x2_superblock(x)) / F32(QK_K)               # (NS,)
+        sig = np.repeat(sigma2, 16)[None, :]                                  # (1, NB)
+        qw = np.tile(importance.reshape(-1, 16).T, (1, rows))                 # (16, NB)
+        w = qw * np.sqrt(sig + xt * xt)
+        sw = ssum(w)                                                          # (NB,)
+        scales, L = make_qx_quants(xt, 4, w)
+        d_block, Ls = make_qx_quants(np.ascontiguousarray(scales.reshape(ns, 16).T), 32,
+                                     np.ascontiguousarray(sw.reshape(ns, 16).T))
+        ls = np.ascontiguousarray(Ls.T)
+        d = to_f16(d_block, "Q3_K")
+    packed = _pack_q3_scales(ls)
+    sc = _unpack_q3_scales(packed).astype(np.int32) - 32
+    # Requantize against the stored (f16, 6-bit) scales; sub-blocks whose scale is 0 keep the levels
+    # of the search, as in C.
+    dj = (d.astype(F32)[:, None] * sc.astype(F32)).reshape(1, nb)
+    live = dj != 0
+    l = nearest_int(xt / np.where(live, dj, F32(1)))
+    np.clip(l, -4, 3, out=l)
+    L = np.where(live, (l + 4).astype(np.uint8), L)
+    L = np.ascontiguousarray(L.T).reshape(ns, QK_K)
+    hbit = (L >> 2).reshape(ns, 8, 32)                           # element 32k + l -> bit k of hmask[l]
+    hmask = np.bitwise_or.reduce(hbit << np.arange(8, dtype=np.uint8)[None, :, None], axis=1).astype(np.uint8)
+    low = (L & 3).reshape(ns, 2, 4, 32)                          # (s, half h, t, l)
+    qs = (low[:, :, 0] | (low[:, :, 1] << 2) | (low[:, :, 2] << 4) | (low[:, :, 3] << 6)).reshape(ns, 64)
+    return np.concatenate([hmask, qs, packed, _f16_bytes(d)], axis=1).reshape(rows, -1)
 
 
 def quantize_q4_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray:
@@ -191,6 +265,20 @@ def _d_dmin(b: np.ndarray):
     d = b[:, 0:2].copy().view(np.float16).astype(F32)
     dmin = b[:, 2:4].copy().view(np.float16).astype(F32)
     return d, dmin
+
+
+def dequantize_q3_k(raw: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 110)
+    ns = b.shape[0]
+    hm = b[:, 0:32]
+    qs = b[:, 32:96].reshape(ns, 2, 1, 32)                       # (s, h, -, l)
+    sc = (_unpack_q3_scales(b[:, 96:108]).astype(np.int8) - np.int8(32)).astype(F32)
+    d = b[:, 108:110].copy().view(np.float16).astype(F32)
+    low = (qs >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3         # (s, h, t, l)
+    hbit = (hm[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1        # (s, 4h + t, l)
+    q = (low.reshape(ns, 8, 32).astype(np.int8) + (hbit.astype(np.int8) << 2) - np.int8(4)).astype(F32)
+    y = (d * sc)[:, :, None] * q.reshape(ns, 16, 16)
+    return y.reshape(ns, QK_K)
 
 
 def dequantize_q4_k(raw: np.ndarray) -> np.ndarray:

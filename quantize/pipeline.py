@@ -33,7 +33,7 @@ from .sensitivity import (DEFAULT_CANDIDATES, Sensitivity, SwapEvaluator, base_t
 Progress = Callable[[str, int, int, str], None]
 
 #: Types ``--type`` accepts.
-UNIFORM_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0")
+UNIFORM_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "Q3_K")
 #: Tokens of calibration text the sensitivity runs use (a subset of the calibration tokens).
 DEFAULT_SENS_TOKENS = 1024
 

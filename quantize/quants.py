@@ -28,7 +28,7 @@ from .block_types import BLOCK_TYPES, row_bytes
 
 __all__ = ["QUANT_TYPES", "quantize", "dequantize"]
 
-QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
 # Elements per chunk: large enough to amortise numpy call overhead, small enough for the ~20 float32
 # temporaries of a scale search to stay in L2/L3.
@@ -67,6 +67,7 @@ _QUANTIZERS: Dict[str, Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]]
     "Q4_1": quants_legacy.quantize_q4_1,
     "Q5_0": quants_legacy.quantize_q5_0,
     "Q5_1": quants_legacy.quantize_q5_1,
+    "Q3_K": kquants.quantize_q3_k,
     "Q4_K": kquants.quantize_q4_k,
     "Q5_K": kquants.quantize_q5_k,
     "Q6_K": kquants.quantize_q6_k,
@@ -81,6 +82,7 @@ _DEQUANTIZERS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q4_1": quants_legacy.dequantize_q4_1,
     "Q5_0": quants_legacy.dequantize_q5_0,
     "Q5_1": quants_legacy.dequantize_q5_1,
+    "Q3_K": kquants.dequantize_q3_k,
     "Q4_K": kquants.dequantize_q4_k,
     "Q5_K": kquants.dequantize_q5_k,
     "Q6_K": kquants.dequantize_q6_k,
@@ -120,10 +122,10 @@ def effective_importance(importance: np.ndarray, type_name: str) -> np.ndarray:
     calibration never activated, e.g. an expert no token was routed to) get the mean of the positive
     values instead. With all-zero weights llama.cpp's searches return a zero scale, which would erase
     those weights; everywhere else the importance is used unchanged (and the bytes match llama.cpp's).
-    Groups: the 16-value sub-blocks of Q6_K, 32 values otherwise.
+    Groups: the 16-value sub-blocks of Q3_K and Q6_K, 32 values otherwise.
     """
     imp = np.asarray(importance, dtype=np.float32)
-    g = imp.reshape(-1, 16 if type_name == "Q6_K" else 32)
+    g = imp.reshape(-1, 16 if type_name in ("Q3_K", "Q6_K") else 32)
     dead = ~(g > 0).any(axis=1)
     if not dead.any():
         return imp

@@ -127,6 +127,52 @@ def make_qx_quants(x: np.ndarray, nmax: int, w: np.ndarray) -> Tuple[np.ndarray,
     return scale.astype(F32, copy=False), L
 
 
+def make_q3_quants(x: np.ndarray, nmax: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Symmetric scale by coordinate descent (llama.cpp ``make_q3_quants`` with ``do_rmse``), weights
+    ``x**2``: levels ``l`` in ``[-nmax, nmax-1]`` start from the grid that maps the block's
+    largest-magnitude value to ``-nmax``; then up to 5 passes move single levels to
+    ``round(x*suml2/sumlx)`` (the sums without that element) whenever that raises ``sumlx**2/suml2``.
+    ``x``: float32 ``(n, NB)``. Returns ``(scale = sumlx/suml2 (NB,), L uint8 (n, NB))`` with
+    ``L = l + nmax``; all-zero blocks give ``scale == 0`` and ``L == 0``.
+    """
+    n, nb = x.shape
+    ax = np.abs(x)
+    imax = np.argmax(ax, axis=0)                       # first occurrence, as the C loop keeps
+    cols = np.arange(nb)
+    zero = ax[imax, cols] < GROUP_MAX_EPS
+    vmax = np.where(zero, F32(1), x[imax, cols])
+    iscale = -F32(nmax) / vmax
+    L = nearest_int(iscale * x)                        # |iscale * x| <= nmax: no overflow
+    np.clip(L, -nmax, nmax - 1, out=L)
+    w = x * x
+    wx = w * x
+    lf = L.astype(F32)
+    sumlx = ssum(wx * lf)
+    suml2 = ssum((w * lf) * lf)
+    # Sequential over elements (each accepted change updates the sums the next one sees); a pass that
+    # changes nothing leaves the state as it was, so running all 5 equals the C early exit.
+    for _ in range(5):
+        for i in range(n):
+            li = L[i].astype(F32)
+            slx = sumlx - wx[i] * li
+            ok = slx > 0
+            sl2 = suml2 - (w[i] * li) * li
+            new_l = nearest_int((x[i] * sl2) / np.where(ok, slx, F32(1)))
+            np.clip(new_l, -nmax, nmax - 1, out=new_l)
+            nf = new_l.astype(F32)
+            slx2 = slx + wx[i] * nf
+            sl22 = sl2 + (w[i] * nf) * nf
+            acc = ok & (new_l != L[i]) & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            if acc.any():
+                L[i] = np.where(acc, new_l, L[i])
+                sumlx = np.where(acc, slx2, sumlx)
+                suml2 = np.where(acc, sl22, suml2)
+    out = (L + nmax).astype(np.uint8)
+    out[:, zero] = 0
+    scale = np.where(zero, F32(0), sumlx / np.where(zero, F32(1), suml2))
+    return scale.astype(F32, copy=False), out
+
+
 def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float,
                     nstep: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Asymmetric scale + min search (llama.cpp ``make_qkx2_quants`` / ``make_qkx3_quants``, squared error).

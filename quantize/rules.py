@@ -8,7 +8,9 @@ What llama.cpp does (src/llama-quant.cpp) and we copy for ``edge-rt quantize --t
   Q6_K for every T except Q8_0 and the float types (Q8_0 when its rows are not a multiple of 256);
 * the token embedding otherwise gets T like the other matrices;
 * a tensor whose rows are not a multiple of T's block falls back like llama.cpp: Q4_K -> Q5_0,
-  Q5_K -> Q5_1, Q6_K -> Q8_0, and to F16 when even that block does not divide the row.
+  Q5_K -> Q5_1, Q6_K -> Q8_0, and to F16 when even that block does not divide the row. Q3_K falls back
+  to Q4_0 where llama.cpp picks IQ4_NL (which edge_rt neither writes nor computes; Q4_0 has the same
+  32-element block and 4.5 bits per weight).
 
 The per-tensor type of a mixed-precision recipe replaces the rule for the matrices; norms, biases and
 the router keep their float type either way.
@@ -24,12 +26,13 @@ from .codec import block_info
 #: llama.cpp's ``general.file_type`` (enum llama_ftype) for a file whose bulk is the type.
 FILE_TYPE = {
     "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
+    "Q3_K": 12,  # MOSTLY_Q3_K_M
     "Q4_K": 15,  # MOSTLY_Q4_K_M (there is no plain Q4_K ftype)
     "Q5_K": 17,  # MOSTLY_Q5_K_M
     "Q6_K": 18, "BF16": 32,
 }
 
-_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+_FALLBACK = {"Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 #: Matrices kept in float whatever the target (llama.cpp keeps the router F32).
 _KEEP_FLOAT = re.compile(r"(^|\.)ffn_gate_inp(_shexp)?\.weight$")

@@ -62,8 +62,9 @@ TOLERANCE = {
     "Q4_K": TOL_Q8K_ACT, "Q6_K": TOL_Q8K_ACT,
 }
 # Types edge_rt.synthetic does not write: the files are quantized by llama.cpp itself (see
-# LLAMA_QUANTIZED_CASES below). Q5_K: Q8_K activations like the other K-quants [3.7e-2].
-TOLERANCE_LLAMA_QUANTIZED = {"Q5_K": TOL_Q8K_ACT}
+# LLAMA_QUANTIZED_CASES below). Q5_K: Q8_K activations like the other K-quants [3.7e-2]. Q3_K: the
+# same activations [2.4e-2 pure Q3_K_S, 4.4e-2 in the Q3_K_M mixture].
+TOLERANCE_LLAMA_QUANTIZED = {"Q5_K": TOL_Q8K_ACT, "Q3_K": TOL_Q8K_ACT}
 
 # ---- the matrix ---------------------------------------------------------------------------------------
 # Every model: n_vocab 512, n_embd 256 (or 512), n_ff 512, 2 layers: row lengths are multiples of 256
@@ -198,14 +199,22 @@ def _check_parity(label: str, path, tol: float, llama_cpp_peer, edge_rt_load) ->
 # quantizer (llama_model_quantize), so edge_rt reads exactly the bytes llama.cpp produces and runs.
 # (id, synthetic params, llama_ftype, pure, 2-D tensor types the file must hold):
 #   pure=True puts every matrix (embedding and head too) in the ftype's base type; pure=False is the
-#   mixture llama.cpp ships (Q5_K_M: Q6_K head and some attn_v / ffn_down layers, Q5_K elsewhere).
+#   mixture llama.cpp ships (Q5_K_M: Q6_K head and some attn_v / ffn_down layers, Q5_K elsewhere;
+#   Q3_K_M: Q6_K head, Q4_K/Q5_K attn_v, ffn_down and attn_output, Q3_K elsewhere).
+LLAMA_FTYPE_MOSTLY_Q3_K_S = 11  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_S
+LLAMA_FTYPE_MOSTLY_Q3_K_M = 12  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M
 LLAMA_FTYPE_MOSTLY_Q5_K_S = 16  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_S
 LLAMA_FTYPE_MOSTLY_Q5_K_M = 17  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M
+Q3_K_M_TYPES = {"Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 LLAMA_QUANTIZED_CASES = [
     pytest.param(dict(arch="llama", weight_type="F32", **GQA), LLAMA_FTYPE_MOSTLY_Q5_K_S, True, {"Q5_K"},
                  id="llama-gqa-Q5_K-pure"),
     pytest.param(dict(arch="qwen2", weight_type="F32", **GQA), LLAMA_FTYPE_MOSTLY_Q5_K_M, False,
                  {"Q5_K", "Q6_K"}, id="qwen2-gqa-Q5_K_M"),
+    pytest.param(dict(arch="llama", weight_type="F32", **GQA), LLAMA_FTYPE_MOSTLY_Q3_K_S, True, {"Q3_K"},
+                 id="llama-gqa-Q3_K-pure"),
+    pytest.param(dict(arch="qwen2", weight_type="F32", **GQA), LLAMA_FTYPE_MOSTLY_Q3_K_M, False,
+                 Q3_K_M_TYPES, id="qwen2-gqa-Q3_K_M"),
 ]
 
 
@@ -217,6 +226,8 @@ def llama_quantized_model(synthetic_model, tmp_path_factory):
 
     import llama_cpp
 
+    assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_S == LLAMA_FTYPE_MOSTLY_Q3_K_S
+    assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M == LLAMA_FTYPE_MOSTLY_Q3_K_M
     assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_S == LLAMA_FTYPE_MOSTLY_Q5_K_S
     assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M == LLAMA_FTYPE_MOSTLY_Q5_K_M
     root = tmp_path_factory.mktemp("llama_quantized")
@@ -276,7 +287,8 @@ def test_parity_llama_quantized(params, ftype, pure, want_types, llama_quantized
     types = _matrix_types(path)
     assert set(types.values()) == want_types, f"llama.cpp wrote {types}"
     if pure:
-        assert types["token_embd.weight"] == types["output.weight"] == "Q5_K"
+        (base,) = want_types
+        assert types["token_embd.weight"] == types["output.weight"] == base
     _check_dequantize_matches_gguf(path, set(TOLERANCE_LLAMA_QUANTIZED))
     tolerances = {**TOLERANCE, **TOLERANCE_LLAMA_QUANTIZED}
     tol = max(tolerances[t] for t in set(types.values()))

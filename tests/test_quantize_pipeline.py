@@ -29,7 +29,7 @@ from edge_rt.quantize.sensitivity import Sensitivity, base_types, encode_tensor,
 
 runner = CliRunner()
 TOL = {"F32": 5e-4, "F16": 4e-3, "Q8_0": 7e-2, "Q4_0": 7e-2, "Q4_1": 7e-2, "Q5_0": 7e-2, "Q5_1": 7e-2,
-       "Q4_K": 1e-1, "Q6_K": 1e-1}
+       "Q3_K": 1e-1, "Q4_K": 1e-1, "Q6_K": 1e-1}
 TEXT = ("def parse(self, text):\n    for line in text.splitlines():\n        if not line.strip():\n"
         "            continue\n        yield line.split('=', 1)\n") * 6
 
@@ -94,7 +94,7 @@ IDS = [5, 17, 300, 42, 99, 7, 256, 128, 64, 32, 3, 400, 401, 402, 11, 12, 13, 14
 
 # ---- quantize --type ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q3_K", "Q4_K", "Q8_0"])
 def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib_file: Path, qtype: str) -> None:
     out = tmp_path / f"m-{qtype}.gguf"
     r = invoke("quantize", master, out, "--type", qtype, "--calib", calib_file)
@@ -108,7 +108,7 @@ def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib
     import gguf
 
     md = gguf.GGUFReader(str(out)).fields
-    assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q4_K": 15, "Q8_0": 7}[qtype]
+    assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q3_K": 12, "Q4_K": 15, "Q8_0": 7}[qtype]
     assert md["tokenizer.ggml.tokens"].contents() == gguf.GGUFReader(str(master)).fields["tokenizer.ggml.tokens"].contents()
     ours = edge_logits(out, IDS)
     ref = edge_logits(master, IDS)
@@ -265,6 +265,41 @@ def test_target_bpw_writes_recipe_and_fits(master: Path, tmp_path: Path, calib_f
     assert (tmp_path / "mix.gguf.sensitivity.tsv").read_text().startswith("tensor\tparams\tdKL_")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert edge_logits(out, IDS).shape == (len(IDS), 512)
+
+
+def test_low_budget_search_uses_q3_k(master: Path, tmp_path: Path, calib_file: Path) -> None:
+    """Below 4.5 bits per weight the default candidates need Q3_K (3.4375 bpw) for part of the model;
+    the mix is within budget and runs in both engines with the same logits."""
+    from edge_rt.quantize.sensitivity import DEFAULT_CANDIDATES
+
+    assert "Q3_K" in DEFAULT_CANDIDATES
+    out = tmp_path / "mix3.gguf"
+    r = invoke("quantize", master, out, "--target-bpw", "4.0", "--calib", calib_file, "--sensitivity", "proxy")
+    assert r.exit_code == 0, r.output
+    types = gguf_types(out)
+    tensors = read_gguf(master).tensors
+    n_params = sum(int(np.prod(t.shape)) for t in tensors)
+    assert 8 * sum(codec.tensor_bytes(types[t.name], t.shape) for t in tensors) / n_params <= 4.0
+    assert "Q3_K" in types.values() and len(set(types.values()) - {"F32"}) >= 2, types
+    ours = edge_logits(out, IDS)
+    assert np.corrcoef(ours.ravel(), edge_logits(master, IDS).ravel())[0, 1] > 0.9
+    if HAVE_LLAMA_CPP:
+        llm = open_llama_cpp(out, n_ctx=128)
+        llm.eval(IDS)
+        theirs = np.array(llm.scores[:len(IDS)], dtype=np.float32)
+        err = np.abs(ours - theirs).max() / theirs.std()
+        assert err < max(TOL[t] for t in set(types.values()) - {"F32"}), err
+
+
+def test_q3_k_rules() -> None:
+    """--type Q3_K: llama-quantize's ftype MOSTLY_Q3_K_M; rows that are not a multiple of 256 fall back
+    to Q4_0 (llama.cpp: IQ4_NL, which edge_rt does not write), then F16."""
+    from edge_rt.quantize.rules import FILE_TYPE, fallback, uniform_type
+
+    assert FILE_TYPE["Q3_K"] == 12
+    assert fallback("Q3_K", 512) == "Q3_K" and fallback("Q3_K", 96) == "Q4_0" and fallback("Q3_K", 48) == "F16"
+    assert uniform_type("blk.0.attn_q.weight", (256, 512), "Q3_K", has_output=True) == "Q3_K"
+    assert uniform_type("output.weight", (512, 256), "Q3_K", has_output=True) == "Q6_K"
 
 
 def test_measured_sensitivity_search(master: Path, tmp_path: Path, calib_file: Path) -> None:
@@ -452,7 +487,7 @@ def test_zero_rows_and_blocks_give_finite_output(master: Path, tmp_path: Path) -
 
     src = rewrite(master, tmp_path / "z.gguf", {n: zero for n in ("blk.0.attn_q.weight", "output.weight",
                                                                  "token_embd.weight", "blk.0.ffn_down.weight")})
-    for qtype in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"):
+    for qtype in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
         out = tmp_path / f"z-{qtype}.gguf"
         quantize_model(src, out, qtype=qtype, use_calib=False)
         assert all_finite(out), qtype

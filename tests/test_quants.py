@@ -30,19 +30,22 @@ LEGACY = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 
 # Round-trip bounds on standard-normal rows: rms(dequantize(quantize(x)) - x) / std(x).
 # (Measured, seeds fixed: F16 2.1e-4, BF16 1.7e-3, Q8_0 0.0054, Q4_0 0.087, Q4_1 0.079, Q5_0 0.043,
-# Q5_1 0.038, Q4_K 0.072 (0.077 with importance), Q5_K 0.036 (0.038), Q6_K 0.018 (0.019).)
+# Q5_1 0.038, Q3_K 0.151 (0.156 with importance), Q4_K 0.072 (0.077 with importance), Q5_K 0.036 (0.038),
+# Q6_K 0.018 (0.019).)
 REL_RMSE_MAX = {
     "F32": 0.0, "F16": 3e-4, "BF16": 2.5e-3,
     "Q8_0": 0.0065, "Q4_0": 0.10, "Q4_1": 0.09, "Q5_0": 0.05, "Q5_1": 0.044,
-    "Q4_K": 0.085, "Q5_K": 0.043, "Q6_K": 0.021,
+    "Q3_K": 0.17, "Q4_K": 0.085, "Q5_K": 0.043, "Q6_K": 0.021,
 }
 # Worst single error (without importance) as a fraction of the largest |x| of its block (32 values;
 # 256 for K-quants). Half a step, plus fp16 rounding of the scale: Q8_0 amax/254; Q4_1/Q5_1
 # range/30, range/62 <= amax/15, amax/31; Q4_0/Q5_0 one full step amax/8, amax/16 where +amax is
-# clipped to the top level; K-quants also round their sub-block scales to 6 bits.
+# clipped to the top level; K-quants also round their sub-block scales to 6 bits. Q3_K (levels -4..3,
+# the largest |x| of a sub-block on -4): a value of the other sign near that magnitude clips at +3, one
+# full step, up to amax/4 (measured 0.196).
 MAX_ERR_FRAC = {
     "Q8_0": 0.005, "Q4_0": 0.13, "Q4_1": 0.07, "Q5_0": 0.065, "Q5_1": 0.034,
-    "Q4_K": 0.09, "Q5_K": 0.05, "Q6_K": 0.03,
+    "Q3_K": 0.25, "Q4_K": 0.09, "Q5_K": 0.05, "Q6_K": 0.03,
 }
 # Importance-weighted quantization must reduce sum(imp * err**2) by at least this factor against the
 # same type without importance (measured 0.52-0.71 on log-normal importance).
@@ -157,7 +160,7 @@ def test_bit_exact_with_llama_cpp(type_name, with_importance):
 
 
 @requires_ggml
-@pytest.mark.parametrize("type_name", ["Q4_0", "Q5_1", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q5_1", "Q3_K", "Q4_K", "Q6_K"])
 def test_all_zero_importance_groups_are_filled(type_name):
     """A group of columns with all-zero importance would get a zero scale from llama.cpp's search
     (weights erased); we fill such groups with the mean importance, and otherwise match llama.cpp."""
@@ -257,6 +260,8 @@ def test_type_table_matches_gguf():
         assert (BLOCK_TYPES[t].block_elems, BLOCK_TYPES[t].block_bytes) == gguf.GGML_QUANT_SIZES[qt]
         assert row_bytes(t, 1024) == 1024 // BLOCK_TYPES[t].block_elems * BLOCK_TYPES[t].block_bytes
     assert (BLOCK_TYPES["Q5_K"].type_id, BLOCK_TYPES["Q5_K"].block_bytes) == (13, 176)
+    assert (BLOCK_TYPES["Q3_K"].type_id, BLOCK_TYPES["Q3_K"].block_bytes) == (11, 110)
+    assert BLOCK_TYPES["Q3_K"].bits_per_weight == 3.4375
 
 
 # ------------------------------------------------------------------------------------------------
@@ -348,8 +353,8 @@ def test_overflowing_scales_rejected():
 
 def test_bad_arguments():
     x = _normal(2, 256, 81)
-    with pytest.raises(ValueError, match="unknown type 'Q3_K'"):
-        quantize(x, "Q3_K")
+    with pytest.raises(ValueError, match="unknown type 'Q2_K'"):
+        quantize(x, "Q2_K")
     with pytest.raises(ValueError, match="at least one dimension"):
         quantize(np.float32(1), "Q8_0")
     with pytest.raises(ValueError, match="not a multiple of the Q4_K block"):
@@ -383,7 +388,7 @@ def test_chunking_does_not_change_bytes(monkeypatch):
 
     x = _normal(40, 512, 95)
     imp = _skewed_importance(512, 96)
-    ref = {t: quantize(x, t, imp) for t in ("Q4_0", "Q4_K", "Q6_K")}
+    ref = {t: quantize(x, t, imp) for t in ("Q4_0", "Q3_K", "Q4_K", "Q6_K")}
     monkeypatch.setattr(quants, "_CHUNK_ELEMS", 1000)   # one row per chunk
     for t, r in ref.items():
         assert np.array_equal(quantize(x, t, imp), r)

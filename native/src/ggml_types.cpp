@@ -10,9 +10,8 @@ namespace edge_rt {
 namespace {
 
 // Indexed by ggml type id; ids ggml retired or that we do not size (4, 5, 16..23, 29) stay null.
-// Sizes of the K-quant blocks we have no struct for (Q2_K, Q3_K) are ggml's:
+// Size of the K-quant block we have no struct for (Q2_K) is ggml's:
 //   Q2_K: scales[16] + qs[64] + d + dmin           = 84
-//   Q3_K: hmask[32] + qs[64] + scales[12] + d      = 110
 struct Entry {
     uint32_t id;
     TypeTraits traits;
@@ -28,7 +27,7 @@ constexpr Entry kEntries[] = {
     {8, {"Q8_0", QK8_0, sizeof(BlockQ8_0)}},
     {9, {"Q8_1", QK8_1, sizeof(BlockQ8_1)}},
     {10, {"Q2_K", QK_K, 84}},
-    {11, {"Q3_K", QK_K, 110}},
+    {11, {"Q3_K", QK_K, sizeof(BlockQ3_K)}},
     {12, {"Q4_K", QK_K, sizeof(BlockQ4_K)}},
     {13, {"Q5_K", QK_K, sizeof(BlockQ5_K)}},
     {14, {"Q6_K", QK_K, sizeof(BlockQ6_K)}},
@@ -83,6 +82,7 @@ bool is_compute_type(GgmlType type) noexcept {
         case GgmlType::Q4_1:
         case GgmlType::Q5_0:
         case GgmlType::Q5_1:
+        case GgmlType::Q3_K:
         case GgmlType::Q4_K:
         case GgmlType::Q5_K:
         case GgmlType::Q6_K:

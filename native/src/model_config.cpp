@@ -54,7 +54,7 @@ void check_tensor(const GgufFile& f, const std::string& name, std::initializer_l
     if (!is_compute_type(t->type)) {
         fail(ErrorKind::UnsupportedType, std::string("[model] tensor '") + name + "': type " + type_name(t->type) +
                                              " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
-                                             "Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+                                             "Q5_0, Q5_1, Q3_K, Q4_K, Q5_K, Q6_K)");
     }
     // Matrix rows are dotted with activations in the weight type's activation format (Q8_K for the
     // K-quants), whose block must divide the row.

@@ -171,6 +171,7 @@ void test_type_tables() {
     CHECK(std::string(type_name(static_cast<GgmlType>(99))) == "UNKNOWN");
     CHECK(is_compute_type(GgmlType::Q4_K) && is_compute_type(GgmlType::BF16) && is_compute_type(GgmlType::Q5_1));
     CHECK(is_compute_type(GgmlType::Q5_K) && type_traits(GgmlType::Q5_K).block_bytes == sizeof(BlockQ5_K));
+    CHECK(is_compute_type(GgmlType::Q3_K) && type_traits(GgmlType::Q3_K).block_bytes == sizeof(BlockQ3_K));
     CHECK(!is_compute_type(GgmlType::Q8_1) && !is_compute_type(GgmlType::Q2_K) && !is_compute_type(GgmlType::I32));
     expect_throw("type_traits(bad enum)", [] { type_traits(static_cast<GgmlType>(5)); }, ErrorKind::Internal, "5");
 }

@@ -76,11 +76,13 @@ const TypeInfo kTypes[] = {
     {GgmlType::BF16, "BF16", 1, 2},        {GgmlType::Q8_0, "Q8_0", 32, 34},
     {GgmlType::Q4_0, "Q4_0", 32, 18},      {GgmlType::Q4_1, "Q4_1", 32, 20},
     {GgmlType::Q5_0, "Q5_0", 32, 22},      {GgmlType::Q5_1, "Q5_1", 32, 24},
-    {GgmlType::Q4_K, "Q4_K", 256, 144},    {GgmlType::Q5_K, "Q5_K", 256, 176},
-    {GgmlType::Q6_K, "Q6_K", 256, 210},
+    {GgmlType::Q3_K, "Q3_K", 256, 110},    {GgmlType::Q4_K, "Q4_K", 256, 144},
+    {GgmlType::Q5_K, "Q5_K", 256, 176},    {GgmlType::Q6_K, "Q6_K", 256, 210},
 };
 
-bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
+bool is_k(GgmlType t) {
+    return t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
+}
 bool is_float(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 const WeightKernels* isa_table(GgmlType t, Isa isa) {
@@ -126,6 +128,7 @@ std::vector<uint8_t> random_weights(const TypeInfo& ti, int64_t n, std::mt19937&
                 put16(o, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
                 put16(o + 2, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
                 break;
+            case GgmlType::Q3_K: put16(o + 108, fp32_to_fp16(0.002f * uni(rng))); break;  // d after 108 bytes
             case GgmlType::Q6_K: {
                 put16(o + 208, fp32_to_fp16(0.001f * uni(rng)));
                 for (int j = 0; j < 16; ++j) if (w[o + 192 + j] == 0x80) w[o + 192 + j] = 0x81;
@@ -366,6 +369,29 @@ void test_known_blocks() {
         scalar_weight_kernels(GgmlType::Q4_K)->dequantize_row(&b, y, 256);
         CHECK(y[0] == 12.5f && y[32] == 0.f && y[128] == 46.f && y[160] == 0.f && y[1] == -1.5f && y[129] == -17.f,
               "Q4_K known block: %g %g %g %g %g %g", y[0], y[32], y[128], y[160], y[1], y[129]);
+    }
+    {   // Q3_K: d = 1. Scales (s - 32): s[0]: low nibble scales[0] = 2, high bits 0..1 of scales[8] = 2 -> 34 -> 2;
+        // s[1]: low 0, bits 0..1 of scales[9] = 1 -> 16 -> -16; s[13]: high nibble of scales[5] = 7, bits 6..7
+        // of scales[9] = 2 -> 39 -> 7; s[2]: all zero -> -32. Values q = low2 + 4 * hbit - 4:
+        // elem 0 (h 0, t 0, l 0): qs[0] bits 0..1 = 3, hmask[0] bit 0 set -> 3 -> 2 * 3 = 6;
+        // elem 1: 0, hbit clear -> -4 -> -8; elem 16 (group 1): -4 -> -16 * -4 = 64;
+        // elem 32 (t 1, group 2): qs[0] bits 2..3 = 0, hmask[0] bit 1 clear -> -4 -> -32 * -4 = 128;
+        // elem 208 (h 1, t 2, l 16, group 13): qs[48] bits 4..5 = 2, hmask[16] bit 6 set -> 2 -> 7 * 2 = 14.
+        BlockQ3_K b;
+        std::memset(&b, 0, sizeof(b));
+        b.d = h1;
+        b.scales[0] = 0x02;
+        b.scales[8] = 0x02;
+        b.scales[5] = 0x70;
+        b.scales[9] = 0x81;
+        b.qs[0] = 0x03;
+        b.hmask[0] = 0x01;
+        b.qs[48] = 0x20;
+        b.hmask[16] = 0x40;
+        float y[256];
+        scalar_weight_kernels(GgmlType::Q3_K)->dequantize_row(&b, y, 256);
+        CHECK(y[0] == 6.f && y[1] == -8.f && y[16] == 64.f && y[32] == 128.f && y[208] == 14.f,
+              "Q3_K known block: %g %g %g %g %g", y[0], y[1], y[16], y[32], y[208]);
     }
     {   // Q5_K: scales as the Q4_K block above plus s[1] = 0x01 -> sc1 = 1, m1 = 0.
         // qh[0] = 0x13 (bits 0, 1, 4), qh[1] = 0x10 (bit 4): bit j of qh[l] is bit 4 of element l of sub-block j.

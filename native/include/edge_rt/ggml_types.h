@@ -94,6 +94,19 @@ struct BlockQ8_1 {
 };
 static_assert(sizeof(BlockQ8_1) == 36, "BlockQ8_1 layout");
 
+// Super-block of 16 sub-blocks of 16: x = d * (s[j] - 32) * q, q in -4..3, s[j] 6-bit (j = e / 16).
+// Element e = 128h + 32t + l (h = 0..1, t = 0..3, l = 0..31): low 2 bits are bits 2t..2t+1 of
+// qs[32h + l]; bit 2 is bit 4h + t of hmask[l], and q = low + 4 * bit - 4 (a clear bit subtracts 4).
+// s[j]: low 4 bits in scales[j] (j < 8, low nibble) or scales[j - 8] (high nibble); high 2 bits are
+// bits 2(j / 4)..2(j / 4)+1 of scales[8 + j % 4].
+struct BlockQ3_K {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[K_SCALE_SIZE];
+    fp16_t d;
+};
+static_assert(sizeof(BlockQ3_K) == 110, "BlockQ3_K layout");
+
 // Super-block of 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j]; 6-bit sc/m packed in scales.
 struct BlockQ4_K {
     fp16_t d;
@@ -143,8 +156,8 @@ const TypeTraits* type_traits(uint32_t type_id) noexcept;
 const TypeTraits& type_traits(GgmlType type);  // throws Error(Internal) for an unknown enum value
 const char* type_name(GgmlType type) noexcept;
 
-// True for the types the kernels compute with (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
-// Q6_K)..
+// True for the types the kernels compute with (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q3_K, Q4_K,
+// Q5_K, Q6_K).
 bool is_compute_type(GgmlType type) noexcept;
 
 }  // namespace edge_rt

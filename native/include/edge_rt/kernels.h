@@ -5,7 +5,7 @@
 //   F32  -> F32      F16 -> F16     BF16 -> BF16
 //   Q4_0, Q5_0, Q8_0 -> Q8_0 (int8 per 32-block, fp16 scale)
 //   Q4_1, Q5_1       -> Q8_1 (int8 per 32-block, fp16 scale and fp16 d*sum)
-//   Q4_K, Q5_K, Q6_K -> Q8_K (int8 per 256-block, fp32 scale, int16 sums of 16)
+//   Q3_K, Q4_K, Q5_K, Q6_K -> Q8_K (int8 per 256-block, fp32 scale, int16 sums of 16)
 // Matching ggml's choice keeps our logits within float rounding of llama.cpp's.
 //
 // Every ISA variant has the Scalar variant as its reference twin; tests compare them under named

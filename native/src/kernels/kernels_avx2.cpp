@@ -45,6 +45,75 @@ ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
     out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
 }
 
+// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
+// registers (vpinsrd) rather than through a stack array: a 16-byte load of four fresh 4-byte stores
+// cannot be store-forwarded and stalls every super-block.
+ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
+    uint32_t u0, u1, u2;
+    std::memcpy(&u0, s12, 4);
+    std::memcpy(&u1, s12 + 4, 4);
+    std::memcpy(&u2, s12 + 8, 4);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
+                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
+                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
+                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+
+// vpshufb control that fills the low 128 bits with int16 word lo and the high 128 bits with word hi
+// (word indices within each 128-bit half, 0..7).
+ERT_INLINE __m256i word_pair_shuffle(int lo, int hi) {
+    return _mm256_set_m128i(_mm_set1_epi16((short)(((2 * hi + 1) << 8) | (2 * hi))),
+                            _mm_set1_epi16((short)(((2 * lo + 1) << 8) | (2 * lo))));
+}
+
+// Q3_K: chunk c = 4h + t (elements 32c..32c+31) holds q + 4 in 0..7 (bits 2t..2t+1 of qs[32h + l], bit
+// 4h + t of hmask[l] as bit 2), unsigned for vpmaddubsw; the -4 offset is applied once per super-block
+// through the bsums: sum_g s[g] * (dot_g(q + 4, qy) - 4 * bsum[g]). Scales as Q6_K (16 groups of 16):
+// chunk c takes s[2c] in its low 128 bits and s[2c+1] in its high 128 bits (one vpshufb each).
+template <int NA>
+void q3_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ3_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m256* acc) {
+        const BlockQ3_K& xb = x[b];
+        const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_unpack_scales(xb.scales));
+        const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);  // s[0..7] in both halves
+        const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);  // s[8..15] in both halves
+        const __m256i m3 = _mm256_set1_epi8(0x03), four = _mm256_set1_epi8(0x04);
+        const __m256i hm = _mm256_loadu_si256((const __m256i*)xb.hmask);
+        __m256i q[8], scv[8];
+        for (int h = 0; h < 2; ++h) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * h));
+            for (int t = 0; t < 4; ++t) {
+                const int k = 4 * h + t;  // hmask bit of this chunk, moved to bit 2 (16-bit shifts: bits
+                                          // crossing from the neighbouring byte are masked off per byte)
+                const __m256i hb = k >= 2 ? _mm256_srli_epi16(hm, k - 2) : _mm256_slli_epi16(hm, 2 - k);
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * t), m3);
+                q[k] = _mm256_or_si256(lo, _mm256_and_si256(hb, four));
+            }
+        }
+        for (int c = 0; c < 8; ++c)
+            scv[c] = _mm256_shuffle_epi8(c < 4 ? sc_lo : sc_hi, word_pair_shuffle((2 * c) & 7, (2 * c + 1) & 7));
+        const float d = h2f(xb.d);
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m256i sumi = _mm256_setzero_si256();
+            for (int c = 0; c < 8; ++c) {
+                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], qy), scv[c]));
+            }
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), sc16);
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));  // - 4 * sum_g s[g] * bsum[g]
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q3_K)
+
 // Q4_K: per super-block, d*dy*sum_j sc[j]*(q_j . qy_j) - dmin*dy*sum_j m[j]*(bsum pairs).
 template <int NA>
 void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
@@ -341,6 +410,7 @@ struct Avx2Table {
         add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q8_0_quantize, q5_0_dot, q5_0_dot_rows);
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize, q4_1_dot, q4_1_dot_rows);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize, q5_1_dot, q5_1_dot_rows);
+        add(T::Q3_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q3_K_dot, q3_K_dot_rows);
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q4_K_dot, q4_K_dot_rows);
         add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q5_K_dot, q5_K_dot_rows);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q6_K_dot, q6_K_dot_rows);

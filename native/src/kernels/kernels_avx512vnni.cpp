@@ -6,7 +6,7 @@
 // bytes do not align to 64-byte loads, and the per-block scale is applied per register anyway), except
 // Q4_0 / Q8_0 with 2..8 activation rows (prefill), which pair two blocks per 512-bit register
 // (rows_pair512).
-// K-quants (Q4_K, Q5_K, Q6_K) use 512-bit registers (two 32-element sub-blocks at a time), vpmaddubsw
+// K-quants (Q3_K, Q4_K, Q5_K, Q6_K) use 512-bit registers (two 32-element sub-blocks at a time), vpmaddubsw
 // for the 8-bit products and vpdpwssd to apply the sub-block scales and accumulate in one instruction.
 // Entries left nullptr (quantizers, float types, dequantize) fall back to the AVX2 table.
 // GCC 12's AVX-512 headers seed some intrinsics with _mm512_undefined_*(), which -Wuninitialized
@@ -331,6 +331,72 @@ void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
 }
 ERT_DEFINE_DOTS(q5_K)
 
+// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
+// registers rather than through a stack array (a 16-byte load of four fresh 4-byte stores cannot be
+// store-forwarded and stalls every super-block).
+ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
+    uint32_t u0, u1, u2;
+    std::memcpy(&u0, s12, 4);
+    std::memcpy(&u1, s12 + 4, 4);
+    std::memcpy(&u2, s12 + 8, 4);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
+                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
+                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
+                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+
+// Word lanes 0..7: scale 4i, 8..15: 4i+1, 16..23: 4i+2, 24..31: 4i+3 (a vpermw index; one 64-byte
+// register of 4 groups of 16 after vpmaddubsw).
+ERT_INLINE __m512i group16_index(int i) {
+    return _mm512_inserti64x4(
+        _mm512_zextsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(4 * i + 1)), _mm_set1_epi16((short)(4 * i)))),
+        _mm256_set_m128i(_mm_set1_epi16((short)(4 * i + 3)), _mm_set1_epi16((short)(4 * i + 2))), 1);
+}
+
+// Q3_K: register i holds chunks 2i (lanes 0..31) and 2i+1 (32..63), chunk c = 4h + t covering elements
+// 32c..32c+31 with q + 4 in 0..7: bits 2t..2t+1 of qs[32h + l] (one vpsrlvw per half) and +4 where bit
+// 4h + t of hmask[l] is set (one vptestmb). The -4 offset is applied through the bsums, as in AVX2.
+template <int NA>
+void q3_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ3_K*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    auto block = [&](int64_t b, __m512* acc) {
+        const BlockQ3_K& xb = x[b];
+        const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_unpack_scales(xb.scales));
+        const __m512i sc512 = _mm512_zextsi256_si512(sc16);
+        const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)xb.hmask));
+        const __m512i m3 = _mm512_set1_epi8(0x03), four = _mm512_set1_epi8(4);
+        __m512i q[4], scv[4];
+        for (int i = 0; i < 4; ++i) {
+            const int h = i >> 1, t = 2 * (i & 1);  // chunks 4h + t and 4h + t + 1
+            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qs + 32 * h)));
+            const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * t)), _mm256_set1_epi16((short)(2 * t + 2)), 1);
+            const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), m3);
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1u << (4 * h + t))),
+                                                   _mm256_set1_epi8((char)(1u << (4 * h + t + 1))), 1);
+            q[i] = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hm, bit), lo, four);
+            scv[i] = _mm512_permutexvar_epi16(group16_index(i), sc512);
+        }
+        const float d = h2f(xb.d);
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m512i sumi = _mm512_setzero_si512();
+            for (int i = 0; i < 4; ++i) {
+                const __m512i qy = _mm512_loadu_si512((const void*)(yb.qs + 64 * i));
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[i], qy), scv[i]);
+            }
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), sc16);
+            sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 2)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(d * yb.d), acc[r]);
+        }
+    };
+    run_blocks512<NA>(n / QK_K, block, out);
+}
+ERT_DEFINE_DOTS(q3_K)
+
 // Q6_K: register 2h+p (h = half, p = 0/1) holds chunks 4h+2p (lanes 0..31) and 4h+2p+1 (32..63);
 // chunk c covers elements 32c..32c+31 with scales 2c (first 16) and 2c+1; values 0..63 (offset -32
 // applied once per super-block through the bsums).
@@ -358,13 +424,7 @@ void q6_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
         }
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
         const __m512i sc512 = _mm512_zextsi256_si512(sc16);
-        for (int i = 0; i < 4; ++i) {
-            // lanes (words) 0..7: scale 4i, 8..15: 4i+1, 16..23: 4i+2, 24..31: 4i+3
-            const __m512i idx = _mm512_inserti64x4(
-                _mm512_zextsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(4 * i + 1)), _mm_set1_epi16((short)(4 * i)))),
-                _mm256_set_m128i(_mm_set1_epi16((short)(4 * i + 3)), _mm_set1_epi16((short)(4 * i + 2))), 1);
-            scv[i] = _mm512_permutexvar_epi16(idx, sc512);
-        }
+        for (int i = 0; i < 4; ++i) scv[i] = _mm512_permutexvar_epi16(group16_index(i), sc512);
         const float d = h2f(xb.d);
         for (int r = 0; r < NA; ++r) {
             const BlockQ8_K& yb = y[r][b];
@@ -419,6 +479,7 @@ struct Avx512Table {
         add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q5_0_dot, q5_0_dot_rows);
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q4_1_dot, q4_1_dot_rows);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q5_1_dot, q5_1_dot_rows);
+        add(T::Q3_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q3_K_dot, q3_K_dot_rows);
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q4_K_dot, q4_K_dot_rows);
         add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q5_K_dot, q5_K_dot_rows);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q6_K_dot, q6_K_dot_rows);

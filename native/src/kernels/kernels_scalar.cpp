@@ -211,6 +211,32 @@ void dequant_q4_K(const void* w, float* y, int64_t n) {
     }
 }
 
+// Q3_K signed 6-bit scale j (0..15) minus its offset: s - 32 in -32..31 (layout in ggml_types.h).
+inline int q3k_scale(const uint8_t* s12, int j) {
+    const int low = (j < 8) ? (s12[j] & 0x0F) : (s12[j - 8] >> 4);
+    const int high = (s12[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+// Q3_K value of element e (0..255) in -4..3: two low bits from qs, bit 2 from hmask (clear -> -4).
+inline int q3k_value(const BlockQ3_K& x, int e) {
+    const int h = e / 128, t = (e % 128) / 32, l = e % 32;
+    const int low = (x.qs[32 * h + l] >> (2 * t)) & 3;
+    const int high = (x.hmask[l] >> (4 * h + t)) & 1;
+    return low + 4 * high - 4;
+}
+
+void dequant_q3_K(const void* w, float* y, int64_t n) {
+    const auto* x = static_cast<const BlockQ3_K*>(w);
+    for (int64_t b = 0; b < n / QK_K; ++b, y += QK_K) {
+        const float d = fp16_to_fp32(x[b].d);
+        for (int j = 0; j < QK_K / 16; ++j) {
+            const float dl = d * (float)q3k_scale(x[b].scales, j);
+            for (int l = 0; l < 16; ++l) y[16 * j + l] = dl * (float)q3k_value(x[b], 16 * j + l);
+        }
+    }
+}
+
 // Q5_K: Q4_K's nibbles and scales plus a fifth bit: element l of sub-block j (0..7) has bit 4 equal
 // to bit j of qh[l], so one qh byte carries the top bits of element l of all 8 sub-blocks.
 inline int q5k_value(const BlockQ5_K& x, int j, int l) {
@@ -380,6 +406,23 @@ float dot_q4_K(int64_t n, const void* w, const void* a) {
     return s;
 }
 
+// Q3_K: d*dy*sum_j s[j]*dot_j(q, qy) over the 16 groups of 16, summed as exact integers first.
+float dot_q3_K(int64_t n, const void* w, const void* a) {
+    const auto* x = static_cast<const BlockQ3_K*>(w);
+    const auto* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t sumi = 0;
+        for (int g = 0; g < QK_K / 16; ++g) {
+            int dg = 0;
+            for (int l = 0; l < 16; ++l) dg += q3k_value(x[b], 16 * g + l) * y[b].qs[16 * g + l];
+            sumi += q3k_scale(x[b].scales, g) * dg;
+        }
+        s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi;
+    }
+    return s;
+}
+
 // Q5_K: as Q4_K with 5-bit q: d*dy*sum_j sc[j]*dot_j(q, qy) - dmin*dy*sum_j m[j]*(bsums[2j] + bsums[2j+1]).
 float dot_q5_K(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ5_K*>(w);
@@ -440,6 +483,7 @@ struct ScalarTable {
         add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), quantize_q8_0, dot_q5_0, dequant_q5_0);
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), quantize_q8_1, dot_q4_1, dequant_q4_1);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), quantize_q8_1, dot_q5_1, dequant_q5_1);
+        add(T::Q3_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q3_K, dequant_q3_K);
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q4_K, dequant_q4_K);
         add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q5_K, dequant_q5_K);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q6_K, dequant_q6_K);
