@@ -41,8 +41,8 @@ from .gguf_io import SourceModel, SourceTensor, write_gguf
 from .rules import FILE_TYPE, fits, float_type, is_quantizable
 
 METHODS = ("calibrated", "measure", "proxy")
-#: Candidate types for the search: what the engine computes (Q5_K joins when its kernels land).
-DEFAULT_CANDIDATES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K", "Q8_0")
+#: Candidate types for the search: the quantized types the engine computes.
+DEFAULT_CANDIDATES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from edge_rt.quantize.sensitivity import Sensitivity, base_types, encode_tensor,
 
 runner = CliRunner()
 TOL = {"F32": 5e-4, "F16": 4e-3, "Q8_0": 7e-2, "Q4_0": 7e-2, "Q4_1": 7e-2, "Q5_0": 7e-2, "Q5_1": 7e-2,
-       "Q4_K": 1e-1, "Q6_K": 1e-1}
+       "Q4_K": 1e-1, "Q5_K": 1e-1, "Q6_K": 1e-1}
 TEXT = ("def parse(self, text):\n    for line in text.splitlines():\n        if not line.strip():\n"
         "            continue\n        yield line.split('=', 1)\n") * 6
 
@@ -94,7 +94,7 @@ IDS = [5, 17, 300, 42, 99, 7, 256, 128, 64, 32, 3, 400, 401, 402, 11, 12, 13, 14
 
 # ---- quantize --type ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q5_K", "Q8_0"])
 def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib_file: Path, qtype: str) -> None:
     out = tmp_path / f"m-{qtype}.gguf"
     r = invoke("quantize", master, out, "--type", qtype, "--calib", calib_file)
@@ -108,7 +108,7 @@ def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib
     import gguf
 
     md = gguf.GGUFReader(str(out)).fields
-    assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q4_K": 15, "Q8_0": 7}[qtype]
+    assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q4_K": 15, "Q5_K": 17, "Q8_0": 7}[qtype]
     assert md["tokenizer.ggml.tokens"].contents() == gguf.GGUFReader(str(master)).fields["tokenizer.ggml.tokens"].contents()
     ours = edge_logits(out, IDS)
     ref = edge_logits(master, IDS)
@@ -219,6 +219,30 @@ def test_calibration_saved_and_reused(master: Path, tmp_path: Path, calib_file: 
 
 
 # ---- mixed precision ------------------------------------------------------------------------------
+
+def test_default_candidates_are_the_types_the_engine_computes() -> None:
+    """The search offers every quantized block type the engine has kernels for, and no other."""
+    from edge_rt import _core
+    from edge_rt.quantize import BLOCK_TYPES
+    from edge_rt.quantize.sensitivity import DEFAULT_CANDIDATES
+
+    def computes(t) -> bool:
+        try:
+            _core.vec_dot(t.name, np.zeros(t.block_bytes * 256 // t.block_elems, np.uint8),
+                          np.zeros(256, np.float32), None)
+            return True
+        except InvalidArgumentError as e:
+            assert "no compute kernels" in str(e), e
+            return False
+
+    engine = {n for n, t in BLOCK_TYPES.items() if n not in ("F32", "F16", "BF16") and computes(t)}
+    assert "Q5_K" in engine
+    assert set(DEFAULT_CANDIDATES) == engine
+    import inspect
+
+    help_text = inspect.signature(cli.quantize).parameters["candidates"].default.help
+    assert f"(default {','.join(DEFAULT_CANDIDATES)})" in help_text
+
 
 def _toy_sens() -> Sensitivity:
     s = Sensitivity("measure", ("Q4_0", "Q5_0", "Q8_0"))
