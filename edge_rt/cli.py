@@ -553,8 +553,8 @@ def eval_(
     ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2, help="Window length in tokens (default: training context, at most 2048)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
-    backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) for models "
-                                "edge_rt does not run yet."),
+    backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) to get the "
+                                "logits from llama.cpp."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Perplexity, mean KL divergence against the reference's logits, and top-1 agreement."""

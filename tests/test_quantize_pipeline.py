@@ -218,6 +218,58 @@ def test_calibration_saved_and_reused(master: Path, tmp_path: Path, calib_file: 
     assert r1.calib and r2.calib.startswith("loaded")
 
 
+def test_calibration_runs_on_the_engine_and_says_so(master: Path, tmp_path: Path, calib_file: Path) -> None:
+    quantize_model(master, tmp_path / "a.gguf", qtype="Q4_K", calib_text=calib_file)
+    meta = CalibStats.load(tmp_path / "a.gguf.calib.npz").meta
+    assert meta["runner"] == "edge_rt" and "runner_reason" not in meta
+
+
+def test_calibration_falls_back_to_numpy_only_without_the_hook(master: Path, monkeypatch) -> None:
+    """An engine without the statistics hook (an older _core): the NumPy forward records the same
+    statistics, and the saved meta says it ran and why."""
+    import edge_rt.model
+    from edge_rt.quantize.calibrate import calibrate
+
+    real_load = edge_rt.model.load
+
+    class NoHook:
+        def __init__(self, m) -> None:
+            self.m = m
+
+        def close(self) -> None:
+            self.m.close()
+
+    monkeypatch.setattr(edge_rt.model, "load", lambda *a, **k: NoHook(real_load(*a, **k)))
+    st = calibrate(master, TEXT, threads=1)
+    assert st.meta["runner"] == "numpy" and "hook" in st.meta["runner_reason"]
+    monkeypatch.setattr(edge_rt.model, "load", real_load)
+    ref = calibrate(master, TEXT, threads=1)
+    assert ref.meta["runner"] == "edge_rt" and set(ref.sums) == set(st.sums)
+    np.testing.assert_allclose(st.importance("blk.1.ffn_down.weight"), ref.importance("blk.1.ffn_down.weight"),
+                               rtol=1e-2)
+
+
+def test_calibration_does_not_hide_an_engine_load_error(tmp_path: Path, synthetic_model) -> None:
+    """A master the engine rejects is an error, not a silent switch to the NumPy forward (which would
+    run this file: it does not cross-check expert_used_count)."""
+    import shutil
+
+    import gguf
+
+    from edge_rt.quantize.calibrate import calibrate
+    from edge_rt.synthetic import PRESETS
+
+    bad = tmp_path / "bad.gguf"
+    shutil.copy(synthetic_model(**{**PRESETS["tiny-qwen2moe"], "tokenizer": "gpt2", "seed": 0,
+                                   "weight_type": "F32"}), bad)
+    reader = gguf.GGUFReader(bad, "r+")
+    field = reader.fields["qwen2moe.expert_count"]
+    field.parts[-1][0] = 4  # contradicts the expert tensors' shapes
+    del reader
+    with pytest.raises(ModelFormatError, match="expert"):
+        calibrate(bad, TEXT, threads=1)
+
+
 # ---- mixed precision ------------------------------------------------------------------------------
 
 def test_default_candidates_are_the_types_the_engine_computes() -> None:
