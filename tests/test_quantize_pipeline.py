@@ -270,6 +270,72 @@ def test_calibration_does_not_hide_an_engine_load_error(tmp_path: Path, syntheti
         calibrate(bad, TEXT, threads=1)
 
 
+# The engine's statistics against the NumPy reference forward's on the trained masters, over the
+# default calibration (4096 tokens of the built-in text): the measurement that justifies calibrating
+# on the engine. Limits: 10x the measured worst relative difference of a tensor's importance
+# (dense 1.4e-4, an attention output; MoE 3.6e-3, an expert down-projection whose expert usage moved
+# by one near-tie routing flip). Router decisions may differ only at near ties of the k-th and
+# (k+1)-th expert (as in tests/test_moe.py): measured 3 of 16384 token-layer decisions.
+STATS_REL_LIMIT = {"dense": 1.5e-3, "moe": 3.6e-2}
+NEAR_TIE = 0.05
+MAX_FLIP_SHARE = 1e-3
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_engine_stats_match_numpy_reference_on_trained_masters(kind: str) -> None:
+    import edge_rt
+    from edge_rt.quantize.calibrate import DEFAULT_CALIB_TOKENS
+    from edge_rt.quantize.reference_forward import NumpyModel
+
+    path = Path(__file__).resolve().parents[1] / "models" / f"tiny-code-{kind}-f16.gguf"
+    ref = NumpyModel(read_gguf(path))
+    windows = token_windows(ref.tokenize(read_text(None), add_special=False), ref.n_ctx, DEFAULT_CALIB_TOKENS)
+    assert sum(map(len, windows)) == DEFAULT_CALIB_TOKENS
+    ref.record_routing(True)
+    want = collect(ref, windows)
+    with edge_rt.load(path, threads=2) as m:
+        m.record_routing(True)
+        got = collect(m, windows)
+        route_got = m.routing()
+    route_want = ref.routing()
+    assert set(got) == set(want)
+    rel = {}
+    for name, (s_want, c_want) in want.items():
+        s_got, c_got = got[name]
+        assert s_got.shape == s_want.shape and c_got.shape == c_want.shape, name
+        assert c_got.sum() == c_want.sum(), name  # every token, k experts per token
+        if c_want.size == 1:
+            assert c_got.tolist() == c_want.tolist(), name
+        imp_w = CalibStats({name: (s_want, c_want)}).importance(name).astype(np.float64)
+        imp_g = CalibStats({name: (s_got, c_got)}).importance(name).astype(np.float64)
+        rel[name] = float(np.linalg.norm(imp_g - imp_w) / np.linalg.norm(imp_w))
+    worst = max(rel, key=rel.get)
+    print(f"[stats] {kind}: {len(rel)} tensors, median relative difference {np.median(list(rel.values())):.2g}, "
+          f"worst {rel[worst]:.2g} ({worst})")
+    assert rel[worst] < STATS_REL_LIMIT[kind], worst
+    k = ref.n_expert_used
+    if not k:
+        assert route_got.size == 0 and route_want.size == 0
+        return
+    n_tok, n_layer, _ = route_want.shape
+    assert route_got.shape == route_want.shape == (DEFAULT_CALIB_TOKENS, n_layer, ref.n_expert)
+    top = lambda r: np.sort(np.argsort(-r, axis=2, kind="stable")[:, :, :k], axis=2)  # noqa: E731
+    flipped = (top(route_got) != top(route_want)).any(axis=2)                          # (token, layer)
+    srt = -np.sort(-route_got, axis=2)
+    gap = np.log(srt[:, :, k - 1]) - np.log(srt[:, :, k])
+    print(f"[stats] {kind}: {int(flipped.sum())} of {flipped.size} routing decisions differ, "
+          f"largest gap among them {float(gap[flipped].max()) if flipped.any() else 0:.3g}")
+    assert (gap[flipped] < NEAR_TIE).all(), "a routing difference without a near tie"
+    assert flipped.mean() <= MAX_FLIP_SHARE
+    for il in range(n_layer):
+        # per-expert counts: equal in a layer without flips; otherwise off by at most the flips
+        c_got, c_want = got[f"blk.{il}.ffn_up_exps.weight"][1], want[f"blk.{il}.ffn_up_exps.weight"][1]
+        assert np.abs(c_got - c_want).sum() <= 2 * k * int(flipped[:, il].sum()), il
+        want_usage = np.bincount(np.argsort(-route_want[:, il], axis=1, kind="stable")[:, :k].ravel(),
+                                 minlength=ref.n_expert)
+        assert c_want.tolist() == want_usage.tolist()  # the reference's counts are its routing
+
+
 # ---- mixed precision ------------------------------------------------------------------------------
 
 def test_default_candidates_are_the_types_the_engine_computes() -> None:
