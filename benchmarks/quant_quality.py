@@ -12,13 +12,17 @@ For each trained F16 master (models/tiny-code-dense-f16.gguf, models/tiny-code-m
    disjoint from the calibration text; see tools/make_quant_texts.py): mean KL divergence, perplexity,
    top-1 agreement over windows of 256 tokens.
 
-Logits: edge_rt for the dense model; llama.cpp (llama-cpp-python, logits_all) for the MoE model until
-edge_rt's MoE forward pass lands (the engine cannot load it yet). Targets: at Q4_0's size KL <= 0.5x
-Q4_0's, at Q4_K_M's size KL <= 0.8x Q4_K_M's.
+Logits, calibration statistics and sensitivity runs: edge_rt for both models (the engine runs the MoE
+model and records per-expert statistics); llama.cpp only quantizes its own two files. Candidate
+types: the toolchain's defaults (Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q8_0); an ablation repeats the
+two target-size searches without Q5_K. Targets: at Q4_0's size KL <= 0.5x Q4_0's, at Q4_K_M's size
+KL <= 0.8x Q4_K_M's.
 
-On the dense model it also validates the calibrated sensitivity against direct measurement (every
-tensor at Q5_0, Q4_K and Q6_K): Spearman rank correlation of predicted vs measured dKL, for the
-calibrated prediction and the raw importance-weighted error.
+On both models it also validates the calibrated sensitivity against direct measurement (every
+tensor at Q5_0, Q4_K, Q5_K and Q6_K, on the 1024 sensitivity tokens): Spearman rank correlation of
+predicted vs measured dKL, for the calibrated prediction and the raw importance-weighted error, and
+per type the median and the sum of predicted / measured (a type the predictor favours too much shows
+a ratio well below 1).
 
     nice python3 benchmarks/quant_quality.py [--windows 48] [--out benchmarks/out]
 """
@@ -39,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_rt.quantize import codec  # noqa: E402
-from edge_rt.quantize.calibrate import read_text, token_windows  # noqa: E402
+from edge_rt.quantize.calibrate import CalibStats, read_text, token_windows  # noqa: E402
 from edge_rt.quantize.evaluate import LogitsRunner, Reference, compare  # noqa: E402
 from edge_rt.quantize.gguf_io import read_gguf  # noqa: E402
 from edge_rt.quantize.mixed import pareto_plot  # noqa: E402
@@ -49,6 +53,7 @@ from edge_rt.quantize.sensitivity import (Sensitivity, SwapEvaluator, measure_se
 
 MODELS = {"dense": ROOT / "models" / "tiny-code-dense-f16.gguf", "moe": ROOT / "models" / "tiny-code-moe-f16.gguf"}
 EVAL_TEXT = ROOT / "benchmarks" / "data" / "quant_eval.txt"
+VALIDATION_TYPES = ("Q5_0", "Q4_K", "Q5_K", "Q6_K")
 
 
 def llama_quantize(src: Path, dst: Path, ftype: int) -> float:
@@ -71,7 +76,7 @@ def log(*a):
 def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, validate: bool) -> dict:
     import llama_cpp
 
-    backend = "edge_rt" if kind == "dense" else "llama_cpp"
+    backend = "edge_rt"
     n_params = read_gguf(master).n_params
     res: dict = {"master": str(master.relative_to(ROOT)), "n_params": n_params, "backend": backend, "files": {}}
     text = EVAL_TEXT.read_text()
@@ -101,6 +106,7 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
     r = quantize_model(master, out / f"{kind}-ert-Q4_K.gguf", qtype="Q4_K", save_calib=calib, threads=threads)
     res["time_uniform_q4k_s"] = time.perf_counter() - t
     res["calibration"] = r.calib
+    res["calibration_runner"] = CalibStats.load(calib).meta.get("runner")
     files["edge_rt Q4_K (uniform)"] = evaluate(r.out)
     for ty in ("Q4_0", "Q5_0", "Q6_K", "Q8_0"):
         r = quantize_model(master, out / f"{kind}-ert-{ty}.gguf", qtype=ty, load_calib=calib, threads=threads)
@@ -131,10 +137,26 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
         files[f"edge_rt mix {label}"] = {**evaluate(r.out), "predicted_kl": r.predicted_kl}
         log(kind, label, files[f"edge_rt mix {label}"]["size"], f"KL {files[f'edge_rt mix {label}']['kl_mean']:.5f}")
 
+    # ablation: the same searches without Q5_K among the candidates (what the predictor makes of Q5_K)
+    sj = json.loads(sens_json.read_text())
+    sj["candidates"] = [c for c in sj["candidates"] if c != "Q5_K"]
+    for table in ("bytes", "dkl", "measured", "weighted_error"):
+        for per_type in sj.get(table, {}).values():
+            per_type.pop("Q5_K", None)
+    no_q5k = out / f"{kind}-no-q5_k.sensitivity.json"
+    no_q5k.write_text(json.dumps(sj))
+    for label, size in targets.items():
+        r = quantize_model(master, out / f"{kind}-mix-no-q5_k-{size}.gguf", target_bytes=size, load_calib=calib,
+                           load_sensitivity=no_q5k, threads=threads, backend=backend)
+        files[f"ablation: mix {label} without Q5_K"] = {**evaluate(r.out), "predicted_kl": r.predicted_kl}
+
     q40, q4km = files["llama.cpp Q4_0"], files["llama.cpp Q4_K_M"]
     m40, m4km = files["edge_rt mix at Q4_0 size"], files["edge_rt mix at Q4_K_M size"]
     res["ratio_kl_at_q4_0"] = m40["kl_mean"] / q40["kl_mean"]
     res["ratio_kl_at_q4_k_m"] = m4km["kl_mean"] / q4km["kl_mean"]
+    res["ratio_kl_without_q5_k"] = {
+        "at Q4_0 size": files["ablation: mix at Q4_0 size without Q5_K"]["kl_mean"] / q40["kl_mean"],
+        "at Q4_K_M size": files["ablation: mix at Q4_K_M size without Q5_K"]["kl_mean"] / q4km["kl_mean"]}
     mp = n_params / 1e6
     res["s_per_mparam"] = {"edge_rt Q4_K uniform (calibration included)": res["time_uniform_q4k_s"] / mp,
                            "edge_rt mix (sensitivity + search + write, calibration loaded)":
@@ -143,8 +165,6 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
 
     if validate:
         log(kind, "validating the calibrated sensitivity against measurement ...")
-        from edge_rt.quantize.calibrate import CalibStats
-
         src = read_gguf(master)
         stats = CalibStats.load(calib)
         ctext = read_text(None)
@@ -152,22 +172,28 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
             wins = token_windows(r.tokenize(ctext), r.n_ctx, 1024)
         ev = SwapEvaluator(src, wins, backend=backend, threads=threads, stats=stats)
         try:
-            meas = measure_sensitivity(src, method="measure", candidates=("Q5_0", "Q4_K", "Q6_K"), stats=stats,
+            meas = measure_sensitivity(src, method="measure", candidates=VALIDATION_TYPES, stats=stats,
                                        evaluator=ev)
         finally:
             ev.close()
         cal = Sensitivity.from_json(json.loads(sens_json.read_text()))
-        a, b, c = [], [], []
+        a, b, c, tys = [], [], [], []
         for n in meas.measured:
             for ty, v in meas.measured[n].items():
                 if ty in cal.dkl.get(n, {}):
                     a.append(cal.dkl[n][ty])
                     b.append(v)
                     c.append(cal.werr[n][ty])
-        a, b, c = map(np.array, (a, b, c))
+                    tys.append(ty)
+        a, b, c, tys = map(np.array, (a, b, c, tys))
+        ratio = a / np.maximum(b, 1e-12)
         res["validation"] = {"pairs": int(len(a)), "spearman_calibrated_vs_measured": spearman(a, b),
                              "spearman_weighted_error_vs_measured": spearman(c, b),
-                             "median_ratio_predicted_over_measured": float(np.median(a / np.maximum(b, 1e-12)))}
+                             "median_ratio_predicted_over_measured": float(np.median(ratio)),
+                             "per_type": {ty: {"median_ratio_predicted_over_measured": float(np.median(ratio[tys == ty])),
+                                               "sum_predicted_over_sum_measured":
+                                                   float(a[tys == ty].sum() / b[tys == ty].sum())}
+                                          for ty in VALIDATION_TYPES if (tys == ty).any()}}
         log(kind, res["validation"])
     return res
 
@@ -218,8 +244,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for kind in a.models.split(","):
-        results[kind] = run_model(kind, MODELS[kind], a.out, a.windows, a.threads, validate=(kind == "dense"
-                                                                                           and not a.no_validate))
+        results[kind] = run_model(kind, MODELS[kind], a.out, a.windows, a.threads, validate=not a.no_validate)
     import os
 
     results["_machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -230,7 +255,7 @@ def main() -> None:
         if kind.startswith("_"):
             continue
         print(f"\n## {kind} ({res['master']}, {res['n_params'] / 1e6:.2f} M params, logits {res['backend']}, "
-              f"{res['eval_tokens']} tokens)")
+              f"calibration on {res['calibration_runner']}, {res['eval_tokens']} tokens)")
         print("| file | size (bytes) | bpw | mean KL | PPL | top-1 |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for k, v in sorted(res["files"].items(), key=lambda kv: kv[1]["size"]):
@@ -238,6 +263,7 @@ def main() -> None:
                   f"{v['ppl']:.3f} | {100 * v['top1']:.2f}% |")
         print(f"KL ratio at Q4_0 size: {res['ratio_kl_at_q4_0']:.3f} (target <= 0.5); "
               f"at Q4_K_M size: {res['ratio_kl_at_q4_k_m']:.3f} (target <= 0.8)")
+        print("KL ratios of the ablation without Q5_K:", {k: round(v, 3) for k, v in res["ratio_kl_without_q5_k"].items()})
         print("seconds per million parameters:", {k: round(v, 2) for k, v in res["s_per_mparam"].items()})
         if "validation" in res:
             print("sensitivity validation:", res["validation"])

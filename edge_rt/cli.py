@@ -553,7 +553,7 @@ def quantize(
     load_calib: Optional[Path] = typer.Option(None, "--load-calib", help="Reuse statistics saved by an earlier run (.npz)."),
     save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
-                                             "(default Q3_K,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q6_K,Q8_0)."),
+                                             "(default Q3_K,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K,Q8_0)."),
     method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), measure "
                                "(one per tensor and type) or proxy (no model run)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
@@ -597,8 +597,8 @@ def eval_(
     ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2, help="Window length in tokens (default: training context, at most 2048)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
-    backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) for models "
-                                "edge_rt does not run yet."),
+    backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) to get the "
+                                "logits from llama.cpp."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Perplexity, mean KL divergence against the reference's logits, and top-1 agreement."""

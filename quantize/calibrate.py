@@ -163,25 +163,21 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
               progress: Optional[Callable[[int, int], None]] = None) -> CalibStats:
     """Record stats by running ``gguf_path`` on ``text`` (tokenized with its vocabulary).
 
-    Runs on edge_rt when the engine loads the model and has the statistics hook; otherwise (older
-    engine, or an architecture the engine does not run yet) on the NumPy forward pass of
-    ``reference_forward`` built from ``src`` (the SourceModel; read from ``gguf_path`` if None).
-    ``meta['runner']`` says which."""
+    Runs on edge_rt, dense and MoE alike: the engine runs every architecture the toolchain reads
+    (llama, qwen2, qwen3, qwen2moe, qwen3moe), so an engine that cannot load the master is an error to
+    report, not a reason to calibrate on something else. Only an engine without the statistics hook
+    (an older ``_core``) falls back to the NumPy forward pass of ``reference_forward`` built from
+    ``src`` (the SourceModel; read from ``gguf_path`` if None). ``meta['runner']`` ('edge_rt' or
+    'numpy') says which produced the stats, ``meta['runner_reason']`` why when it is 'numpy'; both are
+    saved with them."""
     from ..model import load
 
-    model: Any = None
     runner = "edge_rt"
     why = None
-    try:
-        model = load(gguf_path, threads=threads)
-        if not hasattr(model, "record_activation_stats"):
-            model.close()
-            model, why = None, "the engine has no activation-statistics hook"
-    except InvalidArgumentError:
-        raise
-    except EdgeRTError as e:
-        model, why = None, " ".join(str(e).split())
-    if model is None:
+    model: Any = load(gguf_path, threads=threads)
+    if not hasattr(model, "record_activation_stats"):
+        model.close()
+        why = "the engine has no activation-statistics hook (Model.record_activation_stats)"
         from .gguf_io import read_gguf
         from .reference_forward import NumpyModel
 

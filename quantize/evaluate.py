@@ -9,8 +9,8 @@ last of a window predicts the next token. Per position:
   ``llama-perplexity --kl-divergence`` reports);
 * whether the two argmaxes agree (top-1 agreement).
 
-Logits come from edge_rt (default) or, for architectures the engine does not run yet (MoE until its
-forward pass lands), from llama.cpp through llama-cpp-python (``backend="llama_cpp"``).
+Logits come from edge_rt (default, dense and MoE) or from llama.cpp through llama-cpp-python
+(``backend="llama_cpp"``: the peer, to evaluate a file with llama.cpp's numerics).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""A NumPy forward pass of the llama-family graph, for calibration where the engine cannot run it.
+"""A NumPy forward pass of the llama-family graph: the calibration fallback and the engine's check.
 
-It serves the calibration when the engine has no activation-statistics hook, or does not run the
-architecture yet (MoE until its forward pass lands): it exposes the calibration side of the
-``edge_rt.Model`` contract (``tokenize``, ``logits``, ``n_ctx``, ``record_activation_stats``,
-``activation_stats``, ``close``) and records the same statistics as the engine's hook:
+It serves the calibration when the engine has no activation-statistics hook (an older ``_core``),
+and it is the independent reference the engine's statistics are checked against
+(tests/test_quantize_pipeline.py). It exposes the calibration side of the ``edge_rt.Model`` contract
+(``tokenize``, ``logits``, ``n_ctx``, ``record_activation_stats``, ``activation_stats``,
+``record_routing``, ``routing``, ``close``) and records the same statistics as the engine's hook:
 
     weight name -> (sum_sq float64 (ne0,), count int64 (1,))             for 2-D weights
     weight name -> (sum_sq float64 (n_expert, ne0), count int64 (n_expert,)) for expert tensors
@@ -57,6 +58,9 @@ class NumpyModel:
         self._tok = Tokenizer.from_metadata(md)
         self._rec = False
         self._stats: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._trace = False
+        self._routing: List[np.ndarray] = []   # per evaluated window: (T, n_layer, n_expert) float32
+        self._layer_probs: List[np.ndarray] = []
 
     # ---- Model contract (calibration side) -----------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> List[int]:
@@ -69,6 +73,18 @@ class NumpyModel:
 
     def activation_stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
         return {k: (s.copy(), c.copy()) for k, (s, c) in self._stats.items()}
+
+    def record_routing(self, enabled: bool) -> None:
+        if enabled:
+            self._routing = []
+        self._trace = bool(enabled)
+
+    def routing(self) -> np.ndarray:
+        """Router probabilities traced so far: float32 ``(n_tokens, n_layer, n_expert)`` (the engine's
+        ``Model.routing`` contract); empty for dense models."""
+        if not self._routing:
+            return np.zeros((0, self.n_layer, self.n_expert), np.float32)
+        return np.concatenate(self._routing)
 
     def close(self) -> None:
         self.w = {}
@@ -127,6 +143,7 @@ class NumpyModel:
         logits = self._mm(p + "ffn_gate_inp.weight", h)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
+        self._layer_probs.append(probs.astype(np.float32))
         top = np.argsort(-probs, axis=1, kind="stable")[:, :self.n_expert_used]
         wts = np.take_along_axis(probs, top, axis=1)
         if self.norm_topk:
@@ -159,6 +176,7 @@ class NumpyModel:
         x = self.w["token_embd.weight"][ids].astype(np.float32)
         pos = np.arange(T)
         mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)
+        self._layer_probs = []
         for il in range(self.n_layer):
             p = f"blk.{il}."
             h = self._norm(x, self.w[p + "attn_norm.weight"])
@@ -179,6 +197,8 @@ class NumpyModel:
             x = x + self._mm(p + "attn_output.weight", o)
             h = self._norm(x, self.w[p + "ffn_norm.weight"])
             x = x + self._ffn(p, h)
+        if self._trace and self.n_expert:
+            self._routing.append(np.stack(self._layer_probs, axis=1))
         h = self._norm(x, self.w["output_norm.weight"])
         name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
         if name == "output.weight":

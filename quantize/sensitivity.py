@@ -41,9 +41,9 @@ from .gguf_io import SourceModel, SourceTensor, write_gguf
 from .rules import FILE_TYPE, fits, float_type, is_quantizable
 
 METHODS = ("calibrated", "measure", "proxy")
-#: Candidate types for the search: what the engine computes (Q3_K, 3.4375 bits per weight, lets
-#: insensitive tensors go below 4.5). Q5_K is computed too but not yet a default candidate.
-DEFAULT_CANDIDATES = ("Q3_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K", "Q8_0")
+#: Candidate types for the search: the quantized types the engine computes (Q3_K, 3.4375 bits per
+#: weight, lets insensitive tensors go below 4.5).
+DEFAULT_CANDIDATES = ("Q3_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 
 
 @dataclass

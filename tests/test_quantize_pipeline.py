@@ -29,7 +29,7 @@ from edge_rt.quantize.sensitivity import Sensitivity, base_types, encode_tensor,
 
 runner = CliRunner()
 TOL = {"F32": 5e-4, "F16": 4e-3, "Q8_0": 7e-2, "Q4_0": 7e-2, "Q4_1": 7e-2, "Q5_0": 7e-2, "Q5_1": 7e-2,
-       "Q3_K": 1e-1, "Q4_K": 1e-1, "Q6_K": 1e-1}
+       "Q3_K": 1e-1, "Q4_K": 1e-1, "Q5_K": 1e-1, "Q6_K": 1e-1}
 TEXT = ("def parse(self, text):\n    for line in text.splitlines():\n        if not line.strip():\n"
         "            continue\n        yield line.split('=', 1)\n") * 6
 
@@ -94,7 +94,7 @@ IDS = [5, 17, 300, 42, 99, 7, 256, 128, 64, 32, 3, 400, 401, 402, 11, 12, 13, 14
 
 # ---- quantize --type ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q3_K", "Q4_K", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q3_K", "Q4_K", "Q5_K", "Q8_0"])
 def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib_file: Path, qtype: str) -> None:
     out = tmp_path / f"m-{qtype}.gguf"
     r = invoke("quantize", master, out, "--type", qtype, "--calib", calib_file)
@@ -108,7 +108,7 @@ def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib
     import gguf
 
     md = gguf.GGUFReader(str(out)).fields
-    assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q3_K": 12, "Q4_K": 15, "Q8_0": 7}[qtype]
+    assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q8_0": 7}[qtype]
     assert md["tokenizer.ggml.tokens"].contents() == gguf.GGUFReader(str(master)).fields["tokenizer.ggml.tokens"].contents()
     ours = edge_logits(out, IDS)
     ref = edge_logits(master, IDS)
@@ -218,7 +218,149 @@ def test_calibration_saved_and_reused(master: Path, tmp_path: Path, calib_file: 
     assert r1.calib and r2.calib.startswith("loaded")
 
 
+def test_calibration_runs_on_the_engine_and_says_so(master: Path, tmp_path: Path, calib_file: Path) -> None:
+    quantize_model(master, tmp_path / "a.gguf", qtype="Q4_K", calib_text=calib_file)
+    meta = CalibStats.load(tmp_path / "a.gguf.calib.npz").meta
+    assert meta["runner"] == "edge_rt" and "runner_reason" not in meta
+
+
+def test_calibration_falls_back_to_numpy_only_without_the_hook(master: Path, monkeypatch) -> None:
+    """An engine without the statistics hook (an older _core): the NumPy forward records the same
+    statistics, and the saved meta says it ran and why."""
+    import edge_rt.model
+    from edge_rt.quantize.calibrate import calibrate
+
+    real_load = edge_rt.model.load
+
+    class NoHook:
+        def __init__(self, m) -> None:
+            self.m = m
+
+        def close(self) -> None:
+            self.m.close()
+
+    monkeypatch.setattr(edge_rt.model, "load", lambda *a, **k: NoHook(real_load(*a, **k)))
+    st = calibrate(master, TEXT, threads=1)
+    assert st.meta["runner"] == "numpy" and "hook" in st.meta["runner_reason"]
+    monkeypatch.setattr(edge_rt.model, "load", real_load)
+    ref = calibrate(master, TEXT, threads=1)
+    assert ref.meta["runner"] == "edge_rt" and set(ref.sums) == set(st.sums)
+    np.testing.assert_allclose(st.importance("blk.1.ffn_down.weight"), ref.importance("blk.1.ffn_down.weight"),
+                               rtol=1e-2)
+
+
+def test_calibration_does_not_hide_an_engine_load_error(tmp_path: Path, synthetic_model) -> None:
+    """A master the engine rejects is an error, not a silent switch to the NumPy forward (which would
+    run this file: it does not cross-check expert_used_count)."""
+    import shutil
+
+    import gguf
+
+    from edge_rt.quantize.calibrate import calibrate
+    from edge_rt.synthetic import PRESETS
+
+    bad = tmp_path / "bad.gguf"
+    shutil.copy(synthetic_model(**{**PRESETS["tiny-qwen2moe"], "tokenizer": "gpt2", "seed": 0,
+                                   "weight_type": "F32"}), bad)
+    reader = gguf.GGUFReader(bad, "r+")
+    field = reader.fields["qwen2moe.expert_count"]
+    field.parts[-1][0] = 4  # contradicts the expert tensors' shapes
+    del reader
+    with pytest.raises(ModelFormatError, match="expert"):
+        calibrate(bad, TEXT, threads=1)
+
+
+# The engine's statistics against the NumPy reference forward's on the trained masters, over the
+# default calibration (4096 tokens of the built-in text): the measurement that justifies calibrating
+# on the engine. Limits: 10x the measured worst relative difference of a tensor's importance
+# (dense 1.4e-4, an attention output; MoE 3.6e-3, an expert down-projection whose expert usage moved
+# by one near-tie routing flip). Router decisions may differ only at near ties of the k-th and
+# (k+1)-th expert (as in tests/test_moe.py): measured 3 of 16384 token-layer decisions.
+STATS_REL_LIMIT = {"dense": 1.5e-3, "moe": 3.6e-2}
+NEAR_TIE = 0.05
+MAX_FLIP_SHARE = 1e-3
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_engine_stats_match_numpy_reference_on_trained_masters(kind: str) -> None:
+    import edge_rt
+    from edge_rt.quantize.calibrate import DEFAULT_CALIB_TOKENS
+    from edge_rt.quantize.reference_forward import NumpyModel
+
+    path = Path(__file__).resolve().parents[1] / "models" / f"tiny-code-{kind}-f16.gguf"
+    ref = NumpyModel(read_gguf(path))
+    windows = token_windows(ref.tokenize(read_text(None), add_special=False), ref.n_ctx, DEFAULT_CALIB_TOKENS)
+    assert sum(map(len, windows)) == DEFAULT_CALIB_TOKENS
+    ref.record_routing(True)
+    want = collect(ref, windows)
+    with edge_rt.load(path, threads=2) as m:
+        m.record_routing(True)
+        got = collect(m, windows)
+        route_got = m.routing()
+    route_want = ref.routing()
+    assert set(got) == set(want)
+    rel = {}
+    for name, (s_want, c_want) in want.items():
+        s_got, c_got = got[name]
+        assert s_got.shape == s_want.shape and c_got.shape == c_want.shape, name
+        assert c_got.sum() == c_want.sum(), name  # every token, k experts per token
+        if c_want.size == 1:
+            assert c_got.tolist() == c_want.tolist(), name
+        imp_w = CalibStats({name: (s_want, c_want)}).importance(name).astype(np.float64)
+        imp_g = CalibStats({name: (s_got, c_got)}).importance(name).astype(np.float64)
+        rel[name] = float(np.linalg.norm(imp_g - imp_w) / np.linalg.norm(imp_w))
+    worst = max(rel, key=rel.get)
+    print(f"[stats] {kind}: {len(rel)} tensors, median relative difference {np.median(list(rel.values())):.2g}, "
+          f"worst {rel[worst]:.2g} ({worst})")
+    assert rel[worst] < STATS_REL_LIMIT[kind], worst
+    k = ref.n_expert_used
+    if not k:
+        assert route_got.size == 0 and route_want.size == 0
+        return
+    n_tok, n_layer, _ = route_want.shape
+    assert route_got.shape == route_want.shape == (DEFAULT_CALIB_TOKENS, n_layer, ref.n_expert)
+    top = lambda r: np.sort(np.argsort(-r, axis=2, kind="stable")[:, :, :k], axis=2)  # noqa: E731
+    flipped = (top(route_got) != top(route_want)).any(axis=2)                          # (token, layer)
+    srt = -np.sort(-route_got, axis=2)
+    gap = np.log(srt[:, :, k - 1]) - np.log(srt[:, :, k])
+    print(f"[stats] {kind}: {int(flipped.sum())} of {flipped.size} routing decisions differ, "
+          f"largest gap among them {float(gap[flipped].max()) if flipped.any() else 0:.3g}")
+    assert (gap[flipped] < NEAR_TIE).all(), "a routing difference without a near tie"
+    assert flipped.mean() <= MAX_FLIP_SHARE
+    for il in range(n_layer):
+        # per-expert counts: equal in a layer without flips; otherwise off by at most the flips
+        c_got, c_want = got[f"blk.{il}.ffn_up_exps.weight"][1], want[f"blk.{il}.ffn_up_exps.weight"][1]
+        assert np.abs(c_got - c_want).sum() <= 2 * k * int(flipped[:, il].sum()), il
+        want_usage = np.bincount(np.argsort(-route_want[:, il], axis=1, kind="stable")[:, :k].ravel(),
+                                 minlength=ref.n_expert)
+        assert c_want.tolist() == want_usage.tolist()  # the reference's counts are its routing
+
+
 # ---- mixed precision ------------------------------------------------------------------------------
+
+def test_default_candidates_are_the_types_the_engine_computes() -> None:
+    """The search offers every quantized block type the engine has kernels for, and no other."""
+    from edge_rt import _core
+    from edge_rt.quantize import BLOCK_TYPES
+    from edge_rt.quantize.sensitivity import DEFAULT_CANDIDATES
+
+    def computes(t) -> bool:
+        try:
+            _core.vec_dot(t.name, np.zeros(t.block_bytes * 256 // t.block_elems, np.uint8),
+                          np.zeros(256, np.float32), None)
+            return True
+        except InvalidArgumentError as e:
+            assert "no compute kernels" in str(e), e
+            return False
+
+    engine = {n for n, t in BLOCK_TYPES.items() if n not in ("F32", "F16", "BF16") and computes(t)}
+    assert "Q5_K" in engine
+    assert set(DEFAULT_CANDIDATES) == engine
+    import inspect
+
+    help_text = inspect.signature(cli.quantize).parameters["candidates"].default.help
+    assert f"(default {','.join(DEFAULT_CANDIDATES)})" in help_text
+
 
 def _toy_sens() -> Sensitivity:
     s = Sensitivity("measure", ("Q4_0", "Q5_0", "Q8_0"))
