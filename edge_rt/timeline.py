@@ -9,9 +9,31 @@ matplotlib is optional (``pip install "edge_rt[plot]"``); only drawing needs it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from .errors import InvalidArgumentError
+
+
+def _pyplot() -> Tuple[Any, Any]:
+    """matplotlib's pyplot (headless backend) and Patch, or a clear error when it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise InvalidArgumentError("[plot] drawing a timeline needs matplotlib: pip install 'edge_rt[plot]'") from e
+    return plt, Patch
+
+
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def summarize(events: Sequence[Dict[str, Any]], n_tokens: int) -> Dict[str, float]:
@@ -58,14 +80,7 @@ def plot_timeline(events: Sequence[Dict[str, Any]], out: Path, n_tokens: int = 3
     """Draw passes ``first_pass`` .. ``first_pass + n_tokens - 1`` (pass 0 is the prompt) to ``out``:
     one row per streamed layer, its read in the upper half, stall and compute in the lower half, token
     boundaries dashed, totals in the title. Returns ``out``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise InvalidArgumentError("[plot] drawing a timeline needs matplotlib: pip install 'edge_rt[plot]'") from e
+    plt, Patch = _pyplot()
 
     passes = split_passes(events)
     if not passes:
@@ -115,12 +130,7 @@ def plot_timeline(events: Sequence[Dict[str, Any]], out: Path, n_tokens: int = 3
                        Patch(color=c_wait, label="stall: compute waiting for the read, lower half"),
                        Patch(color=c_cmp, label="compute on the streamed layer, lower half")],
               loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=9, frameon=False)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_expert_timeline(expert_events: Sequence[Dict[str, Any]], out: Path, max_reads: int = 400,
@@ -128,14 +138,7 @@ def plot_expert_timeline(expert_events: Sequence[Dict[str, Any]], out: Path, max
     """Draw the last ``max_reads`` expert reads to ``out``: one row per layer, each read a bar from its
     first to its last byte, blue when the router was waiting for it (on demand), orange when a
     prediction issued it ahead of the router. Returns ``out``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise InvalidArgumentError("[plot] drawing a timeline needs matplotlib: pip install 'edge_rt[plot]'") from e
+    plt, Patch = _pyplot()
     evs = sorted((e for e in expert_events if e["io_end"] >= e["io_start"] > 0), key=lambda e: e["io_start"])
     if not evs:
         raise InvalidArgumentError("[plot] no expert reads to draw: is this an MoE model under a memory budget "
@@ -162,9 +165,4 @@ def plot_expert_timeline(expert_events: Sequence[Dict[str, Any]], out: Path, max
     ax.legend(handles=[Patch(color=c_demand, label="on-demand read (compute waits)"),
                        Patch(color=c_pred, label="predicted read (ahead of the router)")],
               loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
