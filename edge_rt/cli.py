@@ -167,9 +167,12 @@ def run(
     expert_cache: Optional[str] = typer.Option(
         None, "--expert-cache", help="MoE under --mem-budget: expert cache size, e.g. 600MB (default: what the "
                                      "budget leaves after the layers)."),
-    expert_policy: str = typer.Option("lru", "--expert-policy", help="Expert cache eviction: lru or lfu."),
+    expert_policy: str = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru."),
     expert_prefetch: str = typer.Option(
         "both", "--expert-prefetch", help="Read predicted experts ahead of the router: both, same, next or off."),
+    expert_prediction_width: Optional[int] = typer.Option(
+        None, "--expert-prediction-width", min=1,
+        help="Experts each predictor names per token and layer (default: the model's expert_used_count)."),
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
@@ -177,7 +180,8 @@ def run(
 
         path = _resolve_model(model)
         m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window, expert_cache=expert_cache,
-                 expert_policy=expert_policy, expert_prefetch=expert_prefetch)
+                 expert_policy=expert_policy, expert_prefetch=expert_prefetch,
+                 expert_prediction_width=expert_prediction_width)
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
@@ -396,9 +400,12 @@ def bench(
         None, "--plot", help="Write a per-layer timeline of I/O and compute (PNG) for the last run's decode."),
     expert_cache: Optional[str] = typer.Option(
         None, "--expert-cache", help="MoE under --mem-budget: expert cache size (default: what the budget leaves)."),
-    expert_policy: str = typer.Option("lru", "--expert-policy", help="Expert cache eviction: lru or lfu."),
+    expert_policy: str = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru."),
     expert_prefetch: str = typer.Option(
         "both", "--expert-prefetch", help="Read predicted experts ahead of the router: both, same, next or off."),
+    expert_prediction_width: Optional[int] = typer.Option(
+        None, "--expert-prediction-width", min=1,
+        help="Experts each predictor names per token and layer (default: the model's expert_used_count)."),
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
@@ -407,7 +414,8 @@ def bench(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
             m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget,
-                     expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch)
+                     expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
+                     expert_prediction_width=expert_prediction_width)
         with m:
             info = m.info()
             # Warm-up: touches every weight page and the thread pool once before timing.

@@ -139,8 +139,8 @@ def parse_size(value: Union[int, str]) -> int:
 
 def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
          mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
-         prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lru",
-         expert_prefetch: str = "both") -> "Model":
+         prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lfu",
+         expert_prefetch: str = "both", expert_prediction_width: Optional[int] = None) -> "Model":
     """Load a GGUF model for inference.
 
     Args:
@@ -160,11 +160,15 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         expert_cache: Mixture-of-Experts models under a budget: bytes (or ``"600MB"``) for the expert
             cache; default what the budget leaves after the layer placement. Experts are not part of
             the layer window: each (layer, expert) is cached and read on its own.
-        expert_policy: Expert cache eviction, ``"lru"`` (default) or ``"lfu"`` (decayed use counts).
+        expert_policy: Expert cache eviction: ``"lfu"`` (default; decayed use counts, least recent on
+            ties) or ``"lru"``. LFU won every measured case in benchmarks/moe.py: LRU evicts the next
+            expert a token needs whenever the cache holds fewer experts than one token uses.
         expert_prefetch: Which predictors read experts ahead of the router: ``"both"`` (default),
             ``"same"`` (layer i's router on the hidden state entering layer i), ``"next"`` (layer
             i+1's router on layer i's attention output) or ``"off"``. Predictions change what is read
             when, never the output (see :meth:`Model.expert_stats`).
+        expert_prediction_width: Experts each predictor names per token and layer; default the
+            model's ``expert_used_count``. Wider predictions raise recall and cost bytes.
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
@@ -214,9 +218,12 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError(f"[load] expert_cache must be a positive size, got {expert_cache!r}")
     if expert_cache is not None and not budget:
         raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
+    if expert_prediction_width is not None and (not _is_int(expert_prediction_width) or expert_prediction_width < 1):
+        raise InvalidArgumentError(f"[load] expert_prediction_width must be an integer >= 1, got {expert_prediction_width!r}")
     engine = core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
                          io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
-                         expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch))
+                         expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch),
+                         prediction_width=int(expert_prediction_width or 0))
     if tokenizer.n_vocab > engine.n_vocab:
         raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
                                f"layer only {engine.n_vocab}")

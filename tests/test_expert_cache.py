@@ -212,6 +212,9 @@ def test_stats_add_up(mixtral_small) -> None:
     assert s["reads_speculative"] == 0 and s["misses"] == s["reads_on_demand"] > 0, s
     assert all(l["same_layer"]["predicted"] == 0 and l["same_layer"]["recall"] is None for l in s["layers"]), s
     assert 0 < s["bytes_read"] <= s["reads_on_demand"] * s["slot_bytes"], s
+    total = off.stream_stats()  # the stream counters include the expert reads
+    assert total["bytes_read"] >= s["bytes_read"] and total["io_seconds"] > 0, total
+    assert total["stall_seconds"] >= s["stall_seconds"] > 0 and total["stalls"] > 0, (total, s)
     assert off.expert_stats(reset=True)["uses"] == s["uses"]
     assert off.expert_stats()["uses"] == 0
 
@@ -233,6 +236,42 @@ def test_stats_add_up(mixtral_small) -> None:
     events = on.expert_events()
     assert events and all(e["io_end"] >= e["io_start"] > 0 for e in events)
     assert sum(e["speculative"] for e in events) <= s["reads_speculative"]
+
+
+def test_prediction_width(mixtral_small) -> None:
+    """Wider predictions name w experts per token (decode: exactly w per layer and predictor) and
+    leave the logits unchanged."""
+    ref = _sequence(edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX))
+    slot = _slot_bytes(mixtral_small)
+    for width in (1, 4, 8):
+        m = edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX, mem_budget=_budget(mixtral_small),
+                         expert_cache=3 * slot, expert_prediction_width=width)
+        got = _sequence(m)
+        _assert_same(ref, got, f"prediction width {width}")
+        m.expert_stats(reset=True)
+        m._engine.eval(np.array([DECODE[0]], dtype=np.int32), False)  # one decode token
+        for il, layer in enumerate(m.expert_stats()["layers"]):
+            assert layer["same_layer"]["predicted"] == width, (il, layer)
+            if width == 8:
+                assert layer["same_layer"]["recall"] == 1.0, (il, layer)
+    with pytest.raises(InvalidArgumentError, match="expert_prediction_width"):
+        edge_rt.load(mixtral_small, mem_budget=_budget(mixtral_small), expert_prediction_width=0)
+
+
+def test_cache_sized_in_expert_bytes_holds_every_expert(mixtral_small) -> None:
+    """expert_cache counts the experts' bytes in the file: all of them caches every expert, although
+    each slot pads its reads to 4096 bytes."""
+    import gguf
+
+    r = gguf.GGUFReader(str(mixtral_small))
+    expert_bytes = sum(int(t.n_bytes) for t in r.tensors if "_exps." in t.name)
+    m = edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX, mem_budget=2 * _budget(mixtral_small),
+                     expert_cache=expert_bytes)
+    rep = m.memory_report()
+    assert rep["expert_cache_slots"] == rep["total_experts"], rep
+    half = edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX, mem_budget=2 * _budget(mixtral_small),
+                        expert_cache=expert_bytes // 2).memory_report()
+    assert half["expert_cache_slots"] == rep["total_experts"] // 2, half
 
 
 def test_cache_holding_every_expert_misses_each_at_most_once(mixtral_small) -> None:

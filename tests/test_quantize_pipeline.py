@@ -463,6 +463,41 @@ def test_measured_sensitivity_search(master: Path, tmp_path: Path, calib_file: P
     assert kl_mix <= kl_q40 * 1.05, (kl_mix, kl_q40, r.types)
 
 
+def test_fitted_sensitivity_corrects_a_per_type_bias(master: Path) -> None:
+    """A model whose dKL is 3x the weight-error scaling for Q6_K (the K-quants' activation rounding,
+    which no weight error sees): ``calibrated`` predicts Q6_K 3x too low for every tensor, ``fitted``
+    measures FIT_TENSORS tensors at every type and corrects the others by the per-type factor."""
+    from edge_rt.quantize.sensitivity import FIT_TENSORS, measure_sensitivity, weighted_error
+
+    src = read_gguf(master)
+    bias = {"Q6_K": 3.0}
+    scale = {t.name: 1e-3 * (i + 1) for i, t in enumerate(src.tensors)}
+
+    class FakeEvaluator:
+        n_runs = 0
+
+        def dkl(self, swaps):
+            ((name, (ty, raw)),) = swaps.items()
+            self.n_runs += 1
+            t = src.tensor(name)
+            return scale[name] * weighted_error(t, t.load(), ty, None, raw) * bias.get(ty, 1.0)
+
+    cands = ("Q3_K", "Q4_0", "Q5_0", "Q6_K")
+    cal_ev, fit_ev = FakeEvaluator(), FakeEvaluator()
+    cal = measure_sensitivity(src, method="calibrated", candidates=cands, evaluator=cal_ev)
+    fit = measure_sensitivity(src, method="fitted", candidates=cands, evaluator=fit_ev)
+    names = [n for n in fit.dkl if fit.dkl[n]]
+    assert cal_ev.n_runs == len(names)
+    assert fit_ev.n_runs == len(names) + FIT_TENSORS * (len(cands) - 1)
+    assert fit.type_factor["Q6_K"] == pytest.approx(3.0, rel=1e-6)
+    assert fit.type_factor["Q4_0"] == pytest.approx(1.0, rel=1e-6)
+    for n in names:
+        truth = scale[n] * fit.werr[n]["Q6_K"] * 3.0
+        assert cal.dkl[n]["Q6_K"] == pytest.approx(truth / 3.0, rel=1e-6)  # the bias before the fit
+        assert fit.dkl[n]["Q6_K"] == pytest.approx(truth, rel=1e-6)
+    assert Sensitivity.from_json(json.loads(json.dumps(fit.to_json()))).type_factor == fit.type_factor
+
+
 def test_spearman() -> None:
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 40.0])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)

@@ -77,7 +77,7 @@ void bind_engine(py::module_& m) {
         .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,
                          const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read,
                          uint64_t expert_cache_bytes, const std::string& expert_policy,
-                         const std::string& expert_prefetch, uint64_t speculative_cap_bytes) {
+                         const std::string& expert_prefetch, uint64_t speculative_cap_bytes, int prediction_width) {
                  auto pe = std::make_unique<PyEngine>();
                  edge_rt::EngineOptions opt;
                  opt.n_threads = threads;
@@ -104,6 +104,10 @@ void bind_engine(py::module_& m) {
                                            "[load] expert_prefetch must be 'off', 'same', 'next' or 'both', got '" +
                                                expert_prefetch + "'");
                  opt.streaming.speculative_cap_bytes = speculative_cap_bytes;
+                 if (prediction_width < 0) {
+                     throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[load] expert_prediction_width must be >= 0");
+                 }
+                 opt.streaming.prediction_width = prediction_width;
                  py::gil_scoped_release release;
                  pe->engine = std::make_unique<edge_rt::Engine>(path, opt);
                  return pe;
@@ -111,11 +115,13 @@ void bind_engine(py::module_& m) {
              py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("mem_budget") = 0,
              py::arg("window") = 0, py::arg("io_mode") = "auto", py::arg("prefetch") = true,
              py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false, py::arg("expert_cache_bytes") = 0,
-             py::arg("expert_policy") = "lru", py::arg("expert_prefetch") = "both", py::arg("speculative_cap_bytes") = 0,
+             py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "both", py::arg("speculative_cap_bytes") = 0,
+             py::arg("prediction_width") = 0,
              "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
              "io_mode auto|direct|buffered; prefetch=False is the naive read-compute-free baseline; "
              "fault_* inject an I/O failure after that many bytes (tests only); MoE: expert_cache_bytes (0 = what "
-             "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes.")
+             "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes, "
+             "prediction_width (experts predicted per token; 0 = expert_used_count).")
         .def(
             "eval",
             [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {

@@ -160,7 +160,7 @@ uint64_t Engine::scratch_bytes(const ModelConfig& c, int64_t n_ubatch, int64_t n
     if (c.is_moe()) {
         const uint64_t k = (uint64_t)c.n_expert_used;
         b += n * ((uint64_t)c.n_expert + 2 * k + k * (uint64_t)c.n_embd + 2 * (uint64_t)c.n_embd + 1) * sizeof(float);
-        b += n * ((uint64_t)c.n_embd + (uint64_t)c.n_expert + 2 * k) * sizeof(float) + (uint64_t)c.n_expert;  // prediction
+        b += n * ((uint64_t)c.n_embd + 3 * (uint64_t)c.n_expert) * sizeof(float) + (uint64_t)c.n_expert;  // prediction (width <= n_expert)
     }
     b += n * widest * sizeof(float);                                     // converted activations (F32 is widest)
     b += (uint64_t)n_threads * ((uint64_t)n_ctx * 6 + (uint64_t)c.head_dim * 2);  // attention scores, fp16 copies
@@ -290,8 +290,9 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         if (weights_->expert_prefetch() != ExpertPrefetch::Off) {
             s.pred_in.resize((size_t)(n * E));
             s.pred_router.resize((size_t)(n * NE));
-            s.pred_sel.resize((size_t)(n * K));
-            s.pred_w.resize((size_t)(n * K));
+            const int64_t W = std::max<int64_t>(1, weights_->expert_prediction_width());
+            s.pred_sel.resize((size_t)(n * W));
+            s.pred_w.resize((size_t)(n * W));
             s.pred_flag.resize((size_t)NE);
         }
     }
@@ -464,10 +465,12 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         for (int64_t t = 0; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.pred_in[(size_t)(t * E)], E, c.rms_eps);
         const WeightKernels& kr = kernels_of(pr);
         matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
-        route_tokens(s.pred_router.data(), n, NE, K, c.expert_weights_norm, c.expert_weights_scale, s.pred_sel.data(),
-                     s.pred_w.data());
+        // The top-w experts of each token (w = the provider's prediction width, k by default).
+        const int64_t width = std::min<int64_t>(NE, std::max(1, weights_->expert_prediction_width()));
+        route_tokens(s.pred_router.data(), n, NE, width, c.expert_weights_norm, c.expert_weights_scale,
+                     s.pred_sel.data(), s.pred_w.data());
         std::fill(s.pred_flag.begin(), s.pred_flag.end(), 0);
-        for (int64_t i = 0; i < n * K; ++i) s.pred_flag[(size_t)s.pred_sel[(size_t)i]] = 1;
+        for (int64_t i = 0; i < n * width; ++i) s.pred_flag[(size_t)s.pred_sel[(size_t)i]] = 1;
         s.pred_ids.clear();
         for (int64_t e = 0; e < NE; ++e)
             if (s.pred_flag[(size_t)e]) s.pred_ids.push_back((int32_t)e);

@@ -58,16 +58,22 @@ std::vector<const GgufTensorInfo*> unit_tensor_infos(const GgufFile& file, const
 // Room one matrix of an expert needs in a slot: its 4096-aligned file span, whatever its alignment.
 uint64_t expert_part_room(uint64_t matrix_bytes) { return align_up(matrix_bytes) + kAlign; }
 
-// Per matrix (gate, up, down): the largest room over layers; sum = one expert slot.
-void expert_parts(const GgufFile& file, const ModelConfig& cfg, uint64_t parts[3]) {
+// Per matrix (gate, up, down): the largest room over layers; sum = one expert slot. Returns the
+// largest expert's bytes in the file (its three matrices, unpadded).
+uint64_t expert_parts(const GgufFile& file, const ModelConfig& cfg, uint64_t parts[3]) {
     for (int m = 0; m < 3; ++m) parts[m] = 0;
+    uint64_t largest = 0;
     for (int il = 0; il < cfg.n_layer; ++il) {
+        uint64_t bytes = 0;
         for (int m = 0; m < 3; ++m) {
             const GgufTensorInfo* t = file.find_tensor("blk." + std::to_string(il) + kExpertSuffix[m]);
             if (!t) continue;  // ModelConfig::from_gguf requires them; keep the sizing total
             parts[m] = std::max(parts[m], expert_part_room(t->ne[1] * t->row_bytes()));
+            bytes += t->ne[1] * t->row_bytes();
         }
+        largest = std::max(largest, bytes);
     }
+    return largest;
 }
 
 // Bytes to pin layer il's router and its input norm (aligned spans).
@@ -178,13 +184,14 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
     uint64_t router_bytes = 0, expert_slots_wanted = 0, total_experts = 0;
     bool expert_cache_explicit = false;
     if (moe_) {
-        expert_parts(f, cfg, expert_part_bytes_);
+        const uint64_t expert_file_bytes = expert_parts(f, cfg, expert_part_bytes_);
         expert_slot_bytes_ = expert_part_bytes_[0] + expert_part_bytes_[1] + expert_part_bytes_[2];
         for (int il = 0; il < cfg.n_layer; ++il) router_bytes += router_pin_bytes(f, il);
         total_experts = (uint64_t)cfg.n_layer * (uint64_t)cfg.n_expert;
         if (options.expert_cache_bytes) {
             expert_cache_explicit = true;
-            expert_slots_wanted = std::min(total_experts, std::max<uint64_t>(1, options.expert_cache_bytes / expert_slot_bytes_));
+            // Counted in the experts' file bytes, so that "all expert bytes" caches every expert.
+            expert_slots_wanted = std::min(total_experts, std::max<uint64_t>(1, options.expert_cache_bytes / expert_file_bytes));
         } else {
             // Layers are placed first (attention runs every token, an expert k/n of them), keeping
             // room for one token's experts; the cache then takes what the layers leave.
@@ -326,6 +333,8 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
             predicted_[src].assign((size_t)L, std::vector<uint8_t>((size_t)cfg.n_expert, 0));
             predictor_ran_[src].assign((size_t)L, 0);
         }
+        prediction_width_ = options.prediction_width > 0 ? std::min<int>(options.prediction_width, (int)cfg.n_expert)
+                                                         : (int)cfg.n_expert_used;
         speculative_cap_ = options.speculative_cap_bytes ? options.speculative_cap_bytes
                                                          : 2 * (uint64_t)cfg.n_expert_used * expert_slot_bytes_;
         expert_stats_.cache_slots = (int)expert_slots;
@@ -454,6 +463,7 @@ void StreamingWeights::io_loop() {
             }
             if (--es.pending == 0) {
                 es.io_end = now();
+                stats_.io_seconds += es.io_end - es.io_start;
                 if (es.speculative_in_flight) {
                     speculative_in_flight_ -= expert_slot_bytes_;
                     es.speculative_in_flight = false;
@@ -767,7 +777,12 @@ void StreamingWeights::acquire_experts(int il, const LayerWeights& layer, const 
             slot_ready_.wait(lock);
         }
     }
-    if (stalled) expert_stats_.stall_seconds += now() - wait_start;
+    if (stalled) {
+        const double stall = now() - wait_start;
+        expert_stats_.stall_seconds += stall;
+        stats_.stall_seconds += stall;
+        stats_.stalls += 1;
+    }
     for (int s : held_slots_) {
         ExpertSlot& es = expert_slots_[(size_t)s];
         if (es.state != ExpertState::Failed) continue;

@@ -55,10 +55,13 @@ struct StreamingOptions {
     uint64_t fault_after_bytes = 0;  // test hook: inject a failure after this much traffic (0 = off)
     bool fault_short_read = false;   // injected failure is a short read (else EIO)
     // Mixture of experts (ignored for dense models).
-    uint64_t expert_cache_bytes = 0;  // 0 = what the budget leaves after the layer placement
-    ExpertPolicy expert_policy = ExpertPolicy::Lru;
+    // Expert weight bytes to cache (0 = what the budget leaves after the layer placement), rounded to
+    // whole experts of the model's largest expert; each slot also pads its three reads to 4096 bytes.
+    uint64_t expert_cache_bytes = 0;
+    ExpertPolicy expert_policy = ExpertPolicy::Lfu;  // measured better (benchmarks/moe.py)
     ExpertPrefetch expert_prefetch = ExpertPrefetch::Both;  // Off unless `prefetch` too
     uint64_t speculative_cap_bytes = 0;  // speculative expert bytes in flight; 0 = 2 * n_expert_used experts
+    int prediction_width = 0;    // experts predicted per token and layer; 0 = n_expert_used
 };
 
 // Expert cache telemetry. A use is one (layer, expert) the router selected in one micro-batch; a hit
@@ -100,11 +103,11 @@ struct StreamEvent {
 };
 
 struct StreamStats {
-    uint64_t bytes_read = 0;     // weight bytes read from the file (window fills and embedding rows)
-    double io_seconds = 0;       // sum of slot fill durations
-    double stall_seconds = 0;    // time acquire() waited for I/O
+    uint64_t bytes_read = 0;     // weight bytes read from the file (window fills, experts, embedding rows)
+    double io_seconds = 0;       // sum of slot fill and expert read durations
+    double stall_seconds = 0;    // time acquire() and acquire_experts() waited for I/O
     uint64_t acquires = 0;       // streamed unit acquisitions
-    uint64_t stalls = 0;         // of which had to wait
+    uint64_t stalls = 0;         // acquisitions (units, expert sets) that had to wait
 };
 
 class StreamingWeights final : public WeightProvider {
@@ -129,6 +132,7 @@ public:
     ExpertPrefetch expert_prefetch() const override;
     bool router_weights(int il, TensorView* ffn_norm, TensorView* router) override;
     void prefetch_experts(int il, const int32_t* ids, int n, PredictionSource source) override;
+    int expert_prediction_width() const override { return prediction_width_; }
 
     // Smallest weight budget this model can stream with: one slot for its largest unit plus the
     // embedding row buffer (MoE: plus the pinned routers and one expert slot).
@@ -254,6 +258,7 @@ private:
     uint64_t passes_ = 0;
     uint64_t speculative_in_flight_ = 0;     // bytes
     uint64_t speculative_cap_ = 0;
+    int prediction_width_ = 0;
     std::vector<std::vector<uint8_t>> predicted_[2];  // per layer: expert predicted this pass
     std::vector<uint8_t> predictor_ran_[2];
 

@@ -111,6 +111,7 @@ public:
     // FFN input norm and router of layer il, readable at any time (pinned), false if not available.
     // prefetch_experts(): experts ids[0..n) of layer il are predicted; reading them is a hint only.
     virtual ExpertPrefetch expert_prefetch() const { return ExpertPrefetch::Off; }
+    virtual int expert_prediction_width() const { return 0; }  // experts predicted per token (top-w)
     virtual bool router_weights(int /*il*/, TensorView* /*ffn_norm*/, TensorView* /*router*/) { return false; }
     virtual void prefetch_experts(int /*il*/, const int32_t* /*ids*/, int /*n*/, PredictionSource /*source*/) {}
 
