@@ -50,11 +50,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -65,8 +62,8 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
-from streaming import (GiB, MiB, Balloon, _stats, drop_caches, log, mem_available,  # noqa: E402
-                       odirect_read_bandwidth, other_load, proc_status, run_worker, summarize_worker)
+from streaming import (GiB, MiB, Balloon, _stats, drop_caches, log,  # noqa: E402
+                       odirect_read_bandwidth, other_load, proc_status, run_worker)
 
 MODES = ("off", "same", "next", "both")
 
@@ -103,12 +100,12 @@ def stats_summary(st: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def tiny_run(path: Path, budget: int, cache: int, policy: str, mode: str, windows: List[List[int]],
-             n_ctx: int, threads: int) -> Dict[str, Any]:
+             n_ctx: int, threads: int, width: Optional[int] = None) -> Dict[str, Any]:
     import edge_rt
 
     drop_caches()
     m = edge_rt.load(path, threads=threads, n_ctx=n_ctx, mem_budget=budget, expert_cache=cache,
-                     expert_policy=policy, expert_prefetch=mode)
+                     expert_policy=policy, expert_prefetch=mode, expert_prediction_width=width)
     n = 0
     t0 = time.perf_counter()
     for w in windows:
@@ -217,12 +214,30 @@ def bench_tiny_one(a: argparse.Namespace, path: Path, info: Dict[str, Any], eb: 
                 agg[f"{mode}:{key}"] = {"predicted": pred, "correct": corr, "needed": need,
                                         "precision": corr / pred if pred else None,
                                         "recall": corr / need if need else None}
+        # Prediction width (experts named per token by each predictor): recall against bytes, LFU + both,
+        # one run each (routing and so recall/precision do not depend on timing).
+        widths: Dict[str, Any] = {}
+        for w in (a.tiny_widths if frac == a.tiny_cache[0] else []):
+            r = tiny_run(path, budget, cache, "lfu", "both", windows, a.tiny_ctx, a.threads, width=w)
+            st = r["expert_stats"]
+            row: Dict[str, Any] = {"decode_tok_s": r["decode_tok_s"], "bytes_read_per_token": st["bytes_read"] / r["tokens"],
+                                   "stall_s": st["stall_seconds"]}
+            for key in ("same_layer", "next_layer"):
+                pred = sum(x[key]["predicted"] for x in st["layers"])
+                corr = sum(x[key]["correct"] for x in st["layers"])
+                need = sum(x[key]["needed"] for x in st["layers"])
+                row[key] = {"precision": corr / pred if pred else None, "recall": corr / need if need else None,
+                            "recall_by_layer": [x[key]["recall"] for x in st["layers"]]}
+            widths[str(w)] = row
+            log(f"[tiny {path.name}] width {w}: next-layer recall {row['next_layer']['recall']:.3f} precision "
+                f"{row['next_layer']['precision']:.3f}, same-layer recall {row['same_layer']['recall']:.3f}, "
+                f"{row['bytes_read_per_token'] / 1e6:.2f} MB/token, {r['decode_tok_s']:.0f} tok/s")
         return {"model": str(path), "file_bytes": path.stat().st_size, "n_params": info["n_params"],
                 "n_layer": info["n_layer"], "n_expert": info["n_expert"],
                 "n_expert_used": info["n_expert_used"], "tokens": sum(map(len, windows)),
                 "windows": len(windows), "cache_fraction": frac, "cache_bytes": cache,
                 "budget_bytes": budget, "memory_report": rep0, **eb, "summary": summary,
-                "layers": layers, "prediction": agg, "runs": runs}
+                "layers": layers, "prediction": agg, "widths": widths, "runs": runs}
 
 
 # ---- part mixtral ----------------------------------------------------------------------------------
@@ -277,50 +292,8 @@ def edge_resident_run(path: str, prompt: List[int], n_gen: int, threads: int) ->
 
 
 def run_moe_worker(args: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    """edge_rt in a subprocess (for the balloon runs): streaming.run_worker's protocol, this script."""
-    drop_caches()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(args)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    events: List[Dict[str, Any]] = []
-    peak = [0]
-    avail: List[int] = []
-
-    def reader() -> None:
-        for ln in proc.stdout:
-            if ln.startswith("@@"):
-                events.append(json.loads(ln[2:]))
-
-    def sampler() -> None:
-        while proc.poll() is None:
-            try:
-                peak[0] = max(peak[0], proc_status(proc.pid).get("RssAnon", 0))
-                avail.append(mem_available())
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-
-    th = [threading.Thread(target=reader, daemon=True), threading.Thread(target=sampler, daemon=True)]
-    for t in th:
-        t.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    th[0].join(5)
-    err = proc.stderr.read()[-2000:] if proc.stderr else ""
-    out = summarize_worker(events, timed_out, proc.returncode, err, peak[0])
-    done = next((e for e in events if e["event"] == "done"), None)
-    if done:
-        out["result"] = done["result"]
-    if avail:
-        out["mem_available"] = {"min": min(avail), "median": statistics.median(avail), "max": max(avail)}
-    return out
+    """edge_rt in a subprocess (for the balloon runs): streaming.run_worker with this script's worker."""
+    return run_worker("", args, timeout, script=Path(__file__))
 
 
 def bench_mixtral(a: argparse.Namespace) -> Dict[str, Any]:
@@ -505,6 +478,16 @@ def markdown(report: Dict[str, Any]) -> str:
             ag = m["prediction"]
             L.append(f"| all | | {_f(ag['same:same_layer']['precision'], 3)} | {_f(ag['same:same_layer']['recall'], 3)} "
                      f"| {_f(ag['next:next_layer']['precision'], 3)} | {_f(ag['next:next_layer']['recall'], 3)} |")
+            if m.get("widths"):
+                L += ["", "Prediction width (experts each predictor names per token; LFU, both predictors, one run each):", "",
+                      "| width | next-layer recall | next-layer precision | next-layer recall by layer | same-layer recall "
+                      "| same-layer precision | expert MB read / token | decode tok/s |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                for w, r in m["widths"].items():
+                    nl, sl = r["next_layer"], r["same_layer"]
+                    by = " / ".join(_f(x, 3) for x in nl["recall_by_layer"][1:])
+                    L.append(f"| {w} | {_f(nl['recall'], 3)} | {_f(nl['precision'], 3)} | {by} | {_f(sl['recall'], 3)} "
+                             f"| {_f(sl['precision'], 3)} | {_f(r['bytes_read_per_token'] / 1e6, 3)} | {_f(r['decode_tok_s'], 1)} |")
             L.append(f"\n(`both` run: same-layer P/R {_f(ag['both:same_layer']['precision'], 3)}/"
                      f"{_f(ag['both:same_layer']['recall'], 3)}, next-layer P/R {_f(ag['both:next_layer']['precision'], 3)}/"
                      f"{_f(ag['both:next_layer']['recall'], 3)})\n")
@@ -591,6 +574,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--tiny-cache", nargs="+", type=float, default=[0.25, 0.5])
     ap.add_argument("--tiny-reps", type=int, default=3)
     ap.add_argument("--tiny-q8", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--tiny-widths", nargs="*", type=int, default=[2, 3, 4],
+                    help="prediction widths to compare (LFU, both predictors) at the first cache size")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5, 1.0])
     ap.add_argument("--modes", nargs="+", default=["lru/off", "lru/both", "lru/same", "lru/next", "lfu/off", "lfu/both"],
                     help="policy/prefetch variants of the mixtral part; each policy's off run is its baseline")

@@ -299,10 +299,12 @@ def worker_edge(a: Dict[str, Any]) -> None:
            "memory_report": m.memory_report()})
 
 
-def run_worker(kind: str, args: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    """Run a worker subprocess (caches dropped first); collect its events, killing it at ``timeout``."""
+def run_worker(kind: str, args: Dict[str, Any], timeout: float, script: Optional[Path] = None) -> Dict[str, Any]:
+    """Run a worker subprocess (caches dropped first); collect its events, killing it at ``timeout``.
+    ``script`` (default this file) is run as ``script --worker [kind] ARGS_JSON``."""
     drop_caches()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, json.dumps(args)]
+    cmd = [sys.executable, str((script or Path(__file__)).resolve()), "--worker"] + ([kind] if kind else []) + \
+        [json.dumps(args)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     events: List[Dict[str, Any]] = []
@@ -357,6 +359,8 @@ def summarize_worker(events: List[Dict[str, Any]], timed_out: bool, rc: Optional
             out["ttft_s"] = e["ttft_s"]
         elif e["event"] == "done":
             out["status_done"] = e.get("status")
+            if "result" in e:
+                out["result"] = e["result"]
             for k in ("stats", "memory_report"):
                 if k in e:
                     out[k] = e[k]
