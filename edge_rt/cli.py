@@ -562,8 +562,9 @@ def quantize(
     save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
                                              "(default Q3_K,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K,Q8_0)."),
-    method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), measure "
-                               "(one per tensor and type) or proxy (no model run)."),
+    method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), fitted "
+                               "(calibrated + per-type factors from 4 tensors measured at every type), measure (one run per "
+                               "tensor and type: most accurate, types x the cost) or proxy (no model run)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads for model runs."),
 ) -> None:
