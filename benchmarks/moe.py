@@ -23,12 +23,12 @@ top-2, Q4_0, 3.4 GB, random weights).
   the non-expert part the engine holds (from a first load's ``memory_report``) + cache + margin.
 - One run = cold load (caches dropped) + ``--n-prompt`` token prompt + ``--n-gen`` greedy tokens;
   decode tok/s = (n_gen - 1) / (first to last token). Variants (``--modes``, ``policy/prefetch``:
-  default lru/off, lru/both, lru/same, lru/next, lfu/off, lfu/both) interleaved over ``--reps``
+  default lfu/off, lfu/both, lfu/same, lfu/next, lru/off, lru/both; LFU is the engine's default) interleaved over ``--reps``
   repetitions; medians [min-max]; each policy's ``off`` run is its baseline. Expert counters are reset
   at the first token, so bytes and hit rates are the decode steps' own. Each repetition also times
   decode with every weight in RAM (no budget, ``--resident``): the compute ceiling.
 - I/O bound: expert bytes that decode must read per token with prefetch off (that policy's on-demand
-  misses at that cache size, median) / the sequential O_DIRECT read bandwidth of the model file
+  misses at that cache size, median; the summary table uses the default policy's) / the sequential O_DIRECT read bandwidth of the model file
   measured in this run (before every run on 512 MiB -- the "paired" bound of that run -- and over
   2 GiB at the start and the end; the best of all for the run-wide bound).
 - llama.cpp (llama-cpp-python, same file, same threads) runs in a subprocess under a balloon that
@@ -39,8 +39,7 @@ top-2, Q4_0, 3.4 GB, random weights).
 
     sudo PYTHONPATH=. python3 benchmarks/moe.py --tiny-reps 3 --reps 3 --n-gen 24    # both parts (~15 min)
     sudo PYTHONPATH=. python3 benchmarks/moe.py --parts tiny --tiny-reps 3
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts mixtral --fractions 0.25 0.5 --reps 4 \\
-         --modes lru/off lru/both lru/next lfu/off lfu/both --no-llama --out benchmarks/out/moe_rerun.json
+    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts mixtral --reps 3 --n-gen 24 --out benchmarks/out/moe_mixtral.json
 
 Writes benchmarks/out/moe.json (after each part) and benchmarks/moe_prediction.png (per-layer
 recall/precision of the tiny model); prints markdown tables for benchmarks/RESULTS.md.
@@ -66,6 +65,7 @@ from streaming import (GiB, MiB, Balloon, _stats, drop_caches, log,  # noqa: E40
                        odirect_read_bandwidth, other_load, proc_status, run_worker)
 
 MODES = ("off", "same", "next", "both")
+DEFAULT_POLICY = "lfu"  # the engine's default expert policy
 
 
 def expert_bytes(path: Path) -> Dict[str, int]:
@@ -248,7 +248,7 @@ def _emit(d: Dict[str, Any]) -> None:
 
 
 def edge_moe_run(path: str, budget: int, cache: int, mode: str, prompt: List[int], n_gen: int, threads: int,
-                 policy: str = "lru", emit: bool = False) -> Dict[str, Any]:
+                 policy: str = "lfu", emit: bool = False) -> Dict[str, Any]:
     """One cold run: load, prompt, n_gen greedy tokens; expert counters reset at the first token."""
     import edge_rt
 
@@ -395,9 +395,11 @@ def bench_mixtral(a: argparse.Namespace) -> Dict[str, Any]:
                 ceil = min(mr["io_bound_tok_s"], out["resident_decode_tok_s"]["median"])
                 mr["over_min_bound_resident"] = mr["decode_tok_s"]["median"] / ceil
             mr["over_off_pairs"] = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(mr["runs"], off["runs"])]
-        if "lru/off" in res["modes"]:
-            res["needed_bytes_per_token"] = res["modes"]["lru/off"]["needed_bytes_per_token"]
-            res["io_bound_tok_s"] = res["modes"]["lru/off"]["io_bound_tok_s"]
+        base = next((p for p in (DEFAULT_POLICY, "lru") if f"{p}/off" in res["modes"]), None)
+        if base:  # the I/O bound of the summary: what the default policy must read without prediction
+            res["bound_policy"] = base
+            res["needed_bytes_per_token"] = res["modes"][f"{base}/off"]["needed_bytes_per_token"]
+            res["io_bound_tok_s"] = res["modes"][f"{base}/off"]["io_bound_tok_s"]
         if a.llama:
             target = budgets[name] + llama_own
             res["balloon_target_avail"] = target
@@ -429,7 +431,8 @@ def bench_mixtral(a: argparse.Namespace) -> Dict[str, Any]:
             res["llama_decode_tok_s"] = statistics.median(lt) if lt else None
             res["llama_ttft_s"] = statistics.median([r["ttft_s"] for r in lr if "ttft_s" in r]) if any("ttft_s" in r for r in lr) else None
             res["edge_balloon_decode_tok_s"] = statistics.median(et) if et else None
-            e_dec = res["edge_balloon_decode_tok_s"] or res["modes"].get("lru/both", {}).get("decode_tok_s", {}).get("median")
+            e_dec = res["edge_balloon_decode_tok_s"] or \
+                res["modes"].get(f"{DEFAULT_POLICY}/both", {}).get("decode_tok_s", {}).get("median")
             res["edge_over_llama"] = (e_dec / res["llama_decode_tok_s"]) if (e_dec and res["llama_decode_tok_s"]) else None
         out["sizes"][name] = res
     return out
@@ -515,11 +518,12 @@ def markdown(report: Dict[str, Any]) -> str:
         if mx.get("resident_decode_tok_s"):
             L.append(f"\nResident (no budget, every weight in RAM, warm) decode: {_s(mx['resident_decode_tok_s'])} tok/s: "
                      "the compute ceiling on this machine.")
-        L += ["", "I/O bound tok/s = O_DIRECT best / expert bytes read per decode token with LRU and prefetch off (median):", "",
+        L += ["", f"I/O bound tok/s = O_DIRECT best / expert bytes read per decode token with the default policy "
+              f"({DEFAULT_POLICY.upper()}) and prefetch off (median); edge_rt runs: {DEFAULT_POLICY}/both:", "",
               "| expert cache | needed MB / token | I/O bound tok/s | edge_rt both tok/s | edge_rt both under balloon tok/s "
               "| llama.cpp under balloon tok/s (TTFT s) | edge_rt / llama.cpp |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in mx["sizes"].items():
-            both = r["modes"].get("lru/both", {}).get("decode_tok_s", {}).get("median")
+            both = r["modes"].get(f"{DEFAULT_POLICY}/both", {}).get("decode_tok_s", {}).get("median")
             lt = r.get("llama_decode_tok_s")
             lcell = (f"{_f(lt, 3)} ({_f(r.get('llama_ttft_s'))})" if lt is not None else
                      ("0 (no 2nd token)" if r.get("llama_cpp") else "not run"))
@@ -577,7 +581,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--tiny-widths", nargs="*", type=int, default=[2, 3, 4],
                     help="prediction widths to compare (LFU, both predictors) at the first cache size")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5, 1.0])
-    ap.add_argument("--modes", nargs="+", default=["lru/off", "lru/both", "lru/same", "lru/next", "lfu/off", "lfu/both"],
+    ap.add_argument("--modes", nargs="+", default=["lfu/off", "lfu/both", "lfu/same", "lfu/next", "lru/off", "lru/both"],
                     help="policy/prefetch variants of the mixtral part; each policy's off run is its baseline")
     ap.add_argument("--resident", action=argparse.BooleanOptionalAction, default=True,
                     help="mixtral: also time decode with every weight in RAM (the compute ceiling)")
@@ -592,7 +596,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "moe_prediction.png")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    a.modes = [m if "/" in m else f"lru/{m}" for m in a.modes]
+    a.modes = [m if "/" in m else f"{DEFAULT_POLICY}/{m}" for m in a.modes]
 
     if a.worker:
         w = json.loads(a.worker)

@@ -39,8 +39,8 @@ struct Engine::Scratch {
     // values the forward pass computes.
     std::vector<float> pred_in;       // n x n_embd  normalized hidden state
     std::vector<float> pred_router;   // n x n_expert
-    std::vector<int32_t> pred_sel;    // n x k
-    std::vector<float> pred_w;        // n x k
+    std::vector<int32_t> pred_sel;    // n x w (w = the provider's prediction width)
+    std::vector<float> pred_w;        // n x w
     std::vector<uint8_t> pred_flag;   // n_expert
     std::vector<int32_t> pred_ids;    // predicted experts, ascending
     std::vector<uint8_t> act;    // n rows of the widest activation encoding (quantized matmul input)
@@ -455,7 +455,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         }
     };
     // Expert prediction: layer il_target's router applied to the current residual stream (after the
-    // layer's FFN norm); the union over tokens of each one's top-k is handed to the provider.
+    // layer's FFN norm); the union over tokens of each one's top-w is handed to the provider.
     const ExpertPrefetch prefetch_mode = c.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
     auto predict_experts = [&](int il_target, PredictionSource source) {
         TensorView pn, pr;
