@@ -205,7 +205,7 @@ class Engine:
             once read traffic passes that many bytes; 0 = off.
         expert_cache_bytes: MoE under a budget: bytes of the expert cache; 0 = what the budget leaves.
         expert_policy: "lfu" (decayed use counts) or "lru".
-        expert_prefetch: "off", "same", "next" or "both" (which predictors read experts ahead).
+        expert_prefetch: "next" (default), "same", "both" or "off" (which predictors read experts ahead).
         speculative_cap_bytes: speculative expert bytes in flight; 0 = 2 * n_expert_used experts.
         prediction_width: experts predicted per token and layer; 0 = n_expert_used.
 
@@ -216,7 +216,7 @@ class Engine:
     def __init__(self, path: str, threads: int = 1, n_ctx: int = 2048, mem_budget: int = 0, window: int = 0,
                  io_mode: str = "auto", prefetch: bool = True, fault_after_bytes: int = 0,
                  fault_short_read: bool = False, expert_cache_bytes: int = 0, expert_policy: str = "lfu",
-                 expert_prefetch: str = "both", speculative_cap_bytes: int = 0,
+                 expert_prefetch: str = "next", speculative_cap_bytes: int = 0,
                  prediction_width: int = 0) -> None: ...
     def eval(self, tokens: npt.NDArray[np.int32], all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Run ``tokens`` (1-D int32, n >= 1) at positions ``n_past .. n_past+n-1`` and append them to

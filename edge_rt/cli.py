@@ -169,7 +169,7 @@ def run(
                                      "budget leaves after the layers)."),
     expert_policy: str = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru."),
     expert_prefetch: str = typer.Option(
-        "both", "--expert-prefetch", help="Read predicted experts ahead of the router: both, same, next or off."),
+        "next", "--expert-prefetch", help="Read predicted experts ahead of the router: next, same, both or off."),
     expert_prediction_width: Optional[int] = typer.Option(
         None, "--expert-prediction-width", min=1,
         help="Experts each predictor names per token and layer (default: the model's expert_used_count)."),
@@ -402,7 +402,7 @@ def bench(
         None, "--expert-cache", help="MoE under --mem-budget: expert cache size (default: what the budget leaves)."),
     expert_policy: str = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru."),
     expert_prefetch: str = typer.Option(
-        "both", "--expert-prefetch", help="Read predicted experts ahead of the router: both, same, next or off."),
+        "next", "--expert-prefetch", help="Read predicted experts ahead of the router: next, same, both or off."),
     expert_prediction_width: Optional[int] = typer.Option(
         None, "--expert-prediction-width", min=1,
         help="Experts each predictor names per token and layer (default: the model's expert_used_count)."),

@@ -300,7 +300,7 @@ def test_moe_under_budget_stats_and_expert_timeline(synthetic_model, tmp_path: P
     moe = synthetic_model(**{**PRESETS["tiny-moe"], "tokenizer": "gpt2", "weight_type": "Q4_0"})
     run = ("run", moe, "-p", "hi", "-n", 6, "--seed", 0, "--ctx", 64, "--stats")
     budget = str(_stated_minimum(*run) + (1 << 20))
-    r = invoke(*run, "--mem-budget", budget, "--expert-policy", "lfu")
+    r = invoke(*run, "--mem-budget", budget, "--expert-policy", "lru", "--expert-prefetch", "both")
     assert r.exit_code == 0, r.output
     assert re.search(r"expert cache \d+ of 32 experts .*hit rate [\d.]+%", r.output), r.output
     assert "same-layer prediction: precision" in r.output and "next-layer prediction: precision" in r.output

@@ -245,13 +245,14 @@ def test_prediction_width(mixtral_small) -> None:
     slot = _slot_bytes(mixtral_small)
     for width in (1, 4, 8):
         m = edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX, mem_budget=_budget(mixtral_small),
-                         expert_cache=3 * slot, expert_prediction_width=width)
+                         expert_cache=3 * slot, expert_prediction_width=width, expert_prefetch="both")
         got = _sequence(m)
         _assert_same(ref, got, f"prediction width {width}")
         m.expert_stats(reset=True)
         m._engine.eval(np.array([DECODE[0]], dtype=np.int32), False)  # one decode token
         for il, layer in enumerate(m.expert_stats()["layers"]):
             assert layer["same_layer"]["predicted"] == width, (il, layer)
+            assert layer["next_layer"]["predicted"] == (width if il > 0 else 0), (il, layer)
             if width == 8:
                 assert layer["same_layer"]["recall"] == 1.0, (il, layer)
     with pytest.raises(InvalidArgumentError, match="expert_prediction_width"):

@@ -463,6 +463,37 @@ def test_measured_sensitivity_search(master: Path, tmp_path: Path, calib_file: P
     assert kl_mix <= kl_q40 * 1.05, (kl_mix, kl_q40, r.types)
 
 
+def test_sens_tokens_caps_the_sensitivity_windows(master: Path, tmp_path: Path, monkeypatch) -> None:
+    """``sens_tokens`` is how many calibration-text tokens the sensitivity runs see (windows of n_ctx,
+    the last one shorter); benchmarks/quant_quality.py passes ``--sens-tokens`` through to it."""
+    import edge_rt.quantize.pipeline as pipeline
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class RecordingEvaluator:
+        def __init__(self, src, windows, **kw):
+            seen.append([len(w) for w in windows])
+            raise Stop
+
+    monkeypatch.setattr(pipeline, "SwapEvaluator", RecordingEvaluator)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(TEXT * 8)
+    for n in (40, 10**6):
+        with pytest.raises(Stop):
+            quantize_model(master, tmp_path / "mix.gguf", target_bpw=5.0, calib_text=calib, sens_tokens=n)
+    capped, whole = seen
+    assert sum(capped) == 40
+    assert sum(whole) > 40 and all(len_ == whole[0] for len_ in whole[:-1])
+
+    out = python_child([str(Path(__file__).resolve().parents[1] / "benchmarks" / "quant_quality.py"), "--help"],
+                       capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "--sens-tokens" in out.stdout
+
+
 def test_fitted_sensitivity_corrects_a_per_type_bias(master: Path) -> None:
     """A model whose dKL is 3x the weight-error scaling for Q6_K (the K-quants' activation rounding,
     which no weight error sees): ``calibrated`` predicts Q6_K 3x too low for every tensor, ``fitted``

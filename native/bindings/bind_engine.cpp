@@ -115,7 +115,7 @@ void bind_engine(py::module_& m) {
              py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("mem_budget") = 0,
              py::arg("window") = 0, py::arg("io_mode") = "auto", py::arg("prefetch") = true,
              py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false, py::arg("expert_cache_bytes") = 0,
-             py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "both", py::arg("speculative_cap_bytes") = 0,
+             py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "next", py::arg("speculative_cap_bytes") = 0,
              py::arg("prediction_width") = 0,
              "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
              "io_mode auto|direct|buffered; prefetch=False is the naive read-compute-free baseline; "
