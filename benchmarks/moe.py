@@ -61,7 +61,7 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
-from streaming import (GiB, MiB, Balloon, _stats, drop_caches, log,  # noqa: E402
+from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # noqa: E402
                        odirect_read_bandwidth, other_load, proc_status, run_worker)
 
 MODES = ("off", "same", "next", "both")
@@ -439,14 +439,6 @@ def bench_mixtral(a: argparse.Namespace) -> Dict[str, Any]:
 
 
 # ---- report ----------------------------------------------------------------------------------------
-
-
-def _f(x: Optional[float], d: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{d}f}"
-
-
-def _s(s: Dict[str, Any], d: int = 2) -> str:
-    return f"{s['median']:.{d}f} [{s['min']:.{d}f}-{s['max']:.{d}f}]"
 
 
 def markdown(report: Dict[str, Any]) -> str:

@@ -140,6 +140,18 @@ def _resolve_model(model: Optional[Path]) -> Path:
     return path
 
 
+# MoE options shared by run and bench (Typer reads them as metadata; one object may serve both).
+_EXPERT_CACHE = typer.Option(
+    None, "--expert-cache", help="MoE under --mem-budget: expert weight bytes to cache, e.g. 600MB (default: what "
+                                 "the budget leaves after the layers).")
+_EXPERT_POLICY = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru.")
+_EXPERT_PREFETCH = typer.Option(
+    "next", "--expert-prefetch", help="Read predicted experts ahead of the router: next, same, both or off.")
+_EXPERT_PREDICTION_WIDTH = typer.Option(
+    None, "--expert-prediction-width", min=1,
+    help="Experts each predictor names per token and layer (default: the model's expert_used_count).")
+
+
 @app.command()
 def run(
     model: Optional[Path] = typer.Argument(
@@ -164,15 +176,10 @@ def run(
         help="Hard cap on the engine's memory, e.g. 1.5GB or 800MiB: layers that do not fit stream from the file."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
                                          help="Streaming window slots (default: the largest that fits the budget)."),
-    expert_cache: Optional[str] = typer.Option(
-        None, "--expert-cache", help="MoE under --mem-budget: expert cache size, e.g. 600MB (default: what the "
-                                     "budget leaves after the layers)."),
-    expert_policy: str = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru."),
-    expert_prefetch: str = typer.Option(
-        "next", "--expert-prefetch", help="Read predicted experts ahead of the router: next, same, both or off."),
-    expert_prediction_width: Optional[int] = typer.Option(
-        None, "--expert-prediction-width", min=1,
-        help="Experts each predictor names per token and layer (default: the model's expert_used_count)."),
+    expert_cache: Optional[str] = _EXPERT_CACHE,
+    expert_policy: str = _EXPERT_POLICY,
+    expert_prefetch: str = _EXPERT_PREFETCH,
+    expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
@@ -398,14 +405,10 @@ def bench(
         None, "--mem-budget", "-m", help="Hard memory cap, e.g. 1.5GB: layers that do not fit stream from the file."),
     plot: Optional[Path] = typer.Option(
         None, "--plot", help="Write a per-layer timeline of I/O and compute (PNG) for the last run's decode."),
-    expert_cache: Optional[str] = typer.Option(
-        None, "--expert-cache", help="MoE under --mem-budget: expert cache size (default: what the budget leaves)."),
-    expert_policy: str = typer.Option("lfu", "--expert-policy", help="Expert cache eviction: lfu or lru."),
-    expert_prefetch: str = typer.Option(
-        "next", "--expert-prefetch", help="Read predicted experts ahead of the router: next, same, both or off."),
-    expert_prediction_width: Optional[int] = typer.Option(
-        None, "--expert-prediction-width", min=1,
-        help="Experts each predictor names per token and layer (default: the model's expert_used_count)."),
+    expert_cache: Optional[str] = _EXPERT_CACHE,
+    expert_policy: str = _EXPERT_POLICY,
+    expert_prefetch: str = _EXPERT_PREFETCH,
+    expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
