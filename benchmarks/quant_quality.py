@@ -23,12 +23,15 @@ two target-size searches without Q5_K. Targets: at Q4_0's size KL <= 0.5x Q4_0's
 KL <= 0.8x Q4_K_M's.
 
 With the methods compared (the default), it validates the calibrated and fitted predictions against the
-measurement of every (tensor, candidate type) pair on the 1024 sensitivity tokens, at no extra model
+measurement of every (tensor, candidate type) pair on the sensitivity tokens, at no extra model
 runs: Spearman rank correlation of predicted vs measured dKL, for the calibrated prediction and the
 raw importance-weighted error, and per type the median and the sum of predicted / measured (a type
 the predictor favours too much shows a ratio well below 1).
 
-    nice python3 benchmarks/quant_quality.py [--windows 48] [--out benchmarks/out]
+Sensitivity runs use the first ``--sens-tokens`` tokens of the calibration text (default: the
+toolchain's DEFAULT_SENS_TOKENS, 1024; the text has 4096), never the evaluation text.
+
+    nice python3 benchmarks/quant_quality.py [--windows 48] [--out benchmarks/out] [--sens-tokens 1024]
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from edge_rt.quantize import codec  # noqa: E402
 from edge_rt.quantize.calibrate import CalibStats, token_windows  # noqa: E402
 from edge_rt.quantize.evaluate import LogitsRunner, Reference, compare  # noqa: E402
 from edge_rt.quantize.gguf_io import read_gguf  # noqa: E402
-from edge_rt.quantize.pipeline import quantize_model  # noqa: E402
+from edge_rt.quantize.pipeline import DEFAULT_SENS_TOKENS, quantize_model  # noqa: E402
 from edge_rt.quantize.sensitivity import Sensitivity, spearman  # noqa: E402
 
 MODELS = {"dense": ROOT / "models" / "tiny-code-dense-f16.gguf", "moe": ROOT / "models" / "tiny-code-moe-f16.gguf"}
@@ -75,7 +78,7 @@ def log(*a):
 
 
 def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, sens_method: str,
-              compare_methods: bool) -> dict:
+              compare_methods: bool, sens_tokens: int = DEFAULT_SENS_TOKENS) -> dict:
     import llama_cpp
 
     backend = "edge_rt"
@@ -120,6 +123,7 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
     methods = [sens_method] + ([m for m in ("calibrated", "fitted", "measure") if m != sens_method] if compare_methods else [])
     sens_json, res["time_mix_with_sensitivity_s"], res["stage_seconds_mix"] = {}, {}, {}
     res["sensitivity_primary"] = sens_method
+    res["sens_tokens"] = sens_tokens
 
     def label(m: str, what: str) -> str:
         return f"edge_rt mix {what}" if m == sens_method else f"{m} sensitivity: mix {what}"
@@ -127,7 +131,8 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
     for m in methods:
         t = time.perf_counter()
         first = quantize_model(master, out / f"{kind}-mix-{m}-q4_0size.gguf", target_bytes=targets["at Q4_0 size"],
-                               load_calib=calib, threads=threads, backend=backend, method=m)
+                               load_calib=calib, threads=threads, backend=backend, method=m,
+                               sens_tokens=sens_tokens)
         res["time_mix_with_sensitivity_s"][m] = time.perf_counter() - t
         res["stage_seconds_mix"][m] = first.stage_seconds
         sens_json[m] = Path(str(first.out) + ".sensitivity.json")
@@ -267,13 +272,15 @@ def main() -> None:
                     help="sensitivity method of the reported mixes (default: measure, one run per tensor and type)")
     ap.add_argument("--no-compare", action="store_true",
                     help="skip the other methods (their two target-size mixes and the predictor validation)")
+    ap.add_argument("--sens-tokens", type=int, default=DEFAULT_SENS_TOKENS,
+                    help="calibration-text tokens for the sensitivity runs (default: %(default)s)")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "quant_pareto.png")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for kind in a.models.split(","):
         results[kind] = run_model(kind, MODELS[kind], a.out, a.windows, a.threads,
-                                   a.sensitivity, not a.no_compare)
+                                   a.sensitivity, not a.no_compare, a.sens_tokens)
     import os
 
     results["_machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -285,7 +292,7 @@ def main() -> None:
             continue
         print(f"\n## {kind} ({res['master']}, {res['n_params'] / 1e6:.2f} M params, logits {res['backend']}, "
               f"calibration on {res['calibration_runner']}, {res['eval_tokens']} tokens, "
-              f"sensitivity {res['sensitivity_primary']})")
+              f"sensitivity {res['sensitivity_primary']} on {res['sens_tokens']} tokens)")
         print("| file | size (bytes) | bpw | mean KL | PPL | top-1 |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for k, v in sorted(res["files"].items(), key=lambda kv: kv[1]["size"]):
