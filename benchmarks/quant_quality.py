@@ -47,7 +47,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run against the checkout only when it is a developer build (tools/devbuild.sh puts the compiled module
+# and the edge_rt/quantize link in the tree); a plain clone has neither, so the installed edge_rt serves.
+if (ROOT / "edge_rt" / "quantize").is_dir() and any((ROOT / "edge_rt").glob("_core*")):
+    sys.path.insert(0, str(ROOT))
 
 from edge_rt.quantize import codec  # noqa: E402
 from edge_rt.quantize.calibrate import CalibStats, token_windows  # noqa: E402
