@@ -34,33 +34,6 @@ ERT_DEFINE_DOTS(q5_1)
 
 // ------------------------------------------------------------------ K-quants against Q8_K
 
-// Unpacks the 12 packed bytes of a Q4_K super-block into sc[0..7] (bytes 0..7) and m[0..7] (8..15).
-ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
-    uint32_t u[3];
-    std::memcpy(u, s12, 12);
-    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    out[0] = u[0] & m6;                                   // sc[0..3]
-    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);     // sc[4..7]
-    out[2] = u[1] & m6;                                   // m[0..3]
-    out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
-}
-
-// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
-// registers (vpinsrd) rather than through a stack array: a 16-byte load of four fresh 4-byte stores
-// cannot be store-forwarded and stalls every super-block.
-ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
-    uint32_t u0, u1, u2;
-    std::memcpy(&u0, s12, 4);
-    std::memcpy(&u1, s12 + 4, 4);
-    std::memcpy(&u2, s12 + 8, 4);
-    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
-                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
-                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
-                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
-    return _mm_sub_epi8(v, _mm_set1_epi8(32));
-}
-
 // vpshufb control that fills the low 128 bits with int16 word lo and the high 128 bits with word hi
 // (word indices within each 128-bit half, 0..7).
 ERT_INLINE __m256i word_pair_shuffle(int lo, int hi) {
@@ -114,24 +87,24 @@ void q3_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
 }
 ERT_DEFINE_DOTS(q3_K)
 
-// Q4_K: per super-block, d*dy*sum_j sc[j]*(q_j . qy_j) - dmin*dy*sum_j m[j]*(bsum pairs).
-template <int NA>
-void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const BlockQ4_K*>(w);
+// Q4_K and Q5_K, per super-block: d*dy*sum_j sc[j]*(q_j . qy_j) - dmin*dy*sum_j m[j]*(bsum pairs).
+// They differ only in how the weights decode: decode(xb, q) fills q[j] with sub-block j's 32 unsigned
+// values (Q4_K 0..15, Q5_K 0..31: vpmaddubsw pairs stay below 2 * 31 * 127, no saturation).
+template <int NA, class Block, class Decode>
+ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t stride, float* out,
+                                const Decode& decode) {
+    const auto* x = static_cast<const Block*>(w);
     const BlockQ8_K* y[NA];
     for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
     auto block = [&](int64_t b, __m256* acc) {
+        const Block& xb = x[b];
         uint32_t sm[4];
-        q4k_unpack_scales(x[b].scales, sm);
+        q4k_unpack_scales(xb.scales, sm);
         const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
         const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
-        const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
+        const float d = h2f(xb.d), dmin = h2f(xb.dmin);
         __m256i q[8];
-        for (int k = 0; k < 4; ++k) {
-            const __m256i raw = _mm256_loadu_si256((const __m256i*)(x[b].qs + 32 * k));
-            q[2 * k] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
-            q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
-        }
+        decode(xb, q);
         for (int r = 0; r < NA; ++r) {
             const BlockQ8_K& yb = y[r][b];
             __m256i sumi = _mm256_setzero_si256();
@@ -150,27 +123,27 @@ void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
     };
     run_blocks<NA>(n / QK_K, block, out);
 }
+
+template <int NA>
+void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_kquant_min<NA, BlockQ4_K>(n, w, a, stride, out, [](const BlockQ4_K& xb, __m256i* q) {
+        for (int k = 0; k < 4; ++k) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
+            q[2 * k] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+            q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+        }
+    });
+}
 ERT_DEFINE_DOTS(q4_K)
 
-// Q5_K: Q4_K with a fifth bit per element: sub-block j takes bit j of each qh byte as bit 4, giving
-// q in 0..31 (vpmaddubsw pairs stay below 2 * 31 * 127, no saturation). Scales and mins as Q4_K.
+// Q5_K: Q4_K with a fifth bit per element: sub-block j takes bit j of each qh byte as bit 4.
 template <int NA>
 void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const BlockQ5_K*>(w);
-    const BlockQ8_K* y[NA];
-    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-    auto block = [&](int64_t b, __m256* acc) {
-        const BlockQ5_K& xb = x[b];
-        uint32_t sm[4];
-        q4k_unpack_scales(xb.scales, sm);
-        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
-        const float d = h2f(xb.d), dmin = h2f(xb.dmin);
+    rows_kquant_min<NA, BlockQ5_K>(n, w, a, stride, out, [](const BlockQ5_K& xb, __m256i* q) {
         const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
         // hb shifted right by j in 16-bit lanes, then left by 4: bit j of every byte lands on bit 4 of
         // the same byte (the bits crossing from the high byte land elsewhere and are masked off).
         const __m256i hb = _mm256_loadu_si256((const __m256i*)xb.qh);
-        __m256i q[8];
         for (int k = 0; k < 4; ++k) {
             const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
             const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k), 4), b4);
@@ -178,23 +151,7 @@ void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
             q[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, m4), h0);
             q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1);
         }
-        for (int r = 0; r < NA; ++r) {
-            const BlockQ8_K& yb = y[r][b];
-            __m256i sumi = _mm256_setzero_si256();
-            for (int j = 0; j < 8; ++j) {
-                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * j));
-                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], qy), _mm256_set1_epi16(sc[j]));
-                sumi = _mm256_add_epi32(sumi, p);
-            }
-            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
-            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            const __m128i pm = _mm_madd_epi16(pairs, mins);  // 4 x int32, sum = sum_j m[j]*bsum pair j
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
-            const __m256 pmf = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(pm));
-            acc[r] = _mm256_fmadd_ps(pmf, _mm256_set1_ps(-dmin * yb.d), acc[r]);
-        }
-    };
-    run_blocks<NA>(n / QK_K, block, out);
+    });
 }
 ERT_DEFINE_DOTS(q5_K)
 

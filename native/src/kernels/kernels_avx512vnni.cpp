@@ -209,16 +209,6 @@ float q4_0_dot_zmm(int64_t n, const void* w, const void* a) {
 
 // ------------------------------------------------------------------ K-quants against Q8_K (512-bit)
 
-ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
-    uint32_t u[3];
-    std::memcpy(u, s12, 12);
-    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    out[0] = u[0] & m6;                                       // sc[0..3]
-    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);         // sc[4..7]
-    out[2] = u[1] & m6;                                       // m[0..3]
-    out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
-}
-
 // Word-index vector: lanes 0..15 take word `lo`, lanes 16..31 word `hi` (for vpermw).
 ERT_INLINE __m512i split_index(int lo, int hi) {
     return _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_set1_epi16((short)lo)), _mm256_set1_epi16((short)hi), 1);
@@ -244,74 +234,26 @@ ERT_INLINE void run_blocks512(int64_t nb, const Block& block, float* out) {
     }
 }
 
-// Q4_K: register k (0..3) holds sub-blocks 2k (low nibbles, lanes 0..31) and 2k+1 (high nibbles,
-// lanes 32..63), which matches the 64 contiguous activation bytes qy[64k .. 64k+63].
-template <int NA>
-void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const BlockQ4_K*>(w);
+// Q4_K and Q5_K: register k (0..3) holds sub-blocks 2k (lanes 0..31) and 2k+1 (lanes 32..63), which
+// matches the 64 contiguous activation bytes qy[64k .. 64k+63]; scales and mins as in the AVX2 file.
+// They differ only in how the weights decode: decode(xb, q) fills q[0..3] with unsigned values.
+template <int NA, class Block, class Decode>
+ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t stride, float* out,
+                                const Decode& decode) {
+    const auto* x = static_cast<const Block*>(w);
     const BlockQ8_K* y[NA];
     for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
     auto block = [&](int64_t b, __m512* acc) {
-        uint32_t sm[4];
-        q4k_unpack_scales(x[b].scales, sm);
-        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
-        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)sc)));
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
-        const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
-        const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-        __m512i q[4], scv[4];
-        for (int k = 0; k < 4; ++k) {
-            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(x[b].qs + 32 * k)));
-            q[k] = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
-            scv[k] = _mm512_permutexvar_epi16(split_index(2 * k, 2 * k + 1), sc16);
-        }
-        for (int r = 0; r < NA; ++r) {
-            const BlockQ8_K& yb = y[r][b];
-            __m512i sumi = _mm512_setzero_si512();
-            for (int k = 0; k < 4; ++k) {
-                const __m512i qy = _mm512_loadu_si512((const void*)(yb.qs + 64 * k));
-                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[k], qy), scv[k]);
-            }
-            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
-            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            const __m128i pm = _mm_madd_epi16(pairs, mins);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(d * yb.d), acc[r]);
-            const __m512 pmf = _mm512_cvtepi32_ps(_mm512_zextsi128_si512(pm));
-            acc[r] = _mm512_fmadd_ps(pmf, _mm512_set1_ps(-dmin * yb.d), acc[r]);
-        }
-    };
-    run_blocks512<NA>(n / QK_K, block, out);
-}
-ERT_DEFINE_DOTS(q4_K)
-
-// Q5_K: registers as Q4_K (register k: sub-block 2k in lanes 0..31, 2k+1 in lanes 32..63). The fifth
-// bit of sub-block j is bit j of each qh byte: one vptestmb against (1 << 2k | 1 << 2k+1 per half)
-// selects the lanes that get +16.
-template <int NA>
-void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const BlockQ5_K*>(w);
-    const BlockQ8_K* y[NA];
-    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-    auto block = [&](int64_t b, __m512* acc) {
-        const BlockQ5_K& xb = x[b];
+        const Block& xb = x[b];
         uint32_t sm[4];
         q4k_unpack_scales(xb.scales, sm);
         const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
         const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)sc)));
         const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
         const float d = h2f(xb.d), dmin = h2f(xb.dmin);
-        const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-        const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)xb.qh));
-        const __m512i sixteen = _mm512_set1_epi8(16);
         __m512i q[4], scv[4];
-        for (int k = 0; k < 4; ++k) {
-            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k)));
-            const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
-            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1u << (2 * k))),
-                                                   _mm256_set1_epi8((char)(1u << (2 * k + 1))), 1);
-            q[k] = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hb, bit), lo, sixteen);
-            scv[k] = _mm512_permutexvar_epi16(split_index(2 * k, 2 * k + 1), sc16);
-        }
+        decode(xb, q);
+        for (int k = 0; k < 4; ++k) scv[k] = _mm512_permutexvar_epi16(split_index(2 * k, 2 * k + 1), sc16);
         for (int r = 0; r < NA; ++r) {
             const BlockQ8_K& yb = y[r][b];
             __m512i sumi = _mm512_setzero_si512();
@@ -329,23 +271,38 @@ void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
     };
     run_blocks512<NA>(n / QK_K, block, out);
 }
-ERT_DEFINE_DOTS(q5_K)
 
-// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
-// registers rather than through a stack array (a 16-byte load of four fresh 4-byte stores cannot be
-// store-forwarded and stalls every super-block).
-ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
-    uint32_t u0, u1, u2;
-    std::memcpy(&u0, s12, 4);
-    std::memcpy(&u1, s12 + 4, 4);
-    std::memcpy(&u2, s12 + 8, 4);
-    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
-                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
-                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
-                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
-    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+// Q4_K: low nibbles in lanes 0..31, high nibbles in lanes 32..63 (one vpsrlvw).
+template <int NA>
+void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_kquant_min<NA, BlockQ4_K>(n, w, a, stride, out, [](const BlockQ4_K& xb, __m512i* q) {
+        const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+        for (int k = 0; k < 4; ++k) {
+            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k)));
+            q[k] = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
+        }
+    });
 }
+ERT_DEFINE_DOTS(q4_K)
+
+// Q5_K: as Q4_K; the fifth bit of sub-block j is bit j of each qh byte: one vptestmb against
+// (1 << 2k | 1 << 2k+1 per half) selects the lanes that get +16.
+template <int NA>
+void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_kquant_min<NA, BlockQ5_K>(n, w, a, stride, out, [](const BlockQ5_K& xb, __m512i* q) {
+        const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+        const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)xb.qh));
+        const __m512i sixteen = _mm512_set1_epi8(16);
+        for (int k = 0; k < 4; ++k) {
+            const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k)));
+            const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1u << (2 * k))),
+                                                   _mm256_set1_epi8((char)(1u << (2 * k + 1))), 1);
+            q[k] = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hb, bit), lo, sixteen);
+        }
+    });
+}
+ERT_DEFINE_DOTS(q5_K)
 
 // Word lanes 0..7: scale 4i, 8..15: 4i+1, 16..23: 4i+2, 24..31: 4i+3 (a vpermw index; one 64-byte
 // register of 4 groups of 16 after vpmaddubsw).

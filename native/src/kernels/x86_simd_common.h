@@ -187,5 +187,34 @@ ERT_INLINE void rows_q8_1_act(int64_t n, const void* w, const void* a, size_t st
     for (int r = 0; r < NA; ++r) out[r] += ms[r];
 }
 
+// ---- K-quant scale unpacking (both x86 kernel files)
+
+// Unpacks the 12 packed bytes of a Q4_K super-block into sc[0..7] (bytes 0..7) and m[0..7] (8..15).
+ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
+    uint32_t u[3];
+    std::memcpy(u, s12, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    out[0] = u[0] & m6;                                   // sc[0..3]
+    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);     // sc[4..7]
+    out[2] = u[1] & m6;                                   // m[0..3]
+    out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
+}
+
+// Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
+// registers (vpinsrd) rather than through a stack array: a 16-byte load of four fresh 4-byte stores
+// cannot be store-forwarded and stalls every super-block.
+ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
+    uint32_t u0, u1, u2;
+    std::memcpy(&u0, s12, 4);
+    std::memcpy(&u1, s12 + 4, 4);
+    std::memcpy(&u2, s12 + 8, 4);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
+                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
+                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
+                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+
 }  // namespace
 }  // namespace edge_rt
