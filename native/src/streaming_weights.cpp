@@ -748,9 +748,7 @@ void StreamingWeights::acquire_experts(int il, const LayerWeights& layer, const 
             ++ls.hits;
             ExpertSlot& es = expert_slots_[(size_t)s];
             if (es.state == ExpertState::Loading && es.speculative) {
-                // Needed now: move its reads ahead of the other speculative ones.
-                std::stable_partition(queue_.begin(), queue_.end(),
-                                      [&](const Chunk& c) { return !(c.expert && c.slot == s); });
+                // Needed now: move its reads to the front of the queue (the rest keep their order).
                 std::stable_partition(queue_.begin(), queue_.end(),
                                       [&](const Chunk& c) { return c.expert && c.slot == s; });
             }
