@@ -54,6 +54,18 @@ def _sum_x2_superblock(x: np.ndarray) -> np.ndarray:
     return ssum(x256 * x256)
 
 
+def _importance_weights(x: np.ndarray, xt: np.ndarray, importance: np.ndarray, group: int):
+    """llama.cpp's K-quant imatrix weights w = imp * sqrt(sigma2 + x**2), sigma2 = 2*mean(x**2) over the
+    super-block, for sub-blocks of ``group`` values laid out as ``xt`` (group, NB); returns (w, sum of
+    w per sub-block (NB,))."""
+    rows = x.shape[0]
+    sigma2 = (F32(2) * _sum_x2_superblock(x)) / F32(QK_K)                   # (NS,)
+    sig = np.repeat(sigma2, QK_K // group)[None, :]                         # (1, NB)
+    qw = np.tile(importance.reshape(-1, group).T, (1, rows))                # (group, NB)
+    w = qw * np.sqrt(sig + xt * xt)
+    return w, ssum(w)
+
+
 def _pack_scale_min(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """(NS, 8) uint8 scales and mins -> (NS, 12) bytes (``get_scale_min_k4`` layout; uint8 wrap as C)."""
     out = np.empty((ls.shape[0], 12), dtype=np.uint8)
@@ -120,11 +132,7 @@ def _q45_k(x: np.ndarray, importance: Optional[np.ndarray], nmax: int, type_name
         dmin = to_f16(max_min / F32(63), type_name, "block minimum")
     else:
         # quantize_row_q*_K_impl: imatrix weights, then fit the 8 scales and 8 mins with make_qp_quants
-        sigma2 = (F32(2) * _sum_x2_superblock(x)) / F32(QK_K)               # (NS,)
-        sig = np.repeat(sigma2, 8)[None, :]                                   # (1, NB)
-        qw = np.tile(importance.reshape(-1, 32).T, (1, rows))                 # (32, NB)
-        w = qw * np.sqrt(sig + xt * xt)
-        sw = ssum(w)                                                          # (NB,)
+        w, sw = _importance_weights(x, xt, importance, 32)
         scales, mins, L = make_qkx_quants(xt, w, nmax, -0.9, 0.05, 36)
         sw_t = np.ascontiguousarray(sw.reshape(ns, 8).T)                      # (8, NS)
         d_block, Ls = make_qp_quants(np.ascontiguousarray(scales.reshape(ns, 8).T), 63, sw_t)
@@ -174,11 +182,7 @@ def quantize_q3_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
     else:
         # quantize_row_q3_K_impl: imatrix weights, make_qx_quants per sub-block, then the 16 signed
         # scales fitted by make_qx_quants (nmax 32) weighted by each sub-block's weight sum.
-        sigma2 = (F32(2) * _sum_x2_superblock(x)) / F32(QK_K)               # (NS,)
-        sig = np.repeat(sigma2, 16)[None, :]                                  # (1, NB)
-        qw = np.tile(importance.reshape(-1, 16).T, (1, rows))                 # (16, NB)
-        w = qw * np.sqrt(sig + xt * xt)
-        sw = ssum(w)                                                          # (NB,)
+        w, sw = _importance_weights(x, xt, importance, 16)
         scales, L = make_qx_quants(xt, 4, w)
         d_block, Ls = make_qx_quants(np.ascontiguousarray(scales.reshape(ns, 16).T), 32,
                                      np.ascontiguousarray(sw.reshape(ns, 16).T))
