@@ -36,6 +36,7 @@ from typing import Optional
 
 import numpy as np
 
+from .block_grid import Grid
 from .quants_legacy import _f16_bytes, to_f16
 from .quants_search import (F32, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants,
                             make_qx_quants, nearest_int, ssum)
@@ -198,32 +199,46 @@ def quantize_q3_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
     np.clip(l, -4, 3, out=l)
     L = np.where(live, (l + 4).astype(np.uint8), L)
     L = np.ascontiguousarray(L.T).reshape(ns, QK_K)
+    return np.concatenate([_pack_q3_k_levels(L), packed, _f16_bytes(d)], axis=1).reshape(rows, -1)
+
+
+def _pack_q3_k_levels(L: np.ndarray) -> np.ndarray:
+    """(NS, 256) stored levels 0..7 -> (NS, 96) bytes: hmask[32], qs[64]."""
+    ns = L.shape[0]
     hbit = (L >> 2).reshape(ns, 8, 32)                           # element 32k + l -> bit k of hmask[l]
     hmask = np.bitwise_or.reduce(hbit << np.arange(8, dtype=np.uint8)[None, :, None], axis=1).astype(np.uint8)
     low = (L & 3).reshape(ns, 2, 4, 32)                          # (s, half h, t, l)
     qs = (low[:, :, 0] | (low[:, :, 1] << 2) | (low[:, :, 2] << 4) | (low[:, :, 3] << 6)).reshape(ns, 64)
-    return np.concatenate([hmask, qs, packed, _f16_bytes(d)], axis=1).reshape(rows, -1)
+    return np.concatenate([hmask, qs], axis=1)
 
 
 def quantize_q4_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray:
     rows = x.shape[0]
     d, dmin, scales, L = _q45_k(x, importance, 15, "Q4_K")
-    ns = L.shape[0]
-    q = L.reshape(ns, 4, 2, 32)
-    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(ns, 128)
-    return np.concatenate([_f16_bytes(d), _f16_bytes(dmin), scales, qs], axis=1).reshape(rows, -1)
+    return np.concatenate([_f16_bytes(d), _f16_bytes(dmin), scales, _pack_q4_k_levels(L)], axis=1).reshape(rows, -1)
+
+
+def _pack_q4_k_levels(L: np.ndarray) -> np.ndarray:
+    """(NS, 256) levels 0..15 -> (NS, 128) bytes qs."""
+    q = L.reshape(L.shape[0], 4, 2, 32)
+    return (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(L.shape[0], 128)
 
 
 def quantize_q5_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray:
     rows = x.shape[0]
     d, dmin, scales, L = _q45_k(x, importance, 31, "Q5_K")
+    return np.concatenate([_f16_bytes(d), _f16_bytes(dmin), scales, _pack_q5_k_levels(L)], axis=1).reshape(rows, -1)
+
+
+def _pack_q5_k_levels(L: np.ndarray) -> np.ndarray:
+    """(NS, 256) levels 0..31 -> (NS, 160) bytes: qh[32], qs[128]."""
     ns = L.shape[0]
     q = L.reshape(ns, 4, 2, 32)                                  # (s, chunk c, half, l)
     qs = ((q[:, :, 0, :] & 0x0F) | ((q[:, :, 1, :] & 0x0F) << 4)).reshape(ns, 128)
     hi = (q >> 4).astype(np.uint8)                               # bit 4 of each level
     shifts = (2 * np.arange(4, dtype=np.uint8)[:, None] + np.arange(2, dtype=np.uint8)[None, :])
     qh = np.bitwise_or.reduce(hi << shifts[None, :, :, None], axis=(1, 2)).astype(np.uint8)
-    return np.concatenate([_f16_bytes(d), _f16_bytes(dmin), scales, qh, qs], axis=1).reshape(rows, -1)
+    return np.concatenate([qh, qs], axis=1)
 
 
 def quantize_q6_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray:
@@ -251,14 +266,20 @@ def quantize_q6_k(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
     L = np.where(live, (l + 32).astype(np.uint8), L)
     L = np.ascontiguousarray(L.T).reshape(ns, QK_K)
     L[zero] = 0
+    out = np.concatenate([_pack_q6_k_levels(L), sc.view(np.uint8), _f16_bytes(d)], axis=1)
+    return out.reshape(rows, -1)
+
+
+def _pack_q6_k_levels(L: np.ndarray) -> np.ndarray:
+    """(NS, 256) stored levels 0..63 -> (NS, 192) bytes: ql[128], qh[64]."""
+    ns = L.shape[0]
     q = L.reshape(ns, 2, 4, 32)                                  # (s, half h, quarter r, l)
     ql = np.empty((ns, 2, 2, 32), dtype=np.uint8)
     ql[:, :, 0, :] = (q[:, :, 0, :] & 0x0F) | ((q[:, :, 2, :] & 0x0F) << 4)
     ql[:, :, 1, :] = (q[:, :, 1, :] & 0x0F) | ((q[:, :, 3, :] & 0x0F) << 4)
     hi = q >> 4
     qh = hi[:, :, 0, :] | (hi[:, :, 1, :] << 2) | (hi[:, :, 2, :] << 4) | (hi[:, :, 3, :] << 6)
-    out = np.concatenate([ql.reshape(ns, 128), qh.reshape(ns, 64), sc.view(np.uint8), _f16_bytes(d)], axis=1)
-    return out.reshape(rows, -1)
+    return np.concatenate([ql.reshape(ns, 128), qh.reshape(ns, 64)], axis=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +292,7 @@ def _d_dmin(b: np.ndarray):
     return d, dmin
 
 
-def dequantize_q3_k(raw: np.ndarray) -> np.ndarray:
+def levels_q3_k(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 110)
     ns = b.shape[0]
     hm = b[:, 0:32]
@@ -280,37 +301,54 @@ def dequantize_q3_k(raw: np.ndarray) -> np.ndarray:
     d = b[:, 108:110].copy().view(np.float16).astype(F32)
     low = (qs >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3         # (s, h, t, l)
     hbit = (hm[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1        # (s, 4h + t, l)
-    q = (low.reshape(ns, 8, 32).astype(np.int8) + (hbit.astype(np.int8) << 2) - np.int8(4)).astype(F32)
-    y = (d * sc)[:, :, None] * q.reshape(ns, 16, 16)
-    return y.reshape(ns, QK_K)
+    q = low.reshape(ns, 8, 32).astype(np.int16) + (hbit.astype(np.int16) << 2) - 4
+    return Grid(q.reshape(ns, 16, 16), (d * sc)[:, :, None], None, -4, 3)
 
 
-def dequantize_q4_k(raw: np.ndarray) -> np.ndarray:
+def set_levels_q3_k(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 110).copy()
+    b[:, 0:96] = _pack_q3_k_levels((levels.reshape(-1, QK_K) + 4).astype(np.uint8))
+    return b
+
+
+def _levels_q45_k(b: np.ndarray, qbytes: np.ndarray, hi: int) -> Grid:
+    d, dmin = _d_dmin(b)
+    sc, m = _unpack_scale_min(b[:, 4:16])
+    # offset = -(dmin*m): scale*q + offset equals ggml's (d*sc)*q - dmin*m bit for bit
+    return Grid(qbytes, (d * sc.astype(F32))[:, :, None], -(dmin * m.astype(F32))[:, :, None], 0, hi)
+
+
+def levels_q4_k(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 144)
     ns = b.shape[0]
-    d, dmin = _d_dmin(b)
-    sc, m = _unpack_scale_min(b[:, 4:16])
     qs = b[:, 16:].reshape(ns, 4, 1, 32)
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(ns, 8, 32).astype(F32)
-    y = (d * sc.astype(F32))[:, :, None] * q - (dmin * m.astype(F32))[:, :, None]
-    return y.reshape(ns, QK_K)
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(ns, 8, 32).astype(np.int16)
+    return _levels_q45_k(b, q, 15)
 
 
-def dequantize_q5_k(raw: np.ndarray) -> np.ndarray:
+def set_levels_q4_k(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 144).copy()
+    b[:, 16:] = _pack_q4_k_levels(levels.reshape(-1, QK_K).astype(np.uint8))
+    return b
+
+
+def levels_q5_k(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 176)
     ns = b.shape[0]
-    d, dmin = _d_dmin(b)
-    sc, m = _unpack_scale_min(b[:, 4:16])
     qh = b[:, 16:48]
     qs = b[:, 48:].reshape(ns, 4, 1, 32)
     lo = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(ns, 8, 32)
     hi = ((qh[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4   # (ns, 8, 32)
-    q = (lo | hi).astype(F32)
-    y = (d * sc.astype(F32))[:, :, None] * q - (dmin * m.astype(F32))[:, :, None]
-    return y.reshape(ns, QK_K)
+    return _levels_q45_k(b, (lo | hi).astype(np.int16), 31)
 
 
-def dequantize_q6_k(raw: np.ndarray) -> np.ndarray:
+def set_levels_q5_k(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 176).copy()
+    b[:, 16:] = _pack_q5_k_levels(levels.reshape(-1, QK_K).astype(np.uint8))
+    return b
+
+
+def levels_q6_k(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 210)
     ns = b.shape[0]
     ql = b[:, 0:128].reshape(ns, 2, 2, 32)                      # (s, h, half, l)
@@ -319,6 +357,27 @@ def dequantize_q6_k(raw: np.ndarray) -> np.ndarray:
     d = b[:, 208:210].copy().view(np.float16).astype(F32)
     lo = np.concatenate([ql & 0x0F, ql >> 4], axis=2)          # quarters r = 0, 1, 2, 3
     hi = (qh >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3
-    q = ((lo | (hi << 4)).astype(np.int8) - np.int8(32)).astype(F32).reshape(ns, 16, 16)
-    y = (d * sc)[:, :, None] * q
-    return y.reshape(ns, QK_K)
+    q = (lo | (hi << 4)).astype(np.int16) - 32
+    return Grid(q.reshape(ns, 16, 16), (d * sc)[:, :, None], None, -32, 31)
+
+
+def set_levels_q6_k(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 210).copy()
+    b[:, 0:192] = _pack_q6_k_levels((levels.reshape(-1, QK_K) + 32).astype(np.uint8))
+    return b
+
+
+def dequantize_q3_k(raw: np.ndarray) -> np.ndarray:
+    return levels_q3_k(raw).values()
+
+
+def dequantize_q4_k(raw: np.ndarray) -> np.ndarray:
+    return levels_q4_k(raw).values()
+
+
+def dequantize_q5_k(raw: np.ndarray) -> np.ndarray:
+    return levels_q5_k(raw).values()
+
+
+def dequantize_q6_k(raw: np.ndarray) -> np.ndarray:
+    return levels_q6_k(raw).values()

@@ -24,9 +24,10 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from . import kquants, quants_legacy
+from .block_grid import Grid
 from .block_types import BLOCK_TYPES, row_bytes
 
-__all__ = ["QUANT_TYPES", "quantize", "dequantize"]
+__all__ = ["QUANT_TYPES", "GRID_TYPES", "quantize", "dequantize", "levels", "set_levels"]
 
 QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
@@ -87,6 +88,20 @@ _DEQUANTIZERS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q5_K": kquants.dequantize_q5_k,
     "Q6_K": kquants.dequantize_q6_k,
 }
+
+
+_GRIDS = {
+    "Q8_0": (quants_legacy.levels_q8_0, quants_legacy.set_levels_q8_0),
+    "Q4_0": (quants_legacy.levels_q4_0, quants_legacy.set_levels_q4_0),
+    "Q4_1": (quants_legacy.levels_q4_1, quants_legacy.set_levels_q4_1),
+    "Q5_0": (quants_legacy.levels_q5_0, quants_legacy.set_levels_q5_0),
+    "Q5_1": (quants_legacy.levels_q5_1, quants_legacy.set_levels_q5_1),
+    "Q3_K": (kquants.levels_q3_k, kquants.set_levels_q3_k),
+    "Q4_K": (kquants.levels_q4_k, kquants.set_levels_q4_k),
+    "Q5_K": (kquants.levels_q5_k, kquants.set_levels_q5_k),
+    "Q6_K": (kquants.levels_q6_k, kquants.set_levels_q6_k),
+}
+GRID_TYPES = tuple(_GRIDS)
 
 
 def _check_type(type_name: str) -> None:
@@ -181,3 +196,28 @@ def dequantize(raw: np.ndarray, type_name: str, n_cols: int) -> np.ndarray:
         return np.zeros((0, n_cols), dtype=np.float32)
     blocks = b.reshape(-1, BLOCK_TYPES[type_name].block_bytes)
     return np.ascontiguousarray(_DEQUANTIZERS[type_name](blocks), dtype=np.float32).reshape(-1, n_cols)
+
+
+def _row_blocks(raw: np.ndarray, type_name: str, n_cols: int) -> np.ndarray:
+    if type_name not in _GRIDS:
+        raise ValueError(f"[quantize] {type_name} has no level grid; expected one of {', '.join(GRID_TYPES)}")
+    rb = row_bytes(type_name, n_cols)
+    b = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+    if b.size % rb:
+        raise ValueError(f"[quantize] {b.size} bytes are not whole {type_name} rows of {n_cols} values ({rb} bytes)")
+    return b.reshape(-1, BLOCK_TYPES[type_name].block_bytes)
+
+
+def levels(raw: np.ndarray, type_name: str, n_cols: int) -> Grid:
+    """The grid of quantized rows (see block_grid.py): ``levels``/``scale``/``offset`` with NB = all
+    blocks of all rows in order, so ``grid.values().reshape(n_rows, n_cols) == dequantize(...)``."""
+    blocks = _row_blocks(raw, type_name, n_cols)
+    return _GRIDS[type_name][0](blocks)
+
+
+def set_levels(raw: np.ndarray, type_name: str, n_cols: int, new_levels: np.ndarray) -> np.ndarray:
+    """``raw`` (n_rows, row_bytes) with its levels replaced by ``new_levels`` (n_rows, n_cols) integers
+    within the type's [lo, hi]; scales and mins are kept."""
+    b = _row_blocks(raw, type_name, n_cols)
+    out = _GRIDS[type_name][1](b, np.asarray(new_levels).reshape(b.shape[0], -1))
+    return out.reshape(-1, row_bytes(type_name, n_cols))

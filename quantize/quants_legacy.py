@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from .block_grid import Grid
 from .quants_search import F32, make_qkx_quants, make_qx_quants, search_symmetric_int8, ssum
 
 QK = 32
@@ -120,10 +121,20 @@ def quantize_q8_0(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
     return out.reshape(rows, -1)
 
 
-def dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
+def levels_q8_0(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 34)
     d = b[:, :2].copy().view(np.float16).astype(F32)
-    return b[:, 2:].view(np.int8).astype(F32) * d
+    return Grid(b[:, 2:].view(np.int8).astype(np.int16)[:, None, :], d[:, :, None], None, -128, 127)
+
+
+def set_levels_q8_0(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 34).copy()
+    b[:, 2:] = levels.reshape(-1, QK).astype(np.int8).view(np.uint8)
+    return b
+
+
+def dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
+    return levels_q8_0(raw).values()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,18 +183,40 @@ def _unpack_qh(qh: np.ndarray) -> np.ndarray:
     return np.unpackbits(qh, axis=1, bitorder="little") << 4
 
 
-def dequantize_q4_0(raw: np.ndarray) -> np.ndarray:
+def levels_q4_0(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 18)
     d = b[:, :2].copy().view(np.float16).astype(F32)
-    q = _unpack_nibbles(b[:, 2:]).astype(np.int8) - np.int8(8)
-    return d * q.astype(F32)
+    q = _unpack_nibbles(b[:, 2:]).astype(np.int16) - 8
+    return Grid(q[:, None, :], d[:, :, None], None, -8, 7)
+
+
+def set_levels_q4_0(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 18).copy()
+    b[:, 2:] = _pack_nibbles((levels.reshape(-1, QK) + 8).astype(np.uint8))
+    return b
+
+
+def levels_q5_0(raw: np.ndarray) -> Grid:
+    b = raw.reshape(-1, 22)
+    d = b[:, :2].copy().view(np.float16).astype(F32)
+    q = (_unpack_nibbles(b[:, 6:]) | _unpack_qh(b[:, 2:6])).astype(np.int16) - 16
+    return Grid(q[:, None, :], d[:, :, None], None, -16, 15)
+
+
+def set_levels_q5_0(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 22).copy()
+    q = (levels.reshape(-1, QK) + 16).astype(np.uint8)
+    b[:, 2:6] = _pack_qh(q)
+    b[:, 6:] = _pack_nibbles(q)
+    return b
+
+
+def dequantize_q4_0(raw: np.ndarray) -> np.ndarray:
+    return levels_q4_0(raw).values()
 
 
 def dequantize_q5_0(raw: np.ndarray) -> np.ndarray:
-    b = raw.reshape(-1, 22)
-    d = b[:, :2].copy().view(np.float16).astype(F32)
-    q = (_unpack_nibbles(b[:, 6:]) | _unpack_qh(b[:, 2:6])).astype(np.int8) - np.int8(16)
-    return d * q.astype(F32)
+    return levels_q5_0(raw).values()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,16 +259,38 @@ def quantize_q5_1(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
                           axis=1).reshape(rows, -1)
 
 
-def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
+def levels_q4_1(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 20)
     d = b[:, 0:2].copy().view(np.float16).astype(F32)
     m = b[:, 2:4].copy().view(np.float16).astype(F32)
-    return d * _unpack_nibbles(b[:, 4:]).astype(F32) + m
+    return Grid(_unpack_nibbles(b[:, 4:]).astype(np.int16)[:, None, :], d[:, :, None], m[:, :, None], 0, 15)
 
 
-def dequantize_q5_1(raw: np.ndarray) -> np.ndarray:
+def set_levels_q4_1(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 20).copy()
+    b[:, 4:] = _pack_nibbles(levels.reshape(-1, QK).astype(np.uint8))
+    return b
+
+
+def levels_q5_1(raw: np.ndarray) -> Grid:
     b = raw.reshape(-1, 24)
     d = b[:, 0:2].copy().view(np.float16).astype(F32)
     m = b[:, 2:4].copy().view(np.float16).astype(F32)
-    q = _unpack_nibbles(b[:, 8:]) | _unpack_qh(b[:, 4:8])
-    return d * q.astype(F32) + m
+    q = (_unpack_nibbles(b[:, 8:]) | _unpack_qh(b[:, 4:8])).astype(np.int16)
+    return Grid(q[:, None, :], d[:, :, None], m[:, :, None], 0, 31)
+
+
+def set_levels_q5_1(raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 24).copy()
+    q = levels.reshape(-1, QK).astype(np.uint8)
+    b[:, 4:8] = _pack_qh(q)
+    b[:, 8:] = _pack_nibbles(q)
+    return b
+
+
+def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
+    return levels_q4_1(raw).values()
+
+
+def dequantize_q5_1(raw: np.ndarray) -> np.ndarray:
+    return levels_q5_1(raw).values()
