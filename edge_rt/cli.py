@@ -549,8 +549,9 @@ def _parse_types(value: Optional[str]) -> Optional[List[str]]:
     "mix under a size budget (--target-bpw / --target-size) chosen by measured per-tensor sensitivity.\n\n"
     "IN is a GGUF master (F32/F16/BF16) or a Hugging Face directory (config.json + *.safetensors). "
     "The master is first run on calibration text (default: a built-in held-out code sample) to record "
-    "per-column activation statistics, which weight the quantization error; they are saved next to OUT "
-    "(OUT.calib.npz) for reuse with --load-calib. Mixed precision also writes OUT.recipe.json, "
+    "per-column activation statistics, which weight the quantization error, and each matrix's input "
+    "second moments, with which levels are chosen by GPTQ error feedback (--no-gptq: nearest level); they "
+    "are saved next to OUT (OUT.calib.npz) for reuse with --load-calib. Mixed precision also writes OUT.recipe.json, "
     "OUT.tensor-types.txt (llama-quantize --tensor-type rules) and OUT.sensitivity.tsv. "
     "Progress and a summary go to stderr."))
 def quantize(
@@ -570,6 +571,8 @@ def quantize(
                                "tensor and type: most accurate, types x the cost) or proxy (no model run)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads for model runs."),
+    gptq: bool = typer.Option(True, "--gptq/--no-gptq", help="With calibration: choose levels by GPTQ error feedback "
+                              "on each matrix's input statistics (same scales and file format; lower output error)."),
 ) -> None:
     """Quantize a model to GGUF (help text above)."""
     with _user_errors():
@@ -584,11 +587,13 @@ def quantize(
             r = quantize_model(src, dst, qtype=qtype, target_bpw=target_bpw, target_bytes=target_bytes,
                                calib_text=calib, use_calib=not no_calib, load_calib=load_calib, save_calib=save_calib,
                                candidates=_parse_types(candidates) or DEFAULT_CANDIDATES, method=method, plot=plot,
-                               threads=threads, progress=_StageBars(stack))
+                               threads=threads, gptq=gptq, progress=_StageBars(stack))
         for n in r.notes:
             _err(f"note: {n}")
         if r.calib:
             _err(f"calibration: {r.calib}")
+        if r.rounding:
+            _err(f"rounding: {r.rounding}")
         total = r.tensor_bytes or 1
         typer.echo(_table(["type", "tensors", "parameters", "bytes", "share"],
                     [[t, v["tensors"], f"{v['params']:,}", _fmt_bytes(v["bytes"]), f"{100.0 * v['bytes'] / total:.1f}%"]

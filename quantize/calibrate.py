@@ -8,10 +8,17 @@ expert, so the counts are the expert's usage. From them:
 * ``importance(name)``: mean squared activation per input column, ``(n_cols,)`` or
   ``(n_expert, n_cols)`` -- the weights of an importance-weighted quantization error (llama.cpp's
   imatrix is the same statistic);
-* ``expert_usage(name)``: tokens routed to each expert.
+* ``expert_usage(name)``: tokens routed to each expert;
+* ``hessian(name[, expert])``: with ``gram=True``, the mean of ``x x^T`` over the tokens (the input
+  second-moment matrix, ``(n_cols, n_cols)``) that GPTQ rounding needs (quantize/gptq.py). The engine
+  records only the diagonal, so the full matrices come from the NumPy forward pass
+  (reference_forward.py) over the same windows; matrices that share an input (q/k/v, gate/up) share
+  one, and an expert's is blended with its layer's over all experts (``EXPERT_PRIOR_TOKENS``) so
+  that rarely used experts are not fitted to a handful of tokens.
 
-Stats are saved as ``.npz`` (``sum_sq/<tensor>``, ``count/<tensor>``, plus a JSON ``meta`` record that
-names the model and a hash of the text) so a later quantization reuses them without running the model.
+Stats are saved as ``.npz`` (``sum_sq/<tensor>``, ``count/<tensor>``, ``gram/<input>``,
+``gram_count/<input>``, plus a JSON ``meta`` record that names the model and a hash of the text and
+maps tensors to their input's matrix) so a later quantization reuses them without running the model.
 
 The default calibration text (``quantize/data/calibration.txt``) is held-out code of the embedded
 models' corpus (see tools/make_quant_texts.py), disjoint from the quantization benchmark's text.
@@ -32,6 +39,8 @@ from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError
 DEFAULT_CALIBRATION_TEXT = Path(__file__).resolve().parent / "data" / "calibration.txt"
 #: Tokens of calibration text used by default (16 windows of 256).
 DEFAULT_CALIB_TOKENS = 4096
+#: Weight of the layer-wide input matrix in an expert's, in tokens: H_e = (G_e + P*G/n) / (n_e + P).
+EXPERT_PRIOR_TOKENS = 64
 
 
 def read_text(path: Optional[Path]) -> str:
@@ -59,10 +68,58 @@ def token_windows(ids: Sequence[int], n_ctx: int, max_tokens: Optional[int] = No
 
 @dataclass
 class CalibStats:
-    """Per-tensor activation statistics: name -> (sum_sq float64, count int64)."""
+    """Per-tensor activation statistics: name -> (sum_sq float64, count int64); optionally the input
+    matrices: input key -> (sum of x x^T float64 (n, n) or (n_expert, n, n), count), and tensor name ->
+    input key in ``gram_alias``."""
 
     sums: Dict[str, Tuple[np.ndarray, np.ndarray]]
     meta: Dict[str, Any] = field(default_factory=dict)
+    gram: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    gram_alias: Dict[str, str] = field(default_factory=dict)
+
+    def gptq_factor(self, name: str, expert: Optional[int] = None) -> Optional[np.ndarray]:
+        """``gptq.inverse_cholesky(hessian(name, expert))``, cached for the tensor last asked about
+        (the sensitivity search encodes one tensor at every candidate type in a row)."""
+        cache = self.__dict__.setdefault("_factor_cache", {})
+        key = (self.gram_alias.get(name, name), expert)
+        if key not in cache:
+            if cache and next(iter(cache))[0] != key[0]:
+                cache.clear()
+            h = self.hessian(name, expert)
+            from .gptq import inverse_cholesky
+
+            cache[key] = None if h is None else inverse_cholesky(h)
+        return cache[key]
+
+    def has_hessian(self, name: str) -> bool:
+        return self.gram_alias.get(name, name) in self.gram
+
+    def hessian(self, name: str, expert: Optional[int] = None) -> Optional[np.ndarray]:
+        """Mean x x^T of the input of ``name`` (of ``expert`` for a 3-D expert tensor), float64, or None
+        when not recorded or never activated."""
+        key = self.gram_alias.get(name, name)
+        if key not in self.gram:
+            return None
+        g, c = self.gram[key]
+        c = np.asarray(c, dtype=np.float64).reshape(-1)
+        if g.ndim == 2:
+            if c[0] <= 0:
+                return None
+            h, n = g / c[0], float(c[0])
+        else:
+            total = float(c.sum())
+            if total <= 0:
+                return None
+            e = 0 if expert is None else int(expert)
+            h = (g[e] + EXPERT_PRIOR_TOKENS * (g.sum(axis=0) / total)) / (c[e] + EXPERT_PRIOR_TOKENS)
+            n = float(c[e]) + EXPERT_PRIOR_TOKENS
+        # Shrink toward the diagonal by n_cols / (n_cols + n): with fewer tokens than columns the
+        # off-diagonal part is mostly noise (rank-deficient), and GPTQ would push rounding error into
+        # the directions calibration never saw; the diagonal alone is importance-weighted rounding.
+        alpha = h.shape[0] / (h.shape[0] + n)
+        out = (1.0 - alpha) * h
+        out[np.diag_indices_from(out)] = np.diag(h)
+        return out
 
     def importance(self, name: str) -> Optional[np.ndarray]:
         """Mean squared input activation per column (float32), or None when not recorded. Columns of
@@ -96,7 +153,10 @@ class CalibStats:
         for name, (s, c) in self.sums.items():
             arrays[f"sum_sq/{name}"] = np.asarray(s, dtype=np.float64)
             arrays[f"count/{name}"] = np.asarray(c, dtype=np.int64)
-        arrays["meta"] = np.array(json.dumps(self.meta))
+        for key, (g, c) in self.gram.items():
+            arrays[f"gram/{key}"] = np.asarray(g, dtype=np.float64)
+            arrays[f"gram_count/{key}"] = np.asarray(c, dtype=np.int64)
+        arrays["meta"] = np.array(json.dumps(dict(self.meta, gram_alias=self.gram_alias)))
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:  # np.savez appends .npz to a str path without the suffix
             np.savez(f, **arrays)
@@ -118,8 +178,16 @@ class CalibStats:
                 if f"count/{name}" not in z.files:
                     raise ModelFormatError(f"[calibrate] {path}: 'count/{name}' is missing")
                 sums[name] = (z[k], z[f"count/{name}"])
+        gram: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        for k in z.files:
+            if k.startswith("gram/"):
+                key = k[len("gram/"):]
+                if f"gram_count/{key}" not in z.files:
+                    raise ModelFormatError(f"[calibrate] {path}: 'gram_count/{key}' is missing")
+                gram[key] = (z[k], z[f"gram_count/{key}"])
         meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-        return cls(sums, meta)
+        alias = meta.pop("gram_alias", {}) or {}
+        return cls(sums, meta, gram, {str(a): str(b) for a, b in alias.items()})
 
     def check_model(self, shapes: Dict[str, Tuple[int, ...]]) -> None:
         """Raise when the stats do not fit the model's tensors (wrong model)."""
@@ -131,6 +199,13 @@ class CalibStats:
                     raise ModelFormatError(
                         f"[calibrate] stats for tensor '{name}' have shape {tuple(np.shape(s))}, the model needs "
                         f"{want}: were they recorded on another model?")
+        for name, key in self.gram_alias.items():
+            if name in shapes and key in self.gram:
+                n = shapes[name][-1]
+                if np.shape(self.gram[key][0])[-2:] != (n, n):
+                    raise ModelFormatError(
+                        f"[calibrate] input matrix of tensor '{name}' has shape {np.shape(self.gram[key][0])}, "
+                        f"the model needs ({n}, {n}): were they recorded on another model?")
 
 
 def text_digest(text: str) -> str:
@@ -158,8 +233,41 @@ def collect(model: Any, windows: List[List[int]],
     return {k: (np.asarray(s, dtype=np.float64), np.asarray(c, dtype=np.int64)) for k, (s, c) in stats.items()}
 
 
+def gram_bytes(src: Any) -> int:
+    """Upper estimate of the memory the input matrices take (float64, one per distinct input: q/k/v and
+    gate/up counted once), to decide whether GPTQ calibration fits."""
+    from .rules import is_quantizable
+
+    seen = set()
+    total = 0
+    for t in src.tensors:
+        if not is_quantizable(t.name, t.shape) or t.name == "token_embd.weight":
+            continue
+        key = t.name.replace("attn_k.", "attn_q.").replace("attn_v.", "attn_q.").replace("_up", "_gate")
+        if key in seen:
+            continue
+        seen.add(key)
+        n = t.shape[-1]
+        total += 8 * n * n * (t.shape[0] if len(t.shape) == 3 else 1)
+    return total
+
+
+def collect_gram(model: Any, windows: List[List[int]],
+                 progress: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Dict[str, str]]:
+    """Run a NumpyModel on each window recording the input matrices; returns (gram, alias)."""
+    model.record_gram(True)
+    try:
+        for i, w in enumerate(windows):
+            model.logits(w)
+            if progress is not None:
+                progress(i + 1, len(windows))
+        return model.gram()
+    finally:
+        model.record_gram(False)
+
+
 def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[int] = None,
-              max_tokens: int = DEFAULT_CALIB_TOKENS,
+              max_tokens: int = DEFAULT_CALIB_TOKENS, gram: bool = False,
               progress: Optional[Callable[[int, int], None]] = None) -> CalibStats:
     """Record stats by running ``gguf_path`` on ``text`` (tokenized with its vocabulary).
 
@@ -169,8 +277,14 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
     (an older ``_core``) falls back to the NumPy forward pass of ``reference_forward`` built from
     ``src`` (the SourceModel; read from ``gguf_path`` if None). ``meta['runner']`` ('edge_rt' or
     'numpy') says which produced the stats, ``meta['runner_reason']`` why when it is 'numpy'; both are
-    saved with them."""
+    saved with them.
+
+    ``gram=True`` also records the input matrices for GPTQ with the NumPy forward pass over the same
+    windows (a second pass; the NumPy model holds the weights as float32). When that and the matrices
+    would not fit in the available memory, they are skipped and ``meta['gram_skipped']`` says why."""
     from ..model import load
+    from .gguf_io import read_gguf
+    from .reference_forward import NumpyModel
 
     runner = "edge_rt"
     why = None
@@ -178,20 +292,42 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
     if not hasattr(model, "record_activation_stats"):
         model.close()
         why = "the engine has no activation-statistics hook (Model.record_activation_stats)"
-        from .gguf_io import read_gguf
-        from .reference_forward import NumpyModel
-
-        model = NumpyModel(src if src is not None else read_gguf(gguf_path))
+        src = src if src is not None else read_gguf(gguf_path)
+        model = NumpyModel(src)
         runner = "numpy"
+    passes = 2 if gram else 1
+    step = (lambda d, n: progress(d, n * passes)) if progress else None
     with model as m:
         ids = m.tokenize(text, add_special=False)
         if not ids:
             raise InvalidArgumentError("[calibrate] the calibration text tokenizes to nothing")
         windows = token_windows(ids, m.n_ctx, max_tokens)
-        sums = collect(m, windows, progress)
+        sums = collect(m, windows, step)
     n = sum(len(w) for w in windows)
-    meta = {"model": str(gguf_path), "text_sha256_16": text_digest(text), "n_tokens": n,
-            "n_windows": len(windows), "runner": runner}
+    meta: Dict[str, Any] = {"model": str(gguf_path), "text_sha256_16": text_digest(text), "n_tokens": n,
+                            "n_windows": len(windows), "runner": runner}
     if why:
         meta["runner_reason"] = why
-    return CalibStats(sums, meta)
+    stats = CalibStats(sums, meta)
+    if gram:
+        src = src if src is not None else read_gguf(gguf_path)
+        need = gram_bytes(src) + 4 * src.n_params
+        avail = _available_memory()
+        if avail is not None and need > 0.8 * avail:
+            meta["gram_skipped"] = (f"the input matrices and float32 weights need {need / 2**30:.1f} GiB, "
+                                    f"{avail / 2**30:.1f} GiB are available")
+        else:
+            with NumpyModel(src) as nm:
+                after = (lambda d, k: progress(len(windows) + d, 2 * len(windows))) if progress else None
+                stats.gram, stats.gram_alias = collect_gram(nm, windows, after)
+            meta["gram_runner"] = "numpy"
+    return stats
+
+
+def _available_memory() -> Optional[int]:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # psutil missing or unsupported platform: do not block calibration on it
+        return None

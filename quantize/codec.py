@@ -54,8 +54,17 @@ def tensor_bytes(type_name: str, shape) -> int:
     return n // blk * nbytes
 
 
-def encode(data: np.ndarray, type_name: str, importance: Optional[np.ndarray] = None) -> np.ndarray:
-    """float32 (n_rows, n_cols) -> the array written to the file for ``type_name``."""
+def supports_gptq(type_name: str) -> bool:
+    """Whether :func:`encode` can round ``type_name`` by error feedback (quantize/gptq.py)."""
+    return _HAVE_OWN and type_name in getattr(_quants, "GRID_TYPES", ())
+
+
+def encode(data: np.ndarray, type_name: str, importance: Optional[np.ndarray] = None,
+           gptq_factor: Optional[np.ndarray] = None) -> np.ndarray:
+    """float32 (n_rows, n_cols) -> the array written to the file for ``type_name``.
+
+    ``gptq_factor``: ``gptq.inverse_cholesky(H)`` of the input matrix; given (and
+    ``supports_gptq(type_name)``), levels are chosen by GPTQ error feedback instead of rounding."""
     if type_name not in ALL_TYPES:
         raise UnsupportedTypeError(f"[quantize] unknown type {type_name!r}; expected one of {', '.join(ALL_TYPES)}")
     x = np.ascontiguousarray(data, dtype=np.float32)
@@ -63,6 +72,10 @@ def encode(data: np.ndarray, type_name: str, importance: Optional[np.ndarray] = 
         return x
     if type_name == "F16" and not _HAVE_OWN:
         return x.astype(np.float16)
+    if gptq_factor is not None and supports_gptq(type_name):
+        from .gptq import gptq_quantize
+
+        return gptq_quantize(x, None, type_name, importance, upper=gptq_factor)
     if _HAVE_OWN:
         return np.asarray(_quants.quantize(x, type_name, importance))
     return _standin_encode(x, type_name)

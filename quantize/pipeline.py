@@ -52,6 +52,7 @@ class QuantizeResult:
     outputs: Dict[str, Path] = field(default_factory=dict)
     predicted_kl: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    rounding: Optional[str] = None   # how levels were chosen: "GPTQ error feedback" or "nearest level"
 
     @property
     def bpw(self) -> float:
@@ -117,9 +118,12 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
                    calib_tokens: int = DEFAULT_CALIB_TOKENS, candidates: Sequence[str] = DEFAULT_CANDIDATES,
                    method: str = "calibrated", sens_tokens: int = DEFAULT_SENS_TOKENS,
                    load_sensitivity: Optional[Path] = None, report: bool = True, plot: Optional[Path] = None,
-                   threads: Optional[int] = None, backend: Optional[str] = None,
+                   threads: Optional[int] = None, backend: Optional[str] = None, gptq: bool = True,
                    progress: Optional[Progress] = None) -> QuantizeResult:
     """Quantize ``inp`` into ``out`` (one of ``qtype`` / ``target_bpw`` / ``target_bytes``).
+
+    ``gptq``: with calibration, record each matrix's input second moments and choose levels by GPTQ
+    error feedback (quantize/gptq.py) for every block type; the scales are the same search either way.
 
     Report files (mixed precision, ``report=True``) go next to ``out``: ``OUT.recipe.json``,
     ``OUT.tensor-types.txt`` (llama-quantize rules), ``OUT.sensitivity.tsv``, ``OUT.sensitivity.json``.
@@ -171,15 +175,20 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
             stats = CalibStats.load(load_calib)
             stats.check_model(shapes)
             calib_desc = f"loaded {load_calib} ({stats.meta.get('n_tokens', '?')} tokens)"
+            if gptq and not stats.gram and not float_out:
+                notes.append(f"GPTQ off: {load_calib} has no input matrices (recorded without GPTQ); "
+                             "calibrate again to use it")
         elif use_calib and not float_out:
             text = read_text(calib_text)
             try:
                 stats = calibrate(need_master(), text, src=src, threads=threads, max_tokens=calib_tokens,
-                                  progress=(lambda d, n: progress("calibrate", d, n, "")) if progress else None)
+                                  gram=gptq, progress=(lambda d, n: progress("calibrate", d, n, "")) if progress else None)
                 calib_desc = (f"{stats.meta['n_tokens']} tokens of {calib_text or 'the built-in held-out code sample'}"
                               f" on {'edge_rt' if stats.meta['runner'] == 'edge_rt' else 'the NumPy reference forward'}")
                 if stats.meta.get("runner_reason"):
                     notes.append(f"calibration ran on the NumPy reference forward: {stats.meta['runner_reason']}")
+                if stats.meta.get("gram_skipped"):
+                    notes.append(f"GPTQ off: {stats.meta['gram_skipped']}")
                 if save_calib is None:
                     save_calib = out.with_name(out.name + ".calib.npz")
                 stats.save(save_calib)
@@ -189,6 +198,9 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
                     raise
                 msg = " ".join(str(e).split())
                 notes.append(f"no calibration statistics ({msg}); quantizing without importance weights")
+        if stats is not None and not gptq:
+            stats.gram, stats.gram_alias = {}, {}
+        rounding = "GPTQ error feedback" if stats is not None and stats.gram else "nearest level"
         if mixed and text is None:
             text = read_text(calib_text)
         stage_s["calibrate"] = time.perf_counter() - t0
@@ -266,7 +278,7 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
         row["bytes"] += b
     res = QuantizeResult(out=out, file_size=size, n_params=src.n_params, tensor_bytes=tbytes, types=types,
                          per_type=per_type, seconds=time.perf_counter() - t_start, stage_seconds=stage_s,
-                         calib=calib_desc, notes=notes)
+                         calib=calib_desc, notes=notes, rounding=rounding if not float_out else None)
     if mixed and sens is not None:
         from .mixed import predicted_kl, write_recipe, write_rules, write_sensitivity_table
 

@@ -9,6 +9,10 @@ and it is the independent reference the engine's statistics are checked against
     weight name -> (sum_sq float64 (ne0,), count int64 (1,))             for 2-D weights
     weight name -> (sum_sq float64 (n_expert, ne0), count int64 (n_expert,)) for expert tensors
 
+It also records what the engine does not: the full input matrices ``sum x x^T`` for GPTQ
+(``record_gram`` / ``gram``), one per distinct input (the matrices fed the same activations, q/k/v
+or gate/up, share the first one's: ``alias`` maps every weight to it), per expert for expert tensors.
+
 Numerics follow llama.cpp's ``llama``/``qwen2``/``qwen3`` (+ ``qwen2moe``/``qwen3moe``) graphs in
 float32: RMSNorm, RoPE (adjacent pairs for llama, NEOX halves for Qwen), GQA causal attention, SwiGLU;
 MoE: softmax router -> top-k -> weights renormalised (llama/Mixtral and qwen3moe; not qwen2moe), and
@@ -58,6 +62,10 @@ class NumpyModel:
         self._tok = Tokenizer.from_metadata(md)
         self._rec = False
         self._stats: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._gram_on = False
+        self._gram: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._gram_alias: Dict[str, str] = {}
+        self._gram_last: Optional[Tuple[np.ndarray, str]] = None
         self._trace = False
         self._routing: List[np.ndarray] = []   # per evaluated window: (T, n_layer, n_expert) float32
         self._layer_probs: List[np.ndarray] = []
@@ -73,6 +81,16 @@ class NumpyModel:
 
     def activation_stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
         return {k: (s.copy(), c.copy()) for k, (s, c) in self._stats.items()}
+
+    def record_gram(self, enabled: bool) -> None:
+        if enabled:
+            self._gram, self._gram_alias = {}, {}
+        self._gram_on = bool(enabled)
+        self._gram_last = None
+
+    def gram(self) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Dict[str, str]]:
+        """(input key -> (sum x x^T float64 (n, n) or (n_expert, n, n), count int64), weight -> key)."""
+        return {k: (g.copy(), c.copy()) for k, (g, c) in self._gram.items()}, dict(self._gram_alias)
 
     def record_routing(self, enabled: bool) -> None:
         if enabled:
@@ -97,6 +115,8 @@ class NumpyModel:
 
     # ---- forward ------------------------------------------------------------------------------------
     def _record(self, name: str, x: np.ndarray, expert: Optional[int] = None) -> None:
+        if self._gram_on:
+            self._record_gram(name, x, expert)
         if not self._rec:
             return
         sq = (x.astype(np.float64) ** 2).sum(axis=0)
@@ -108,6 +128,25 @@ class NumpyModel:
             s, c = self._stats.setdefault(name, (np.zeros((self.n_expert, x.shape[1])),
                                                  np.zeros(self.n_expert, np.int64)))
             s[expert] += sq
+            c[expert] += x.shape[0]
+
+    def _record_gram(self, name: str, x: np.ndarray, expert: Optional[int]) -> None:
+        last = self._gram_last
+        if last is not None and last[0] is x:          # same activations as the previous matmul
+            self._gram_alias.setdefault(name, last[1])
+            return
+        key = self._gram_alias.setdefault(name, name)
+        self._gram_last = (x, key)
+        x64 = x.astype(np.float64)
+        g = x64.T @ x64
+        n = x.shape[1]
+        if expert is None:
+            acc, c = self._gram.setdefault(key, (np.zeros((n, n)), np.zeros(1, np.int64)))
+            acc += g
+            c += x.shape[0]
+        else:
+            acc, c = self._gram.setdefault(key, (np.zeros((self.n_expert, n, n)), np.zeros(self.n_expert, np.int64)))
+            acc[expert] += g
             c[expert] += x.shape[0]
 
     def _mm(self, name: str, x: np.ndarray) -> np.ndarray:

@@ -10,11 +10,13 @@ pair. Four methods, trading cost for accuracy:
   other types by an importance-weighted weight error::
 
       dKL(t, T) ~= dKL(t, T0) * E(t, T) / E(t, T0),
-      E(t, T) = sum_rows sum_cols imp[col] * (W - deq(q_T(W)))^2   (per expert, weighted by its usage)
+      E(t, T) = sum_rows D H D^T,  D = deq(q_T(W)) - W   (per expert, weighted by its usage)
 
-  ``imp`` is the calibration's mean squared input activation per column, so ``E`` is the expected
-  squared error of the matmul's output per token; for small perturbations the KL is quadratic in
-  that error, hence linear in ``E``. One model run per tensor instead of one per pair;
+  ``H`` is the calibration's input second-moment matrix (its diagonal, the mean squared input per
+  column, when only that was recorded), so ``E`` is the expected squared error of the matmul's
+  output per token; for small perturbations the KL is quadratic in that error, hence linear in
+  ``E``. The full matrix matters with GPTQ rounding, which lowers ``D H D^T`` while the diagonal
+  part alone can grow. One model run per tensor instead of one per pair;
 * ``fitted`` -- ``calibrated``, then the ``FIT_TENSORS`` tensors with the largest measured dKL(t, T0)
   are measured at every other candidate type too, and each type's prediction for the other tensors
   is multiplied by that type's sum measured / sum predicted over them (the fitted tensors keep their
@@ -45,7 +47,7 @@ import numpy as np
 
 from ..errors import EdgeRTError, InvalidArgumentError
 from .calibrate import CalibStats
-from .codec import encode, decode, tensor_bytes
+from .codec import decode, encode, supports_gptq, tensor_bytes
 from .gguf_io import SourceModel, SourceTensor, write_gguf
 from .rules import FILE_TYPE, fits, float_type, is_quantizable
 
@@ -106,31 +108,39 @@ def _encode_tensor(t: SourceTensor, type_name: str, stats: Optional[CalibStats],
     if x.ndim == 1:
         return encode(x.reshape(1, -1), type_name).reshape(-1) if type_name in ("F32", "F16") else \
             encode(x.reshape(1, -1), type_name)
+    gptq = stats is not None and stats.has_hessian(t.name) and supports_gptq(type_name)
     if x.ndim == 3:
-        parts = [encode(x[e], type_name, None if imp is None else (imp[e] if imp.ndim == 2 else imp))
+        parts = [encode(x[e], type_name, None if imp is None else (imp[e] if imp.ndim == 2 else imp),
+                        stats.gptq_factor(t.name, e) if gptq else None)
                  for e in range(x.shape[0])]
         return np.stack(parts)
-    return encode(x, type_name, imp)
+    return encode(x, type_name, imp, stats.gptq_factor(t.name) if gptq else None)
 
 
 def weighted_error(t: SourceTensor, x: np.ndarray, type_name: str, stats: Optional[CalibStats],
                    raw: Optional[np.ndarray] = None) -> float:
-    """E(t, T): importance-weighted squared error summed over the tensor (experts weighted by usage)."""
+    """E(t, T): the expected squared error of the matmul's output per token, summed over output rows
+    (experts weighted by usage): ``sum D H D^T`` with ``H`` the input matrix when calibration recorded
+    it, else its diagonal (the importance), else the plain squared weight error."""
     if raw is None:
         raw = encode_tensor(t, type_name, stats, x)
     imp = importance_of(stats, t)
+    full = stats is not None and stats.has_hessian(t.name)
+
+    def err(d: np.ndarray, expert: Optional[int]) -> float:
+        d = d.astype(np.float64)
+        h = stats.hessian(t.name, expert) if full else None
+        if h is not None:
+            return float(np.einsum("ij,ij->", d @ h, d))
+        im = np.ones(x.shape[-1]) if imp is None else (imp if imp.ndim == 1 else imp[expert])
+        return float((d ** 2 @ im).sum())
+
     if x.ndim == 3:
         usage = stats.expert_usage(t.name) if stats is not None else None
         w_e = (usage / max(usage.sum(), 1)) * x.shape[0] if usage is not None else np.ones(x.shape[0])
-        total = 0.0
-        for e in range(x.shape[0]):
-            d = decode(raw[e], type_name, x.shape[-1]) - x[e]
-            im = np.ones(x.shape[-1]) if imp is None else (imp[e] if imp.ndim == 2 else imp)
-            total += float(w_e[e]) * float((d.astype(np.float64) ** 2 @ im).sum())
-        return total
-    d = decode(raw, type_name, x.shape[-1]) - x
-    im = np.ones(x.shape[-1]) if imp is None else imp
-    return float((d.astype(np.float64) ** 2 @ im).sum())
+        return sum(float(w_e[e]) * err(decode(raw[e], type_name, x.shape[-1]) - x[e], e)
+                   for e in range(x.shape[0]))
+    return err(decode(raw, type_name, x.shape[-1]) - x, None)
 
 
 def searchable(src: SourceModel) -> List[SourceTensor]:
