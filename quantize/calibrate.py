@@ -171,20 +171,18 @@ class CalibStats:
             raise InvalidArgumentError(f"[calibrate] calibration stats not found: {path}") from None
         except Exception as e:
             raise ModelFormatError(f"[calibrate] {path} is not a calibration .npz: {e}") from e
-        sums: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
-        for k in z.files:
-            if k.startswith("sum_sq/"):
-                name = k[len("sum_sq/"):]
-                if f"count/{name}" not in z.files:
-                    raise ModelFormatError(f"[calibrate] {path}: 'count/{name}' is missing")
-                sums[name] = (z[k], z[f"count/{name}"])
-        gram: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
-        for k in z.files:
-            if k.startswith("gram/"):
-                key = k[len("gram/"):]
-                if f"gram_count/{key}" not in z.files:
-                    raise ModelFormatError(f"[calibrate] {path}: 'gram_count/{key}' is missing")
-                gram[key] = (z[k], z[f"gram_count/{key}"])
+
+        def pairs(values: str, counts: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+            out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+            for k in z.files:
+                if k.startswith(values):
+                    name = k[len(values):]
+                    if counts + name not in z.files:
+                        raise ModelFormatError(f"[calibrate] {path}: '{counts}{name}' is missing")
+                    out[name] = (z[k], z[counts + name])
+            return out
+
+        sums, gram = pairs("sum_sq/", "count/"), pairs("gram/", "gram_count/")
         meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
         alias = meta.pop("gram_alias", {}) or {}
         return cls(sums, meta, gram, {str(a): str(b) for a, b in alias.items()})

@@ -56,13 +56,29 @@ def inverse_cholesky(hessian: np.ndarray, damp: float = DAMP) -> np.ndarray:
     eye = np.eye(h.shape[0])
     for lam in (damp, damp * 10, damp * 100, 1.0):
         try:
-            lower = np.linalg.cholesky(h + lam * mean * eye)
+            # H = R R^T with R upper (Cholesky of H with rows and columns reversed), so
+            # H^-1 = R^-T R^-1 and U = R^-1 is the upper factor: one factorisation, one triangular inverse.
+            r = np.linalg.cholesky((h + lam * mean * eye)[::-1, ::-1])[::-1, ::-1]
         except np.linalg.LinAlgError:
             continue
-        inv_lower = np.linalg.solve(lower, eye)              # L^-1; H^-1 = L^-T L^-1
-        hinv = inv_lower.T @ inv_lower
-        return np.linalg.cholesky(hinv).T
+        return _upper_inverse(np.ascontiguousarray(r))
     raise ValueError("[gptq] hessian is not positive definite even with damping")
+
+
+def _upper_inverse(r: np.ndarray) -> np.ndarray:
+    """Inverse of an upper-triangular matrix by 2x2 block recursion (matrix products do the work):
+    [[A, B], [0, C]]^-1 = [[A^-1, -A^-1 B C^-1], [0, C^-1]]."""
+    n = r.shape[0]
+    if n <= 256:
+        return np.triu(np.linalg.inv(r))
+    m = n // 2
+    ai = _upper_inverse(r[:m, :m])
+    ci = _upper_inverse(r[m:, m:])
+    out = np.zeros_like(r)
+    out[:m, :m] = ai
+    out[m:, m:] = ci
+    out[:m, m:] = -(ai @ r[:m, m:]) @ ci
+    return out
 
 
 def gptq_quantize(w: np.ndarray, hessian: Optional[np.ndarray], type_name: str, importance: Optional[np.ndarray] = None,

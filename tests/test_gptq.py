@@ -189,3 +189,24 @@ def test_cli_gptq_default_no_gptq_and_moe_with_an_unused_expert(tmp_path: Path) 
     r = invoke("quantize", d, tmp_path / "again.gguf", "--type", "Q4_K", "--load-calib", saved)
     assert r.exit_code == 0, r.output
     assert "GPTQ off" in r.stderr and "rounding: nearest level" in r.stderr
+
+
+def test_gptq_skipped_with_a_note_when_memory_is_short(tmp_path: Path, monkeypatch) -> None:
+    import edge_rt.quantize.calibrate as calibrate_mod
+    from edge_rt.quantize.pipeline import quantize_model
+
+    master = ROOT / "models" / "tiny-code-dense-f16.gguf"
+    src = read_gguf(master)
+    # estimate: one matrix per distinct input (q/k/v and gate/up shared), float64
+    n = src.metadata()["llama.embedding_length"]
+    ff = src.metadata()["llama.feed_forward_length"]
+    layers = src.metadata()["llama.block_count"]
+    has_head = any(t.name == "output.weight" for t in src.tensors)
+    want = 8 * (layers * (3 * n * n + ff * ff) + (n * n if has_head else 0))
+    assert calibrate_mod.gram_bytes(src) == want
+    monkeypatch.setattr(calibrate_mod, "_available_memory", lambda: want // 2)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(TEXT)
+    r = quantize_model(master, tmp_path / "q.gguf", qtype="Q4_0", calib_text=calib, threads=2)
+    assert r.rounding == "nearest level"
+    assert any(n.startswith("GPTQ off: the input matrices and float32 weights need") for n in r.notes), r.notes
