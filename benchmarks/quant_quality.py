@@ -19,7 +19,8 @@ For each trained F16 master (models/tiny-code-dense-f16.gguf, models/tiny-code-m
 Logits, calibration statistics and sensitivity runs: edge_rt for both models (the engine runs the MoE
 model and records per-expert statistics); llama.cpp only quantizes its own two files. Candidate
 types: the toolchain's defaults (Q3_K Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q8_0); an ablation repeats the
-two target-size searches without Q5_K. Targets: at Q4_0's size KL <= 0.5x Q4_0's, at Q4_K_M's size
+two target-size searches without Q5_K, another writes uniform Q4_0/Q4_K and the calibrated Q4_0-size
+mix with nearest-level rounding instead of GPTQ (``gptq=False``). Targets: at Q4_0's size KL <= 0.5x Q4_0's, at Q4_K_M's size
 KL <= 0.8x Q4_K_M's.
 
 With the methods compared (the default), it validates the calibrated and fitted predictions against the
@@ -175,6 +176,18 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
                            load_sensitivity=no_q5k, threads=threads, backend=backend)
         files[f"ablation: mix {lab} without Q5_K"] = {**evaluate(r.out), "predicted_kl": r.predicted_kl}
 
+    # ablation: nearest-level rounding instead of GPTQ (same calibration, same scale searches): the
+    # uniform Q4_0 / Q4_K files and the toolchain-default (calibrated) mix at Q4_0 size
+    for ty in ("Q4_0", "Q4_K"):
+        r = quantize_model(master, out / f"{kind}-ert-{ty}-nearest.gguf", qtype=ty, load_calib=calib,
+                           threads=threads, gptq=False)
+        files[f"ablation: {ty} (uniform), nearest level"] = evaluate(r.out)
+    r = quantize_model(master, out / f"{kind}-mix-calibrated-nearest-q4_0size.gguf", target_bytes=targets["at Q4_0 size"],
+                       load_calib=calib, threads=threads, backend=backend, method="calibrated",
+                       sens_tokens=sens_tokens, gptq=False)
+    files["ablation: calibrated mix at Q4_0 size, nearest level"] = {**evaluate(r.out), "predicted_kl": r.predicted_kl}
+    log(kind, "nearest-level ablation done")
+
     q40, q4km = files["llama.cpp Q4_0"], files["llama.cpp Q4_K_M"]
     m40, m4km = files["edge_rt mix at Q4_0 size"], files["edge_rt mix at Q4_K_M size"]
     res["ratio_kl_at_q4_0"] = m40["kl_mean"] / q40["kl_mean"]
@@ -182,6 +195,10 @@ def run_model(kind: str, master: Path, out: Path, n_windows: int, threads: int, 
     res["ratio_kl_by_sensitivity"] = {m: {"at Q4_0 size": files[label(m, "at Q4_0 size")]["kl_mean"] / q40["kl_mean"],
                                           "at Q4_K_M size": files[label(m, "at Q4_K_M size")]["kl_mean"] / q4km["kl_mean"]}
                                       for m in methods}
+    res["ratio_kl_nearest_level"] = {
+        k: files[f"ablation: {k}"]["kl_mean"] / q40["kl_mean"]
+        for k in ("Q4_0 (uniform), nearest level", "Q4_K (uniform), nearest level", "calibrated mix at Q4_0 size, nearest level")}
+    res["ratio_kl_gptq_uniform"] = {ty: files[f"edge_rt {ty} (uniform)"]["kl_mean"] / q40["kl_mean"] for ty in ("Q4_0", "Q4_K")}
     res["ratio_kl_without_q5_k"] = {
         "at Q4_0 size": files["ablation: mix at Q4_0 size without Q5_K"]["kl_mean"] / q40["kl_mean"],
         "at Q4_K_M size": files["ablation: mix at Q4_K_M size without Q5_K"]["kl_mean"] / q4km["kl_mean"]}
@@ -306,6 +323,8 @@ def main() -> None:
         print("KL ratios by sensitivity method:",
               {m: {k: round(v, 3) for k, v in d.items()} for m, d in res["ratio_kl_by_sensitivity"].items()})
         print("KL ratios of the ablation without Q5_K:", {k: round(v, 3) for k, v in res["ratio_kl_without_q5_k"].items()})
+        print("KL / llama.cpp Q4_0's, GPTQ uniform:", {k: round(v, 3) for k, v in res["ratio_kl_gptq_uniform"].items()},
+              "nearest-level ablation:", {k: round(v, 3) for k, v in res["ratio_kl_nearest_level"].items()})
         print("seconds per million parameters:", {k: round(v, 2) for k, v in res["s_per_mparam"].items()})
         if "validation" in res:
             print("sensitivity validation:", res["validation"])
