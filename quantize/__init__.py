@@ -1,8 +1,17 @@
 """edge_rt.quantize: the quantization toolchain (installed from the top-level ``quantize/`` folder).
 
-The calibrated, mixed-precision GGUF exporter and the integer-only ONNX exporter land here (see the
-project's quantization issue). Today the package provides the GGUF block-type table shared by the
-toolchain and the tests, and the block quantizers (``quantize`` / ``dequantize``, quants.py).
+``edge-rt quantize`` / :func:`pipeline.quantize_model` drive it. Modules, in the order a model goes
+through them:
+
+* gguf_io.py, safetensors_io.py -- read GGUF masters and Hugging Face checkpoints, write GGUF;
+  rules.py -- llama-quantize's per-tensor type rules; block_types.py, codec.py -- the type table and
+  the one encode/decode entry point;
+* calibrate.py (+ reference_forward.py) -- per-column activation statistics on the engine, and each
+  matrix's input second moments for GPTQ from the NumPy forward pass;
+* quants.py (quants_legacy.py, kquants.py, quants_search.py, block_grid.py) -- the block quantizers,
+  bit-exact with ggml's, and each type's level grid; gptq.py -- error-feedback rounding on that grid;
+* sensitivity.py, mixed.py -- per-tensor sensitivity and the type search under a byte budget;
+* evaluate.py -- perplexity, KL divergence and top-1 agreement against a reference.
 """
 
 from __future__ import annotations
