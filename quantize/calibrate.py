@@ -232,12 +232,13 @@ def collect(model: Any, windows: List[List[int]],
 
 
 def gram_bytes(src: Any) -> int:
-    """Upper estimate of the memory the input matrices take (float64, one per distinct input: q/k/v and
-    gate/up counted once), to decide whether GPTQ calibration fits."""
+    """Upper estimate of the memory GPTQ needs for input matrices (float64, one per distinct input: q/k/v
+    and gate/up counted once), plus the inverse factors ``gptq_factor`` caches for one tensor (one per
+    expert), to decide whether GPTQ calibration fits."""
     from .rules import is_quantizable
 
     seen = set()
-    total = 0
+    total = largest = 0
     for t in src.tensors:
         if not is_quantizable(t.name, t.shape) or t.name == "token_embd.weight":
             continue
@@ -246,8 +247,10 @@ def gram_bytes(src: Any) -> int:
             continue
         seen.add(key)
         n = t.shape[-1]
-        total += 8 * n * n * (t.shape[0] if len(t.shape) == 3 else 1)
-    return total
+        size = 8 * n * n * (t.shape[0] if len(t.shape) == 3 else 1)
+        total += size
+        largest = max(largest, size)
+    return total + largest
 
 
 def collect_gram(model: Any, windows: List[List[int]],
