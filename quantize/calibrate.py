@@ -221,10 +221,7 @@ def collect(model: Any, windows: List[List[int]],
                           "(Model.record_activation_stats is missing); update edge_rt or pass --no-calib")
     model.record_activation_stats(True)
     try:
-        for i, w in enumerate(windows):
-            model.logits(w)
-            if progress is not None:
-                progress(i + 1, len(windows))
+        _run_windows(model, windows, progress)
         stats = model.activation_stats()
     finally:
         model.record_activation_stats(False)
@@ -253,15 +250,19 @@ def gram_bytes(src: Any) -> int:
     return total + largest
 
 
+def _run_windows(model: Any, windows: List[List[int]], progress: Optional[Callable[[int, int], None]]) -> None:
+    for i, w in enumerate(windows):
+        model.logits(w)
+        if progress is not None:
+            progress(i + 1, len(windows))
+
+
 def collect_gram(model: Any, windows: List[List[int]],
                  progress: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Dict[str, str]]:
     """Run a NumpyModel on each window recording the input matrices; returns (gram, alias)."""
     model.record_gram(True)
     try:
-        for i, w in enumerate(windows):
-            model.logits(w)
-            if progress is not None:
-                progress(i + 1, len(windows))
+        _run_windows(model, windows, progress)
         return model.gram()
     finally:
         model.record_gram(False)
