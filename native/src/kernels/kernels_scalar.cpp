@@ -406,21 +406,27 @@ float dot_q4_K(int64_t n, const void* w, const void* a) {
     return s;
 }
 
-// Q3_K: d*dy*sum_j s[j]*dot_j(q, qy) over the 16 groups of 16, summed as exact integers first.
-float dot_q3_K(int64_t n, const void* w, const void* a) {
-    const auto* x = static_cast<const BlockQ3_K*>(w);
-    const auto* y = static_cast<const BlockQ8_K*>(a);
+// Super-blocks of 16 groups of 16 with one signed scale per group (Q3_K, Q6_K):
+// d*dy*sum_g scale(g)*dot_g(q, qy), summed as exact integers first.
+template <class Block, class Scale, class Value>
+float dot_16_groups(int64_t n, const Block* x, const BlockQ8_K* y, Scale scale, Value value) {
     float s = 0.f;
     for (int64_t b = 0; b < n / QK_K; ++b) {
         int32_t sumi = 0;
         for (int g = 0; g < QK_K / 16; ++g) {
             int dg = 0;
-            for (int l = 0; l < 16; ++l) dg += q3k_value(x[b], 16 * g + l) * y[b].qs[16 * g + l];
-            sumi += q3k_scale(x[b].scales, g) * dg;
+            for (int l = 0; l < 16; ++l) dg += value(x[b], 16 * g + l) * y[b].qs[16 * g + l];
+            sumi += scale(x[b], g) * dg;
         }
         s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi;
     }
     return s;
+}
+
+float dot_q3_K(int64_t n, const void* w, const void* a) {
+    return dot_16_groups(
+        n, static_cast<const BlockQ3_K*>(w), static_cast<const BlockQ8_K*>(a),
+        [](const BlockQ3_K& x, int g) { return q3k_scale(x.scales, g); }, q3k_value);
 }
 
 // Q5_K: as Q4_K with 5-bit q: d*dy*sum_j sc[j]*dot_j(q, qy) - dmin*dy*sum_j m[j]*(bsums[2j] + bsums[2j+1]).
@@ -445,19 +451,9 @@ float dot_q5_K(int64_t n, const void* w, const void* a) {
 }
 
 float dot_q6_K(int64_t n, const void* w, const void* a) {
-    const auto* x = static_cast<const BlockQ6_K*>(w);
-    const auto* y = static_cast<const BlockQ8_K*>(a);
-    float s = 0.f;
-    for (int64_t b = 0; b < n / QK_K; ++b) {
-        int32_t sumi = 0;
-        for (int g = 0; g < QK_K / 16; ++g) {
-            int dg = 0;
-            for (int j = 0; j < 16; ++j) dg += q6k_value(x[b], 16 * g + j) * y[b].qs[16 * g + j];
-            sumi += x[b].scales[g] * dg;
-        }
-        s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi;
-    }
-    return s;
+    return dot_16_groups(
+        n, static_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(a),
+        [](const BlockQ6_K& x, int g) { return (int)x.scales[g]; }, q6k_value);
 }
 
 // ---------------------------------------------------------------- table
