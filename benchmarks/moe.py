@@ -13,7 +13,9 @@ Part ``tiny`` -- prediction quality and cache policy on a trained model and real
 - Text: ``benchmarks/data/quant_eval.txt`` tokenized with the model's tokenizer; ``--tiny-tokens``
   tokens in windows of ``n_ctx`` (the model's 256-token training context), teacher forced one token
   at a time (``generate_tokens(text[:i+1], max_tokens=1)``: each call evaluates one new token).
-- Runs: expert_prefetch off / same / next / both x expert_policy lru / lfu, interleaved, ``--tiny-reps``
+- Runs: expert_prefetch off / same / next / both (layers' routers) and next / both with the fitted
+  next-layer predictor (``+fit``: the sidecar shipped next to the master, made by ``edge-rt fit-predictor``
+  from quantize/data/calibration.txt, disjoint from this text) x expert_policy lru / lfu, interleaved, ``--tiny-reps``
   repetitions, each a fresh cold load (page cache dropped). Reported: hit rate, per-layer precision and
   recall of same-layer and next-layer prediction (from ``Model.expert_stats``), decode tokens/s.
 
@@ -64,7 +66,11 @@ from decode_vs_llamacpp import machine_info  # noqa: E402
 from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # noqa: E402
                        odirect_read_bandwidth, other_load, proc_status, run_worker)
 
-MODES = ("off", "same", "next", "both")
+# Tiny part: prefetch modes; "+fit" runs next-layer prediction with the fitted predictor shipped next to
+# the trained master (models/tiny-code-moe-f16.gguf.predictor.gguf, `edge-rt fit-predictor`, fitted on
+# quantize/data/calibration.txt), the others with the routers (expert_predictor=None).
+MODES = ("off", "same", "next", "both", "next+fit", "both+fit")
+FITTED_PREDICTOR = ROOT / "models" / "tiny-code-moe-f16.gguf.predictor.gguf"
 DEFAULT_POLICY = "lfu"  # the engine's default expert policy
 
 
@@ -104,8 +110,10 @@ def tiny_run(path: Path, budget: int, cache: int, policy: str, mode: str, window
     import edge_rt
 
     drop_caches()
+    prefetch, _, fit = mode.partition("+")
     m = edge_rt.load(path, threads=threads, n_ctx=n_ctx, mem_budget=budget, expert_cache=cache,
-                     expert_policy=policy, expert_prefetch=mode, expert_prediction_width=width)
+                     expert_policy=policy, expert_prefetch=prefetch, expert_prediction_width=width,
+                     expert_predictor=FITTED_PREDICTOR if fit else None)
     n = 0
     t0 = time.perf_counter()
     for w in windows:
@@ -202,7 +210,7 @@ def bench_tiny_one(a: argparse.Namespace, path: Path, info: Dict[str, Any], eb: 
         # per-layer prediction quality: routing (and so predictions) do not depend on timing; take the
         # first repetition's LRU runs (same-only, next-only and both)
         layers: Dict[str, Any] = {}
-        for mode in ("same", "next", "both"):
+        for mode in ("same", "next", "both", "next+fit", "both+fit"):
             r = next(r for r in runs if r["policy"] == "lru" and r["mode"] == mode)
             layers[mode] = r["expert_stats"]["layers"]
         agg: Dict[str, Any] = {}
@@ -463,16 +471,19 @@ def markdown(report: Dict[str, Any]) -> str:
             if m["cache_fraction"] != tiny["models"][0]["cache_fraction"]:
                 L.append("")
                 continue
-            L += ["", "Per-layer prediction (LRU; same-layer from the `same` run, next-layer from the `next` run; "
-                  "precision = correct / predicted, recall = correct / needed):", "",
-                  "| layer | uses | same-layer precision | same-layer recall | next-layer precision | next-layer recall |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-            for i, (ls, ln) in enumerate(zip(m["layers"]["same"], m["layers"]["next"])):
+            L += ["", "Per-layer prediction (LRU; same-layer from the `same` run, next-layer from the `next` run (router) "
+                  "and the `next+fit` run (fitted predictor); precision = correct / predicted, recall = correct / needed):", "",
+                  "| layer | uses | same-layer precision | same-layer recall | next-layer precision | next-layer recall "
+                  "| fitted next-layer precision | fitted next-layer recall |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for i, (ls, ln, lf) in enumerate(zip(m["layers"]["same"], m["layers"]["next"], m["layers"]["next+fit"])):
                 L.append(f"| {i} | {ls['uses']} | {_f(ls['same_layer']['precision'], 3)} | {_f(ls['same_layer']['recall'], 3)} "
-                         f"| {_f(ln['next_layer']['precision'], 3)} | {_f(ln['next_layer']['recall'], 3)} |")
+                         f"| {_f(ln['next_layer']['precision'], 3)} | {_f(ln['next_layer']['recall'], 3)} "
+                         f"| {_f(lf['next_layer']['precision'], 3)} | {_f(lf['next_layer']['recall'], 3)} |")
             ag = m["prediction"]
             L.append(f"| all | | {_f(ag['same:same_layer']['precision'], 3)} | {_f(ag['same:same_layer']['recall'], 3)} "
-                     f"| {_f(ag['next:next_layer']['precision'], 3)} | {_f(ag['next:next_layer']['recall'], 3)} |")
+                     f"| {_f(ag['next:next_layer']['precision'], 3)} | {_f(ag['next:next_layer']['recall'], 3)} "
+                     f"| **{_f(ag['next+fit:next_layer']['precision'], 3)}** | **{_f(ag['next+fit:next_layer']['recall'], 3)}** |")
             if m.get("widths"):
                 L += ["", "Prediction width (experts each predictor names per token; LFU, both predictors, one run each):", "",
                       "| width | next-layer recall | next-layer precision | next-layer recall by layer | same-layer recall "
@@ -543,11 +554,12 @@ def plot_prediction(tiny: Dict[str, Any], path: Path) -> None:
     for ax, m in zip(axes[0], ms):
         n = len(m["layers"]["same"])
         xs = list(range(n))
-        w = 0.2
-        for j, (mode, key, lab) in enumerate([("same", "same_layer", "same-layer"), ("next", "next_layer", "next-layer")]):
+        w = 0.14
+        for j, (mode, key, lab) in enumerate([("same", "same_layer", "same-layer"), ("next", "next_layer", "next-layer"),
+                                              ("next+fit", "next_layer", "next-layer fitted")]):
             ls = m["layers"][mode]
-            ax.bar([x + (2 * j - 1.5) * w for x in xs], [l[key]["recall"] or 0 for l in ls], w, label=f"{lab} recall")
-            ax.bar([x + (2 * j - 0.5) * w for x in xs], [l[key]["precision"] or 0 for l in ls], w, label=f"{lab} precision")
+            ax.bar([x + (2 * j - 2.5) * w for x in xs], [l[key]["recall"] or 0 for l in ls], w, label=f"{lab} recall")
+            ax.bar([x + (2 * j - 1.5) * w for x in xs], [l[key]["precision"] or 0 for l in ls], w, label=f"{lab} precision")
         ax.axhline(0.8, color="k", lw=0.8, ls="--")
         ax.set_xticks(xs)
         ax.set_xlabel("layer")

@@ -124,6 +124,7 @@ class EngineInfo(TypedDict):
     tensor_types: Dict[str, int]  # ggml type name -> number of tensors
     isa: str
     threads: int
+    expert_predictor: Optional[str]
 
 class MemoryReport(TypedDict):
     budget: int  # bytes; 0 = none
@@ -217,7 +218,7 @@ class Engine:
                  io_mode: str = "auto", prefetch: bool = True, fault_after_bytes: int = 0,
                  fault_short_read: bool = False, expert_cache_bytes: int = 0, expert_policy: str = "lfu",
                  expert_prefetch: str = "next", speculative_cap_bytes: int = 0,
-                 prediction_width: int = 0) -> None: ...
+                 prediction_width: int = 0, expert_predictor: str = "") -> None: ...
     def eval(self, tokens: npt.NDArray[np.int32], all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Run ``tokens`` (1-D int32, n >= 1) at positions ``n_past .. n_past+n-1`` and append them to
         the KV cache.
@@ -248,8 +249,10 @@ class Engine:
         """Zero the stream and expert counters and drop the timeline events."""
     def record_activation_stats(self, enabled: bool) -> None:
         """Start (clearing) or stop (keeping) recording matmul inputs for calibration."""
-    def record_routing(self, enabled: bool) -> None:
-        """Start (clearing) or stop (keeping) tracing MoE router probabilities."""
+    def record_routing(self, enabled: bool, inputs: bool = False) -> None:
+        """Start (clearing) or stop (keeping) tracing MoE router probabilities (and, with inputs, the FFN inputs)."""
+    def routing_inputs(self) -> npt.NDArray[np.float32]:
+        """(n_tokens, n_layer, n_embd) residual stream entering each layer's FFN, before its norm."""
     def routing(self) -> npt.NDArray[np.float32]:
         """(n_tokens, n_layer, n_expert) router probabilities traced so far."""
     def activation_stats(self) -> Dict[str, Tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]]:

@@ -150,6 +150,14 @@ _EXPERT_PREFETCH = typer.Option(
 _EXPERT_PREDICTION_WIDTH = typer.Option(
     None, "--expert-prediction-width", min=1,
     help="Experts each predictor names per token and layer (default: the model's expert_used_count).")
+_EXPERT_PREDICTOR = typer.Option(
+    "auto", "--expert-predictor",
+    help="Next-layer expert predictor from edge-rt fit-predictor: a file, 'none' (the router), or 'auto' "
+         "(MODEL.predictor.gguf when it exists).")
+
+
+def _predictor_choice(value: str) -> Optional[str]:
+    return None if value.lower() == "none" else value
 
 
 @app.command()
@@ -180,6 +188,7 @@ def run(
     expert_policy: str = _EXPERT_POLICY,
     expert_prefetch: str = _EXPERT_PREFETCH,
     expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
+    expert_predictor: str = _EXPERT_PREDICTOR,
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
@@ -188,7 +197,7 @@ def run(
         path = _resolve_model(model)
         m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window, expert_cache=expert_cache,
                  expert_policy=expert_policy, expert_prefetch=expert_prefetch,
-                 expert_prediction_width=expert_prediction_width)
+                 expert_prediction_width=expert_prediction_width, expert_predictor=_predictor_choice(expert_predictor))
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
@@ -241,6 +250,8 @@ def _expert_summary(m: Any, rep: Dict[str, Any], n_tokens: int) -> None:
          f"{(s['hit_rate'] or 0) * 100:.1f}% ({s['hits']} of {s['uses']}), read {_fmt_bytes(s['bytes_read'] // n_tokens)}"
          f"/token ({s['reads_on_demand']} on demand, {s['reads_speculative']} predicted, "
          f"{s['speculative_unused']} predicted reads unused), stall {s['stall_seconds'] / n_tokens * 1e3:.1f} ms/token")
+    fitted = m.info().get("expert_predictor")
+    by = {"same_layer": "layer i's router", "next_layer": f"fitted, {Path(fitted).name}" if fitted else "layer i's router"}
     for key, name in (("same_layer", "same-layer"), ("next_layer", "next-layer")):
         rows = [(il, l[key]) for il, l in enumerate(s["layers"]) if l[key]["predicted"]]
         if not rows:
@@ -249,7 +260,8 @@ def _expert_summary(m: Any, rep: Dict[str, Any], n_tokens: int) -> None:
         corr = sum(p["correct"] for _, p in rows)
         need = sum(p["needed"] for _, p in rows)
         per_layer = " ".join(f"{il}:{p['recall']:.2f}" for il, p in rows)
-        _err(f"{name} prediction: precision {corr / pred:.2f}, recall {corr / max(1, need):.2f}; recall by layer {per_layer}")
+        _err(f"{name} prediction: precision {corr / pred:.2f}, recall {corr / max(1, need):.2f}; recall by layer "
+             f"{per_layer} (predictor: {by[key]})")
 
 
 # ---- inspect ---------------------------------------------------------------------------------------
@@ -409,6 +421,7 @@ def bench(
     expert_policy: str = _EXPERT_POLICY,
     expert_prefetch: str = _EXPERT_PREFETCH,
     expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
+    expert_predictor: str = _EXPERT_PREDICTOR,
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
@@ -418,7 +431,8 @@ def bench(
             warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
             m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget,
                      expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
-                     expert_prediction_width=expert_prediction_width)
+                     expert_prediction_width=expert_prediction_width,
+                     expert_predictor=_predictor_choice(expert_predictor))
         with m:
             info = m.info()
             # Warm-up: touches every weight page and the thread pool once before timing.
@@ -518,7 +532,7 @@ class _StageBars:
     """One progress bar per pipeline stage on stderr (typer/click bars: no extra dependency)."""
 
     LABELS = {"check": "checking weights", "calibrate": "calibrating", "sensitivity": "sensitivity",
-              "write": "writing", "eval": "evaluating"}
+              "write": "writing", "eval": "evaluating", "trace": "tracing routing", "fit": "fitting"}
 
     def __init__(self, stack: contextlib.ExitStack) -> None:
         self._stack = stack
@@ -604,6 +618,43 @@ def quantize(
              f"({r.seconds / max(r.n_params / 1e6, 1e-9):.2f} s per million parameters)")
         for k, p in r.outputs.items():
             _err(f"{k}: {p}")
+
+
+@app.command(name="fit-predictor", help=(
+    "Fit a next-layer expert predictor for a Mixture-of-Experts model and write it as a sidecar GGUF.\n\n"
+    "Under a memory budget, next-layer prefetch names layer i's experts while layer i-1's FFN runs; by "
+    "default with layer i's router, which lacks layer i-1's FFN output. The fitted predictor (one small MLP "
+    "per layer, trained on the engine's own routing of calibration text) names them more often, so fewer "
+    "experts are read on demand. The output is used automatically when it sits next to the model as "
+    "MODEL.predictor.gguf (edge_rt.load(expert_predictor=...) / --expert-predictor pick another). "
+    "Predictions change what is read when, never the output."))
+def fit_predictor(
+    model: Path = typer.Argument(..., show_default=False, help="MoE GGUF model (the file you will run)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default MODEL.predictor.gguf)."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Calibration text file (default: built-in held-out code)."),
+    tokens: int = typer.Option(16384, "--tokens", min=16, help="Tokens of text to trace (10% validate)."),
+    hidden: int = typer.Option(64, "--hidden", min=1, max=65536, help="Hidden units of each layer's MLP."),
+    epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per layer (the best validation checkpoint is kept)."),
+    mem_budget: Optional[str] = typer.Option(None, "--mem-budget", help="Trace under this memory budget (models larger than RAM)."),
+    threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
+) -> None:
+    """Fit a next-layer expert predictor (help text above)."""
+    with _user_errors():
+        from .model import predictor_path_for
+        from .quantize.calibrate import read_text
+        from .quantize.expert_predictor import fit_expert_predictor
+
+        dst = out if out is not None else predictor_path_for(model)
+        with contextlib.ExitStack() as stack:
+            r = fit_expert_predictor(model, read_text(text), dst, hidden=hidden, max_tokens=tokens, epochs=epochs,
+                                     threads=threads, mem_budget=mem_budget, progress=_StageBars(stack))
+        for n in r.notes:
+            _err(f"note: {n}")
+        typer.echo(_table(["layer", "router recall", "fitted recall", "best epoch"],
+                          [[x.layer, f"{x.router_recall:.3f}", f"{x.fitted_recall:.3f}", x.best_epoch] for x in r.layers]
+                          + [["mean", f"{r.router_recall:.3f}", f"{r.fitted_recall:.3f}", ""]]), err=True)
+        _err(f"fitted on {r.n_train} tokens, recall on {r.n_validation} held-out tokens; wrote {dst} "
+             f"({_fmt_bytes(dst.stat().st_size)}) in {r.seconds:.1f} s")
 
 
 @app.command(name="eval")

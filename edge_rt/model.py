@@ -140,7 +140,8 @@ def parse_size(value: Union[int, str]) -> int:
 def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
          mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
          prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lfu",
-         expert_prefetch: str = "next", expert_prediction_width: Optional[int] = None) -> "Model":
+         expert_prefetch: str = "next", expert_prediction_width: Optional[int] = None,
+         expert_predictor: Optional[PathLike] = "auto") -> "Model":
     """Load a GGUF model for inference.
 
     Args:
@@ -170,6 +171,12 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             when, never the output (see :meth:`Model.expert_stats`).
         expert_prediction_width: Experts each predictor names per token and layer; default the
             model's ``expert_used_count``. Wider predictions raise recall and cost bytes.
+        expert_predictor: A fitted next-layer expert predictor (a sidecar GGUF written by
+            ``edge-rt fit-predictor``) used instead of layer i+1's router by next-layer prefetch.
+            ``"auto"`` (default) uses ``<model>.predictor.gguf`` when that file exists and next-layer
+            prefetch runs (MoE, ``mem_budget`` set, ``prefetch`` on, ``expert_prefetch`` ``"next"`` or
+            ``"both"``); ``None`` always uses the router; a path requires that file. The predictor's
+            bytes count as pinned weights. ``info()["expert_predictor"]`` names the file in use.
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
@@ -221,15 +228,39 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
     if expert_prediction_width is not None and (not _is_int(expert_prediction_width) or expert_prediction_width < 1):
         raise InvalidArgumentError(f"[load] expert_prediction_width must be an integer >= 1, got {expert_prediction_width!r}")
+    predictor = _expert_predictor_path(p, expert_predictor, uses_next_layer=bool(
+        budget and prefetch and str(expert_prefetch) in ("next", "both") and md.get(f"{arch}.expert_count")))
     engine = core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
                          io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
                          expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch),
-                         prediction_width=int(expert_prediction_width or 0))
+                         prediction_width=int(expert_prediction_width or 0), expert_predictor=predictor)
     if tokenizer.n_vocab > engine.n_vocab:
         raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
                                f"layer only {engine.n_vocab}")
     tok_model = md.get("tokenizer.ggml.model")
     return Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None)
+
+
+def predictor_path_for(model_path: PathLike) -> Path:
+    """Where ``expert_predictor="auto"`` looks for a model's fitted expert predictor."""
+    p = Path(os.fspath(model_path))
+    return p.with_name(p.name + ".predictor.gguf")
+
+
+def _expert_predictor_path(model: Path, choice: Optional[PathLike], uses_next_layer: bool) -> str:
+    """The predictor file to hand to the engine ("" = the router), per ``load(expert_predictor=)``."""
+    if choice is None:
+        return ""
+    if isinstance(choice, str) and choice == "auto":
+        found = predictor_path_for(model)
+        return str(found) if uses_next_layer and found.is_file() else ""
+    path = Path(os.fspath(choice)).expanduser()
+    if not path.is_file():
+        raise ModelIOError(f"[load] expert predictor file not found: {path}")
+    if not uses_next_layer:
+        raise InvalidArgumentError("[load] expert_predictor is used by next-layer expert prefetch: it needs an MoE "
+                                   "model, mem_budget, prefetch=True and expert_prefetch 'next' or 'both'")
+    return str(path)
 
 
 def _is_int(x: object) -> bool:
@@ -656,10 +687,18 @@ class Model:
         """
         return dict(self._require_engine("activation_stats").activation_stats())
 
-    def record_routing(self, enabled: bool) -> None:
+    def record_routing(self, enabled: bool, inputs: bool = False) -> None:
         """MoE models: start (``True``, clearing) or stop (``False``, keeping) tracing the router
-        probabilities of every evaluated token; read them with :meth:`routing`."""
-        self._require_engine("record_routing").record_routing(bool(enabled))
+        probabilities of every evaluated token; read them with :meth:`routing`. With ``inputs``, also
+        trace each layer's FFN input before its norm (:meth:`routing_inputs`; n_embd floats per token
+        and layer, so bound the tokens)."""
+        self._require_engine("record_routing").record_routing(bool(enabled), inputs=bool(inputs))
+
+    def routing_inputs(self) -> np.ndarray:
+        """The residual stream entering each layer's FFN (after attention, before the FFN norm), traced
+        with ``record_routing(True, inputs=True)``: float32 ``(n_tokens, n_layer, n_embd)``, rows aligned
+        with :meth:`routing`. Empty unless traced, and for dense models."""
+        return np.asarray(self._require_engine("routing_inputs").routing_inputs())
 
     def routing(self) -> np.ndarray:
         """Router probabilities traced so far: float32 ``(n_tokens, n_layer, n_expert)``, tokens in the

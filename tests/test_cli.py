@@ -304,6 +304,7 @@ def test_moe_under_budget_stats_and_expert_timeline(synthetic_model, tmp_path: P
     assert r.exit_code == 0, r.output
     assert re.search(r"expert cache \d+ of 32 experts .*hit rate [\d.]+%", r.output), r.output
     assert "same-layer prediction: precision" in r.output and "next-layer prediction: precision" in r.output
+    assert "(predictor: layer i's router)" in r.output  # no fitted predictor next to a synthetic model
     r = invoke(*run, "--mem-budget", budget, "--expert-prefetch", "off")
     assert r.exit_code == 0 and "0 predicted" in r.output and "prediction: precision" not in r.output, r.output
     r = invoke(*run, "--mem-budget", budget, "--expert-policy", "mru")

@@ -65,6 +65,7 @@ py::dict engine_info(const edge_rt::Engine& e) {
     d["tensor_types"] = hist;
     d["isa"] = edge_rt::isa_name(edge_rt::active_isa());
     d["threads"] = e.n_threads();
+    d["expert_predictor"] = e.expert_predictor() ? py::cast(e.expert_predictor()->path()) : py::none();
     return d;
 }
 
@@ -77,7 +78,8 @@ void bind_engine(py::module_& m) {
         .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,
                          const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read,
                          uint64_t expert_cache_bytes, const std::string& expert_policy,
-                         const std::string& expert_prefetch, uint64_t speculative_cap_bytes, int prediction_width) {
+                         const std::string& expert_prefetch, uint64_t speculative_cap_bytes, int prediction_width,
+                         const std::string& expert_predictor) {
                  auto pe = std::make_unique<PyEngine>();
                  edge_rt::EngineOptions opt;
                  opt.n_threads = threads;
@@ -108,6 +110,7 @@ void bind_engine(py::module_& m) {
                      throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[load] expert_prediction_width must be >= 0");
                  }
                  opt.streaming.prediction_width = prediction_width;
+                 opt.expert_predictor = expert_predictor;
                  py::gil_scoped_release release;
                  pe->engine = std::make_unique<edge_rt::Engine>(path, opt);
                  return pe;
@@ -116,12 +119,13 @@ void bind_engine(py::module_& m) {
              py::arg("window") = 0, py::arg("io_mode") = "auto", py::arg("prefetch") = true,
              py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false, py::arg("expert_cache_bytes") = 0,
              py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "next", py::arg("speculative_cap_bytes") = 0,
-             py::arg("prediction_width") = 0,
+             py::arg("prediction_width") = 0, py::arg("expert_predictor") = "",
              "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
              "io_mode auto|direct|buffered; prefetch=False is the naive read-compute-free baseline; "
              "fault_* inject an I/O failure after that many bytes (tests only); MoE: expert_cache_bytes (0 = what "
              "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes, "
-             "prediction_width (experts predicted per token; 0 = expert_used_count).")
+             "prediction_width (experts predicted per token; 0 = expert_used_count), expert_predictor (sidecar GGUF "
+             "path for next-layer prediction; empty = the router).")
         .def(
             "eval",
             [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
@@ -266,9 +270,20 @@ void bind_engine(py::module_& m) {
                  self.engine->record_activation_stats(enabled);
              })
         .def("record_routing",
-             [](PyEngine& self, bool enabled) {
+             [](PyEngine& self, bool enabled, bool inputs) {
                  std::lock_guard<std::mutex> lock(self.mutex);
-                 self.engine->record_routing(enabled);
+                 self.engine->record_routing(enabled, inputs);
+             },
+             py::arg("enabled"), py::arg("inputs") = false)
+        .def("routing_inputs",
+             [](PyEngine& self) {
+                 std::lock_guard<std::mutex> lock(self.mutex);
+                 const edge_rt::ModelConfig& c = self.engine->config();
+                 const std::vector<float>& r = self.engine->routing_inputs();
+                 py::array_t<float> out({(py::ssize_t)(r.size() / (size_t)(c.n_embd * c.n_layer)), (py::ssize_t)c.n_layer,
+                                         (py::ssize_t)c.n_embd});
+                 std::copy(r.begin(), r.end(), out.mutable_data());
+                 return out;
              })
         .def("routing",
              [](PyEngine& self) {

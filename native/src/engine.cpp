@@ -39,6 +39,7 @@ struct Engine::Scratch {
     // values the forward pass computes.
     std::vector<float> pred_in;       // n x n_embd  normalized hidden state
     std::vector<float> pred_router;   // n x n_expert
+    std::vector<float> pred_hidden;   // n x hidden (fitted predictor)
     std::vector<int32_t> pred_sel;    // n x w (w = the provider's prediction width)
     std::vector<float> pred_w;        // n x w
     std::vector<uint8_t> pred_flag;   // n_expert
@@ -110,10 +111,21 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     n_ubatch_ = options.n_ubatch > 0 ? options.n_ubatch : (options.mem_budget || cfg_.is_moe() ? 128 : 256);
     accountant_ = MemoryAccountant(options.mem_budget);
     const uint64_t kv = kv_cache_bytes();
-    const uint64_t scratch = scratch_bytes(cfg_, n_ubatch_, n_ctx_, options.n_threads);
+    uint64_t scratch = scratch_bytes(cfg_, n_ubatch_, n_ctx_, options.n_threads);
+    uint64_t predictor_bytes = 0;
+    if (!options.expert_predictor.empty()) {
+        if (!options.mem_budget || !options.streaming.prefetch ||
+            !((int)options.streaming.expert_prefetch & (int)ExpertPrefetch::NextLayer)) {
+            fail(ErrorKind::InvalidArgument, "[load] an expert predictor is used by next-layer expert prefetch: it needs "
+                                             "mem_budget, prefetch on and expert_prefetch 'next' or 'both'");
+        }
+        predictor_ = ExpertPredictor::load(options.expert_predictor, cfg_);
+        predictor_bytes = predictor_->bytes();
+        scratch += (uint64_t)n_ubatch_ * (uint64_t)predictor_->hidden_size() * sizeof(float);
+    }
     if (options.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
-        const uint64_t minimum = kv + scratch + StreamingWeights::min_weight_bytes(*file_, cfg_);
+        const uint64_t minimum = kv + scratch + predictor_bytes + StreamingWeights::min_weight_bytes(*file_, cfg_);
         if (options.mem_budget < minimum) {
             // Exact bytes first: a rounded size could itself be below the minimum.
             fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.mem_budget) + " bytes (" +
@@ -122,12 +134,14 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
                                              path + "': one window slot for the largest layer and the embedding row buffer" +
                                              (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
                                              format_bytes(StreamingWeights::min_weight_bytes(*file_, cfg_)) +
-                                             ") + KV cache (" + format_bytes(kv) + ", n_ctx=" +
+                                             ")" + (predictor_ ? " + expert predictor (" + format_bytes(predictor_bytes) + ")" : std::string()) +
+                                             " + KV cache (" + format_bytes(kv) + ", n_ctx=" +
                                              std::to_string(n_ctx_) + ") + scratch (" + format_bytes(scratch) + ")");
         }
     }
     accountant_.reserve(MemClass::KvCache, kv, "KV cache");
     accountant_.reserve(MemClass::Scratch, scratch, "scratch");
+    if (predictor_) accountant_.reserve(MemClass::PinnedWeights, predictor_bytes, "expert predictor");
     if (options.mem_budget) {
         auto sw = std::make_unique<StreamingWeights>(file_, cfg_, accountant_, options.streaming);
         streaming_ = sw.get();
@@ -209,9 +223,13 @@ void Engine::record_activation_stats(bool enabled) {
     recording_stats_ = enabled;
 }
 
-void Engine::record_routing(bool enabled) {
-    if (enabled) routing_.clear();
+void Engine::record_routing(bool enabled, bool inputs) {
+    if (enabled) {
+        routing_.clear();
+        routing_inputs_.clear();
+    }
     recording_routing_ = enabled;
+    recording_routing_inputs_ = enabled && inputs;
 }
 
 uint64_t Engine::n_params() const noexcept {
@@ -259,6 +277,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
     } catch (...) {
         n_past_ = start;
         routing_.resize(routing_rows);  // the trace holds only tokens that were evaluated
+        if (recording_routing_inputs_) routing_inputs_.resize(routing_rows / (size_t)std::max<int64_t>(cfg_.n_expert, 1) * (size_t)cfg_.n_embd);
         throw;
     }
 }
@@ -290,6 +309,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         if (weights_->expert_prefetch() != ExpertPrefetch::Off) {
             s.pred_in.resize((size_t)(n * E));
             s.pred_router.resize((size_t)(n * NE));
+            if (predictor_) s.pred_hidden.resize((size_t)(n * predictor_->hidden_size()));
             const int64_t W = std::max<int64_t>(1, weights_->expert_prediction_width());
             s.pred_sel.resize((size_t)(n * W));
             s.pred_w.resize((size_t)(n * W));
@@ -300,6 +320,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
     // Routing trace rows of this micro-batch (see record_routing).
     const int64_t routing_base = c.is_moe() && recording_routing_ ? (int64_t)routing_.size() / (c.n_layer * NE) : 0;
     if (c.is_moe() && recording_routing_) routing_.resize((size_t)((routing_base + n) * c.n_layer * NE), 0.0f);
+    const bool recording_inputs = c.is_moe() && recording_routing_inputs_;
+    if (recording_inputs) routing_inputs_.resize((size_t)((routing_base + n) * c.n_layer * E), 0.0f);
 
     // Converts m rows of `width` floats (row stride `width`) into the activation format of `k`.
     // Returns the byte stride of one converted row in s.act.
@@ -455,7 +477,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         }
     };
     // Expert prediction: layer il_target's router applied to the current residual stream (after the
-    // layer's FFN norm); the union over tokens of each one's top-w is handed to the provider.
+    // layer's FFN norm) -- for next-layer prediction the fitted predictor instead, when one is loaded
+    // (expert_predictor.h) -- and the union over tokens of each one's top-w is handed to the provider.
     const ExpertPrefetch prefetch_mode = c.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
     auto predict_experts = [&](int il_target, PredictionSource source) {
         TensorView pn, pr;
@@ -463,8 +486,26 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         std::vector<float> norm_tmp;
         const float* nw = f32_of(pn, norm_tmp);
         for (int64_t t = 0; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.pred_in[(size_t)(t * E)], E, c.rms_eps);
-        const WeightKernels& kr = kernels_of(pr);
-        matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
+        const ExpertPredictor::Layer* fitted =
+            predictor_ && source == PredictionSource::NextLayer ? predictor_->layer(il_target) : nullptr;
+        if (fitted) {
+            // scores = out . silu(hidden . x + b_hidden) + b_out (expert_predictor.h)
+            const int64_t H = predictor_->hidden_size();
+            const WeightKernels& kh = kernels_of(fitted->hidden_w);
+            matmul(fitted->hidden_w, kh, quantize_rows(s.pred_in.data(), n, E, kh), n, s.pred_hidden.data(), H);
+            for (int64_t t = 0; t < n; ++t)
+                for (int64_t h = 0; h < H; ++h) {
+                    float& v = s.pred_hidden[(size_t)(t * H + h)];
+                    v = silu(v + fitted->hidden_b[h]);
+                }
+            const WeightKernels& ko = kernels_of(fitted->out_w);
+            matmul(fitted->out_w, ko, quantize_rows(s.pred_hidden.data(), n, H, ko), n, s.pred_router.data(), NE);
+            for (int64_t t = 0; t < n; ++t)
+                for (int64_t e = 0; e < NE; ++e) s.pred_router[(size_t)(t * NE + e)] += fitted->out_b[e];
+        } else {
+            const WeightKernels& kr = kernels_of(pr);
+            matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
+        }
         // The top-w experts of each token (w = the provider's prediction width, k by default).
         const int64_t width = std::min<int64_t>(NE, std::max(1, weights_->expert_prediction_width()));
         route_tokens(s.pred_router.data(), n, NE, width, c.expert_weights_norm, c.expert_weights_scale,
@@ -582,6 +623,11 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
             const size_t stride = quantize_input(s.attn.data(), Q, ko);
             matmul(w.wo, ko, stride, n, s.cur.data(), E);  // cur reused as the projection output
             for (int64_t i = 0; i < n * E; ++i) s.x[(size_t)i] += s.cur[(size_t)i];
+        }
+        if (recording_inputs) {
+            for (int64_t t = 0; t < n; ++t)
+                std::memcpy(&routing_inputs_[(size_t)(((routing_base + t) * c.n_layer + il) * E)], &s.x[(size_t)(t * E)],
+                            (size_t)E * sizeof(float));
         }
         if ((int)prefetch_mode & (int)ExpertPrefetch::NextLayer) predict_experts((int)il + 1, PredictionSource::NextLayer);
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "edge_rt/activation_stats.h"
+#include "edge_rt/expert_predictor.h"
 #include "edge_rt/gguf_reader.h"
 #include "edge_rt/memory_budget.h"
 #include "edge_rt/model_config.h"
@@ -37,6 +38,10 @@ struct EngineOptions {
     int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
     uint64_t mem_budget = 0;     // hard cap on the engine's memory in bytes; 0 = none (all weights resident)
     StreamingOptions streaming;  // used when mem_budget is set
+    // Sidecar expert predictor (expert_predictor.h) for next-layer prefetch, replacing layer i+1's
+    // router there; empty = the router. Needs mem_budget and next-layer prefetch; counted as pinned
+    // weights (plus its scratch).
+    std::string expert_predictor;
 };
 
 // What the engine holds, by memory class, and how the weights are placed.
@@ -89,9 +94,14 @@ public:
     const ActivationStats& activation_stats() const noexcept { return stats_; }
     // MoE routing trace: while enabled, eval() appends, for every token it evaluates, the router
     // probabilities of every layer: routing()[(t * n_layer + il) * n_expert + e], t counting tokens
-    // since recording was enabled (which clears it). Empty for dense models.
-    void record_routing(bool enabled);
+    // since recording was enabled (which clears it). Empty for dense models. With inputs, also the
+    // residual stream entering each layer's FFN (after its attention, before the FFN norm):
+    // routing_inputs()[(t * n_layer + il) * n_embd + i] -- what expert predictors are fitted on.
+    void record_routing(bool enabled, bool inputs = false);
     const std::vector<float>& routing() const noexcept { return routing_; }
+    const std::vector<float>& routing_inputs() const noexcept { return routing_inputs_; }
+    // The fitted next-layer expert predictor in use, or nullptr.
+    const ExpertPredictor* expert_predictor() const noexcept { return predictor_.get(); }
     // Estimate of the scratch memory eval() uses (counted in the budget).
     static uint64_t scratch_bytes(const ModelConfig& cfg, int64_t n_ubatch, int64_t n_ctx, int n_threads);
 
@@ -110,7 +120,10 @@ private:
     ActivationStats stats_;
     bool recording_stats_ = false;
     std::vector<float> routing_;
+    std::vector<float> routing_inputs_;
     bool recording_routing_ = false;
+    bool recording_routing_inputs_ = false;
+    std::unique_ptr<ExpertPredictor> predictor_;
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     int64_t n_past_ = 0;
