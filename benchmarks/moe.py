@@ -55,7 +55,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "benchmarks"):
@@ -71,6 +71,14 @@ from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # n
 # quantize/data/calibration.txt), the others with the routers (expert_predictor=None).
 MODES = ("off", "same", "next", "both", "next+fit", "both+fit")
 FITTED_PREDICTOR = ROOT / "models" / "tiny-code-moe-f16.gguf.predictor.gguf"
+
+
+def split_mode(mode: str, sidecar: Path) -> Tuple[str, Optional[Path]]:
+    """'next+fit' -> ('next', sidecar): the prefetch mode, and the fitted predictor (None: the routers)."""
+    prefetch, _, fit = mode.partition("+")
+    if fit and not Path(sidecar).is_file():
+        raise SystemExit(f"mode {mode} needs a fitted predictor: run `edge-rt fit-predictor` to write {sidecar}")
+    return prefetch, (Path(sidecar) if fit else None)
 DEFAULT_POLICY = "lfu"  # the engine's default expert policy
 
 
@@ -110,10 +118,10 @@ def tiny_run(path: Path, budget: int, cache: int, policy: str, mode: str, window
     import edge_rt
 
     drop_caches()
-    prefetch, _, fit = mode.partition("+")
+    prefetch, predictor = split_mode(mode, FITTED_PREDICTOR)
     m = edge_rt.load(path, threads=threads, n_ctx=n_ctx, mem_budget=budget, expert_cache=cache,
                      expert_policy=policy, expert_prefetch=prefetch, expert_prediction_width=width,
-                     expert_predictor=FITTED_PREDICTOR if fit else None)
+                     expert_predictor=predictor)
     n = 0
     t0 = time.perf_counter()
     for w in windows:
@@ -262,9 +270,12 @@ def edge_moe_run(path: str, budget: int, cache: int, mode: str, prompt: List[int
 
     if not emit:
         drop_caches()
+    from edge_rt.model import predictor_path_for
+
+    prefetch, predictor = split_mode(mode, predictor_path_for(path))
     t0 = time.perf_counter()
     m = edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=budget, expert_cache=cache,
-                     expert_policy=policy, expert_prefetch=mode)
+                     expert_policy=policy, expert_prefetch=prefetch, expert_predictor=predictor)
     t_load = time.perf_counter() - t0
     if emit:
         _emit({"event": "loaded", "load_s": t_load, "status": proc_status()})
@@ -586,7 +597,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="prediction widths to compare (LFU, both predictors) at the first cache size")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5, 1.0])
     ap.add_argument("--modes", nargs="+", default=["lfu/off", "lfu/both", "lfu/same", "lfu/next", "lru/off", "lru/both"],
-                    help="policy/prefetch variants of the mixtral part; each policy's off run is its baseline")
+                    help="policy/prefetch variants of the mixtral part; each policy's off run is its baseline; "
+                         "a '+fit' prefetch (e.g. lfu/next+fit) uses the fitted predictor MODEL.predictor.gguf "
+                         "(edge-rt fit-predictor MODEL), the others the routers")
     ap.add_argument("--resident", action=argparse.BooleanOptionalAction, default=True,
                     help="mixtral: also time decode with every weight in RAM (the compute ceiling)")
     ap.add_argument("--n-prompt", type=int, default=8)

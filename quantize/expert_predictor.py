@@ -5,11 +5,15 @@ entering layer i-1's FFN (``x``). Layer i's own router applied to ``x`` recalls 
 experts on the trained MoE: ``x`` still lacks layer i-1's FFN output. A small MLP fitted to map ``x``
 to layer i's routing closes much of that gap (benchmarks/moe_predictor_study.py, benchmarks/moe.py).
 
-What is fitted, per target layer i >= 1 (native/include/edge_rt/expert_predictor.h is the file contract):
+What is fitted, per target layer i >= 1 (native/include/edge_rt/expert_predictor.h is the file contract),
+a correction of layer i's router on the same input u = rms_norm(x, ffn_norm_i):
 
-    scores = W_out . silu(W_hidden . rms_norm(x, ffn_norm_i) + b_hidden) + b_out
+    scores = router_i . u + W_out . silu(W_hidden . u + b_hidden) + b_out
 
-trained with Adam on soft cross-entropy against layer i's router probabilities. The data come from the
+trained with Adam on soft cross-entropy against layer i's router probabilities. W_out starts at zero,
+so training starts from the router's own prediction, and that start competes with every checkpoint:
+on the validation tokens the fitted predictor is never worse than the router (a layer where nothing
+better was found keeps W_out = 0, and costs only its compute). The data come from the
 engine itself (``Model.record_routing(True, inputs=True)``) on calibration text, so fitting works under a
 memory budget for models larger than RAM; the traced states take ``tokens * n_layer * n_embd * 4`` bytes
 and the token count is lowered, with a note, when they would not fit. The last ``VALIDATION_FRACTION`` of
@@ -33,6 +37,7 @@ from ..errors import InvalidArgumentError, UnsupportedArchitectureError
 from .calibrate import _available_memory, text_digest, token_windows
 
 ARCH = "edge_rt.expert_predictor"
+FORMAT_VERSION = 1  # scores = router logits + MLP (native/include/edge_rt/expert_predictor.h)
 DEFAULT_HIDDEN = 64
 DEFAULT_TOKENS = 16384
 DEFAULT_EPOCHS = 300
@@ -94,27 +99,28 @@ def _silu(v: np.ndarray) -> np.ndarray:
 
 
 class _Mlp:
-    """x (n, E) -> silu(x W1^T + b1) W2^T + b2, trained with Adam on soft cross-entropy."""
+    """x (n, E) -> base + silu(x W1^T + b1) W2^T + b2, trained with Adam on soft cross-entropy. ``base``
+    is the router's logits on the same rows (or 0); W2 starts at zero, so training starts from the router."""
 
     def __init__(self, n_in: int, hidden: int, n_out: int, rng: np.random.Generator) -> None:
         self.p = {"w1": (rng.standard_normal((hidden, n_in)) / np.sqrt(n_in)).astype(np.float32),
                   "b1": np.zeros(hidden, np.float32),
-                  "w2": (rng.standard_normal((n_out, hidden)) / np.sqrt(hidden)).astype(np.float32),
+                  "w2": np.zeros((n_out, hidden), np.float32),
                   "b2": np.zeros(n_out, np.float32)}
         self.m = {k: np.zeros_like(v) for k, v in self.p.items()}
         self.v = {k: np.zeros_like(v) for k, v in self.p.items()}
         self.t = 0
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return _silu(x @ self.p["w1"].T + self.p["b1"]) @ self.p["w2"].T + self.p["b2"]
+    def __call__(self, x: np.ndarray, base: Any = 0.0) -> np.ndarray:
+        return base + _silu(x @ self.p["w1"].T + self.p["b1"]) @ self.p["w2"].T + self.p["b2"]
 
-    def loss_and_grads(self, x: np.ndarray, target: np.ndarray) -> tuple:
+    def loss_and_grads(self, x: np.ndarray, target: np.ndarray, base: Any = 0.0) -> tuple:
         """Mean soft cross-entropy -sum(target * log_softmax(out)) over rows, and its gradients."""
         p = self.p
         pre = x @ p["w1"].T + p["b1"]
         sig = 1.0 / (1.0 + np.exp(-pre))
         h = pre * sig
-        out = h @ p["w2"].T + p["b2"]
+        out = base + h @ p["w2"].T + p["b2"]
         z = out - out.max(axis=1, keepdims=True)
         log_sm = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         loss = float(-(target * log_sm).sum() / len(x))
@@ -123,9 +129,9 @@ class _Mlp:
         d_pre = d_h * (sig * (1.0 + pre * (1.0 - sig)))            # silu'(v) = s(v) (1 + v (1 - s(v)))
         return loss, {"w2": d_out.T @ h, "b2": d_out.sum(0), "w1": d_pre.T @ x, "b1": d_pre.sum(0)}
 
-    def step(self, x: np.ndarray, target: np.ndarray) -> None:
+    def step(self, x: np.ndarray, target: np.ndarray, base: Any = 0.0) -> None:
         p = self.p
-        _, grads = self.loss_and_grads(x, target)
+        _, grads = self.loss_and_grads(x, target, base)
         self.t += 1
         b1, b2 = 0.9, 0.999
         for k, g in grads.items():
@@ -138,21 +144,29 @@ class _Mlp:
 
 
 def fit_layer(x: np.ndarray, probs: np.ndarray, k: int, *, hidden: int, epochs: int, n_val: int, seed: int,
-              tick: Optional[Callable[[], None]] = None) -> tuple:
-    """Fit one target layer. x: (n, E) normed inputs, probs: (n, NE) router probabilities; the last
-    n_val rows validate. Returns (params, validation recall, best epoch)."""
+              router: Optional[np.ndarray] = None, tick: Optional[Callable[[], None]] = None) -> tuple:
+    """Fit one target layer. x: (n, E) normed inputs, probs: (n, NE) router probabilities, router:
+    (NE, E) the layer's router, whose logits the MLP corrects (None: the MLP alone); the last n_val rows
+    validate. Training starts from the router alone and keeps the checkpoint with the best validation
+    recall, that start included, so on those rows the result is never worse than the router.
+    Returns (params, validation recall, best epoch; 0 = the router alone)."""
     n_train = len(x) - n_val
     rng = np.random.default_rng(seed)
     net = _Mlp(x.shape[1], hidden, probs.shape[1], rng)
-    xt, pt, xv, pv = x[:n_train], probs[:n_train], x[n_train:], probs[n_train:]
-    best = (-1.0, {k2: v.copy() for k2, v in net.p.items()}, 0)
+    base = x @ router.T if router is not None else np.zeros(probs.shape, np.float32)
+    xt, pt, bt, xv, pv, bv = x[:n_train], probs[:n_train], base[:n_train], x[n_train:], probs[n_train:], base[n_train:]
+
+    def score() -> float:
+        return recall(net(xv, bv), pv, k) if n_val else float("-inf")
+
+    best = (score(), {k2: v.copy() for k2, v in net.p.items()}, 0)
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n_train)
         for b in range(0, n_train, BATCH):
             idx = order[b:b + BATCH]
-            net.step(xt[idx], pt[idx])
+            net.step(xt[idx], pt[idx], bt[idx])
         if epoch % EVAL_EVERY == 0 or epoch == epochs:
-            r = recall(net(xv), pv, k) if n_val else -epoch  # no validation rows: keep the last weights
+            r = score() if n_val else float(epoch)  # no validation rows: keep the last weights
             if r > best[0]:
                 best = (r, {k2: v.copy() for k2, v in net.p.items()}, epoch)
         if tick is not None:
@@ -244,11 +258,12 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
         target = probs[:, il, :].astype(np.float32)
         target /= np.maximum(target.sum(axis=1, keepdims=True), 1e-30)
         params, fitted_r, best_epoch = fit_layer(x, target, k, hidden=hidden, epochs=epochs, n_val=n_val,
-                                                 seed=seed + il, tick=tick)
+                                                 seed=seed + il, router=routers[il], tick=tick)
         xv, pv = (x[-n_val:], target[-n_val:]) if n_val else (x, target)
+        base = xv @ routers[il].T
         if not n_val:
-            fitted_r = recall(_silu(xv @ params["w1"].T + params["b1"]) @ params["w2"].T + params["b2"], pv, k)
-        fits.append(LayerFit(il, recall(xv @ routers[il].T, pv, k), fitted_r, best_epoch))
+            fitted_r = recall(base + _silu(xv @ params["w1"].T + params["b1"]) @ params["w2"].T + params["b2"], pv, k)
+        fits.append(LayerFit(il, recall(base, pv, k), fitted_r, best_epoch))
         p = f"blk.{il}."
         tensors[p + "expert_pred_hidden.weight"] = params["w1"]
         tensors[p + "expert_pred_hidden.bias"] = params["b1"]
@@ -267,6 +282,7 @@ def _write(out: Path, tensors: Dict[str, np.ndarray], info: Dict[str, Any], mode
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     w = gguf.GGUFWriter(str(tmp), ARCH)
+    w.add_uint32("expert_predictor.version", FORMAT_VERSION)
     w.add_uint32("expert_predictor.n_embd", int(info["n_embd"]))
     w.add_uint32("expert_predictor.n_expert", int(info["n_expert"]))
     w.add_uint32("expert_predictor.block_count", int(info["n_layer"]))

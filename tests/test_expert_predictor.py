@@ -81,20 +81,23 @@ def test_routing_inputs_are_each_layers_ffn_input(moe_f32: Path) -> None:
 def test_mlp_gradients_match_finite_differences() -> None:
     rng = np.random.default_rng(0)
     net = ep._Mlp(6, 5, 4, rng)
+    assert not net.p["w2"].any()  # training starts from the router's logits alone
     net.p = {k: v.astype(np.float64) for k, v in net.p.items()}
     net.p["b1"] = rng.standard_normal(5)
+    net.p["w2"] = rng.standard_normal((4, 5))
     x = rng.standard_normal((7, 6))
+    base = rng.standard_normal((7, 4))  # the router's logits
     t = rng.random((7, 4))
     t /= t.sum(axis=1, keepdims=True)
-    _, grads = net.loss_and_grads(x, t)
+    _, grads = net.loss_and_grads(x, t, base)
     for name, g in grads.items():
         num = np.zeros_like(g)
         for i in np.ndindex(g.shape):
             old = net.p[name][i]
             net.p[name][i] = old + 1e-6
-            up, _ = net.loss_and_grads(x, t)
+            up, _ = net.loss_and_grads(x, t, base)
             net.p[name][i] = old - 1e-6
-            down, _ = net.loss_and_grads(x, t)
+            down, _ = net.loss_and_grads(x, t, base)
             net.p[name][i] = old
             num[i] = (up - down) / 2e-6
         np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8, err_msg=name)
@@ -115,6 +118,20 @@ def test_fit_layer_learns_a_nonlinear_routing() -> None:
     assert 1 <= best_epoch <= 150 and params["w1"].shape == (32, 8) and params["w2"].shape == (8, 32)
     linear = np.linalg.lstsq(np.c_[x[:5000], np.ones(5000)], z[:5000], rcond=None)[0]
     assert val_recall > ep.recall(np.c_[x[5000:], np.ones(1000)] @ linear, probs[5000:], 2) + 0.1
+
+
+def test_fit_never_loses_to_the_router_on_validation() -> None:
+    # The router is already exact: whatever training does, the kept checkpoint must match it.
+    rng = np.random.default_rng(2)
+    router = rng.standard_normal((8, 16)).astype(np.float32)
+    x = rng.standard_normal((1200, 16)).astype(np.float32)
+    z = x @ router.T
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    probs = (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+    params, val_recall, best_epoch = ep.fit_layer(x, probs, 2, hidden=8, epochs=20, n_val=200, seed=0, router=router)
+    assert val_recall == 1.0
+    scores = x[1000:] @ router.T + ep._silu(x[1000:] @ params["w1"].T + params["b1"]) @ params["w2"].T + params["b2"]
+    assert ep.recall(scores, probs[1000:], 2) == 1.0
 
 
 def test_recall_counts_like_the_engine() -> None:
@@ -224,10 +241,11 @@ def test_explicit_predictor_argument_errors(moe_q8: Path, fitted: Path, syntheti
 
 
 def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, int]] = None, drop: str = "",
-           dtype: Any = np.float32, bad_value: bool = False, shape_of: Optional[Dict[str, tuple]] = None) -> Path:
+           dtype: Any = np.float32, bad_value: bool = False, shape_of: Optional[Dict[str, tuple]] = None,
+           fill: float = 0.01, out_bias: Optional[np.ndarray] = None) -> Path:
     import gguf
 
-    kv = {"n_embd": 256, "n_expert": 8, "block_count": 4, "hidden_size": 4, **(keys or {})}
+    kv = {"version": 1, "n_embd": 256, "n_expert": 8, "block_count": 4, "hidden_size": 4, **(keys or {})}
     w = gguf.GGUFWriter(str(path), arch)
     for k, v in kv.items():
         w.add_uint32(f"expert_predictor.{k}", v)
@@ -238,7 +256,9 @@ def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, int]] = 
             name = f"blk.{il}.{suffix}"
             if name == drop:
                 continue
-            arr = np.full(shape, 0.01, dtype=dtype)
+            arr = np.full(shape, fill, dtype=dtype)
+            if out_bias is not None and suffix == "expert_pred_out.bias":
+                arr = out_bias.astype(dtype)
             if bad_value and il == 2 and suffix == "expert_pred_out.bias":
                 arr[3] = np.nan
             w.add_tensor(name, arr)
@@ -251,6 +271,7 @@ def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, int]] = 
 
 @pytest.mark.parametrize("case, kwargs, message", [
     ("arch", {"arch": "llama"}, "general.architecture is 'llama'"),
+    ("version", {"keys": {"version": 2}}, "'expert_predictor.version' is 2, this edge_rt reads version 1"),
     ("n_embd", {"keys": {"n_embd": 128}}, "'expert_predictor.n_embd' is 128 but the model has 256"),
     ("layers", {"keys": {"block_count": 3}}, "'expert_predictor.block_count' is 3"),
     ("hidden", {"keys": {"hidden_size": 0}}, "hidden_size' 0 outside"),
@@ -278,6 +299,31 @@ def test_truncated_and_non_gguf_predictor_files(moe_q8: Path, fitted: Path, tmp_
     good = _write(tmp_path / "good.gguf")  # the writer above makes a valid file when nothing is broken
     with edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_predictor=good) as m:
         assert m.info()["expert_predictor"] == str(good)
+
+
+def test_engine_adds_the_files_correction_to_the_router(moe_q8: Path, tmp_path: Path) -> None:
+    # A file whose correction is +100 for experts 5 and 6 whatever the input: every next-layer
+    # prediction then names exactly {5, 6}, and its hits are the tokens whose routing used 5 or 6.
+    bias = np.zeros(8)
+    bias[[5, 6]] = 100.0
+    pred = _write(tmp_path / "fixed.gguf", fill=0.0, out_bias=bias)
+    with edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_cache=MIB, expert_prefetch="next",
+                      expert_predictor=pred) as m:
+        eng = m._engine
+        m.record_routing(True)
+        for t in DECODE_TOKENS:
+            eng.eval(np.array([t], dtype=np.int32), False)
+        m.record_routing(False)
+        used = np.argsort(-m.routing(), axis=2, kind="stable")[:, :, :2]  # (tokens, layers, k)
+        layers = m.expert_stats()["layers"]
+    assert layers[0]["next_layer"]["predicted"] == 0
+    for il in range(1, 4):
+        hits = int(np.isin(used[:, il], [5, 6]).sum())
+        assert layers[il]["next_layer"]["predicted"] == 2 * len(DECODE_TOKENS), layers[il]
+        assert layers[il]["next_layer"]["correct"] == hits, (il, layers[il], hits)
+
+
+DECODE_TOKENS = [int(t) for t in np.random.default_rng(5).integers(3, 500, size=12)]
 
 
 # ---- 5. the CLI ------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ struct Engine::Scratch {
     std::vector<float> pred_in;       // n x n_embd  normalized hidden state
     std::vector<float> pred_router;   // n x n_expert
     std::vector<float> pred_hidden;   // n x hidden (fitted predictor)
+    std::vector<float> pred_fit;      // n x n_expert (fitted predictor's correction)
     std::vector<int32_t> pred_sel;    // n x w (w = the provider's prediction width)
     std::vector<float> pred_w;        // n x w
     std::vector<uint8_t> pred_flag;   // n_expert
@@ -121,7 +122,7 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         }
         predictor_ = ExpertPredictor::load(options.expert_predictor, cfg_);
         predictor_bytes = predictor_->bytes();
-        scratch += (uint64_t)n_ubatch_ * (uint64_t)predictor_->hidden_size() * sizeof(float);
+        scratch += (uint64_t)n_ubatch_ * (uint64_t)(predictor_->hidden_size() + cfg_.n_expert) * sizeof(float);
     }
     if (options.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
@@ -309,7 +310,10 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         if (weights_->expert_prefetch() != ExpertPrefetch::Off) {
             s.pred_in.resize((size_t)(n * E));
             s.pred_router.resize((size_t)(n * NE));
-            if (predictor_) s.pred_hidden.resize((size_t)(n * predictor_->hidden_size()));
+            if (predictor_) {
+                s.pred_hidden.resize((size_t)(n * predictor_->hidden_size()));
+                s.pred_fit.resize((size_t)(n * NE));
+            }
             const int64_t W = std::max<int64_t>(1, weights_->expert_prediction_width());
             s.pred_sel.resize((size_t)(n * W));
             s.pred_w.resize((size_t)(n * W));
@@ -477,8 +481,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         }
     };
     // Expert prediction: layer il_target's router applied to the current residual stream (after the
-    // layer's FFN norm) -- for next-layer prediction the fitted predictor instead, when one is loaded
-    // (expert_predictor.h) -- and the union over tokens of each one's top-w is handed to the provider.
+    // layer's FFN norm) -- for next-layer prediction corrected by the fitted predictor, when one is
+    // loaded (expert_predictor.h) -- and the union over tokens of each one's top-w goes to the provider.
     const ExpertPrefetch prefetch_mode = c.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
     auto predict_experts = [&](int il_target, PredictionSource source) {
         TensorView pn, pr;
@@ -486,10 +490,12 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         std::vector<float> norm_tmp;
         const float* nw = f32_of(pn, norm_tmp);
         for (int64_t t = 0; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.pred_in[(size_t)(t * E)], E, c.rms_eps);
+        const WeightKernels& kr = kernels_of(pr);
+        matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
         const ExpertPredictor::Layer* fitted =
             predictor_ && source == PredictionSource::NextLayer ? predictor_->layer(il_target) : nullptr;
         if (fitted) {
-            // scores = out . silu(hidden . x + b_hidden) + b_out (expert_predictor.h)
+            // scores = router . x + out . silu(hidden . x + b_hidden) + b_out (expert_predictor.h)
             const int64_t H = predictor_->hidden_size();
             const WeightKernels& kh = kernels_of(fitted->hidden_w);
             matmul(fitted->hidden_w, kh, quantize_rows(s.pred_in.data(), n, E, kh), n, s.pred_hidden.data(), H);
@@ -499,12 +505,10 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
                     v = silu(v + fitted->hidden_b[h]);
                 }
             const WeightKernels& ko = kernels_of(fitted->out_w);
-            matmul(fitted->out_w, ko, quantize_rows(s.pred_hidden.data(), n, H, ko), n, s.pred_router.data(), NE);
+            matmul(fitted->out_w, ko, quantize_rows(s.pred_hidden.data(), n, H, ko), n, s.pred_fit.data(), NE);
             for (int64_t t = 0; t < n; ++t)
-                for (int64_t e = 0; e < NE; ++e) s.pred_router[(size_t)(t * NE + e)] += fitted->out_b[e];
-        } else {
-            const WeightKernels& kr = kernels_of(pr);
-            matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
+                for (int64_t e = 0; e < NE; ++e)
+                    s.pred_router[(size_t)(t * NE + e)] += s.pred_fit[(size_t)(t * NE + e)] + fitted->out_b[e];
         }
         // The top-w experts of each token (w = the provider's prediction width, k by default).
         const int64_t width = std::min<int64_t>(NE, std::max(1, weights_->expert_prediction_width()));

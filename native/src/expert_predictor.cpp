@@ -11,6 +11,7 @@ namespace {
 
 constexpr const char* kArch = "edge_rt.expert_predictor";
 constexpr int64_t kMaxHidden = 1 << 16;
+constexpr int64_t kVersion = 1;  // scores = router + MLP correction
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
     fail(ErrorKind::ModelFormat, "[expert predictor] " + path + ": " + what);
@@ -35,6 +36,11 @@ std::unique_ptr<ExpertPredictor> ExpertPredictor::load(const std::string& path, 
     const std::string arch = f.get_string_or("general.architecture", "");
     if (arch != kArch) {
         bad(path, "general.architecture is '" + arch + "', expected '" + kArch + "' (not an expert predictor file)");
+    }
+    const int64_t version = f.get_int("expert_predictor.version");
+    if (version != kVersion) {
+        bad(path, "'expert_predictor.version' is " + std::to_string(version) + ", this edge_rt reads version " +
+                      std::to_string(kVersion) + " (refit with edge-rt fit-predictor)");
     }
     expect_key(f, "expert_predictor.n_embd", cfg.n_embd);
     expect_key(f, "expert_predictor.n_expert", cfg.n_expert);

@@ -1,18 +1,20 @@
 // A fitted next-layer expert predictor for Mixture-of-Experts models: for each target layer il >= 1,
-// a one-hidden-layer MLP that maps the residual stream entering layer il-1's FFN (after its attention),
-// normalized with layer il's FFN norm -- the same input the router-based next-layer predictor uses --
-// to scores whose top-w ranks layer il's experts. Fitted offline on calibration text
-// (edge_rt.quantize.expert_predictor, `edge-rt fit-predictor`); a prediction only decides what is read
+// a one-hidden-layer MLP that corrects layer il's router on the input the router-based next-layer
+// predictor uses -- the residual stream entering layer il-1's FFN (after its attention), normalized
+// with layer il's FFN norm. The router alone lacks layer il-1's FFN output; the correction is fitted
+// offline on calibration text (edge_rt.quantize.expert_predictor, `edge-rt fit-predictor`) so that
+// the top-w of the scores names the experts layer il will use. A prediction only decides what is read
 // ahead, so a poor or mismatched predictor costs time, never correctness.
 //
 // File: a sidecar GGUF (not the model), general.architecture = "edge_rt.expert_predictor", keys
-//   expert_predictor.{n_embd, n_expert, block_count, hidden_size} (the model's shape and the MLP's width)
+//   expert_predictor.version = 1, expert_predictor.{n_embd, n_expert, block_count} (the model's shape)
+//   and expert_predictor.hidden_size (the MLP's width),
 // and, for every layer il in 1..block_count-1, F32 tensors (ggml order, ne[0] innermost):
 //   blk.<il>.expert_pred_hidden.weight  [n_embd, hidden]   (hidden rows of n_embd)
 //   blk.<il>.expert_pred_hidden.bias    [hidden]
 //   blk.<il>.expert_pred_out.weight     [hidden, n_expert] (n_expert rows of hidden)
 //   blk.<il>.expert_pred_out.bias       [n_expert]
-// scores = out.weight . silu(hidden.weight . x + hidden.bias) + out.bias.
+// scores = router_il . x + out.weight . silu(hidden.weight . x + hidden.bias) + out.bias.
 //
 // Contract: load() parses the file with the hostile GGUF reader, checks every key and tensor against
 // the model's config and throws Error(ModelFormat) naming the key or tensor (Error(Io) if unreadable).
