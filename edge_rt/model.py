@@ -204,6 +204,10 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
     arch = md.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing")
+    if arch == "expert_predictor":
+        raise InvalidArgumentError(f"[load] {p} is an expert predictor (edge-rt fit-predictor), not a model: load the "
+                                   "model it was fitted for, with expert_predictor= this file (or next to it as "
+                                   "MODEL.predictor.gguf)")
     raw_ctx = md.get(f"{arch}.context_length")
     n_ctx_train: Optional[int] = None
     if isinstance(raw_ctx, (int, np.integer)) and not isinstance(raw_ctx, bool) and raw_ctx >= 1:

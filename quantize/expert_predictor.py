@@ -2,8 +2,8 @@
 
 Next-layer prefetch names layer i's experts while layer i-1's FFN still runs, from the residual stream
 entering layer i-1's FFN (``x``). Layer i's own router applied to ``x`` recalls about 0.63 of the
-experts on the trained MoE: ``x`` still lacks layer i-1's FFN output. A small MLP fitted to map ``x``
-to layer i's routing closes much of that gap (benchmarks/moe_predictor_study.py, benchmarks/moe.py).
+experts on the trained MoE: ``x`` still lacks layer i-1's FFN output. A small MLP fitted to correct the
+router's scores on ``x`` closes much of that gap (0.83 recall; benchmarks/moe.py, benchmarks/RESULTS.md).
 
 What is fitted, per target layer i >= 1 (native/include/edge_rt/expert_predictor.h is the file contract),
 a correction of layer i's router on the same input u = rms_norm(x, ffn_norm_i):
@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import InvalidArgumentError, UnsupportedArchitectureError
 from .calibrate import _available_memory, text_digest, token_windows
 
-ARCH = "edge_rt.expert_predictor"
+ARCH = "expert_predictor"  # general.architecture, so the keys follow the GGUF "<arch>.<key>" convention
 FORMAT_VERSION = 1  # scores = router logits + MLP (native/include/edge_rt/expert_predictor.h)
 DEFAULT_HIDDEN = 64
 DEFAULT_TOKENS = 16384
@@ -55,7 +55,7 @@ class LayerFit:
     layer: int                  # target layer i (predicted from layer i-1's FFN input)
     router_recall: float        # layer i's router on the same input, validation tokens
     fitted_recall: float        # the fitted MLP, validation tokens
-    best_epoch: int
+    best_epoch: int             # 0 = the router alone was best
 
 
 @dataclass

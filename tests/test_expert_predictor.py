@@ -69,6 +69,12 @@ def test_routing_inputs_are_each_layers_ffn_input(moe_f32: Path) -> None:
         m.record_routing(False)
         probs, x = m.routing(), m.routing_inputs()
     assert probs.shape == (32, 4, 8) and x.shape == (32, 4, 256)
+    # Under a budget (how fit-predictor traces models larger than RAM) the trace is the same, bit for bit.
+    with edge_rt.load(moe_f32, n_ctx=64, mem_budget=_budget(moe_f32), expert_cache=MIB) as m:
+        m.record_routing(True, inputs=True)
+        m.logits(ids[:20])
+        m.logits(ids[20:])
+        assert np.array_equal(m.routing(), probs) and np.array_equal(m.routing_inputs(), x)
     norms, routers = ep._norms_and_routers(moe_f32, 4)
     for il in range(4):
         z = ep.rms_norm(x[:, il], norms[il], info["rms_eps"]) @ routers[il].T
@@ -286,6 +292,11 @@ def test_hostile_predictor_files_are_refused(moe_q8: Path, tmp_path: Path, case:
     bad = _write(tmp_path / f"{case}.gguf", **kwargs)
     with pytest.raises(ModelFormatError, match=re.escape(message)):
         edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_predictor=bad)
+
+
+def test_loading_a_predictor_as_a_model_says_what_it_is(fitted: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="is an expert predictor .*not a model"):
+        edge_rt.load(fitted)
 
 
 def test_truncated_and_non_gguf_predictor_files(moe_q8: Path, fitted: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ namespace edge_rt {
 
 namespace {
 
-constexpr const char* kArch = "edge_rt.expert_predictor";
+constexpr const char* kArch = "expert_predictor";
 constexpr int64_t kMaxHidden = 1 << 16;
 constexpr int64_t kVersion = 1;  // scores = router + MLP correction
 

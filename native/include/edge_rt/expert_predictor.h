@@ -6,7 +6,7 @@
 // the top-w of the scores names the experts layer il will use. A prediction only decides what is read
 // ahead, so a poor or mismatched predictor costs time, never correctness.
 //
-// File: a sidecar GGUF (not the model), general.architecture = "edge_rt.expert_predictor", keys
+// File: a sidecar GGUF (not the model), general.architecture = "expert_predictor", keys
 //   expert_predictor.version = 1, expert_predictor.{n_embd, n_expert, block_count} (the model's shape)
 //   and expert_predictor.hidden_size (the MLP's width),
 // and, for every layer il in 1..block_count-1, F32 tensors (ggml order, ne[0] innermost):
