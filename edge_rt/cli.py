@@ -654,7 +654,8 @@ def fit_predictor(
         typer.echo(_table(["layer", "router recall", "fitted recall", "best epoch"],
                           [[x.layer, f"{x.router_recall:.3f}", f"{x.fitted_recall:.3f}", x.best_epoch] for x in r.layers]
                           + [["mean", f"{r.router_recall:.3f}", f"{r.fitted_recall:.3f}", ""]]), err=True)
-        _err(f"fitted on {r.n_train} tokens, recall on {r.n_validation} held-out tokens; wrote {dst} "
+        _err(f"fitted on {r.n_train} tokens, recall on {r.n_validation} validation tokens (which also picked the "
+             f"checkpoint, so it leans optimistic); wrote {dst} "
              f"({_fmt_bytes(dst.stat().st_size)}) in {r.seconds:.1f} s")
 
 

@@ -172,11 +172,13 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         expert_prediction_width: Experts each predictor names per token and layer; default the
             model's ``expert_used_count``. Wider predictions raise recall and cost bytes.
         expert_predictor: A fitted next-layer expert predictor (a sidecar GGUF written by
-            ``edge-rt fit-predictor``) used instead of layer i+1's router by next-layer prefetch.
-            ``"auto"`` (default) uses ``<model>.predictor.gguf`` when that file exists and next-layer
-            prefetch runs (MoE, ``mem_budget`` set, ``prefetch`` on, ``expert_prefetch`` ``"next"`` or
-            ``"both"``); ``None`` always uses the router; a path requires that file. The predictor's
-            bytes count as pinned weights. ``info()["expert_predictor"]`` names the file in use.
+            ``edge-rt fit-predictor``) whose correction next-layer prefetch adds to layer i+1's router
+            scores. ``"auto"`` (default) uses ``<model>.predictor.gguf`` when that file exists and
+            next-layer prefetch runs (MoE, ``mem_budget`` set, ``prefetch`` on, ``expert_prefetch``
+            ``"next"`` or ``"both"``), and falls back to the router with a warning if that file is
+            unusable; ``None`` always uses the router; a path requires that file (an unusable one is an
+            error). The predictor's bytes count as pinned weights. ``info()["expert_predictor"]``
+            names the file in use.
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
@@ -234,10 +236,22 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError(f"[load] expert_prediction_width must be an integer >= 1, got {expert_prediction_width!r}")
     predictor = _expert_predictor_path(p, expert_predictor, uses_next_layer=bool(
         budget and prefetch and str(expert_prefetch) in ("next", "both") and md.get(f"{arch}.expert_count")))
-    engine = core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
-                         io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
-                         expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch),
-                         prediction_width=int(expert_prediction_width or 0), expert_predictor=predictor)
+    def make_engine(predictor_path: str) -> Any:
+        return core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
+                           io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
+                           expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch),
+                           prediction_width=int(expert_prediction_width or 0), expert_predictor=predictor_path)
+
+    try:
+        engine = make_engine(predictor)
+    except EdgeRTError as e:
+        # A sidecar found by "auto" only speeds reads up: if it is unusable, run with the router.
+        if not (predictor and isinstance(expert_predictor, str) and expert_predictor == "auto"
+                and str(e).startswith("[expert predictor]")):
+            raise
+        warnings.warn(f"ignoring the expert predictor next to the model ({e}); next-layer prediction uses "
+                      "the router", stacklevel=2)
+        engine = make_engine("")
     if tokenizer.n_vocab > engine.n_vocab:
         raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
                                f"layer only {engine.n_vocab}")

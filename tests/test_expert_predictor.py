@@ -199,7 +199,7 @@ def test_shipped_predictor_meets_recall_target_on_held_out_text() -> None:
     assert fitted_run["recall"] >= router_run["recall"] + 0.1, (fitted_run, router_run)
 
 
-def test_predictor_bytes_count_in_the_budget(moe_q8: Path, fitted: Path) -> None:
+def test_predictor_bytes_count_in_the_budget(moe_q8: Path, fitted: Path, tmp_path: Path) -> None:
     budget = _budget(moe_q8)
     kw = dict(n_ctx=64, mem_budget=budget, expert_cache=MIB)
     with edge_rt.load(moe_q8, expert_predictor=None, **kw) as m:
@@ -208,7 +208,12 @@ def test_predictor_bytes_count_in_the_budget(moe_q8: Path, fitted: Path) -> None
         rep = m.memory_report()
     n_floats = 3 * (256 * 16 + 16 + 16 * 8 + 8)
     assert rep["classes"]["pinned_weights"] - base["classes"]["pinned_weights"] == 4 * n_floats
-    assert rep["classes"]["scratch"] > base["classes"]["scratch"]
+    n_ubatch = 128  # micro-batch under a budget
+    assert rep["classes"]["scratch"] - base["classes"]["scratch"] == n_ubatch * (16 + 8) * 4
+    # A hidden layer wider than any activation the model converts (256 here) also widens that buffer.
+    wide = _write(tmp_path / "wide.gguf", hidden=512)
+    with edge_rt.load(moe_q8, expert_predictor=wide, **kw) as m:
+        assert m.memory_report()["classes"]["scratch"] - base["classes"]["scratch"] == n_ubatch * (512 + 8 + 256) * 4
     with pytest.raises(OutOfMemoryError, match=r"expert predictor \(") as e:
         edge_rt.load(moe_q8, n_ctx=64, mem_budget=1, expert_predictor=fitted)
     minimum = int(re.search(r"below the minimum (\d+) bytes", str(e.value)).group(1))
@@ -234,6 +239,18 @@ def test_auto_finds_the_sidecar_only_when_next_layer_prefetch_runs(moe_q8: Path,
             assert m.info()["expert_predictor"] is None, kw
 
 
+def test_auto_falls_back_to_the_router_on_an_unusable_sidecar(moe_q8: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    shutil.copy(moe_q8, model)
+    _write(edge_rt.model.predictor_path_for(model), keys={"n_embd": 128})  # fitted for another model
+    with pytest.warns(UserWarning, match=r"ignoring the expert predictor .*'expert_predictor.n_embd' is 128"):
+        m = edge_rt.load(model, n_ctx=64, mem_budget=_budget(model))
+    with m:
+        assert m.info()["expert_predictor"] is None
+    with pytest.raises(ModelFormatError, match="expert_predictor.n_embd"):  # named explicitly: an error
+        edge_rt.load(model, n_ctx=64, mem_budget=_budget(model), expert_predictor=edge_rt.model.predictor_path_for(model))
+
+
 def test_explicit_predictor_argument_errors(moe_q8: Path, fitted: Path, synthetic_model, tmp_path: Path) -> None:
     budget = _budget(moe_q8)
     with pytest.raises(ModelIOError, match="expert predictor file not found"):
@@ -246,25 +263,27 @@ def test_explicit_predictor_argument_errors(moe_q8: Path, fitted: Path, syntheti
         edge_rt.load(dense, n_ctx=64, mem_budget=_budget(dense), expert_predictor=fitted)
 
 
-def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, int]] = None, drop: str = "",
+def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, Optional[int]]] = None, drop: str = "",
            dtype: Any = np.float32, bad_value: bool = False, shape_of: Optional[Dict[str, tuple]] = None,
-           fill: float = 0.01, out_bias: Optional[np.ndarray] = None) -> Path:
+           fill: float = 0.01, hidden: int = 4, arrays: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """A predictor file for the tiny-moe shape (n_embd 256, 8 experts, 4 layers): every tensor ``fill``
+    unless ``arrays`` names it; the other arguments break it on purpose (a key set to None is left out)."""
     import gguf
 
-    kv = {"version": 1, "n_embd": 256, "n_expert": 8, "block_count": 4, "hidden_size": 4, **(keys or {})}
+    kv = {"version": 1, "n_embd": 256, "n_expert": 8, "block_count": 4, "hidden_size": hidden, **(keys or {})}
     w = gguf.GGUFWriter(str(path), arch)
     for k, v in kv.items():
-        w.add_uint32(f"expert_predictor.{k}", v)
+        if v is not None:
+            w.add_uint32(f"expert_predictor.{k}", v)
     for il in range(1, 4):
-        shapes = {"expert_pred_hidden.weight": (4, 256), "expert_pred_hidden.bias": (4,),
-                  "expert_pred_out.weight": (8, 4), "expert_pred_out.bias": (8,), **(shape_of or {})}
+        shapes = {"expert_pred_hidden.weight": (hidden, 256), "expert_pred_hidden.bias": (hidden,),
+                  "expert_pred_out.weight": (8, hidden), "expert_pred_out.bias": (8,), **(shape_of or {})}
         for suffix, shape in shapes.items():
             name = f"blk.{il}.{suffix}"
             if name == drop:
                 continue
-            arr = np.full(shape, fill, dtype=dtype)
-            if out_bias is not None and suffix == "expert_pred_out.bias":
-                arr = out_bias.astype(dtype)
+            arr = (arrays or {}).get(name)
+            arr = np.full(shape, fill, dtype=dtype) if arr is None else arr.astype(dtype)
             if bad_value and il == 2 and suffix == "expert_pred_out.bias":
                 arr[3] = np.nan
             w.add_tensor(name, arr)
@@ -278,6 +297,7 @@ def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, int]] = 
 @pytest.mark.parametrize("case, kwargs, message", [
     ("arch", {"arch": "llama"}, "general.architecture is 'llama'"),
     ("version", {"keys": {"version": 2}}, "'expert_predictor.version' is 2, this edge_rt reads version 1"),
+    ("no key", {"keys": {"n_expert": None}}, "hostile: [gguf] key 'expert_predictor.n_expert'"),
     ("n_embd", {"keys": {"n_embd": 128}}, "'expert_predictor.n_embd' is 128 but the model has 256"),
     ("layers", {"keys": {"block_count": 3}}, "'expert_predictor.block_count' is 3"),
     ("hidden", {"keys": {"hidden_size": 0}}, "hidden_size' 0 outside"),
@@ -290,7 +310,9 @@ def _write(path: Path, *, arch: str = ep.ARCH, keys: Optional[Dict[str, int]] = 
 def test_hostile_predictor_files_are_refused(moe_q8: Path, tmp_path: Path, case: str, kwargs: Dict[str, Any],
                                              message: str) -> None:
     bad = _write(tmp_path / f"{case}.gguf", **kwargs)
-    with pytest.raises(ModelFormatError, match=re.escape(message)):
+    # Every message names the predictor file first, then what is wrong with it.
+    message = message.replace("hostile: ", "")
+    with pytest.raises(ModelFormatError, match=re.escape(f"[expert predictor] {bad}: ") + ".*" + re.escape(message)):
         edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_predictor=bad)
 
 
@@ -317,7 +339,7 @@ def test_engine_adds_the_files_correction_to_the_router(moe_q8: Path, tmp_path: 
     # prediction then names exactly {5, 6}, and its hits are the tokens whose routing used 5 or 6.
     bias = np.zeros(8)
     bias[[5, 6]] = 100.0
-    pred = _write(tmp_path / "fixed.gguf", fill=0.0, out_bias=bias)
+    pred = _write(tmp_path / "fixed.gguf", fill=0.0, arrays={f"blk.{il}.expert_pred_out.bias": bias for il in range(1, 4)})
     with edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_cache=MIB, expert_prefetch="next",
                       expert_predictor=pred) as m:
         eng = m._engine
@@ -335,6 +357,64 @@ def test_engine_adds_the_files_correction_to_the_router(moe_q8: Path, tmp_path: 
 
 
 DECODE_TOKENS = [int(t) for t in np.random.default_rng(5).integers(3, 500, size=12)]
+
+
+def test_engine_scores_match_numpy(moe_f32: Path, tmp_path: Path) -> None:
+    # Random predictor weights: the engine's next-layer hits must be those of router + MLP in NumPy.
+    rng = np.random.default_rng(0)
+    params = {il: {"expert_pred_hidden.weight": 0.2 * rng.standard_normal((24, 256)),
+                   "expert_pred_hidden.bias": rng.standard_normal(24),
+                   "expert_pred_out.weight": rng.standard_normal((8, 24)),
+                   "expert_pred_out.bias": rng.standard_normal(8)} for il in range(1, 4)}
+    pred = _write(tmp_path / "random.gguf", hidden=24,
+                  arrays={f"blk.{il}.{k}": v for il, p in params.items() for k, v in p.items()})
+    tokens = [int(t) for t in rng.integers(3, 500, size=40)]
+    with edge_rt.load(moe_f32, n_ctx=64, mem_budget=_budget(moe_f32), expert_cache=MIB, expert_prefetch="next",
+                      expert_predictor=pred) as m:
+        eps = m.info()["rms_eps"]
+        m.record_routing(True, inputs=True)
+        for t in tokens:
+            m._engine.eval(np.array([t], dtype=np.int32), False)
+        probs, x = m.routing(), m.routing_inputs()
+        layers = m.expert_stats()["layers"]
+    norms, routers = ep._norms_and_routers(moe_f32, 4)
+    used = np.argsort(-probs, axis=2, kind="stable")[:, :, :2]
+    differs = 0
+    for il in range(1, 4):
+        p = {k: v.astype(np.float32) for k, v in params[il].items()}
+        u = ep.rms_norm(x[:, il - 1], norms[il], eps)
+        base = u @ routers[il].T
+        scores = base + ep._silu(u @ p["expert_pred_hidden.weight"].T + p["expert_pred_hidden.bias"]) @ \
+            p["expert_pred_out.weight"].T + p["expert_pred_out.bias"]
+        def hits(s: np.ndarray) -> int:
+            return int(sum(len(set(a) & set(b)) for a, b in zip(np.argsort(-s, axis=1, kind="stable")[:, :2], used[:, il])))
+        assert layers[il]["next_layer"]["correct"] == hits(scores), il
+        differs += hits(scores) != hits(base)
+    assert differs, "the random correction should change some predictions (else this test proves nothing)"
+
+
+def test_routing_trace_rolls_back_with_a_failed_eval(moe_f32: Path) -> None:
+    from edge_rt import _core
+
+    probe = _core.Engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB)
+    rep = probe.memory_report()
+    del probe
+    tokens = np.random.default_rng(1).integers(3, 500, size=40).astype(np.int32)
+    failures = 0
+    for extra in (40, 90):
+        eng = _core.Engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB,
+                           fault_after_bytes=rep["classes"]["pinned_weights"] + extra * rep["expert_slot_bytes"] + 1)
+        eng.record_routing(True, True)
+        done = 0
+        try:
+            for i in range(len(tokens)):
+                eng.eval(tokens[i:i + 1], False)
+                done += 1
+        except edge_rt.ModelIOError:
+            failures += 1
+        assert eng.n_past == done and eng.routing().shape[0] == done and eng.routing_inputs().shape[0] == done
+        del eng
+    assert failures == 2, "the injected read failure never happened"
 
 
 # ---- 5. the CLI ------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ struct Engine::Scratch {
     std::vector<float> pred_hidden;   // n x hidden (fitted predictor)
     std::vector<float> pred_fit;      // n x n_expert (fitted predictor's correction)
     std::vector<int32_t> pred_sel;    // n x w (w = the provider's prediction width)
-    std::vector<float> pred_w;        // n x w
     std::vector<uint8_t> pred_flag;   // n_expert
     std::vector<int32_t> pred_ids;    // predicted experts, ascending
     std::vector<uint8_t> act;    // n rows of the widest activation encoding (quantized matmul input)
@@ -122,7 +121,11 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         }
         predictor_ = ExpertPredictor::load(options.expert_predictor, cfg_);
         predictor_bytes = predictor_->bytes();
-        scratch += (uint64_t)n_ubatch_ * (uint64_t)(predictor_->hidden_size() + cfg_.n_expert) * sizeof(float);
+        // Its hidden and correction rows, and converted hidden rows where wider than the converted
+        // activations scratch_bytes already counts (n_embd, the FFN width, q_dim).
+        const uint64_t H = (uint64_t)predictor_->hidden_size();
+        const uint64_t widest = (uint64_t)std::max({cfg_.n_embd, cfg_.n_ff, cfg_.n_ff_exp, cfg_.n_ff_shexp, cfg_.q_dim()});
+        scratch += (uint64_t)n_ubatch_ * (H + (uint64_t)cfg_.n_expert + (H > widest ? H - widest : 0)) * sizeof(float);
     }
     if (options.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
@@ -316,7 +319,6 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
             }
             const int64_t W = std::max<int64_t>(1, weights_->expert_prediction_width());
             s.pred_sel.resize((size_t)(n * W));
-            s.pred_w.resize((size_t)(n * W));
             s.pred_flag.resize((size_t)NE);
         }
     }
@@ -510,10 +512,11 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
                 for (int64_t e = 0; e < NE; ++e)
                     s.pred_router[(size_t)(t * NE + e)] += s.pred_fit[(size_t)(t * NE + e)] + fitted->out_b[e];
         }
-        // The top-w experts of each token (w = the provider's prediction width, k by default).
+        // The top-w experts of each token (w = the provider's prediction width, k by default), ranked by
+        // the raw scores: a softmax first could underflow large score gaps into ties.
         const int64_t width = std::min<int64_t>(NE, std::max(1, weights_->expert_prediction_width()));
-        route_tokens(s.pred_router.data(), n, NE, width, c.expert_weights_norm, c.expert_weights_scale,
-                     s.pred_sel.data(), s.pred_w.data());
+        for (int64_t t = 0; t < n; ++t)
+            top_k_experts(&s.pred_router[(size_t)(t * NE)], NE, width, &s.pred_sel[(size_t)(t * width)]);
         std::fill(s.pred_flag.begin(), s.pred_flag.end(), 0);
         for (int64_t i = 0; i < n * width; ++i) s.pred_flag[(size_t)s.pred_sel[(size_t)i]] = 1;
         s.pred_ids.clear();

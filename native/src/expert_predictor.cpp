@@ -29,6 +29,17 @@ void expect_key(const GgufFile& f, const std::string& key, int64_t want) {
 
 std::unique_ptr<ExpertPredictor> ExpertPredictor::load(const std::string& path, const ModelConfig& cfg) {
     if (!cfg.is_moe()) fail(ErrorKind::InvalidArgument, "[expert predictor] the model has no experts to predict");
+    try {
+        return parse(path, cfg);
+    } catch (const Error& e) {
+        // Errors from the GGUF reader name a key or tensor but not the file: say it is the predictor.
+        const std::string msg = e.what();
+        if (msg.rfind("[expert predictor]", 0) == 0) throw;
+        throw Error(e.kind(), "[expert predictor] " + path + ": " + msg);
+    }
+}
+
+std::unique_ptr<ExpertPredictor> ExpertPredictor::parse(const std::string& path, const ModelConfig& cfg) {
     auto p = std::unique_ptr<ExpertPredictor>(new ExpertPredictor());
     p->path_ = path;
     p->file_ = GgufFile::open(path);

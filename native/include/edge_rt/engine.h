@@ -38,9 +38,9 @@ struct EngineOptions {
     int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
     uint64_t mem_budget = 0;     // hard cap on the engine's memory in bytes; 0 = none (all weights resident)
     StreamingOptions streaming;  // used when mem_budget is set
-    // Sidecar expert predictor (expert_predictor.h) for next-layer prefetch, replacing layer i+1's
-    // router there; empty = the router. Needs mem_budget and next-layer prefetch; counted as pinned
-    // weights (plus its scratch).
+    // Sidecar expert predictor (expert_predictor.h) for next-layer prefetch: its correction is added to
+    // layer i+1's router scores there; empty = the router alone. Needs mem_budget and next-layer
+    // prefetch; counted as pinned weights (plus its scratch).
     std::string expert_predictor;
 };
 

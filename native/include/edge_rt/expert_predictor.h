@@ -17,7 +17,8 @@
 // scores = router_il . x + out.weight . silu(hidden.weight . x + hidden.bias) + out.bias.
 //
 // Contract: load() parses the file with the hostile GGUF reader, checks every key and tensor against
-// the model's config and throws Error(ModelFormat) naming the key or tensor (Error(Io) if unreadable).
+// the model's config and throws Error(ModelFormat) naming the key or tensor (Error(Io) if unreadable);
+// every message starts with "[expert predictor] <path>: ".
 // The loaded predictor is immutable; the views stay valid for its lifetime.
 #pragma once
 
@@ -49,6 +50,8 @@ public:
     uint64_t bytes() const noexcept { return (uint64_t)data_.size() * sizeof(float); }
 
 private:
+    static std::unique_ptr<ExpertPredictor> parse(const std::string& path, const ModelConfig& cfg);
+
     std::string path_;
     std::shared_ptr<const GgufFile> file_;  // owns the tensor infos the views point to
     int64_t hidden_ = 0;
