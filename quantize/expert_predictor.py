@@ -10,7 +10,7 @@ a correction of layer i's router on the same input u = rms_norm(x, ffn_norm_i):
 
     scores = router_i . u + W_out . silu(W_hidden . u + b_hidden) + b_out
 
-trained with Adam on soft cross-entropy against layer i's router probabilities. W_out starts at zero,
+trained with AdamW on soft cross-entropy against layer i's router probabilities. W_out starts at zero,
 so training starts from the router's own prediction, and that start competes with every checkpoint:
 on the validation tokens the fitted predictor is never worse than the router (a layer where nothing
 better was found keeps W_out = 0, and costs only its compute). The data come from the
@@ -100,7 +100,7 @@ def _silu(v: np.ndarray) -> np.ndarray:
 
 
 class _Mlp:
-    """x (n, E) -> base + silu(x W1^T + b1) W2^T + b2, trained with Adam on soft cross-entropy. ``base``
+    """x (n, E) -> base + silu(x W1^T + b1) W2^T + b2, trained with AdamW on soft cross-entropy. ``base``
     is the router's logits on the same rows (or 0); W2 starts at zero, so training starts from the router."""
 
     def __init__(self, n_in: int, hidden: int, n_out: int, rng: np.random.Generator) -> None:
@@ -136,12 +136,14 @@ class _Mlp:
         self.t += 1
         b1, b2 = 0.9, 0.999
         for k, g in grads.items():
-            g = g + WEIGHT_DECAY * p[k]
             self.m[k] = b1 * self.m[k] + (1 - b1) * g
             self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
             m_hat = self.m[k] / (1 - b1 ** self.t)
             v_hat = self.v[k] / (1 - b2 ** self.t)
-            p[k] -= (LEARNING_RATE * m_hat / (np.sqrt(v_hat) + 1e-8)).astype(np.float32)
+            # AdamW: weight decay decoupled from the gradient's scaling, on the matrices only (inside the
+            # Adam step it would move W1 by a full learning rate while W2 = 0 gives it no loss gradient).
+            decay = WEIGHT_DECAY * p[k] if k in ("w1", "w2") else 0.0
+            p[k] -= (LEARNING_RATE * (m_hat / (np.sqrt(v_hat) + 1e-8) + decay)).astype(np.float32)
 
 
 def fit_layer(x: np.ndarray, probs: np.ndarray, k: int, *, hidden: int, epochs: int, n_val: int, seed: int,
