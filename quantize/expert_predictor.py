@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import InvalidArgumentError, UnsupportedArchitectureError
-from .calibrate import _available_memory, text_digest, token_windows
+from .calibrate import _available_memory, _run_windows, text_digest, token_windows
 
 ARCH = "expert_predictor"  # general.architecture, so the keys follow the GGUF "<arch>.<key>" convention
 FORMAT_VERSION = 1  # scores = router logits + MLP (native/include/edge_rt/expert_predictor.h)
@@ -233,10 +233,7 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
             raise InvalidArgumentError("[fit-predictor] the text gives no tokens to run")
         m.record_routing(True, inputs=True)
         try:
-            for i, w in enumerate(windows):
-                m.logits(w)
-                if progress:
-                    progress("trace", i + 1, len(windows))
+            _run_windows(m, windows, (lambda d, n: progress("trace", d, n)) if progress else None)
             probs = m.routing()
             inputs = m.routing_inputs()
         finally:

@@ -493,14 +493,16 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         const float* nw = f32_of(pn, norm_tmp);
         for (int64_t t = 0; t < n; ++t) rms_norm(&s.x[(size_t)(t * E)], nw, &s.pred_in[(size_t)(t * E)], E, c.rms_eps);
         const WeightKernels& kr = kernels_of(pr);
-        matmul(pr, kr, quantize_rows(s.pred_in.data(), n, E, kr), n, s.pred_router.data(), NE);
+        size_t stride = quantize_rows(s.pred_in.data(), n, E, kr);
+        matmul(pr, kr, stride, n, s.pred_router.data(), NE);
         const ExpertPredictor::Layer* fitted =
             predictor_ && source == PredictionSource::NextLayer ? predictor_->layer(il_target) : nullptr;
         if (fitted) {
             // scores = router . x + out . silu(hidden . x + b_hidden) + b_out (expert_predictor.h)
             const int64_t H = predictor_->hidden_size();
             const WeightKernels& kh = kernels_of(fitted->hidden_w);
-            matmul(fitted->hidden_w, kh, quantize_rows(s.pred_in.data(), n, E, kh), n, s.pred_hidden.data(), H);
+            if (kh.act_type != kr.act_type) stride = quantize_rows(s.pred_in.data(), n, E, kh);  // else reuse
+            matmul(fitted->hidden_w, kh, stride, n, s.pred_hidden.data(), H);
             for (int64_t t = 0; t < n; ++t)
                 for (int64_t h = 0; h < H; ++h) {
                     float& v = s.pred_hidden[(size_t)(t * H + h)];
