@@ -36,8 +36,8 @@ top-2, Q4_0, 3.4 GB, random weights).
 - llama.cpp (llama-cpp-python, same file, same threads) runs in a subprocess under a balloon that
   leaves the same memory: edge_rt's budget + llama.cpp's own anonymous memory measured unconstrained
   (streaming.py's runner; Q4_0 is repacked into RAM by llama.cpp's default, so as in streaming.py the
-  balloon runs use its mmap path, ``--no-repack``). edge_rt (prefetch both) also runs once under the
-  same balloon, in a subprocess.
+  balloon runs use its mmap path, ``--no-repack``), interleaved with edge_rt (the default policy and
+  prefetch, in a subprocess) under the same balloon, ``--llama-reps`` runs each.
 
     sudo PYTHONPATH=. python3 benchmarks/moe.py --tiny-reps 3 --reps 3 --n-gen 24    # both parts (~15 min)
     sudo PYTHONPATH=. python3 benchmarks/moe.py --parts tiny --tiny-reps 3
@@ -80,6 +80,7 @@ def split_mode(mode: str, sidecar: Path) -> Tuple[str, Optional[Path]]:
         raise SystemExit(f"mode {mode} needs a fitted predictor: run `edge-rt fit-predictor` to write {sidecar}")
     return prefetch, (Path(sidecar) if fit else None)
 DEFAULT_POLICY = "lfu"  # the engine's default expert policy
+DEFAULT_PREFETCH = "next"  # the engine's default expert prefetch: what is compared with llama.cpp
 
 
 def expert_bytes(path: Path) -> Dict[str, int]:
@@ -429,29 +430,33 @@ def bench_mixtral(a: argparse.Namespace) -> Dict[str, Any]:
                     res["balloon"] = {"held_bytes": bal.held, "avail_after": bal.avail_after}
                     largs = {"path": str(path), "threads": a.threads, "prompt": prompt, "n_gen": a.llama_gen,
                              "no_repack": no_repack}
-                    r = run_worker("llama", largs, a.llama_timeout)
-                    lr.append(r)
-                    log(f"[mixtral] {name} llama.cpp under balloon: {r['tokens']} tokens, TTFT "
-                        f"{r.get('ttft_s', float('nan')):.2f} s, decode {r.get('decode_tok_s', float('nan')):.3f} tok/s"
-                        + (" (timed out)" if r["timed_out"] else "") + (f" ERROR {r['error'][-300:]}" if r.get("error") else ""))
                     eargs = {"path": str(path), "threads": a.threads, "prompt": prompt, "n_gen": a.n_gen,
-                             "budget": budgets[name], "cache": caches[name], "mode": "both"}
-                    r = run_moe_worker(eargs, a.llama_timeout)
-                    er.append(r)
-                    log(f"[mixtral] {name} edge_rt (both) under balloon: {r['tokens']} tokens, decode "
-                        f"{r.get('decode_tok_s', float('nan')):.2f} tok/s, peak RssAnon {r['peak_rss_anon'] / MiB:.0f} MiB"
-                        + (f" ERROR {r['error'][-300:]}" if r.get("error") else ""))
+                             "budget": budgets[name], "cache": caches[name], "mode": DEFAULT_PREFETCH}
+                    for rep in range(a.llama_reps):  # interleaved: llama.cpp, edge_rt, llama.cpp, ...
+                        r = run_worker("llama", largs, a.llama_timeout)
+                        lr.append(r)
+                        log(f"[mixtral] {name} rep {rep + 1}/{a.llama_reps} llama.cpp under balloon: {r['tokens']} "
+                            f"tokens, TTFT {r.get('ttft_s', float('nan')):.2f} s, decode "
+                            f"{r.get('decode_tok_s', float('nan')):.3f} tok/s"
+                            + (" (timed out)" if r["timed_out"] else "") + (f" ERROR {r['error'][-300:]}" if r.get("error") else ""))
+                        r = run_moe_worker(eargs, a.llama_timeout)
+                        er.append(r)
+                        log(f"[mixtral] {name} rep {rep + 1}/{a.llama_reps} edge_rt ({DEFAULT_PREFETCH}) under balloon: "
+                            f"{r['tokens']} tokens, decode {r.get('decode_tok_s', float('nan')):.2f} tok/s, peak RssAnon "
+                            f"{r.get('peak_rss_anon', 0) / MiB:.0f} MiB" + (f" ERROR {r['error'][-300:]}" if r.get("error") else ""))
             except Exception as e:
                 log(f"[mixtral] {name}: balloon runs failed: {type(e).__name__}: {e}")
                 res["balloon_error"] = f"{type(e).__name__}: {e}"
             res["llama_cpp"], res["edge_rt_balloon"] = lr, er
+            res["edge_rt_balloon_mode"] = f"{DEFAULT_POLICY}/{DEFAULT_PREFETCH}"
+            res["edge_balloon_peak_rss_anon"] = max((r.get("peak_rss_anon", 0) for r in er), default=0)
             lt = [r["decode_tok_s"] for r in lr if "decode_tok_s" in r]
             et = [r["decode_tok_s"] for r in er if "decode_tok_s" in r]
             res["llama_decode_tok_s"] = statistics.median(lt) if lt else None
             res["llama_ttft_s"] = statistics.median([r["ttft_s"] for r in lr if "ttft_s" in r]) if any("ttft_s" in r for r in lr) else None
             res["edge_balloon_decode_tok_s"] = statistics.median(et) if et else None
             e_dec = res["edge_balloon_decode_tok_s"] or \
-                res["modes"].get(f"{DEFAULT_POLICY}/both", {}).get("decode_tok_s", {}).get("median")
+                res["modes"].get(f"{DEFAULT_POLICY}/{DEFAULT_PREFETCH}", {}).get("decode_tok_s", {}).get("median")
             res["edge_over_llama"] = (e_dec / res["llama_decode_tok_s"]) if (e_dec and res["llama_decode_tok_s"]) else None
         out["sizes"][name] = res
     return out
@@ -533,16 +538,20 @@ def markdown(report: Dict[str, Any]) -> str:
             L.append(f"\nResident (no budget, every weight in RAM, warm) decode: {_s(mx['resident_decode_tok_s'])} tok/s: "
                      "the compute ceiling on this machine.")
         L += ["", f"I/O bound tok/s = O_DIRECT best / expert bytes read per decode token with the default policy "
-              f"({DEFAULT_POLICY.upper()}) and prefetch off (median); edge_rt runs: {DEFAULT_POLICY}/both:", "",
-              "| expert cache | needed MB / token | I/O bound tok/s | edge_rt both tok/s | edge_rt both under balloon tok/s "
+              f"({DEFAULT_POLICY.upper()}) and prefetch off (median); edge_rt runs the defaults, "
+              f"{DEFAULT_POLICY}/{DEFAULT_PREFETCH}; under the balloon {p.get('llama_reps', 1)} interleaved runs of "
+              f"each engine, medians:", "",
+              f"| expert cache | needed MB / token | I/O bound tok/s | edge_rt {DEFAULT_PREFETCH} tok/s "
+              f"| edge_rt {DEFAULT_PREFETCH} under balloon tok/s (peak RssAnon MiB) "
               "| llama.cpp under balloon tok/s (TTFT s) | edge_rt / llama.cpp |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in mx["sizes"].items():
-            both = r["modes"].get(f"{DEFAULT_POLICY}/both", {}).get("decode_tok_s", {}).get("median")
+            dflt = r["modes"].get(f"{DEFAULT_POLICY}/{DEFAULT_PREFETCH}", {}).get("decode_tok_s", {}).get("median")
             lt = r.get("llama_decode_tok_s")
             lcell = (f"{_f(lt, 3)} ({_f(r.get('llama_ttft_s'))})" if lt is not None else
                      ("0 (no 2nd token)" if r.get("llama_cpp") else "not run"))
             L.append(f"| {name} | {_f(r.get('needed_bytes_per_token', 0) / 1e6, 0)} | {_f(r.get('io_bound_tok_s'))} "
-                     f"| {_f(both)} | {_f(r.get('edge_balloon_decode_tok_s'))} | {lcell} | **{_f(r.get('edge_over_llama'), 1)}x** |")
+                     f"| {_f(dflt)} | {_f(r.get('edge_balloon_decode_tok_s'))} ({r.get('edge_balloon_peak_rss_anon', 0) / MiB:.0f}) "
+                     f"| {lcell} | **{_f(r.get('edge_over_llama'), 1)}x** |")
         if mx.get("llama_unconstrained"):
             lf = mx["llama_unconstrained"]
             L.append(f"\nllama.cpp unconstrained (cold, default): TTFT {_f(lf.get('ttft_s'))} s, decode "
@@ -607,6 +616,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--llama", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--llama-gen", type=int, default=4)
+    ap.add_argument("--llama-reps", type=int, default=5,
+                    help="interleaved llama.cpp / edge_rt runs under the balloon per cache size")
     ap.add_argument("--llama-timeout", type=float, default=120.0)
     ap.add_argument("--min-avail", type=int, default=256 * MiB)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "moe.json")
