@@ -59,8 +59,8 @@ struct StreamingOptions {
     // whole experts of the model's largest expert; each slot also pads its three reads to 4096 bytes.
     uint64_t expert_cache_bytes = 0;
     ExpertPolicy expert_policy = ExpertPolicy::Lfu;  // higher hit rate in every measured case (benchmarks/moe.py)
-    // Off unless `prefetch` too. NextLayer measured fastest (benchmarks/moe.py): the same-layer
-    // predictor adds reads that arrive too late to help.
+    // Off unless `prefetch` too. NextLayer measured fastest or level with Both, with fewer reads, on
+    // the Mixtral-shaped benchmark (benchmarks/moe.py): same-layer reads arrive too late to help.
     ExpertPrefetch expert_prefetch = ExpertPrefetch::NextLayer;
     uint64_t speculative_cap_bytes = 0;  // speculative expert bytes in flight; 0 = 2 * n_expert_used experts
     int prediction_width = 0;    // experts predicted per token and layer; 0 = n_expert_used
