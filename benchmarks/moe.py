@@ -39,9 +39,9 @@ top-2, Q4_0, 3.4 GB, random weights).
   balloon runs use its mmap path, ``--no-repack``), interleaved with edge_rt (the default policy and
   prefetch, in a subprocess) under the same balloon, ``--llama-reps`` runs each.
 
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --tiny-reps 3 --reps 3 --n-gen 24    # both parts (~15 min)
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts tiny --tiny-reps 3
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts mixtral --reps 3 --n-gen 24 --out benchmarks/out/moe_mixtral.json
+    sudo PYTHONPATH=. python3 benchmarks/moe.py --tiny-reps 5 --reps 5 --n-gen 24    # both parts (~30 min)
+    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts tiny --tiny-reps 5 --out benchmarks/out/moe_tiny.json
+    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts mixtral --reps 5 --n-gen 24 --out benchmarks/out/moe_mixtral.json
 
 Writes benchmarks/out/moe.json (after each part) and benchmarks/moe_prediction.png (per-layer
 recall/precision of the tiny model); prints markdown tables for benchmarks/RESULTS.md.
@@ -71,6 +71,8 @@ from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # n
 # quantize/data/calibration.txt), the others with the routers (expert_predictor=None).
 MODES = ("off", "same", "next", "both", "next+fit", "both+fit")
 FITTED_PREDICTOR = ROOT / "models" / "tiny-code-moe-f16.gguf.predictor.gguf"
+DEFAULT_POLICY = "lfu"  # the engine's default expert policy
+DEFAULT_PREFETCH = "next"  # the engine's default expert prefetch: what is compared with llama.cpp
 
 
 def split_mode(mode: str, sidecar: Path) -> Tuple[str, Optional[Path]]:
@@ -79,8 +81,6 @@ def split_mode(mode: str, sidecar: Path) -> Tuple[str, Optional[Path]]:
     if fit and not Path(sidecar).is_file():
         raise SystemExit(f"mode {mode} needs a fitted predictor: run `edge-rt fit-predictor` to write {sidecar}")
     return prefetch, (Path(sidecar) if fit else None)
-DEFAULT_POLICY = "lfu"  # the engine's default expert policy
-DEFAULT_PREFETCH = "next"  # the engine's default expert prefetch: what is compared with llama.cpp
 
 
 def expert_bytes(path: Path) -> Dict[str, int]:
