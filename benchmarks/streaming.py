@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Streaming models larger than the memory budget: edge_rt's sliding-window layer streaming vs its
-naive baseline, vs the flash-read bound measured in the same run, and vs llama.cpp (default mmap)
-squeezed by a balloon process to the same memory.
+"""Streaming models larger than the memory budget: edge_rt's sliding-window layer streaming vs a
+naive streaming baseline and vs the same placement without overlap, vs the flash-read bound measured in
+the same run, and vs llama.cpp (default mmap) squeezed by a balloon process to the same memory.
 
 Protocol (benchmarks section of ARCHITECTURE.md):
 
 - Models: synthetic TinyLlama-1.1B-shaped Q8_0 and Llama-3.2-3B-shaped Q4_0 GGUFs (random weights).
 - Budgets: ``--fractions`` (default 25%, 50%, 75%) of the model's file size, passed as ``mem_budget``.
 - Every run is cold: ``sync; echo 3 > /proc/sys/vm/drop_caches`` first (root only; skipped with a
-  message otherwise). Runs interleave A B A B (edge_rt prefetch, edge_rt naive) over ``--reps``
-  repetitions; medians quoted with min-max.
+  message otherwise). Each of ``--reps`` repetitions runs, interleaved, the naive baseline once and,
+  per budget, edge_rt with prefetch and edge_rt without overlap; medians quoted with min-max.
+- Three edge_rt modes. ``prefetch``: the engine's defaults under the budget (layers pinned where the
+  budget allows, the rest streamed through the window, reads ahead of compute). ``no overlap``: the
+  same placement with ``prefetch=False`` (window of 1, each streamed layer read when it is needed):
+  what the overlap alone gains. ``naive``: load each layer, compute, free, no overlap: every layer
+  (and the output head) streamed through one slot, ``prefetch=False`` at the engine's minimum budget
+  (the one a too-small budget's error states); it does not depend on the budget and fits in all of
+  them, so it runs once per repetition.
 - One run = load + ``--n-prompt`` token prompt + ``--n-gen`` greedy tokens. TTFT = load start to the
   first generated token (imports excluded); decode tok/s = (n_gen - 1) / (time from first to last
   token).
@@ -374,14 +381,35 @@ def summarize_worker(events: List[Dict[str, Any]], timed_out: bool, rc: Optional
 # ---- edge_rt in-process runs -------------------------------------------------------------------------
 
 
+def minimum_budget(path: Path, threads: int) -> int:
+    """The engine's minimum ``mem_budget`` for this model (one slot for the largest streamed unit + KV
+    cache + scratch), as the error for a too-small budget states it."""
+    import re
+
+    import edge_rt
+
+    try:
+        edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=1).close()
+    except edge_rt.OutOfMemoryError as e:
+        found = re.search(r"below the minimum (\d+) bytes", str(e))
+        if found:
+            return int(found.group(1))
+        raise RuntimeError(f"the budget error no longer states the minimum in bytes: {e}") from e
+    raise RuntimeError("a 1-byte memory budget loaded: the engine no longer enforces its minimum")
+
+
+# edge_rt modes: (prefetch, window); "naive" runs at the minimum budget, the others at each budget
+MODES = {"prefetch": (True, None), "no_overlap": (False, None), "naive": (False, 1)}
+
+
 def edge_run(path: Path, budget: int, prefetch: bool, prompt: List[int], n_gen: int, threads: int,
-             keep_events: bool = False) -> Dict[str, Any]:
+             keep_events: bool = False, window: Optional[int] = None) -> Dict[str, Any]:
     """One cold edge_rt run in this process: drop caches, load, generate; timings and telemetry."""
     import edge_rt
 
     drop_caches()
     t0 = time.perf_counter()
-    m = edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=budget, prefetch=prefetch)
+    m = edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=budget, prefetch=prefetch, window=window)
     t_load = time.perf_counter() - t0
     ts = []
     for _ in m.generate_tokens(prompt, max_tokens=n_gen, temperature=0.0):
@@ -422,33 +450,46 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
     log(f"[{tag}] O_DIRECT read: {bws[-1]['bytes_per_s'] / 1e9:.2f} GB/s (depth {bws[-1]['best_depth']}; "
         f"by depth {', '.join(f'{k}: {v / 1e9:.2f}' for k, v in bws[-1]['by_depth'].items())})")
 
-    runs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {b: {"prefetch": [], "naive": []} for b in budgets}
+    min_budget = minimum_budget(path, a.threads)
+    out["minimum_budget_bytes"] = min_budget
+    log(f"[{tag}] minimum budget (the naive baseline's): {min_budget / MiB:.1f} MiB")
+    # (budget name, mode) in the order each repetition runs them; the naive run sits in the middle
+    plan = [(name, mode) for name in budgets for mode in ("prefetch", "no_overlap")]
+    plan.insert(len(plan) // 2, ("min", "naive"))
+    runs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {b: {"prefetch": [], "no_overlap": []} for b in budgets}
+    runs["min"] = {"naive": []}
     timeline = None
-    for name, budget in budgets.items():  # warm-up: one (uncounted) run per mode
-        for mode in ("prefetch", "naive"):
-            edge_run(path, budget, mode == "prefetch", prompt, min(a.n_gen, 4), a.threads)
-    for rep in range(a.reps):  # interleaved: A B A B over budgets and modes
+    for name, mode in plan:  # warm-up: one (uncounted) run per mode
+        prefetch, window = MODES[mode]
+        edge_run(path, budgets.get(name, min_budget), prefetch, prompt, min(a.n_gen, 4), a.threads, window=window)
+    for rep in range(a.reps):  # interleaved: A B C A B C over budgets and modes
         out["contention"] += [f"rep {rep + 1}: {x}" for x in other_load()]
         if rep > 0:  # the bound is measured between repetitions too (this VM's disk varies)
             bws.append(odirect_read_bandwidth(path, passes=1))
-        for name, budget in budgets.items():
-            for mode in ("prefetch", "naive"):
-                keep = (rep == 0 and mode == "prefetch" and name == "50%")
-                # the flash bound right before this run (this VM's disk bandwidth drifts by 1.5x)
-                pair_bw = odirect_read_bandwidth(path, depths=(1, 4), max_bytes=512 * MiB, passes=1)["bytes_per_s"]
-                r = edge_run(path, budget, mode == "prefetch", prompt, a.n_gen, a.threads, keep_events=keep)
-                if keep:
-                    timeline = {"events": r.pop("events"), "token_times": r.pop("token_times"),
-                                "budget": name}
-                r["paired_bw"] = pair_bw
-                r["paired_bound_tok_s"] = pair_bw / r["memory_report"]["streamed_bytes_per_token"]
-                r["fraction_of_paired_bound"] = r["decode_tok_s"] / r["paired_bound_tok_s"]
-                runs[name][mode].append(r)
-                mr = r["memory_report"]
-                log(f"[{tag}] rep {rep + 1}/{a.reps} {name} {mode}: {r['decode_tok_s']:.2f} tok/s "
-                    f"({100 * r['fraction_of_paired_bound']:.0f}% of the bound at {pair_bw / 1e9:.2f} GB/s), "
-                    f"W={mr['window']}, {mr['streamed_bytes_per_token'] / 1e6:.0f} MB/token streamed, "
-                    f"TTFT {r['ttft_s']:.2f} s, stalls {r['stats']['stalls']}/{r['stats']['acquires']}")
+        for name, mode in plan:
+            prefetch, window = MODES[mode]
+            keep = (rep == 0 and mode == "prefetch" and name == "50%")
+            # the flash bound right before this run (this VM's disk bandwidth drifts by 1.5x)
+            pair_bw = odirect_read_bandwidth(path, depths=(1, 4), max_bytes=512 * MiB, passes=1)["bytes_per_s"]
+            r = edge_run(path, budgets.get(name, min_budget), prefetch, prompt, a.n_gen, a.threads,
+                         keep_events=keep, window=window)
+            if keep:
+                timeline = {"events": r.pop("events"), "token_times": r.pop("token_times"),
+                            "budget": name}
+            r["paired_bw"] = pair_bw
+            r["paired_bound_tok_s"] = pair_bw / r["memory_report"]["streamed_bytes_per_token"]
+            r["fraction_of_paired_bound"] = r["decode_tok_s"] / r["paired_bound_tok_s"]
+            runs[name][mode].append(r)
+            mr = r["memory_report"]
+            log(f"[{tag}] rep {rep + 1}/{a.reps} {name} {mode}: {r['decode_tok_s']:.2f} tok/s "
+                f"({100 * r['fraction_of_paired_bound']:.0f}% of the bound at {pair_bw / 1e9:.2f} GB/s), "
+                f"W={mr['window']}, {mr['streamed_bytes_per_token'] / 1e6:.0f} MB/token streamed, "
+                f"TTFT {r['ttft_s']:.2f} s, stalls {r['stats']['stalls']}/{r['stats']['acquires']}")
+    rv = runs["min"]["naive"]
+    naive = {k: _stats([r[k] for r in rv]) for k in ("decode_tok_s", "ttft_s", "load_s", "fraction_of_paired_bound")}
+    naive["streamed_bytes_per_token"] = rv[0]["memory_report"]["streamed_bytes_per_token"]
+    naive["runs"] = rv
+    out["naive"] = naive
     bws.append(odirect_read_bandwidth(path))  # again after the edge_rt runs: the bound brackets them
     bw = max(b["bytes_per_s"] for b in bws)
     seen = ", ".join("%.2f" % (b["bytes_per_s"] / 1e9) for b in bws)
@@ -485,14 +526,14 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
 
     for name, budget in budgets.items():
         res: Dict[str, Any] = {"budget_bytes": budget}
-        rp, rn = runs[name]["prefetch"], runs[name]["naive"]
+        rp, rn = runs[name]["prefetch"], runs[name]["no_overlap"]
         rep0 = rp[0]["memory_report"]
         sbpt = rep0["streamed_bytes_per_token"]
         res["memory_report"] = rep0
         res["streamed_bytes_per_token"] = sbpt
         res["io_bound_tok_s"] = bw / sbpt if sbpt else float("inf")
         res["edge_rt"] = {k: _stats([r[k] for r in rp]) for k in ("decode_tok_s", "ttft_s", "load_s")}
-        res["naive"] = {k: _stats([r[k] for r in rn]) for k in ("decode_tok_s", "ttft_s", "load_s")}
+        res["no_overlap"] = {k: _stats([r[k] for r in rn]) for k in ("decode_tok_s", "ttft_s", "load_s")}
         res["edge_rt"]["stall_fraction"] = _stats([r["stats"]["stall_seconds"] / max(1e-9, r["stats"]["io_seconds"])
                                                    for r in rp])
         res["edge_rt"]["measured_bytes_per_token"] = _stats(
@@ -500,13 +541,16 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
             [r["stats"]["bytes_read"] / max(1, r["tokens"]) for r in rp])
         if all("fraction_of_paired_bound" in r for r in rp + rn):
             res["edge_rt"]["fraction_of_paired_bound"] = _stats([r["fraction_of_paired_bound"] for r in rp])
-            res["naive"]["fraction_of_paired_bound"] = _stats([r["fraction_of_paired_bound"] for r in rn])
+            res["no_overlap"]["fraction_of_paired_bound"] = _stats([r["fraction_of_paired_bound"] for r in rn])
         res["edge_rt"]["runs"] = rp
-        res["naive"]["runs"] = rn
+        res["no_overlap"]["runs"] = rn
         res["decode_over_io_bound"] = res["edge_rt"]["decode_tok_s"]["median"] / res["io_bound_tok_s"]
-        res["prefetch_over_naive"] = res["edge_rt"]["decode_tok_s"]["median"] / res["naive"]["decode_tok_s"]["median"]
-        pairs = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(rp, rn)]
-        res["prefetch_over_naive_range"] = [min(pairs), max(pairs)]
+        # ratios of medians; the ranges pair the runs of one repetition
+        for base, runs_b in (("naive", rv), ("no_overlap", rn)):
+            res[f"prefetch_over_{base}"] = (res["edge_rt"]["decode_tok_s"]["median"]
+                                            / statistics.median(r["decode_tok_s"] for r in runs_b))
+            pairs = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(rp, runs_b)]
+            res[f"prefetch_over_{base}_range"] = [min(pairs), max(pairs)]
 
         if a.llama and (a.llama_fractions is None or name in {f"{int(round(f * 100))}%" for f in a.llama_fractions}):
             target = budget + own
@@ -589,9 +633,10 @@ def markdown(report: Dict[str, Any]) -> str:
         f"per edge_rt mode after a warm-up; median [min-max].",
         "",
         "| model | budget | streamed MB/token | O_DIRECT GB/s | I/O bound tok/s | edge_rt tok/s | / bound "
-        "| / paired bound | naive tok/s | prefetch / naive | edge_rt under balloon tok/s | llama.cpp under balloon tok/s "
+        "| / paired bound | naive tok/s | prefetch / naive | no-overlap tok/s | prefetch / no-overlap "
+        "| edge_rt under balloon tok/s | llama.cpp under balloon tok/s "
         "| edge_rt / llama.cpp | TTFT edge_rt s | TTFT llama.cpp s |",
-        "| --- " * 15 + "|",
+        "| --- " * 17 + "|",
     ]
     for m in report["models"]:
         for name, r in m["budgets"].items():
@@ -603,12 +648,22 @@ def markdown(report: Dict[str, Any]) -> str:
                 f"| {m['preset']} {m['weight_type']} ({m['file_bytes'] / 1e9:.2f} GB) | {name} "
                 f"({r['budget_bytes'] / 1e6:.0f} MB) | {r['streamed_bytes_per_token'] / 1e6:.0f} | "
                 f"{m['odirect_bytes_per_s'] / 1e9:.2f} | {r['io_bound_tok_s']:.2f} | {_s(r['edge_rt']['decode_tok_s'])} | "
-                f"**{r['decode_over_io_bound']:.2f}** | {pf} | {_s(r['naive']['decode_tok_s'])} | "
-                f"**{r['prefetch_over_naive']:.2f}x** | {_f(r.get('edge_balloon_decode_tok_s'))} | {lcell} | "
+                f"**{r['decode_over_io_bound']:.2f}** | {pf} | {_s(m['naive']['decode_tok_s'])} | "
+                f"**{r['prefetch_over_naive']:.2f}x** | {_s(r['no_overlap']['decode_tok_s'])} | "
+                f"{r['prefetch_over_no_overlap']:.2f}x | {_f(r.get('edge_balloon_decode_tok_s'))} | {lcell} | "
                 f"**{_f(r.get('edge_over_llama_decode'), 1)}x** | {_f(ttft_e)} | {_f(r.get('llama_ttft_s'))} |")
     lines += ["", "Targets: edge_rt / I/O bound >= 0.85; prefetch / naive >= 1.5x; edge_rt / llama.cpp (same "
-              "memory) >= 1.5x; TTFT edge_rt <= llama.cpp."]
+              "memory) >= 1.5x; TTFT edge_rt <= llama.cpp.", "Naive: every layer and the output head streamed "
+              "through one slot, read when needed (prefetch=False at the minimum budget); one run per repetition, "
+              "the same for every budget. No-overlap: the budget's own placement with prefetch=False."]
     for m in report["models"]:
+        nv = m["naive"]
+        ranges = ", ".join(f"{n} {r['prefetch_over_naive_range'][0]:.2f}-{r['prefetch_over_naive_range'][1]:.2f} / "
+                           f"{r['prefetch_over_no_overlap_range'][0]:.2f}-{r['prefetch_over_no_overlap_range'][1]:.2f}"
+                           for n, r in m["budgets"].items())
+        lines.append(f"- {m['preset']} {m['weight_type']}: naive at the minimum budget "
+                     f"{m['minimum_budget_bytes'] / MiB:.1f} MiB streams {nv['streamed_bytes_per_token'] / 1e6:.0f} "
+                     f"MB/token, TTFT {_s(nv['ttft_s'])} s; per-repetition prefetch / naive and / no-overlap: {ranges}.")
         lf = m.get("llama_unconstrained", {})
         if m.get("llama_no_repack"):
             lines.append(f"- {m['preset']} {m['weight_type']}: llama.cpp's default repacks Q4_0 weights into "

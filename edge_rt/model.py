@@ -156,8 +156,9 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         window: Streaming window slots; default the largest number that fits the budget.
         io_mode: ``"auto"`` (O_DIRECT where the filesystem allows, else buffered reads that drop the
             page cache behind them), ``"direct"`` or ``"buffered"``.
-        prefetch: ``False`` runs the naive baseline (each layer read when needed, no overlap; no
-            expert prediction).
+        prefetch: ``False`` reads each streamed layer when it is needed, with no overlap (a window of
+            one slot; no expert prediction); the placement of pinned layers is unchanged. At the minimum
+            ``mem_budget`` (nothing pinned) it is the naive load-compute-free baseline.
         expert_cache: Mixture-of-Experts models under a budget: bytes (or ``"600MB"``) for the expert
             cache; default what the budget leaves after the layer placement. Experts are not part of
             the layer window: each (layer, expert) is cached and read on its own.

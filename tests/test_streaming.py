@@ -5,7 +5,7 @@ What is checked, and how:
 1. Streaming never changes the numbers: logits are bitwise identical (``np.array_equal``) between the
    fully resident engine (no budget) and budgets that force different placements (everything pinned;
    some layers pinned + a window of 2; all but two layers and the head pinned; nothing pinned + a
-   window of 1; an explicit window of 3), the naive baseline (``prefetch=False``), and both I/O
+   window of 1; an explicit window of 3), no overlap (``prefetch=False``), and both I/O
    modes, for llama, qwen2 and qwen3 models in Q8_0, Q4_K and F16: a prefill (every position's
    logits) followed by single-token decode steps; a sweep of budgets on models whose head is the
    largest unit, with tied embeddings, or with mixed types; a prompt longer than the prefill
@@ -158,8 +158,10 @@ def _placements(plan: Plan) -> Dict[str, Tuple[int, Dict[str, Any], Callable[[Di
         "none_pinned_window1": (plan.budget(1.5), {}, lambda r: r["pinned_units"] == [] and r["window"] == 1),
         "explicit_window3": (plan.budget(3.5), {"window": 3},
                              lambda r: r["window"] == 3 and len(r["streamed_units"]) >= 3),
-        "naive_no_prefetch": (plan.budget(n - 1.5), {"prefetch": False},
-                              lambda r: r["window"] == 1 and len(r["streamed_units"]) >= 1),
+        "no_overlap": (plan.budget(n - 1.5), {"prefetch": False},
+                       lambda r: r["window"] == 1 and 0 < len(r["pinned_units"]) < n),
+        # the streaming benchmark's naive baseline: nothing pinned, one slot, read when needed
+        "naive": (plan.budget(1.5), {"prefetch": False}, lambda r: r["pinned_units"] == [] and r["window"] == 1),
         "buffered": (plan.budget(2.5), {"io_mode": "buffered"},
                      lambda r: r["io"] == "buffered" and r["pinned_units"] == [] and r["window"] == 2),
         "direct": (plan.budget(2.5), {"io_mode": "direct"},

@@ -121,7 +121,7 @@ void bind_engine(py::module_& m) {
              py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "next", py::arg("speculative_cap_bytes") = 0,
              py::arg("prediction_width") = 0, py::arg("expert_predictor") = "",
              "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
-             "io_mode auto|direct|buffered; prefetch=False is the naive read-compute-free baseline; "
+             "io_mode auto|direct|buffered; prefetch=False reads each streamed unit when it is needed, with no overlap (window 1; at the minimum budget: the naive read-compute-free baseline); "
              "fault_* inject an I/O failure after that many bytes (tests only); MoE: expert_cache_bytes (0 = what "
              "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes, "
              "prediction_width (experts predicted per token; 0 = expert_used_count), expert_predictor (sidecar GGUF "

@@ -263,7 +263,7 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
             // MoE: two slots overlap a layer's read with compute; the rest of the budget caches experts.
             if (moe_) window = std::min(window, 2);
         }
-        if (!options.prefetch) window = 1;  // naive baseline: read, compute, free
+        if (!options.prefetch) window = 1;  // no overlap: read, compute, free (pinned units stay)
         window = std::max(window, 1);
     }
     uint64_t expert_slots = expert_slots_wanted;

@@ -50,7 +50,7 @@ enum class ExpertPolicy : int { Lru = 0, Lfu = 1 };
 struct StreamingOptions {
     int window = 0;              // slots; 0 = the largest that fits the budget (at least 1)
     IoMode io_mode = IoMode::Auto;
-    bool prefetch = true;        // false: the naive baseline, each unit read when acquired, no overlap
+    bool prefetch = true;        // false: window 1, each streamed unit read when acquired, no overlap
     int io_threads = 4;          // requests in flight
     uint64_t fault_after_bytes = 0;  // test hook: inject a failure after this much traffic (0 = off)
     bool fault_short_read = false;   // injected failure is a short read (else EIO)
