@@ -398,18 +398,19 @@ def minimum_budget(path: Path, threads: int) -> int:
     raise RuntimeError("a 1-byte memory budget loaded: the engine no longer enforces its minimum")
 
 
-# edge_rt modes: (prefetch, window); "naive" runs at the minimum budget, the others at each budget
-MODES = {"prefetch": (True, None), "no_overlap": (False, None), "naive": (False, 1)}
+# edge_rt modes -> prefetch; "naive" runs at the minimum budget, the others at each budget
+# (prefetch=False means a window of one slot)
+PREFETCH = {"prefetch": True, "no_overlap": False, "naive": False}
 
 
 def edge_run(path: Path, budget: int, prefetch: bool, prompt: List[int], n_gen: int, threads: int,
-             keep_events: bool = False, window: Optional[int] = None) -> Dict[str, Any]:
+             keep_events: bool = False) -> Dict[str, Any]:
     """One cold edge_rt run in this process: drop caches, load, generate; timings and telemetry."""
     import edge_rt
 
     drop_caches()
     t0 = time.perf_counter()
-    m = edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=budget, prefetch=prefetch, window=window)
+    m = edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=budget, prefetch=prefetch)
     t_load = time.perf_counter() - t0
     ts = []
     for _ in m.generate_tokens(prompt, max_tokens=n_gen, temperature=0.0):
@@ -460,19 +461,17 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
     runs["min"] = {"naive": []}
     timeline = None
     for name, mode in plan:  # warm-up: one (uncounted) run per mode
-        prefetch, window = MODES[mode]
-        edge_run(path, budgets.get(name, min_budget), prefetch, prompt, min(a.n_gen, 4), a.threads, window=window)
+        edge_run(path, budgets.get(name, min_budget), PREFETCH[mode], prompt, min(a.n_gen, 4), a.threads)
     for rep in range(a.reps):  # interleaved: A B C A B C over budgets and modes
         out["contention"] += [f"rep {rep + 1}: {x}" for x in other_load()]
         if rep > 0:  # the bound is measured between repetitions too (this VM's disk varies)
             bws.append(odirect_read_bandwidth(path, passes=1))
         for name, mode in plan:
-            prefetch, window = MODES[mode]
             keep = (rep == 0 and mode == "prefetch" and name == "50%")
             # the flash bound right before this run (this VM's disk bandwidth drifts by 1.5x)
             pair_bw = odirect_read_bandwidth(path, depths=(1, 4), max_bytes=512 * MiB, passes=1)["bytes_per_s"]
-            r = edge_run(path, budgets.get(name, min_budget), prefetch, prompt, a.n_gen, a.threads,
-                         keep_events=keep, window=window)
+            r = edge_run(path, budgets.get(name, min_budget), PREFETCH[mode], prompt, a.n_gen, a.threads,
+                         keep_events=keep)
             if keep:
                 timeline = {"events": r.pop("events"), "token_times": r.pop("token_times"),
                             "budget": name}
