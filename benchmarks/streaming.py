@@ -15,8 +15,8 @@ Protocol (benchmarks section of ARCHITECTURE.md):
   same placement with ``prefetch=False`` (window of 1, each streamed layer read when it is needed):
   what the overlap alone gains. ``naive``: load each layer, compute, free, no overlap: every layer
   (and the output head) streamed through one slot, ``prefetch=False`` at the engine's minimum budget
-  (the one a too-small budget's error states); it does not depend on the budget and fits in all of
-  them, so it runs once per repetition.
+  (``edge_rt.minimum_budget``); it does not depend on the budget and fits in all of them, so it runs
+  once per repetition.
 - One run = load + ``--n-prompt`` token prompt + ``--n-gen`` greedy tokens. TTFT = load start to the
   first generated token (imports excluded); decode tok/s = (n_gen - 1) / (time from first to last
   token).
@@ -381,23 +381,6 @@ def summarize_worker(events: List[Dict[str, Any]], timed_out: bool, rc: Optional
 # ---- edge_rt in-process runs -------------------------------------------------------------------------
 
 
-def minimum_budget(path: Path, threads: int) -> int:
-    """The engine's minimum ``mem_budget`` for this model (one slot for the largest streamed unit + KV
-    cache + scratch), as the error for a too-small budget states it."""
-    import re
-
-    import edge_rt
-
-    try:
-        edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=1).close()
-    except edge_rt.OutOfMemoryError as e:
-        found = re.search(r"below the minimum (\d+) bytes", str(e))
-        if found:
-            return int(found.group(1))
-        raise RuntimeError(f"the budget error no longer states the minimum in bytes: {e}") from e
-    raise RuntimeError("a 1-byte memory budget loaded: the engine no longer enforces its minimum")
-
-
 # edge_rt modes -> prefetch; "naive" runs at the minimum budget, the others at each budget
 # (prefetch=False means a window of one slot)
 PREFETCH = {"prefetch": True, "no_overlap": False, "naive": False}
@@ -451,7 +434,9 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
     log(f"[{tag}] O_DIRECT read: {bws[-1]['bytes_per_s'] / 1e9:.2f} GB/s (depth {bws[-1]['best_depth']}; "
         f"by depth {', '.join(f'{k}: {v / 1e9:.2f}' for k, v in bws[-1]['by_depth'].items())})")
 
-    min_budget = minimum_budget(path, a.threads)
+    import edge_rt
+
+    min_budget = edge_rt.minimum_budget(path, threads=a.threads, n_ctx=512)["total"]
     out["minimum_budget_bytes"] = min_budget
     log(f"[{tag}] minimum budget (the naive baseline's): {min_budget / MiB:.1f} MiB")
     # (budget name, mode) in the order each repetition runs them; the naive run sits in the middle

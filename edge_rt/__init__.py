@@ -39,12 +39,13 @@ def _package_version() -> str:
 __version__: str = _package_version()
 
 if TYPE_CHECKING:
-    from .model import GenerationResult, Model, load
+    from .model import GenerationResult, Model, load, minimum_budget
     from .tokenizer import Tokenizer
 
 # Resolved on first use (PEP 562): keeps `import edge_rt` light and independent of the extension.
 _LAZY = {
     "load": "model",
+    "minimum_budget": "model",
     "Model": "model",
     "GenerationResult": "model",
     "Tokenizer": "tokenizer",
@@ -69,6 +70,7 @@ def __dir__() -> list:
 __all__ = [
     "__version__",
     "load",
+    "minimum_budget",
     "Model",
     "GenerationResult",
     "Tokenizer",

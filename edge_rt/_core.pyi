@@ -190,6 +190,19 @@ class ExpertReadEvent(TypedDict):
     io_start: float
     io_end: float
 
+class BudgetFloor(TypedDict):
+    weights: int           # one window slot + embedding row buffer (MoE: + routers and one expert)
+    expert_predictor: int  # the predictor's weights; 0 without one
+    kv_cache: int
+    scratch: int
+    total: int             # the least mem_budget that loads
+
+def minimum_budget(path: str, threads: int = 1, n_ctx: int = 2048, expert_predictor: str = "") -> BudgetFloor:
+    """The least ``mem_budget`` an Engine with these arguments loads with (GGUF header only).
+
+    Raises as ``Engine(...)`` for the arguments, the file, the model and the predictor."""
+    ...
+
 class Engine:
     """A loaded model with its KV cache. Not thread-safe: one call at a time per Engine.
 
@@ -201,7 +214,7 @@ class Engine:
             (every weight resident). With a budget, layers that do not fit stream from the file.
         window: streaming window slots; 0 = the largest that fits.
         io_mode: "auto", "direct" (O_DIRECT) or "buffered" (pread + fadvise DONTNEED).
-        prefetch: False = naive baseline (read each layer when needed, no overlap).
+        prefetch: False = each streamed layer read when needed, no overlap (window 1; placement unchanged).
         fault_after_bytes, fault_short_read: test hook, inject EIO (or a short read) into every read
             once read traffic passes that many bytes; 0 = off.
         expert_cache_bytes: MoE under a budget: bytes of the expert cache; 0 = what the budget leaves.

@@ -269,9 +269,9 @@ def _expert_summary(m: Any, rep: Dict[str, Any], n_tokens: int) -> None:
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 
 
-def _inspect_data(path: Path) -> Dict[str, Any]:
-    from .errors import ModelIOError
-    from .model import _core
+def _inspect_data(path: Path, threads: Optional[int] = None, ctx: Optional[int] = None) -> Dict[str, Any]:
+    from .errors import EdgeRTError, ModelIOError
+    from .model import _core, minimum_budget
 
     if not path.exists():
         raise ModelIOError(f"[inspect] model file not found: {path}")
@@ -323,6 +323,14 @@ def _inspect_data(path: Path) -> Dict[str, Any]:
         isa = core.isa()
     except Exception:  # diagnostic only
         isa = None
+    # The least --mem-budget this model runs in; a file edge_rt cannot run says why instead.
+    memory: Dict[str, Any] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # n_ctx above the training context: the size is still right
+            memory["minimum_budget"] = minimum_budget(path, threads=threads, n_ctx=ctx)
+    except EdgeRTError as e:
+        memory["not_runnable"] = str(e)
     return {
         "path": str(path),
         "gguf_version": int(g.version),
@@ -343,6 +351,7 @@ def _inspect_data(path: Path) -> Dict[str, Any]:
         "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
         "layers": {k: layers[k] for k in sorted(order, key=layer_sort)},
         "isa": isa,
+        "memory": memory,
     }
 
 
@@ -364,6 +373,18 @@ def _print_inspect(d: Dict[str, Any]) -> None:
     w(f"tokenizer     {tok_desc}")
     if d.get("isa"):
         w(f"cpu isa       {d['isa']}")
+    mem = d["memory"]
+    if "minimum_budget" in mem:
+        mb = mem["minimum_budget"]
+        parts = [f"weights {_fmt_bytes(mb['weights'])}"]
+        if mb["expert_predictor"]:
+            parts.append(f"expert predictor {_fmt_bytes(mb['expert_predictor'])}")
+        parts += [f"KV cache {_fmt_bytes(mb['kv_cache'])}", f"scratch {_fmt_bytes(mb['scratch'])}"]
+        w(f"min budget    {_fmt_bytes(mb['total'])} ({mb['total']:,} bytes) for --mem-budget at n_ctx {mb['n_ctx']}, "
+          f"{mb['threads']} thread{'' if mb['threads'] == 1 else 's'}: "
+          + " + ".join(parts))
+    else:
+        w(f"min budget    n/a: {mem.get('not_runnable')}")
     if d["hyperparameters"]:
         w("")
         w("hyperparameters")
@@ -388,13 +409,18 @@ def _print_inspect(d: Dict[str, Any]) -> None:
 def inspect(
     model: Path = typer.Argument(..., show_default=False, help="GGUF model file."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+    threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
+                                          help="Worker threads the minimum budget is for (default: physical cores)."),
+    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=1,
+                                      help="Context size the minimum budget is for (default: as `run`)."),
 ) -> None:
-    """Show a model's architecture, size, tensor types, bytes per layer and hyperparameters.
+    """Show a model's architecture, size, tensor types, bytes per layer, hyperparameters, and the
+    smallest --mem-budget it runs in.
 
     Reads only the GGUF header: no weights are loaded.
     """
     with _user_errors():
-        d = _inspect_data(model)
+        d = _inspect_data(model, threads=threads, ctx=ctx)
         if as_json:
             typer.echo(json.dumps(d, indent=2, default=str))
         else:

@@ -137,6 +137,75 @@ def parse_size(value: Union[int, str]) -> int:
     return int(number * scale)
 
 
+def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[int]
+                       ) -> Tuple[Path, int, int, Dict[str, Any], str]:
+    """What :func:`load` and :func:`minimum_budget` share: the path checked, ``threads`` and ``n_ctx``
+    validated and defaulted (warning when n_ctx exceeds the training context), the header's metadata
+    and architecture. Reads the GGUF header only."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise ModelIOError(f"[load] model file not found: {p}")
+    if p.is_dir():
+        raise ModelIOError(f"[load] model path is a directory, not a GGUF file: {p}")
+    if threads is None:
+        threads = default_threads()
+    elif not _is_int(threads) or threads < 1:
+        raise InvalidArgumentError(f"[load] threads must be an integer >= 1, got {threads!r}")
+    if n_ctx is not None and (not _is_int(n_ctx) or n_ctx < 1):
+        raise InvalidArgumentError(f"[load] n_ctx must be an integer >= 1, got {n_ctx!r}")
+
+    header = _core().GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
+    md: Dict[str, Any] = dict(header.metadata)
+    arch = md.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing")
+    if arch == "expert_predictor":
+        raise InvalidArgumentError(f"[load] {p} is an expert predictor (edge-rt fit-predictor), not a model: load the "
+                                   "model it was fitted for, with expert_predictor= this file (or next to it as "
+                                   "MODEL.predictor.gguf)")
+    raw_ctx = md.get(f"{arch}.context_length")
+    n_ctx_train: Optional[int] = None
+    if isinstance(raw_ctx, (int, np.integer)) and not isinstance(raw_ctx, bool) and raw_ctx >= 1:
+        n_ctx_train = int(raw_ctx)
+    if n_ctx is None:
+        n_ctx = min(DEFAULT_N_CTX, n_ctx_train) if n_ctx_train else DEFAULT_N_CTX
+    elif n_ctx_train and n_ctx > n_ctx_train:
+        warnings.warn(f"n_ctx={n_ctx} exceeds the model's training context ({n_ctx_train}); "
+                      "output quality may degrade past it", stacklevel=3)
+
+    return p, int(threads), int(n_ctx), md, arch
+
+
+def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
+                   expert_predictor: Optional[PathLike] = "auto") -> Dict[str, int]:
+    """The least ``mem_budget`` with which :func:`load` loads this model, in bytes, by what needs it.
+
+    ``threads``, ``n_ctx`` and ``expert_predictor`` as in :func:`load` (with a budget and the default
+    next-layer prefetch); the rest of load's options do not change it. Reads the GGUF header (and the
+    predictor's), not the weights.
+
+    Returns:
+        Bytes ``{"weights", "expert_predictor", "kv_cache", "scratch", "total"}``: one window slot for
+        the largest streamed unit and the embedding row buffer (MoE: also the routers and one expert),
+        the fitted predictor's weights (0 without one), the KV cache for ``n_ctx`` tokens, the scratch
+        buffers, and their sum; and the ``threads`` and ``n_ctx`` they are for (the defaults resolved).
+        ``load(..., mem_budget=total)`` with those loads; one byte less raises OutOfMemoryError.
+
+    Raises:
+        As :func:`load` for the path, the file, the model, ``threads``, ``n_ctx`` and the predictor.
+    """
+    p, threads, n_ctx, md, arch = _open_model_header(path, threads, n_ctx)
+    predictor = _expert_predictor_path(p, expert_predictor, uses_next_layer=bool(md.get(f"{arch}.expert_count")))
+    try:
+        floor = dict(_core().minimum_budget(str(p), threads, n_ctx, expert_predictor=predictor))
+    except EdgeRTError as e:
+        # as in load: an unusable sidecar found by "auto" is ignored there, so it adds nothing here
+        if not (predictor and _is_auto(expert_predictor) and str(e).startswith("[expert predictor]")):
+            raise
+        floor = dict(_core().minimum_budget(str(p), threads, n_ctx))
+    return {**floor, "threads": threads, "n_ctx": n_ctx}
+
+
 def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
          mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
          prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lfu",
@@ -188,39 +257,11 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         UnsupportedArchitectureError, UnsupportedTypeError: the model cannot run on edge_rt.
         InvalidArgumentError: ``threads`` or ``n_ctx`` is out of range.
         OutOfMemoryError: weights or KV cache do not fit, or ``mem_budget`` is below the model's
-            minimum (one layer slot + KV cache + scratch; the message states it).
+            minimum (one layer slot + KV cache + scratch; the message states it, and
+            :func:`minimum_budget` gives it without loading).
     """
-    p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise ModelIOError(f"[load] model file not found: {p}")
-    if p.is_dir():
-        raise ModelIOError(f"[load] model path is a directory, not a GGUF file: {p}")
-    if threads is None:
-        threads = default_threads()
-    elif not _is_int(threads) or threads < 1:
-        raise InvalidArgumentError(f"[load] threads must be an integer >= 1, got {threads!r}")
-    if n_ctx is not None and (not _is_int(n_ctx) or n_ctx < 1):
-        raise InvalidArgumentError(f"[load] n_ctx must be an integer >= 1, got {n_ctx!r}")
-
+    p, threads, n_ctx, md, arch = _open_model_header(path, threads, n_ctx)
     core = _core()
-    header = core.GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
-    md: Dict[str, Any] = dict(header.metadata)
-    arch = md.get("general.architecture")
-    if not isinstance(arch, str) or not arch:
-        raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing")
-    if arch == "expert_predictor":
-        raise InvalidArgumentError(f"[load] {p} is an expert predictor (edge-rt fit-predictor), not a model: load the "
-                                   "model it was fitted for, with expert_predictor= this file (or next to it as "
-                                   "MODEL.predictor.gguf)")
-    raw_ctx = md.get(f"{arch}.context_length")
-    n_ctx_train: Optional[int] = None
-    if isinstance(raw_ctx, (int, np.integer)) and not isinstance(raw_ctx, bool) and raw_ctx >= 1:
-        n_ctx_train = int(raw_ctx)
-    if n_ctx is None:
-        n_ctx = min(DEFAULT_N_CTX, n_ctx_train) if n_ctx_train else DEFAULT_N_CTX
-    elif n_ctx_train and n_ctx > n_ctx_train:
-        warnings.warn(f"n_ctx={n_ctx} exceeds the model's training context ({n_ctx_train}); "
-                      "output quality may degrade past it", stacklevel=2)
 
     from .tokenizer import Tokenizer
 
@@ -248,8 +289,7 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         engine = make_engine(predictor)
     except EdgeRTError as e:
         # A sidecar found by "auto" only speeds reads up: if it is unusable, run with the router.
-        if not (predictor and isinstance(expert_predictor, str) and expert_predictor == "auto"
-                and str(e).startswith("[expert predictor]")):
+        if not (predictor and _is_auto(expert_predictor) and str(e).startswith("[expert predictor]")):
             raise
         warnings.warn(f"ignoring the expert predictor next to the model ({e}); next-layer prediction uses "
                       "the router", stacklevel=2)
@@ -271,7 +311,7 @@ def _expert_predictor_path(model: Path, choice: Optional[PathLike], uses_next_la
     """The predictor file to hand to the engine ("" = the router), per ``load(expert_predictor=)``."""
     if choice is None:
         return ""
-    if isinstance(choice, str) and choice == "auto":
+    if _is_auto(choice):
         found = predictor_path_for(model)
         return str(found) if uses_next_layer and found.is_file() else ""
     path = Path(os.fspath(choice)).expanduser()
@@ -281,6 +321,10 @@ def _expert_predictor_path(model: Path, choice: Optional[PathLike], uses_next_la
         raise InvalidArgumentError("[load] expert_predictor is used by next-layer expert prefetch: it needs an MoE "
                                    "model, mem_budget, prefetch=True and expert_prefetch 'next' or 'both'")
     return str(path)
+
+
+def _is_auto(choice: object) -> bool:
+    return isinstance(choice, str) and choice == "auto"
 
 
 def _is_int(x: object) -> bool:

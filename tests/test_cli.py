@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -230,6 +231,27 @@ def test_inspect_text(model_path: Path) -> None:
     assert f"{n_params:,}" in out
     for needle in ("Q8_0", "F32", "blk.0", "blk.1", "token_embd", "output", "embedding_length", "256"):
         assert needle in out, needle
+    floor = edge_rt.minimum_budget(model_path, threads=1, n_ctx=64)
+    r = invoke("inspect", model_path, "--ctx", "64", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    assert f"min budget    {cli._fmt_bytes(floor['total'])} ({floor['total']:,} bytes) for --mem-budget at n_ctx 64, " \
+           "1 thread:" in r.stdout, r.stdout
+
+
+def test_inspect_a_file_edge_rt_cannot_run(tmp_path: Path) -> None:
+    """inspect still describes it, and says why there is no minimum budget."""
+    import gguf
+
+    path = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(path), "bert")
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    r = invoke("inspect", path)
+    assert r.exit_code == 0, r.output
+    assert "bert" in r.stdout and "min budget    n/a: " in r.stdout, r.stdout
 
 
 def test_inspect_json(model_path: Path) -> None:
@@ -248,6 +270,8 @@ def test_inspect_json(model_path: Path) -> None:
     for _, ty, _, _ in ref:
         counts[ty] = counts.get(ty, 0) + 1
     assert {k: v["tensors"] for k, v in d["tensor_types"].items()} == counts
+    floor = d["memory"]["minimum_budget"]
+    assert floor == edge_rt.minimum_budget(model_path), floor
     layers = d["layers"]
     assert list(layers)[0] == "token_embd"
     assert [k for k in layers if k.startswith("blk.")] == ["blk.0", "blk.1"]

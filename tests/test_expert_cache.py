@@ -142,6 +142,7 @@ def test_stated_minimum_loads_and_below_it_is_an_error(mixtral_small) -> None:
     import re
 
     minimum = int(re.search(r"below the minimum (\d+) bytes", str(e.value)).group(1))
+    assert edge_rt.minimum_budget(mixtral_small, threads=THREADS, n_ctx=N_CTX)["total"] == minimum
     m = edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX, mem_budget=minimum)
     rep = m.memory_report()
     assert rep["expert_cache_slots"] >= 1 and rep["total"] <= minimum, rep

@@ -219,6 +219,10 @@ def test_predictor_bytes_count_in_the_budget(moe_q8: Path, fitted: Path, tmp_pat
     minimum = int(re.search(r"below the minimum (\d+) bytes", str(e.value)).group(1))
     with edge_rt.load(moe_q8, n_ctx=64, mem_budget=minimum, expert_predictor=fitted) as m:
         assert m.memory_report()["total"] <= minimum
+    # edge_rt.minimum_budget says the same without loading, the predictor's share included
+    floor = edge_rt.minimum_budget(moe_q8, n_ctx=64, expert_predictor=fitted)
+    assert floor["total"] == minimum and floor["expert_predictor"] == 4 * n_floats, floor
+    assert edge_rt.minimum_budget(moe_q8, n_ctx=64, expert_predictor=None)["total"] < minimum
 
 
 # ---- 4. loading ------------------------------------------------------------------------------------

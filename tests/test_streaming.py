@@ -523,6 +523,34 @@ def test_stated_minimum_is_the_real_minimum(micro_model) -> None:
     assert lo2 <= true_min <= hi2, str(ej.value)
 
 
+@pytest.mark.parametrize("which", ["micro", "small"])
+def test_minimum_budget_is_the_smallest_budget_that_loads(which, micro_model, llama_small) -> None:
+    path, n_ctx = (micro_model, 64) if which == "micro" else (llama_small, N_CTX)
+    floor = edge_rt.minimum_budget(path, threads=THREADS, n_ctx=n_ctx)
+    assert floor["total"] == _true_minimum(path, n_ctx), floor
+    assert floor["total"] == floor["weights"] + floor["expert_predictor"] + floor["kv_cache"] + floor["scratch"]
+    assert floor["expert_predictor"] == 0 and (floor["threads"], floor["n_ctx"]) == (THREADS, n_ctx), floor
+    with pytest.raises(OutOfMemoryError, match=f"below the minimum {floor['total']} bytes"):
+        edge_rt.load(path, threads=THREADS, n_ctx=n_ctx, mem_budget=floor["total"] - 1)
+    # the KV cache follows n_ctx (fp16 K and V rows per position); the weights' share does not
+    double = edge_rt.minimum_budget(path, threads=THREADS, n_ctx=2 * n_ctx)
+    assert double["kv_cache"] == 2 * floor["kv_cache"] and double["weights"] == floor["weights"]
+
+
+def test_minimum_budget_rejects_what_load_rejects(micro_model, tmp_path: Path) -> None:
+    with pytest.raises(ModelIOError, match="not found"):
+        edge_rt.minimum_budget(tmp_path / "missing.gguf")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelFormatError):
+        edge_rt.minimum_budget(tmp_path / "junk.gguf")
+    for kw in ({"threads": 0}, {"n_ctx": 0}, {"threads": 1.5}):
+        with pytest.raises(edge_rt.InvalidArgumentError):
+            edge_rt.minimum_budget(micro_model, **kw)
+    # a predictor is for MoE models with next-layer prefetch, as in load
+    with pytest.raises(edge_rt.InvalidArgumentError, match="MoE"):
+        edge_rt.minimum_budget(micro_model, expert_predictor=micro_model)
+
+
 # ---- 4. fault injection -------------------------------------------------------------------------------
 
 

@@ -74,6 +74,30 @@ py::dict engine_info(const edge_rt::Engine& e) {
 namespace edge_rt_bind {
 
 void bind_engine(py::module_& m) {
+    m.def(
+        "minimum_budget",
+        [](const std::string& path, int threads, int64_t n_ctx, const std::string& expert_predictor) {
+            edge_rt::EngineOptions opt;
+            opt.n_threads = threads;
+            opt.n_ctx = n_ctx;
+            opt.expert_predictor = expert_predictor;
+            edge_rt::BudgetFloor f;
+            {
+                py::gil_scoped_release release;
+                f = edge_rt::Engine::minimum_budget(path, opt);
+            }
+            py::dict d;
+            d["weights"] = f.weights;
+            d["expert_predictor"] = f.predictor;
+            d["kv_cache"] = f.kv_cache;
+            d["scratch"] = f.scratch;
+            d["total"] = f.total();
+            return d;
+        },
+        py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("expert_predictor") = "",
+        "The least mem_budget (bytes) Engine(path, threads, n_ctx, expert_predictor=...) loads with, by what "
+        "needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
+        "expert_predictor, kv_cache, scratch, total. Reads the GGUF header only.");
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
         .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,
                          const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read,
@@ -121,7 +145,8 @@ void bind_engine(py::module_& m) {
              py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "next", py::arg("speculative_cap_bytes") = 0,
              py::arg("prediction_width") = 0, py::arg("expert_predictor") = "",
              "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
-             "io_mode auto|direct|buffered; prefetch=False reads each streamed unit when it is needed, with no overlap (window 1; at the minimum budget: the naive read-compute-free baseline); "
+             "io_mode auto|direct|buffered; prefetch=False reads each streamed unit when it is needed, with no "
+             "overlap (window 1; at the minimum budget: the naive read-compute-free baseline); "
              "fault_* inject an I/O failure after that many bytes (tests only); MoE: expert_cache_bytes (0 = what "
              "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes, "
              "prediction_width (experts predicted per token; 0 = expert_used_count), expert_predictor (sidecar GGUF "

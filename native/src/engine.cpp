@@ -50,6 +50,11 @@ struct Engine::Scratch {
 
 namespace {
 
+// The KV cache: K and V for every layer, n_ctx rows of kv_dim fp16 values each.
+uint64_t kv_bytes(const ModelConfig& cfg, int64_t n_ctx) {
+    return (uint64_t)cfg.n_layer * 2 * (uint64_t)n_ctx * (uint64_t)cfg.kv_dim() * sizeof(uint16_t);
+}
+
 // 1-D weights (norms, biases) as F32, dequantizing into tmp when stored in another type.
 const float* f32_of(const TensorView& t, std::vector<float>& tmp) {
     if (t.type == GgmlType::F32) return reinterpret_cast<const float*>(t.data);
@@ -95,24 +100,55 @@ const WeightKernels& kernels_of(const TensorView& w) {
 
 }  // namespace
 
-Engine::Engine(const std::string& path, const EngineOptions& options) {
+void Engine::check_options(const EngineOptions& options) {
     if (options.n_threads < 1 || options.n_threads > 1024) {
         fail(ErrorKind::InvalidArgument, "[load] threads must be in [1, 1024], got " + std::to_string(options.n_threads));
     }
     if (options.n_ctx < 1 || options.n_ctx > (int64_t(1) << 22)) {
         fail(ErrorKind::InvalidArgument, "[load] n_ctx must be in [1, 4194304], got " + std::to_string(options.n_ctx));
     }
-    file_ = GgufFile::open(path);
-    cfg_ = ModelConfig::from_gguf(*file_);
-    n_ctx_ = options.n_ctx;
+}
+
+int64_t Engine::ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted) {
     // MoE models use the budget's micro-batch even when resident: a quantized matmul's rounding depends
     // on how many activation rows one kernel call takes, and tokens are grouped by expert, so equal
     // micro-batches are what keeps resident and streamed logits bitwise identical.
-    n_ubatch_ = options.n_ubatch > 0 ? options.n_ubatch : (options.mem_budget || cfg_.is_moe() ? 128 : 256);
+    return options.n_ubatch > 0 ? options.n_ubatch : (budgeted || cfg.is_moe() ? 128 : 256);
+}
+
+BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
+                                 int64_t n_ubatch, const ExpertPredictor* predictor) {
+    BudgetFloor f;
+    f.weights = StreamingWeights::min_weight_bytes(file, cfg);
+    f.kv_cache = kv_bytes(cfg, options.n_ctx);
+    f.scratch = scratch_bytes(cfg, n_ubatch, options.n_ctx, options.n_threads);
+    if (predictor) {
+        f.predictor = predictor->bytes();
+        // Its hidden and correction rows, and converted hidden rows where wider than the converted
+        // activations scratch_bytes already counts (n_embd, the FFN width, q_dim).
+        const uint64_t H = (uint64_t)predictor->hidden_size();
+        const uint64_t widest = (uint64_t)std::max({cfg.n_embd, cfg.n_ff, cfg.n_ff_exp, cfg.n_ff_shexp, cfg.q_dim()});
+        f.scratch += (uint64_t)n_ubatch * (H + (uint64_t)cfg.n_expert + (H > widest ? H - widest : 0)) * sizeof(float);
+    }
+    return f;
+}
+
+BudgetFloor Engine::minimum_budget(const std::string& path, const EngineOptions& options) {
+    check_options(options);
+    const auto file = GgufFile::open(path);
+    const ModelConfig cfg = ModelConfig::from_gguf(*file);
+    std::unique_ptr<ExpertPredictor> predictor;
+    if (!options.expert_predictor.empty()) predictor = ExpertPredictor::load(options.expert_predictor, cfg);
+    return budget_floor(*file, cfg, options, ubatch_for(options, cfg, true), predictor.get());
+}
+
+Engine::Engine(const std::string& path, const EngineOptions& options) {
+    check_options(options);
+    file_ = GgufFile::open(path);
+    cfg_ = ModelConfig::from_gguf(*file_);
+    n_ctx_ = options.n_ctx;
+    n_ubatch_ = ubatch_for(options, cfg_, options.mem_budget != 0);
     accountant_ = MemoryAccountant(options.mem_budget);
-    const uint64_t kv = kv_cache_bytes();
-    uint64_t scratch = scratch_bytes(cfg_, n_ubatch_, n_ctx_, options.n_threads);
-    uint64_t predictor_bytes = 0;
     if (!options.expert_predictor.empty()) {
         if (!options.mem_budget || !options.streaming.prefetch ||
             !((int)options.streaming.expert_prefetch & (int)ExpertPrefetch::NextLayer)) {
@@ -120,16 +156,12 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
                                              "mem_budget, prefetch on and expert_prefetch 'next' or 'both'");
         }
         predictor_ = ExpertPredictor::load(options.expert_predictor, cfg_);
-        predictor_bytes = predictor_->bytes();
-        // Its hidden and correction rows, and converted hidden rows where wider than the converted
-        // activations scratch_bytes already counts (n_embd, the FFN width, q_dim).
-        const uint64_t H = (uint64_t)predictor_->hidden_size();
-        const uint64_t widest = (uint64_t)std::max({cfg_.n_embd, cfg_.n_ff, cfg_.n_ff_exp, cfg_.n_ff_shexp, cfg_.q_dim()});
-        scratch += (uint64_t)n_ubatch_ * (H + (uint64_t)cfg_.n_expert + (H > widest ? H - widest : 0)) * sizeof(float);
     }
+    const BudgetFloor floor = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
+    const uint64_t kv = floor.kv_cache, scratch = floor.scratch, predictor_bytes = floor.predictor;
     if (options.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
-        const uint64_t minimum = kv + scratch + predictor_bytes + StreamingWeights::min_weight_bytes(*file_, cfg_);
+        const uint64_t minimum = floor.total();
         if (options.mem_budget < minimum) {
             // Exact bytes first: a rounded size could itself be below the minimum.
             fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.mem_budget) + " bytes (" +
@@ -137,7 +169,7 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
                                              std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" +
                                              path + "': one window slot for the largest layer and the embedding row buffer" +
                                              (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
-                                             format_bytes(StreamingWeights::min_weight_bytes(*file_, cfg_)) +
+                                             format_bytes(floor.weights) +
                                              ")" + (predictor_ ? " + expert predictor (" + format_bytes(predictor_bytes) + ")" : std::string()) +
                                              " + KV cache (" + format_bytes(kv) + ", n_ctx=" +
                                              std::to_string(n_ctx_) + ") + scratch (" + format_bytes(scratch) + ")");
@@ -242,9 +274,7 @@ uint64_t Engine::n_params() const noexcept {
     return n;
 }
 
-uint64_t Engine::kv_cache_bytes() const noexcept {
-    return (uint64_t)cfg_.n_layer * 2 * (uint64_t)n_ctx_ * (uint64_t)cfg_.kv_dim() * sizeof(uint16_t);
-}
+uint64_t Engine::kv_cache_bytes() const noexcept { return kv_bytes(cfg_, n_ctx_); }
 
 void Engine::truncate(int64_t n_past) {
     if (n_past < 0 || n_past > n_past_) {

@@ -61,10 +61,26 @@ struct MemoryReport {
     uint64_t total_experts = 0;
 };
 
+// The least mem_budget a model loads with (Engine::minimum_budget), in bytes, by what needs it.
+struct BudgetFloor {
+    uint64_t weights = 0;    // one window slot for the largest streamed unit + the embedding row buffer
+                             // (MoE: + the pinned routers and one expert slot)
+    uint64_t predictor = 0;  // the expert predictor's weights (0 without one); its scratch is in scratch
+    uint64_t kv_cache = 0;
+    uint64_t scratch = 0;
+    uint64_t total() const noexcept { return weights + predictor + kv_cache + scratch; }
+};
+
 class Engine {
 public:
     Engine(const std::string& path, const EngineOptions& options);
     ~Engine();
+
+    // The BudgetFloor of the model at path for options' n_threads, n_ctx, n_ubatch and
+    // expert_predictor (mem_budget and the streaming options do not change it). Reads the GGUF header
+    // and the predictor, no weights. A budget below total() fails to load with OutOfMemory; at total()
+    // it loads. Errors as the constructor's for the arguments, the file, the model and the predictor.
+    static BudgetFloor minimum_budget(const std::string& path, const EngineOptions& options);
 
     void eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
               const std::function<bool()>& should_abort = {});
@@ -107,6 +123,11 @@ public:
 
 private:
     struct Scratch;
+    static void check_options(const EngineOptions& options);
+    // Prefill micro-batch: options.n_ubatch, else 128 under a budget or for MoE, else 256.
+    static int64_t ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted);
+    static BudgetFloor budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
+                                    int64_t n_ubatch, const ExpertPredictor* predictor);
     void eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
                      const std::function<bool()>& should_abort);
 
