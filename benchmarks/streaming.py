@@ -63,6 +63,7 @@ from decode_vs_llamacpp import machine_info  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
+N_CTX = 512  # every run's context, llama.cpp's too (edge_rt's budgets and minimum include its KV cache)
 
 
 def log(msg: str) -> None:
@@ -276,7 +277,7 @@ def worker_llama(a: Dict[str, Any]) -> None:
 
         llcpp.llama_model_default_params = no_repack_params
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=a["path"], n_ctx=512, n_threads=a["threads"],
+    llm = llama_cpp.Llama(model_path=a["path"], n_ctx=N_CTX, n_threads=a["threads"],
                           n_threads_batch=a["threads"], verbose=False, seed=0)
     t_load = time.perf_counter()
     _emit({"event": "loaded", "load_s": t_load - t0, "status": proc_status()})
@@ -295,7 +296,7 @@ def worker_edge(a: Dict[str, Any]) -> None:
     import edge_rt
 
     t0 = time.perf_counter()
-    m = edge_rt.load(a["path"], threads=a["threads"], n_ctx=512, mem_budget=a["budget"],
+    m = edge_rt.load(a["path"], threads=a["threads"], n_ctx=N_CTX, mem_budget=a["budget"],
                      prefetch=a.get("prefetch", True))
     _emit({"event": "loaded", "load_s": time.perf_counter() - t0, "status": proc_status()})
     for i, _ in enumerate(m.generate_tokens(a["prompt"], max_tokens=a["n_gen"], temperature=0.0)):
@@ -393,7 +394,7 @@ def edge_run(path: Path, budget: int, prefetch: bool, prompt: List[int], n_gen: 
 
     drop_caches()
     t0 = time.perf_counter()
-    m = edge_rt.load(path, threads=threads, n_ctx=512, mem_budget=budget, prefetch=prefetch)
+    m = edge_rt.load(path, threads=threads, n_ctx=N_CTX, mem_budget=budget, prefetch=prefetch)
     t_load = time.perf_counter() - t0
     ts = []
     for _ in m.generate_tokens(prompt, max_tokens=n_gen, temperature=0.0):
@@ -436,7 +437,7 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
 
     import edge_rt
 
-    min_budget = edge_rt.minimum_budget(path, threads=a.threads, n_ctx=512)["total"]
+    min_budget = edge_rt.minimum_budget(path, threads=a.threads, n_ctx=N_CTX, prefetch=False)["total"]
     out["minimum_budget_bytes"] = min_budget
     log(f"[{tag}] minimum budget (the naive baseline's): {min_budget / MiB:.1f} MiB")
     # (budget name, mode) in the order each repetition runs them; the naive run sits in the middle

@@ -198,7 +198,8 @@ class BudgetFloor(TypedDict):
     total: int             # the least mem_budget that loads
 
 def minimum_budget(path: str, threads: int = 1, n_ctx: int = 2048, expert_predictor: str = "") -> BudgetFloor:
-    """The least ``mem_budget`` an Engine with these arguments loads with (GGUF header only).
+    """The least ``mem_budget`` an Engine with these arguments (and the default window and expert
+    cache) loads with (GGUF header only).
 
     Raises as ``Engine(...)`` for the arguments, the file, the model and the predictor."""
     ...

@@ -177,11 +177,13 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
 
 
 def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
+                   prefetch: bool = True, expert_prefetch: str = "next",
                    expert_predictor: Optional[PathLike] = "auto") -> Dict[str, int]:
     """The least ``mem_budget`` with which :func:`load` loads this model, in bytes, by what needs it.
 
-    ``threads``, ``n_ctx`` and ``expert_predictor`` as in :func:`load` (with a budget and the default
-    next-layer prefetch); the rest of load's options do not change it. Reads the GGUF header (and the
+    The arguments as in :func:`load` (``prefetch`` and ``expert_prefetch`` decide whether a fitted
+    expert predictor is used, and so counted); with ``load``'s default ``window`` and ``expert_cache``
+    (an explicit window or expert cache needs room for what it asks). Reads the GGUF header (and the
     predictor's), not the weights.
 
     Returns:
@@ -195,14 +197,13 @@ def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optiona
         As :func:`load` for the path, the file, the model, ``threads``, ``n_ctx`` and the predictor.
     """
     p, threads, n_ctx, md, arch = _open_model_header(path, threads, n_ctx)
-    predictor = _expert_predictor_path(p, expert_predictor, uses_next_layer=bool(md.get(f"{arch}.expert_count")))
+    predictor = _expert_predictor_path(p, expert_predictor, _uses_next_layer(md, arch, True, prefetch, expert_prefetch))
     try:
         floor = dict(_core().minimum_budget(str(p), threads, n_ctx, expert_predictor=predictor))
     except EdgeRTError as e:
-        # as in load: an unusable sidecar found by "auto" is ignored there, so it adds nothing here
-        if not (predictor and _is_auto(expert_predictor) and str(e).startswith("[expert predictor]")):
+        if not _unusable_auto_sidecar(predictor, expert_predictor, e):
             raise
-        floor = dict(_core().minimum_budget(str(p), threads, n_ctx))
+        floor = dict(_core().minimum_budget(str(p), threads, n_ctx))  # load ignores it: so does this
     return {**floor, "threads": threads, "n_ctx": n_ctx}
 
 
@@ -277,8 +278,8 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
     if expert_prediction_width is not None and (not _is_int(expert_prediction_width) or expert_prediction_width < 1):
         raise InvalidArgumentError(f"[load] expert_prediction_width must be an integer >= 1, got {expert_prediction_width!r}")
-    predictor = _expert_predictor_path(p, expert_predictor, uses_next_layer=bool(
-        budget and prefetch and str(expert_prefetch) in ("next", "both") and md.get(f"{arch}.expert_count")))
+    predictor = _expert_predictor_path(p, expert_predictor,
+                                       _uses_next_layer(md, arch, bool(budget), prefetch, expert_prefetch))
     def make_engine(predictor_path: str) -> Any:
         return core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
                            io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
@@ -289,7 +290,7 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         engine = make_engine(predictor)
     except EdgeRTError as e:
         # A sidecar found by "auto" only speeds reads up: if it is unusable, run with the router.
-        if not (predictor and _is_auto(expert_predictor) and str(e).startswith("[expert predictor]")):
+        if not _unusable_auto_sidecar(predictor, expert_predictor, e):
             raise
         warnings.warn(f"ignoring the expert predictor next to the model ({e}); next-layer prediction uses "
                       "the router", stacklevel=2)
@@ -325,6 +326,16 @@ def _expert_predictor_path(model: Path, choice: Optional[PathLike], uses_next_la
 
 def _is_auto(choice: object) -> bool:
     return isinstance(choice, str) and choice == "auto"
+
+
+def _uses_next_layer(md: Dict[str, Any], arch: str, budget: bool, prefetch: bool, expert_prefetch: str) -> bool:
+    """Whether next-layer expert prefetch runs, the one user of a fitted expert predictor."""
+    return bool(budget and prefetch and str(expert_prefetch) in ("next", "both") and md.get(f"{arch}.expert_count"))
+
+
+def _unusable_auto_sidecar(predictor: str, choice: object, error: Exception) -> bool:
+    """A sidecar that "auto" found but the engine refused: it only speeds reads up, so it is ignored."""
+    return bool(predictor) and _is_auto(choice) and str(error).startswith("[expert predictor]")
 
 
 def _is_int(x: object) -> bool:

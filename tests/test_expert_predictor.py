@@ -241,6 +241,20 @@ def test_auto_finds_the_sidecar_only_when_next_layer_prefetch_runs(moe_q8: Path,
                {"mem_budget": budget, "expert_predictor": None}):
         with edge_rt.load(model, n_ctx=64, **kw) as m:
             assert m.info()["expert_predictor"] is None, kw
+    # minimum_budget counts the sidecar exactly when load would use it, and its total is exact either way
+    with_sidecar = edge_rt.minimum_budget(model, n_ctx=64)
+    assert with_sidecar["expert_predictor"] > 0, with_sidecar
+    for kw in ({"expert_prefetch": "same"}, {"prefetch": False}, {"expert_predictor": None}):
+        floor = edge_rt.minimum_budget(model, n_ctx=64, **kw)
+        assert floor["expert_predictor"] == 0 and floor["total"] < with_sidecar["total"], (kw, floor)
+        with edge_rt.load(model, n_ctx=64, mem_budget=floor["total"], **kw) as m:
+            assert m.info()["expert_predictor"] is None, kw
+        with pytest.raises(OutOfMemoryError):
+            edge_rt.load(model, n_ctx=64, mem_budget=floor["total"] - 1, **kw)
+    with edge_rt.load(model, n_ctx=64, mem_budget=with_sidecar["total"]) as m:
+        assert m.info()["expert_predictor"] == str(tmp_path / "m.gguf.predictor.gguf")
+    with pytest.raises(OutOfMemoryError):
+        edge_rt.load(model, n_ctx=64, mem_budget=with_sidecar["total"] - 1)
 
 
 def test_auto_falls_back_to_the_router_on_an_unusable_sidecar(moe_q8: Path, tmp_path: Path) -> None:
@@ -251,6 +265,11 @@ def test_auto_falls_back_to_the_router_on_an_unusable_sidecar(moe_q8: Path, tmp_
         m = edge_rt.load(model, n_ctx=64, mem_budget=_budget(model))
     with m:
         assert m.info()["expert_predictor"] is None
+    # minimum_budget ignores it too (without a warning: it loads nothing), and its total loads
+    floor = edge_rt.minimum_budget(model, n_ctx=64)
+    assert floor["expert_predictor"] == 0, floor
+    with pytest.warns(UserWarning, match="ignoring the expert predictor"):
+        edge_rt.load(model, n_ctx=64, mem_budget=floor["total"]).close()
     with pytest.raises(ModelFormatError, match="expert_predictor.n_embd"):  # named explicitly: an error
         edge_rt.load(model, n_ctx=64, mem_budget=_budget(model), expert_predictor=edge_rt.model.predictor_path_for(model))
 

@@ -95,8 +95,8 @@ void bind_engine(py::module_& m) {
             return d;
         },
         py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("expert_predictor") = "",
-        "The least mem_budget (bytes) Engine(path, threads, n_ctx, expert_predictor=...) loads with, by what "
-        "needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
+        "The least mem_budget (bytes) Engine(path, threads, n_ctx, expert_predictor=...) loads with (default "
+        "window and expert cache), by what needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
         "expert_predictor, kv_cache, scratch, total. Reads the GGUF header only.");
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
         .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,

@@ -77,9 +77,10 @@ public:
     ~Engine();
 
     // The BudgetFloor of the model at path for options' n_threads, n_ctx, n_ubatch and
-    // expert_predictor (mem_budget and the streaming options do not change it). Reads the GGUF header
-    // and the predictor, no weights. A budget below total() fails to load with OutOfMemory; at total()
-    // it loads. Errors as the constructor's for the arguments, the file, the model and the predictor.
+    // expert_predictor, with the default window and expert cache (an explicit streaming.window or
+    // expert_cache_bytes needs room for what it asks). Reads the GGUF header and the predictor, no
+    // weights. A budget below total() fails to load with OutOfMemory; at total() it loads. Errors as
+    // the constructor's for the arguments, the file, the model and the predictor.
     static BudgetFloor minimum_budget(const std::string& path, const EngineOptions& options);
 
     void eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
