@@ -157,11 +157,10 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         }
         predictor_ = ExpertPredictor::load(options.expert_predictor, cfg_);
     }
-    const BudgetFloor floor = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
-    const uint64_t kv = floor.kv_cache, scratch = floor.scratch, predictor_bytes = floor.predictor;
+    const BudgetFloor least = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
     if (options.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
-        const uint64_t minimum = floor.total();
+        const uint64_t minimum = least.total();
         if (options.mem_budget < minimum) {
             // Exact bytes first: a rounded size could itself be below the minimum.
             fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.mem_budget) + " bytes (" +
@@ -169,15 +168,15 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
                                              std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" +
                                              path + "': one window slot for the largest layer and the embedding row buffer" +
                                              (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
-                                             format_bytes(floor.weights) +
-                                             ")" + (predictor_ ? " + expert predictor (" + format_bytes(predictor_bytes) + ")" : std::string()) +
-                                             " + KV cache (" + format_bytes(kv) + ", n_ctx=" +
-                                             std::to_string(n_ctx_) + ") + scratch (" + format_bytes(scratch) + ")");
+                                             format_bytes(least.weights) +
+                                             ")" + (predictor_ ? " + expert predictor (" + format_bytes(least.predictor) + ")" : std::string()) +
+                                             " + KV cache (" + format_bytes(least.kv_cache) + ", n_ctx=" +
+                                             std::to_string(n_ctx_) + ") + scratch (" + format_bytes(least.scratch) + ")");
         }
     }
-    accountant_.reserve(MemClass::KvCache, kv, "KV cache");
-    accountant_.reserve(MemClass::Scratch, scratch, "scratch");
-    if (predictor_) accountant_.reserve(MemClass::PinnedWeights, predictor_bytes, "expert predictor");
+    accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
+    accountant_.reserve(MemClass::Scratch, least.scratch, "scratch");
+    if (predictor_) accountant_.reserve(MemClass::PinnedWeights, least.predictor, "expert predictor");
     if (options.mem_budget) {
         auto sw = std::make_unique<StreamingWeights>(file_, cfg_, accountant_, options.streaming);
         streaming_ = sw.get();
