@@ -474,10 +474,40 @@ def test_model_baseline_loads(tmp_path):
     assert model is not None
 
 
+N_EXPERT = 2
+
+
+def _moe_tensors() -> dict:
+    """The tiny llama's FFN replaced by Mixtral-style experts (numpy order, ggml ne reversed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    t: dict = {}
+    for i in range(N_LAYER):
+        t.update({f"blk.{i}.ffn_gate.weight": DELETE, f"blk.{i}.ffn_up.weight": DELETE,
+                  f"blk.{i}.ffn_down.weight": DELETE,
+                  f"blk.{i}.ffn_gate_inp.weight": rng.standard_normal((N_EXPERT, N_EMBD)).astype(np.float32),
+                  f"blk.{i}.ffn_gate_exps.weight": rng.standard_normal((N_EXPERT, N_FF, N_EMBD)).astype(np.float32),
+                  f"blk.{i}.ffn_up_exps.weight": rng.standard_normal((N_EXPERT, N_FF, N_EMBD)).astype(np.float32),
+                  f"blk.{i}.ffn_down_exps.weight": rng.standard_normal((N_EXPERT, N_EMBD, N_FF)).astype(np.float32)})
+    return t
+
+
+def test_moe_baseline_generates(tmp_path):
+    """The Mixtral-style variant the MoE cases below start from loads and runs."""
+    model = _load(write_llama_gguf(tmp_path / "moe.gguf", metadata=_moe_metadata(), tensors=_moe_tensors()))
+    assert model.info()["n_expert"] == N_EXPERT
+    assert isinstance(model.generate("the cab", max_tokens=2), str)
+
+
 def _md(vtype_name: str, value, sub: str | None = None):
     from gguf import GGUFValueType as T
 
     return (getattr(T, vtype_name), value, getattr(T, sub) if sub else None)
+
+
+def _moe_metadata() -> dict:
+    return {"llama.expert_count": _md("UINT32", N_EXPERT), "llama.expert_used_count": _md("UINT32", 1)}
 
 
 def _model_cases():
@@ -530,6 +560,11 @@ def _model_cases():
         "bos_out_of_range": (dict(metadata={"tokenizer.ggml.bos_token_id": _md("UINT32", 10_000)}),
                              ModelFormatError, r"tokenizer\.ggml\.bos_token_id"),
         "unknown_architecture": (dict(arch="mamba9000"), UnsupportedArchitectureError, r"mamba9000.*llama"),
+        # A shared-expert router on a Mixtral-style model: never shape-checked before, while the
+        # engine wrote its (file-given) rows into an n-float buffer: a heap overflow on the first eval.
+        "shared_expert_without_width": (
+            dict(metadata=_moe_metadata(), tensors={**_moe_tensors(), "blk.0.ffn_gate_inp_shexp.weight": w(4096, N_EMBD)}),
+            ModelFormatError, r"blk\.0\.ffn_gate_inp_shexp\.weight.*no shared expert"),
         "unsupported_tensor_type": (dict(tensors={"blk.0.attn_q.weight": np.zeros((N_EMBD, N_EMBD), dtype=np.int32)}),
                                     UnsupportedTypeError, r"blk\.0\.attn_q\.weight"),
     }

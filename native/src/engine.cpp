@@ -494,7 +494,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
         }
         // Shared expert (qwen2moe): its SwiGLU output gated by sigmoid(gate_inp_shexp . cur), computed
         // as llama.cpp does, silu(g) / g.
-        if (w.ffn_gate_inp_shexp.present()) {
+        if (c.n_ff_shexp > 0) {  // ModelConfig checked all four tensors' shapes
             const TensorView& G = w.ffn_gate_inp_shexp;
             observe(G, 0, s.cur.data(), n, E);
             const WeightKernels& kg = kernels_of(G);

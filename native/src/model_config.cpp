@@ -241,6 +241,18 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
             check_tensor(f, b + "ffn_gate_shexp.weight", {c.n_embd, c.n_ff_shexp}, true, sh_why);
             check_tensor(f, b + "ffn_up_shexp.weight", {c.n_embd, c.n_ff_shexp}, true, sh_why);
             check_tensor(f, b + "ffn_down_shexp.weight", {c.n_ff_shexp, c.n_embd}, true, sh_why);
+            continue;
+        }
+        // No shared expert in this configuration: shared-expert tensors would go unchecked, so a file
+        // that carries them is contradictory (the engine never reads them without n_ff_shexp).
+        for (const char* part : {"ffn_gate_inp_shexp", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"}) {
+            const std::string name = b + part + ".weight";
+            if (f.find_tensor(name)) {
+                fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "' is a shared expert, but " +
+                     (c.arch == "qwen2moe" ? "key '" + p + "expert_shared_feed_forward_length' (or '" + p +
+                                                 "feed_forward_length') is missing"
+                                           : "architecture " + c.arch + " has no shared expert"));
+            }
         }
     }
     check_tokenizer_arrays(f);
