@@ -4,8 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "bindings.h"
 #include "edge_rt/cpu_features.h"
@@ -16,17 +18,44 @@ namespace py = pybind11;
 
 namespace {
 
+// Lock order: `mutex` is only ever waited for with the GIL released; the GIL may be taken while
+// holding it (eval does, between layers, to run signal handlers). Waiting for the mutex with the GIL
+// held would deadlock against a running eval.
 struct PyEngine {
     std::unique_ptr<edge_rt::Engine> engine;
-    std::mutex mutex;  // one eval at a time; Python threads may share a Model
+    std::mutex mutex;  // one eval (or state change) at a time; Python threads may share a Model
+    std::atomic<std::thread::id> eval_thread{};  // the thread inside eval, if any
 };
 
-// Called between layers with the GIL released: briefly takes it to run pending signal handlers
-// (Ctrl-C raises KeyboardInterrupt inside PyErr_CheckSignals).
-bool python_interrupt_pending() {
+// Takes the engine's mutex for a state-changing call, per the lock order above. A call from the
+// thread that is inside eval (a Python signal handler run between layers) raises rather than
+// deadlocking on itself.
+std::unique_lock<std::mutex> lock_engine(PyEngine& self, const char* what) {
+    if (self.eval_thread.load() == std::this_thread::get_id()) {
+        throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
+                             std::string("[") + what + "] the engine is busy evaluating on this thread "
+                             "(called from a signal handler during generation?)");
+    }
+    std::unique_lock<std::mutex> lock(self.mutex, std::defer_lock);
+    py::gil_scoped_release release;
+    lock.lock();
+    return lock;
+}
+
+// The Python exception a signal handler raised during eval, kept to be re-raised as it is.
+struct PendingPyError {
+    PyObject* type = nullptr;
+    PyObject* value = nullptr;
+    PyObject* traceback = nullptr;
+};
+
+// Called between layers with the GIL released: briefly takes it to run pending signal handlers. If
+// one raised (Ctrl-C's KeyboardInterrupt, or a handler's own exception), it is kept in `pending` and
+// eval stops with Interrupted; the binding then raises the handler's exception itself.
+bool python_interrupt_pending(PendingPyError& pending) {
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) {
-        PyErr_Clear();  // the translator raises KeyboardInterrupt from the Interrupted error
+        PyErr_Fetch(&pending.type, &pending.value, &pending.traceback);
         return true;
     }
     return false;
@@ -162,23 +191,35 @@ void bind_engine(py::module_& m) {
                 py::array_t<float> out({all_logits ? std::max<int64_t>(n, 1) : 1, n_vocab});
                 const int32_t* tok = tokens.data();
                 float* dst = out.mutable_data();
-                {
+                PendingPyError pending;
+                try {
+                    std::unique_lock<std::mutex> lock = lock_engine(self, "eval");
                     py::gil_scoped_release release;
-                    std::lock_guard<std::mutex> lock(self.mutex);
-                    self.engine->eval(tok, n, all_logits, dst, python_interrupt_pending);
+                    self.eval_thread.store(std::this_thread::get_id());
+                    struct Unmark {
+                        PyEngine& e;
+                        ~Unmark() { e.eval_thread.store(std::thread::id()); }
+                    } unmark{self};
+                    self.engine->eval(tok, n, all_logits, dst, [&pending] { return python_interrupt_pending(pending); });
+                } catch (...) {
+                    if (pending.type) {  // a signal handler raised: that exception, not a translated one
+                        PyErr_Restore(pending.type, pending.value, pending.traceback);
+                        throw py::error_already_set();
+                    }
+                    throw;
                 }
                 return out;
             },
             py::arg("tokens"), py::arg("all_logits") = false,
             "Appends tokens to the KV cache and returns logits: (n, n_vocab) if all_logits else (1, n_vocab).")
         .def("reset", [](PyEngine& self) {
-            std::lock_guard<std::mutex> lock(self.mutex);
+            auto lock = lock_engine(self, "reset");
             self.engine->reset();
         })
         .def(
             "truncate",
             [](PyEngine& self, int64_t n_past) {
-                std::lock_guard<std::mutex> lock(self.mutex);
+                auto lock = lock_engine(self, "truncate");
                 self.engine->truncate(n_past);
             },
             py::arg("n_past"))
@@ -286,23 +327,24 @@ void bind_engine(py::module_& m) {
                  return out;
              })
         .def("clear_stream_telemetry", [](PyEngine& self) {
-            std::lock_guard<std::mutex> lock(self.mutex);
+            auto lock = lock_engine(self, "clear_stream_telemetry");
             self.engine->clear_stream_telemetry();
         })
         .def("record_activation_stats",
              [](PyEngine& self, bool enabled) {
-                 std::lock_guard<std::mutex> lock(self.mutex);
+                 auto lock = lock_engine(self, "record_activation_stats");
                  self.engine->record_activation_stats(enabled);
-             })
+             },
+             py::arg("enabled"))
         .def("record_routing",
              [](PyEngine& self, bool enabled, bool inputs) {
-                 std::lock_guard<std::mutex> lock(self.mutex);
+                 auto lock = lock_engine(self, "record_routing");
                  self.engine->record_routing(enabled, inputs);
              },
              py::arg("enabled"), py::arg("inputs") = false)
         .def("routing_inputs",
              [](PyEngine& self) {
-                 std::lock_guard<std::mutex> lock(self.mutex);
+                 auto lock = lock_engine(self, "routing_inputs");
                  const edge_rt::ModelConfig& c = self.engine->config();
                  const std::vector<float>& r = self.engine->routing_inputs();
                  py::array_t<float> out({(py::ssize_t)(r.size() / (size_t)(c.n_embd * c.n_layer)), (py::ssize_t)c.n_layer,
@@ -312,7 +354,7 @@ void bind_engine(py::module_& m) {
              })
         .def("routing",
              [](PyEngine& self) {
-                 std::lock_guard<std::mutex> lock(self.mutex);
+                 auto lock = lock_engine(self, "routing");
                  const edge_rt::ModelConfig& c = self.engine->config();
                  const std::vector<float>& r = self.engine->routing();
                  const py::ssize_t ne = std::max<int64_t>(c.n_expert, 1);
@@ -321,7 +363,7 @@ void bind_engine(py::module_& m) {
                  return out;
              })
         .def("activation_stats", [](PyEngine& self) {
-            std::lock_guard<std::mutex> lock(self.mutex);
+            auto lock = lock_engine(self, "activation_stats");
             py::dict out;
             for (const auto& [name, e] : self.engine->activation_stats().entries()) {
                 py::array_t<double> sum_sq(e.per_expert

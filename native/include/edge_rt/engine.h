@@ -15,6 +15,7 @@
 //  * Not thread-safe: one caller at a time (the binding holds a mutex). Uses the engine's thread pool.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -148,7 +149,7 @@ private:
     std::unique_ptr<ExpertPredictor> predictor_;
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
-    int64_t n_past_ = 0;
+    std::atomic<int64_t> n_past_{0};  // atomic: Python may read n_past while another thread evaluates
     // KV cache, fp16: k_cache_[il] is n_ctx rows of kv_dim (heads contiguous, head_dim each); same for v.
     std::vector<std::vector<uint16_t>> k_cache_;
     std::vector<std::vector<uint16_t>> v_cache_;
