@@ -611,6 +611,37 @@ def test_injected_fault_raises_without_hang_or_crash(llama_small, short_read, wh
             assert np.array_equal(value, ref[i]), f"step {i} after the fault returned wrong logits"
 
 
+_FAILED_LOAD_CHILD = r"""
+import os, sys
+from edge_rt import _core
+path = sys.argv[1]
+pinned = _core.Engine(path, 1, 64, mem_budget=1 << 40).memory_report()["classes"]["pinned_weights"]
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+failures, before = 0, None
+for i in range(11):
+    try:  # everything pinned; the fault hits the pinned reads near the end of the file
+        _core.Engine(path, 1, 64, mem_budget=1 << 40, fault_after_bytes=int(os.path.getsize(path) * 0.9))
+    except Exception:
+        failures += 1
+    if i == 0:
+        before = rss()  # after one failed load: the allocator's own high-water mark is reached
+print(failures, pinned, rss() - before)
+"""
+
+
+def test_failed_load_frees_what_it_allocated(synthetic_model) -> None:
+    """A load that fails while reading its pinned weights frees them (each failed load leaked the
+    pinned buffers, 20+ MiB here, outside any budget)."""
+    path = synthetic_model(n_layer=12, n_embd=512, n_ff=1024, n_head=4, n_head_kv=2)
+    r = python_child(["-c", _FAILED_LOAD_CHILD, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    failures, pinned, growth = map(int, r.stdout.split())
+    assert failures == 11 and pinned > 16 << 20
+    assert growth < pinned, f"10 more failed loads grew RSS by {growth / 2**20:.1f} MiB (pinned {pinned / 2**20:.1f} MiB)"
+
+
 # ---- 5. file truncated / replaced while loaded --------------------------------------------------------
 
 

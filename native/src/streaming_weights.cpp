@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <utility>
 
 #include "edge_rt/error.h"
 #include "edge_rt/kernels.h"
@@ -138,6 +139,17 @@ uint64_t StreamingWeights::min_weight_bytes(const GgufFile& file, const ModelCon
 StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& cfg,
                                    MemoryAccountant& accountant, const StreamingOptions& options)
     : file_(std::move(file)), cfg_(cfg), options_(options) {
+    try {
+        build(accountant);
+    } catch (...) {
+        shutdown();  // a constructor that throws runs no destructor: free what build() allocated
+        throw;
+    }
+}
+
+void StreamingWeights::build(MemoryAccountant& accountant) {
+    const ModelConfig& cfg = cfg_;
+    const StreamingOptions& options = options_;
     t0_ = steady_seconds();
     const GgufFile& f = *file_;
     reader_ = open_model_reader(f.path(), options.io_mode);
@@ -353,7 +365,9 @@ StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const M
     }
 }
 
-StreamingWeights::~StreamingWeights() {
+StreamingWeights::~StreamingWeights() { shutdown(); }
+
+void StreamingWeights::shutdown() noexcept {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stopping_ = true;
@@ -361,11 +375,12 @@ StreamingWeights::~StreamingWeights() {
     }
     io_wake_.notify_all();
     for (auto& t : io_threads_) t.join();
-    for (auto& s : slots_) std::free(s.buffer);
-    for (auto& u : units_) std::free(u.pinned);
-    for (auto& es : expert_slots_) std::free(es.buffer);
-    for (uint8_t* p : router_pins_) std::free(p);
-    std::free(embd_buf_);
+    io_threads_.clear();
+    for (auto& s : slots_) std::free(std::exchange(s.buffer, nullptr));
+    for (auto& u : units_) std::free(std::exchange(u.pinned, nullptr));
+    for (auto& es : expert_slots_) std::free(std::exchange(es.buffer, nullptr));
+    for (uint8_t*& p : router_pins_) std::free(std::exchange(p, nullptr));
+    std::free(std::exchange(embd_buf_, nullptr));
 }
 
 const uint8_t* StreamingWeights::locate(const Unit& u, const uint8_t* base, const GgufTensorInfo& t) const {

@@ -201,6 +201,8 @@ private:
     // Where matrix `m` (0 gate, 1 up, 2 down) of an expert of layer il sits in the file.
     struct ExpertSpan { uint64_t file_begin = 0, length = 0, skip = 0; };
 
+    void build(MemoryAccountant& accountant);  // the constructor's work (placement, pinned reads, I/O threads)
+    void shutdown() noexcept;  // stop the I/O threads and free every buffer; the destructor, or a failed build()
     const uint8_t* locate(const Unit& u, const uint8_t* base, const GgufTensorInfo& t) const;
     void bind_views(int unit, const uint8_t* base, LayerWeights& layer, HeadWeights& head) const;
     Slot& acquire_unit(int unit);
