@@ -208,9 +208,14 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
         raise InvalidArgumentError(f"[fit-predictor] epochs must be >= 1, got {epochs!r}")
     if not isinstance(max_tokens, int) or max_tokens < 16:
         raise InvalidArgumentError(f"[fit-predictor] tokens must be >= 16, got {max_tokens!r}")
+    model_path, out = Path(model_path), Path(out)
+    if out.is_dir():
+        raise InvalidArgumentError(f"[fit-predictor] the output {out} is a directory; give a file path")
+    if out.exists() and model_path.exists() and out.resolve() == model_path.resolve():
+        raise InvalidArgumentError(f"[fit-predictor] the output {out} is the model itself; give another path "
+                                   "(default MODEL.predictor.gguf)")
     t0 = time.perf_counter()
     notes: List[str] = []
-    model_path = Path(model_path)
     with load(model_path, threads=threads, mem_budget=mem_budget, expert_predictor=None) as m:
         info = m.info()
         n_layer, n_embd, n_expert, k = info["n_layer"], info["n_embd"], info["n_expert"], info["n_expert_used"]

@@ -146,6 +146,15 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
     inp = Path(inp)
     if out.resolve() == inp.resolve():
         raise InvalidArgumentError("[quantize] OUT must differ from IN")
+    if out.is_dir():
+        raise InvalidArgumentError(f"[quantize] OUT {out} is a directory; give a file path")
+    if save_calib is not None:
+        save_calib = Path(save_calib)
+        if save_calib.resolve() in (inp.resolve(), out.resolve()):
+            raise InvalidArgumentError(f"[quantize] --save-calib {save_calib} would overwrite "
+                                       f"{'IN' if save_calib.resolve() == inp.resolve() else 'OUT'}; give another path")
+        if save_calib.is_dir():
+            raise InvalidArgumentError(f"[quantize] --save-calib {save_calib} is a directory; give a file path")
     if target_bpw is not None and not (0 < target_bpw <= 32):
         raise InvalidArgumentError(f"[quantize] --target-bpw must be in (0, 32], got {target_bpw}")
 

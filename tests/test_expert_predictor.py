@@ -151,6 +151,14 @@ def test_fit_rejects_bad_arguments(moe_q8: Path, synthetic_model, tmp_path: Path
         ep.fit_expert_predictor(moe_q8, "x", tmp_path / "p.gguf", hidden=0)
     with pytest.raises(InvalidArgumentError, match="epochs"):
         ep.fit_expert_predictor(moe_q8, "x", tmp_path / "p.gguf", epochs=0)
+    # the output must not be the model itself (it used to be overwritten by the predictor) nor a folder
+    model = tmp_path / "m.gguf"
+    shutil.copyfile(moe_q8, model)
+    with pytest.raises(InvalidArgumentError, match="is the model itself"):
+        ep.fit_expert_predictor(model, "some text to trace", model, max_tokens=16, epochs=1)
+    assert model.read_bytes() == moe_q8.read_bytes()
+    with pytest.raises(InvalidArgumentError, match="is a directory"):
+        ep.fit_expert_predictor(model, "some text to trace", tmp_path, max_tokens=16, epochs=1)
     dense = synthetic_model()
     with pytest.raises(edge_rt.UnsupportedArchitectureError, match="dense model"):
         ep.fit_expert_predictor(dense, "some text to trace", tmp_path / "p.gguf", max_tokens=16, epochs=1)

@@ -738,6 +738,12 @@ def test_bad_arguments(master: Path, tmp_path: Path) -> None:
     _one_line_error(invoke("quantize", tmp_path / "missing.gguf", tmp_path / "o.gguf", "--type", "Q4_0"), "not found")
     _one_line_error(invoke("quantize", master, tmp_path / "o.gguf", "--target-bpw", "0.5", "--sensitivity", "proxy",
                            "--no-calib"), "budget")
+    # outputs that would overwrite the input master (it used to be replaced by the statistics) or are folders
+    before = master.read_bytes()
+    _one_line_error(invoke("quantize", master, tmp_path / "o.gguf", "--type", "Q8_0", "--save-calib", master),
+                    "would overwrite IN")
+    assert master.read_bytes() == before
+    _one_line_error(invoke("quantize", master, tmp_path, "--type", "Q8_0"), "is a directory")
     q = tmp_path / "q.gguf"
     assert invoke("quantize", master, q, "--type", "Q8_0", "--no-calib").exit_code == 0
     _one_line_error(invoke("quantize", q, tmp_path / "o.gguf", "--type", "Q4_0"), "already Q8_0")
