@@ -183,7 +183,7 @@ def run(
         None, "--mem-budget", "-m",
         help="Hard cap on the engine's memory, e.g. 1.5GB or 800MiB: layers that do not fit stream from the file."),
     window: Optional[int] = typer.Option(None, "--window", min=1,
-                                         help="Streaming window slots (default: the largest that fits the budget)."),
+                                         help="Streaming window slots, with --mem-budget (default: the largest that fits the budget)."),
     expert_cache: Optional[str] = _EXPERT_CACHE,
     expert_policy: str = _EXPERT_POLICY,
     expert_prefetch: str = _EXPERT_PREFETCH,
@@ -620,7 +620,7 @@ def quantize(
         from .quantize.pipeline import quantize_model
         from .quantize.sensitivity import DEFAULT_CANDIDATES
 
-        target_bytes = parse_size(target_size) if target_size is not None else None
+        target_bytes = parse_size(target_size, "[quantize] --target-size") if target_size is not None else None
         if plot is not None and qtype is not None:
             raise InvalidArgumentError("[quantize] --plot draws the mixed-precision search: use it with --target-bpw/--target-size")
         with contextlib.ExitStack() as stack:

@@ -13,6 +13,7 @@ instead of silently decoding from a cache that no longer holds its sequence.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import time
@@ -119,22 +120,34 @@ class GenerationResult:
         return self.n_decode / self.decode_s if self.decode_s > 0 and self.n_decode > 0 else 0.0
 
 
-def parse_size(value: Union[int, str]) -> int:
+MAX_SIZE = 2**63 - 1  # the engine counts bytes in 64 bits
+
+
+def parse_size(value: Union[int, str], what: str = "[load] memory size") -> int:
     """Bytes from an int or a string like ``"1.5GB"``, ``"800MiB"``, ``"4096"`` (decimal kB/MB/GB,
-    binary KiB/MiB/GiB; a bare number is bytes)."""
+    binary KiB/MiB/GiB; a bare number is bytes). ``what`` names the value in error messages.
+
+    Raises:
+        InvalidArgumentError: not a size, negative, or above 2**63 - 1 bytes.
+    """
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if value < 0:
-            raise InvalidArgumentError(f"[load] memory size must be >= 0, got {value}")
-        return int(value)
-    if not isinstance(value, str):
-        raise InvalidArgumentError(f"[load] memory size must be an int or a string like '1.5GB', got {value!r}")
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*", value)
-    if not m:
-        raise InvalidArgumentError(f"[load] cannot parse memory size {value!r} (examples: '1.5GB', '800MiB', '4096')")
-    number, unit = float(m.group(1)), (m.group(2) or "B").upper().rstrip("B")
-    scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-             "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}[unit]
-    return int(number * scale)
+        size = int(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(-?)([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*", value)
+        if not m:
+            raise InvalidArgumentError(f"{what}: cannot parse {value!r} (examples: '1.5GB', '800MiB', '4096')")
+        digits, unit = m.group(2), (m.group(3) or "B").upper().rstrip("B")
+        number = float(digits) if "." in digits else int(digits)  # whole numbers exactly, past 2**53 too
+        scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                 "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}[unit]
+        size = -int(number * scale) if m.group(1) else int(number * scale)
+    else:
+        raise InvalidArgumentError(f"{what} must be an int or a string like '1.5GB', got {value!r}")
+    if size < 0:
+        raise InvalidArgumentError(f"{what} must be >= 0, got {value!r}")
+    if size > MAX_SIZE:
+        raise InvalidArgumentError(f"{what} {value!r} is too large (at most {MAX_SIZE} bytes)")
+    return size
 
 
 def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[int]
@@ -220,10 +233,12 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         n_ctx: KV cache capacity in tokens; default ``min(2048, n_ctx_train)``. A value above the
             model's training context is allowed but warns (quality usually degrades past it).
         mem_budget: Hard cap on the engine's memory (pinned weights + window slots + KV cache +
-            scratch), bytes or a string like ``"1.5GB"``. Without it every weight is read into RAM.
+            scratch), bytes (> 0) or a string like ``"1.5GB"``. Without it (``None``) every weight is
+            read into RAM.
             With it, the largest layers that fit stay pinned and the rest stream from the file
             through a window of layer slots, read ahead by I/O threads (see :meth:`Model.memory_report`).
-        window: Streaming window slots; default the largest number that fits the budget.
+        window: Streaming window slots; default the largest number that fits the budget (needs
+            ``mem_budget``).
         io_mode: ``"auto"`` (O_DIRECT where the filesystem allows, else buffered reads that drop the
             page cache behind them), ``"direct"`` or ``"buffered"``.
         prefetch: ``False`` reads each streamed layer when it is needed, with no overlap (a window of
@@ -256,7 +271,7 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         ModelIOError: the file does not exist or cannot be read (the message names the path).
         ModelFormatError: the file is not a valid GGUF model.
         UnsupportedArchitectureError, UnsupportedTypeError: the model cannot run on edge_rt.
-        InvalidArgumentError: ``threads`` or ``n_ctx`` is out of range.
+        InvalidArgumentError: ``threads``, ``n_ctx``, ``mem_budget`` or another option is out of range.
         OutOfMemoryError: weights or KV cache do not fit, or ``mem_budget`` is below the model's
             minimum (one layer slot + KV cache + scratch; the message states it, and
             :func:`minimum_budget` gives it without loading).
@@ -268,10 +283,14 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
 
     # Same as Tokenizer.from_gguf(p), without parsing the header (and its vocabulary) a second time.
     tokenizer = Tokenizer.from_metadata(md)
-    budget = parse_size(mem_budget) if mem_budget is not None else 0
+    budget = parse_size(mem_budget, "[load] mem_budget") if mem_budget is not None else 0
+    if mem_budget is not None and budget == 0:
+        raise InvalidArgumentError("[load] mem_budget must be > 0 bytes (None, the default, means no budget)")
     if window is not None and (not _is_int(window) or window < 1):
         raise InvalidArgumentError(f"[load] window must be an integer >= 1, got {window!r}")
-    cache_bytes = parse_size(expert_cache) if expert_cache is not None else 0
+    if window is not None and not budget:
+        raise InvalidArgumentError("[load] window needs mem_budget (without a budget every weight is resident)")
+    cache_bytes = parse_size(expert_cache, "[load] expert_cache") if expert_cache is not None else 0
     if expert_cache is not None and cache_bytes < 1:
         raise InvalidArgumentError(f"[load] expert_cache must be a positive size, got {expert_cache!r}")
     if expert_cache is not None and not budget:
@@ -443,7 +462,11 @@ class Model:
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
         """Text of ``ids``; control tokens are rendered only when ``special`` is true."""
-        return self._tokenizer.detokenize([int(i) for i in ids], special=special)
+        try:
+            int_ids = [operator.index(i) for i in ids]
+        except TypeError:
+            raise InvalidArgumentError(f"[detokenize] expected a sequence of integer token ids, got {ids!r:.80}") from None
+        return self._tokenizer.detokenize(int_ids, special=special)
 
     # ---- generation ------------------------------------------------------------------------------
 
@@ -484,6 +507,9 @@ class Model:
         """
         stops = _normalize_stop(stop)
         ids = self.tokenize(prompt, add_special=True)
+        if not ids:
+            raise InvalidArgumentError("[generate] the prompt is empty and this model adds no BOS token: give "
+                                       "some text to continue")
         gen, res = self._start(ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                seed=seed, min_p=min_p, repeat_penalty=repeat_penalty,
                                repeat_last_n=repeat_last_n)
@@ -794,7 +820,11 @@ class Model:
                               "generation was paused; a Model runs one generation at a time")
 
     def _check_tokens(self, token_ids: Sequence[int], op: str) -> List[int]:
-        arr = np.asarray(token_ids)
+        try:
+            arr = np.asarray(token_ids)
+        except (TypeError, ValueError):  # ragged nesting, or objects numpy cannot hold
+            raise InvalidArgumentError(f"[{op}] expected a non-empty 1-D sequence of token ids, got "
+                                       f"{token_ids!r:.80}") from None
         if arr.ndim != 1 or arr.size == 0:
             raise InvalidArgumentError(f"[{op}] expected a non-empty 1-D sequence of token ids, got shape {arr.shape}")
         if arr.dtype.kind not in "iu":
@@ -854,7 +884,10 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def _normalize_stop(stop: StopArg) -> List[str]:
     if stop is None:
         return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
+    try:
+        stops = [stop] if isinstance(stop, str) else list(stop)
+    except TypeError:
+        raise InvalidArgumentError(f"[generate] stop must be a str or a sequence of str, got {stop!r}") from None
     for s in stops:
         if not isinstance(s, str) or not s:
             raise InvalidArgumentError(f"[generate] stop strings must be non-empty str, got {s!r}")

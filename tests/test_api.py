@@ -349,6 +349,15 @@ def test_fake_bad_arguments(tokenizer) -> None:
         m.generate("hi", stop="")
     with pytest.raises(InvalidArgumentError):
         m.logits([[1, 2]])
+    # these raised numpy's ValueError / TypeError before
+    with pytest.raises(InvalidArgumentError, match="1-D sequence"):
+        m.logits([[1, 2], [3]])
+    with pytest.raises(InvalidArgumentError, match="stop must be a str"):
+        m.generate("hi", stop=5)
+    with pytest.raises(InvalidArgumentError, match="integer token ids"):
+        m.detokenize(["a"])
+    with pytest.raises(InvalidArgumentError, match="prompt is empty"):
+        m.generate("")
     assert list(m.generate_tokens([1, 2], 0)) == []
     assert m.last_result.finish_reason == "length"
 
@@ -473,6 +482,23 @@ def test_load_bad_arguments(model_path: Path) -> None:
         edge_rt.load(model_path, threads=0)
     with pytest.raises(InvalidArgumentError, match="n_ctx"):
         edge_rt.load(model_path, n_ctx=0)
+    # a budget of 0 used to mean "none" silently; sizes past 64 bits raised a raw TypeError
+    for budget, msg in ((0, "must be > 0"), ("0GB", "must be > 0"), ("-1", ">= 0"), (-5, ">= 0"),
+                        ("abc", "cannot parse"), (10**30, "too large"), ("100000000TB", "too large"), (True, "int or")):
+        with pytest.raises(InvalidArgumentError, match=msg):
+            edge_rt.load(model_path, mem_budget=budget)
+    with pytest.raises(InvalidArgumentError, match="window needs mem_budget"):
+        edge_rt.load(model_path, window=3)
+
+
+def test_parse_size() -> None:
+    from edge_rt.model import parse_size
+
+    assert parse_size("1.5GB") == 1_500_000_000 and parse_size("800MiB") == 800 << 20
+    assert parse_size(" 4096 ") == parse_size(4096) == parse_size(np.int64(4096)) == 4096
+    assert parse_size(str(2**63 - 1)) == 2**63 - 1
+    with pytest.raises(InvalidArgumentError, match=r"^\[quantize\] --target-size: cannot parse"):
+        parse_size("lots", "[quantize] --target-size")
 
 
 def test_load_not_a_gguf(tmp_path: Path) -> None:

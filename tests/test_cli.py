@@ -105,6 +105,14 @@ def test_not_a_gguf_process(tmp_path: Path) -> None:
     assert_one_line_error(p.stderr)
 
 
+@pytest.mark.parametrize("budget,fragment", [("100000000TB", "too large"), ("0", "must be > 0"), ("-1", ">= 0")])
+def test_bad_mem_budget_is_one_line(model_path: Path, budget: str, fragment: str) -> None:
+    """A budget past 64 bits printed a 46-line traceback; 0 silently meant no budget."""
+    r = invoke("run", model_path, "-p", "hi", "-n", 1, "--mem-budget", budget)
+    assert r.exit_code == 1, r.output
+    assert_one_line_error(r.stderr, "mem_budget", fragment)
+
+
 @pytest.mark.parametrize("cmd", ["run", "inspect", "bench"])
 def test_directory_instead_of_file(cmd: str, tmp_path: Path) -> None:
     r = invoke(cmd, tmp_path)
