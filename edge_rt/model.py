@@ -171,7 +171,8 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
     md: Dict[str, Any] = dict(header.metadata)
     arch = md.get("general.architecture")
     if not isinstance(arch, str) or not arch:
-        raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing")
+        raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing or not a non-empty "
+                               f"string (got {arch!r:.60})")
     if arch == "expert_predictor":
         raise InvalidArgumentError(f"[load] {p} is an expert predictor (edge-rt fit-predictor), not a model: load the "
                                    "model it was fitted for, with expert_predictor= this file (or next to it as "

@@ -478,6 +478,10 @@ def _strings(values: list, key: str) -> List[str]:
     out: List[str] = []
     for i, v in enumerate(values):
         if isinstance(v, str):
+            try:  # the reader keeps undecodable bytes as surrogate escapes; the tokenizer needs text
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _err(key, f"entry {i} is not valid UTF-8") from None
             out.append(v)
         elif isinstance(v, bytes):
             try:

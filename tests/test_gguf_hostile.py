@@ -367,11 +367,14 @@ N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_VOCAB, N_LAYER = 64, 2, 2, 128, 32, 1
 DELETE = object()
 
 
+_TOKENS = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(16)] + [
+    "\u2581", "\u2581a", "\u2581b", "a", "b", "c", "d", "e", "\u2581the", "t", "h", "\u2581t", "he"]
+
+
 def _llama_metadata(arch: str = "llama") -> dict:
     from gguf import GGUFValueType as T
 
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(16)] + [
-        "\u2581", "\u2581a", "\u2581b", "a", "b", "c", "d", "e", "\u2581the", "t", "h", "\u2581t", "he"]
+    tokens = list(_TOKENS)
     assert len(tokens) == N_VOCAB
     scores = [0.0, 0.0, 0.0] + [0.0] * 16 + [-float(i) for i in range(N_VOCAB - 19)]
     token_type = [2, 3, 3] + [6] * 16 + [1] * (N_VOCAB - 19)
@@ -560,6 +563,9 @@ def _model_cases():
         "bos_out_of_range": (dict(metadata={"tokenizer.ggml.bos_token_id": _md("UINT32", 10_000)}),
                              ModelFormatError, r"tokenizer\.ggml\.bos_token_id"),
         "unknown_architecture": (dict(arch="mamba9000"), UnsupportedArchitectureError, r"mamba9000.*llama"),
+        # token text that is not UTF-8: loaded, then raised UnicodeEncodeError while tokenizing/detokenizing
+        "token_not_utf8": (dict(metadata={"tokenizer.ggml.tokens": _md("ARRAY", _TOKENS[:-1] + [b"h\xff\xfe"], "STRING")}),
+                           ModelFormatError, r"tokenizer\.ggml\.tokens.*entry 31 is not valid UTF-8"),
         # A shared-expert router on a Mixtral-style model: never shape-checked before, while the
         # engine wrote its (file-given) rows into an n-float buffer: a heap overflow on the first eval.
         "shared_expert_without_width": (
@@ -571,6 +577,18 @@ def _model_cases():
 
 
 _MODEL_CASES = sorted(_model_cases())
+
+
+def test_architecture_not_utf8(tmp_path):
+    """An architecture name that is not UTF-8 is reported as unsupported (the message could not be
+    decoded and UnicodeDecodeError replaced the error; the CLI printed a traceback)."""
+    data = bytearray(Path(write_llama_gguf(tmp_path / "ok.gguf")).read_bytes())
+    at = data.index(b"general.architecture") + len(b"general.architecture") + 4 + 8  # key, type, length
+    assert data[at:at + 5] == b"llama"
+    data[at:at + 5] = b"llam\xff"
+    path = write(tmp_path, bytes(data), "arch.gguf")
+    with pytest.raises(UnsupportedArchitectureError, match=r"llam\\xff"):
+        _load(path)
 
 
 @pytest.mark.parametrize("case", _MODEL_CASES)
