@@ -197,6 +197,9 @@ HOSTILE = {
                            r"key 'general.alignment': alignment 48 is not a power of two"),
     "alignment_zero": (lambda: _kv_file(KV("general.alignment", UINT32, 0)), ModelFormatError,
                        r"key 'general.alignment': alignment 0 "),
+    # below the spec's multiple of 8, F32 data could sit at addresses float loads may not use
+    "alignment_four": (lambda: _kv_file(KV("general.alignment", UINT32, 4)), ModelFormatError,
+                       r"key 'general.alignment': alignment 4 is not a power of two in \[8, "),
     "alignment_too_big": (lambda: _kv_file(KV("general.alignment", UINT32, 2 << 20)), ModelFormatError,
                           r"key 'general.alignment': alignment 2097152 "),
     "alignment_wrong_type": (lambda: _kv_file(KV("general.alignment", UINT64, 32)), ModelFormatError,

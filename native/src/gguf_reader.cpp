@@ -366,8 +366,10 @@ private:
                 bad("alignment must be a UINT32, found " + full_type_name(*a));
             }
             uint64_t al = a->u;
-            if (al == 0 || al > kMaxAlignment || (al & (al - 1)) != 0) {
-                bad("alignment " + std::to_string(al) + " is not a power of two in [1, " +
+            // The GGUF spec asks for a multiple of 8: smaller alignments let F32 data sit at addresses
+            // that float loads may not use (undefined behaviour; a fault on strict-alignment CPUs).
+            if (al < 8 || al > kMaxAlignment || (al & (al - 1)) != 0) {
+                bad("alignment " + std::to_string(al) + " is not a power of two in [8, " +
                     std::to_string(kMaxAlignment) + "]");
             }
             out_.alignment_ = al;
