@@ -453,6 +453,9 @@ def bench(
     with _user_errors():
         from .model import load
 
+        if plot is not None and mem_budget is None:
+            raise InvalidArgumentError("[plot] --plot draws the streaming timeline: give a --mem-budget below the "
+                                       "model's size so that layers stream")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
             m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget,
@@ -461,6 +464,10 @@ def bench(
                      expert_predictor=_predictor_choice(expert_predictor))
         with m:
             info = m.info()
+            rep = m.memory_report()
+            if plot is not None and not rep["streamed_units"] and not rep["expert_cache_slots"]:
+                raise InvalidArgumentError(f"[plot] nothing streams: the whole model fits the {mem_budget} budget; "
+                                           "give a smaller --mem-budget to draw the timeline")
             # Warm-up: touches every weight page and the thread pool once before timing.
             m.bench(n_prompt=min(prompt_tokens, 16), n_gen=min(gen_tokens, 4), seed=seed)
             runs = []

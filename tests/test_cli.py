@@ -319,6 +319,11 @@ def test_bench_under_budget_plots_timeline_and_run_stats(model_path: Path, tmp_p
     assert r.exit_code == 0, r.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "streaming" in r.output and "per token: read" in r.output
+    # --plot with nothing to stream says so before benchmarking (it ran every repetition, then failed)
+    for extra, fragment in (((), "give a --mem-budget"), (("--mem-budget", "1GB"), "nothing streams")):
+        r = invoke(*bench, *extra, "--plot", tmp_path / "none.png")
+        assert r.exit_code == 1 and not r.stdout, r.output
+        assert_one_line_error(r.stderr, fragment)
     run = ("run", model_path, "-p", "hi", "-n", 3, "--seed", 0, "--ctx", 64, "--stats")
     r = invoke(*run, "--mem-budget", str(_stated_minimum(*run)))
     assert r.exit_code == 0, r.output
