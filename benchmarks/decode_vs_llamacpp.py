@@ -2,7 +2,7 @@
 """Prefill and decode speed of edge_rt vs llama.cpp on TinyLlama-1.1B-shaped synthetic GGUFs,
 beside the memory-bandwidth bound on decode measured in the same run.
 
-Protocol (benchmarks section of ARCHITECTURE.md): same GGUF file and thread count for both engines;
+Protocol (as in benchmarks/RESULTS.md): same GGUF file and thread count for both engines;
 one warm-up each, then runs interleaved A B A B (``--reps`` each, >= 5); medians quoted with min-max;
 ratios edge_rt / llama.cpp. Weights are resident (files are read once at load; the page cache and
 the engines' own buffers keep them in RAM).

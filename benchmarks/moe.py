@@ -3,7 +3,7 @@
 decayed-LFU eviction) with and without expert prediction, vs the flash-read bound measured in the
 same run, and vs llama.cpp (default mmap) squeezed by a balloon process to the same memory.
 
-Protocol (benchmarks section of ARCHITECTURE.md; machinery imported from benchmarks/streaming.py):
+Protocol (as in benchmarks/RESULTS.md; machinery imported from benchmarks/streaming.py):
 
 Part ``tiny`` -- prediction quality and cache policy on a trained model and real text.
 - Models: the trained MoE master ``models/tiny-code-moe-f16.gguf`` (4 layers, 8 experts, top-2) and a

@@ -3,7 +3,7 @@
 naive streaming baseline and vs the same placement without overlap, vs the flash-read bound measured in
 the same run, and vs llama.cpp (default mmap) squeezed by a balloon process to the same memory.
 
-Protocol (benchmarks section of ARCHITECTURE.md):
+Protocol (as in benchmarks/RESULTS.md):
 
 - Models: synthetic TinyLlama-1.1B-shaped Q8_0 and Llama-3.2-3B-shaped Q4_0 GGUFs (random weights).
 - Budgets: ``--fractions`` (default 25%, 50%, 75%) of the model's file size, passed as ``mem_budget``.
