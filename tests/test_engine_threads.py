@@ -100,3 +100,36 @@ def test_signal_handler_using_the_engine_raises_instead_of_deadlocking(synthetic
     assert (name, n_past) == ("InvalidArgumentError", "0"), r.stdout
     assert "busy_evaluating_on_this_thread" in msg
     assert after == "AFTER 4"
+
+
+_STATS_CHILD = r"""
+import signal, sys
+import numpy as np
+from edge_rt import _core
+eng = _core.Engine(sys.argv[1], 1, 2048)
+eng.record_activation_stats(enabled=True)
+def on_alarm(sig, frame):
+    raise TimeoutError("deadline exceeded")
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+toks = (np.arange(1500) % 500 + 3).astype(np.int32)
+try:
+    eng.eval(toks, False)
+except TimeoutError:
+    pass
+rows = lambda: {k: int(v[1].sum()) for k, v in eng.activation_stats().items()}
+print(eng.n_past, sum(rows().values()))
+eng.eval(toks[:4], False)
+print(sorted({n for k, n in rows().items() if k.startswith("blk.")}))
+"""
+
+
+def test_failed_eval_leaves_no_calibration_rows(synthetic_model):
+    """Activation statistics count only evaluations that complete (an interrupted eval left the rows of
+    the layers it had run, which a retry then counted twice)."""
+    path = synthetic_model(**DEEP)
+    r = python_child(["-c", _STATS_CHILD, str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    first, after = r.stdout.splitlines()
+    assert first == "0 0", r.stdout
+    assert after == "[4]", r.stdout  # every layer's matrix saw exactly the 4 rows of the eval that completed
