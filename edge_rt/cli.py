@@ -1,4 +1,5 @@
-"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``, ``quantize``, ``eval``.
+"""The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``, ``quantize``, ``eval``,
+``fit-predictor``.
 
 Errors a user can cause (missing file, not a GGUF, unsupported model, bad value) print one line,
 ``edge-rt: error: <message>``, on stderr and exit with status 1; usage errors exit with 2 (Click's
@@ -24,7 +25,7 @@ from .errors import EdgeRTError, InvalidArgumentError
 
 app = typer.Typer(
     name="edge-rt",
-    help="On-device LLM inference: run, inspect and benchmark GGUF models on the CPU.",
+    help="On-device LLM inference on the CPU: run, inspect, benchmark, convert, quantize and evaluate GGUF models.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -69,6 +70,22 @@ def _user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         _err("interrupted")
         raise typer.Exit(130)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
+
+
+def _unescape(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r``, ``\\\\`` and quotes as the characters (llama.cpp's escape processing);
+    other backslashes stay as they are."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def _check_budget_option(mem_budget: Optional[str]) -> None:
+    """llama.cpp's -m is the model; here it is --mem-budget: say so instead of 'cannot parse'."""
+    if mem_budget is not None and mem_budget.strip().lower().endswith(".gguf"):
+        raise InvalidArgumentError(f"-m/--mem-budget is the memory budget (e.g. 1.5GB), got the file {mem_budget!r}: "
+                                   "give the model as the first argument (edge-rt run MODEL)")
 
 
 def _silence_stdout() -> None:
@@ -172,8 +189,9 @@ def run(
     temperature: float = typer.Option(0.8, "--temperature", "--temp", help="Sampling temperature; 0 = greedy."),
     top_k: int = typer.Option(40, "--top-k", min=0, help="Top-k sampling (0 = off)."),
     top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (1.0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Sampler seed for reproducible output."),
-    stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Sampler seed for reproducible output (default: random)."),
+    stop: Optional[List[str]] = typer.Option(
+        None, "--stop", help="Stop string (repeatable); \\n, \\t, \\r and \\\\ are unescaped, as llama.cpp does."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
                                           help="Worker threads (default: physical cores)."),
     ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=1,
@@ -194,6 +212,7 @@ def run(
     with _user_errors():
         from .model import load
 
+        _check_budget_option(mem_budget)
         path = _resolve_model(model)
         m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window, expert_cache=expert_cache,
                  expert_policy=expert_policy, expert_prefetch=expert_prefetch,
@@ -201,7 +220,8 @@ def run(
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
-                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop or None)
+                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                              stop=[_unescape(x) for x in stop] if stop else None)
             out = sys.stdout
             out.write(prompt)
             out.flush()
@@ -453,6 +473,7 @@ def bench(
     with _user_errors():
         from .model import load
 
+        _check_budget_option(mem_budget)
         if plot is not None and mem_budget is None:
             raise InvalidArgumentError("[plot] --plot draws the streaming timeline: give a --mem-budget below the "
                                        "model's size so that layers stream")

@@ -27,7 +27,7 @@ from . import codec
 from .calibrate import DEFAULT_CALIB_TOKENS, CalibStats, calibrate, read_text, text_digest, token_windows
 from .gguf_io import SourceModel, overhead_bytes, read_gguf, write_gguf
 from .rules import FILE_TYPE, file_type_of, is_quantizable, plan_uniform
-from .sensitivity import (DEFAULT_CANDIDATES, Sensitivity, SwapEvaluator, base_types, encode_tensor,
+from .sensitivity import (DEFAULT_CANDIDATES, METHODS, Sensitivity, SwapEvaluator, base_types, encode_tensor,
                           measure_sensitivity, searchable)
 
 Progress = Callable[[str, int, int, str], None]
@@ -155,6 +155,8 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
                                        f"{'IN' if save_calib.resolve() == inp.resolve() else 'OUT'}; give another path")
         if save_calib.is_dir():
             raise InvalidArgumentError(f"[quantize] --save-calib {save_calib} is a directory; give a file path")
+    if method not in METHODS:  # checked before the calibration run that precedes the sensitivity one
+        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; expected one of {', '.join(METHODS)}")
     if target_bpw is not None and not (0 < target_bpw <= 32):
         raise InvalidArgumentError(f"[quantize] --target-bpw must be in (0, 32], got {target_bpw}")
 

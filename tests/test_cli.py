@@ -105,6 +105,24 @@ def test_not_a_gguf_process(tmp_path: Path) -> None:
     assert_one_line_error(p.stderr)
 
 
+def test_stop_strings_are_unescaped_as_in_llama_cpp() -> None:
+    """--stop '\\n' stops at a newline (it was taken as a backslash and an n)."""
+    assert cli._unescape(r"a\nb\tc\\n\q") == "a\nb\tc\\n\\q"
+    args = ("run", cli.DEFAULT_MODEL, "-p", "def fibonacci(n):", "-n", 48, "--temp", 0)
+    free = invoke(*args)
+    assert free.exit_code == 0 and free.stdout.count("\n") > 2, free.output  # the model writes lines
+    r = invoke(*args, "--stop", r"\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("\n") == 1 and free.stdout.startswith(r.stdout[:-1]), (r.stdout, free.stdout)
+
+
+def test_model_given_to_dash_m_is_explained(model_path: Path) -> None:
+    """llama.cpp users type -m MODEL; here -m is the budget: the error says so."""
+    r = invoke("run", "-m", model_path)
+    assert r.exit_code == 1
+    assert_one_line_error(r.stderr, "is the memory budget", "first argument")
+
+
 @pytest.mark.parametrize("budget,fragment", [("100000000TB", "too large"), ("0", "must be > 0"), ("-1", ">= 0")])
 def test_bad_mem_budget_is_one_line(model_path: Path, budget: str, fragment: str) -> None:
     """A budget past 64 bits printed a 46-line traceback; 0 silently meant no budget."""

@@ -744,6 +744,10 @@ def test_bad_arguments(master: Path, tmp_path: Path) -> None:
                     "would overwrite IN")
     assert master.read_bytes() == before
     _one_line_error(invoke("quantize", master, tmp_path, "--type", "Q8_0"), "is a directory")
+    # checked before calibrating (it failed only after the calibration run)
+    r = invoke("quantize", master, tmp_path / "o.gguf", "--target-bpw", "4.8", "--sensitivity", "bogus")
+    _one_line_error(r, "unknown sensitivity method 'bogus'")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.gguf.calib.npz").exists(), r.stderr
     q = tmp_path / "q.gguf"
     assert invoke("quantize", master, q, "--type", "Q8_0", "--no-calib").exit_code == 0
     _one_line_error(invoke("quantize", q, tmp_path / "o.gguf", "--type", "Q4_0"), "already Q8_0")
