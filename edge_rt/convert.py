@@ -207,6 +207,8 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
         raise InvalidArgumentError(f"[convert] output {dst_p} is the input file; write to another path")
     if dst_p.is_dir():
         raise InvalidArgumentError(f"[convert] output {dst_p} is a directory")
+    if not dst_p.parent.is_dir():  # else the error would name the temporary file
+        raise ModelIOError(f"[convert] the output's folder does not exist: {dst_p.parent}")
 
     try:
         g = _core().GGUFFile(str(src_p))  # validates the whole header, naming the defect

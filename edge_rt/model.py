@@ -837,7 +837,7 @@ class Model:
         if arr.size > self._n_ctx:
             raise InvalidArgumentError(
                 f"[{op}] {arr.size} tokens exceed the context size n_ctx={self._n_ctx}; "
-                "load the model with a larger n_ctx or shorten the input")
+                "load the model with a larger n_ctx (edge-rt: --ctx) or shorten the input")
         return [int(t) for t in arr]
 
     def _truncate(self, n_keep: int) -> None:

@@ -223,6 +223,9 @@ def test_bad_layout_and_missing(tiny_model, tmp_path):
         convert_gguf(tiny_model, tmp_path / "o.gguf", layout="columnar")
     with pytest.raises(ModelIOError, match="not found"):
         convert_gguf(tmp_path / "missing.gguf", tmp_path / "o.gguf")
+    # the error named the temporary file (o.gguf.tmp) before
+    with pytest.raises(ModelIOError, match=r"output's folder does not exist: .*nowhere$"):
+        convert_gguf(tiny_model, tmp_path / "nowhere" / "o.gguf")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
