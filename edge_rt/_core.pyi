@@ -3,7 +3,7 @@
 Users go through the edge_rt package (``edge_rt.load``); this module's surface is for the package and
 for tests. Every function that does real work releases the GIL. Errors are raised as the classes of
 :mod:`edge_rt.errors` (the C++ error kind is mapped once in the binding); an interrupted computation
-raises ``KeyboardInterrupt``.
+raises the exception its Python signal handler raised (``KeyboardInterrupt`` for Ctrl-C).
 """
 
 import os
@@ -196,6 +196,9 @@ class BudgetFloor(TypedDict):
     kv_cache: int
     scratch: int
     total: int             # the least mem_budget that loads
+
+MAX_THREADS: int  # Engine's threads are in [1, MAX_THREADS]
+MAX_N_CTX: int  # and n_ctx in [1, MAX_N_CTX]
 
 def minimum_budget(path: str, threads: int = 1, n_ctx: int = 2048, expert_predictor: str = "") -> BudgetFloor:
     """The least ``mem_budget`` an Engine with these arguments (and the default window and expert

@@ -160,14 +160,16 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
         raise ModelIOError(f"[load] model file not found: {p}")
     if p.is_dir():
         raise ModelIOError(f"[load] model path is a directory, not a GGUF file: {p}")
+    core = _core()
     if threads is None:
         threads = default_threads()
-    elif not _is_int(threads) or threads < 1:
-        raise InvalidArgumentError(f"[load] threads must be an integer >= 1, got {threads!r}")
-    if n_ctx is not None and (not _is_int(n_ctx) or n_ctx < 1):
-        raise InvalidArgumentError(f"[load] n_ctx must be an integer >= 1, got {n_ctx!r}")
+    elif not _is_int(threads) or not 1 <= threads <= core.MAX_THREADS:
+        raise InvalidArgumentError(f"[load] threads must be an integer in [1, {core.MAX_THREADS}], got {threads!r}")
+    if n_ctx is not None and (not _is_int(n_ctx) or not 1 <= n_ctx <= core.MAX_N_CTX):
+        # checked here, before the training-context warning below
+        raise InvalidArgumentError(f"[load] n_ctx must be an integer in [1, {core.MAX_N_CTX}], got {n_ctx!r}")
 
-    header = _core().GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
+    header = core.GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
     md: Dict[str, Any] = dict(header.metadata)
     arch = md.get("general.architecture")
     if not isinstance(arch, str) or not arch:

@@ -9,6 +9,7 @@ Three groups:
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -482,6 +483,13 @@ def test_load_bad_arguments(model_path: Path) -> None:
         edge_rt.load(model_path, threads=0)
     with pytest.raises(InvalidArgumentError, match="n_ctx"):
         edge_rt.load(model_path, n_ctx=0)
+    # out of the engine's range: an error and no training-context warning before it (there was one)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidArgumentError, match=r"n_ctx must be an integer in \[1, 4194304\]"):
+            edge_rt.load(model_path, n_ctx=10**9)
+        with pytest.raises(InvalidArgumentError, match=r"threads must be an integer in \[1, 1024\]"):
+            edge_rt.load(model_path, threads=5000)
     # a budget of 0 used to mean "none" silently; sizes past 64 bits raised a raw TypeError
     for budget, msg in ((0, "must be > 0"), ("0GB", "must be > 0"), ("-1", ">= 0"), (-5, ">= 0"),
                         ("abc", "cannot parse"), (10**30, "too large"), ("100000000TB", "too large"), (True, "int or")):

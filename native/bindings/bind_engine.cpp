@@ -103,6 +103,8 @@ py::dict engine_info(const edge_rt::Engine& e) {
 namespace edge_rt_bind {
 
 void bind_engine(py::module_& m) {
+    m.attr("MAX_THREADS") = edge_rt::Engine::kMaxThreads;
+    m.attr("MAX_N_CTX") = edge_rt::Engine::kMaxContext;
     m.def(
         "minimum_budget",
         [](const std::string& path, int threads, int64_t n_ctx, const std::string& expert_predictor) {

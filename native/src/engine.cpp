@@ -102,11 +102,13 @@ const WeightKernels& kernels_of(const TensorView& w) {
 }  // namespace
 
 void Engine::check_options(const EngineOptions& options) {
-    if (options.n_threads < 1 || options.n_threads > 1024) {
-        fail(ErrorKind::InvalidArgument, "[load] threads must be in [1, 1024], got " + std::to_string(options.n_threads));
+    if (options.n_threads < 1 || options.n_threads > kMaxThreads) {
+        fail(ErrorKind::InvalidArgument, "[load] threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                                             std::to_string(options.n_threads));
     }
-    if (options.n_ctx < 1 || options.n_ctx > (int64_t(1) << 22)) {
-        fail(ErrorKind::InvalidArgument, "[load] n_ctx must be in [1, 4194304], got " + std::to_string(options.n_ctx));
+    if (options.n_ctx < 1 || options.n_ctx > kMaxContext) {
+        fail(ErrorKind::InvalidArgument, "[load] n_ctx must be in [1, " + std::to_string(kMaxContext) + "], got " +
+                                             std::to_string(options.n_ctx));
     }
 }
 

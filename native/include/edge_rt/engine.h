@@ -74,6 +74,9 @@ struct BudgetFloor {
 
 class Engine {
 public:
+    static constexpr int kMaxThreads = 1024;
+    static constexpr int64_t kMaxContext = int64_t(1) << 22;  // n_ctx in [1, kMaxContext]
+
     Engine(const std::string& path, const EngineOptions& options);
     ~Engine();
 
