@@ -298,6 +298,9 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError(f"[load] expert_cache must be a positive size, got {expert_cache!r}")
     if expert_cache is not None and not budget:
         raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
+    if (expert_cache is not None or expert_prediction_width is not None) and not md.get(f"{arch}.expert_count"):
+        raise InvalidArgumentError(f"[load] expert_cache and expert_prediction_width are for Mixture-of-Experts models; "
+                                   f"{p.name} is dense")
     if expert_prediction_width is not None and (not _is_int(expert_prediction_width) or expert_prediction_width < 1):
         raise InvalidArgumentError(f"[load] expert_prediction_width must be an integer >= 1, got {expert_prediction_width!r}")
     predictor = _expert_predictor_path(p, expert_predictor,

@@ -490,6 +490,10 @@ def test_load_bad_arguments(model_path: Path) -> None:
             edge_rt.load(model_path, n_ctx=10**9)
         with pytest.raises(InvalidArgumentError, match=r"threads must be an integer in \[1, 1024\]"):
             edge_rt.load(model_path, threads=5000)
+    # expert options on a dense model were silently ignored
+    for kw in ({"expert_cache": "1MB"}, {"expert_prediction_width": 2}):
+        with pytest.raises(InvalidArgumentError, match="for Mixture-of-Experts models; .* is dense"):
+            edge_rt.load(model_path, mem_budget="1GB", **kw)
     # a budget of 0 used to mean "none" silently; sizes past 64 bits raised a raw TypeError
     for budget, msg in ((0, "must be > 0"), ("0GB", "must be > 0"), ("-1", ">= 0"), (-5, ">= 0"),
                         ("abc", "cannot parse"), (10**30, "too large"), ("100000000TB", "too large"), (True, "int or")):
