@@ -132,31 +132,7 @@ def write_gguf(src: SourceModel, out: Path, types: Dict[str, str],
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     w = gguf.GGUFWriter(str(tmp), src.arch)
     try:
-        if src.alignment:
-            w.add_custom_alignment(int(src.alignment))
-        quantized = any(t not in ("F32", "F16", "BF16") for t in types.values())
-        for key, val, vtype, sub in src.kv:
-            w.add_key_value(key, val, vtype, sub_type=sub)
-        w.add_file_type(int(file_type))
-        if quantized:
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        for key, val, vtype in extra_kv or []:
-            w.add_key_value(key, val, vtype)
-        sizes = []
-        for t in src.tensors:
-            ty = types[t.name]
-            nbytes = tensor_bytes(ty, t.shape)
-            sizes.append(nbytes)
-            if ty in ("F32", "F16"):
-                w.add_tensor_info(t.name, t.shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
-            else:
-                blk, bb = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ty]]
-                byte_shape = (*t.shape[:-1], t.shape[-1] // blk * bb)
-                w.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), nbytes,
-                                  raw_dtype=gguf.GGMLQuantizationType[ty])
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
+        sizes = _write_header(w, src, types, file_type, extra_kv)
         fout = w.fout[0]
         for i, (t, nbytes) in enumerate(zip(src.tensors, sizes)):
             w.write_padding(fout, fout.tell())
@@ -177,11 +153,58 @@ def write_gguf(src: SourceModel, out: Path, types: Dict[str, str],
     return out.stat().st_size
 
 
-def overhead_bytes(src: SourceModel) -> int:
-    """File bytes that are not tensor data (header, metadata, padding), estimated from the source GGUF
-    (same metadata and tensor infos); 0 for non-GGUF inputs. Turns a file-size budget into a
-    tensor-byte budget."""
-    if src.path.is_file() and src.path.suffix == ".gguf":
-        data = sum(tensor_bytes(t.src_type, t.shape) for t in src.tensors)
-        return max(0, src.path.stat().st_size - data)
-    return 0
+def _write_header(w: Any, src: SourceModel, types: Dict[str, str], file_type: int,
+                  extra_kv: Optional[List[Tuple[str, Any, Any]]], quantized: Optional[bool] = None) -> List[int]:
+    """Writes what precedes the tensor data (header, metadata, tensor infos, padding to the data
+    section) through the GGUFWriter ``w``; returns each tensor's data bytes, in file order.
+    ``quantized`` (default: whether ``types`` has a quantized type) adds the quantization-version key."""
+    import gguf
+
+    if src.alignment:
+        w.add_custom_alignment(int(src.alignment))
+    if quantized is None:
+        quantized = any(t not in ("F32", "F16", "BF16") for t in types.values())
+    for key, val, vtype, sub in src.kv:
+        w.add_key_value(key, val, vtype, sub_type=sub)
+    w.add_file_type(int(file_type))
+    if quantized:
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for key, val, vtype in extra_kv or []:
+        w.add_key_value(key, val, vtype)
+    sizes = []
+    for t in src.tensors:
+        ty = types[t.name]
+        nbytes = tensor_bytes(ty, t.shape)
+        sizes.append(nbytes)
+        if ty in ("F32", "F16"):
+            w.add_tensor_info(t.name, t.shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
+        else:
+            blk, bb = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ty]]
+            byte_shape = (*t.shape[:-1], t.shape[-1] // blk * bb)
+            w.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), nbytes,
+                              raw_dtype=gguf.GGMLQuantizationType[ty])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    return sizes
+
+
+def overhead_bytes(src: SourceModel, types: Dict[str, str]) -> int:
+    """The most bytes a quantized file written by :func:`write_gguf` holds besides tensor data: its
+    exact header (metadata and tensor infos do not depend on the tensor types, so ``types`` may be any
+    valid assignment, e.g. the full-precision one) plus the worst-case padding after each tensor.
+    Turns a file-size budget into a tensor-byte budget."""
+    import tempfile
+
+    import gguf
+
+    with tempfile.TemporaryDirectory() as d:
+        w = gguf.GGUFWriter(str(Path(d) / "header.gguf"), src.arch)
+        try:
+            _write_header(w, src, types, 0, None, quantized=True)
+            w.fout[0].flush()
+            header = w.fout[0].tell()
+        finally:
+            w.close()
+    alignment = int(src.alignment or gguf.GGUF_DEFAULT_ALIGNMENT)
+    return header + len(src.tensors) * (alignment - 1)

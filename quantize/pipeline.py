@@ -227,7 +227,7 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
             fixed = sum(codec.tensor_bytes(types[t.name], t.shape) for t in src.tensors
                         if not is_quantizable(t.name, t.shape))
             if target_bytes is not None:
-                budget = int(target_bytes) - overhead_bytes(src) - fixed
+                budget = int(target_bytes) - overhead_bytes(src, types) - fixed
                 target_desc = f"file size {target_bytes:,} bytes"
             else:
                 budget = int(target_bpw * src.n_params / 8) - fixed
@@ -264,6 +264,14 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
                         evaluator.close()
             from .mixed import search
 
+            # A matrix no candidate type fits (its rows are not a multiple of their blocks) stays at
+            # full precision: its bytes come out of the budget too.
+            unplaced = [t for t in searchable(src) if not sens.dkl.get(t.name)]
+            if unplaced:
+                kept = sum(codec.tensor_bytes(types[t.name], t.shape) for t in unplaced)
+                budget -= kept
+                notes.append(f"{len(unplaced)} matrices fit no candidate type and stay {types[unplaced[0].name]} "
+                             f"({kept:,} bytes), e.g. {unplaced[0].name} (rows of {unplaced[0].shape[-1]})")
             chosen = search(sens, budget)
             types.update(chosen)
             stage_s["search"] = time.perf_counter() - t0

@@ -552,12 +552,12 @@ def write_safetensors(path: Path, tensors: Dict[str, np.ndarray]) -> None:
 
 
 def write_hf_dir(d: Path, *, model_type: str = "llama", n_expert: int = 0, zero_expert: bool = False,
-                 n_vocab: int = 512, seed: int = 0, dtype: Any = np.float16) -> Path:
+                 n_vocab: int = 512, seed: int = 0, dtype: Any = np.float16, n_ff: int = 512) -> Path:
     """A tiny random HF checkpoint (two shards) with a byte-level BPE tokenizer.json."""
     from edge_rt.synthetic import _gpt2_vocab
 
     rng = np.random.default_rng(seed)
-    E, F, L, H, KV = 256, 512, 2, 4, 2
+    E, F, L, H, KV = 256, n_ff, 2, 4, 2
     hd = E // H
     w: Dict[str, np.ndarray] = {"model.embed_tokens.weight": rng.standard_normal((n_vocab, E)).astype(np.float32),
                                 "model.norm.weight": np.ones(E, np.float32),
@@ -757,3 +757,32 @@ def test_quantize_process_exit_status(master: Path, tmp_path: Path) -> None:
     r = python_child(["-m", "edge_rt", "quantize", str(tmp_path / "nope.gguf"), str(tmp_path / "o.gguf"),
                       "--type", "Q4_0"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.strip().startswith("edge-rt: error:") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("source", ["hf", "gguf"])
+def test_target_size_is_an_upper_bound_on_the_file(tmp_path: Path, source: str) -> None:
+    """--target-size bounds the written file: the header was not counted for a Hugging Face input and
+    the added quantization-version key and padding were not for a GGUF one (files came out up to 7.8 KB
+    over)."""
+    hf = write_hf_dir(tmp_path / "hf", dtype=np.float32)
+    inp = hf if source == "hf" else quantize_model(hf, tmp_path / "master.gguf", qtype="F32").out
+    full = sum(p.stat().st_size for p in hf.glob("*.safetensors"))
+    for frac in (0.21, 0.23, 0.25):  # budgets the search fills (above 0.3 every matrix is already Q8_0)
+        target = int(full * frac)
+        out = tmp_path / f"mix-{frac}.gguf"
+        quantize_model(inp, out, target_bytes=target, use_calib=False, method="proxy", report=False)
+        assert out.stat().st_size <= target, (frac, out.stat().st_size, target)
+        assert out.stat().st_size > 0.97 * target, "the bound should cost little"
+
+
+def test_matrices_no_candidate_fits_count_in_the_budget(tmp_path: Path) -> None:
+    """A matrix whose rows fit no candidate block stays full precision, and its bytes come out of the
+    budget (they were in neither the budget nor the fixed bytes: the file came out 330 KB over)."""
+    hf = write_hf_dir(tmp_path / "hf", dtype=np.float32, n_ff=544)  # ffn_down rows of 544: no K-quant fits
+    target = int(sum(p.stat().st_size for p in hf.glob("*.safetensors")) * 0.4)
+    out = tmp_path / "mix.gguf"
+    r = quantize_model(hf, out, target_bytes=target, use_calib=False, method="proxy", candidates=("Q4_K", "Q6_K"),
+                       report=False)
+    assert out.stat().st_size <= target
+    assert r.types["blk.0.ffn_down.weight"] == "F32"
+    assert any("fit no candidate type" in n and "blk.0.ffn_down.weight" in n for n in r.notes), r.notes
