@@ -11,7 +11,7 @@ import pytest
 
 from conftest import python_child
 
-# A 12-layer model; 1500 prompt tokens take about a second on one thread.
+# A 12-layer model; 1500 prompt tokens (three micro-batches) take one to a few seconds on one thread.
 DEEP = dict(n_layer=12, n_embd=512, n_ff=1024, n_head=4, n_head_kv=2)
 
 _OTHER_THREAD_CHILD = r"""
@@ -21,12 +21,11 @@ from edge_rt import _core
 path, budget, op = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 eng = _core.Engine(path, 1, 2048, mem_budget=budget)
 toks = (np.arange(1500) % 500 + 3).astype(np.int32)
-started = threading.Event()
-def evaluate():
-    started.set()
-    eng.eval(toks, False)
-a = threading.Thread(target=evaluate, daemon=True)
-a.start(); started.wait(); time.sleep(0.3)
+a = threading.Thread(target=lambda: eng.eval(toks, False), daemon=True)
+a.start()
+while eng.n_past == 0:  # the first micro-batch is done: eval holds the engine for the others
+    time.sleep(0.001)
+assert a.is_alive(), "eval ended before the call: nothing would be tested"
 if op == "reset":
     eng.reset()
 elif op == "truncate":
@@ -103,33 +102,37 @@ def test_signal_handler_using_the_engine_raises_instead_of_deadlocking(synthetic
 
 
 _STATS_CHILD = r"""
-import signal, sys
+import sys
 import numpy as np
+import edge_rt
 from edge_rt import _core
-eng = _core.Engine(sys.argv[1], 1, 2048)
-eng.record_activation_stats(enabled=True)
-def on_alarm(sig, frame):
-    raise TimeoutError("deadline exceeded")
-signal.signal(signal.SIGALRM, on_alarm)
-signal.setitimer(signal.ITIMER_REAL, 0.3)
+path = sys.argv[1]
 toks = (np.arange(1500) % 500 + 3).astype(np.int32)
+budget = edge_rt.minimum_budget(path, threads=1, n_ctx=2048)["total"]  # every layer streams
+per_token = _core.Engine(path, 1, 2048, mem_budget=budget).memory_report()["streamed_bytes_per_token"]
+# The injected read error hits the middle of the first pass, after about half the layers added rows.
+eng = _core.Engine(path, 1, 2048, mem_budget=budget, fault_after_bytes=per_token // 2)
+eng.record_activation_stats(enabled=True)
 try:
     eng.eval(toks, False)
-except TimeoutError:
+except edge_rt.ModelIOError:
     pass
 rows = lambda: {k: int(v[1].sum()) for k, v in eng.activation_stats().items()}
-print(eng.n_past, sum(rows().values()))
+print(eng.n_past, eng.stream_stats()["bytes_read"] >= per_token // 4, sum(rows().values()))
+eng = _core.Engine(path, 1, 2048)  # the same run without a fault: two evals, both committed
+eng.record_activation_stats(enabled=True)
 eng.eval(toks[:4], False)
+eng.eval(toks[4:8], False)
 print(sorted({n for k, n in rows().items() if k.startswith("blk.")}))
 """
 
 
 def test_failed_eval_leaves_no_calibration_rows(synthetic_model):
-    """Activation statistics count only evaluations that complete (an interrupted eval left the rows of
-    the layers it had run, which a retry then counted twice)."""
+    """Activation statistics count only evaluations that complete (a failed eval left the rows of the
+    layers it had run, which a retry then counted twice)."""
     path = synthetic_model(**DEEP)
     r = python_child(["-c", _STATS_CHILD, str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     first, after = r.stdout.splitlines()
-    assert first == "0 0", r.stdout
-    assert after == "[4]", r.stdout  # every layer's matrix saw exactly the 4 rows of the eval that completed
+    assert first == "0 True 0", r.stdout  # layers ran and read before the error; none of their rows stay
+    assert after == "[8]", r.stdout  # two completed evals: each layer's matrix saw exactly their 8 rows

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <optional>
 
 #include "edge_rt/error.h"
 #include "edge_rt/fp16.h"
@@ -303,10 +302,8 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
     const int64_t start = n_past_;
     const size_t routing_rows = routing_.size();
     // Calibration statistics count only evaluations that complete: a failed one (I/O error, Ctrl-C)
-    // is rolled back like n_past, so that retrying it does not count its rows twice. A copy: the
-    // statistics are per-column sums (a few MB), small beside an evaluation.
-    std::optional<ActivationStats> stats_before;
-    if (recording_stats_) stats_before = stats_;
+    // is rolled back like n_past, so that retrying it does not count its rows twice.
+    if (recording_stats_) stats_.begin();
     try {
         for (int64_t done = 0; done < n; done += n_ubatch_) {
             const int64_t m = std::min(n_ubatch_, n - done);
@@ -315,9 +312,10 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
             float* dst = all_logits ? out + (size_t)done * (size_t)cfg_.n_vocab : (last ? out : nullptr);
             eval_ubatch(tokens + done, m, all_logits, dst, should_abort);
         }
+        if (recording_stats_) stats_.commit();
     } catch (...) {
         n_past_ = start;
-        if (stats_before) stats_ = std::move(*stats_before);
+        if (recording_stats_) stats_.rollback();
         routing_.resize(routing_rows);  // the trace holds only tokens that were evaluated
         if (recording_routing_inputs_) routing_inputs_.resize(routing_rows / (size_t)std::max<int64_t>(cfg_.n_expert, 1) * (size_t)cfg_.n_embd);
         throw;
