@@ -85,7 +85,7 @@ def _check_budget_option(mem_budget: Optional[str]) -> None:
     """llama.cpp's -m is the model; here it is --mem-budget: say so instead of 'cannot parse'."""
     if mem_budget is not None and mem_budget.strip().lower().endswith(".gguf"):
         raise InvalidArgumentError(f"-m/--mem-budget is the memory budget (e.g. 1.5GB), got the file {mem_budget!r}: "
-                                   "give the model as the first argument (edge-rt run MODEL)")
+                                   "give the model as the first argument (edge-rt COMMAND MODEL)")
 
 
 def _silence_stdout() -> None:
@@ -451,7 +451,8 @@ def inspect(
 
 @app.command()
 def bench(
-    model: Path = typer.Argument(..., show_default=False, help="GGUF model file."),
+    ctx: typer.Context,
+    model: Optional[Path] = typer.Argument(None, show_default=False, metavar="MODEL", help="GGUF model file (required)."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
                                           help="Worker threads (default: physical cores)."),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", "-p", min=1, help="Prompt length for prefill."),
@@ -474,6 +475,8 @@ def bench(
         from .model import load
 
         _check_budget_option(mem_budget)
+        if model is None:  # optional only so that `bench -m MODEL` gets the hint above first
+            ctx.fail("Missing argument 'MODEL'.")
         if plot is not None and mem_budget is None:
             raise InvalidArgumentError("[plot] --plot draws the streaming timeline: give a --mem-budget below the "
                                        "model's size so that layers stream")
@@ -486,7 +489,7 @@ def bench(
         with m:
             info = m.info()
             rep = m.memory_report()
-            if plot is not None and not rep["streamed_units"] and not rep["expert_cache_slots"]:
+            if plot is not None and not rep["streamed_units"] and rep["expert_cache_slots"] >= rep["total_experts"]:
                 raise InvalidArgumentError(f"[plot] nothing streams: the whole model fits the {mem_budget} budget; "
                                            "give a smaller --mem-budget to draw the timeline")
             # Warm-up: touches every weight page and the thread pool once before timing.

@@ -19,6 +19,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
@@ -136,11 +137,12 @@ def parse_size(value: Union[int, str], what: str = "[load] memory size") -> int:
         m = re.fullmatch(r"\s*(-?)([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*", value)
         if not m:
             raise InvalidArgumentError(f"{what}: cannot parse {value!r} (examples: '1.5GB', '800MiB', '4096')")
-        digits, unit = m.group(2), (m.group(3) or "B").upper().rstrip("B")
-        number = float(digits) if "." in digits else int(digits)  # whole numbers exactly, past 2**53 too
+        number, unit = Fraction(m.group(2)), (m.group(3) or "B").upper().rstrip("B")  # exact, any length
         scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
                  "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}[unit]
-        size = -int(number * scale) if m.group(1) else int(number * scale)
+        if m.group(1) and number:
+            raise InvalidArgumentError(f"{what} must be >= 0, got {value!r}")
+        size = int(number * scale)
     else:
         raise InvalidArgumentError(f"{what} must be an int or a string like '1.5GB', got {value!r}")
     if size < 0:

@@ -27,6 +27,7 @@ A prediction only decides what is read ahead, so a poor predictor costs time, ne
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,7 +212,7 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
     model_path, out = Path(model_path), Path(out)
     if out.is_dir():
         raise InvalidArgumentError(f"[fit-predictor] the output {out} is a directory; give a file path")
-    if out.exists() and model_path.exists() and out.resolve() == model_path.resolve():
+    if out.exists() and model_path.exists() and os.path.samefile(out, model_path):  # links included
         raise InvalidArgumentError(f"[fit-predictor] the output {out} is the model itself; give another path "
                                    "(default MODEL.predictor.gguf)")
     t0 = time.perf_counter()

@@ -508,7 +508,11 @@ def test_parse_size() -> None:
 
     assert parse_size("1.5GB") == 1_500_000_000 and parse_size("800MiB") == 800 << 20
     assert parse_size(" 4096 ") == parse_size(4096) == parse_size(np.int64(4096)) == 4096
-    assert parse_size(str(2**63 - 1)) == 2**63 - 1
+    assert parse_size(str(2**63 - 1)) == 2**63 - 1 and parse_size("1.1MiB") == 11 * 2**20 // 10
+    assert parse_size(".5 GB") == 500_000_000 and parse_size("-0") == 0
+    for bad, msg in (("1" + "0" * 400 + ".5", "too large"), ("-0.5", ">= 0")):  # float() overflowed to inf
+        with pytest.raises(InvalidArgumentError, match=msg):
+            parse_size(bad)
     with pytest.raises(InvalidArgumentError, match=r"^\[quantize\] --target-size: cannot parse"):
         parse_size("lots", "[quantize] --target-size")
 

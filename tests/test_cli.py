@@ -116,9 +116,10 @@ def test_stop_strings_are_unescaped_as_in_llama_cpp() -> None:
     assert r.stdout.count("\n") == 1 and free.stdout.startswith(r.stdout[:-1]), (r.stdout, free.stdout)
 
 
-def test_model_given_to_dash_m_is_explained(model_path: Path) -> None:
+@pytest.mark.parametrize("cmd", ["run", "bench"])
+def test_model_given_to_dash_m_is_explained(model_path: Path, cmd: str) -> None:
     """llama.cpp users type -m MODEL; here -m is the budget: the error says so."""
-    r = invoke("run", "-m", model_path)
+    r = invoke(cmd, "-m", model_path)
     assert r.exit_code == 1
     assert_one_line_error(r.stderr, "is the memory budget", "first argument")
 
@@ -369,6 +370,10 @@ def test_moe_under_budget_stats_and_expert_timeline(synthetic_model, tmp_path: P
     r = invoke(*bench, "--mem-budget", str(_stated_minimum(*bench) + (1 << 20)), "--plot", png)
     assert r.exit_code == 0, r.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # every expert cached, no layer streamed: nothing to draw, said before benchmarking
+    r = invoke(*bench, "--mem-budget", "1GB", "--plot", tmp_path / "none.png")
+    assert r.exit_code == 1 and not r.stdout, r.output
+    assert_one_line_error(r.stderr, "nothing streams")
 
 
 def test_main_entry_point(monkeypatch, capsys) -> None:

@@ -154,8 +154,10 @@ def test_fit_rejects_bad_arguments(moe_q8: Path, synthetic_model, tmp_path: Path
     # the output must not be the model itself (it used to be overwritten by the predictor) nor a folder
     model = tmp_path / "m.gguf"
     shutil.copyfile(moe_q8, model)
-    with pytest.raises(InvalidArgumentError, match="is the model itself"):
-        ep.fit_expert_predictor(model, "some text to trace", model, max_tokens=16, epochs=1)
+    os.link(model, tmp_path / "hard-link.gguf")
+    for out in (model, tmp_path / "hard-link.gguf"):
+        with pytest.raises(InvalidArgumentError, match="is the model itself"):
+            ep.fit_expert_predictor(model, "some text to trace", out, max_tokens=16, epochs=1)
     assert model.read_bytes() == moe_q8.read_bytes()
     with pytest.raises(InvalidArgumentError, match="is a directory"):
         ep.fit_expert_predictor(model, "some text to trace", tmp_path, max_tokens=16, epochs=1)
