@@ -55,14 +55,37 @@ def read_safetensors_header(path: Path) -> Tuple[Dict[str, Any], int]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelFormatError(f"[quantize] {path}: safetensors header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"[quantize] {path}: safetensors header is a JSON {type(header).__name__}, not an object")
     data_start = 8 + n
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        _check_tensor_entry(path, name, info)
         a, b = info["data_offsets"]
         if not (0 <= a <= b <= size - data_start):
             raise ModelFormatError(f"[quantize] {path}: tensor '{name}' data offsets {a}..{b} are outside the file")
     return header, data_start
+
+
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_tensor_entry(path: Path, name: str, info: Any) -> None:
+    """A header entry is {"dtype": str, "shape": [int >= 0, ...], "data_offsets": [int, int]}."""
+    why = None
+    if not isinstance(info, dict):
+        why = f"is a JSON {type(info).__name__}, not an object"
+    elif not isinstance(info.get("dtype"), str):
+        why = "has no string 'dtype'"
+    elif not isinstance(info.get("shape"), list) or not all(_is_count(d) for d in info["shape"]):
+        why = f"has shape {info.get('shape')!r:.60}, expected a list of non-negative integers"
+    elif (not isinstance(info.get("data_offsets"), list) or len(info["data_offsets"]) != 2
+          or not all(_is_count(o) for o in info["data_offsets"])):
+        why = f"has data_offsets {info.get('data_offsets')!r:.60}, expected [begin, end] byte offsets"
+    if why:
+        raise ModelFormatError(f"[quantize] {path}: tensor '{name}' {why}")
 
 
 class _StTensor:
@@ -139,6 +162,27 @@ def _cfg(cfg: Dict[str, Any], key: str, path: Path, default: Any = None) -> Any:
     return v
 
 
+def _cfg_int(cfg: Dict[str, Any], key: str, path: Path, default: Optional[int] = None, minimum: int = 1) -> int:
+    """An integer hyperparameter of config.json (absent or null: ``default``, else required)."""
+    v = cfg.get(key)
+    if v is None:
+        v = _cfg(cfg, key, path, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise ModelFormatError(f"[quantize] {path}/config.json: key '{key}' is {v!r:.40}, expected an integer >= {minimum}")
+    return v
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    """A JSON object from ``path``; anything else is a ModelFormatError naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"[quantize] {path}: not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ModelFormatError(f"[quantize] {path}: a JSON {type(value).__name__}, expected an object")
+    return value
+
+
 def read_hf_dir(path: Path) -> SourceModel:
     """A Hugging Face checkpoint directory as a SourceModel (see the module doc)."""
     import gguf
@@ -148,10 +192,7 @@ def read_hf_dir(path: Path) -> SourceModel:
     if not cfg_path.is_file():
         raise ModelIOError(f"[quantize] {path} is a directory without config.json: expected a Hugging Face "
                            "checkpoint (config.json + *.safetensors) or a GGUF file")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelFormatError(f"[quantize] {cfg_path}: not JSON: {e}") from e
+    cfg = _read_json(cfg_path)
     model_type = cfg.get("model_type")
     if model_type not in HF_ARCHS:
         raise UnsupportedArchitectureError(
@@ -165,18 +206,25 @@ def read_hf_dir(path: Path) -> SourceModel:
     for f in files:
         header, start = read_safetensors_header(f)
         for name, info in header.items():
-            if name != "__metadata__":
-                st[name] = _StTensor(f, name, info, start)
+            if name == "__metadata__":
+                continue
+            if name in st:  # the last shard would silently win
+                raise ModelFormatError(f"[quantize] {path}: tensor '{name}' is in both {st[name].path.name} and {f.name}")
+            st[name] = _StTensor(f, name, info, start)
 
-    n_embd = int(_cfg(cfg, "hidden_size", path))
-    n_layer = int(_cfg(cfg, "num_hidden_layers", path))
-    n_head = int(_cfg(cfg, "num_attention_heads", path))
-    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
-    head_dim = int(cfg.get("head_dim") or n_embd // n_head)
-    n_ff = int(cfg.get("intermediate_size") or 0)
-    n_vocab = int(_cfg(cfg, "vocab_size", path))
-    n_expert = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
-    n_expert_used = int(cfg.get("num_experts_per_tok") or 0)
+    n_embd = _cfg_int(cfg, "hidden_size", path)
+    n_layer = _cfg_int(cfg, "num_hidden_layers", path)
+    n_head = _cfg_int(cfg, "num_attention_heads", path)
+    n_head_kv = _cfg_int(cfg, "num_key_value_heads", path, default=n_head)
+    head_dim = _cfg_int(cfg, "head_dim", path, default=n_embd // n_head)
+    n_ff = _cfg_int(cfg, "intermediate_size", path, default=0, minimum=0)
+    n_vocab = _cfg_int(cfg, "vocab_size", path)
+    n_expert = _cfg_int(cfg, "num_local_experts", path, default=_cfg_int(cfg, "num_experts", path, default=0, minimum=0),
+                        minimum=0)
+    n_expert_used = _cfg_int(cfg, "num_experts_per_tok", path, default=0, minimum=0)
+    if n_head % n_head_kv or head_dim % 2:
+        raise ModelFormatError(f"[quantize] {path}/config.json: num_attention_heads {n_head} is not a multiple of "
+                               f"num_key_value_heads {n_head_kv}, or head_dim {head_dim} is odd")
     is_llama = arch == "llama"
 
     tensors: List[SourceTensor] = []
@@ -185,6 +233,9 @@ def read_hf_dir(path: Path) -> SourceModel:
     unknown = []
     for name, t in st.items():
         if name in _GLOBAL:
+            if name != "model.norm.weight" and tuple(t.shape) != (n_vocab, n_embd):
+                raise ModelFormatError(f"[quantize] {path}: tensor '{name}' has shape {list(t.shape)}, expected "
+                                       f"[{n_vocab}, {n_embd}] (config.json vocab_size, hidden_size)")
             tensors.append(_source(t, _GLOBAL[name]))
             continue
         if name.endswith("rotary_emb.inv_freq"):
@@ -203,6 +254,12 @@ def read_hf_dir(path: Path) -> SourceModel:
             if m:
                 il = int(m.group(1))
                 full = f"blk.{il}.{gname}"
+                rows = {"attn_q.weight": n_head * head_dim, "attn_k.weight": n_head_kv * head_dim}.get(gname)
+                if rows is not None and (len(t.shape) != 2 or t.shape[0] != rows):
+                    raise ModelFormatError(f"[quantize] {path}: tensor '{name}' has shape {list(t.shape)}, expected "
+                                           f"{rows} rows (config.json heads x head_dim)")
+                if il >= n_layer:
+                    raise ModelFormatError(f"[quantize] {path}: tensor '{name}' is beyond num_hidden_layers {n_layer}")
                 if is_llama and gname == "attn_q.weight":
                     tensors.append(_source(t, full, lambda x: _permute(x, n_head)))
                 elif is_llama and gname == "attn_k.weight":
@@ -260,10 +317,14 @@ def read_hf_dir(path: Path) -> SourceModel:
         add(f"{arch}.attention.value_length", head_dim, G.UINT32)
     rs = cfg.get("rope_scaling") or None
     if rs:
-        rtype = rs.get("rope_type") or rs.get("type")
+        rtype = rs.get("rope_type") or rs.get("type") if isinstance(rs, dict) else None
         if rtype == "linear":
+            factor = rs.get("factor")
+            if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor < float("inf"):
+                raise ModelFormatError(f"[quantize] {path}/config.json: rope_scaling.factor is {factor!r:.40}, "
+                                       "expected a positive number")
             add(f"{arch}.rope.scaling.type", "linear", G.STRING)
-            add(f"{arch}.rope.scaling.factor", float(rs["factor"]), G.FLOAT32)
+            add(f"{arch}.rope.scaling.factor", float(factor), G.FLOAT32)
         else:
             raise UnsupportedArchitectureError(f"[quantize] {path}: rope_scaling type '{rtype}' is not supported "
                                                "(linear only)")
@@ -315,18 +376,29 @@ def _tokenizer_kv(path: Path, cfg: Dict[str, Any], n_vocab: int, model_type: str
                 f"[quantize] {path}: SentencePiece tokenizer.model is not supported; convert with llama.cpp's "
                 "convert_hf_to_gguf.py and quantize the GGUF")
         raise ModelFormatError(f"[quantize] {path}: tokenizer.json is missing")
-    tok = json.loads(tj.read_text())
+    tok = _read_json(tj)
     model = tok.get("model") or {}
+    if not isinstance(model, dict):
+        raise ModelFormatError(f"[quantize] {tj}: 'model' is not an object")
     if model.get("type") != "BPE" or model.get("byte_fallback"):
         raise UnsupportedArchitectureError(
             f"[quantize] {path}: tokenizer.json model '{model.get('type')}'"
             f"{' with byte_fallback' if model.get('byte_fallback') else ''} is not supported (byte-level BPE only); "
             "convert with llama.cpp's convert_hf_to_gguf.py and quantize the GGUF")
+    if not isinstance(model.get("vocab"), dict) or not model["vocab"]:
+        raise ModelFormatError(f"[quantize] {tj}: model.vocab is missing or empty")
     vocab: Dict[str, int] = dict(model["vocab"])
-    added = {a["content"]: a for a in tok.get("added_tokens", [])}
-    for content, a in added.items():
-        vocab[content] = int(a["id"])
-    size = max(n_vocab, max(vocab.values()) + 1)
+    added = {}
+    for a in tok.get("added_tokens") or []:
+        if not isinstance(a, dict) or not isinstance(a.get("content"), str):
+            raise ModelFormatError(f"[quantize] {tj}: added_tokens entry {a!r:.60} has no string 'content'")
+        added[a["content"]] = a
+        vocab[a["content"]] = a.get("id")
+    for text, i in vocab.items():  # ids index the embedding's rows
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_vocab:
+            raise ModelFormatError(f"[quantize] {tj}: token {text!r:.40} has id {i!r:.20}, outside the "
+                                   f"{n_vocab} embedding rows (config.json vocab_size)")
+    size = n_vocab
     tokens = [f"[PAD{i}]" for i in range(size)]
     types = [gguf.TokenType.UNUSED] * size
     for text, i in vocab.items():
@@ -348,7 +420,7 @@ def _tokenizer_kv(path: Path, cfg: Dict[str, Any], n_vocab: int, model_type: str
            ("tokenizer.ggml.merges", merges, G.ARRAY, G.STRING)]
     tcfg = {}
     if (path / "tokenizer_config.json").is_file():
-        tcfg = json.loads((path / "tokenizer_config.json").read_text())
+        tcfg = _read_json(path / "tokenizer_config.json")
 
     def tid(key: str) -> Optional[int]:
         v = tcfg.get(key)

@@ -786,3 +786,86 @@ def test_matrices_no_candidate_fits_count_in_the_budget(tmp_path: Path) -> None:
     assert out.stat().st_size <= target
     assert r.types["blk.0.ffn_down.weight"] == "F32"
     assert any("fit no candidate type" in n and "blk.0.ffn_down.weight" in n for n in r.notes), r.notes
+
+
+def _rewrite_shard_header(d: Path, edit: Callable[[Dict[str, Any]], Any]) -> None:
+    """Replace the first shard's header by ``edit(header)`` (same data section)."""
+    f = sorted(d.glob("*.safetensors"))[0]
+    raw = f.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    h = json.dumps(edit(json.loads(raw[8:8 + n]))).encode()
+    h += b" " * (-len(h) % 8)
+    f.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+
+
+def _edit_json(path: Path, edit: Callable[[Any], Any]) -> None:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def _first_entry(h: Dict[str, Any]) -> str:
+    return next(k for k in h if k != "__metadata__")
+
+
+def _set(d: Dict[str, Any], **kw: Any) -> Dict[str, Any]:
+    return {**d, **kw}
+
+
+_HOSTILE_HF = {
+    # safetensors headers
+    "header_is_a_list": (lambda d: _rewrite_shard_header(d, lambda h: [h]), "not an object"),
+    "shape_of_strings": (lambda d: _rewrite_shard_header(
+        d, lambda h: _set(h, **{_first_entry(h): _set(h[_first_entry(h)], shape=["a", 2])})), "shape"),
+    "offsets_as_strings": (lambda d: _rewrite_shard_header(
+        d, lambda h: _set(h, **{_first_entry(h): _set(h[_first_entry(h)], data_offsets=["0", "8"])})), "data_offsets"),
+    "entry_is_an_int": (lambda d: _rewrite_shard_header(d, lambda h: _set(h, **{_first_entry(h): 5})), "not an object"),
+    # the same tensor in two shards: the last one silently won
+    "tensor_in_two_shards": (lambda d: _duplicate_into_second_shard(d), "is in both"),
+    # config.json
+    "config_is_a_list": (lambda d: _edit_json(d / "config.json", lambda c: [c]), "expected an object"),
+    "hidden_size_string": (lambda d: _edit_json(d / "config.json", lambda c: _set(c, hidden_size="abc")),
+                           "'hidden_size' is 'abc'"),
+    "zero_heads": (lambda d: _edit_json(d / "config.json", lambda c: _set(c, num_attention_heads=0)),
+                   "num_attention_heads"),
+    "heads_not_matching_q": (lambda d: _edit_json(d / "config.json", lambda c: _set(c, num_attention_heads=2,
+                                                                                     num_key_value_heads=2)),
+                             "rows"),
+    "rope_scaling_without_factor": (lambda d: _edit_json(
+        d / "config.json", lambda c: _set(c, rope_scaling={"type": "linear"})), "rope_scaling.factor"),
+    "fewer_layers_than_tensors": (lambda d: _edit_json(d / "config.json", lambda c: _set(c, num_hidden_layers=1)),
+                                  "beyond num_hidden_layers"),
+    "vocab_size_not_embedding": (lambda d: _edit_json(d / "config.json", lambda c: _set(c, vocab_size=1000)),
+                                 "expected \\[1000, 256\\]"),
+    # tokenizer files
+    "tokenizer_not_json": (lambda d: (d / "tokenizer.json").write_text("{not json"), "not JSON"),
+    "added_token_id_huge": (lambda d: _edit_json(d / "tokenizer.json", lambda t: _set(
+        t, added_tokens=t["added_tokens"] + [{"id": 10**10, "content": "<huge>"}])), "outside the 512 embedding rows"),
+    "added_token_id_negative": (lambda d: _edit_json(d / "tokenizer.json", lambda t: _set(
+        t, added_tokens=t["added_tokens"] + [{"id": -1, "content": "<neg>"}])), "outside the 512 embedding rows"),
+    "vocab_missing": (lambda d: _edit_json(d / "tokenizer.json", lambda t: _set(
+        t, model={k: v for k, v in t["model"].items() if k != "vocab"})), "model.vocab is missing"),
+}
+
+
+def _duplicate_into_second_shard(d: Path) -> None:
+    first, second = sorted(d.glob("*.safetensors"))
+    from edge_rt.quantize.safetensors_io import _StTensor, read_safetensors_header
+
+    h1, s1 = read_safetensors_header(first)
+    name = _first_entry(h1)
+    a = _StTensor(first, name, h1[name], s1).load()
+    h2, s2 = read_safetensors_header(second)
+    tensors = {n: _StTensor(second, n, i, s2).load() for n, i in h2.items() if n != "__metadata__"}
+    write_safetensors(second, {**tensors, name: np.zeros_like(a)})
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE_HF))
+def test_hostile_hugging_face_input(tmp_path: Path, case: str) -> None:
+    """Malformed checkpoints are a ModelFormatError naming the problem (they raised AttributeError,
+    KeyError, TypeError, MemoryError, or wrote a file the engine then refused, or silently used the
+    wrong data)."""
+    edit, pattern = _HOSTILE_HF[case]
+    d = write_hf_dir(tmp_path / "hf", dtype=np.float32)
+    edit(d)
+    with pytest.raises(ModelFormatError, match=pattern):
+        quantize_model(d, tmp_path / "o.gguf", qtype="Q8_0", use_calib=False)
+    assert not (tmp_path / "o.gguf").exists()
