@@ -106,7 +106,10 @@ def quantize_q8_0(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
     if importance is not None:
         xt = _transposed(x)
         w = _importance_t(importance, rows)
-        s = to_f16(search_symmetric_int8(xt, w), "Q8_0").astype(F32)
+        with np.errstate(over="ignore"):
+            s16 = search_symmetric_int8(xt, w).astype(np.float16)
+        fits = np.isfinite(s16)  # a searched scale past float16's range: that block keeps round-to-nearest
+        s = np.where(fits, s16, np.float16(0)).astype(F32)
         qt = np.clip(np.rint(xt / np.where(s == 0, F32(1), s)), -127, 127)
         qt[:, s == 0] = 0
         e = (s * qt) - xt
@@ -114,7 +117,7 @@ def quantize_q8_0(x: np.ndarray, importance: Optional[np.ndarray]) -> np.ndarray
         dr = to_f16(d, "Q8_0").astype(F32)
         e = (dr * q.T.astype(F32)) - xt
         err_r = ssum(w * (e * e))
-        use = err_s < err_r                                  # never worse than round-to-nearest
+        use = fits & (err_s < err_r)                         # never worse than round-to-nearest
         d = np.where(use, s, d)
         q = np.where(use[:, None], qt.T.astype(np.int8), q)
     out = np.concatenate([_f16_bytes(to_f16(d, "Q8_0")), q.view(np.uint8)], axis=1)

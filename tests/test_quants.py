@@ -310,6 +310,16 @@ def test_q8_0_importance_never_worse():
         assert (e1 <= e0).all()
 
 
+def test_q8_0_importance_keeps_blocks_whose_searched_scale_overflows():
+    """A block round-to-nearest can encode (scale max|x| / 127 <= 65504) but whose searched scale is
+    past float16 stays round-to-nearest (it raised 'block scale overflows float16')."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 32)).astype(np.float32)
+    x *= np.float32(65400 * 127) / np.abs(x).max()   # round-to-nearest's scale: 65400
+    imp = (rng.random(32) ** 4).astype(np.float32)   # the weighted search then wants a scale of 65617
+    assert np.array_equal(quantize(x, "Q8_0", imp), quantize(x, "Q8_0"))
+
+
 # ------------------------------------------------------------------------------------------------
 # Edge cases and errors
 # ------------------------------------------------------------------------------------------------
