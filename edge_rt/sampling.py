@@ -36,7 +36,8 @@ class SamplingParams:
             ``0.0`` turns it off. Must be in ``[0, 1]``.
         repeat_penalty: Divide positive (multiply negative) logits of tokens seen in the last
             ``repeat_last_n`` tokens of the history by this factor; ``1.0`` turns it off.
-        repeat_last_n: How many of the most recent history tokens the penalty looks at (``0``: none).
+        repeat_last_n: How many of the most recent history tokens the penalty looks at (``0``: none,
+            ``-1``: the whole history, as llama.cpp's ``penalty_last_n``).
     """
 
     temperature: float = 0.8
@@ -64,8 +65,9 @@ class SamplingParams:
         if not _is_real(rp) or math.isnan(rp) or math.isinf(rp) or rp <= 0.0:
             raise InvalidArgumentError(
                 f"[sampling] repeat_penalty must be a finite number > 0 (1 = off), got {rp!r}")
-        if not _is_int(self.repeat_last_n) or self.repeat_last_n < 0:
-            raise InvalidArgumentError(f"[sampling] repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
+        if not _is_int(self.repeat_last_n) or self.repeat_last_n < -1:
+            raise InvalidArgumentError(f"[sampling] repeat_last_n must be an integer >= -1 (-1 = the whole history), "
+                                       f"got {self.repeat_last_n!r}")
 
     @property
     def greedy(self) -> bool:
@@ -116,7 +118,7 @@ class Sampler:
         p = self.params
         n_vocab = x.shape[0]
 
-        if p.repeat_penalty != 1.0 and p.repeat_last_n > 0 and len(history) > 0:
+        if p.repeat_penalty != 1.0 and p.repeat_last_n != 0 and len(history) > 0:
             x = _apply_repeat_penalty(x, history, p.repeat_penalty, p.repeat_last_n)
 
         if np.isnan(x).any():
@@ -196,7 +198,7 @@ def _top_mass(w: np.ndarray, total: float, top_p: float) -> np.ndarray:
 
 def _apply_repeat_penalty(x: np.ndarray, history: Sequence[int], penalty: float, last_n: int) -> np.ndarray:
     """Return a copy of ``x`` with llama.cpp's repetition penalty applied to recent tokens."""
-    recent = np.asarray(history[-last_n:] if last_n < len(history) else history, dtype=np.int64)
+    recent = np.asarray(history[-last_n:] if 0 < last_n < len(history) else history, dtype=np.int64)
     recent = np.unique(recent)
     recent = recent[(recent >= 0) & (recent < x.shape[0])]
     y = np.array(x, dtype=np.float32 if x.dtype != np.float64 else np.float64, copy=True)

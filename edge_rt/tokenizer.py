@@ -18,6 +18,11 @@ Special tokens (control, user-defined, unknown) are cut out of the text first, l
 llama.cpp's ``tokenizer_st_partition``: user-defined tokens always, control/unknown ones only with
 ``parse_special=True``.
 
+Detokenizing concatenates the pieces, as llama.cpp's streaming output does (``token_to_piece``), so
+that ``detokenize(tokenize(s)) == s``. It differs from llama.cpp's ``llama_detokenize`` in two
+documented ways: no ``clean_spaces`` pass for BPE vocabularies (``"a ?"`` stays as it is), and for SPM
+the space that tokenizing prefixed is removed from the first text piece even after a leading BOS.
+
 Unicode categories come from Python's ``unicodedata``; where its Unicode version differs from the tables
 compiled into llama.cpp, code points new in one of them may be classified differently.
 

@@ -143,6 +143,9 @@ def test_repetition_penalty() -> None:
     # only the last repeat_last_n tokens count
     p = SamplingParams(temperature=0.0, repeat_penalty=1.1, repeat_last_n=1)
     assert Sampler(p).sample(x, history=[0, 3]) == 0
+    # -1: the whole history, as llama.cpp's penalty_last_n (it was rejected)
+    p = SamplingParams(temperature=0.0, repeat_penalty=1.1, repeat_last_n=-1)
+    assert Sampler(p).sample(x, history=[0] + [3] * 500) == 1
     # penalty off (1.0) ignores history
     assert Sampler(SamplingParams(temperature=0.0)).sample(x, history=[0, 0, 0]) == 0
 
@@ -155,7 +158,7 @@ def test_accepts_row_vector() -> None:
 @pytest.mark.parametrize("kwargs", [
     dict(temperature=float("nan")), dict(temperature=float("inf")), dict(top_k=-1), dict(top_k=2.5),
     dict(top_p=0.0), dict(top_p=1.5), dict(top_p=-0.1), dict(min_p=-0.1), dict(min_p=1.1),
-    dict(repeat_penalty=0.0), dict(repeat_penalty=-1.0), dict(repeat_last_n=-1), dict(temperature="hot"),
+    dict(repeat_penalty=0.0), dict(repeat_penalty=-1.0), dict(repeat_last_n=-2), dict(temperature="hot"),
 ])
 def test_bad_sampling_params(kwargs: Dict[str, object]) -> None:
     with pytest.raises(InvalidArgumentError, match=r"\[sampling\]"):
