@@ -300,7 +300,7 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError(f"[load] expert_cache must be a positive size, got {expert_cache!r}")
     if expert_cache is not None and not budget:
         raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
-    if (expert_cache is not None or expert_prediction_width is not None) and not md.get(f"{arch}.expert_count"):
+    if (expert_cache is not None or expert_prediction_width is not None) and not _is_moe(md, arch):
         raise InvalidArgumentError(f"[load] expert_cache and expert_prediction_width are for Mixture-of-Experts models; "
                                    f"{p.name} is dense")
     if expert_prediction_width is not None and (not _is_int(expert_prediction_width) or expert_prediction_width < 1):
@@ -357,7 +357,12 @@ def _is_auto(choice: object) -> bool:
 
 def _uses_next_layer(md: Dict[str, Any], arch: str, budget: bool, prefetch: bool, expert_prefetch: str) -> bool:
     """Whether next-layer expert prefetch runs, the one user of a fitted expert predictor."""
-    return bool(budget and prefetch and str(expert_prefetch) in ("next", "both") and md.get(f"{arch}.expert_count"))
+    return bool(budget and prefetch and str(expert_prefetch) in ("next", "both") and _is_moe(md, arch))
+
+
+def _is_moe(md: Dict[str, Any], arch: str) -> bool:
+    """Whether the header describes a Mixture-of-Experts model (a non-zero expert count)."""
+    return bool(md.get(f"{arch}.expert_count"))
 
 
 def _unusable_auto_sidecar(predictor: str, choice: object, error: Exception) -> bool:
