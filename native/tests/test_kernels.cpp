@@ -506,11 +506,29 @@ int bench(double mb) {
 
 }  // namespace
 
+// Dispatch asked for every ISA, the CPU's or not, must hand back kernels this CPU runs: building the
+// merged table used to run the AVX-512 table's static initializer (AVX-512 stores) on every CPU, so
+// the first weight_kernels() call died with SIGILL on an AVX2-only machine.
+void test_dispatch_on_this_cpu() {
+    const TypeInfo& ti = kTypes[3];  // Q8_0
+    std::vector<float> x((size_t)ti.block_elems, 0.5f);
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni}) {
+        const WeightKernels* k = weight_kernels(ti.type, isa);
+        CHECK(k != nullptr && k->quantize_act != nullptr, "%s: no Q8_0 kernels for %s", ti.name, isa_name(isa));
+        std::vector<uint8_t> a(k->act_row_bytes(ti.block_elems));
+        k->quantize_act(x.data(), a.data(), ti.block_elems);
+        std::vector<float> y((size_t)ti.block_elems);
+        k->dequantize_row(a.data(), y.data(), ti.block_elems);  // Q8_0 activations are Q8_0 blocks
+        CHECK(std::fabs(y[0] - 0.5f) < 1e-2f, "%s via %s: round trip %g", ti.name, isa_name(isa), y[0]);
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return bench(argc > 2 ? std::atof(argv[2]) : 64.0);
     std::printf("best_isa=%s active_isa=%s; SIMD ISAs tested:", isa_name(best_isa()), isa_name(active_isa()));
     for (Isa i : runnable_simd_isas()) std::printf(" %s", isa_name(i));
     std::printf("\n");
+    test_dispatch_on_this_cpu();
     test_known_blocks();
     std::mt19937 rng(12345);
     for (const TypeInfo& ti : kTypes) test_type(ti, rng);

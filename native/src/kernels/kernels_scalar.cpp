@@ -509,10 +509,14 @@ struct MergedTables {
             if (!present[i]) continue;
             const GgmlType t = (GgmlType)i;
             k[0][i] = s.k[i];
+            // An ISA's table is only touched on a CPU that runs it: its static initializer is code of
+            // that ISA (GCC emits AVX-512 stores for the AVX-512 table), so even building the table
+            // faults with SIGILL elsewhere. Levels the CPU lacks repeat the level below; weight_kernels
+            // never returns them (it clamps to best_isa()).
             k[1][i] = k[0][i];
-            overlay(k[1][i], avx2_weight_kernels(t));
+            if (cpu_supports(Isa::Avx2)) overlay(k[1][i], avx2_weight_kernels(t));
             k[2][i] = k[1][i];
-            overlay(k[2][i], avx512vnni_weight_kernels(t));
+            if (cpu_supports(Isa::Avx512Vnni)) overlay(k[2][i], avx512vnni_weight_kernels(t));
         }
     }
 };
