@@ -264,13 +264,5 @@ class Engine:
     def expert_events(self) -> List[ExpertReadEvent]: ...
     def clear_stream_telemetry(self) -> None:
         """Zero the stream and expert counters and drop the timeline events."""
-    def record_activation_stats(self, enabled: bool) -> None:
-        """Start (clearing) or stop (keeping) recording matmul inputs for calibration."""
-    def record_routing(self, enabled: bool, inputs: bool = False) -> None:
-        """Start (clearing) or stop (keeping) tracing MoE router probabilities (and, with inputs, the FFN inputs)."""
-    def routing_inputs(self) -> npt.NDArray[np.float32]:
-        """(n_tokens, n_layer, n_embd) residual stream entering each layer's FFN, before its norm."""
-    def routing(self) -> npt.NDArray[np.float32]:
-        """(n_tokens, n_layer, n_expert) router probabilities traced so far."""
-    def activation_stats(self) -> Dict[str, Tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]]:
-        """Weight name -> (per-column sum of squared inputs, rows seen); per expert for 3-D expert tensors."""
+    def set_observer(self, observer: Optional[Any]) -> None:
+        """Install an evaluation observer (the edge_rt.observer.EvalObserver contract), or remove it with None."""

@@ -18,6 +18,7 @@ import os
 import re
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import EdgeRTError, InvalidArgumentError, ModelFormatError, ModelIO
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
+    from .observer import EvalObserver
     from .tokenizer import Tokenizer
 
 __all__ = ["load", "Model", "GenerationResult", "FinishReason", "default_threads"]
@@ -395,6 +397,7 @@ class Model:
         self._cache: List[int] = []  # token ids whose KV entries are in the engine, in order
         self._epoch = 0  # bumped by every operation that takes over the KV cache
         self._last_result: Optional[GenerationResult] = None
+        self._observer: Optional["EvalObserver"] = None
         self._eog = frozenset(int(t) for t in (tokenizer.eog_ids or ()))
 
     # ---- properties ------------------------------------------------------------------------------
@@ -786,39 +789,23 @@ class Model:
         in seconds since load): the expert rows of ``edge-rt bench --plot``."""
         return list(self._require_engine("expert_events").expert_events())
 
-    def record_activation_stats(self, enabled: bool) -> None:
-        """Start (``True``, clearing earlier records) or stop (``False``, keeping them) recording the
-        inputs of every weight matrix for calibration; read them with :meth:`activation_stats`."""
-        self._require_engine("record_activation_stats").record_activation_stats(bool(enabled))
-
-    def activation_stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-        """Calibration statistics recorded so far: weight tensor name -> ``(sum_sq, count)``.
-
-        For a 2-D weight, ``sum_sq`` (float64, shape ``(ne0,)``) is the per-input-column sum of squared
-        activations fed to it and ``count`` (int64, shape ``(1,)``) the rows (tokens) seen. For a 3-D
-        expert tensor (``blk.N.ffn_{gate,up,down}_exps.weight``) ``sum_sq`` is ``(n_expert, ne0)`` and
-        ``count`` ``(n_expert,)``: per-expert statistics, whose counts are the expert's usage.
-        """
-        return dict(self._require_engine("activation_stats").activation_stats())
-
-    def record_routing(self, enabled: bool, inputs: bool = False) -> None:
-        """MoE models: start (``True``, clearing) or stop (``False``, keeping) tracing the router
-        probabilities of every evaluated token; read them with :meth:`routing`. With ``inputs``, also
-        trace each layer's FFN input before its norm (:meth:`routing_inputs`; n_embd floats per token
-        and layer, so bound the tokens)."""
-        self._require_engine("record_routing").record_routing(bool(enabled), inputs=bool(inputs))
-
-    def routing_inputs(self) -> np.ndarray:
-        """The residual stream entering each layer's FFN (after attention, before the FFN norm), traced
-        with ``record_routing(True, inputs=True)``: float32 ``(n_tokens, n_layer, n_embd)``, rows aligned
-        with :meth:`routing`. Empty unless traced, and for dense models."""
-        return np.asarray(self._require_engine("routing_inputs").routing_inputs())
-
-    def routing(self) -> np.ndarray:
-        """Router probabilities traced so far: float32 ``(n_tokens, n_layer, n_expert)``, tokens in the
-        order they were evaluated (prompt tokens included). The experts a token used in a layer are
-        the ``n_expert_used`` largest (ties: lower id). Empty for dense models."""
-        return np.asarray(self._require_engine("routing").routing())
+    @contextmanager
+    def observe(self, observer: "EvalObserver") -> Iterator["EvalObserver"]:
+        """Installs ``observer`` (an :class:`edge_rt.observer.EvalObserver`) for the evaluations run
+        inside the ``with`` block, and removes it on leaving; yields the observer. One observer at a
+        time: calibration statistics, routing traces and tools that inspect the forward pass are
+        observers (see :mod:`edge_rt.observer`)."""
+        engine = self._require_engine("observe")
+        if self._observer is not None:
+            raise InvalidArgumentError("[observe] an observer is already installed on this model")
+        engine.set_observer(observer)
+        self._observer = observer
+        try:
+            yield observer
+        finally:
+            self._observer = None
+            if self._engine is not None:
+                self._engine.set_observer(None)
 
     # ---- internals -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Calibration: run the full-precision model on text and record what each weight matrix sees.
 
-The engine's hook (``Model.record_activation_stats`` / ``Model.activation_stats``) accumulates, per
-weight tensor, the per-input-column sum of squared activations fed to its matmul and the number of
+``ActivationStatsObserver``, installed on the engine with ``Model.observe`` (edge_rt/observer.py),
+accumulates, per weight tensor, the per-input-column sum of squared activations fed to its matmul and the number of
 rows (tokens) seen; for a 3-D expert tensor (``blk.N.ffn_{gate,up,down}_exps.weight``) both are per
 expert, so the counts are the expert's usage. From them:
 
@@ -34,7 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError
+from ..errors import InvalidArgumentError, ModelFormatError
+from ..observer import EvalObserver
 
 DEFAULT_CALIBRATION_TEXT = Path(__file__).resolve().parent / "data" / "calibration.txt"
 #: Tokens of calibration text used by default (16 windows of 256).
@@ -210,22 +211,66 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()[:16]
 
 
+class ActivationStatsObserver(EvalObserver):
+    """Calibration statistics as an evaluation observer: per weight tensor, the per-input-column sum
+    of squared matmul inputs (float64) and the rows seen::
+
+        weight name -> (sum_sq (ne0,), count (1,))                    2-D weights
+        weight name -> (sum_sq (n_expert, ne0), count (n_expert,))    3-D expert tensors (``*_exps.*``)
+
+    Only evaluations that complete count: rows observed during one that fails (I/O error, Ctrl-C) are
+    dropped at ``end(False)``, so retrying it does not count them twice."""
+
+    kinds = frozenset({"matmul_input"})
+
+    def __init__(self, n_expert: int = 0) -> None:
+        self.n_expert = int(n_expert)
+        self._sums: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._pending: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def begin(self, n_past: int, n_tokens: int) -> None:
+        self._pending = {}
+
+    def observe(self, kind: str, layer: int, weight: Optional[str], expert: int, values: np.ndarray) -> None:
+        per_expert = "_exps." in str(weight)
+        rows = 1 if not per_expert else self.n_expert
+        if per_expert and not 0 <= expert < rows:
+            raise InvalidArgumentError(f"[calibrate] expert {expert} of '{weight}' outside [0, {rows}): "
+                                       "construct the observer with the model's n_expert")
+        entry = self._pending.get(weight)
+        if entry is None:
+            entry = self._pending[weight] = (np.zeros((rows, values.shape[1])), np.zeros(rows, np.int64))
+        s, c = entry
+        s[expert] += np.square(values, dtype=np.float64).sum(axis=0)
+        c[expert] += values.shape[0]
+
+    def end(self, completed: bool) -> None:
+        if completed:
+            for name, (s, c) in self._pending.items():
+                if name not in self._sums:
+                    self._sums[name] = (s, c)
+                    continue
+                total_s, total_c = self._sums[name]
+                total_s += s
+                total_c += c
+        self._pending = {}
+
+    def stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        """What completed evaluations recorded (copies), in the layout above."""
+        return {name: ((s.copy() if "_exps." in name else s[0].copy()), c.copy())
+                for name, (s, c) in self._sums.items()}
+
+
 def collect(model: Any, windows: List[List[int]],
             progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Run ``model.logits`` on each window with the engine's activation recording on; returns the
-    accumulated stats. ``model`` is an ``edge_rt.Model`` (or anything with the same three methods)."""
+    """Run ``model.logits`` on each window with an :class:`ActivationStatsObserver` installed
+    (``model.observe``); returns its stats. ``model`` is an ``edge_rt.Model`` or a
+    ``reference_forward.NumpyModel``."""
     if not windows:
         raise InvalidArgumentError("[calibrate] the calibration text gives no tokens to run")
-    if not hasattr(model, "record_activation_stats"):
-        raise EdgeRTError("[calibrate] this edge_rt engine cannot record activation statistics "
-                          "(Model.record_activation_stats is missing); update edge_rt or pass --no-calib")
-    model.record_activation_stats(True)
-    try:
+    with model.observe(ActivationStatsObserver(model.info().get("n_expert", 0))) as observer:
         _run_windows(model, windows, progress)
-        stats = model.activation_stats()
-    finally:
-        model.record_activation_stats(False)
-    return {k: (np.asarray(s, dtype=np.float64), np.asarray(c, dtype=np.int64)) for k, (s, c) in stats.items()}
+    return observer.stats()
 
 
 def gram_bytes(src: Any) -> int:
@@ -275,11 +320,8 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
 
     Runs on edge_rt, dense and MoE alike: the engine runs every architecture the toolchain reads
     (llama, qwen2, qwen3, qwen2moe, qwen3moe), so an engine that cannot load the master is an error to
-    report, not a reason to calibrate on something else. Only an engine without the statistics hook
-    (an older ``_core``) falls back to the NumPy forward pass of ``reference_forward`` built from
-    ``src`` (the SourceModel; read from ``gguf_path`` if None). ``meta['runner']`` ('edge_rt' or
-    'numpy') says which produced the stats, ``meta['runner_reason']`` why when it is 'numpy'; both are
-    saved with them.
+    report, not a reason to calibrate on something else. ``meta['runner']`` ('edge_rt') says what
+    produced the stats and is saved with them.
 
     ``gram=True`` also records the input matrices for GPTQ with the NumPy forward pass over the same
     windows (a second pass; the NumPy model holds the weights as float32). When that and the matrices
@@ -289,14 +331,7 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
     from .reference_forward import NumpyModel
 
     runner = "edge_rt"
-    why = None
     model: Any = load(gguf_path, threads=threads)
-    if not hasattr(model, "record_activation_stats"):
-        model.close()
-        why = "the engine has no activation-statistics hook (Model.record_activation_stats)"
-        src = src if src is not None else read_gguf(gguf_path)
-        model = NumpyModel(src)
-        runner = "numpy"
     passes = 2 if gram else 1
     step = (lambda d, n: progress(d, n * passes)) if progress else None
     with model as m:
@@ -308,8 +343,6 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
     n = sum(len(w) for w in windows)
     meta: Dict[str, Any] = {"model": str(gguf_path), "text_sha256_16": text_digest(text), "n_tokens": n,
                             "n_windows": len(windows), "runner": runner}
-    if why:
-        meta["runner_reason"] = why
     stats = CalibStats(sums, meta)
     if gram:
         src = src if src is not None else read_gguf(gguf_path)

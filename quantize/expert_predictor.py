@@ -14,7 +14,7 @@ trained with AdamW on soft cross-entropy against layer i's router probabilities.
 so training starts from the router's own prediction, and that start competes with every checkpoint:
 on the validation tokens the fitted predictor is never worse than the router (a layer where nothing
 better was found keeps W_out = 0, and costs only its compute). The data come from the
-engine itself (``Model.record_routing(True, inputs=True)``) on calibration text, so fitting works under a
+engine itself (a ``RoutingTrace`` observer with ``inputs=True``, installed by ``Model.observe``) on calibration text, so fitting works under a
 memory budget for models larger than RAM; the traced states take ``tokens * n_layer * n_embd * 4`` bytes
 and the token count is lowered, with a note, when they would not fit. The last ``VALIDATION_FRACTION`` of
 the tokens is held out: training keeps the weights with the best validation recall, and the report gives
@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import InvalidArgumentError, UnsupportedArchitectureError
+from ..observer import EvalObserver
 from .calibrate import _available_memory, _run_windows, text_digest, token_windows
 
 ARCH = "expert_predictor"  # general.architecture, so the keys follow the GGUF "<arch>.<key>" convention
@@ -78,6 +79,44 @@ class PredictorFit:
     @property
     def fitted_recall(self) -> float:
         return float(np.mean([x.fitted_recall for x in self.layers]))
+
+
+class RoutingTrace(EvalObserver):
+    """MoE routing as an evaluation observer: every evaluated token's router probabilities in every
+    layer, and with ``inputs`` the residual stream entering each layer's FFN (after attention, before
+    its norm) -- what expert predictors are fitted on. Tokens in evaluation order; an evaluation that
+    fails adds nothing. ``probs()``: float32 ``(n_tokens, n_layer, n_expert)``; ``inputs()``: float32
+    ``(n_tokens, n_layer, n_embd)`` (``n_embd`` floats per token and layer: bound the tokens)."""
+
+    def __init__(self, n_layer: int, n_expert: int, n_embd: int, inputs: bool = False) -> None:
+        self.n_layer, self.n_expert, self.n_embd = int(n_layer), int(n_expert), int(n_embd)
+        self.kinds = frozenset({"router_probs", "ffn_input"} if inputs else {"router_probs"})
+        self._done: Dict[str, List[np.ndarray]] = {"router_probs": [], "ffn_input": []}
+        self._pass: Dict[str, List[np.ndarray]] = {"router_probs": [], "ffn_input": []}  # this eval, per layer
+
+    def begin(self, n_past: int, n_tokens: int) -> None:
+        self._pass = {"router_probs": [], "ffn_input": []}
+
+    def observe(self, kind: str, layer: int, weight: Optional[str], expert: int, values: np.ndarray) -> None:
+        self._pass[kind].append(values)  # micro-batches arrive layer 0 .. n_layer-1, in token order
+
+    def end(self, completed: bool) -> None:
+        if completed:
+            for kind, rows in self._pass.items():
+                # (micro-batch, layer) blocks -> (tokens, n_layer, cols)
+                for first in range(0, len(rows), self.n_layer):
+                    self._done[kind].append(np.stack(rows[first:first + self.n_layer], axis=1))
+        self._pass = {"router_probs": [], "ffn_input": []}
+
+    def probs(self) -> np.ndarray:
+        return self._concat("router_probs", self.n_expert)
+
+    def inputs(self) -> np.ndarray:
+        return self._concat("ffn_input", self.n_embd)
+
+    def _concat(self, kind: str, cols: int) -> np.ndarray:
+        blocks = self._done[kind]
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.n_layer, cols), np.float32)
 
 
 def recall(scores: np.ndarray, probs: np.ndarray, k: int) -> float:
@@ -225,7 +264,7 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
                                                "to predict")
         if n_layer < 2:
             raise InvalidArgumentError(f"[fit-predictor] {model_path} has one layer: next-layer prediction needs two")
-        # The engine's trace grows by reallocation and routing_inputs() copies it: up to 3x while tracing.
+        # The trace's blocks and their concatenation: up to 3x the states while tracing.
         per_token = 3 * n_layer * (n_embd + n_expert) * 4
         avail = _available_memory()
         if avail is not None and max_tokens * per_token > 0.6 * avail:
@@ -237,13 +276,10 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
         windows = token_windows(ids, m.n_ctx, max_tokens)
         if not windows:
             raise InvalidArgumentError("[fit-predictor] the text gives no tokens to run")
-        m.record_routing(True, inputs=True)
-        try:
+        with m.observe(RoutingTrace(n_layer, n_expert, n_embd, inputs=True)) as trace:
             _run_windows(m, windows, (lambda d, n: progress("trace", d, n)) if progress else None)
-            probs = m.routing()
-            inputs = m.routing_inputs()
-        finally:
-            m.record_routing(False)
+        probs, inputs = trace.probs(), trace.inputs()
+        del trace
         eps = float(info["rms_eps"])
     n = len(probs)
     n_val = int(round(n * VALIDATION_FRACTION)) if n >= 64 else 0

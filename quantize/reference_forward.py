@@ -1,13 +1,10 @@
-"""A NumPy forward pass of the llama-family graph: the calibration fallback and the engine's check.
+"""A NumPy forward pass of the llama-family graph: the engine's independent check, and GPTQ's input matrices.
 
-It serves the calibration when the engine has no activation-statistics hook (an older ``_core``),
-and it is the independent reference the engine's statistics are checked against
+It is the reference the engine's calibration statistics and routing are checked against
 (tests/test_quantize_pipeline.py). It exposes the calibration side of the ``edge_rt.Model`` contract
-(``tokenize``, ``logits``, ``n_ctx``, ``record_activation_stats``, ``activation_stats``,
-``record_routing``, ``routing``, ``close``) and records the same statistics as the engine's hook:
-
-    weight name -> (sum_sq float64 (ne0,), count int64 (1,))             for 2-D weights
-    weight name -> (sum_sq float64 (n_expert, ne0), count int64 (n_expert,)) for expert tensors
+(``tokenize``, ``logits``, ``n_ctx``, ``info``, ``observe``, ``close``): an observer installed with
+``observe`` (edge_rt/observer.py) sees its ``matmul_input`` and ``router_probs`` values as it would
+the engine's, one pass per ``logits`` call.
 
 It also records what the engine does not: the full input matrices ``sum x x^T`` for GPTQ
 (``record_gram`` / ``gram``), one per distinct input (the matrices fed the same activations, q/k/v
@@ -22,8 +19,9 @@ small-to-medium masters calibration runs on; it is not an inference engine).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -60,27 +58,29 @@ class NumpyModel:
         from ..tokenizer import Tokenizer
 
         self._tok = Tokenizer.from_metadata(md)
-        self._rec = False
-        self._stats: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._observer: Any = None
         self._gram_on = False
         self._gram: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
         self._gram_alias: Dict[str, str] = {}
         self._gram_last: Optional[Tuple[np.ndarray, str]] = None
-        self._trace = False
-        self._routing: List[np.ndarray] = []   # per evaluated window: (T, n_layer, n_expert) float32
-        self._layer_probs: List[np.ndarray] = []
 
     # ---- Model contract (calibration side) -----------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> List[int]:
         return self._tok.tokenize(text, add_special=add_special)
 
-    def record_activation_stats(self, enabled: bool) -> None:
-        if enabled:
-            self._stats = {}
-        self._rec = bool(enabled)
+    def info(self) -> Dict[str, Any]:
+        return {"arch": self.arch, "n_layer": self.n_layer, "n_embd": self.n_embd, "n_expert": self.n_expert,
+                "n_expert_used": self.n_expert_used}
 
-    def activation_stats(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-        return {k: (s.copy(), c.copy()) for k, (s, c) in self._stats.items()}
+    @contextmanager
+    def observe(self, observer: Any) -> Iterator[Any]:
+        """As ``edge_rt.Model.observe``: ``observer`` sees the values of its ``kinds`` that this
+        forward pass has (``matmul_input``, ``router_probs``) inside the ``with`` block."""
+        self._observer = observer
+        try:
+            yield observer
+        finally:
+            self._observer = None
 
     def record_gram(self, enabled: bool) -> None:
         if enabled:
@@ -91,18 +91,6 @@ class NumpyModel:
     def gram(self) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Dict[str, str]]:
         """(input key -> (sum x x^T float64 (n, n) or (n_expert, n, n), count int64), weight -> key)."""
         return {k: (g.copy(), c.copy()) for k, (g, c) in self._gram.items()}, dict(self._gram_alias)
-
-    def record_routing(self, enabled: bool) -> None:
-        if enabled:
-            self._routing = []
-        self._trace = bool(enabled)
-
-    def routing(self) -> np.ndarray:
-        """Router probabilities traced so far: float32 ``(n_tokens, n_layer, n_expert)`` (the engine's
-        ``Model.routing`` contract); empty for dense models."""
-        if not self._routing:
-            return np.zeros((0, self.n_layer, self.n_expert), np.float32)
-        return np.concatenate(self._routing)
 
     def close(self) -> None:
         self.w = {}
@@ -117,18 +105,10 @@ class NumpyModel:
     def _record(self, name: str, x: np.ndarray, expert: Optional[int] = None) -> None:
         if self._gram_on:
             self._record_gram(name, x, expert)
-        if not self._rec:
-            return
-        sq = (x.astype(np.float64) ** 2).sum(axis=0)
-        if expert is None:
-            s, c = self._stats.setdefault(name, (np.zeros(x.shape[1]), np.zeros(1, np.int64)))
-            s += sq
-            c += x.shape[0]
-        else:
-            s, c = self._stats.setdefault(name, (np.zeros((self.n_expert, x.shape[1])),
-                                                 np.zeros(self.n_expert, np.int64)))
-            s[expert] += sq
-            c[expert] += x.shape[0]
+        obs = self._observer
+        if obs is not None and "matmul_input" in obs.kinds:
+            layer = int(name.split(".")[1]) if name.startswith("blk.") else self.n_layer
+            obs.observe("matmul_input", layer, name, 0 if expert is None else expert, x.astype(np.float32))
 
     def _record_gram(self, name: str, x: np.ndarray, expert: Optional[int]) -> None:
         last = self._gram_last
@@ -182,7 +162,8 @@ class NumpyModel:
         logits = self._mm(p + "ffn_gate_inp.weight", h)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        self._layer_probs.append(probs.astype(np.float32))
+        if self._observer is not None and "router_probs" in self._observer.kinds:
+            self._observer.observe("router_probs", int(p.split(".")[1]), None, 0, probs.astype(np.float32))
         top = np.argsort(-probs, axis=1, kind="stable")[:, :self.n_expert_used]
         wts = np.take_along_axis(probs, top, axis=1)
         if self.norm_topk:
@@ -209,13 +190,27 @@ class NumpyModel:
         return out
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """(T, n_vocab) float32 logits of ``ids`` from an empty context (one pass, no cache)."""
         ids = np.asarray(ids, dtype=np.int64)
+        obs = self._observer
+        if obs is not None:
+            obs.begin(0, len(ids))
+        try:
+            out = self._forward(ids)
+        except BaseException:
+            if obs is not None:
+                obs.end(False)
+            raise
+        if obs is not None:
+            obs.end(True)
+        return out
+
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
         T = len(ids)
         H, KV, D = self.n_head, self.n_head_kv, self.head_dim
         x = self.w["token_embd.weight"][ids].astype(np.float32)
         pos = np.arange(T)
         mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)
-        self._layer_probs = []
         for il in range(self.n_layer):
             p = f"blk.{il}."
             h = self._norm(x, self.w[p + "attn_norm.weight"])
@@ -234,10 +229,10 @@ class NumpyModel:
             att /= att.sum(axis=-1, keepdims=True)
             o = np.einsum("hts,shd->thd", att, v).reshape(T, H * D)
             x = x + self._mm(p + "attn_output.weight", o)
+            if self._observer is not None and "ffn_input" in self._observer.kinds:
+                self._observer.observe("ffn_input", il, None, 0, x.astype(np.float32))
             h = self._norm(x, self.w[p + "ffn_norm.weight"])
             x = x + self._ffn(p, h)
-        if self._trace and self.n_expert:
-            self._routing.append(np.stack(self._layer_probs, axis=1))
         h = self._norm(x, self.w["output_norm.weight"])
         name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
         if name == "output.weight":

@@ -30,6 +30,8 @@ if op == "reset":
     eng.reset()
 elif op == "truncate":
     eng.truncate(0)
+elif op == "set_observer":
+    eng.set_observer(None)
 else:
     getattr(eng, op)()
 a.join(30)
@@ -38,7 +40,7 @@ print("ALIVE" if a.is_alive() else "DONE", eng.n_past, flush=True)
 
 
 @pytest.mark.parametrize("op,budget", [("reset", 0), ("truncate", 0), ("clear_stream_telemetry", 36 << 20),
-                                       ("activation_stats", 0), ("routing", 0)])
+                                       ("set_observer", 0), ("memory_report", 0)])
 def test_engine_call_from_another_thread_waits_for_eval(synthetic_model, op, budget):
     """Calls that change or read engine state wait for a running eval instead of deadlocking it (they
     used to hold the GIL while waiting for the engine, which eval needs between layers)."""
@@ -106,21 +108,24 @@ import sys
 import numpy as np
 import edge_rt
 from edge_rt import _core
+from edge_rt.quantize.calibrate import ActivationStatsObserver
 path = sys.argv[1]
 toks = (np.arange(1500) % 500 + 3).astype(np.int32)
 budget = edge_rt.minimum_budget(path, threads=1, n_ctx=2048)["total"]  # every layer streams
 per_token = _core.Engine(path, 1, 2048, mem_budget=budget).memory_report()["streamed_bytes_per_token"]
 # The injected read error hits the middle of the first pass, after about half the layers added rows.
 eng = _core.Engine(path, 1, 2048, mem_budget=budget, fault_after_bytes=per_token // 2)
-eng.record_activation_stats(enabled=True)
+stats = ActivationStatsObserver()
+eng.set_observer(stats)
 try:
     eng.eval(toks, False)
 except edge_rt.ModelIOError:
     pass
-rows = lambda: {k: int(v[1].sum()) for k, v in eng.activation_stats().items()}
+rows = lambda: {k: int(v[1].sum()) for k, v in stats.stats().items()}
 print(eng.n_past, eng.stream_stats()["bytes_read"] >= per_token // 4, sum(rows().values()))
 eng = _core.Engine(path, 1, 2048)  # the same run without a fault: two evals, both committed
-eng.record_activation_stats(enabled=True)
+stats = ActivationStatsObserver()
+eng.set_observer(stats)
 eng.eval(toks[:4], False)
 eng.eval(toks[4:8], False)
 print(sorted({n for k, n in rows().items() if k.startswith("blk.")}))

@@ -60,21 +60,20 @@ def test_routing_inputs_are_each_layers_ffn_input(moe_f32: Path) -> None:
     with edge_rt.load(moe_f32, n_ctx=64) as m:
         info = m.info()
         ids = list(range(5, 37))
-        m.record_routing(True)
-        m.logits(ids)
-        assert m.routing().shape == (32, 4, 8) and m.routing_inputs().shape == (0, 4, 256)
-        m.record_routing(True, inputs=True)
-        m.logits(ids[:20])
-        m.logits(ids[20:])  # appends (a second call continues the trace)
-        m.record_routing(False)
-        probs, x = m.routing(), m.routing_inputs()
+        with m.observe(ep.RoutingTrace(4, 8, 256)) as trace:
+            m.logits(ids)
+        assert trace.probs().shape == (32, 4, 8) and trace.inputs().shape == (0, 4, 256)
+        with m.observe(ep.RoutingTrace(4, 8, 256, inputs=True)) as trace:
+            m.logits(ids[:20])
+            m.logits(ids[20:])  # appends (a second call continues the trace)
+        probs, x = trace.probs(), trace.inputs()
     assert probs.shape == (32, 4, 8) and x.shape == (32, 4, 256)
     # Under a budget (how fit-predictor traces models larger than RAM) the trace is the same, bit for bit.
     with edge_rt.load(moe_f32, n_ctx=64, mem_budget=_budget(moe_f32), expert_cache=MIB) as m:
-        m.record_routing(True, inputs=True)
-        m.logits(ids[:20])
-        m.logits(ids[20:])
-        assert np.array_equal(m.routing(), probs) and np.array_equal(m.routing_inputs(), x)
+        with m.observe(ep.RoutingTrace(4, 8, 256, inputs=True)) as trace:
+            m.logits(ids[:20])
+            m.logits(ids[20:])
+        assert np.array_equal(trace.probs(), probs) and np.array_equal(trace.inputs(), x)
     norms, routers = ep._norms_and_routers(moe_f32, 4)
     for il in range(4):
         z = ep.rms_norm(x[:, il], norms[il], info["rms_eps"]) @ routers[il].T
@@ -376,11 +375,10 @@ def test_engine_adds_the_files_correction_to_the_router(moe_q8: Path, tmp_path: 
     with edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_cache=MIB, expert_prefetch="next",
                       expert_predictor=pred) as m:
         eng = m._engine
-        m.record_routing(True)
-        for t in DECODE_TOKENS:
-            eng.eval(np.array([t], dtype=np.int32), False)
-        m.record_routing(False)
-        used = np.argsort(-m.routing(), axis=2, kind="stable")[:, :, :2]  # (tokens, layers, k)
+        with m.observe(ep.RoutingTrace(4, 8, 256)) as trace:
+            for t in DECODE_TOKENS:
+                eng.eval(np.array([t], dtype=np.int32), False)
+        used = np.argsort(-trace.probs(), axis=2, kind="stable")[:, :, :2]  # (tokens, layers, k)
         layers = m.expert_stats()["layers"]
     assert layers[0]["next_layer"]["predicted"] == 0
     for il in range(1, 4):
@@ -405,10 +403,10 @@ def test_engine_scores_match_numpy(moe_f32: Path, tmp_path: Path) -> None:
     with edge_rt.load(moe_f32, n_ctx=64, mem_budget=_budget(moe_f32), expert_cache=MIB, expert_prefetch="next",
                       expert_predictor=pred) as m:
         eps = m.info()["rms_eps"]
-        m.record_routing(True, inputs=True)
-        for t in tokens:
-            m._engine.eval(np.array([t], dtype=np.int32), False)
-        probs, x = m.routing(), m.routing_inputs()
+        with m.observe(ep.RoutingTrace(4, 8, 256, inputs=True)) as trace:
+            for t in tokens:
+                m._engine.eval(np.array([t], dtype=np.int32), False)
+        probs, x = trace.probs(), trace.inputs()
         layers = m.expert_stats()["layers"]
     norms, routers = ep._norms_and_routers(moe_f32, 4)
     used = np.argsort(-probs, axis=2, kind="stable")[:, :, :2]
@@ -437,7 +435,8 @@ def test_routing_trace_rolls_back_with_a_failed_eval(moe_f32: Path) -> None:
     for extra in (40, 90):
         eng = _core.Engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB,
                            fault_after_bytes=rep["classes"]["pinned_weights"] + extra * rep["expert_slot_bytes"] + 1)
-        eng.record_routing(True, True)
+        trace = ep.RoutingTrace(4, 8, 256, inputs=True)
+        eng.set_observer(trace)
         done = 0
         try:
             for i in range(len(tokens)):
@@ -445,7 +444,7 @@ def test_routing_trace_rolls_back_with_a_failed_eval(moe_f32: Path) -> None:
                 done += 1
         except edge_rt.ModelIOError:
             failures += 1
-        assert eng.n_past == done and eng.routing().shape[0] == done and eng.routing_inputs().shape[0] == done
+        assert eng.n_past == done and trace.probs().shape[0] == done and trace.inputs().shape[0] == done
         del eng
     assert failures == 2, "the injected read failure never happened"
 

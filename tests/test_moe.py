@@ -52,11 +52,13 @@ MAX_FLIP_SHARE = 0.15
 def _routing_gaps(model, ids, k: int) -> np.ndarray:
     """Evaluate ids from an empty context; per token, the smallest gap over layers of
     log p(k-th) - log p((k+1)-th) in edge_rt's routing."""
+    from edge_rt.quantize.expert_predictor import RoutingTrace
+
+    info = model.info()
     model.reset()
-    model.record_routing(True)
-    logits = np.asarray(model.logits(ids))
-    model.record_routing(False)
-    probs = -np.sort(-model.routing(), axis=2)  # (n_tokens, n_layer, n_expert) descending
+    with model.observe(RoutingTrace(info["n_layer"], info["n_expert"], info["n_embd"])) as trace:
+        logits = np.asarray(model.logits(ids))
+    probs = -np.sort(-trace.probs(), axis=2)  # (n_tokens, n_layer, n_expert) descending
     return logits, (np.log(probs[:, :, k - 1]) - np.log(probs[:, :, k])).min(axis=1)
 
 
@@ -99,13 +101,17 @@ def test_moe_parity(preset, wtype, synthetic_model, llama_cpp_peer, edge_rt_load
 
 
 def test_routing_trace(synthetic_model, edge_rt_load):
+    from edge_rt.quantize.expert_predictor import RoutingTrace
+
     p = _preset("tiny-qwen3moe", weight_type="Q8_0")
     model = edge_rt_load(synthetic_model(**p), threads=2)
-    assert model.routing().shape[0] == 0
-    model.record_routing(True)
-    model.logits([5, 6, 7])
-    list(model.generate_tokens([8], max_tokens=2, temperature=0.0))  # evaluates [8] and 1-2 sampled tokens
-    r = model.routing()
+    trace = RoutingTrace(p["n_layer"], p["n_expert"], p["n_embd"])
+    assert trace.probs().shape == (0, p["n_layer"], p["n_expert"])
+    with model.observe(trace):
+        model.logits([5, 6, 7])
+        list(model.generate_tokens([8], max_tokens=2, temperature=0.0))  # evaluates [8] and 1-2 sampled tokens
+    model.logits([9])  # after the block: not traced
+    r = trace.probs()
     assert r.shape[1:] == (p["n_layer"], p["n_expert"]) and r.shape[0] >= 5, r.shape
     np.testing.assert_allclose(r.sum(axis=2), 1.0, rtol=1e-5)  # probabilities per token and layer
 
@@ -149,16 +155,17 @@ def test_inconsistent_expert_metadata_is_rejected(key, value, synthetic_model, t
 # ---- calibration statistics ---------------------------------------------------------------------------
 
 def test_activation_stats_dense_counts_and_values(tiny_model_f32, edge_rt_load):
+    from edge_rt.quantize.calibrate import ActivationStatsObserver
+
     model = edge_rt_load(tiny_model_f32, threads=2)
     ids = list(range(5, 25))
     model.logits(ids[:3])  # not recorded
     model.reset()
-    model.record_activation_stats(True)
-    model.logits(ids)
-    model.record_activation_stats(False)
+    with model.observe(ActivationStatsObserver()) as observer:
+        model.logits(ids)
     model.reset()
-    model.logits(ids)  # not recorded either: stopping keeps what was recorded, adds nothing
-    stats = model.activation_stats()
+    model.logits(ids)  # not recorded either: leaving the block removes the observer
+    stats = observer.stats()
     n_layer = model.info()["n_layer"]
     for il in range(n_layer):
         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
@@ -170,18 +177,18 @@ def test_activation_stats_dense_counts_and_values(tiny_model_f32, edge_rt_load):
     # logits of every position were asked for, so the head saw every token
     head = "output.weight" if "output.weight" in stats else "token_embd.weight"
     assert stats[head][1].tolist() == [len(ids)]
-    # enabling again clears
-    model.record_activation_stats(True)
-    assert model.activation_stats() == {}
+    assert ActivationStatsObserver().stats() == {}
 
 
 def test_activation_stats_per_expert(synthetic_model, edge_rt_load):
+    from edge_rt.quantize.calibrate import ActivationStatsObserver
+
     p = _preset("tiny-qwen2moe", weight_type="F32")
     model = edge_rt_load(synthetic_model(**p), threads=2)
     ids = list(range(3, 67))
-    model.record_activation_stats(True)
-    model.logits(ids)
-    stats = model.activation_stats()
+    with model.observe(ActivationStatsObserver(p["n_expert"])) as observer:
+        model.logits(ids)
+    stats = observer.stats()
     n_expert, k = p["n_expert"], p["n_expert_used"]
     for il in range(p["n_layer"]):
         b = f"blk.{il}."

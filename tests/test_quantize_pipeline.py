@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -165,36 +166,38 @@ def test_eval_against_itself_and_a_quantized_copy(master: Path, tmp_path: Path, 
 # ---- calibration ----------------------------------------------------------------------------------
 
 class FakeModel:
-    """The engine's hook contract: stats per weight name, counts per token."""
+    """The observation contract (edge_rt/observer.py) on a model that feeds fixed rows: 1..4 to a 2-D
+    weight, ones to expert 0 of a 2-expert tensor (expert 1 never used)."""
 
     def __init__(self) -> None:
-        self.on = False
-        self.s: Dict[str, Any] = {}
+        self.observer = None
 
-    def record_activation_stats(self, enabled: bool) -> None:
-        if enabled:
-            self.s = {}
-        self.on = enabled
+    def info(self):
+        return {"n_expert": 2}
 
-    def activation_stats(self):
-        return self.s
+    @contextmanager
+    def observe(self, observer):
+        self.observer = observer
+        try:
+            yield observer
+        finally:
+            self.observer = None
 
     def logits(self, ids):
-        if self.on:
-            x = np.arange(4, dtype=np.float64) + 1
-            s, c = self.s.get("blk.0.attn_q.weight", (np.zeros(4), np.zeros(1, np.int64)))
-            self.s["blk.0.attn_q.weight"] = (s + len(ids) * x ** 2, c + len(ids))
-            es, ec = self.s.get("blk.0.ffn_up_exps.weight", (np.zeros((2, 4)), np.zeros(2, np.int64)))
-            es[0] += len(ids)
-            ec[0] += len(ids)  # expert 1 never used
-            self.s["blk.0.ffn_up_exps.weight"] = (es, ec)
+        if self.observer is not None:
+            n = len(ids)
+            self.observer.begin(0, n)
+            self.observer.observe("matmul_input", 0, "blk.0.attn_q.weight", 0,
+                                  np.tile(np.arange(4, dtype=np.float32) + 1, (n, 1)))
+            self.observer.observe("matmul_input", 0, "blk.0.ffn_up_exps.weight", 0, np.ones((n, 4), np.float32))
+            self.observer.end(True)
         return np.zeros((len(ids), 8), np.float32)
 
 
 def test_calibration_stats_roundtrip_and_importance(tmp_path: Path) -> None:
     m = FakeModel()
     sums = collect(m, token_windows(list(range(10)), 4))
-    assert not m.on
+    assert m.observer is None
     st = CalibStats(sums, {"n_tokens": 10})
     np.testing.assert_allclose(st.importance("blk.0.attn_q.weight"), [1, 4, 9, 16])
     imp = st.importance("blk.0.ffn_up_exps.weight")
@@ -226,29 +229,17 @@ def test_calibration_runs_on_the_engine_and_says_so(master: Path, tmp_path: Path
     assert meta["runner"] == "edge_rt" and "runner_reason" not in meta
 
 
-def test_calibration_falls_back_to_numpy_only_without_the_hook(master: Path, monkeypatch) -> None:
-    """An engine without the statistics hook (an older _core): the NumPy forward records the same
-    statistics, and the saved meta says it ran and why."""
-    import edge_rt.model
-    from edge_rt.quantize.calibrate import calibrate
+def test_activation_stats_drop_a_failed_evaluation() -> None:
+    """Rows observed during an evaluation that fails are not counted (a retry would count them twice)."""
+    from edge_rt.quantize.calibrate import ActivationStatsObserver
 
-    real_load = edge_rt.model.load
-
-    class NoHook:
-        def __init__(self, m) -> None:
-            self.m = m
-
-        def close(self) -> None:
-            self.m.close()
-
-    monkeypatch.setattr(edge_rt.model, "load", lambda *a, **k: NoHook(real_load(*a, **k)))
-    st = calibrate(master, TEXT, threads=1)
-    assert st.meta["runner"] == "numpy" and "hook" in st.meta["runner_reason"]
-    monkeypatch.setattr(edge_rt.model, "load", real_load)
-    ref = calibrate(master, TEXT, threads=1)
-    assert ref.meta["runner"] == "edge_rt" and set(ref.sums) == set(st.sums)
-    np.testing.assert_allclose(st.importance("blk.1.ffn_down.weight"), ref.importance("blk.1.ffn_down.weight"),
-                               rtol=1e-2)
+    obs = ActivationStatsObserver()
+    for completed in (True, False, True):
+        obs.begin(0, 2)
+        obs.observe("matmul_input", 0, "blk.0.attn_q.weight", 0, np.ones((2, 4), np.float32))
+        obs.end(completed)
+    s, c = obs.stats()["blk.0.attn_q.weight"]
+    assert c.tolist() == [4] and s.tolist() == [4.0] * 4
 
 
 def test_calibration_does_not_hide_an_engine_load_error(tmp_path: Path, synthetic_model) -> None:
@@ -283,6 +274,21 @@ NEAR_TIE = 0.05
 MAX_FLIP_SHARE = 1e-3
 
 
+def _stats_and_routing(model, windows):
+    """Calibration statistics and the routing trace of one pass over windows."""
+    from edge_rt.observer import ObserverGroup
+    from edge_rt.quantize.calibrate import ActivationStatsObserver
+    from edge_rt.quantize.expert_predictor import RoutingTrace
+
+    info = model.info()
+    stats = ActivationStatsObserver(info["n_expert"])
+    trace = RoutingTrace(info["n_layer"], info["n_expert"], info["n_embd"])
+    with model.observe(ObserverGroup(stats, trace)):
+        for w in windows:
+            model.logits(w)
+    return stats.stats(), trace.probs()
+
+
 @pytest.mark.parametrize("kind", ["dense", "moe"])
 def test_engine_stats_match_numpy_reference_on_trained_masters(kind: str) -> None:
     import edge_rt
@@ -293,13 +299,9 @@ def test_engine_stats_match_numpy_reference_on_trained_masters(kind: str) -> Non
     ref = NumpyModel(read_gguf(path))
     windows = token_windows(ref.tokenize(read_text(None), add_special=False), ref.n_ctx, DEFAULT_CALIB_TOKENS)
     assert sum(map(len, windows)) == DEFAULT_CALIB_TOKENS
-    ref.record_routing(True)
-    want = collect(ref, windows)
+    want, route_want = _stats_and_routing(ref, windows)
     with edge_rt.load(path, threads=2) as m:
-        m.record_routing(True)
-        got = collect(m, windows)
-        route_got = m.routing()
-    route_want = ref.routing()
+        got, route_got = _stats_and_routing(m, windows)
     assert set(got) == set(want)
     rel = {}
     for name, (s_want, c_want) in want.items():

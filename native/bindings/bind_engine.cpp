@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "bindings.h"
+#include "py_observer.h"
 #include "edge_rt/cpu_features.h"
 #include "edge_rt/engine.h"
 #include "edge_rt/error.h"
@@ -25,6 +26,7 @@ struct PyEngine {
     std::unique_ptr<edge_rt::Engine> engine;
     std::mutex mutex;  // one eval (or state change) at a time; Python threads may share a Model
     std::atomic<std::thread::id> eval_thread{};  // the thread inside eval, if any
+    std::unique_ptr<edge_rt_bind::PyObserver> observer;  // set_observer's, installed in engine
 };
 
 // Takes the engine's mutex for a state-changing call, per the lock order above. A call from the
@@ -208,6 +210,7 @@ void bind_engine(py::module_& m) {
                         PyErr_Restore(pending.type, pending.value, pending.traceback);
                         throw py::error_already_set();
                     }
+                    if (self.observer) self.observer->raise_pending();  // likewise an observer's
                     throw;
                 }
                 return out;
@@ -332,52 +335,16 @@ void bind_engine(py::module_& m) {
             auto lock = lock_engine(self, "clear_stream_telemetry");
             self.engine->clear_stream_telemetry();
         })
-        .def("record_activation_stats",
-             [](PyEngine& self, bool enabled) {
-                 auto lock = lock_engine(self, "record_activation_stats");
-                 self.engine->record_activation_stats(enabled);
+        .def("set_observer",
+             [](PyEngine& self, py::object observer) {
+                 std::unique_ptr<edge_rt_bind::PyObserver> next;
+                 if (!observer.is_none()) next = std::make_unique<edge_rt_bind::PyObserver>(observer);
+                 auto lock = lock_engine(self, "set_observer");
+                 self.engine->set_observer(next.get());
+                 self.observer = std::move(next);
              },
-             py::arg("enabled"))
-        .def("record_routing",
-             [](PyEngine& self, bool enabled, bool inputs) {
-                 auto lock = lock_engine(self, "record_routing");
-                 self.engine->record_routing(enabled, inputs);
-             },
-             py::arg("enabled"), py::arg("inputs") = false)
-        .def("routing_inputs",
-             [](PyEngine& self) {
-                 auto lock = lock_engine(self, "routing_inputs");
-                 const edge_rt::ModelConfig& c = self.engine->config();
-                 const std::vector<float>& r = self.engine->routing_inputs();
-                 py::array_t<float> out({(py::ssize_t)(r.size() / (size_t)(c.n_embd * c.n_layer)), (py::ssize_t)c.n_layer,
-                                         (py::ssize_t)c.n_embd});
-                 std::copy(r.begin(), r.end(), out.mutable_data());
-                 return out;
-             })
-        .def("routing",
-             [](PyEngine& self) {
-                 auto lock = lock_engine(self, "routing");
-                 const edge_rt::ModelConfig& c = self.engine->config();
-                 const std::vector<float>& r = self.engine->routing();
-                 const py::ssize_t ne = std::max<int64_t>(c.n_expert, 1);
-                 py::array_t<float> out({(py::ssize_t)(r.size() / (size_t)(ne * c.n_layer)), (py::ssize_t)c.n_layer, ne});
-                 std::copy(r.begin(), r.end(), out.mutable_data());
-                 return out;
-             })
-        .def("activation_stats", [](PyEngine& self) {
-            auto lock = lock_engine(self, "activation_stats");
-            py::dict out;
-            for (const auto& [name, e] : self.engine->activation_stats().entries()) {
-                py::array_t<double> sum_sq(e.per_expert
-                                               ? std::vector<py::ssize_t>{e.n_expert, e.width}
-                                               : std::vector<py::ssize_t>{e.width});
-                std::copy(e.sum_sq.begin(), e.sum_sq.end(), sum_sq.mutable_data());
-                py::array_t<int64_t> count((py::ssize_t)e.count.size());
-                std::copy(e.count.begin(), e.count.end(), count.mutable_data());
-                out[py::str(name)] = py::make_tuple(sum_sq, count);
-            }
-            return out;
-        });
+             py::arg("observer"),
+             "Installs the evaluation observer (see edge_rt.observer.EvalObserver); None removes it.");
 }
 
 }  // namespace edge_rt_bind

@@ -5,6 +5,7 @@
 
 #include "edge_rt/error.h"
 #include "edge_rt/kernels.h"
+#include "models/registry.h"
 
 namespace edge_rt {
 
@@ -108,7 +109,11 @@ void check_tokenizer_arrays(const GgufFile& f) {
 }  // namespace
 
 const std::vector<std::string>& ModelConfig::supported_architectures() {
-    static const std::vector<std::string> archs = {"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"};
+    static const std::vector<std::string> archs = [] {
+        std::vector<std::string> names;
+        for (const Architecture& a : architectures()) names.push_back(a.name);
+        return names;
+    }();
     return archs;
 }
 

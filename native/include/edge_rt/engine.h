@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "edge_rt/activation_stats.h"
+#include "edge_rt/eval_observer.h"
 #include "edge_rt/expert_predictor.h"
 #include "edge_rt/gguf_reader.h"
 #include "edge_rt/memory_budget.h"
@@ -32,6 +32,12 @@
 #include "edge_rt/weight_provider.h"
 
 namespace edge_rt {
+
+// Internal to the forward pass (src/forward.h, src/models/registry.h).
+struct Scratch;
+struct KvCache;
+struct ForwardPass;
+using BlockRecipe = void (*)(ForwardPass& f, int il, const LayerWeights& w);
 
 struct EngineOptions {
     int n_threads = 1;
@@ -109,25 +115,15 @@ public:
     ExpertStats expert_stats() const;
     std::vector<ExpertReadEvent> expert_events() const;
     void clear_stream_telemetry();
-    // Calibration: while enabled, eval() accumulates every matmul input into activation_stats()
-    // (see activation_stats.h). Enabling clears what was recorded; disabling keeps it.
-    void record_activation_stats(bool enabled);
-    const ActivationStats& activation_stats() const noexcept { return stats_; }
-    // MoE routing trace: while enabled, eval() appends, for every token it evaluates, the router
-    // probabilities of every layer: routing()[(t * n_layer + il) * n_expert + e], t counting tokens
-    // since recording was enabled (which clears it). Empty for dense models. With inputs, also the
-    // residual stream entering each layer's FFN (after its attention, before the FFN norm):
-    // routing_inputs()[(t * n_layer + il) * n_embd + i] -- what expert predictors are fitted on.
-    void record_routing(bool enabled, bool inputs = false);
-    const std::vector<float>& routing() const noexcept { return routing_; }
-    const std::vector<float>& routing_inputs() const noexcept { return routing_inputs_; }
+    // The observation hook (eval_observer.h): calibration statistics, routing traces and debugging
+    // tools see the forward pass through it. Not owned; nullptr removes it. Not during eval().
+    void set_observer(EvalObserver* observer) noexcept { observer_ = observer; }
     // The fitted next-layer expert predictor in use, or nullptr.
     const ExpertPredictor* expert_predictor() const noexcept { return predictor_.get(); }
     // Estimate of the scratch memory eval() uses (counted in the budget).
     static uint64_t scratch_bytes(const ModelConfig& cfg, int64_t n_ubatch, int64_t n_ctx, int n_threads);
 
 private:
-    struct Scratch;
     static void check_options(const EngineOptions& options);
     // Prefill micro-batch: options.n_ubatch, else 128 under a budget or for MoE, else 256.
     static int64_t ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted);
@@ -135,6 +131,8 @@ private:
                                     int64_t n_ubatch, const ExpertPredictor* predictor);
     void eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
                      const std::function<bool()>& should_abort);
+    // out (n_vocab floats per row) <- logits of the micro-batch's rows first .. n-1.
+    void output_head(ForwardPass& f, const HeadWeights& head, int64_t first, float* out);
 
     std::shared_ptr<const GgufFile> file_;
     ModelConfig cfg_;
@@ -143,19 +141,13 @@ private:
     StreamingWeights* streaming_ = nullptr;  // weights_ when streaming, else nullptr
     std::unique_ptr<ThreadPool> pool_;
     std::unique_ptr<Scratch> scratch_;
-    ActivationStats stats_;
-    bool recording_stats_ = false;
-    std::vector<float> routing_;
-    std::vector<float> routing_inputs_;
-    bool recording_routing_ = false;
-    bool recording_routing_inputs_ = false;
+    std::unique_ptr<KvCache> kv_;
+    BlockRecipe block_ = nullptr;   // the architecture's layer (models/registry.h)
+    EvalObserver* observer_ = nullptr;
     std::unique_ptr<ExpertPredictor> predictor_;
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     std::atomic<int64_t> n_past_{0};  // atomic: Python may read n_past while another thread evaluates
-    // KV cache, fp16: k_cache_[il] is n_ctx rows of kv_dim (heads contiguous, head_dim each); same for v.
-    std::vector<std::vector<uint16_t>> k_cache_;
-    std::vector<std::vector<uint16_t>> v_cache_;
 };
 
 }  // namespace edge_rt

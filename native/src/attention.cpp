@@ -1,0 +1,127 @@
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "edge_rt/fp16.h"
+#include "ops.h"
+
+namespace edge_rt {
+
+void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind) {
+    const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
+    const int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; ++i) {
+        const float angle = freq_scale * theta;
+        const float c = std::cos(angle), s = std::sin(angle);
+        const int64_t a = kind == RopeKind::Normal ? 2 * i : i;
+        const int64_t b = kind == RopeKind::Normal ? 2 * i + 1 : i + half;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+        theta *= theta_scale;
+    }
+}
+
+namespace {
+
+// q (n x q_dim) and k (n x kv_dim): optional per-head RMSNorm, then RoPE at each token's position.
+void position_heads(ForwardPass& f, const LayerWeights& w) {
+    const ModelConfig& c = f.cfg;
+    Scratch& s = f.s;
+    const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim;
+    if (c.has_qk_norm) {
+        std::vector<float> qn_tmp, kn_tmp;
+        const float* qn = f32_of(w.q_norm, qn_tmp);
+        const float* kn = f32_of(w.k_norm, kn_tmp);
+        for (int64_t t = 0; t < f.n; ++t) {
+            for (int64_t h = 0; h < c.n_head; ++h) rms_norm(&s.q[(size_t)(t * Q + h * D)], qn, &s.q[(size_t)(t * Q + h * D)], D, c.rms_eps);
+            for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm(&s.k[(size_t)(t * KV + h * D)], kn, &s.k[(size_t)(t * KV + h * D)], D, c.rms_eps);
+        }
+    }
+    for (int64_t t = 0; t < f.n; ++t) {
+        const int64_t pos = f.n_past + t;
+        for (int64_t h = 0; h < c.n_head; ++h)
+            rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind);
+        for (int64_t h = 0; h < c.n_head_kv; ++h)
+            rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind);
+    }
+}
+
+// Appends the micro-batch's K and V rows to layer il's cache (fp16; V transposed, see KvCache).
+void write_kv(ForwardPass& f, int il, const WeightKernels& k16) {
+    const int64_t KV = f.cfg.kv_dim(), n_ctx = f.kv.n_ctx;
+    uint16_t* kc = f.kv.k[(size_t)il].data();
+    uint16_t* vc = f.kv.v[(size_t)il].data();
+    for (int64_t t = 0; t < f.n; ++t) {
+        const int64_t pos = f.n_past + t;
+        k16.quantize_act(&f.s.k[(size_t)(t * KV)], kc + pos * KV, KV);
+        for (int64_t i = 0; i < KV; ++i) vc[i * n_ctx + pos] = fp32_to_fp16(f.s.v[(size_t)(t * KV + i)]);
+    }
+}
+
+// s.attn (n x q_dim) <- causal softmax(q K^T * scale) V, one work item per (token, head). Scores are
+// exponentiated against the row max and summed in double; probabilities are rounded to fp16 before
+// the V product, as ggml's F16 V matmul converts them.
+void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
+    const ModelConfig& c = f.cfg;
+    Scratch& s = f.s;
+    const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, n_ctx = f.kv.n_ctx;
+    const int64_t group = c.n_head / c.n_head_kv;
+    const int64_t n_kv = f.n_past + f.n;  // cache positions visible to the last token of this batch
+    const float kq_scale = 1.0f / std::sqrt((float)D);
+    const uint16_t* kc = f.kv.k[(size_t)il].data();
+    const uint16_t* vc = f.kv.v[(size_t)il].data();
+    const int64_t n_past = f.n_past;
+    f.pool.parallel_for(f.n * c.n_head, 1, [&](int64_t b, int64_t e) {
+        // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
+        thread_local std::vector<float> scores;
+        thread_local std::vector<uint16_t> p16v, q16v;
+        if ((int64_t)scores.size() < n_kv) { scores.resize((size_t)n_kv); p16v.resize((size_t)n_kv); }
+        if ((int64_t)q16v.size() < D) q16v.resize((size_t)D);
+        float* sc = scores.data();
+        uint16_t* p16 = p16v.data();
+        uint16_t* q16 = q16v.data();
+        for (int64_t item = b; item < e; ++item) {
+            const int64_t t = item / c.n_head, h = item % c.n_head, hk = h / group;
+            const int64_t len = n_past + t + 1;
+            k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < len; ++j) {
+                sc[j] = k16.vec_dot(D, kc + j * KV + hk * D, q16) * kq_scale;
+                mx = std::max(mx, sc[j]);
+            }
+            double sum = 0.0;
+            for (int64_t j = 0; j < len; ++j) {
+                sc[j] = std::exp(sc[j] - mx);
+                sum += sc[j];
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int64_t j = 0; j < len; ++j) sc[j] *= inv;
+            k16.quantize_act(sc, p16, len);
+            float* o = &s.attn[(size_t)(t * Q + h * D)];
+            for (int64_t d = 0; d < D; ++d) o[d] = k16.vec_dot(len, vc + (hk * D + d) * n_ctx, p16);
+        }
+    });
+}
+
+}  // namespace
+
+void attention(ForwardPass& f, int il, const LayerWeights& w, const float* in, float* out) {
+    const ModelConfig& c = f.cfg;
+    Scratch& s = f.s;
+    const TensorView* qkv[3] = {&w.wq, &w.wk, &w.wv};
+    float* dst[3] = {s.q.data(), s.k.data(), s.v.data()};
+    project(f, il, 0, in, f.n, c.n_embd, qkv, dst, 3);
+    add_bias(f, w.bq, s.q.data(), c.q_dim());
+    add_bias(f, w.bk, s.k.data(), c.kv_dim());
+    add_bias(f, w.bv, s.v.data(), c.kv_dim());
+    position_heads(f, w);
+    const WeightKernels& k16 = *weight_kernels(GgmlType::F16);
+    write_kv(f, il, k16);
+    softmax_v(f, il, k16);
+    linear(f, il, w.wo, 0, s.attn.data(), f.n, out);
+}
+
+}  // namespace edge_rt

@@ -1,0 +1,22 @@
+// Self-attention of one layer over the micro-batch: q/k/v projections (+ optional bias, optional
+// per-head q/k RMSNorm), RoPE, the KV cache write, causal softmax(q K^T / sqrt(head_dim)) V with
+// llama.cpp's fp16 rounding, and the output projection.
+#pragma once
+
+#include <cstdint>
+
+#include "edge_rt/model_config.h"
+#include "forward.h"
+
+namespace edge_rt {
+
+// Rotates x[0..n_rot) of one head in place for position pos. Angles follow ggml: theta_i =
+// pos * freq_scale * base^(-2i/n_rot), the power built by repeated multiplication like ggml's rope
+// cache so both engines land on the same float angles.
+void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind);
+
+// out (n x n_embd) <- attention of layer il on `in` (n x n_embd, already normalized); writes the
+// layer's K/V rows for positions n_past .. n_past + n - 1. out may alias in.
+void attention(ForwardPass& f, int il, const LayerWeights& w, const float* in, float* out);
+
+}  // namespace edge_rt

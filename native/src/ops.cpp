@@ -1,0 +1,115 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <string>
+
+#include "edge_rt/error.h"
+
+namespace edge_rt {
+
+const WeightKernels& kernels_of(const TensorView& w) {
+    const WeightKernels* k = weight_kernels(w.type);
+    if (!k) fail(ErrorKind::Internal, std::string("[eval] no kernel for tensor type ") + type_name(w.type));
+    return *k;
+}
+
+const float* f32_of(const TensorView& t, std::vector<float>& tmp) {
+    if (t.type == GgmlType::F32) return reinterpret_cast<const float*>(t.data);
+    tmp.resize((size_t)t.ne0);
+    weight_kernels(t.type)->dequantize_row(t.data, tmp.data(), t.ne0);
+    return tmp.data();
+}
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += (double)(x[i] * x[i]);
+    const float scale = 1.0f / std::sqrt((float)(sum / (double)n) + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+}
+
+void norm_rows(ForwardPass& f, const float* src, const TensorView& w, float* dst) {
+    const int64_t E = f.cfg.n_embd;
+    const float* weight = f32_of(w, f.s.norm_w);
+    for (int64_t t = 0; t < f.n; ++t) rms_norm(src + t * E, weight, dst + t * E, E, f.cfg.rms_eps);
+}
+
+void add_bias(ForwardPass& f, const TensorView& b, float* y, int64_t width) {
+    if (!b.present()) return;
+    const float* bias = f32_of(b, f.s.norm_w);
+    for (int64_t t = 0; t < f.n; ++t)
+        for (int64_t i = 0; i < width; ++i) y[t * width + i] += bias[i];
+}
+
+void add_into(float* x, const float* y, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) x[i] += y[i];
+}
+
+size_t quantize_rows(ForwardPass& f, const float* src, int64_t m, int64_t width, const WeightKernels& k) {
+    const size_t stride = k.act_row_bytes(width);
+    std::vector<uint8_t>& act = f.s.act;
+    if (act.size() < stride * (size_t)m) act.resize(stride * (size_t)m);
+    uint8_t* dst = act.data();
+    f.pool.parallel_for(m, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) k.quantize_act(src + t * width, dst + (size_t)t * stride, width);
+    });
+    return stride;
+}
+
+// Prefill tiles the loops: a block of kRowTile weight rows (tens of KB, stays in L2) is swept by
+// groups of 8 activation rows (one group stays in L1), so neither side is re-streamed per row.
+void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t act_stride, int64_t n_tok, float* y,
+            int64_t y_stride) {
+    constexpr int64_t kRowTile = 32;
+    const uint8_t* act = f.s.act.data();
+    const int64_t width = W.ne0;
+    f.pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
+        float tmp[8];
+        for (int64_t rb = r0; rb < r1; rb += kRowTile) {
+            const int64_t re = std::min(r1, rb + kRowTile);
+            for (int64_t t = 0; t < n_tok; t += 8) {
+                const int n_act = (int)std::min<int64_t>(8, n_tok - t);
+                const uint8_t* a = act + (size_t)t * act_stride;
+                for (int64_t r = rb; r < re; ++r) {
+                    const uint8_t* wrow = W.row(r);
+                    if (k.vec_dot_rows && n_act > 1) {
+                        k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);
+                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+                    } else {
+                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = k.vec_dot(width, wrow, a + (size_t)j * act_stride);
+                    }
+                }
+            }
+        }
+    });
+}
+
+void observe_input(ForwardPass& f, int layer, const TensorView& W, int64_t expert, const float* src, int64_t m,
+                   int64_t width) {
+    if (!f.observing(Observed::MatmulInput)) return;
+    Observation o;
+    o.kind = Observed::MatmulInput;
+    o.layer = layer;
+    o.weight = W.info;
+    o.expert = expert;
+    o.data = src;
+    o.rows = m;
+    o.cols = width;
+    f.observer->observe(o);
+}
+
+void project(ForwardPass& f, int layer, int64_t expert, const float* in, int64_t m, int64_t width,
+             const TensorView* const* W, float* const* outs, int count) {
+    for (int i = 0; i < count; ++i) observe_input(f, layer, *W[i], expert, in, m, width);
+    size_t stride = 0;
+    const WeightKernels* converted = nullptr;  // the format f.s.act holds
+    for (int i = 0; i < count; ++i) {
+        const WeightKernels& k = kernels_of(*W[i]);
+        if (!converted || converted->act_type != k.act_type) {
+            stride = quantize_rows(f, in, m, width, k);
+            converted = &k;
+        }
+        matmul(f, *W[i], k, stride, m, outs[i], W[i]->ne1);
+    }
+}
+
+}  // namespace edge_rt
