@@ -7,7 +7,7 @@ raises the exception its Python signal handler raised (``KeyboardInterrupt`` for
 """
 
 import os
-from typing import Dict, List, Optional, Tuple, TypedDict, Union
+from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -200,42 +200,48 @@ class BudgetFloor(TypedDict):
 MAX_THREADS: int  # Engine's threads are in [1, MAX_THREADS]
 MAX_N_CTX: int  # and n_ctx in [1, MAX_N_CTX]
 
-def minimum_budget(path: str, threads: int = 1, n_ctx: int = 2048, expert_predictor: str = "") -> BudgetFloor:
-    """The least ``mem_budget`` an Engine with these arguments (and the default window and expert
+class EngineOptions:
+    """Settings of an Engine (native/include/edge_rt/engine_options.h), one property per load() keyword.
+    0 means the default for every count and size. Names are parsed when set (InvalidArgumentError);
+    ranges are checked by check_options() and by Engine()."""
+
+    threads: int  # worker threads, [1, MAX_THREADS]
+    n_ctx: int  # KV cache capacity in tokens, [1, MAX_N_CTX]
+    n_ubatch: int  # prefill micro-batch; 0 = 256, or 128 under a budget or for MoE
+    mem_budget: int  # hard cap in bytes on pinned weights + window slots + KV cache + scratch; 0 = none
+    window: int  # streaming window slots; 0 = the largest that fits
+    io_mode: str  # "auto", "direct" (O_DIRECT) or "buffered" (pread + fadvise DONTNEED)
+    prefetch: bool  # False = each streamed layer read when needed, no overlap
+    expert_cache_bytes: int  # MoE under a budget: bytes of the expert cache; 0 = what the budget leaves
+    expert_policy: str  # "lfu" (decayed use counts) or "lru"
+    expert_prefetch: str  # "next", "same", "both" or "off"
+    speculative_cap_bytes: int  # speculative expert bytes in flight; 0 = 2 * n_expert_used experts
+    prediction_width: int  # experts predicted per token and layer; 0 = n_expert_used
+    expert_predictor: str  # sidecar GGUF for next-layer prediction; "" = the router
+    expert_predictor_optional: bool  # found next to the model: left out (see Engine.notes) when unused or unusable
+    def __init__(self) -> None: ...
+
+def check_options(options: EngineOptions) -> None:
+    """InvalidArgumentError for an option out of range (the checks Engine() makes first)."""
+
+def minimum_budget(path: str, options: EngineOptions) -> BudgetFloor:
+    """The least ``mem_budget`` an Engine with these options (and the default window and expert
     cache) loads with (GGUF header only).
 
-    Raises as ``Engine(...)`` for the arguments, the file, the model and the predictor."""
+    Raises as ``Engine(...)`` for the options, the file, the model and the predictor."""
     ...
 
 class Engine:
     """A loaded model with its KV cache. Not thread-safe: one call at a time per Engine.
 
-    Args:
-        path: GGUF model file.
-        threads: Worker threads for the forward pass (>= 1).
-        n_ctx: KV cache capacity in tokens (>= 1).
-        mem_budget: hard cap in bytes on pinned weights + window slots + KV cache + scratch; 0 = none
-            (every weight resident). With a budget, layers that do not fit stream from the file.
-        window: streaming window slots; 0 = the largest that fits.
-        io_mode: "auto", "direct" (O_DIRECT) or "buffered" (pread + fadvise DONTNEED).
-        prefetch: False = each streamed layer read when needed, no overlap (window 1; placement unchanged).
-        fault_after_bytes, fault_short_read: test hook, inject EIO (or a short read) into every read
-            once read traffic passes that many bytes; 0 = off.
-        expert_cache_bytes: MoE under a budget: bytes of the expert cache; 0 = what the budget leaves.
-        expert_policy: "lfu" (decayed use counts) or "lru".
-        expert_prefetch: "next" (default), "same", "both" or "off" (which predictors read experts ahead).
-        speculative_cap_bytes: speculative expert bytes in flight; 0 = 2 * n_expert_used experts.
-        prediction_width: experts predicted per token and layer; 0 = n_expert_used.
-
     Raises ModelIOError, ModelFormatError, UnsupportedArchitectureError, UnsupportedTypeError,
     InvalidArgumentError or OutOfMemoryError.
     """
 
-    def __init__(self, path: str, threads: int = 1, n_ctx: int = 2048, mem_budget: int = 0, window: int = 0,
-                 io_mode: str = "auto", prefetch: bool = True, fault_after_bytes: int = 0,
-                 fault_short_read: bool = False, expert_cache_bytes: int = 0, expert_policy: str = "lfu",
-                 expert_prefetch: str = "next", speculative_cap_bytes: int = 0,
-                 prediction_width: int = 0, expert_predictor: str = "") -> None: ...
+    def __init__(self, path: str, options: EngineOptions) -> None: ...
+    @property
+    def notes(self) -> List[str]:
+        """What the engine left out instead of failing (an unusable optional expert predictor)."""
     def eval(self, tokens: npt.NDArray[np.int32], all_logits: bool = False) -> npt.NDArray[np.float32]:
         """Run ``tokens`` (1-D int32, n >= 1) at positions ``n_past .. n_past+n-1`` and append them to
         the KV cache.
@@ -266,3 +272,10 @@ class Engine:
         """Zero the stream and expert counters and drop the timeline events."""
     def set_observer(self, observer: Optional[Any]) -> None:
         """Install an evaluation observer (the edge_rt.observer.EvalObserver contract), or remove it with None."""
+
+class testing:
+    """Hooks for edge_rt's own tests; not an API."""
+
+    @staticmethod
+    def inject_io_fault(options: EngineOptions, after_bytes: int, short_read: bool = False) -> None:
+        """Streaming reads fail (EIO, or a short read) once after_bytes have been read."""

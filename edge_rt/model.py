@@ -154,24 +154,22 @@ def parse_size(value: Union[int, str], what: str = "[load] memory size") -> int:
     return size
 
 
-def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[int]
-                       ) -> Tuple[Path, int, int, Dict[str, Any], str]:
-    """What :func:`load` and :func:`minimum_budget` share: the path checked, ``threads`` and ``n_ctx``
-    validated and defaulted (warning when n_ctx exceeds the training context), the header's metadata
-    and architecture. Reads the GGUF header only."""
+def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[int], opts: Any
+                       ) -> Tuple[Path, Dict[str, Any], str]:
+    """What :func:`load` and :func:`minimum_budget` share: the path checked; ``threads`` and ``n_ctx``
+    set on ``opts`` (defaulted: n_ctx from the training context) and every option in ``opts`` checked
+    by the core before the header is read (so a bad value is reported ahead of the warning for an
+    n_ctx past the training context); the header's metadata and architecture. Reads the GGUF header
+    only."""
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise ModelIOError(f"[load] model file not found: {p}")
     if p.is_dir():
         raise ModelIOError(f"[load] model path is a directory, not a GGUF file: {p}")
     core = _core()
-    if threads is None:
-        threads = default_threads()
-    elif not _is_int(threads) or not 1 <= threads <= core.MAX_THREADS:
-        raise InvalidArgumentError(f"[load] threads must be an integer in [1, {core.MAX_THREADS}], got {threads!r}")
-    if n_ctx is not None and (not _is_int(n_ctx) or not 1 <= n_ctx <= core.MAX_N_CTX):
-        # checked here, before the training-context warning below
-        raise InvalidArgumentError(f"[load] n_ctx must be an integer in [1, {core.MAX_N_CTX}], got {n_ctx!r}")
+    _set_option(opts, "threads", default_threads() if threads is None else threads)
+    _set_option(opts, "n_ctx", DEFAULT_N_CTX if n_ctx is None else n_ctx)
+    core.check_options(opts)
 
     header = core.GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
     md: Dict[str, Any] = dict(header.metadata)
@@ -188,12 +186,39 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
     if isinstance(raw_ctx, (int, np.integer)) and not isinstance(raw_ctx, bool) and raw_ctx >= 1:
         n_ctx_train = int(raw_ctx)
     if n_ctx is None:
-        n_ctx = min(DEFAULT_N_CTX, n_ctx_train) if n_ctx_train else DEFAULT_N_CTX
+        opts.n_ctx = min(DEFAULT_N_CTX, n_ctx_train) if n_ctx_train else DEFAULT_N_CTX
     elif n_ctx_train and n_ctx > n_ctx_train:
         warnings.warn(f"n_ctx={n_ctx} exceeds the model's training context ({n_ctx_train}); "
                       "output quality may degrade past it", stacklevel=3)
+    return p, md, arch
 
-    return p, int(threads), int(n_ctx), md, arch
+
+def _set_option(opts: Any, name: str, value: Any, label: Optional[str] = None) -> None:
+    """opts.name = value for an integer option: a value that is not an int is the caller's error (the
+    ranges are the core's to check)."""
+    if not _is_int(value):
+        raise InvalidArgumentError(f"[load] {label or name} must be an integer, got {value!r}")
+    try:
+        setattr(opts, name, int(value))
+    except TypeError:  # beyond the field's C++ type: out of every range the core accepts
+        raise InvalidArgumentError(f"[load] {label or name} {value!r} is out of range") from None
+
+
+def _predictor_options(opts: Any, model: Path, choice: Optional[PathLike]) -> None:
+    """Sets the expert predictor of ``load(expert_predictor=choice)``: None = the router; "auto" =
+    ``<model>.predictor.gguf`` when it exists, used only if next-layer prefetch would use it and the
+    file is usable (the core decides, and says why not in ``Engine.notes``); else that file."""
+    if choice is None:
+        return
+    if _is_auto(choice):
+        found = predictor_path_for(model)
+        if found.is_file():
+            opts.expert_predictor, opts.expert_predictor_optional = str(found), True
+        return
+    path = Path(os.fspath(choice)).expanduser()
+    if not path.is_file():
+        raise ModelIOError(f"[load] expert predictor file not found: {path}")
+    opts.expert_predictor = str(path)
 
 
 def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
@@ -216,15 +241,15 @@ def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optiona
     Raises:
         As :func:`load` for the path, the file, the model, ``threads``, ``n_ctx`` and the predictor.
     """
-    p, threads, n_ctx, md, arch = _open_model_header(path, threads, n_ctx)
-    predictor = _expert_predictor_path(p, expert_predictor, _uses_next_layer(md, arch, True, prefetch, expert_prefetch))
-    try:
-        floor = dict(_core().minimum_budget(str(p), threads, n_ctx, expert_predictor=predictor))
-    except EdgeRTError as e:
-        if not _unusable_auto_sidecar(predictor, expert_predictor, e):
-            raise
-        floor = dict(_core().minimum_budget(str(p), threads, n_ctx))  # load ignores it: so does this
-    return {**floor, "threads": threads, "n_ctx": n_ctx}
+    core = _core()
+    opts = core.EngineOptions()
+    opts.mem_budget = MAX_SIZE  # any budget: what is asked is the least one
+    opts.prefetch = bool(prefetch)
+    opts.expert_prefetch = str(expert_prefetch)
+    p, _, _ = _open_model_header(path, threads, n_ctx, opts)
+    _predictor_options(opts, p, expert_predictor)
+    floor = dict(core.minimum_budget(str(p), opts))
+    return {**floor, "threads": opts.threads, "n_ctx": opts.n_ctx}
 
 
 def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
@@ -244,15 +269,15 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             read into RAM.
             With it, the largest layers that fit stay pinned and the rest stream from the file
             through a window of layer slots, read ahead by I/O threads (see :meth:`Model.memory_report`).
-        window: Streaming window slots; default the largest number that fits the budget (needs
-            ``mem_budget``).
+        window: Streaming window slots (needs ``mem_budget``); default (``None`` or 0) the largest
+            number that fits the budget.
         io_mode: ``"auto"`` (O_DIRECT where the filesystem allows, else buffered reads that drop the
             page cache behind them), ``"direct"`` or ``"buffered"``.
         prefetch: ``False`` reads each streamed layer when it is needed, with no overlap (a window of
             one slot; no expert prediction); the placement of pinned layers is unchanged. At the minimum
             ``mem_budget`` (nothing pinned) it is the naive load-compute-free baseline.
         expert_cache: Mixture-of-Experts models under a budget: bytes (or ``"600MB"``) for the expert
-            cache; default what the budget leaves after the layer placement. Experts are not part of
+            cache; default (``None`` or 0) what the budget leaves after the layer placement. Experts are not part of
             the layer window: each (layer, expert) is cached and read on its own.
         expert_policy: Expert cache eviction: ``"lfu"`` (default; decayed use counts, least recent on
             ties) or ``"lru"``. LFU had the higher hit rate and read fewer bytes in every case
@@ -263,8 +288,8 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             ``"next"`` was the fastest or level with the fastest at every cache size, reading fewer
             bytes than ``"both"``: same-layer predictions come too late to hide much and add reads.
             Predictions change what is read when, never the output (see :meth:`Model.expert_stats`).
-        expert_prediction_width: Experts each predictor names per token and layer; default the
-            model's ``expert_used_count``. Wider predictions raise recall and cost bytes.
+        expert_prediction_width: Experts each predictor names per token and layer; default (``None``
+            or 0) the model's ``expert_used_count``. Wider predictions raise recall and cost bytes.
         expert_predictor: A fitted next-layer expert predictor (a sidecar GGUF written by
             ``edge-rt fit-predictor``) whose correction next-layer prefetch adds to layer i+1's router
             scores. ``"auto"`` (default) uses ``<model>.predictor.gguf`` when that file exists and
@@ -283,47 +308,32 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             minimum (one layer slot + KV cache + scratch; the message states it, and
             :func:`minimum_budget` gives it without loading).
     """
-    p, threads, n_ctx, md, arch = _open_model_header(path, threads, n_ctx)
     core = _core()
+    opts = core.EngineOptions()
+    if mem_budget is not None:
+        opts.mem_budget = parse_size(mem_budget, "[load] mem_budget")
+        if opts.mem_budget == 0:
+            raise InvalidArgumentError("[load] mem_budget must be > 0 bytes (None, the default, means no budget)")
+    if window is not None:
+        _set_option(opts, "window", window)
+    opts.io_mode = str(io_mode)
+    opts.prefetch = bool(prefetch)
+    if expert_cache is not None:
+        opts.expert_cache_bytes = parse_size(expert_cache, "[load] expert_cache")
+    opts.expert_policy = str(expert_policy)
+    opts.expert_prefetch = str(expert_prefetch)
+    if expert_prediction_width is not None:
+        _set_option(opts, "prediction_width", expert_prediction_width, "expert_prediction_width")
+    p, md, arch = _open_model_header(path, threads, n_ctx, opts)
+    _predictor_options(opts, p, expert_predictor)
 
     from .tokenizer import Tokenizer
 
     # Same as Tokenizer.from_gguf(p), without parsing the header (and its vocabulary) a second time.
     tokenizer = Tokenizer.from_metadata(md)
-    budget = parse_size(mem_budget, "[load] mem_budget") if mem_budget is not None else 0
-    if mem_budget is not None and budget == 0:
-        raise InvalidArgumentError("[load] mem_budget must be > 0 bytes (None, the default, means no budget)")
-    if window is not None and (not _is_int(window) or window < 1):
-        raise InvalidArgumentError(f"[load] window must be an integer >= 1, got {window!r}")
-    if window is not None and not budget:
-        raise InvalidArgumentError("[load] window needs mem_budget (without a budget every weight is resident)")
-    cache_bytes = parse_size(expert_cache, "[load] expert_cache") if expert_cache is not None else 0
-    if expert_cache is not None and cache_bytes < 1:
-        raise InvalidArgumentError(f"[load] expert_cache must be a positive size, got {expert_cache!r}")
-    if expert_cache is not None and not budget:
-        raise InvalidArgumentError("[load] expert_cache needs mem_budget (without a budget every weight is resident)")
-    if (expert_cache is not None or expert_prediction_width is not None) and not _is_moe(md, arch):
-        raise InvalidArgumentError(f"[load] expert_cache and expert_prediction_width are for Mixture-of-Experts models; "
-                                   f"{p.name} is dense")
-    if expert_prediction_width is not None and (not _is_int(expert_prediction_width) or expert_prediction_width < 1):
-        raise InvalidArgumentError(f"[load] expert_prediction_width must be an integer >= 1, got {expert_prediction_width!r}")
-    predictor = _expert_predictor_path(p, expert_predictor,
-                                       _uses_next_layer(md, arch, bool(budget), prefetch, expert_prefetch))
-    def make_engine(predictor_path: str) -> Any:
-        return core.Engine(str(p), int(threads), int(n_ctx), mem_budget=budget, window=int(window or 0),
-                           io_mode=io_mode, prefetch=bool(prefetch), expert_cache_bytes=cache_bytes,
-                           expert_policy=str(expert_policy), expert_prefetch=str(expert_prefetch),
-                           prediction_width=int(expert_prediction_width or 0), expert_predictor=predictor_path)
-
-    try:
-        engine = make_engine(predictor)
-    except EdgeRTError as e:
-        # A sidecar found by "auto" only speeds reads up: if it is unusable, run with the router.
-        if not _unusable_auto_sidecar(predictor, expert_predictor, e):
-            raise
-        warnings.warn(f"ignoring the expert predictor next to the model ({e}); next-layer prediction uses "
-                      "the router", stacklevel=2)
-        engine = make_engine("")
+    engine = core.Engine(str(p), opts)
+    for note in engine.notes:
+        warnings.warn(note, stacklevel=2)
     if tokenizer.n_vocab > engine.n_vocab:
         raise ModelFormatError(f"[load] {p}: tokenizer has {tokenizer.n_vocab} tokens but the output "
                                f"layer only {engine.n_vocab}")
@@ -337,39 +347,8 @@ def predictor_path_for(model_path: PathLike) -> Path:
     return p.with_name(p.name + ".predictor.gguf")
 
 
-def _expert_predictor_path(model: Path, choice: Optional[PathLike], uses_next_layer: bool) -> str:
-    """The predictor file to hand to the engine ("" = the router), per ``load(expert_predictor=)``."""
-    if choice is None:
-        return ""
-    if _is_auto(choice):
-        found = predictor_path_for(model)
-        return str(found) if uses_next_layer and found.is_file() else ""
-    path = Path(os.fspath(choice)).expanduser()
-    if not path.is_file():
-        raise ModelIOError(f"[load] expert predictor file not found: {path}")
-    if not uses_next_layer:
-        raise InvalidArgumentError("[load] expert_predictor is used by next-layer expert prefetch: it needs an MoE "
-                                   "model, mem_budget, prefetch=True and expert_prefetch 'next' or 'both'")
-    return str(path)
-
-
 def _is_auto(choice: object) -> bool:
     return isinstance(choice, str) and choice == "auto"
-
-
-def _uses_next_layer(md: Dict[str, Any], arch: str, budget: bool, prefetch: bool, expert_prefetch: str) -> bool:
-    """Whether next-layer expert prefetch runs, the one user of a fitted expert predictor."""
-    return bool(budget and prefetch and str(expert_prefetch) in ("next", "both") and _is_moe(md, arch))
-
-
-def _is_moe(md: Dict[str, Any], arch: str) -> bool:
-    """Whether the header describes a Mixture-of-Experts model (a non-zero expert count)."""
-    return bool(md.get(f"{arch}.expert_count"))
-
-
-def _unusable_auto_sidecar(predictor: str, choice: object, error: Exception) -> bool:
-    """A sidecar that "auto" found but the engine refused: it only speeds reads up, so it is ignored."""
-    return bool(predictor) and _is_auto(choice) and str(error).startswith("[expert predictor]")
 
 
 def _is_int(x: object) -> bool:

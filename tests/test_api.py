@@ -489,9 +489,9 @@ def test_load_bad_arguments(model_path: Path) -> None:
     # out of the engine's range: an error and no training-context warning before it (there was one)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(InvalidArgumentError, match=r"n_ctx must be an integer in \[1, 4194304\]"):
+        with pytest.raises(InvalidArgumentError, match=r"n_ctx must be in \[1, 4194304\]"):
             edge_rt.load(model_path, n_ctx=10**9)
-        with pytest.raises(InvalidArgumentError, match=r"threads must be an integer in \[1, 1024\]"):
+        with pytest.raises(InvalidArgumentError, match=r"threads must be in \[1, 1024\]"):
             edge_rt.load(model_path, threads=5000)
     # expert options on a dense model were silently ignored
     for kw in ({"expert_cache": "1MB"}, {"expert_prediction_width": 2}):
@@ -661,3 +661,23 @@ def test_bench(model) -> None:
         model.bench(n_prompt=N_CTX, n_gen=1)
     with pytest.raises(InvalidArgumentError):
         model.bench(n_prompt=0)
+
+
+def test_engine_options_are_checked_in_the_core() -> None:
+    """One options object crosses into the core; names are parsed and ranges checked there, and the
+    I/O fault hooks are not among its properties (only _core.testing reaches them)."""
+    from edge_rt import _core
+
+    opts = _core.EngineOptions()
+    assert not [name for name in dir(opts) if "fault" in name]
+    with pytest.raises(InvalidArgumentError, match="expert_policy must be 'lru' or 'lfu'"):
+        opts.expert_policy = "mru"
+    with pytest.raises(InvalidArgumentError, match="io_mode"):
+        opts.io_mode = "mmap"
+    _core.check_options(opts)
+    opts.window = -1
+    with pytest.raises(InvalidArgumentError, match=r"window must be in \[0, 4096\]"):
+        _core.check_options(opts)
+    opts.window = 2
+    with pytest.raises(InvalidArgumentError, match="window needs mem_budget"):
+        _core.check_options(opts)

@@ -17,9 +17,9 @@ DEEP = dict(n_layer=12, n_embd=512, n_ff=1024, n_head=4, n_head_kv=2)
 _OTHER_THREAD_CHILD = r"""
 import sys, threading, time
 import numpy as np
-from edge_rt import _core
+from edge_rt import _core, _testing
 path, budget, op = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-eng = _core.Engine(path, 1, 2048, mem_budget=budget)
+eng = _testing.engine(path, 1, 2048, mem_budget=budget)
 toks = (np.arange(1500) % 500 + 3).astype(np.int32)
 a = threading.Thread(target=lambda: eng.eval(toks, False), daemon=True)
 a.start()
@@ -57,8 +57,8 @@ def test_engine_call_from_another_thread_waits_for_eval(synthetic_model, op, bud
 _HANDLER_CHILD = r"""
 import signal, sys
 import numpy as np
-from edge_rt import _core
-eng = _core.Engine(sys.argv[1], 1, 2048)
+from edge_rt import _core, _testing
+eng = _testing.engine(sys.argv[1], 1, 2048)
 what = sys.argv[2]
 class Deadline(Exception):
     pass
@@ -107,14 +107,14 @@ _STATS_CHILD = r"""
 import sys
 import numpy as np
 import edge_rt
-from edge_rt import _core
+from edge_rt import _core, _testing
 from edge_rt.quantize.calibrate import ActivationStatsObserver
 path = sys.argv[1]
 toks = (np.arange(1500) % 500 + 3).astype(np.int32)
 budget = edge_rt.minimum_budget(path, threads=1, n_ctx=2048)["total"]  # every layer streams
-per_token = _core.Engine(path, 1, 2048, mem_budget=budget).memory_report()["streamed_bytes_per_token"]
+per_token = _testing.engine(path, 1, 2048, mem_budget=budget).memory_report()["streamed_bytes_per_token"]
 # The injected read error hits the middle of the first pass, after about half the layers added rows.
-eng = _core.Engine(path, 1, 2048, mem_budget=budget, fault_after_bytes=per_token // 2)
+eng = _testing.engine(path, 1, 2048, mem_budget=budget, fault_after_bytes=per_token // 2)
 stats = ActivationStatsObserver()
 eng.set_observer(stats)
 try:
@@ -123,7 +123,7 @@ except edge_rt.ModelIOError:
     pass
 rows = lambda: {k: int(v[1].sum()) for k, v in stats.stats().items()}
 print(eng.n_past, eng.stream_stats()["bytes_read"] >= per_token // 4, sum(rows().values()))
-eng = _core.Engine(path, 1, 2048)  # the same run without a fault: two evals, both committed
+eng = _testing.engine(path, 1, 2048)  # the same run without a fault: two evals, both committed
 stats = ActivationStatsObserver()
 eng.set_observer(stats)
 eng.eval(toks[:4], False)

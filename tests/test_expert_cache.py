@@ -257,7 +257,7 @@ def test_prediction_width(mixtral_small) -> None:
             if width == 8:
                 assert layer["same_layer"]["recall"] == 1.0, (il, layer)
     with pytest.raises(InvalidArgumentError, match="expert_prediction_width"):
-        edge_rt.load(mixtral_small, mem_budget=_budget(mixtral_small), expert_prediction_width=0)
+        edge_rt.load(mixtral_small, mem_budget=_budget(mixtral_small), expert_prediction_width=-1)
 
 
 def test_cache_sized_in_expert_bytes_holds_every_expert(mixtral_small) -> None:
@@ -311,7 +311,7 @@ def test_invalid_expert_arguments(mixtral_small) -> None:
     with pytest.raises(InvalidArgumentError, match="needs mem_budget"):
         edge_rt.load(mixtral_small, expert_cache="10MB")
     with pytest.raises(InvalidArgumentError, match="expert_cache"):
-        edge_rt.load(mixtral_small, mem_budget=b, expert_cache=0)
+        edge_rt.load(mixtral_small, mem_budget=b, expert_cache=-1)
 
 
 @pytest.mark.parametrize("short_read", [False, True], ids=["eio", "short-read"])
@@ -319,7 +319,7 @@ def test_injected_fault_in_an_expert_read_raises_without_hang(mixtral_small, sho
     """The fault-injecting reader fails every read past its threshold: each eval must then raise the
     mapped error (never hang or crash), leave n_past unchanged, and the engine must close cleanly."""
     from edge_rt import ModelFormatError, ModelIOError
-    from edge_rt import _core as core
+    from edge_rt import _testing
 
     expected = ModelFormatError if short_read else ModelIOError
     ref = _sequence(edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX))
@@ -327,14 +327,14 @@ def test_injected_fault_in_an_expert_read_raises_without_hang(mixtral_small, sho
     budget = _budget(mixtral_small)
     # Everything but the experts is pinned at load (pinned_weights: the bytes read then); the fault
     # lands in the second expert read of the first token.
-    probe = core.Engine(str(mixtral_small), THREADS, N_CTX, mem_budget=budget, expert_cache_bytes=2 * slot)
+    probe = _testing.engine(str(mixtral_small), THREADS, N_CTX, mem_budget=budget, expert_cache_bytes=2 * slot)
     rep = probe.memory_report()
     assert not rep["streamed_units"], rep
     loaded = rep["classes"]["pinned_weights"]
     del probe
 
     def scenario():
-        eng = core.Engine(str(mixtral_small), THREADS, N_CTX, mem_budget=budget, expert_cache_bytes=2 * slot,
+        eng = _testing.engine(str(mixtral_small), THREADS, N_CTX, mem_budget=budget, expert_cache_bytes=2 * slot,
                           fault_after_bytes=loaded + slot + 1, fault_short_read=short_read)
         results = []
         for step in (PROMPT, PROMPT, np.array(DECODE[:1], dtype=np.int32)):

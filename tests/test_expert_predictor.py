@@ -425,15 +425,15 @@ def test_engine_scores_match_numpy(moe_f32: Path, tmp_path: Path) -> None:
 
 
 def test_routing_trace_rolls_back_with_a_failed_eval(moe_f32: Path) -> None:
-    from edge_rt import _core
+    from edge_rt import _testing
 
-    probe = _core.Engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB)
+    probe = _testing.engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB)
     rep = probe.memory_report()
     del probe
     tokens = np.random.default_rng(1).integers(3, 500, size=40).astype(np.int32)
     failures = 0
     for extra in (40, 90):
-        eng = _core.Engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB,
+        eng = _testing.engine(str(moe_f32), 1, 64, mem_budget=_budget(moe_f32), expert_cache_bytes=MIB,
                            fault_after_bytes=rep["classes"]["pinned_weights"] + extra * rep["expert_slot_bytes"] + 1)
         trace = ep.RoutingTrace(4, 8, 256, inputs=True)
         eng.set_observer(trace)

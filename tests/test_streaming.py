@@ -48,7 +48,7 @@ import pytest
 
 import edge_rt
 from conftest import python_child
-from edge_rt import EdgeRTError, ModelFormatError, ModelIOError, OutOfMemoryError
+from edge_rt import EdgeRTError, ModelFormatError, ModelIOError, OutOfMemoryError, _testing
 
 
 # A call into the engine that does not return within this many seconds is a hang (every call below
@@ -96,7 +96,7 @@ def _in_thread(fn: Callable[[], Any], timeout: float = HANG_TIMEOUT_S, what: str
 
 
 def _engine(path: Path, budget: int = 0, **kw: Any):
-    return _core().Engine(str(path), THREADS, kw.pop("n_ctx", N_CTX), mem_budget=budget, **kw)
+    return _testing.engine(str(path), THREADS, kw.pop("n_ctx", N_CTX), mem_budget=budget, **kw)
 
 
 def _run_sequence(eval_fn: Callable[[np.ndarray, bool], np.ndarray], prompt: np.ndarray = PROMPT,
@@ -358,7 +358,7 @@ def test_invalid_streaming_arguments(llama_small) -> None:
     with pytest.raises(edge_rt.InvalidArgumentError, match="io_mode"):
         edge_rt.load(llama_small, threads=THREADS, n_ctx=64, mem_budget=plan.budget(2.5), io_mode="mmap")
     with pytest.raises(edge_rt.InvalidArgumentError, match="window"):
-        edge_rt.load(llama_small, threads=THREADS, n_ctx=64, mem_budget=plan.budget(2.5), window=0)
+        edge_rt.load(llama_small, threads=THREADS, n_ctx=64, mem_budget=plan.budget(2.5), window=-1)
     with pytest.raises(edge_rt.InvalidArgumentError):
         edge_rt.load(llama_small, threads=THREADS, n_ctx=64, mem_budget="lots")
 
@@ -567,9 +567,8 @@ def test_injected_fault_raises_without_hang_or_crash(llama_small, short_read, wh
     steps = [PROMPT] + [np.array([t], dtype=np.int32) for t in DECODE]
 
     def scenario() -> Dict[str, Any]:
-        core = _core()
         try:
-            eng = core.Engine(str(llama_small), THREADS, N_CTX, mem_budget=budget, fault_after_bytes=fault_after,
+            eng = _testing.engine(str(llama_small), THREADS, N_CTX, mem_budget=budget, fault_after_bytes=fault_after,
                               fault_short_read=short_read)
         except EdgeRTError as e:  # the fault hit the pinned weights read at load: an error, fine
             return {"load_error": e}
@@ -615,14 +614,15 @@ _FAILED_LOAD_CHILD = r"""
 import os, sys
 from edge_rt import _core
 path = sys.argv[1]
-pinned = _core.Engine(path, 1, 64, mem_budget=1 << 40).memory_report()["classes"]["pinned_weights"]
+from edge_rt import _testing
+pinned = _testing.engine(path, 1, 64, mem_budget=1 << 40).memory_report()["classes"]["pinned_weights"]
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 failures, before = 0, None
 for i in range(11):
     try:  # everything pinned; the fault hits the pinned reads near the end of the file
-        _core.Engine(path, 1, 64, mem_budget=1 << 40, fault_after_bytes=int(os.path.getsize(path) * 0.9))
+        _testing.engine(path, 1, 64, mem_budget=1 << 40, fault_after_bytes=int(os.path.getsize(path) * 0.9))
     except Exception:
         failures += 1
     if i == 0:

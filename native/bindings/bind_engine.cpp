@@ -104,20 +104,69 @@ py::dict engine_info(const edge_rt::Engine& e) {
 
 namespace edge_rt_bind {
 
+// EngineOptions as one flat Python object: load()'s keywords map onto its properties one to one.
+// Names are parsed and ranges checked in C++ (engine_options.h); fault injection is reachable only
+// through _core.testing.
+void bind_engine_options(py::module_& m) {
+    using edge_rt::EngineOptions;
+    py::class_<EngineOptions>(m, "EngineOptions", "Settings of an Engine (see native/include/edge_rt/engine_options.h).")
+        .def(py::init<>())
+        .def_property("threads", [](const EngineOptions& o) { return o.context.n_threads; },
+                      [](EngineOptions& o, int v) { o.context.n_threads = v; })
+        .def_property("n_ctx", [](const EngineOptions& o) { return o.context.n_ctx; },
+                      [](EngineOptions& o, int64_t v) { o.context.n_ctx = v; })
+        .def_property("n_ubatch", [](const EngineOptions& o) { return o.context.n_ubatch; },
+                      [](EngineOptions& o, int64_t v) { o.context.n_ubatch = v; })
+        .def_property("mem_budget", [](const EngineOptions& o) { return o.model.mem_budget; },
+                      [](EngineOptions& o, uint64_t v) { o.model.mem_budget = v; })
+        .def_property("window", [](const EngineOptions& o) { return o.model.streaming.window; },
+                      [](EngineOptions& o, int v) { o.model.streaming.window = v; })
+        .def_property("io_mode", [](const EngineOptions& o) { return edge_rt::io_mode_name(o.model.streaming.io_mode); },
+                      [](EngineOptions& o, const std::string& v) { o.model.streaming.io_mode = edge_rt::parse_io_mode(v); })
+        .def_property("prefetch", [](const EngineOptions& o) { return o.model.streaming.prefetch; },
+                      [](EngineOptions& o, bool v) { o.model.streaming.prefetch = v; })
+        .def_property("expert_cache_bytes", [](const EngineOptions& o) { return o.model.streaming.expert_cache_bytes; },
+                      [](EngineOptions& o, uint64_t v) { o.model.streaming.expert_cache_bytes = v; })
+        .def_property("expert_policy",
+                      [](const EngineOptions& o) { return edge_rt::expert_policy_name(o.model.streaming.expert_policy); },
+                      [](EngineOptions& o, const std::string& v) { o.model.streaming.expert_policy = edge_rt::parse_expert_policy(v); })
+        .def_property("expert_prefetch",
+                      [](const EngineOptions& o) { return edge_rt::expert_prefetch_name(o.model.streaming.expert_prefetch); },
+                      [](EngineOptions& o, const std::string& v) {
+                          o.model.streaming.expert_prefetch = edge_rt::parse_expert_prefetch(v);
+                      })
+        .def_property("speculative_cap_bytes", [](const EngineOptions& o) { return o.model.streaming.speculative_cap_bytes; },
+                      [](EngineOptions& o, uint64_t v) { o.model.streaming.speculative_cap_bytes = v; })
+        .def_property("prediction_width", [](const EngineOptions& o) { return o.model.streaming.prediction_width; },
+                      [](EngineOptions& o, int v) { o.model.streaming.prediction_width = v; })
+        .def_property("expert_predictor", [](const EngineOptions& o) { return o.model.expert_predictor; },
+                      [](EngineOptions& o, const std::string& v) { o.model.expert_predictor = v; })
+        .def_property("expert_predictor_optional", [](const EngineOptions& o) { return o.model.expert_predictor_optional; },
+                      [](EngineOptions& o, bool v) { o.model.expert_predictor_optional = v; });
+    py::module_ testing = m.def_submodule("testing", "Hooks for edge_rt's own tests; not an API.");
+    testing.def(
+        "inject_io_fault",
+        [](EngineOptions& o, uint64_t after_bytes, bool short_read) {
+            o.model.streaming.fault_after_bytes = after_bytes;
+            o.model.streaming.fault_short_read = short_read;
+        },
+        py::arg("options"), py::arg("after_bytes"), py::arg("short_read") = false,
+        "Streaming reads fail (EIO, or a short read) once after_bytes have been read.");
+}
+
 void bind_engine(py::module_& m) {
-    m.attr("MAX_THREADS") = edge_rt::Engine::kMaxThreads;
-    m.attr("MAX_N_CTX") = edge_rt::Engine::kMaxContext;
+    m.attr("MAX_THREADS") = edge_rt::kMaxThreads;
+    m.attr("MAX_N_CTX") = edge_rt::kMaxContext;
+    bind_engine_options(m);
+    m.def("check_options", &edge_rt::check_options, py::arg("options"),
+          "Raises InvalidArgumentError for an option out of range (the checks Engine's constructor makes first).");
     m.def(
         "minimum_budget",
-        [](const std::string& path, int threads, int64_t n_ctx, const std::string& expert_predictor) {
-            edge_rt::EngineOptions opt;
-            opt.n_threads = threads;
-            opt.n_ctx = n_ctx;
-            opt.expert_predictor = expert_predictor;
+        [](const std::string& path, const edge_rt::EngineOptions& options) {
             edge_rt::BudgetFloor f;
             {
                 py::gil_scoped_release release;
-                f = edge_rt::Engine::minimum_budget(path, opt);
+                f = edge_rt::Engine::minimum_budget(path, options);
             }
             py::dict d;
             d["weights"] = f.weights;
@@ -127,63 +176,20 @@ void bind_engine(py::module_& m) {
             d["total"] = f.total();
             return d;
         },
-        py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("expert_predictor") = "",
-        "The least mem_budget (bytes) Engine(path, threads, n_ctx, expert_predictor=...) loads with (default "
-        "window and expert cache), by what needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
+        py::arg("path"), py::arg("options"),
+        "The least mem_budget (bytes) Engine(path, options) loads with (default window and expert cache), by what "
+        "needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
         "expert_predictor, kv_cache, scratch, total. Reads the GGUF header only.");
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
-        .def(py::init([](const std::string& path, int threads, int64_t n_ctx, uint64_t mem_budget, int window,
-                         const std::string& io_mode, bool prefetch, uint64_t fault_after_bytes, bool fault_short_read,
-                         uint64_t expert_cache_bytes, const std::string& expert_policy,
-                         const std::string& expert_prefetch, uint64_t speculative_cap_bytes, int prediction_width,
-                         const std::string& expert_predictor) {
+        .def(py::init([](const std::string& path, const edge_rt::EngineOptions& options) {
                  auto pe = std::make_unique<PyEngine>();
-                 edge_rt::EngineOptions opt;
-                 opt.n_threads = threads;
-                 opt.n_ctx = n_ctx;
-                 opt.mem_budget = mem_budget;
-                 if (window < 0) {
-                     throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[load] window must be >= 0");
-                 }
-                 opt.streaming.window = window;
-                 opt.streaming.io_mode = edge_rt::parse_io_mode(io_mode);
-                 opt.streaming.prefetch = prefetch;
-                 opt.streaming.fault_after_bytes = fault_after_bytes;
-                 opt.streaming.fault_short_read = fault_short_read;
-                 opt.streaming.expert_cache_bytes = expert_cache_bytes;
-                 if (expert_policy == "lru") opt.streaming.expert_policy = edge_rt::ExpertPolicy::Lru;
-                 else if (expert_policy == "lfu") opt.streaming.expert_policy = edge_rt::ExpertPolicy::Lfu;
-                 else throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
-                                           "[load] expert_policy must be 'lru' or 'lfu', got '" + expert_policy + "'");
-                 if (expert_prefetch == "off") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::Off;
-                 else if (expert_prefetch == "same") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::SameLayer;
-                 else if (expert_prefetch == "next") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::NextLayer;
-                 else if (expert_prefetch == "both") opt.streaming.expert_prefetch = edge_rt::ExpertPrefetch::Both;
-                 else throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
-                                           "[load] expert_prefetch must be 'off', 'same', 'next' or 'both', got '" +
-                                               expert_prefetch + "'");
-                 opt.streaming.speculative_cap_bytes = speculative_cap_bytes;
-                 if (prediction_width < 0) {
-                     throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[load] expert_prediction_width must be >= 0");
-                 }
-                 opt.streaming.prediction_width = prediction_width;
-                 opt.expert_predictor = expert_predictor;
                  py::gil_scoped_release release;
-                 pe->engine = std::make_unique<edge_rt::Engine>(path, opt);
+                 pe->engine = std::make_unique<edge_rt::Engine>(path, options);
                  return pe;
              }),
-             py::arg("path"), py::arg("threads") = 1, py::arg("n_ctx") = 2048, py::arg("mem_budget") = 0,
-             py::arg("window") = 0, py::arg("io_mode") = "auto", py::arg("prefetch") = true,
-             py::arg("fault_after_bytes") = 0, py::arg("fault_short_read") = false, py::arg("expert_cache_bytes") = 0,
-             py::arg("expert_policy") = "lfu", py::arg("expert_prefetch") = "next", py::arg("speculative_cap_bytes") = 0,
-             py::arg("prediction_width") = 0, py::arg("expert_predictor") = "",
-             "mem_budget in bytes (0 = no budget, all weights resident); window slots (0 = largest that fits); "
-             "io_mode auto|direct|buffered; prefetch=False reads each streamed unit when it is needed, with no "
-             "overlap (window 1; at the minimum budget: the naive read-compute-free baseline); "
-             "fault_* inject an I/O failure after that many bytes (tests only); MoE: expert_cache_bytes (0 = what "
-             "the budget leaves), expert_policy lru|lfu, expert_prefetch off|same|next|both, speculative_cap_bytes, "
-             "prediction_width (experts predicted per token; 0 = expert_used_count), expert_predictor (sidecar GGUF "
-             "path for next-layer prediction; empty = the router).")
+             py::arg("path"), py::arg("options"))
+        .def_property_readonly("notes", [](const PyEngine& self) { return self.engine->notes(); },
+                               "What the engine left out instead of failing (an unusable optional expert predictor).")
         .def(
             "eval",
             [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {

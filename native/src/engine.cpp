@@ -21,14 +21,24 @@ uint64_t kv_bytes(const ModelConfig& cfg, int64_t n_ctx) {
 
 }  // namespace
 
-void Engine::check_options(const EngineOptions& options) {
-    if (options.n_threads < 1 || options.n_threads > kMaxThreads) {
-        fail(ErrorKind::InvalidArgument, "[load] threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
-                                             std::to_string(options.n_threads));
+std::unique_ptr<ExpertPredictor> Engine::load_predictor(const EngineOptions& options, const ModelConfig& cfg,
+                                                        std::vector<std::string>* notes) {
+    const ModelParams& m = options.model;
+    if (m.expert_predictor.empty()) return nullptr;
+    const bool used = cfg.is_moe() && m.mem_budget && m.streaming.prefetch &&
+                      ((int)m.streaming.expert_prefetch & (int)ExpertPrefetch::NextLayer);
+    if (!used) {
+        if (m.expert_predictor_optional) return nullptr;  // nothing would run it: not worth a note
+        fail(ErrorKind::InvalidArgument, "[load] expert_predictor is used by next-layer expert prefetch: it needs an MoE "
+                                         "model, mem_budget, prefetch on and expert_prefetch 'next' or 'both'");
     }
-    if (options.n_ctx < 1 || options.n_ctx > kMaxContext) {
-        fail(ErrorKind::InvalidArgument, "[load] n_ctx must be in [1, " + std::to_string(kMaxContext) + "], got " +
-                                             std::to_string(options.n_ctx));
+    try {
+        return ExpertPredictor::load(m.expert_predictor, cfg);
+    } catch (const Error& e) {
+        if (!m.expert_predictor_optional) throw;
+        if (notes) notes->push_back(std::string("ignoring the expert predictor next to the model (") + e.what() +
+                                    "); next-layer prediction uses the router");
+        return nullptr;
     }
 }
 
@@ -36,15 +46,15 @@ int64_t Engine::ubatch_for(const EngineOptions& options, const ModelConfig& cfg,
     // MoE models use the budget's micro-batch even when resident: a quantized matmul's rounding depends
     // on how many activation rows one kernel call takes, and tokens are grouped by expert, so equal
     // micro-batches are what keeps resident and streamed logits bitwise identical.
-    return options.n_ubatch > 0 ? options.n_ubatch : (budgeted || cfg.is_moe() ? 128 : 256);
+    return options.context.n_ubatch > 0 ? options.context.n_ubatch : (budgeted || cfg.is_moe() ? 128 : 256);
 }
 
 BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
                                  int64_t n_ubatch, const ExpertPredictor* predictor) {
     BudgetFloor f;
     f.weights = StreamingWeights::min_weight_bytes(file, cfg);
-    f.kv_cache = kv_bytes(cfg, options.n_ctx);
-    f.scratch = scratch_bytes(cfg, n_ubatch, options.n_ctx, options.n_threads);
+    f.kv_cache = kv_bytes(cfg, options.context.n_ctx);
+    f.scratch = scratch_bytes(cfg, n_ubatch, options.context.n_ctx, options.context.n_threads);
     if (predictor) {
         f.predictor = predictor->bytes();
         // Its hidden and correction rows, and converted hidden rows where wider than the converted
@@ -60,8 +70,7 @@ BudgetFloor Engine::minimum_budget(const std::string& path, const EngineOptions&
     check_options(options);
     const auto file = GgufFile::open(path);
     const ModelConfig cfg = ModelConfig::from_gguf(*file);
-    std::unique_ptr<ExpertPredictor> predictor;
-    if (!options.expert_predictor.empty()) predictor = ExpertPredictor::load(options.expert_predictor, cfg);
+    const std::unique_ptr<ExpertPredictor> predictor = load_predictor(options, cfg, nullptr);
     return budget_floor(*file, cfg, options, ubatch_for(options, cfg, true), predictor.get());
 }
 
@@ -71,25 +80,23 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     cfg_ = ModelConfig::from_gguf(*file_);
     block_ = block_recipe(cfg_.arch);
     if (!block_) fail(ErrorKind::Internal, "[load] no block recipe for architecture '" + cfg_.arch + "'");
-    n_ctx_ = options.n_ctx;
-    n_ubatch_ = ubatch_for(options, cfg_, options.mem_budget != 0);
-    accountant_ = MemoryAccountant(options.mem_budget);
-    if (!options.expert_predictor.empty()) {
-        if (!options.mem_budget || !options.streaming.prefetch ||
-            !((int)options.streaming.expert_prefetch & (int)ExpertPrefetch::NextLayer)) {
-            fail(ErrorKind::InvalidArgument, "[load] an expert predictor is used by next-layer expert prefetch: it needs "
-                                             "mem_budget, prefetch on and expert_prefetch 'next' or 'both'");
-        }
-        predictor_ = ExpertPredictor::load(options.expert_predictor, cfg_);
+    n_ctx_ = options.context.n_ctx;
+    n_ubatch_ = ubatch_for(options, cfg_, options.model.mem_budget != 0);
+    accountant_ = MemoryAccountant(options.model.mem_budget);
+    const StreamingOptions& so = options.model.streaming;
+    if (!cfg_.is_moe() && (so.expert_cache_bytes || so.prediction_width)) {
+        fail(ErrorKind::InvalidArgument, "[load] expert_cache and expert_prediction_width are for Mixture-of-Experts "
+                                         "models; " + path + " is dense");
     }
+    predictor_ = load_predictor(options, cfg_, &notes_);
     const BudgetFloor least = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
-    if (options.mem_budget) {
+    if (options.model.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.
         const uint64_t minimum = least.total();
-        if (options.mem_budget < minimum) {
+        if (options.model.mem_budget < minimum) {
             // Exact bytes first: a rounded size could itself be below the minimum.
-            fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.mem_budget) + " bytes (" +
-                                             format_bytes(options.mem_budget) + ") is below the minimum " +
+            fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.model.mem_budget) + " bytes (" +
+                                             format_bytes(options.model.mem_budget) + ") is below the minimum " +
                                              std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" +
                                              path + "': one window slot for the largest layer and the embedding row buffer" +
                                              (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
@@ -102,15 +109,15 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
     accountant_.reserve(MemClass::Scratch, least.scratch, "scratch");
     if (predictor_) accountant_.reserve(MemClass::PinnedWeights, least.predictor, "expert predictor");
-    if (options.mem_budget) {
-        auto sw = std::make_unique<StreamingWeights>(file_, cfg_, accountant_, options.streaming);
+    if (options.model.mem_budget) {
+        auto sw = std::make_unique<StreamingWeights>(file_, cfg_, accountant_, options.model.streaming);
         streaming_ = sw.get();
         weights_ = std::move(sw);
     } else {
         weights_ = std::make_unique<ResidentWeights>(file_, cfg_);
         accountant_.reserve(MemClass::PinnedWeights, weights_->resident_bytes(), "resident weights");
     }
-    pool_ = std::make_unique<ThreadPool>(options.n_threads);
+    pool_ = std::make_unique<ThreadPool>(options.context.n_threads);
     scratch_ = std::make_unique<Scratch>();
     kv_ = std::make_unique<KvCache>();
     try {

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "edge_rt/engine_options.h"
 #include "edge_rt/eval_observer.h"
 #include "edge_rt/expert_predictor.h"
 #include "edge_rt/gguf_reader.h"
@@ -38,18 +39,6 @@ struct Scratch;
 struct KvCache;
 struct ForwardPass;
 using BlockRecipe = void (*)(ForwardPass& f, int il, const LayerWeights& w);
-
-struct EngineOptions {
-    int n_threads = 1;
-    int64_t n_ctx = 2048;
-    int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
-    uint64_t mem_budget = 0;     // hard cap on the engine's memory in bytes; 0 = none (all weights resident)
-    StreamingOptions streaming;  // used when mem_budget is set
-    // Sidecar expert predictor (expert_predictor.h) for next-layer prefetch: its correction is added to
-    // layer i+1's router scores there; empty = the router alone. Needs mem_budget and next-layer
-    // prefetch; counted as pinned weights (plus its scratch).
-    std::string expert_predictor;
-};
 
 // What the engine holds, by memory class, and how the weights are placed.
 struct MemoryReport {
@@ -80,14 +69,11 @@ struct BudgetFloor {
 
 class Engine {
 public:
-    static constexpr int kMaxThreads = 1024;
-    static constexpr int64_t kMaxContext = int64_t(1) << 22;  // n_ctx in [1, kMaxContext]
-
     Engine(const std::string& path, const EngineOptions& options);
     ~Engine();
 
-    // The BudgetFloor of the model at path for options' n_threads, n_ctx, n_ubatch and
-    // expert_predictor, with the default window and expert cache (an explicit streaming.window or
+    // The BudgetFloor of the model at path for options' context and expert predictor (counted when
+    // the engine would use it), with the default window and expert cache (an explicit streaming.window or
     // expert_cache_bytes needs room for what it asks). Reads the GGUF header and the predictor, no
     // weights. A budget below total() fails to load with OutOfMemory; at total() it loads. Errors as
     // the constructor's for the arguments, the file, the model and the predictor.
@@ -120,11 +106,16 @@ public:
     void set_observer(EvalObserver* observer) noexcept { observer_ = observer; }
     // The fitted next-layer expert predictor in use, or nullptr.
     const ExpertPredictor* expert_predictor() const noexcept { return predictor_.get(); }
+    // What the engine left out instead of failing (an optional expert predictor it does not use).
+    const std::vector<std::string>& notes() const noexcept { return notes_; }
     // Estimate of the scratch memory eval() uses (counted in the budget).
     static uint64_t scratch_bytes(const ModelConfig& cfg, int64_t n_ubatch, int64_t n_ctx, int n_threads);
 
 private:
-    static void check_options(const EngineOptions& options);
+    // The predictor options.model asks for, loaded, or nullptr (none, or an optional one left out:
+    // why goes to notes when given).
+    static std::unique_ptr<ExpertPredictor> load_predictor(const EngineOptions& options, const ModelConfig& cfg,
+                                                           std::vector<std::string>* notes);
     // Prefill micro-batch: options.n_ubatch, else 128 under a budget or for MoE, else 256.
     static int64_t ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted);
     static BudgetFloor budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
@@ -145,6 +136,7 @@ private:
     BlockRecipe block_ = nullptr;   // the architecture's layer (models/registry.h)
     EvalObserver* observer_ = nullptr;
     std::unique_ptr<ExpertPredictor> predictor_;
+    std::vector<std::string> notes_;
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     std::atomic<int64_t> n_past_{0};  // atomic: Python may read n_past while another thread evaluates

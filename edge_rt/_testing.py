@@ -1,0 +1,25 @@
+"""Test support, not an API: a native engine from keyword options, with optional I/O fault injection.
+
+``engine(path, threads, n_ctx, mem_budget=..., fault_after_bytes=N)`` builds ``_core.EngineOptions``
+from the keywords (its property names) and, for the fault keywords, arms ``_core.testing``'s injected
+I/O failure, which the public load path cannot reach.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def engine(path: Any, threads: int = 1, n_ctx: int = 2048, *, fault_after_bytes: int = 0,
+           fault_short_read: bool = False, **options: Any) -> Any:
+    from . import _core
+
+    opts = _core.EngineOptions()
+    opts.threads, opts.n_ctx = threads, n_ctx
+    for name, value in options.items():
+        if not hasattr(opts, name):
+            raise TypeError(f"EngineOptions has no option {name!r}")
+        setattr(opts, name, value)
+    if fault_after_bytes:
+        _core.testing.inject_io_fault(opts, fault_after_bytes, fault_short_read)
+    return _core.Engine(str(path), opts)

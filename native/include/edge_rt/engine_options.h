@@ -1,0 +1,59 @@
+// What an Engine is asked to do, in two groups as llama.cpp's llama_model_params and
+// llama_context_params: the model's settings (how its weights are placed, streamed and predicted)
+// apart from one evaluation context's (threads, context length, micro-batch).
+//
+// Contract: check_options() is the one place their ranges are checked, and the parse_* functions the
+// one place their names are parsed; each failure is Error(InvalidArgument) naming the option as
+// edge_rt.load() spells it. Checks that need the model (expert options on a dense model) are made by
+// the Engine once the file is read. 0 means "the default" for every count and size below.
+//
+// Adding an option: a field here (and its check), its property in bindings/bind_engine.cpp, its keyword
+// in edge_rt/model.py load().
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "edge_rt/streaming_weights.h"
+
+namespace edge_rt {
+
+struct ModelParams {
+    uint64_t mem_budget = 0;     // hard cap on the engine's memory in bytes; 0 = none (all weights resident)
+    StreamingOptions streaming;  // used when mem_budget is set (window, I/O, expert cache, prediction)
+    // Sidecar expert predictor (expert_predictor.h) for next-layer prefetch: its correction is added to
+    // layer i+1's router scores there; empty = the router alone. Needs an MoE model, mem_budget and
+    // next-layer prefetch; counted as pinned weights (plus its scratch).
+    std::string expert_predictor;
+    // The predictor was found next to the model rather than asked for: it is used when next-layer
+    // prefetch would use it and the file is usable, and otherwise left out with a note in
+    // Engine::notes() instead of an error (it only changes what is read ahead, never the output).
+    bool expert_predictor_optional = false;
+};
+
+struct ContextParams {
+    int n_threads = 1;
+    int64_t n_ctx = 2048;
+    int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
+};
+
+struct EngineOptions {
+    ModelParams model;
+    ContextParams context;
+};
+
+constexpr int kMaxThreads = 1024;
+constexpr int64_t kMaxContext = int64_t(1) << 22;  // n_ctx in [1, kMaxContext]
+constexpr int kMaxWindow = 4096;
+constexpr int64_t kMaxUbatch = 1 << 16;
+
+// Ranges of every option, and options that need another (a window or an expert cache without a budget).
+void check_options(const EngineOptions& options);
+
+ExpertPolicy parse_expert_policy(const std::string& name);      // "lru" | "lfu"
+ExpertPrefetch parse_expert_prefetch(const std::string& name);  // "off" | "same" | "next" | "both"
+const char* expert_policy_name(ExpertPolicy policy) noexcept;
+const char* expert_prefetch_name(ExpertPrefetch prefetch) noexcept;
+const char* io_mode_name(IoMode mode) noexcept;
+
+}  // namespace edge_rt
