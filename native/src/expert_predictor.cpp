@@ -110,13 +110,7 @@ std::unique_ptr<ExpertPredictor> ExpertPredictor::parse(const std::string& path,
         Layer& L = p->layers_[1 + i / 4];
         const size_t role = i % 4;  // the order of `wants`
         if (role == 0 || role == 2) {
-            TensorView& v = role == 0 ? L.hidden_w : L.out_w;
-            v.info = t;
-            v.data = reinterpret_cast<const uint8_t*>(dst);
-            v.type = GgmlType::F32;
-            v.ne0 = t->ne[0];
-            v.ne1 = t->ne[1];
-            v.row_bytes = (size_t)t->ne[0] * sizeof(float);
+            (role == 0 ? L.hidden_w : L.out_w) = TensorView::of(*t, reinterpret_cast<const uint8_t*>(dst));
         } else {
             (role == 1 ? L.hidden_b : L.out_b) = dst;
         }

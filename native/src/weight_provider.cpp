@@ -17,17 +17,9 @@ namespace edge_rt {
 namespace {
 
 TensorView view_of(const GgufFile& file, const std::string& name, const TensorLocator& locate) {
-    TensorView v;
     const GgufTensorInfo* t = file.find_tensor(name);
-    if (!t) return v;  // optional tensor; required ones were checked by ModelConfig::from_gguf
-    v.info = t;
-    v.type = t->type;
-    v.ne0 = t->ne[0];
-    v.ne1 = t->ne[1];
-    v.ne2 = t->ne[2];
-    v.row_bytes = (size_t)t->row_bytes();
-    v.data = locate(*t);
-    return v;
+    if (!t) return TensorView{};  // optional tensor; required ones were checked by ModelConfig::from_gguf
+    return TensorView::of(*t, locate(*t));
 }
 
 }  // namespace

@@ -34,6 +34,19 @@ struct TensorView {
     int64_t ne2 = 1;                       // experts (1 for a 2-D weight)
     size_t row_bytes = 0;
 
+    // The view of tensor t whose bytes are at data (t's type, shape and row size).
+    static TensorView of(const GgufTensorInfo& t, const uint8_t* data) noexcept {
+        TensorView v;
+        v.info = &t;
+        v.data = data;
+        v.type = t.type;
+        v.ne0 = t.ne[0];
+        v.ne1 = t.ne[1];
+        v.ne2 = t.ne[2];
+        v.row_bytes = (size_t)t.row_bytes();
+        return v;
+    }
+
     bool present() const noexcept { return info != nullptr; }
     const uint8_t* row(int64_t r) const noexcept { return data + (size_t)r * row_bytes; }
     size_t matrix_bytes() const noexcept { return (size_t)ne1 * row_bytes; }
