@@ -271,7 +271,7 @@ def edge_moe_run(path: str, budget: int, cache: int, mode: str, prompt: List[int
 
     if not emit:
         drop_caches()
-    from edge_rt.model import predictor_path_for
+    from edge_rt.loading import predictor_path_for
 
     prefetch, predictor = split_mode(mode, predictor_path_for(path))
     t0 = time.perf_counter()

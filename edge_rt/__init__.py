@@ -39,13 +39,14 @@ def _package_version() -> str:
 __version__: str = _package_version()
 
 if TYPE_CHECKING:
-    from .model import GenerationResult, Model, load, minimum_budget
+    from .loading import load, minimum_budget
+    from .model import GenerationResult, Model
     from .tokenizer import Tokenizer
 
 # Resolved on first use (PEP 562): keeps `import edge_rt` light and independent of the extension.
 _LAZY = {
-    "load": "model",
-    "minimum_budget": "model",
+    "load": "loading",
+    "minimum_budget": "loading",
     "Model": "model",
     "GenerationResult": "model",
     "Tokenizer": "tokenizer",

@@ -210,7 +210,7 @@ def run(
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
-        from .model import load
+        from .loading import load
 
         _check_budget_option(mem_budget)
         path = _resolve_model(model)
@@ -291,7 +291,7 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 
 def _inspect_data(path: Path, threads: Optional[int] = None, ctx: Optional[int] = None) -> Dict[str, Any]:
     from .errors import EdgeRTError, ModelIOError
-    from .model import _core, minimum_budget
+    from .loading import _core, minimum_budget
 
     if not path.exists():
         raise ModelIOError(f"[inspect] model file not found: {path}")
@@ -472,7 +472,7 @@ def bench(
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
-        from .model import load
+        from .loading import load
 
         _check_budget_option(mem_budget)
         if model is None:  # optional only so that `bench -m MODEL` gets the hint above first
@@ -647,7 +647,7 @@ def quantize(
 ) -> None:
     """Quantize a model to GGUF (help text above)."""
     with _user_errors():
-        from .model import parse_size
+        from .loading import parse_size
         from .quantize.pipeline import quantize_model
         from .quantize.sensitivity import DEFAULT_CANDIDATES
 
@@ -698,7 +698,7 @@ def fit_predictor(
 ) -> None:
     """Fit a next-layer expert predictor (help text above)."""
     with _user_errors():
-        from .model import predictor_path_for
+        from .loading import predictor_path_for
         from .quantize.calibrate import read_text
         from .quantize.expert_predictor import fit_expert_predictor
 

@@ -192,7 +192,7 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
         ModelFormatError: ``src`` is not a valid GGUF (the message names the defect).
         OSError: ``dst`` cannot be written (its folder is missing, the disk is full, ...).
     """
-    from .model import _core
+    from .loading import _core
 
     t0 = time.perf_counter()
     if layout not in LAYOUTS:

@@ -326,7 +326,7 @@ def calibrate(gguf_path: Path, text: str, *, src: Any = None, threads: Optional[
     ``gram=True`` also records the input matrices for GPTQ with the NumPy forward pass over the same
     windows (a second pass; the NumPy model holds the weights as float32). When that and the matrices
     would not fit in the available memory, they are skipped and ``meta['gram_skipped']`` says why."""
-    from ..model import load
+    from ..loading import load
     from .gguf_io import read_gguf
     from .reference_forward import NumpyModel
 

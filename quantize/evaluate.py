@@ -37,7 +37,7 @@ class LogitsRunner:
         self.path = Path(path)
         self.backend = backend
         if backend == "edge_rt":
-            from ..model import load
+            from ..loading import load
 
             self._m = load(self.path, threads=threads, n_ctx=n_ctx)
             self.n_ctx = self._m.n_ctx

@@ -240,7 +240,7 @@ def fit_expert_predictor(model_path: Path, text: str, out: Path, *, hidden: int 
                          threads: Optional[int] = None, mem_budget: Optional[Any] = None, seed: int = 0,
                          progress: Optional[Progress] = None) -> PredictorFit:
     """Trace ``model_path`` on ``text`` with the engine, fit one MLP per layer >= 1, write ``out``."""
-    from ..model import load
+    from ..loading import load
 
     if not isinstance(hidden, int) or hidden < 1 or hidden > 65536:
         raise InvalidArgumentError(f"[fit-predictor] hidden size must be in [1, 65536], got {hidden!r}")

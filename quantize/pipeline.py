@@ -99,7 +99,7 @@ def write_master(src: SourceModel, out: Path) -> Path:
 
 def engine_backend(master: Path, threads: Optional[int]) -> Tuple[str, Optional[str]]:
     """'edge_rt' when the engine loads the master, else 'llama_cpp' (with the reason)."""
-    from ..model import load
+    from ..loading import load
 
     try:
         with load(master, threads=threads):

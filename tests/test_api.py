@@ -466,7 +466,7 @@ def model(model_path):
 
 def test_package_surface() -> None:
     assert isinstance(edge_rt.__version__, str) and edge_rt.__version__
-    assert edge_rt.load is edge_rt.model.load
+    assert edge_rt.load is edge_rt.loading.load
     assert edge_rt.Model is Model
     assert issubclass(edge_rt.ModelIOError, edge_rt.EdgeRTError)
     for name in edge_rt.__all__:
@@ -507,7 +507,7 @@ def test_load_bad_arguments(model_path: Path) -> None:
 
 
 def test_parse_size() -> None:
-    from edge_rt.model import parse_size
+    from edge_rt.loading import parse_size
 
     assert parse_size("1.5GB") == 1_500_000_000 and parse_size("800MiB") == 800 << 20
     assert parse_size(" 4096 ") == parse_size(4096) == parse_size(np.int64(4096)) == 4096
@@ -530,7 +530,7 @@ def test_load_not_a_gguf(tmp_path: Path) -> None:
 def test_load_defaults(model_path: Path) -> None:
     with edge_rt.load(model_path) as m:
         assert m.n_ctx == 256  # min(2048, n_ctx_train)
-        assert m.threads == edge_rt.model.default_threads() >= 1
+        assert m.threads == edge_rt.loading.default_threads() >= 1
     with edge_rt.load(model_path, threads=2) as m:
         assert m.threads == m.info()["threads"] == 2
         assert m.generate("the", max_tokens=3, temperature=0.0)

@@ -242,8 +242,8 @@ def test_auto_finds_the_sidecar_only_when_next_layer_prefetch_runs(moe_q8: Path,
     budget = _budget(model)
     with edge_rt.load(model, n_ctx=64, mem_budget=budget) as m:
         assert m.info()["expert_predictor"] is None
-    shutil.copy(fitted, edge_rt.model.predictor_path_for(model))
-    assert edge_rt.model.predictor_path_for(model) == tmp_path / "m.gguf.predictor.gguf"
+    shutil.copy(fitted, edge_rt.loading.predictor_path_for(model))
+    assert edge_rt.loading.predictor_path_for(model) == tmp_path / "m.gguf.predictor.gguf"
     with edge_rt.load(model, n_ctx=64, mem_budget=budget) as m:
         assert m.info()["expert_predictor"] == str(tmp_path / "m.gguf.predictor.gguf")
     for kw in ({}, {"mem_budget": budget, "expert_prefetch": "same"}, {"mem_budget": budget, "prefetch": False},
@@ -269,7 +269,7 @@ def test_auto_finds_the_sidecar_only_when_next_layer_prefetch_runs(moe_q8: Path,
 def test_auto_falls_back_to_the_router_on_an_unusable_sidecar(moe_q8: Path, tmp_path: Path) -> None:
     model = tmp_path / "m.gguf"
     shutil.copy(moe_q8, model)
-    _write(edge_rt.model.predictor_path_for(model), keys={"n_embd": 128})  # fitted for another model
+    _write(edge_rt.loading.predictor_path_for(model), keys={"n_embd": 128})  # fitted for another model
     with pytest.warns(UserWarning, match=r"ignoring the expert predictor .*'expert_predictor.n_embd' is 128"):
         m = edge_rt.load(model, n_ctx=64, mem_budget=_budget(model))
     with m:
@@ -280,7 +280,7 @@ def test_auto_falls_back_to_the_router_on_an_unusable_sidecar(moe_q8: Path, tmp_
     with pytest.warns(UserWarning, match="ignoring the expert predictor"):
         edge_rt.load(model, n_ctx=64, mem_budget=floor["total"]).close()
     with pytest.raises(ModelFormatError, match="expert_predictor.n_embd"):  # named explicitly: an error
-        edge_rt.load(model, n_ctx=64, mem_budget=_budget(model), expert_predictor=edge_rt.model.predictor_path_for(model))
+        edge_rt.load(model, n_ctx=64, mem_budget=_budget(model), expert_predictor=edge_rt.loading.predictor_path_for(model))
 
 
 def test_explicit_predictor_argument_errors(moe_q8: Path, fitted: Path, synthetic_model, tmp_path: Path) -> None:
