@@ -8,7 +8,7 @@
 // the Engine once the file is read. 0 means "the default" for every count and size below.
 //
 // Adding an option: a field here (and its check), its property in bindings/bind_engine.cpp, its keyword
-// in edge_rt/model.py load().
+// in edge_rt/loading.py load().
 #pragma once
 
 #include <cstdint>
