@@ -18,8 +18,8 @@ void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scal
         const int64_t a = kind == RopeKind::Normal ? 2 * i : i;
         const int64_t b = kind == RopeKind::Normal ? 2 * i + 1 : i + half;
         const float x0 = x[a], x1 = x[b];
-        x[a] = x0 * c - x1 * s;
-        x[b] = x0 * s + x1 * c;
+        x[a] = std::fma(x0, c, -(x1 * s));
+        x[b] = std::fma(x0, s, x1 * c);
         theta *= theta_scale;
     }
 }
@@ -61,10 +61,15 @@ void write_kv(ForwardPass& f, int il, const WeightKernels& k16) {
     }
 }
 
-// s.attn (n x q_dim) <- causal softmax(q K^T * scale) V, one work item per (token, head). Scores are
-// exponentiated against the row max and summed in double; probabilities are rounded to fp16 before
-// the V product, as ggml's F16 V matmul converts them.
+// s.attn (n x q_dim) <- causal softmax(q K^T * scale) V, one work item per (token, head), bit for bit
+// as llama.cpp computes it with flash attention off (kernels.h GgmlVecOps): the q.k and p.v sums of a
+// batch of several tokens as tinyBLAS sums them, of a single token as ggml_vec_dot_f16 over n_kv (a
+// multiple of 256 there, so every position is inside its SIMD loop); ggml's expf and softmax sum; the
+// probabilities rounded to fp16 before the V product, as ggml's F16 V matmul converts them. A last-bit
+// difference here flips int8 roundings in the next quantized matmul, which trained weights amplify
+// (SmolLM2-135M: 0.16-0.35 std of the logits).
 void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
+    const GgmlVecOps& vec_ops = ggml_vec_ops();
     const ModelConfig& c = f.cfg;
     Scratch& s = f.s;
     const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, n_ctx = f.kv.n_ctx;
@@ -74,6 +79,7 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     const int64_t n_past = f.n_past;
+    const bool batched = f.n > 1 && D % 8 == 0;  // tinyBLAS needs k % 8 == 0
     f.pool.parallel_for(f.n * c.n_head, 1, [&](int64_t b, int64_t e) {
         // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
         thread_local std::vector<float> scores;
@@ -89,19 +95,20 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
             float mx = -INFINITY;
             for (int64_t j = 0; j < len; ++j) {
-                sc[j] = k16.vec_dot(D, kc + j * KV + hk * D, q16) * kq_scale;
+                const uint16_t* kr = kc + j * KV + hk * D;
+                sc[j] = (batched ? vec_ops.dot_f16_tinyblas(D, kr, q16) : vec_ops.dot_f16_ggml(D, kr, q16, D)) * kq_scale;
                 mx = std::max(mx, sc[j]);
             }
-            double sum = 0.0;
-            for (int64_t j = 0; j < len; ++j) {
-                sc[j] = std::exp(sc[j] - mx);
-                sum += sc[j];
-            }
+            const double sum = vec_ops.softmax_exp(sc, sc, len, mx);
             const float inv = (float)(1.0 / sum);
             for (int64_t j = 0; j < len; ++j) sc[j] *= inv;
             k16.quantize_act(sc, p16, len);
             float* o = &s.attn[(size_t)(t * Q + h * D)];
-            for (int64_t d = 0; d < D; ++d) o[d] = k16.vec_dot(len, vc + (hk * D + d) * n_ctx, p16);
+            const int64_t len32 = (len + 31) & ~(int64_t)31;
+            for (int64_t d = 0; d < D; ++d) {
+                const uint16_t* vr = vc + (hk * D + d) * n_ctx;
+                o[d] = batched ? vec_ops.dot_f16_tinyblas(len, vr, p16) : vec_ops.dot_f16_ggml(len, vr, p16, len32);
+            }
         }
     });
 }

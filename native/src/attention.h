@@ -1,6 +1,6 @@
 // Self-attention of one layer over the micro-batch: q/k/v projections (+ optional bias, optional
 // per-head q/k RMSNorm), RoPE, the KV cache write, causal softmax(q K^T / sqrt(head_dim)) V with
-// llama.cpp's fp16 rounding, and the output projection.
+// llama.cpp's fp16 rounding and summation order (flash attention off), and the output projection.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,9 @@ namespace edge_rt {
 
 // Rotates x[0..n_rot) of one head in place for position pos. Angles follow ggml: theta_i =
 // pos * freq_scale * base^(-2i/n_rot), the power built by repeated multiplication like ggml's rope
-// cache so both engines land on the same float angles.
+// cache so both engines land on the same float angles. The rotation is fused as ggml's rotate_pairs
+// compiles on x86-64 with FMA (GCC contracts x0*c - x1*s into fma(x0, c, -(x1*s))): the unfused form
+// differs in the last bit for about 1 element in 8.
 void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind);
 
 // out (n x n_embd) <- attention of layer il on `in` (n x n_embd, already normalized); writes the

@@ -15,7 +15,13 @@ void gated_ffn(ForwardPass& f, int il, const TensorView& gate, const TensorView&
     const TensorView* gu[2] = {&gate, &up};
     float* dst[2] = {s.gate.data(), s.up.data()};
     project(f, il, expert, in, m, f.cfg.n_embd, gu, dst, 2);
-    for (int64_t i = 0; i < m * ff; ++i) s.gate[(size_t)i] = silu(s.gate[(size_t)i]) * s.up[(size_t)i];
+    // ggml's SwiGLU bit for bit (kernels.h GgmlVecOps), one row at a time as ggml runs it (its tail
+    // depends on ff): std::exp's last bit differs from ggml's expf, and trained weights amplify that.
+    const GgmlVecOps& vec_ops = ggml_vec_ops();
+    for (int64_t t = 0; t < m; ++t) {
+        float* g = &s.gate[(size_t)(t * ff)];
+        vec_ops.swiglu(g, &s.up[(size_t)(t * ff)], g, ff);
+    }
     linear(f, il, down, expert, s.gate.data(), m, out);
 }
 

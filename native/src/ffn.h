@@ -8,8 +8,8 @@
 
 namespace edge_rt {
 
-// out (m x n_embd) <- down(silu(gate . in) * (up . in)) for m rows of in (m x n_embd); ff = rows of
-// gate/up. expert: the slice the views belong to (0 for a dense FFN), for the observer.
+// out (m x n_embd) <- down(silu(gate . in) * (up . in)) for m rows of in (m x n_embd), the SiLU and
+// product as ggml computes them; ff = rows of gate/up. expert: the slice the views belong to (0 for a dense FFN), for the observer.
 void gated_ffn(ForwardPass& f, int il, const TensorView& gate, const TensorView& up, const TensorView& down,
                int64_t expert, const float* in, int64_t m, int64_t ff, float* out);
 

@@ -5,6 +5,7 @@
 //   test_kernels            run the tests (ctest); exit code 0 on success
 //   test_kernels --bench [MB]  vec_dot throughput in GB/s of weight bytes per type/ISA over an MB-sized
 //                              weight matrix (default 64), next to a plain read-bandwidth loop
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -504,6 +505,48 @@ int bench(double mb) {
     return 0;
 }
 
+// ggml vector ops: every ISA must return the scalar twin's bits exactly (both are ggml's AVX2 numerics).
+void test_ggml_vec_ops(std::mt19937& rng) {
+    const GgmlVecOps& ref = *scalar_ggml_vec_ops();
+    std::normal_distribution<float> nd(0.f, 1.f);
+    auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+    for (Isa isa : runnable_simd_isas()) {
+        const GgmlVecOps& ops = ggml_vec_ops(isa);
+        for (int64_t n : {1, 7, 8, 13, 31, 32, 33, 64, 100, 1536}) {
+            std::vector<float> x((size_t)n), g((size_t)n), y0((size_t)n), y1((size_t)n);
+            std::vector<uint16_t> hx((size_t)n), hy((size_t)n);
+            for (int64_t i = 0; i < n; ++i) {
+                // wide range: exp over/underflow and the special-case lanes (|n| > 126, > 192)
+                x[(size_t)i] = nd(rng) * (i % 5 == 0 ? 60.f : 4.f);
+                g[(size_t)i] = nd(rng);
+                hx[(size_t)i] = fp32_to_fp16(nd(rng));
+                hy[(size_t)i] = fp32_to_fp16(std::fabs(nd(rng)));
+            }
+            ref.swiglu(x.data(), g.data(), y0.data(), n);
+            ops.swiglu(x.data(), g.data(), y1.data(), n);
+            for (int64_t i = 0; i < n; ++i)
+                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "swiglu %s n=%lld i=%lld: %g vs %g", isa_name(isa),
+                      (long long)n, (long long)i, y0[(size_t)i], y1[(size_t)i]);
+            std::vector<float> sx(x);
+            if (n > 1) sx[0] = -INFINITY;  // a masked score (a row always keeps its own position)
+            const float mx = *std::max_element(sx.begin(), sx.end());
+            const double s0 = ref.softmax_exp(sx.data(), y0.data(), n, mx), s1 = ops.softmax_exp(sx.data(), y1.data(), n, mx);
+            CHECK(s0 == s1, "softmax_exp %s n=%lld: sum %.17g vs %.17g", isa_name(isa), (long long)n, s0, s1);
+            for (int64_t i = 0; i < n; ++i)
+                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "softmax_exp %s n=%lld i=%lld", isa_name(isa), (long long)n, (long long)i);
+            const float t0 = ref.dot_f16_tinyblas(n, hx.data(), hy.data()), t1 = ops.dot_f16_tinyblas(n, hx.data(), hy.data());
+            CHECK(same(t0, t1), "dot_f16_tinyblas %s n=%lld: %g vs %g", isa_name(isa), (long long)n, t0, t1);
+            for (int64_t n_total : {n, (n + 31) / 32 * 32, (int64_t)256}) {
+                if (n_total < n) continue;
+                const float d0 = ref.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
+                const float d1 = ops.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
+                CHECK(same(d0, d1), "dot_f16_ggml %s n=%lld n_total=%lld: %g vs %g", isa_name(isa), (long long)n,
+                      (long long)n_total, d0, d1);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 // Dispatch asked for every ISA, the CPU's or not, must hand back kernels this CPU runs: building the
@@ -532,6 +575,7 @@ int main(int argc, char** argv) {
     test_known_blocks();
     std::mt19937 rng(12345);
     for (const TypeInfo& ti : kTypes) test_type(ti, rng);
+    test_ggml_vec_ops(rng);
     // Non-compute types have no kernels.
     CHECK(weight_kernels(GgmlType::Q2_K, Isa::Scalar) == nullptr, "Q2_K should have no kernels");
     if (g_failures) {

@@ -58,4 +58,31 @@ const WeightKernels* scalar_weight_kernels(GgmlType type) noexcept;
 const WeightKernels* avx2_weight_kernels(GgmlType type) noexcept;        // nullptr when not built
 const WeightKernels* avx512vnni_weight_kernels(GgmlType type) noexcept;  // nullptr when not built
 
+// ggml's float vector arithmetic outside the weight matmuls, reproduced bit for bit as llama.cpp's x86-64
+// AVX2 + FMA build computes it (ggml-cpu vec.h / vec.cpp, llamafile sgemm.cpp). A last-bit difference
+// here flips int8 activation roundings in the next quantized matmul, which trained weights amplify (see
+// engine.cpp). Every ISA computes the same bits: the scalar twin emulates the AVX2 lanes with std::fma.
+struct GgmlVecOps {
+    // y[i] = silu(x[i]) * g[i] as ggml_vec_swiglu_f32: ggml_v_silu on whole groups of 8, x/(1+expf(-x))
+    // (libm) on the tail. y may alias x.
+    void (*swiglu)(const float* x, const float* g, float* y, int64_t n);
+    // y[i] = ggml_v_expf(x[i] - max) for i < n; returns their sum as ggml_vec_soft_max_f32 forms it over a
+    // row padded with masked (-inf) scores to a multiple of 8: each group of 8 in float, groups in double.
+    // y may alias x.
+    double (*softmax_exp)(const float* x, float* y, int64_t n, float max);
+    // sum_i x[i] * y[i] over n fp16 pairs as tinyBLAS sums one output of a batched F16 x F16 mul_mat:
+    // one 8-lane fma accumulator along the row (element i in lane i % 8), then hsum.
+    float (*dot_f16_tinyblas)(int64_t n, const uint16_t* x, const uint16_t* y);
+    // the same as ggml_vec_dot_f16 sums a row of n_total >= n elements whose products past n are zero:
+    // 4 x 8-lane fma accumulators over steps of 32, reduced, then the elements past the last whole step
+    // of n_total (if any are below n) in double.
+    float (*dot_f16_ggml)(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total);
+};
+
+const GgmlVecOps* scalar_ggml_vec_ops() noexcept;
+const GgmlVecOps* avx2_ggml_vec_ops() noexcept;  // nullptr when not built
+// The fastest variant `isa` may run (AVX-512 uses the AVX2 one: the bits are those of ggml's AVX2 build).
+const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept;
+inline const GgmlVecOps& ggml_vec_ops() noexcept { return ggml_vec_ops(active_isa()); }
+
 }  // namespace edge_rt

@@ -6,6 +6,7 @@
 // order in which per-block float terms are added.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "edge_rt/fp16.h"
@@ -346,6 +347,105 @@ void q8_K_quantize(const float* x, void* vy, int64_t n) {
     }
 }
 
+// ------------------------------------------------------------------ ggml vector ops (kernels.h)
+// ggml-cpu's own AVX2 code (vec.h ggml_v_expf / ggml_v_silu, vec.cpp ggml_vec_swiglu_f32 and
+// ggml_vec_soft_max_f32, GGML_F32x8_REDUCE, llamafile tinyBLAS), so the bits are llama.cpp's.
+
+ERT_INLINE __m256 ggml_v_expf(__m256 x) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256i c = _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256i d = _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+    return _mm256_or_ps(
+        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(_mm256_castsi256_ps(d),
+                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                      _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+
+void ggml_swiglu_avx2(const float* x, const float* g, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 7 < n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 silu = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1), ggml_v_expf(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(g + i)));
+    }
+    for (; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
+}
+
+double ggml_softmax_exp_avx2(const float* x, float* y, int64_t n, float max) {
+    double sum = 0.0;
+    const __m256 vmax = _mm256_set1_ps(max);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = ggml_v_expf(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(y + i, v);
+        sum += (double)hsum8(v);
+    }
+    if (i < n) {  // the masked lanes of ggml's padded row: exp(-inf) = 0
+        float t[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        std::memcpy(t, x + i, (size_t)(n - i) * sizeof(float));
+        const __m256 v = ggml_v_expf(_mm256_sub_ps(_mm256_loadu_ps(t), vmax));
+        _mm256_storeu_ps(t, v);
+        std::memcpy(y + i, t, (size_t)(n - i) * sizeof(float));
+        sum += (double)hsum8(v);
+    }
+    return sum;
+}
+
+ERT_INLINE __m256 load_f16x8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+
+float ggml_dot_f16_tinyblas_avx2(int64_t n, const uint16_t* x, const uint16_t* y) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), acc);
+    if (i < n) {
+        uint16_t tx[8] = {}, ty[8] = {};
+        std::memcpy(tx, x + i, (size_t)(n - i) * 2);
+        std::memcpy(ty, y + i, (size_t)(n - i) * 2);
+        acc = _mm256_fmadd_ps(load_f16x8(tx), load_f16x8(ty), acc);
+    }
+    return hsum8(acc);
+}
+
+float ggml_dot_f16_avx2(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
+    const int64_t np = n_total & ~(int64_t)31;
+    const int64_t m = n < np ? n : np;
+    __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= m; i += 32)
+        for (int j = 0; j < 4; ++j) s[j] = _mm256_fmadd_ps(load_f16x8(x + i + 8 * j), load_f16x8(y + i + 8 * j), s[j]);
+    if (i < m) {
+        uint16_t tx[32] = {}, ty[32] = {};
+        std::memcpy(tx, x + i, (size_t)(m - i) * 2);
+        std::memcpy(ty, y + i, (size_t)(m - i) * 2);
+        for (int j = 0; j < 4; ++j) s[j] = _mm256_fmadd_ps(load_f16x8(tx + 8 * j), load_f16x8(ty + 8 * j), s[j]);
+    }
+    // GGML_F32x8_REDUCE
+    s[0] = _mm256_add_ps(s[0], s[2]);
+    s[1] = _mm256_add_ps(s[1], s[3]);
+    s[0] = _mm256_add_ps(s[0], s[1]);
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s[0]), _mm256_extractf128_ps(s[0], 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    double sum = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    for (int64_t k = np; k < n; ++k) sum += (double)(h2f(x[k]) * h2f(y[k]));
+    return (float)sum;
+}
+
 // ------------------------------------------------------------------ table
 
 struct Avx2Table {
@@ -375,6 +475,11 @@ struct Avx2Table {
 };
 
 }  // namespace
+
+const GgmlVecOps* avx2_ggml_vec_ops() noexcept {
+    static const GgmlVecOps ops{ggml_swiglu_avx2, ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2, ggml_dot_f16_avx2};
+    return &ops;
+}
 
 const WeightKernels* avx2_weight_kernels(GgmlType type) noexcept {
     static const Avx2Table t;

@@ -69,11 +69,13 @@ ERT_INLINE const uint8_t* act_row(const void* a, size_t stride, int r) {
     return static_cast<const uint8_t*>(a) + (size_t)r * stride;
 }
 
-// Runs block(b, acc) over all blocks with NA float accumulators per unroll slot. For a single row the
-// loop is unrolled over independent accumulators so FMA latency does not serialize the blocks.
+// Runs block(b, acc) over all blocks with one float accumulator per activation row, whatever NA: ggml's
+// AVX2 vec_dot and tinyBLAS sum the blocks of a row into one accumulator in order, and splitting it
+// (as an unrolled single-row loop did, for FMA latency) changes the rounding of decode steps and of
+// prompts whose last group of 8 rows has 1 or 2 rows.
 template <int NA, class Block>
 ERT_INLINE void run_blocks(int64_t nb, const Block& block, float* out) {
-    constexpr int U = NA == 1 ? 4 : (NA == 2 ? 2 : 1);
+    constexpr int U = 1;
     __m256 acc[U][NA];
     for (int u = 0; u < U; ++u)
         for (int r = 0; r < NA; ++r) acc[u][r] = _mm256_setzero_ps();
