@@ -115,18 +115,18 @@ def memory_read_bandwidth(threads: int, size: int = 1 << 30, passes: int = 5) ->
 def weight_bytes_per_token(path: Path) -> Dict[str, int]:
     """Bytes of weights one decode step reads: all tensors, except the token embedding (one row)
     unless it is also the output head (tied)."""
-    import gguf
+    from edge_rt.gguf_file import read_header
 
-    r = gguf.GGUFReader(str(path))
+    tensors = read_header(path).tensors
     total = 0
     emb = 0
-    tied = not any(t.name == "output.weight" for t in r.tensors)
-    for t in r.tensors:
-        if t.name == "token_embd.weight" and not tied:
-            emb = int(t.n_bytes)
-            total += int(t.n_bytes) // int(t.shape[1])  # one row
+    tied = not any(t["name"] == "output.weight" for t in tensors)
+    for t in tensors:
+        if t["name"] == "token_embd.weight" and not tied:
+            emb = int(t["n_bytes"])
+            total += int(t["n_bytes"]) // int(t["shape"][1])  # one row (shape is GGUF ne: [n_embd, n_vocab])
         else:
-            total += int(t.n_bytes)
+            total += int(t["n_bytes"])
     return {"bytes_per_token": total, "token_embd_bytes": emb, "file_bytes": path.stat().st_size}
 
 

@@ -85,9 +85,9 @@ def split_mode(mode: str, sidecar: Path) -> Tuple[str, Optional[Path]]:
 
 def expert_bytes(path: Path) -> Dict[str, int]:
     """Expert tensor bytes in the file (``*_exps`` tensors) and the rest."""
-    import edge_rt._core as core
+    from edge_rt.gguf_file import read_header
 
-    g = core.GGUFFile(str(path))
+    g = read_header(path)
     ex = sum(t["n_bytes"] for t in g.tensors if "_exps" in t["name"])
     tot = sum(t["n_bytes"] for t in g.tensors)
     return {"expert_bytes": ex, "tensor_bytes": tot, "other_bytes": tot - ex}

@@ -56,6 +56,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from .gguf_file import atomic_write
+
 __all__ = [
     "GENERATOR_VERSION",
     "PRESETS",
@@ -308,84 +310,80 @@ def write_synthetic_gguf(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    w = gguf.GGUFWriter(str(tmp), arch)
-    try:
-        moe_tag = f"-{n_expert}x{n_expert_used}" if n_expert else ""
-        w.add_name(f"synthetic-{arch}{moe_tag}-{weight_type}")
-        w.add_type("model")
-        w.add_string("general.description",
-                     f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
-        w.add_context_length(n_ctx_train)
-        w.add_embedding_length(n_embd)
-        w.add_feed_forward_length(n_ff)
-        w.add_block_count(n_layer)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(plan.n_head_kv)
-        w.add_layer_norm_rms_eps(float(rms_eps))
-        w.add_rope_freq_base(float(rope_theta))
-        w.add_rope_dimension_count(plan.head_dim)
-        if plan.head_dim != n_embd // n_head or n_embd % n_head:
-            w.add_key_length(plan.head_dim)
-            w.add_value_length(plan.head_dim)
-        if rope_scaling_linear is not None:
-            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            w.add_rope_scaling_factor(float(rope_scaling_linear))
-        if n_expert:
-            # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
-            w.add_expert_count(n_expert)
-            w.add_expert_used_count(n_expert_used)
-            if arch in _MOE_ARCHS:
-                w.add_expert_feed_forward_length(plan.n_ff_exp)
-            if plan.n_ff_shexp:
-                w.add_expert_shared_feed_forward_length(plan.n_ff_shexp)
-        w.add_vocab_size(n_vocab)
-        w.add_file_type(_FILE_TYPE[weight_type])
-        if weight_type not in ("F32", "F16", "BF16"):
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    with atomic_write(path) as tmp:
+        w = gguf.GGUFWriter(str(tmp), arch)
+        try:
+            moe_tag = f"-{n_expert}x{n_expert_used}" if n_expert else ""
+            w.add_name(f"synthetic-{arch}{moe_tag}-{weight_type}")
+            w.add_type("model")
+            w.add_string("general.description",
+                         f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
+            w.add_context_length(n_ctx_train)
+            w.add_embedding_length(n_embd)
+            w.add_feed_forward_length(n_ff)
+            w.add_block_count(n_layer)
+            w.add_head_count(n_head)
+            w.add_head_count_kv(plan.n_head_kv)
+            w.add_layer_norm_rms_eps(float(rms_eps))
+            w.add_rope_freq_base(float(rope_theta))
+            w.add_rope_dimension_count(plan.head_dim)
+            if plan.head_dim != n_embd // n_head or n_embd % n_head:
+                w.add_key_length(plan.head_dim)
+                w.add_value_length(plan.head_dim)
+            if rope_scaling_linear is not None:
+                w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+                w.add_rope_scaling_factor(float(rope_scaling_linear))
+            if n_expert:
+                # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
+                w.add_expert_count(n_expert)
+                w.add_expert_used_count(n_expert_used)
+                if arch in _MOE_ARCHS:
+                    w.add_expert_feed_forward_length(plan.n_ff_exp)
+                if plan.n_ff_shexp:
+                    w.add_expert_shared_feed_forward_length(plan.n_ff_shexp)
+            w.add_vocab_size(n_vocab)
+            w.add_file_type(_FILE_TYPE[weight_type])
+            if weight_type not in ("F32", "F16", "BF16"):
+                w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-        w.add_tokenizer_model(vocab["model"])
-        w.add_tokenizer_pre(vocab["pre"])
-        w.add_token_list(vocab["tokens"])
-        w.add_token_types(vocab["types"])
-        if vocab["scores"] is not None:
-            w.add_token_scores(vocab["scores"])
-        if vocab["merges"] is not None:
-            w.add_token_merges(vocab["merges"])
-        w.add_bos_token_id(vocab["bos"])
-        w.add_eos_token_id(vocab["eos"])
-        if vocab["unk"] is not None:
-            w.add_unk_token_id(vocab["unk"])
-        w.add_add_bos_token(vocab["add_bos"])
-        w.add_add_eos_token(False)
+            w.add_tokenizer_model(vocab["model"])
+            w.add_tokenizer_pre(vocab["pre"])
+            w.add_token_list(vocab["tokens"])
+            w.add_token_types(vocab["types"])
+            if vocab["scores"] is not None:
+                w.add_token_scores(vocab["scores"])
+            if vocab["merges"] is not None:
+                w.add_token_merges(vocab["merges"])
+            w.add_bos_token_id(vocab["bos"])
+            w.add_eos_token_id(vocab["eos"])
+            if vocab["unk"] is not None:
+                w.add_unk_token_id(vocab["unk"])
+            w.add_add_bos_token(vocab["add_bos"])
+            w.add_add_eos_token(False)
 
-        for s in plan.specs:
-            if s.wtype in ("F32", "F16"):
-                dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
-                w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
-            else:
-                block, tsize = _type_info(s.wtype)
-                byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
-                w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
-                                  raw_dtype=gguf.GGMLQuantizationType[s.wtype])
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        fout = w.fout[0]
-        for s in plan.specs:
-            w.write_padding(fout, fout.tell())
-            n = 0
-            for chunk in s.gen():
-                data = _encode(chunk, s.wtype)
-                data.tofile(fout)
-                n += data.nbytes
-            w.write_padding(fout, n)
-        w.close()
-        os.replace(tmp, path)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
+            for s in plan.specs:
+                if s.wtype in ("F32", "F16"):
+                    dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
+                    w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
+                else:
+                    block, tsize = _type_info(s.wtype)
+                    byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
+                    w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
+                                      raw_dtype=gguf.GGMLQuantizationType[s.wtype])
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            fout = w.fout[0]
+            for s in plan.specs:
+                w.write_padding(fout, fout.tell())
+                n = 0
+                for chunk in s.gen():
+                    data = _encode(chunk, s.wtype)
+                    data.tofile(fout)
+                    n += data.nbytes
+                w.write_padding(fout, n)
+        finally:
+            w.close()
     return path
 
 

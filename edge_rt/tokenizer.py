@@ -46,6 +46,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequ
 import numpy as np
 
 from .errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
+from .gguf_file import read_metadata as read_gguf_metadata
 
 __all__ = ["Tokenizer", "StreamDecoder", "read_gguf_metadata"]
 
@@ -1121,50 +1122,3 @@ class StreamDecoder:
         out = self._decoder.decode(b"", final=True)
         self._decoder.reset()
         return out
-
-
-# ---- GGUF metadata --------------------------------------------------------------------------------------
-
-def read_gguf_metadata(path: Any) -> Dict[str, Any]:
-    """Metadata of a GGUF file as a plain dict (key -> int/float/bool/str/list).
-
-    Uses the C++ reader (``edge_rt._core.GGUFFile``) when the extension is built, else the ``gguf``
-    package's GGUFReader.
-    """
-    try:
-        from . import _core  # type: ignore[attr-defined]
-    except ImportError:
-        _core = None
-    if _core is not None and hasattr(_core, "GGUFFile"):
-        return dict(_core.GGUFFile(str(path)).metadata)
-    return _read_metadata_with_gguf_package(path)
-
-
-def _read_metadata_with_gguf_package(path: Any) -> Dict[str, Any]:
-    """Fallback reader: the ``gguf`` package's GGUFReader, converted to the shape _core returns."""
-    from .errors import ModelIOError
-    try:
-        import gguf
-    except ImportError:
-        raise ImportError("[tokenizer] reading GGUF needs edge_rt._core (build the extension) "
-                          "or the 'gguf' package (pip install gguf)") from None
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except OSError as e:
-        raise ModelIOError(f"[tokenizer] cannot open '{path}': {e}") from e
-    except Exception as e:  # the gguf package raises ValueError & co. on malformed files
-        raise ModelFormatError(f"[tokenizer] '{path}' is not a valid GGUF file: {e}") from e
-    md: Dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        try:
-            value = field.contents()
-        except UnicodeDecodeError as e:
-            raise _err(key, f"string is not valid UTF-8 ({e})") from None
-        if isinstance(value, np.generic):
-            value = value.item()
-        elif isinstance(value, list):
-            value = [v.item() if isinstance(v, np.generic) else v for v in value]
-        md[key] = value
-    return md

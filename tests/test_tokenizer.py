@@ -15,7 +15,8 @@ from typing import Dict, List, Tuple
 import pytest
 
 from edge_rt.errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
-from edge_rt.tokenizer import StreamDecoder, Tokenizer, _read_metadata_with_gguf_package, read_gguf_metadata
+from edge_rt.gguf_file import read_metadata_with_gguf_package
+from edge_rt.tokenizer import StreamDecoder, Tokenizer, read_gguf_metadata
 
 VOCAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "vocab"
 VOCABS = ["ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-gpt-2.gguf"]
@@ -470,7 +471,7 @@ def test_from_gguf_fallback_reader(tmp_path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    for meta in (read_gguf_metadata(path), _read_metadata_with_gguf_package(path)):
+    for meta in (read_gguf_metadata(path), read_metadata_with_gguf_package(path)):
         assert meta["tokenizer.ggml.tokens"] == md["tokenizer.ggml.tokens"]
         assert meta["tokenizer.ggml.model"] == "llama"
         assert isinstance(meta["tokenizer.ggml.bos_token_id"], int)
@@ -485,11 +486,11 @@ def test_fallback_reader_errors(tmp_path) -> None:
     pytest.importorskip("gguf")
     from edge_rt.errors import ModelIOError
     with pytest.raises(ModelIOError):
-        _read_metadata_with_gguf_package(tmp_path / "missing.gguf")
+        read_metadata_with_gguf_package(tmp_path / "missing.gguf")
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 30)
     with pytest.raises(ModelFormatError):
-        _read_metadata_with_gguf_package(bad)
+        read_metadata_with_gguf_package(bad)
 
 
 @needs_vocab
@@ -502,7 +503,7 @@ def test_core_reader_matches_gguf_package() -> None:
     pytest.importorskip("gguf")
     path = VOCAB_DIR / "ggml-vocab-llama-spm.gguf"
     ours = dict(_core.GGUFFile(str(path)).metadata)
-    ref = _read_metadata_with_gguf_package(path)
+    ref = read_metadata_with_gguf_package(path)
     for key, value in ref.items():
         if key.startswith("tokenizer."):
             assert ours[key] == value, key
