@@ -314,8 +314,8 @@ def _spm_md(**over) -> dict:
 
 
 def _bpe_md(**over) -> dict:
-    from edge_rt.tokenizer import _BYTE_ENC
-    tokens = list(_BYTE_ENC) + ["he", "ll", "hell", "hello", "Ġw", "Ġwo", "<|end|>"]
+    from edge_rt.tokenizer.bpe import BYTE_ENC
+    tokens = list(BYTE_ENC) + ["he", "ll", "hell", "hello", "Ġw", "Ġwo", "<|end|>"]
     md = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.tokens": tokens,
           "tokenizer.ggml.token_type": [1] * (len(tokens) - 1) + [3],
           "tokenizer.ggml.merges": ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o"],
