@@ -39,6 +39,8 @@ def _package_version() -> str:
 __version__: str = _package_version()
 
 if TYPE_CHECKING:
+    from .benchmark import bench
+    from .inspection import inspect
     from .model import GenerationResult, Model, load, minimum_budget
     from .tokenizer import Tokenizer
 
@@ -49,6 +51,8 @@ _LAZY = {
     "Model": "model",
     "GenerationResult": "model",
     "Tokenizer": "tokenizer",
+    "inspect": "inspection",
+    "bench": "benchmark",
 }
 
 
@@ -71,6 +75,8 @@ __all__ = [
     "__version__",
     "load",
     "minimum_budget",
+    "inspect",
+    "bench",
     "Model",
     "GenerationResult",
     "Tokenizer",
