@@ -39,11 +39,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+from edge_rt.synthetic import PRESETS, ensure_synthetic_model
 
-from edge_rt.synthetic import PRESETS, ensure_synthetic_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---- machine --------------------------------------------------------------------------------------
 

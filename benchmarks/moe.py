@@ -39,9 +39,9 @@ top-2, Q4_0, 3.4 GB, random weights).
   balloon runs use its mmap path, ``--no-repack``), interleaved with edge_rt (the default policy and
   prefetch, in a subprocess) under the same balloon, ``--llama-reps`` runs each.
 
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --tiny-reps 5 --reps 5 --n-gen 24    # both parts (~30 min)
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts tiny --tiny-reps 5 --out benchmarks/out/moe_tiny.json
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts mixtral --reps 5 --n-gen 24 --out benchmarks/out/moe_mixtral.json
+    sudo "$(command -v python3)" benchmarks/moe.py --tiny-reps 5 --reps 5 --n-gen 24    # both parts (~30 min)
+    sudo "$(command -v python3)" benchmarks/moe.py --parts tiny --tiny-reps 5 --out benchmarks/out/moe_tiny.json
+    sudo "$(command -v python3)" benchmarks/moe.py --parts mixtral --reps 5 --n-gen 24 --out benchmarks/out/moe_mixtral.json
 
 Writes benchmarks/out/moe.json (after each part) and benchmarks/moe_prediction.png (per-layer
 recall/precision of the tiny model); prints markdown tables for benchmarks/RESULTS.md.
@@ -58,9 +58,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if str(ROOT / "benchmarks") not in sys.path:  # the sibling scripts, also when this one is imported
+    sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
 from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # noqa: E402
