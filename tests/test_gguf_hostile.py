@@ -25,6 +25,7 @@ from gguf_bytes import (
     ARRAY, BOOL, F16, F32, FLOAT32, INT32, Q4_0, Q4_K, Q8_0, STRING, UINT32, UINT64, UINT8,
     GGUFBytes, KV, Tensor, gguf_string, minimal_valid,
 )
+from vocab_data import unavailable_reason, vocab_dir, vocab_files
 
 from edge_rt import _core as core  # a broken build must fail these tests, not skip them
 
@@ -104,16 +105,11 @@ def test_invalid_utf8_is_kept_not_fatal(tmp_path):
     assert toks[1] == "ok"
 
 
-VOCAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "vocab"
-
-
-@pytest.mark.skipif(not VOCAB_DIR.is_dir(), reason="../shared/vocab not present")
-@pytest.mark.parametrize("name", ["ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-gpt-2.gguf"])
+@pytest.mark.skipif(vocab_dir() is None, reason=unavailable_reason())
+@pytest.mark.parametrize("name", vocab_files() or ["none"])
 def test_real_vocab_files_parse(name):
-    path = VOCAB_DIR / name
-    if not path.exists():
-        pytest.skip(f"{path} missing")
-    f = open_gguf(str(path))
+    """Every vocabulary llama.cpp ships (tests/vocab_data.py) parses."""
+    f = open_gguf(str(vocab_dir() / name))
     tokens = f.metadata["tokenizer.ggml.tokens"]
     assert len(tokens) > 1000
     assert f.metadata_types["tokenizer.ggml.tokens"] == "ARRAY[STRING]"
