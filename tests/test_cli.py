@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import edge_rt
-from conftest import python_child
+from helpers import python_child
 from edge_rt import cli
 
 runner = CliRunner()

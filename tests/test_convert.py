@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import open_llama_cpp, requires_llama_cpp
+from helpers import open_llama_cpp, requires_llama_cpp
 from edge_rt import _core as core
 from edge_rt import cli
 from edge_rt.convert import LAYOUT_KEY, STREAMING_ALIGNMENT, convert_gguf

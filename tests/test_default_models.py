@@ -16,7 +16,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
+from helpers import requires_llama_cpp
 from test_parity_llamacpp import TOL_F16, TOL_Q8_ACT
 
 pytestmark = requires_llama_cpp

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import edge_rt
-from conftest import python_child
+from helpers import python_child
 from edge_rt import EdgeRTError, InvalidArgumentError, OutOfMemoryError
 from test_streaming import RUNTIME_OVERHEAD_BYTES, _in_thread
 

@@ -10,13 +10,13 @@ tree under test when the suite runs with ``PYTHONPATH=.``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import edge_rt_env
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in (REPO / "benchmarks").glob("*.py"))
@@ -44,22 +44,10 @@ def checkout(tmp_path_factory) -> Path:
     return root
 
 
-def _env_with_edge_rt_under_test() -> dict:
-    """This environment with the folder of the edge_rt under test first on PYTHONPATH, and the other
-    entries made absolute (a relative ``.`` would otherwise name the checkout the child starts in)."""
-    import edge_rt
-
-    env = dict(os.environ)
-    paths = [str(Path(edge_rt.__file__).resolve().parent.parent)]
-    paths += [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_help_from_fresh_checkout(checkout: Path, script: str) -> None:
     assert (checkout / "benchmarks" / script).is_file()
     r = subprocess.run([sys.executable, f"benchmarks/{script}", "--help"], cwd=checkout,
-                       env=_env_with_edge_rt_under_test(), capture_output=True, text=True, timeout=300)
+                       env=edge_rt_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "usage:" in r.stdout

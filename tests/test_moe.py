@@ -20,7 +20,7 @@ from typing import Any, Dict
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
+from helpers import requires_llama_cpp
 from test_parity_llamacpp import (LLAMA_CPP_THREADS, N_CTX, N_GREEDY, THREADS, TOLERANCE, _check_parity,
                                   _llama_cpp_greedy, _llama_cpp_logits, _prompts)
 

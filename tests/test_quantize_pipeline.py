@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HAVE_LLAMA_CPP, open_llama_cpp, python_child
+from helpers import HAVE_LLAMA_CPP, open_llama_cpp, python_child
 from edge_rt import cli
 from edge_rt.errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
 from edge_rt.quantize import codec

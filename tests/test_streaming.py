@@ -47,7 +47,7 @@ import numpy as np
 import pytest
 
 import edge_rt
-from conftest import python_child
+from helpers import python_child
 from edge_rt import EdgeRTError, ModelFormatError, ModelIOError, OutOfMemoryError
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
+from helpers import requires_llama_cpp
 from edge_rt import synthetic
 from edge_rt.synthetic import WEIGHT_TYPES, ensure_synthetic_model, write_synthetic_gguf
 
