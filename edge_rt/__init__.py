@@ -10,6 +10,7 @@ works, and says what to do, even where the extension has not been built.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 from . import errors
@@ -26,13 +27,10 @@ from .sampling import Sampler, SamplingParams
 
 
 def _package_version() -> str:
+    """The installed distribution's version; "0.0.0+dev" for a source tree that was never installed."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return "0.0.0+dev"
-    try:
-        return version("edge_rt")
-    except PackageNotFoundError:
+        return _metadata.version("edge_rt")
+    except _metadata.PackageNotFoundError:
         return "0.0.0+dev"
 
 

@@ -21,6 +21,7 @@ import typer
 
 from . import __version__
 from .errors import EdgeRTError, InvalidArgumentError
+from .quantize.block_types import QUANTIZED_TYPES, TYPE_NAMES
 
 app = typer.Typer(
     name="edge-rt",
@@ -490,7 +491,7 @@ def _parse_types(value: Optional[str]) -> Optional[List[str]]:
 def quantize(
     src: Path = typer.Argument(..., show_default=False, metavar="IN", help="GGUF master or Hugging Face directory."),
     dst: Path = typer.Argument(..., show_default=False, metavar="OUT", help="Output GGUF file."),
-    qtype: Optional[str] = typer.Option(None, "--type", help="One type: Q3_K Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32."),
+    qtype: Optional[str] = typer.Option(None, "--type", help=f"One type: {' '.join(TYPE_NAMES)}."),
     target_bpw: Optional[float] = typer.Option(None, "--target-bpw", help="Mixed precision: bits per weight of the whole model."),
     target_size: Optional[str] = typer.Option(None, "--target-size", help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in held-out code)."),
@@ -498,7 +499,7 @@ def quantize(
     load_calib: Optional[Path] = typer.Option(None, "--load-calib", help="Reuse statistics saved by an earlier run (.npz)."),
     save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
-                                             "(default Q3_K,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K,Q8_0)."),
+                                             f"(default {','.join(QUANTIZED_TYPES)})."),
     method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), fitted "
                                "(calibrated + per-type factors from 4 tensors measured at every type), measure (one run per "
                                "tensor and type: most accurate, types x the cost) or proxy (no model run)."),

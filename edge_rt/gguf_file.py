@@ -104,11 +104,8 @@ def read_metadata_with_gguf_package(path: PathLike) -> Dict[str, Any]:
     """:func:`read_metadata` through the ``gguf`` package, converted to the shape ``_core`` returns
     (numpy scalars become Python ones). Raises ModelIOError when the file cannot be opened and
     ModelFormatError when it is not valid GGUF or a string is not UTF-8 (naming the key)."""
-    try:
-        import gguf
-    except ImportError:
-        raise ImportError("[gguf] reading GGUF needs edge_rt._core (build the extension) "
-                          "or the 'gguf' package (pip install gguf)") from None
+    import gguf
+
     try:
         reader = gguf.GGUFReader(str(path), "r")
     except OSError as e:

@@ -57,6 +57,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .gguf_file import atomic_write
+from .quantize.block_types import BLOCK_TYPES, FILE_TYPE, TYPE_NAMES
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -72,14 +73,8 @@ __all__ = [
 # 2: Q4_K/Q6_K from edge_rt.quantize (llama.cpp's reference search) instead of min/max scales.
 GENERATOR_VERSION = 2
 
-WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
-
-# llama.cpp's general.file_type (enum llama_ftype) for a model whose big matrices use the type.
-_FILE_TYPE = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-    "Q4_K": 15,  # MOSTLY_Q4_K_M
-    "Q6_K": 18, "BF16": 32,
-}
+#: Weight types the generator writes: every type of the toolchain's registry (quantize/block_types.py).
+WEIGHT_TYPES = TYPE_NAMES
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(arch="llama", n_vocab=512, n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=4),
@@ -145,9 +140,9 @@ def _encode(x: np.ndarray, wtype: str) -> np.ndarray:
 
 
 def _type_info(wtype: str) -> Tuple[int, int]:
-    import gguf
-
-    return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[wtype]]
+    """(elements per block, bytes per block) of ``wtype``."""
+    t = BLOCK_TYPES[wtype]
+    return t.block_elems, t.block_bytes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,7 +337,7 @@ def write_synthetic_gguf(
                 if plan.n_ff_shexp:
                     w.add_expert_shared_feed_forward_length(plan.n_ff_shexp)
             w.add_vocab_size(n_vocab)
-            w.add_file_type(_FILE_TYPE[weight_type])
+            w.add_file_type(FILE_TYPE[weight_type])
             if weight_type not in ("F32", "F16", "BF16"):
                 w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 

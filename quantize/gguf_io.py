@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedArchitectureError, UnsupportedTypeError
 from ..gguf_file import atomic_write, open_tensors, tensor_array
-from .codec import tensor_bytes
+from .codec import block_info, tensor_bytes
 
 #: Architectures whose GGUF masters the toolchain quantizes (the MoE ones run when the engine has MoE).
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
@@ -165,7 +165,7 @@ def _write_header(w: Any, src: SourceModel, types: Dict[str, str], file_type: in
         if ty in ("F32", "F16"):
             w.add_tensor_info(t.name, t.shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
         else:
-            blk, bb = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ty]]
+            blk, bb = block_info(ty)
             byte_shape = (*t.shape[:-1], t.shape[-1] // blk * bb)
             w.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), nbytes,
                               raw_dtype=gguf.GGMLQuantizationType[ty])

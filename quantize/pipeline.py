@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError, ModelIOError, UnsupportedArchitectureError
 from . import codec
+from .block_types import TYPE_NAMES
 from .calibrate import DEFAULT_CALIB_TOKENS, CalibStats, calibrate, read_text, text_digest, token_windows
 from .gguf_io import SourceModel, overhead_bytes, read_gguf, write_gguf
 from .rules import FILE_TYPE, file_type_of, is_quantizable, plan_uniform
@@ -32,8 +33,8 @@ from .sensitivity import (DEFAULT_CANDIDATES, METHODS, Sensitivity, SwapEvaluato
 
 Progress = Callable[[str, int, int, str], None]
 
-#: Types ``--type`` accepts.
-UNIFORM_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "Q3_K")
+#: Types ``--type`` accepts: every type of the registry.
+UNIFORM_TYPES = TYPE_NAMES
 #: Tokens of calibration text the sensitivity runs use (a subset of the calibration tokens).
 DEFAULT_SENS_TOKENS = 1024
 
