@@ -273,7 +273,7 @@ def markdown(report: Dict[str, Any]) -> str:
             lines.append(f"| {t['weight_type']} | {name} | n/a | n/a | {t['decode_bound_tok_s']:.2f} | "
                          f"({err.splitlines()[0][:80]}) |")
     lines.append("")
-    lines.append(f"Weights read per decoded token: " + ", ".join(
+    lines.append("Weights read per decoded token: " + ", ".join(
         f"{t['weight_type']} {t['bytes_per_token'] / 1e6:.0f} MB" for t in report["types"]))
     return "\n".join(lines)
 

@@ -62,8 +62,20 @@ if str(ROOT / "benchmarks") not in sys.path:  # the sibling scripts, also when t
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
-from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # noqa: E402
-                       odirect_read_bandwidth, other_load, proc_status, run_worker)
+from streaming import (  # noqa: E402
+    Balloon,
+    GiB,
+    MiB,
+    _f,
+    _s,
+    _stats,
+    drop_caches,
+    log,
+    odirect_read_bandwidth,
+    other_load,
+    proc_status,
+    run_worker,
+)
 
 # Tiny part: prefetch modes; "+fit" runs next-layer prediction with the fitted predictor shipped next to
 # the trained master (models/tiny-code-moe-f16.gguf.predictor.gguf, `edge-rt fit-predictor`, fitted on
@@ -577,8 +589,10 @@ def plot_prediction(tiny: Dict[str, Any], path: Path) -> None:
         for j, (mode, key, lab) in enumerate([("same", "same_layer", "same-layer"), ("next", "next_layer", "next-layer"),
                                               ("next+fit", "next_layer", "next-layer fitted")]):
             ls = m["layers"][mode]
-            ax.bar([x + (2 * j - 2.5) * w for x in xs], [l[key]["recall"] or 0 for l in ls], w, label=f"{lab} recall")
-            ax.bar([x + (2 * j - 1.5) * w for x in xs], [l[key]["precision"] or 0 for l in ls], w, label=f"{lab} precision")
+            ax.bar([x + (2 * j - 2.5) * w for x in xs], [layer[key]["recall"] or 0 for layer in ls], w,
+                   label=f"{lab} recall")
+            ax.bar([x + (2 * j - 1.5) * w for x in xs], [layer[key]["precision"] or 0 for layer in ls], w,
+                   label=f"{lab} precision")
         ax.axhline(0.8, color="k", lw=0.8, ls="--")
         ax.set_xticks(xs)
         ax.set_xlabel("layer")

@@ -548,7 +548,7 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
                     res["balloon"] = {"held_bytes": bal.held, "avail_after": bal.avail_after}
                     largs = {"path": str(path), "threads": a.threads, "prompt": prompt, "n_gen": a.llama_gen,
                              "no_repack": no_repack}
-                    for i in range(a.llama_reps):
+                    for _ in range(a.llama_reps):
                         r = run_worker("llama", largs, a.llama_timeout)
                         llama_runs.append(r)
                         if r.get("mem_available"):

@@ -64,12 +64,12 @@ def _user_errors() -> Iterator[None]:
         # BrokenPipeError: the reader went away (edge-rt run | head); stop quietly.
         if isinstance(e, BrokenPipeError):
             _silence_stdout()
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
         _err(f"error: {_one_line(e)}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         _err("interrupted")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
@@ -189,7 +189,8 @@ def run(
     temperature: float = typer.Option(0.8, "--temperature", "--temp", help="Sampling temperature; 0 = greedy."),
     top_k: int = typer.Option(40, "--top-k", min=0, help="Top-k sampling (0 = off)."),
     top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (1.0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Sampler seed for reproducible output (default: random)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0,
+                                       help="Sampler seed for reproducible output (default: random)."),
     stop: Optional[List[str]] = typer.Option(
         None, "--stop", help="Stop string (repeatable); \\n, \\t, \\r and \\\\ are unescaped, as llama.cpp does."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
@@ -200,8 +201,9 @@ def run(
     mem_budget: Optional[str] = typer.Option(
         None, "--mem-budget", "-m",
         help="Hard cap on the engine's memory, e.g. 1.5GB or 800MiB: layers that do not fit stream from the file."),
-    window: Optional[int] = typer.Option(None, "--window", min=1,
-                                         help="Streaming window slots, with --mem-budget (default: the largest that fits the budget)."),
+    window: Optional[int] = typer.Option(
+        None, "--window", min=1,
+        help="Streaming window slots, with --mem-budget (default: the largest that fits the budget)."),
     expert_cache: Optional[str] = _EXPERT_CACHE,
     expert_policy: str = _EXPERT_POLICY,
     expert_prefetch: str = _EXPERT_PREFETCH,
@@ -267,10 +269,12 @@ def _print_experts(rep: Dict[str, Any], s: Dict[str, Any], fitted: Optional[str]
     """Expert cache telemetry on stderr: hit rate, reads, stall and per-layer prediction quality."""
     _err(f"expert cache {rep['expert_cache_slots']} of {rep['total_experts']} experts "
          f"({_fmt_bytes(rep['expert_cache_slots'] * rep['expert_slot_bytes'])}): hit rate "
-         f"{(s['hit_rate'] or 0) * 100:.1f}% ({s['hits']} of {s['uses']}), read {_fmt_bytes(s['bytes_read'] // n_tokens)}"
-         f"/token ({s['reads_on_demand']} on demand, {s['reads_speculative']} predicted, "
-         f"{s['speculative_unused']} predicted reads unused), stall {s['stall_seconds'] / n_tokens * 1e3:.1f} ms/token")
-    by = {"same_layer": "layer i's router", "next_layer": f"fitted, {Path(fitted).name}" if fitted else "layer i's router"}
+         f"{(s['hit_rate'] or 0) * 100:.1f}% ({s['hits']} of {s['uses']}), "
+         f"read {_fmt_bytes(s['bytes_read'] // n_tokens)}/token ({s['reads_on_demand']} on demand, "
+         f"{s['reads_speculative']} predicted, {s['speculative_unused']} predicted reads unused), "
+         f"stall {s['stall_seconds'] / n_tokens * 1e3:.1f} ms/token")
+    by = {"same_layer": "layer i's router",
+          "next_layer": f"fitted, {Path(fitted).name}" if fitted else "layer i's router"}
     for key, name in (("same_layer", "same-layer"), ("next_layer", "next-layer")):
         rows = [(il, layer[key]) for il, layer in enumerate(s["layers"]) if layer[key]["predicted"]]
         if not rows:
@@ -364,7 +368,8 @@ def inspect(
 @app.command()
 def bench(
     ctx: typer.Context,
-    model: Optional[Path] = typer.Argument(None, show_default=False, metavar="MODEL", help="GGUF model file (required)."),
+    model: Optional[Path] = typer.Argument(None, show_default=False, metavar="MODEL",
+                                           help="GGUF model file (required)."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
                                           help="Worker threads (default: physical cores)."),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", "-p", min=1, help="Prompt length for prefill."),
@@ -492,18 +497,24 @@ def quantize(
     src: Path = typer.Argument(..., show_default=False, metavar="IN", help="GGUF master or Hugging Face directory."),
     dst: Path = typer.Argument(..., show_default=False, metavar="OUT", help="Output GGUF file."),
     qtype: Optional[str] = typer.Option(None, "--type", help=f"One type: {' '.join(TYPE_NAMES)}."),
-    target_bpw: Optional[float] = typer.Option(None, "--target-bpw", help="Mixed precision: bits per weight of the whole model."),
-    target_size: Optional[str] = typer.Option(None, "--target-size", help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in held-out code)."),
+    target_bpw: Optional[float] = typer.Option(None, "--target-bpw",
+                                               help="Mixed precision: bits per weight of the whole model."),
+    target_size: Optional[str] = typer.Option(None, "--target-size",
+                                              help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
+    calib: Optional[Path] = typer.Option(None, "--calib",
+                                         help="Calibration text file (default: built-in held-out code)."),
     no_calib: bool = typer.Option(False, "--no-calib", help="Skip calibration (plain round-to-nearest)."),
-    load_calib: Optional[Path] = typer.Option(None, "--load-calib", help="Reuse statistics saved by an earlier run (.npz)."),
-    save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
-    candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
-                                             f"(default {','.join(QUANTIZED_TYPES)})."),
+    load_calib: Optional[Path] = typer.Option(None, "--load-calib",
+                                              help="Reuse statistics saved by an earlier run (.npz)."),
+    save_calib: Optional[Path] = typer.Option(None, "--save-calib",
+                                              help="Where to save the statistics (default OUT.calib.npz)."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate "
+                                             f"types (default {','.join(QUANTIZED_TYPES)})."),
     method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), fitted "
-                               "(calibrated + per-type factors from 4 tensors measured at every type), measure (one run per "
-                               "tensor and type: most accurate, types x the cost) or proxy (no model run)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
+                               "(calibrated + per-type factors from 4 tensors measured at every type), measure (one "
+                               "run per tensor and type: most accurate, types x the cost) or proxy (no model run)."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads for model runs."),
     gptq: bool = typer.Option(True, "--gptq/--no-gptq", help="With calibration: choose levels by GPTQ error feedback "
                               "on each matrix's input statistics (same scales and file format; lower output error)."),
@@ -516,7 +527,8 @@ def quantize(
 
         target_bytes = parse_size(target_size, "[quantize] --target-size") if target_size is not None else None
         if plot is not None and qtype is not None:
-            raise InvalidArgumentError("[quantize] --plot draws the mixed-precision search: use it with --target-bpw/--target-size")
+            raise InvalidArgumentError("[quantize] --plot draws the mixed-precision search: use it with "
+                                       "--target-bpw/--target-size")
         with contextlib.ExitStack() as stack:
             r = quantize_model(src, dst, qtype=qtype, target_bpw=target_bpw, target_bytes=target_bytes,
                                calib_text=calib, use_calib=not no_calib, load_calib=load_calib, save_calib=save_calib,
@@ -552,11 +564,14 @@ def quantize(
 def fit_predictor(
     model: Path = typer.Argument(..., show_default=False, help="MoE GGUF model (the file you will run)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default MODEL.predictor.gguf)."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Calibration text file (default: built-in held-out code)."),
+    text: Optional[Path] = typer.Option(None, "--text",
+                                        help="Calibration text file (default: built-in held-out code)."),
     tokens: int = typer.Option(16384, "--tokens", min=16, help="Tokens of text to trace (10% validate)."),
     hidden: int = typer.Option(64, "--hidden", min=1, max=65536, help="Hidden units of each layer's MLP."),
-    epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per layer (the best validation checkpoint is kept)."),
-    mem_budget: Optional[str] = typer.Option(None, "--mem-budget", help="Trace under this memory budget (models larger than RAM)."),
+    epochs: int = typer.Option(300, "--epochs", min=1,
+                               help="Training epochs per layer (the best validation checkpoint is kept)."),
+    mem_budget: Optional[str] = typer.Option(None, "--mem-budget",
+                                             help="Trace under this memory budget (models larger than RAM)."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
 ) -> None:
     """Fit a next-layer expert predictor (help text above)."""
@@ -572,7 +587,8 @@ def fit_predictor(
         for n in r.notes:
             _err(f"note: {n}")
         typer.echo(_table(["layer", "router recall", "fitted recall", "best epoch"],
-                          [[x.layer, f"{x.router_recall:.3f}", f"{x.fitted_recall:.3f}", x.best_epoch] for x in r.layers]
+                          [[x.layer, f"{x.router_recall:.3f}", f"{x.fitted_recall:.3f}", x.best_epoch]
+                           for x in r.layers]
                           + [["mean", f"{r.router_recall:.3f}", f"{r.fitted_recall:.3f}", ""]]), err=True)
         _err(f"fitted on {r.n_train} tokens, recall on {r.n_validation} validation tokens (which also picked the "
              f"checkpoint, so it leans optimistic); wrote {dst} "
@@ -584,7 +600,8 @@ def eval_(
     model: Path = typer.Argument(..., show_default=False, help="GGUF model to evaluate."),
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference GGUF (e.g. the F16 master)."),
     text: Path = typer.Option(..., "--text", help="Evaluation text file."),
-    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2, help="Window length in tokens (default: training context, at most 2048)."),
+    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2,
+                                      help="Window length in tokens (default: training context, at most 2048)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
     backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) to get the "

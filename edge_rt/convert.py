@@ -50,8 +50,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidArgumentError, ModelFormatError, ModelIOError
-from .gguf_file import (HEADER_PREFIX_BYTES, atomic_write, encode_tensor_info, kv_string, kv_uint32, read_header,
-                        split_kv_records)
+from .gguf_file import (
+    HEADER_PREFIX_BYTES,
+    atomic_write,
+    encode_tensor_info,
+    kv_string,
+    kv_uint32,
+    read_header,
+    split_kv_records,
+)
 
 __all__ = ["convert_gguf", "STREAMING_ALIGNMENT", "LAYOUT_KEY", "LAYOUTS"]
 

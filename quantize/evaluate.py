@@ -46,7 +46,8 @@ class LogitsRunner:
             try:
                 import llama_cpp
             except ImportError as e:
-                raise ImportError("[eval] backend 'llama_cpp' needs llama-cpp-python (pip install llama-cpp-python)") from e
+                raise ImportError("[eval] backend 'llama_cpp' needs llama-cpp-python "
+                                  "(pip install llama-cpp-python)") from e
             from ..tokenizer import Tokenizer
 
             if n_ctx is None:

@@ -217,7 +217,8 @@ def measure_sensitivity(src: SourceModel, *, method: str = "calibrated", candida
                         progress: Optional[Callable[[int, int, str], None]] = None) -> Sensitivity:
     """Sensitivity of every searchable tensor to every candidate type that fits its rows."""
     if method not in METHODS:
-        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; expected one of {', '.join(METHODS)}")
+        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; "
+                                   f"expected one of {', '.join(METHODS)}")
     if method != "proxy" and evaluator is None:
         raise InvalidArgumentError("[quantize] sensitivity method '%s' needs a model runner" % method)
     cands = tuple(candidates)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
+
 from helpers import HAVE_LLAMA_CPP, TINY_MODEL, open_llama_cpp
 
 

@@ -57,9 +57,10 @@ def python_child(args: List[str], popen: bool = False, **kwargs: Any):
 
 
 def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1):
-    """llama.cpp peer configured for exact comparisons: every position's logits, no flash
-    attention, its default fp16 KV cache (as edge_rt's), one batch for any prompt that fits the context. One thread by default:
-    ggml's results do not depend on the thread count, and its spinning barrier crawls on a busy machine."""
+    """llama.cpp peer configured for exact comparisons: every position's logits, no flash attention, its
+    default fp16 KV cache (as edge_rt's), one batch for any prompt that fits the context. One thread by
+    default: ggml's results do not depend on the thread count, and its spinning barrier crawls on a busy
+    machine."""
     import llama_cpp
 
     return llama_cpp.Llama(

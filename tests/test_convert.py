@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from helpers import open_llama_cpp, requires_llama_cpp
 from edge_rt import _core as core
 from edge_rt import cli
 from edge_rt.convert import LAYOUT_KEY, STREAMING_ALIGNMENT, convert_gguf
 from edge_rt.errors import InvalidArgumentError, ModelFormatError, ModelIOError
+
+from helpers import open_llama_cpp, requires_llama_cpp
 
 PROMPT_IDS = [1, 17, 42, 5, 99, 300, 7, 256, 13]
 

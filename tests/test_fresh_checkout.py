@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import edge_rt_env
 
 REPO = Path(__file__).resolve().parents[1]

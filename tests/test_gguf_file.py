@@ -9,8 +9,15 @@ import struct
 import pytest
 
 from edge_rt.errors import ModelFormatError, ModelIOError
-from edge_rt.gguf_file import (atomic_write, encode_string, kv_string, kv_uint32, read_header, read_metadata,
-                               split_kv_records)
+from edge_rt.gguf_file import (
+    atomic_write,
+    encode_string,
+    kv_string,
+    kv_uint32,
+    read_header,
+    read_metadata,
+    split_kv_records,
+)
 
 
 def _names(folder) -> list:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import requires_llama_cpp
 from edge_rt import synthetic
 from edge_rt.synthetic import WEIGHT_TYPES, ensure_synthetic_model, write_synthetic_gguf
+
+from helpers import requires_llama_cpp
 
 gguf = pytest.importorskip("gguf")
 

@@ -13,12 +13,13 @@ import ctypes
 from typing import Dict, List, Optional
 
 import pytest
-from vocab_data import has_cases, read_cases, unavailable_reason, vocab_dir, vocab_files
 
 from edge_rt.errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
 from edge_rt.gguf_file import read_metadata_with_gguf_package
 from edge_rt.tokenizer import StreamDecoder, Tokenizer, read_gguf_metadata
 from edge_rt.tokenizer.pretokenize import PRE_TYPES
+
+from vocab_data import has_cases, read_cases, unavailable_reason, vocab_dir, vocab_files
 
 VOCAB_DIR = vocab_dir()
 # The vocabularies the parity tests below run on (llama.cpp's expected tokenizations run on every one).
@@ -241,7 +242,8 @@ def test_detokenize_parity_with_llama_cpp(llama_cpp_mod, name: str) -> None:
 def _fuzz_strings(seed: int, count: int) -> List[str]:
     """Deterministic random strings over the characters the pre-tokenizers treat differently."""
     import random
-    alphabet = list(" \t\n\r\x0b\x0c\u00a0\u3000\u2028\u0085'sStTrReEvVlLmMdD0123456789aZ.,!?$+<=>^~|`_-()[]{}\\/\"#%&*@:;")
+    alphabet = list(" \t\n\r\x0b\x0c\u00a0\u3000\u2028\u0085'sStTrReEvVlLmMdD0123456789aZ.,!?$+<=>^~|`_-()[]{}"
+                    "\\/\"#%&*@:;")
     alphabet += list("éüßñçÅΩжЖ中文日本한국ภาษ٣௧１²½ⅷ") + [
         "\u0301", "\u200d", "\ufe0f", "🦙", "👨", "🏽", "\U000e0001", "\ue000", "\u0378", "<s>", "</s>",
         "<|endoftext|>", "<|eot_id|>", "\u2581", "\x00", "\x1c", "\x7f"]

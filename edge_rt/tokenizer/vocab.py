@@ -301,7 +301,7 @@ class Vocabulary:
         self.unk_id = default(0 if is_spm else None)
         special: Dict[str, Optional[int]] = {"eot": None, "eom": None, "pad": None,
                                              **{k: None for k in _FIM_TEXTS}}
-        for name, strict in (("bos", True), ("eos", True)):
+        for name in ("bos", "eos"):
             key = f"{_KEY_PREFIX}{name}_token_id"
             v = _as_id(md, key)
             if v is not None:
