@@ -18,7 +18,8 @@ Writing
     :func:`atomic_write` -- every GGUF (or other output file) edge_rt writes goes through it: a
     temporary file with an unpredictable name in the destination's folder, flushed and fsynced, then
     renamed onto the destination; on any failure (KeyboardInterrupt included) the temporary file is
-    removed and an existing destination is left untouched.
+    removed and an existing destination is left untouched. :func:`save_writer` does that for a
+    ``gguf.GGUFWriter`` filled in memory.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "kv_string",
     "encode_tensor_info",
     "atomic_write",
+    "save_writer",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -267,6 +269,18 @@ def atomic_write(dest: PathLike) -> Iterator[Path]:
             tmp.unlink()
         raise
     _fsync_dir(folder)
+
+
+def save_writer(writer: Any, dest: PathLike) -> None:
+    """Write a ``gguf.GGUFWriter`` made without a path (``GGUFWriter(None, arch)``) and filled in memory
+    (metadata, ``add_tensor``) to ``dest`` through :func:`atomic_write`; the writer is closed either way."""
+    with atomic_write(dest) as tmp:
+        try:
+            writer.write_header_to_file(tmp)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import InvalidArgumentError, UnsupportedArchitectureError
-from ..gguf_file import atomic_write
+from ..gguf_file import save_writer
 from .calibrate import _available_memory, _run_windows, text_digest, token_windows
 
 ARCH = "expert_predictor"  # general.architecture, so the keys follow the GGUF "<arch>.<key>" convention
@@ -288,7 +288,7 @@ def _write(out: Path, tensors: Dict[str, np.ndarray], info: Dict[str, Any], mode
     import gguf
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    w = gguf.GGUFWriter(None, ARCH)  # the file is named when written, inside atomic_write
+    w = gguf.GGUFWriter(None, ARCH)  # the file is named when written, by save_writer
     w.add_uint32("expert_predictor.version", FORMAT_VERSION)
     w.add_uint32("expert_predictor.n_embd", int(info["n_embd"]))
     w.add_uint32("expert_predictor.n_expert", int(info["n_expert"]))
@@ -301,10 +301,4 @@ def _write(out: Path, tensors: Dict[str, np.ndarray], info: Dict[str, Any], mode
     w.add_array("expert_predictor.router_validation_recall", [float(x.router_recall) for x in fit.layers])
     for name, arr in tensors.items():
         w.add_tensor(name, np.ascontiguousarray(arr, dtype=np.float32))
-    with atomic_write(out) as tmp:
-        try:
-            w.write_header_to_file(tmp)
-            w.write_kv_data_to_file()
-            w.write_tensors_to_file()
-        finally:
-            w.close()
+    save_writer(w, out)

@@ -16,6 +16,7 @@ from edge_rt.gguf_file import (
     kv_uint32,
     read_header,
     read_metadata,
+    save_writer,
     split_kv_records,
 )
 
@@ -97,3 +98,16 @@ def test_kv_records_round_trip():
     assert [raw for _, raw in out] == records
     with pytest.raises(ModelFormatError, match="runs past the header"):
         split_kv_records(header[:-1], len(records), "mem")
+
+
+def test_save_writer(tmp_path):
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(None, "llama")
+    w.add_uint32("test.value", 7)
+    w.add_tensor("t.weight", np.arange(8, dtype=np.float32))
+    save_writer(w, tmp_path / "w.gguf")
+    g = read_header(tmp_path / "w.gguf")
+    assert g.metadata["test.value"] == 7 and [t["name"] for t in g.tensors] == ["t.weight"]
+    assert _names(tmp_path) == ["w.gguf"]

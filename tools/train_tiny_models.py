@@ -434,9 +434,9 @@ def write_gguf(path: Path, which: str, sd, wtype: str, tok_json: Path):
     merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
     types = [gguf.TokenType.CONTROL if s == EOT else gguf.TokenType.NORMAL for s in tokens]
 
-    from edge_rt.gguf_file import atomic_write
+    from edge_rt.gguf_file import save_writer
 
-    w = gguf.GGUFWriter(None, "llama")  # the file is named when written, inside atomic_write
+    w = gguf.GGUFWriter(None, "llama")  # the file is named when written, by save_writer
     w.add_name(f"edge_rt tiny-code-{which}")
     w.add_type("model")
     w.add_string("general.description",
@@ -476,13 +476,7 @@ def write_gguf(path: Path, which: str, sd, wtype: str, tok_json: Path):
         else:
             q = quantize(np.ascontiguousarray(arr, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-    with atomic_write(path) as tmp:
-        try:
-            w.write_header_to_file(tmp)
-            w.write_kv_data_to_file()
-            w.write_tensors_to_file()
-        finally:
-            w.close()
+    save_writer(w, path)
     log(f"export: {path} ({path.stat().st_size} bytes)")
 
 
