@@ -39,11 +39,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+from edge_rt.synthetic import PRESETS, ensure_synthetic_model
 
-from edge_rt.synthetic import PRESETS, ensure_synthetic_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---- machine --------------------------------------------------------------------------------------
 
@@ -115,18 +113,18 @@ def memory_read_bandwidth(threads: int, size: int = 1 << 30, passes: int = 5) ->
 def weight_bytes_per_token(path: Path) -> Dict[str, int]:
     """Bytes of weights one decode step reads: all tensors, except the token embedding (one row)
     unless it is also the output head (tied)."""
-    import gguf
+    from edge_rt.gguf_file import read_header
 
-    r = gguf.GGUFReader(str(path))
+    tensors = read_header(path).tensors
     total = 0
     emb = 0
-    tied = not any(t.name == "output.weight" for t in r.tensors)
-    for t in r.tensors:
-        if t.name == "token_embd.weight" and not tied:
-            emb = int(t.n_bytes)
-            total += int(t.n_bytes) // int(t.shape[1])  # one row
+    tied = not any(t["name"] == "output.weight" for t in tensors)
+    for t in tensors:
+        if t["name"] == "token_embd.weight" and not tied:
+            emb = int(t["n_bytes"])
+            total += int(t["n_bytes"]) // int(t["shape"][1])  # one row (shape is GGUF ne: [n_embd, n_vocab])
         else:
-            total += int(t.n_bytes)
+            total += int(t["n_bytes"])
     return {"bytes_per_token": total, "token_embd_bytes": emb, "file_bytes": path.stat().st_size}
 
 
@@ -275,7 +273,7 @@ def markdown(report: Dict[str, Any]) -> str:
             lines.append(f"| {t['weight_type']} | {name} | n/a | n/a | {t['decode_bound_tok_s']:.2f} | "
                          f"({err.splitlines()[0][:80]}) |")
     lines.append("")
-    lines.append(f"Weights read per decoded token: " + ", ".join(
+    lines.append("Weights read per decoded token: " + ", ".join(
         f"{t['weight_type']} {t['bytes_per_token'] / 1e6:.0f} MB" for t in report["types"]))
     return "\n".join(lines)
 

@@ -39,9 +39,9 @@ top-2, Q4_0, 3.4 GB, random weights).
   balloon runs use its mmap path, ``--no-repack``), interleaved with edge_rt (the default policy and
   prefetch, in a subprocess) under the same balloon, ``--llama-reps`` runs each.
 
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --tiny-reps 5 --reps 5 --n-gen 24    # both parts (~30 min)
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts tiny --tiny-reps 5 --out benchmarks/out/moe_tiny.json
-    sudo PYTHONPATH=. python3 benchmarks/moe.py --parts mixtral --reps 5 --n-gen 24 --out benchmarks/out/moe_mixtral.json
+    sudo "$(command -v python3)" benchmarks/moe.py --tiny-reps 5 --reps 5 --n-gen 24    # both parts (~30 min)
+    sudo "$(command -v python3)" benchmarks/moe.py --parts tiny --tiny-reps 5 --out benchmarks/out/moe_tiny.json
+    sudo "$(command -v python3)" benchmarks/moe.py --parts mixtral --reps 5 --n-gen 24 --out benchmarks/out/moe_mixtral.json
 
 Writes benchmarks/out/moe.json (after each part) and benchmarks/moe_prediction.png (per-layer
 recall/precision of the tiny model); prints markdown tables for benchmarks/RESULTS.md.
@@ -58,13 +58,24 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if str(ROOT / "benchmarks") not in sys.path:  # the sibling scripts, also when this one is imported
+    sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
-from streaming import (GiB, MiB, Balloon, _f, _s, _stats, drop_caches, log,  # noqa: E402
-                       odirect_read_bandwidth, other_load, proc_status, run_worker)
+from streaming import (  # noqa: E402
+    Balloon,
+    GiB,
+    MiB,
+    _f,
+    _s,
+    _stats,
+    drop_caches,
+    log,
+    odirect_read_bandwidth,
+    other_load,
+    proc_status,
+    run_worker,
+)
 
 # Tiny part: prefetch modes; "+fit" runs next-layer prediction with the fitted predictor shipped next to
 # the trained master (models/tiny-code-moe-f16.gguf.predictor.gguf, `edge-rt fit-predictor`, fitted on
@@ -85,9 +96,9 @@ def split_mode(mode: str, sidecar: Path) -> Tuple[str, Optional[Path]]:
 
 def expert_bytes(path: Path) -> Dict[str, int]:
     """Expert tensor bytes in the file (``*_exps`` tensors) and the rest."""
-    import edge_rt._core as core
+    from edge_rt.gguf_file import read_header
 
-    g = core.GGUFFile(str(path))
+    g = read_header(path)
     ex = sum(t["n_bytes"] for t in g.tensors if "_exps" in t["name"])
     tot = sum(t["n_bytes"] for t in g.tensors)
     return {"expert_bytes": ex, "tensor_bytes": tot, "other_bytes": tot - ex}
@@ -578,8 +589,10 @@ def plot_prediction(tiny: Dict[str, Any], path: Path) -> None:
         for j, (mode, key, lab) in enumerate([("same", "same_layer", "same-layer"), ("next", "next_layer", "next-layer"),
                                               ("next+fit", "next_layer", "next-layer fitted")]):
             ls = m["layers"][mode]
-            ax.bar([x + (2 * j - 2.5) * w for x in xs], [l[key]["recall"] or 0 for l in ls], w, label=f"{lab} recall")
-            ax.bar([x + (2 * j - 1.5) * w for x in xs], [l[key]["precision"] or 0 for l in ls], w, label=f"{lab} precision")
+            ax.bar([x + (2 * j - 2.5) * w for x in xs], [layer[key]["recall"] or 0 for layer in ls], w,
+                   label=f"{lab} recall")
+            ax.bar([x + (2 * j - 1.5) * w for x in xs], [layer[key]["precision"] or 0 for layer in ls], w,
+                   label=f"{lab} precision")
         ax.axhline(0.8, color="k", lw=0.8, ls="--")
         ax.set_xticks(xs)
         ax.set_xlabel("layer")

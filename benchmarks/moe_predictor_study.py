@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if (ROOT / "edge_rt" / "quantize").is_dir() and any((ROOT / "edge_rt").glob("_core*")):
-    sys.path.insert(0, str(ROOT))
+from edge_rt.quantize.calibrate import read_text, token_windows
+from edge_rt.quantize.gguf_io import read_gguf
+from edge_rt.quantize.reference_forward import NumpyModel
 
-from edge_rt.quantize.calibrate import read_text, token_windows  # noqa: E402
-from edge_rt.quantize.gguf_io import read_gguf  # noqa: E402
-from edge_rt.quantize.reference_forward import NumpyModel  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RIDGE = 1e-3   # relative to the mean diagonal of X^T X
 

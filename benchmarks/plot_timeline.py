@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-from edge_rt.timeline import plot_timeline  # noqa: E402
+from edge_rt.timeline import plot_timeline
 
 
 def main(argv: Optional[List[str]] = None) -> int:

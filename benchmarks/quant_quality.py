@@ -47,18 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run against the checkout only when it is a developer build (tools/devbuild.sh puts the compiled module
-# and the edge_rt/quantize link in the tree); a plain clone has neither, so the installed edge_rt serves.
-if (ROOT / "edge_rt" / "quantize").is_dir() and any((ROOT / "edge_rt").glob("_core*")):
-    sys.path.insert(0, str(ROOT))
+from edge_rt.quantize import codec
+from edge_rt.quantize.calibrate import CalibStats, token_windows
+from edge_rt.quantize.evaluate import LogitsRunner, Reference, compare
+from edge_rt.quantize.gguf_io import read_gguf
+from edge_rt.quantize.pipeline import DEFAULT_SENS_TOKENS, quantize_model
+from edge_rt.quantize.sensitivity import Sensitivity, spearman
 
-from edge_rt.quantize import codec  # noqa: E402
-from edge_rt.quantize.calibrate import CalibStats, token_windows  # noqa: E402
-from edge_rt.quantize.evaluate import LogitsRunner, Reference, compare  # noqa: E402
-from edge_rt.quantize.gguf_io import read_gguf  # noqa: E402
-from edge_rt.quantize.pipeline import DEFAULT_SENS_TOKENS, quantize_model  # noqa: E402
-from edge_rt.quantize.sensitivity import Sensitivity, spearman  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {"dense": ROOT / "models" / "tiny-code-dense-f16.gguf", "moe": ROOT / "models" / "tiny-code-moe-f16.gguf"}
 EVAL_TEXT = ROOT / "benchmarks" / "data" / "quant_eval.txt"

@@ -32,8 +32,8 @@ Protocol (as in benchmarks/RESULTS.md):
   llama.cpp thrashes under the balloon: its runs generate only ``--llama-gen`` tokens under
   ``--llama-timeout`` seconds, and a run cut off reports the tokens it finished.
 
-    sudo PYTHONPATH=. python3 benchmarks/streaming.py                # both models, 3 budgets, 5 reps
-    sudo PYTHONPATH=. python3 benchmarks/streaming.py --models tinyllama-1.1b:Q8_0 --reps 3
+    sudo "$(command -v python3)" benchmarks/streaming.py                # both models, 3 budgets, 5 reps
+    sudo "$(command -v python3)" benchmarks/streaming.py --models tinyllama-1.1b:Q8_0 --reps 3
 
 Writes benchmarks/out/streaming.json and a timeline PNG (edge_rt.timeline) for the
 TinyLlama Q8_0 50% budget run; prints a markdown table for benchmarks/RESULTS.md.
@@ -54,9 +54,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-if str(ROOT / "benchmarks") not in sys.path:
+if str(ROOT / "benchmarks") not in sys.path:  # the sibling scripts, also when this one is imported
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
@@ -313,8 +311,8 @@ def run_worker(kind: str, args: Dict[str, Any], timeout: float, script: Optional
     drop_caches()
     cmd = [sys.executable, str((script or Path(__file__)).resolve()), "--worker"] + ([kind] if kind else []) + \
         [json.dumps(args)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # The worker inherits this environment, so it imports the same edge_rt as this process.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events: List[Dict[str, Any]] = []
     peak_anon = [0]
     avail: List[int] = []  # MemAvailable while it runs (what the balloon actually left)
@@ -550,7 +548,7 @@ def bench_model(preset: str, wtype: str, a: argparse.Namespace) -> Dict[str, Any
                     res["balloon"] = {"held_bytes": bal.held, "avail_after": bal.avail_after}
                     largs = {"path": str(path), "threads": a.threads, "prompt": prompt, "n_gen": a.llama_gen,
                              "no_repack": no_repack}
-                    for i in range(a.llama_reps):
+                    for _ in range(a.llama_reps):
                         r = run_worker("llama", largs, a.llama_timeout)
                         llama_runs.append(r)
                         if r.get("mem_available"):

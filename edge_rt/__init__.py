@@ -10,6 +10,7 @@ works, and says what to do, even where the extension has not been built.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 from . import errors
@@ -26,19 +27,18 @@ from .sampling import Sampler, SamplingParams
 
 
 def _package_version() -> str:
+    """The installed distribution's version; "0.0.0+dev" for a source tree that was never installed."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return "0.0.0+dev"
-    try:
-        return version("edge_rt")
-    except PackageNotFoundError:
+        return _metadata.version("edge_rt")
+    except _metadata.PackageNotFoundError:
         return "0.0.0+dev"
 
 
 __version__: str = _package_version()
 
 if TYPE_CHECKING:
+    from .benchmark import bench
+    from .inspection import inspect
     from .loading import load, minimum_budget
     from .model import GenerationResult, Model
     from .tokenizer import Tokenizer
@@ -50,6 +50,8 @@ _LAZY = {
     "Model": "model",
     "GenerationResult": "model",
     "Tokenizer": "tokenizer",
+    "inspect": "inspection",
+    "bench": "benchmark",
 }
 
 
@@ -72,6 +74,8 @@ __all__ = [
     "__version__",
     "load",
     "minimum_budget",
+    "inspect",
+    "bench",
     "Model",
     "GenerationResult",
     "Tokenizer",

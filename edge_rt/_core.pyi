@@ -7,7 +7,7 @@ raises the exception its Python signal handler raised (``KeyboardInterrupt`` for
 """
 
 import os
-from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
+from typing import Any, Dict, List, Optional, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt

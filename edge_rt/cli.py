@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ import typer
 
 from . import __version__
 from .errors import EdgeRTError, InvalidArgumentError
+from .quantize.block_types import QUANTIZED_TYPES, TYPE_NAMES
 
 app = typer.Typer(
     name="edge-rt",
@@ -64,12 +64,12 @@ def _user_errors() -> Iterator[None]:
         # BrokenPipeError: the reader went away (edge-rt run | head); stop quietly.
         if isinstance(e, BrokenPipeError):
             _silence_stdout()
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
         _err(f"error: {_one_line(e)}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         _err("interrupted")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
@@ -189,7 +189,8 @@ def run(
     temperature: float = typer.Option(0.8, "--temperature", "--temp", help="Sampling temperature; 0 = greedy."),
     top_k: int = typer.Option(40, "--top-k", min=0, help="Top-k sampling (0 = off)."),
     top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (1.0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Sampler seed for reproducible output (default: random)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0,
+                                       help="Sampler seed for reproducible output (default: random)."),
     stop: Optional[List[str]] = typer.Option(
         None, "--stop", help="Stop string (repeatable); \\n, \\t, \\r and \\\\ are unescaped, as llama.cpp does."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
@@ -200,8 +201,9 @@ def run(
     mem_budget: Optional[str] = typer.Option(
         None, "--mem-budget", "-m",
         help="Hard cap on the engine's memory, e.g. 1.5GB or 800MiB: layers that do not fit stream from the file."),
-    window: Optional[int] = typer.Option(None, "--window", min=1,
-                                         help="Streaming window slots, with --mem-budget (default: the largest that fits the budget)."),
+    window: Optional[int] = typer.Option(
+        None, "--window", min=1,
+        help="Streaming window slots, with --mem-budget (default: the largest that fits the budget)."),
     expert_cache: Optional[str] = _EXPERT_CACHE,
     expert_policy: str = _EXPERT_POLICY,
     expert_prefetch: str = _EXPERT_PREFETCH,
@@ -239,41 +241,42 @@ def run(
                      f"prefill {res.prefill_tok_s:.1f} tok/s")
                 _err(f"generated {res.n_generated} tokens, decode {res.decode_tok_s:.1f} tok/s, "
                      f"finish: {res.finish_reason}, threads {m.threads}")
-                _stream_summary(m, n_tokens=max(1, res.n_decode + 1))
+                from .benchmark import telemetry
+
+                _print_telemetry(telemetry(m, n_tokens=max(1, res.n_decode + 1)))
 
 
-def _stream_summary(m: Any, n_tokens: int) -> None:
-    """Memory classes and, when layers stream, per-token I/O telemetry on stderr."""
-    from .timeline import summarize
-
-    rep = m.memory_report()
+def _print_telemetry(t: Dict[str, Any]) -> None:
+    """Memory classes and, when layers stream or experts are cached, per-token telemetry on stderr
+    (``t`` is :func:`edge_rt.benchmark.telemetry`'s dict)."""
+    rep, n_tokens = t["memory"], t["n_tokens"]
     classes = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in rep["classes"].items() if v)
     budget = _fmt_bytes(rep["budget"]) if rep["budget"] else "none"
     _err(f"memory {_fmt_bytes(rep['total'])} (budget {budget}): {classes}")
-    if rep.get("expert_cache_slots"):
-        _expert_summary(m, rep, n_tokens)
-    if not rep["streaming"] or not rep["streamed_units"]:
+    if t["experts"] is not None:
+        _print_experts(rep, t["experts"]["stats"], t["experts"]["predictor"], n_tokens)
+    if t["streaming"] is None:
         return
     _err(f"streaming {len(rep['streamed_units'])} of {len(rep['streamed_units']) + len(rep['pinned_units'])} "
          f"layers through {rep['window']} slots of {_fmt_bytes(rep['slot_bytes'])}, {rep['io']} I/O")
-    t = summarize(m.stream_events(), n_tokens)
-    _err(f"per token: read {_fmt_bytes(int(t['bytes_per_token']))}, I/O {t['io_s_per_token'] * 1e3:.1f} ms, "
-         f"stall {t['stall_s_per_token'] * 1e3:.1f} ms, compute {t['compute_s_per_token'] * 1e3:.1f} ms, "
-         f"I/O hidden behind compute {t['overlap'] * 100:.0f}%")
+    s = t["streaming"]
+    _err(f"per token: read {_fmt_bytes(int(s['bytes_per_token']))}, I/O {s['io_s_per_token'] * 1e3:.1f} ms, "
+         f"stall {s['stall_s_per_token'] * 1e3:.1f} ms, compute {s['compute_s_per_token'] * 1e3:.1f} ms, "
+         f"I/O hidden behind compute {s['overlap'] * 100:.0f}%")
 
 
-def _expert_summary(m: Any, rep: Dict[str, Any], n_tokens: int) -> None:
+def _print_experts(rep: Dict[str, Any], s: Dict[str, Any], fitted: Optional[str], n_tokens: int) -> None:
     """Expert cache telemetry on stderr: hit rate, reads, stall and per-layer prediction quality."""
-    s = m.expert_stats()
     _err(f"expert cache {rep['expert_cache_slots']} of {rep['total_experts']} experts "
          f"({_fmt_bytes(rep['expert_cache_slots'] * rep['expert_slot_bytes'])}): hit rate "
-         f"{(s['hit_rate'] or 0) * 100:.1f}% ({s['hits']} of {s['uses']}), read {_fmt_bytes(s['bytes_read'] // n_tokens)}"
-         f"/token ({s['reads_on_demand']} on demand, {s['reads_speculative']} predicted, "
-         f"{s['speculative_unused']} predicted reads unused), stall {s['stall_seconds'] / n_tokens * 1e3:.1f} ms/token")
-    fitted = m.info().get("expert_predictor")
-    by = {"same_layer": "layer i's router", "next_layer": f"fitted, {Path(fitted).name}" if fitted else "layer i's router"}
+         f"{(s['hit_rate'] or 0) * 100:.1f}% ({s['hits']} of {s['uses']}), "
+         f"read {_fmt_bytes(s['bytes_read'] // n_tokens)}/token ({s['reads_on_demand']} on demand, "
+         f"{s['reads_speculative']} predicted, {s['speculative_unused']} predicted reads unused), "
+         f"stall {s['stall_seconds'] / n_tokens * 1e3:.1f} ms/token")
+    by = {"same_layer": "layer i's router",
+          "next_layer": f"fitted, {Path(fitted).name}" if fitted else "layer i's router"}
     for key, name in (("same_layer", "same-layer"), ("next_layer", "next-layer")):
-        rows = [(il, l[key]) for il, l in enumerate(s["layers"]) if l[key]["predicted"]]
+        rows = [(il, layer[key]) for il, layer in enumerate(s["layers"]) if layer[key]["predicted"]]
         if not rows:
             continue
         pred = sum(p["predicted"] for _, p in rows)
@@ -285,95 +288,6 @@ def _expert_summary(m: Any, rep: Dict[str, Any], n_tokens: int) -> None:
 
 
 # ---- inspect ---------------------------------------------------------------------------------------
-
-_LAYER_RE = re.compile(r"^blk\.(\d+)\.")
-
-
-def _inspect_data(path: Path, threads: Optional[int] = None, ctx: Optional[int] = None) -> Dict[str, Any]:
-    from .errors import EdgeRTError, ModelIOError
-    from .loading import _core, minimum_budget
-
-    if not path.exists():
-        raise ModelIOError(f"[inspect] model file not found: {path}")
-    if path.is_dir():
-        raise ModelIOError(f"[inspect] model path is a directory, not a GGUF file: {path}")
-    core = _core()
-    g = core.GGUFFile(str(path))
-    md: Dict[str, Any] = dict(g.metadata)
-    tensors: List[Dict[str, Any]] = list(g.tensors)
-    arch = md.get("general.architecture")
-    arch_s = arch if isinstance(arch, str) else None
-
-    hparams: Dict[str, Any] = {}
-    if arch_s:
-        prefix = arch_s + "."
-        for k, v in md.items():
-            if k.startswith(prefix):
-                hparams[k[len(prefix):]] = v if not isinstance(v, (list, tuple)) else f"[{len(v)} values]"
-
-    types: Dict[str, Dict[str, int]] = {}
-    layers: Dict[str, Dict[str, Any]] = {}
-    order: List[str] = []
-    for t in tensors:
-        ty = types.setdefault(str(t["type"]), {"tensors": 0, "parameters": 0, "bytes": 0})
-        ty["tensors"] += 1
-        ty["parameters"] += int(t["n_elements"])
-        ty["bytes"] += int(t["n_bytes"])
-        m = _LAYER_RE.match(t["name"])
-        key = f"blk.{m.group(1)}" if m else str(t["name"]).rsplit(".", 1)[0]
-        if key not in layers:
-            layers[key] = {"tensors": 0, "parameters": 0, "bytes": 0, "types": {}}
-            order.append(key)
-        row = layers[key]
-        row["tensors"] += 1
-        row["parameters"] += int(t["n_elements"])
-        row["bytes"] += int(t["n_bytes"])
-        row["types"][str(t["type"])] = row["types"].get(str(t["type"]), 0) + 1
-
-    def layer_sort(k: str) -> tuple:
-        m = re.match(r"^blk\.(\d+)$", k)
-        # token embedding first, then the blocks in order, then the rest (norm, output head)
-        if k == "token_embd":
-            return (0, 0, k)
-        return (1, int(m.group(1)), k) if m else (2, order.index(k), k)
-
-    tokens = md.get("tokenizer.ggml.tokens")
-    tok_model = md.get("tokenizer.ggml.model")
-    try:
-        isa = core.isa()
-    except Exception:  # diagnostic only
-        isa = None
-    # The least --mem-budget this model runs in; a file edge_rt cannot run says why instead.
-    memory: Dict[str, Any] = {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # n_ctx above the training context: the size is still right
-            memory["minimum_budget"] = minimum_budget(path, threads=threads, n_ctx=ctx)
-    except EdgeRTError as e:
-        memory["not_runnable"] = str(e)
-    return {
-        "path": str(path),
-        "gguf_version": int(g.version),
-        "file_size": int(g.file_size),
-        "architecture": arch_s,
-        "name": md.get("general.name"),
-        "n_parameters": sum(int(t["n_elements"]) for t in tensors),
-        "n_tensors": len(tensors),
-        "tensor_bytes": sum(int(t["n_bytes"]) for t in tensors),
-        "tokenizer": {
-            "model": tok_model if isinstance(tok_model, str) else None,
-            "pre": md.get("tokenizer.ggml.pre"),
-            "n_vocab": len(tokens) if isinstance(tokens, (list, tuple)) else None,
-            "bos_id": md.get("tokenizer.ggml.bos_token_id"),
-            "eos_id": md.get("tokenizer.ggml.eos_token_id"),
-        },
-        "hyperparameters": hparams,
-        "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
-        "layers": {k: layers[k] for k in sorted(order, key=layer_sort)},
-        "isa": isa,
-        "memory": memory,
-    }
-
 
 def _print_inspect(d: Dict[str, Any]) -> None:
     w = typer.echo
@@ -440,7 +354,9 @@ def inspect(
     Reads only the GGUF header: no weights are loaded.
     """
     with _user_errors():
-        d = _inspect_data(model, threads=threads, ctx=ctx)
+        from .inspection import inspect as inspect_model
+
+        d = inspect_model(model, threads=threads, n_ctx=ctx)
         if as_json:
             typer.echo(json.dumps(d, indent=2, default=str))
         else:
@@ -452,7 +368,8 @@ def inspect(
 @app.command()
 def bench(
     ctx: typer.Context,
-    model: Optional[Path] = typer.Argument(None, show_default=False, metavar="MODEL", help="GGUF model file (required)."),
+    model: Optional[Path] = typer.Argument(None, show_default=False, metavar="MODEL",
+                                           help="GGUF model file (required)."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
                                           help="Worker threads (default: physical cores)."),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", "-p", min=1, help="Prompt length for prefill."),
@@ -472,78 +389,29 @@ def bench(
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
-        from .loading import load
+        from .benchmark import bench as run_bench
 
         _check_budget_option(mem_budget)
         if model is None:  # optional only so that `bench -m MODEL` gets the hint above first
             ctx.fail("Missing argument 'MODEL'.")
-        if plot is not None and mem_budget is None:
-            raise InvalidArgumentError("[plot] --plot draws the streaming timeline: give a --mem-budget below the "
-                                       "model's size so that layers stream")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
-            m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget,
-                     expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
-                     expert_prediction_width=expert_prediction_width,
-                     expert_predictor=_predictor_choice(expert_predictor))
-        with m:
-            info = m.info()
-            rep = m.memory_report()
-            if plot is not None and not rep["streamed_units"] and rep["expert_cache_slots"] >= rep["total_experts"]:
-                raise InvalidArgumentError(f"[plot] nothing streams: the whole model fits the {mem_budget} budget; "
-                                           "give a smaller --mem-budget to draw the timeline")
-            # Warm-up: touches every weight page and the thread pool once before timing.
-            m.bench(n_prompt=min(prompt_tokens, 16), n_gen=min(gen_tokens, 4), seed=seed)
-            runs = []
-            for i in range(repetitions):
-                m.stream_stats(reset=True)  # telemetry and the timeline cover the last run only
-                runs.append(m.bench(n_prompt=prompt_tokens, n_gen=gen_tokens, seed=seed + i))
-            if mem_budget is not None:
-                _stream_summary(m, n_tokens=gen_tokens + 1)
-            if plot is not None:
-                from .timeline import plot_timeline
-
-                title = f"{Path(model).name}: budget {mem_budget or 'none'}, threads {m.threads}"
-                # Pass 0 of the last run is its prompt; draw the first decode tokens after it.
-                written = []
-                experts = m.expert_events()
-                if m.stream_events() or not experts:  # layer timeline (errors clearly when nothing streamed)
-                    plot_timeline(m.stream_events(), plot, n_tokens=min(gen_tokens, 4), first_pass=1, title=title)
-                    written.append(plot)
-                if experts:
-                    from .timeline import plot_expert_timeline
-
-                    eplot = plot.with_name(plot.stem + "_experts" + plot.suffix) if written else plot
-                    plot_expert_timeline(experts, eplot, title=title)
-                    written.append(eplot)
-                _err("timeline written to " + ", ".join(str(p) for p in written))
-        pre = [r["prefill_tok_s"] for r in runs]
-        dec = [r["decode_tok_s"] for r in runs]
-        result = {
-            "model": str(model),
-            "arch": info.get("arch"),
-            "n_params": info.get("n_params"),
-            "isa": info.get("isa"),
-            "threads": m.threads,
-            "n_prompt": prompt_tokens,
-            "n_gen": gen_tokens,
-            "repetitions": repetitions,
-            "prefill_tok_s": statistics.median(pre),
-            "prefill_tok_s_min": min(pre),
-            "prefill_tok_s_max": max(pre),
-            "decode_tok_s": statistics.median(dec),
-            "decode_tok_s_min": min(dec),
-            "decode_tok_s_max": max(dec),
-        }
+        result = run_bench(model, threads=threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                           repetitions=repetitions, seed=seed, mem_budget=mem_budget, plot=plot,
+                           expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
+                           expert_prediction_width=expert_prediction_width,
+                           expert_predictor=_predictor_choice(expert_predictor))
+        if "telemetry" in result:
+            _print_telemetry(result.pop("telemetry"))
+        if "plots" in result:
+            _err("timeline written to " + ", ".join(str(p) for p in result.pop("plots")))
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
-        typer.echo(f"model    {model} ({info.get('arch')}, {_fmt_count(int(info.get('n_params') or 0))} params)")
-        typer.echo(f"threads  {m.threads}, isa {info.get('isa')}, {repetitions} runs after a warm-up")
+        typer.echo(f"model    {model} ({result['arch']}, {_fmt_count(int(result['n_params'] or 0))} params)")
+        typer.echo(f"threads  {result['threads']}, isa {result['isa']}, {repetitions} runs after a warm-up")
         typer.echo(_table(
             ["test", "tokens", "tok/s (median)", "min", "max"],
-            [["prefill", prompt_tokens, f"{result['prefill_tok_s']:.2f}", f"{min(pre):.2f}", f"{max(pre):.2f}"],
-             ["decode", gen_tokens, f"{result['decode_tok_s']:.2f}", f"{min(dec):.2f}", f"{max(dec):.2f}"]],
+            [[name, n, f"{result[k]:.2f}", f"{result[k + '_min']:.2f}", f"{result[k + '_max']:.2f}"]
+             for name, n, k in (("prefill", prompt_tokens, "prefill_tok_s"), ("decode", gen_tokens, "decode_tok_s"))],
             indent=""))
 
 
@@ -628,19 +496,25 @@ def _parse_types(value: Optional[str]) -> Optional[List[str]]:
 def quantize(
     src: Path = typer.Argument(..., show_default=False, metavar="IN", help="GGUF master or Hugging Face directory."),
     dst: Path = typer.Argument(..., show_default=False, metavar="OUT", help="Output GGUF file."),
-    qtype: Optional[str] = typer.Option(None, "--type", help="One type: Q3_K Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32."),
-    target_bpw: Optional[float] = typer.Option(None, "--target-bpw", help="Mixed precision: bits per weight of the whole model."),
-    target_size: Optional[str] = typer.Option(None, "--target-size", help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in held-out code)."),
+    qtype: Optional[str] = typer.Option(None, "--type", help=f"One type: {' '.join(TYPE_NAMES)}."),
+    target_bpw: Optional[float] = typer.Option(None, "--target-bpw",
+                                               help="Mixed precision: bits per weight of the whole model."),
+    target_size: Optional[str] = typer.Option(None, "--target-size",
+                                              help="Mixed precision: file size, e.g. 4.2MB or 3MiB."),
+    calib: Optional[Path] = typer.Option(None, "--calib",
+                                         help="Calibration text file (default: built-in held-out code)."),
     no_calib: bool = typer.Option(False, "--no-calib", help="Skip calibration (plain round-to-nearest)."),
-    load_calib: Optional[Path] = typer.Option(None, "--load-calib", help="Reuse statistics saved by an earlier run (.npz)."),
-    save_calib: Optional[Path] = typer.Option(None, "--save-calib", help="Where to save the statistics (default OUT.calib.npz)."),
-    candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate types "
-                                             "(default Q3_K,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K,Q8_0)."),
+    load_calib: Optional[Path] = typer.Option(None, "--load-calib",
+                                              help="Reuse statistics saved by an earlier run (.npz)."),
+    save_calib: Optional[Path] = typer.Option(None, "--save-calib",
+                                              help="Where to save the statistics (default OUT.calib.npz)."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Mixed precision: comma-separated candidate "
+                                             f"types (default {','.join(QUANTIZED_TYPES)})."),
     method: str = typer.Option("calibrated", "--sensitivity", help="calibrated (one model run per tensor), fitted "
-                               "(calibrated + per-type factors from 4 tensors measured at every type), measure (one run per "
-                               "tensor and type: most accurate, types x the cost) or proxy (no model run)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
+                               "(calibrated + per-type factors from 4 tensors measured at every type), measure (one "
+                               "run per tensor and type: most accurate, types x the cost) or proxy (no model run)."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Mixed precision: Pareto plot PNG of predicted KL vs size."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads for model runs."),
     gptq: bool = typer.Option(True, "--gptq/--no-gptq", help="With calibration: choose levels by GPTQ error feedback "
                               "on each matrix's input statistics (same scales and file format; lower output error)."),
@@ -653,7 +527,8 @@ def quantize(
 
         target_bytes = parse_size(target_size, "[quantize] --target-size") if target_size is not None else None
         if plot is not None and qtype is not None:
-            raise InvalidArgumentError("[quantize] --plot draws the mixed-precision search: use it with --target-bpw/--target-size")
+            raise InvalidArgumentError("[quantize] --plot draws the mixed-precision search: use it with "
+                                       "--target-bpw/--target-size")
         with contextlib.ExitStack() as stack:
             r = quantize_model(src, dst, qtype=qtype, target_bpw=target_bpw, target_bytes=target_bytes,
                                calib_text=calib, use_calib=not no_calib, load_calib=load_calib, save_calib=save_calib,
@@ -689,11 +564,14 @@ def quantize(
 def fit_predictor(
     model: Path = typer.Argument(..., show_default=False, help="MoE GGUF model (the file you will run)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default MODEL.predictor.gguf)."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Calibration text file (default: built-in held-out code)."),
+    text: Optional[Path] = typer.Option(None, "--text",
+                                        help="Calibration text file (default: built-in held-out code)."),
     tokens: int = typer.Option(16384, "--tokens", min=16, help="Tokens of text to trace (10% validate)."),
     hidden: int = typer.Option(64, "--hidden", min=1, max=65536, help="Hidden units of each layer's MLP."),
-    epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per layer (the best validation checkpoint is kept)."),
-    mem_budget: Optional[str] = typer.Option(None, "--mem-budget", help="Trace under this memory budget (models larger than RAM)."),
+    epochs: int = typer.Option(300, "--epochs", min=1,
+                               help="Training epochs per layer (the best validation checkpoint is kept)."),
+    mem_budget: Optional[str] = typer.Option(None, "--mem-budget",
+                                             help="Trace under this memory budget (models larger than RAM)."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
 ) -> None:
     """Fit a next-layer expert predictor (help text above)."""
@@ -709,7 +587,8 @@ def fit_predictor(
         for n in r.notes:
             _err(f"note: {n}")
         typer.echo(_table(["layer", "router recall", "fitted recall", "best epoch"],
-                          [[x.layer, f"{x.router_recall:.3f}", f"{x.fitted_recall:.3f}", x.best_epoch] for x in r.layers]
+                          [[x.layer, f"{x.router_recall:.3f}", f"{x.fitted_recall:.3f}", x.best_epoch]
+                           for x in r.layers]
                           + [["mean", f"{r.router_recall:.3f}", f"{r.fitted_recall:.3f}", ""]]), err=True)
         _err(f"fitted on {r.n_train} tokens, recall on {r.n_validation} validation tokens (which also picked the "
              f"checkpoint, so it leans optimistic); wrote {dst} "
@@ -721,7 +600,8 @@ def eval_(
     model: Path = typer.Argument(..., show_default=False, help="GGUF model to evaluate."),
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference GGUF (e.g. the F16 master)."),
     text: Path = typer.Option(..., "--text", help="Evaluation text file."),
-    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2, help="Window length in tokens (default: training context, at most 2048)."),
+    ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2,
+                                      help="Window length in tokens (default: training context, at most 2048)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
     backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) to get the "

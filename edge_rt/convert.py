@@ -35,9 +35,9 @@ the tensors of a layer in their original order, and an engine reads one expert a
 slices of the layer's range (``moe`` is True in the result).
 
 The copy is streamed: the header is rewritten in memory (a few MB even for 128k-token vocabularies),
-tensor data is copied in 16 MiB chunks, into ``dst + ".tmp"``, which is flushed, fsynced and renamed
-onto ``dst`` only when complete; a failure removes the temporary file and leaves an existing ``dst``
-untouched.
+tensor data is copied in 16 MiB chunks, through ``edge_rt.gguf_file.atomic_write``: into a temporary
+file beside ``dst``, which is fsynced and renamed onto ``dst`` only when complete; a failure removes the
+temporary file and leaves an existing ``dst`` untouched.
 """
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidArgumentError, ModelFormatError, ModelIOError
+from .gguf_file import (
+    HEADER_PREFIX_BYTES,
+    atomic_write,
+    encode_tensor_info,
+    kv_string,
+    kv_uint32,
+    read_header,
+    split_kv_records,
+)
 
 __all__ = ["convert_gguf", "STREAMING_ALIGNMENT", "LAYOUT_KEY", "LAYOUTS"]
 
@@ -64,86 +73,15 @@ _CHUNK = 16 << 20
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 _MOE_SUFFIXES = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
 
-# GGUF value type ids and the encoded size of the fixed-size ones.
-_T_UINT32, _T_STRING, _T_ARRAY = 4, 8, 9
-_FIXED_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Callable[[int, int], None]
 
 
-# ---- header --------------------------------------------------------------------------------------
-
-def _gguf_string(s: str) -> bytes:
-    b = s.encode("utf-8", "surrogateescape")
-    return struct.pack("<Q", len(b)) + b
-
-
-def _kv_uint32(key: str, value: int) -> bytes:
-    return _gguf_string(key) + struct.pack("<II", _T_UINT32, value)
-
-
-def _kv_string(key: str, value: str) -> bytes:
-    return _gguf_string(key) + struct.pack("<I", _T_STRING) + _gguf_string(value)
-
-
-def _kv_records(header: bytes, n_kv: int, where: str) -> List[Tuple[str, bytes]]:
-    """Split the metadata section of ``header`` (which starts at byte 24) into ``(key, raw record)``
-    pairs, the raw record being the exact bytes of key + type + value as in the file."""
-    pos = 24
-
-    def need(n: int) -> None:
-        if pos + n > len(header):
-            raise ModelFormatError(f"[convert] {where}: metadata runs past the header")
-
-    def skip_value(t: int, depth: int = 0) -> None:
-        nonlocal pos
-        if t in _FIXED_SIZE:
-            need(_FIXED_SIZE[t])
-            pos += _FIXED_SIZE[t]
-        elif t == _T_STRING:
-            need(8)
-            (n,) = struct.unpack_from("<Q", header, pos)
-            need(8 + n)
-            pos += 8 + n
-        elif t == _T_ARRAY and depth == 0:
-            need(12)
-            et, n = struct.unpack_from("<IQ", header, pos)
-            pos += 12
-            if et in _FIXED_SIZE:
-                need(n * _FIXED_SIZE[et])
-                pos += n * _FIXED_SIZE[et]
-            else:
-                for _ in range(n):
-                    skip_value(et, depth + 1)
-        else:
-            raise ModelFormatError(f"[convert] {where}: unsupported metadata value type {t}")
-
-    out: List[Tuple[str, bytes]] = []
-    for _ in range(n_kv):
-        start = pos
-        need(8)
-        (klen,) = struct.unpack_from("<Q", header, pos)
-        need(8 + klen + 4)
-        key = header[pos + 8:pos + 8 + klen].decode("utf-8", "surrogateescape")
-        (t,) = struct.unpack_from("<I", header, pos + 8 + klen)
-        pos += 8 + klen + 4
-        skip_value(t)
-        out.append((key, header[start:pos]))
-    return out
-
-
-def _tensor_info(t: Dict[str, Any], rel_offset: int) -> bytes:
-    shape = [int(d) for d in t["shape"]]
-    return (_gguf_string(t["name"]) + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *shape)
-            + struct.pack("<IQ", int(t["type_id"]), rel_offset))
-
+# ---- layout --------------------------------------------------------------------------------------
 
 def _pad(n: int, align: int = STREAMING_ALIGNMENT) -> int:
     return (align - n % align) % align
 
-
-# ---- layout --------------------------------------------------------------------------------------
 
 def _streaming_order(tensors: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], List[int]]:
     """Tensors in streaming order: token_embd, the other globals (original order), then the layers in
@@ -187,23 +125,20 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
     nbytes)]``), ``moe``, ``layout``, ``alignment``.
 
     Raises:
-        InvalidArgumentError: unknown ``layout``, or ``dst`` is ``src`` (or its temporary file).
+        InvalidArgumentError: unknown ``layout``, or ``dst`` is ``src``.
         ModelIOError: ``src`` is missing, a directory or unreadable.
         ModelFormatError: ``src`` is not a valid GGUF (the message names the defect).
         OSError: ``dst`` cannot be written (its folder is missing, the disk is full, ...).
     """
-    from .loading import _core
-
     t0 = time.perf_counter()
     if layout not in LAYOUTS:
         raise InvalidArgumentError(f"[convert] unknown layout {layout!r}; expected one of {list(LAYOUTS)}")
     src_p, dst_p = Path(os.fspath(src)), Path(os.fspath(dst))
-    tmp_p = Path(os.fspath(dst_p) + ".tmp")
     if not src_p.exists():
         raise ModelIOError(f"[convert] model file not found: {src_p}")
     if src_p.is_dir():
         raise ModelIOError(f"[convert] model path is a directory, not a GGUF file: {src_p}")
-    if _same_file(src_p, dst_p) or _same_file(src_p, tmp_p):
+    if _same_file(src_p, dst_p):
         raise InvalidArgumentError(f"[convert] output {dst_p} is the input file; write to another path")
     if dst_p.is_dir():
         raise InvalidArgumentError(f"[convert] output {dst_p} is a directory")
@@ -211,7 +146,7 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
         raise ModelIOError(f"[convert] the output's folder does not exist: {dst_p.parent}")
 
     try:
-        g = _core().GGUFFile(str(src_p))  # validates the whole header, naming the defect
+        g = read_header(src_p, "[convert]")  # validates the whole header, naming the defect
     except ModelFormatError as e:
         raise ModelFormatError(f"[convert] {src_p}: {e}") from e
     tensors = list(g.tensors)
@@ -220,12 +155,12 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
 
     with open(src_p, "rb") as fin:
         header = fin.read(data_offset)
-        if len(header) < 24 or header[:4] != b"GGUF":
+        if len(header) < HEADER_PREFIX_BYTES or header[:4] != b"GGUF":
             raise ModelFormatError(f"[convert] {src_p}: not a GGUF file")
         version, n_tensors, n_kv = struct.unpack_from("<IQQ", header, 4)
         if n_tensors != len(tensors):
             raise ModelFormatError(f"[convert] {src_p}: tensor count changed while reading")
-        records = _kv_records(header, n_kv, str(src_p))
+        records = split_kv_records(header, n_kv, str(src_p))
         del header
 
         # Metadata: every record copied verbatim, alignment and layout set (in place if present).
@@ -233,15 +168,15 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
         seen = set()
         for key, raw in records:
             if key == _ALIGNMENT_KEY:
-                raw = _kv_uint32(_ALIGNMENT_KEY, STREAMING_ALIGNMENT)
+                raw = kv_uint32(_ALIGNMENT_KEY, STREAMING_ALIGNMENT)
             elif key == LAYOUT_KEY:
-                raw = _kv_string(LAYOUT_KEY, layout)
+                raw = kv_string(LAYOUT_KEY, layout)
             seen.add(key)
             kv.append(raw)
         if _ALIGNMENT_KEY not in seen:
-            kv.append(_kv_uint32(_ALIGNMENT_KEY, STREAMING_ALIGNMENT))
+            kv.append(kv_uint32(_ALIGNMENT_KEY, STREAMING_ALIGNMENT))
         if LAYOUT_KEY not in seen:
-            kv.append(_kv_string(LAYOUT_KEY, layout))
+            kv.append(kv_string(LAYOUT_KEY, layout))
 
         order, layer_ids = _streaming_order(tensors)
         rel: List[int] = []
@@ -255,7 +190,7 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
         for raw in kv:
             head += raw
         for t, off in zip(order, rel):
-            head += _tensor_info(t, off)
+            head += encode_tensor_info(t, off)
         head_pad = _pad(len(head))
         new_data_offset = len(head) + head_pad
         head += bytes(head_pad)
@@ -266,7 +201,7 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
         buf = bytearray(min(_CHUNK, max((int(t["n_bytes"]) for t in order), default=1)) or 1)
         view = memoryview(buf)
         try:
-            with open(tmp_p, "wb") as fout:
+            with atomic_write(dst_p) as tmp_p, open(tmp_p, "wb") as fout:
                 fout.write(head)
                 if progress:
                     progress(0, total)
@@ -292,14 +227,6 @@ def convert_gguf(src: PathLike, dst: PathLike, layout: str = "streaming",
                 if bytes_out != new_data_offset + data_bytes:  # pragma: no cover - internal invariant
                     raise ModelFormatError(f"[convert] wrote {bytes_out} bytes, expected "
                                            f"{new_data_offset + data_bytes}")
-                os.fsync(fout.fileno())
-            os.replace(tmp_p, dst_p)
-        except BaseException:
-            try:
-                tmp_p.unlink()
-            except OSError:
-                pass
-            raise
         finally:
             view.release()
 

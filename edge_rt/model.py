@@ -195,7 +195,8 @@ class Model:
         try:
             int_ids = [operator.index(i) for i in ids]
         except TypeError:
-            raise InvalidArgumentError(f"[detokenize] expected a sequence of integer token ids, got {ids!r:.80}") from None
+            raise InvalidArgumentError(
+                f"[detokenize] expected a sequence of integer token ids, got {ids!r:.80}") from None
         return self._tokenizer.detokenize(int_ids, special=special)
 
     # ---- generation ------------------------------------------------------------------------------

@@ -56,6 +56,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from .gguf_file import atomic_write
+from .quantize.block_types import BLOCK_TYPES, FILE_TYPE, TYPE_NAMES
+
 __all__ = [
     "GENERATOR_VERSION",
     "PRESETS",
@@ -70,14 +73,8 @@ __all__ = [
 # 2: Q4_K/Q6_K from edge_rt.quantize (llama.cpp's reference search) instead of min/max scales.
 GENERATOR_VERSION = 2
 
-WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
-
-# llama.cpp's general.file_type (enum llama_ftype) for a model whose big matrices use the type.
-_FILE_TYPE = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-    "Q4_K": 15,  # MOSTLY_Q4_K_M
-    "Q6_K": 18, "BF16": 32,
-}
+#: Weight types the generator writes: every type of the toolchain's registry (quantize/block_types.py).
+WEIGHT_TYPES = TYPE_NAMES
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(arch="llama", n_vocab=512, n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=4),
@@ -143,9 +140,9 @@ def _encode(x: np.ndarray, wtype: str) -> np.ndarray:
 
 
 def _type_info(wtype: str) -> Tuple[int, int]:
-    import gguf
-
-    return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[wtype]]
+    """(elements per block, bytes per block) of ``wtype``."""
+    t = BLOCK_TYPES[wtype]
+    return t.block_elems, t.block_bytes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,84 +305,80 @@ def write_synthetic_gguf(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    w = gguf.GGUFWriter(str(tmp), arch)
-    try:
-        moe_tag = f"-{n_expert}x{n_expert_used}" if n_expert else ""
-        w.add_name(f"synthetic-{arch}{moe_tag}-{weight_type}")
-        w.add_type("model")
-        w.add_string("general.description",
-                     f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
-        w.add_context_length(n_ctx_train)
-        w.add_embedding_length(n_embd)
-        w.add_feed_forward_length(n_ff)
-        w.add_block_count(n_layer)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(plan.n_head_kv)
-        w.add_layer_norm_rms_eps(float(rms_eps))
-        w.add_rope_freq_base(float(rope_theta))
-        w.add_rope_dimension_count(plan.head_dim)
-        if plan.head_dim != n_embd // n_head or n_embd % n_head:
-            w.add_key_length(plan.head_dim)
-            w.add_value_length(plan.head_dim)
-        if rope_scaling_linear is not None:
-            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            w.add_rope_scaling_factor(float(rope_scaling_linear))
-        if n_expert:
-            # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
-            w.add_expert_count(n_expert)
-            w.add_expert_used_count(n_expert_used)
-            if arch in _MOE_ARCHS:
-                w.add_expert_feed_forward_length(plan.n_ff_exp)
-            if plan.n_ff_shexp:
-                w.add_expert_shared_feed_forward_length(plan.n_ff_shexp)
-        w.add_vocab_size(n_vocab)
-        w.add_file_type(_FILE_TYPE[weight_type])
-        if weight_type not in ("F32", "F16", "BF16"):
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    with atomic_write(path) as tmp:
+        w = gguf.GGUFWriter(str(tmp), arch)
+        try:
+            moe_tag = f"-{n_expert}x{n_expert_used}" if n_expert else ""
+            w.add_name(f"synthetic-{arch}{moe_tag}-{weight_type}")
+            w.add_type("model")
+            w.add_string("general.description",
+                         f"edge_rt synthetic random-weight model (generator v{GENERATOR_VERSION}, seed {seed})")
+            w.add_context_length(n_ctx_train)
+            w.add_embedding_length(n_embd)
+            w.add_feed_forward_length(n_ff)
+            w.add_block_count(n_layer)
+            w.add_head_count(n_head)
+            w.add_head_count_kv(plan.n_head_kv)
+            w.add_layer_norm_rms_eps(float(rms_eps))
+            w.add_rope_freq_base(float(rope_theta))
+            w.add_rope_dimension_count(plan.head_dim)
+            if plan.head_dim != n_embd // n_head or n_embd % n_head:
+                w.add_key_length(plan.head_dim)
+                w.add_value_length(plan.head_dim)
+            if rope_scaling_linear is not None:
+                w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+                w.add_rope_scaling_factor(float(rope_scaling_linear))
+            if n_expert:
+                # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
+                w.add_expert_count(n_expert)
+                w.add_expert_used_count(n_expert_used)
+                if arch in _MOE_ARCHS:
+                    w.add_expert_feed_forward_length(plan.n_ff_exp)
+                if plan.n_ff_shexp:
+                    w.add_expert_shared_feed_forward_length(plan.n_ff_shexp)
+            w.add_vocab_size(n_vocab)
+            w.add_file_type(FILE_TYPE[weight_type])
+            if weight_type not in ("F32", "F16", "BF16"):
+                w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-        w.add_tokenizer_model(vocab["model"])
-        w.add_tokenizer_pre(vocab["pre"])
-        w.add_token_list(vocab["tokens"])
-        w.add_token_types(vocab["types"])
-        if vocab["scores"] is not None:
-            w.add_token_scores(vocab["scores"])
-        if vocab["merges"] is not None:
-            w.add_token_merges(vocab["merges"])
-        w.add_bos_token_id(vocab["bos"])
-        w.add_eos_token_id(vocab["eos"])
-        if vocab["unk"] is not None:
-            w.add_unk_token_id(vocab["unk"])
-        w.add_add_bos_token(vocab["add_bos"])
-        w.add_add_eos_token(False)
+            w.add_tokenizer_model(vocab["model"])
+            w.add_tokenizer_pre(vocab["pre"])
+            w.add_token_list(vocab["tokens"])
+            w.add_token_types(vocab["types"])
+            if vocab["scores"] is not None:
+                w.add_token_scores(vocab["scores"])
+            if vocab["merges"] is not None:
+                w.add_token_merges(vocab["merges"])
+            w.add_bos_token_id(vocab["bos"])
+            w.add_eos_token_id(vocab["eos"])
+            if vocab["unk"] is not None:
+                w.add_unk_token_id(vocab["unk"])
+            w.add_add_bos_token(vocab["add_bos"])
+            w.add_add_eos_token(False)
 
-        for s in plan.specs:
-            if s.wtype in ("F32", "F16"):
-                dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
-                w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
-            else:
-                block, tsize = _type_info(s.wtype)
-                byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
-                w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
-                                  raw_dtype=gguf.GGMLQuantizationType[s.wtype])
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        fout = w.fout[0]
-        for s in plan.specs:
-            w.write_padding(fout, fout.tell())
-            n = 0
-            for chunk in s.gen():
-                data = _encode(chunk, s.wtype)
-                data.tofile(fout)
-                n += data.nbytes
-            w.write_padding(fout, n)
-        w.close()
-        os.replace(tmp, path)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
+            for s in plan.specs:
+                if s.wtype in ("F32", "F16"):
+                    dt = np.dtype(np.float32 if s.wtype == "F32" else np.float16)
+                    w.add_tensor_info(s.name, s.shape, dt, int(np.prod(s.shape)) * dt.itemsize)
+                else:
+                    block, tsize = _type_info(s.wtype)
+                    byte_shape = (*s.shape[:-1], s.shape[-1] // block * tsize)
+                    w.add_tensor_info(s.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
+                                      raw_dtype=gguf.GGMLQuantizationType[s.wtype])
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            fout = w.fout[0]
+            for s in plan.specs:
+                w.write_padding(fout, fout.tell())
+                n = 0
+                for chunk in s.gen():
+                    data = _encode(chunk, s.wtype)
+                    data.tofile(fout)
+                    n += data.nbytes
+                w.write_padding(fout, n)
+        finally:
+            w.close()
     return path
 
 

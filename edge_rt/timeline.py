@@ -147,7 +147,7 @@ def plot_expert_timeline(expert_events: Sequence[Dict[str, Any]], out: Path, max
     t0 = evs[0]["io_start"]
     ms = lambda t: (t - t0) * 1e3  # noqa: E731
     layers = sorted({e["layer"] for e in evs})
-    ypos = {l: i for i, l in enumerate(layers)}
+    ypos = {layer: i for i, layer in enumerate(layers)}
     fig, ax = plt.subplots(figsize=(14, 0.3 * len(layers) + 2.4))
     c_demand, c_pred = "#4C72B0", "#DD8452"
     for e in evs:
@@ -155,7 +155,7 @@ def plot_expert_timeline(expert_events: Sequence[Dict[str, Any]], out: Path, max
                        (ypos[e["layer"]] - 0.35, 0.7), facecolors=c_pred if e["speculative"] else c_demand,
                        edgecolors="white", linewidth=0.3)
     ax.set_yticks(range(len(layers)))
-    ax.set_yticklabels([f"layer {l}" for l in layers], fontsize=7)
+    ax.set_yticklabels([f"layer {layer}" for layer in layers], fontsize=7)
     ax.set_xlabel("time (ms)")
     ax.grid(axis="x", color="0.9")
     ax.set_axisbelow(True)

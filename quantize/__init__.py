@@ -16,7 +16,18 @@ through them:
 
 from __future__ import annotations
 
+from typing import Any
+
 from .block_types import BLOCK_TYPES, BlockType, row_bytes
-from .quants import QUANT_TYPES, dequantize, quantize
 
 __all__ = ["BLOCK_TYPES", "BlockType", "row_bytes", "QUANT_TYPES", "quantize", "dequantize"]
+
+
+def __getattr__(name: str) -> Any:
+    """``QUANT_TYPES``, ``quantize`` and ``dequantize`` from quants.py, imported on first use (the
+    quantizers are most of the package's import time; the type registry is not)."""
+    if name in ("QUANT_TYPES", "quantize", "dequantize"):
+        from . import quants
+
+        return getattr(quants, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

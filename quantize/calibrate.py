@@ -303,7 +303,8 @@ def _run_windows(model: Any, windows: List[List[int]], progress: Optional[Callab
 
 
 def collect_gram(model: Any, windows: List[List[int]],
-                 progress: Optional[Callable[[int, int], None]] = None) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Dict[str, str]]:
+                 progress: Optional[Callable[[int, int], None]] = None
+                 ) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], Dict[str, str]]:
     """Run a NumpyModel on each window recording the input matrices; returns (gram, alias)."""
     model.record_gram(True)
     try:

@@ -46,7 +46,8 @@ class LogitsRunner:
             try:
                 import llama_cpp
             except ImportError as e:
-                raise ImportError("[eval] backend 'llama_cpp' needs llama-cpp-python (pip install llama-cpp-python)") from e
+                raise ImportError("[eval] backend 'llama_cpp' needs llama-cpp-python "
+                                  "(pip install llama-cpp-python)") from e
             from ..tokenizer import Tokenizer
 
             if n_ctx is None:
@@ -84,9 +85,9 @@ class LogitsRunner:
 
 
 def _train_ctx(path: Path) -> int:
-    from ..tokenizer import read_gguf_metadata
+    from ..gguf_file import read_metadata
 
-    md = read_gguf_metadata(path)
+    md = read_metadata(path)
     arch = md.get("general.architecture")
     v = md.get(f"{arch}.context_length")
     return int(min(int(v), 2048)) if isinstance(v, (int, np.integer)) and v > 0 else 2048

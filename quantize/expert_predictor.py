@@ -13,10 +13,11 @@ a correction of layer i's router on the same input u = rms_norm(x, ffn_norm_i):
 trained with AdamW on soft cross-entropy against layer i's router probabilities. W_out starts at zero,
 so training starts from the router's own prediction, and that start competes with every checkpoint:
 on the validation tokens the fitted predictor is never worse than the router (a layer where nothing
-better was found keeps W_out = 0, and costs only its compute). The data come from the
-engine itself (a ``RoutingTrace`` observer with ``inputs=True``, installed by ``Model.observe``) on calibration text, so fitting works under a
-memory budget for models larger than RAM; the traced states take ``tokens * n_layer * n_embd * 4`` bytes
-and the token count is lowered, with a note, when they would not fit. The last ``VALIDATION_FRACTION`` of
+better was found keeps W_out = 0, and costs only its compute). The data come from the engine itself
+(a ``RoutingTrace`` observer with ``inputs=True``, installed by ``Model.observe``) on calibration text,
+so fitting works under a memory budget for models larger than RAM; the traced states take
+``tokens * n_layer * n_embd * 4`` bytes and the token count is lowered, with a note, when they would
+not fit. The last ``VALIDATION_FRACTION`` of
 the tokens is held out: training keeps the weights with the best validation recall, and the report gives
 the router's and the fitted predictor's recall there (recall = experts named correctly / experts used,
 naming ``n_expert_used`` experts per token, as the engine's telemetry counts it). Those tokens also pick
@@ -36,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import InvalidArgumentError, UnsupportedArchitectureError
+from ..gguf_file import save_writer
 from ..observer import EvalObserver
 from .calibrate import _available_memory, _run_windows, text_digest, token_windows
 
@@ -323,8 +325,7 @@ def _write(out: Path, tensors: Dict[str, np.ndarray], info: Dict[str, Any], mode
     import gguf
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    w = gguf.GGUFWriter(str(tmp), ARCH)
+    w = gguf.GGUFWriter(None, ARCH)  # the file is named when written, by save_writer
     w.add_uint32("expert_predictor.version", FORMAT_VERSION)
     w.add_uint32("expert_predictor.n_embd", int(info["n_embd"]))
     w.add_uint32("expert_predictor.n_expert", int(info["n_expert"]))
@@ -337,10 +338,4 @@ def _write(out: Path, tensors: Dict[str, np.ndarray], info: Dict[str, Any], mode
     w.add_array("expert_predictor.router_validation_recall", [float(x.router_recall) for x in fit.layers])
     for name, arr in tensors.items():
         w.add_tensor(name, np.ascontiguousarray(arr, dtype=np.float32))
-    try:
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-    finally:
-        w.close()
-    tmp.replace(out)
+    save_writer(w, out)

@@ -7,20 +7,20 @@
   llama-quantize refuses them without --allow-requantize).
 * :func:`write_gguf` streams a model to disk: tensor infos first (every size is known from the plan),
   then one tensor at a time is encoded and written, so peak memory is one tensor, not the model. The
-  file goes to ``OUT.tmp`` and is renamed onto ``OUT`` only when complete.
+  file is written through ``edge_rt.gguf_file.atomic_write``: ``OUT`` appears only when complete.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ModelFormatError, ModelIOError, UnsupportedArchitectureError, UnsupportedTypeError
-from .codec import tensor_bytes
+from ..errors import ModelFormatError, UnsupportedArchitectureError, UnsupportedTypeError
+from ..gguf_file import atomic_write, open_tensors, tensor_array
+from .codec import block_info, tensor_bytes
 
 #: Architectures whose GGUF masters the toolchain quantizes (the MoE ones run when the engine has MoE).
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
@@ -73,12 +73,7 @@ def read_gguf(path: Path) -> SourceModel:
     import gguf
 
     path = Path(path)
-    if not path.exists():
-        raise ModelIOError(f"[quantize] input not found: {path}")
-    try:
-        r = gguf.GGUFReader(str(path), "r")
-    except Exception as e:  # the gguf package raises ValueError/struct errors on garbage
-        raise ModelFormatError(f"[quantize] {path} is not a readable GGUF file: {e}") from e
+    r = open_tensors(path, "[quantize]")
     arch_f = r.fields.get("general.architecture")
     arch = arch_f.contents() if arch_f is not None else None
     if not isinstance(arch, str):
@@ -108,12 +103,7 @@ def read_gguf(path: Path) -> SourceModel:
                 "(re-quantizing a quantized model compounds the error)")
         shape = tuple(int(d) for d in reversed([int(x) for x in t.shape]))
 
-        def load(t=t, shape=shape) -> np.ndarray:
-            import gguf.quants
-
-            return np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
-
-        tensors.append(SourceTensor(t.name, shape, tname, load))
+        tensors.append(SourceTensor(t.name, shape, tname, lambda t=t: tensor_array(t)))
     return SourceModel(path=path, arch=arch, kv=kv, tensors=tensors, alignment=alignment)
 
 
@@ -129,27 +119,23 @@ def write_gguf(src: SourceModel, out: Path, types: Dict[str, str],
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    w = gguf.GGUFWriter(str(tmp), src.arch)
-    try:
-        sizes = _write_header(w, src, types, file_type, extra_kv)
-        fout = w.fout[0]
-        for i, (t, nbytes) in enumerate(zip(src.tensors, sizes)):
-            w.write_padding(fout, fout.tell())
-            data = np.ascontiguousarray(encode_tensor(t, types[t.name]))
-            if data.nbytes != nbytes:
-                raise ModelFormatError(f"[quantize] tensor '{t.name}': encoder returned {data.nbytes} bytes, "
-                                       f"expected {nbytes} for {types[t.name]}")
-            data.tofile(fout)
-            w.write_padding(fout, nbytes)
-            if progress is not None:
-                progress(i + 1, len(src.tensors), t.name)
-        w.close()
-        os.replace(tmp, out)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as tmp:
+        w = gguf.GGUFWriter(str(tmp), src.arch)
+        try:
+            sizes = _write_header(w, src, types, file_type, extra_kv)
+            fout = w.fout[0]
+            for i, (t, nbytes) in enumerate(zip(src.tensors, sizes)):
+                w.write_padding(fout, fout.tell())
+                data = np.ascontiguousarray(encode_tensor(t, types[t.name]))
+                if data.nbytes != nbytes:
+                    raise ModelFormatError(f"[quantize] tensor '{t.name}': encoder returned {data.nbytes} bytes, "
+                                           f"expected {nbytes} for {types[t.name]}")
+                data.tofile(fout)
+                w.write_padding(fout, nbytes)
+                if progress is not None:
+                    progress(i + 1, len(src.tensors), t.name)
+        finally:
+            w.close()
     return out.stat().st_size
 
 
@@ -179,7 +165,7 @@ def _write_header(w: Any, src: SourceModel, types: Dict[str, str], file_type: in
         if ty in ("F32", "F16"):
             w.add_tensor_info(t.name, t.shape, np.dtype(np.float32 if ty == "F32" else np.float16), nbytes)
         else:
-            blk, bb = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ty]]
+            blk, bb = block_info(ty)
             byte_shape = (*t.shape[:-1], t.shape[-1] // blk * bb)
             w.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), nbytes,
                               raw_dtype=gguf.GGMLQuantizationType[ty])

@@ -38,8 +38,16 @@ import numpy as np
 
 from .block_grid import Grid
 from .quants_legacy import _f16_bytes, to_f16
-from .quants_search import (F32, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants,
-                            make_qx_quants, nearest_int, ssum)
+from .quants_search import (
+    F32,
+    GROUP_MAX_EPS,
+    make_q3_quants,
+    make_qkx_quants,
+    make_qp_quants,
+    make_qx_quants,
+    nearest_int,
+    ssum,
+)
 
 QK_K = 256
 

@@ -15,25 +15,33 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError, ModelIOError, UnsupportedArchitectureError
+from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError, ModelIOError
 from . import codec
-from .calibrate import DEFAULT_CALIB_TOKENS, CalibStats, calibrate, read_text, text_digest, token_windows
+from .block_types import TYPE_NAMES
+from .calibrate import DEFAULT_CALIB_TOKENS, CalibStats, calibrate, read_text, token_windows
 from .gguf_io import SourceModel, overhead_bytes, read_gguf, write_gguf
 from .rules import FILE_TYPE, file_type_of, is_quantizable, plan_uniform
-from .sensitivity import (DEFAULT_CANDIDATES, METHODS, Sensitivity, SwapEvaluator, base_types, encode_tensor,
-                          measure_sensitivity, searchable)
+from .sensitivity import (
+    DEFAULT_CANDIDATES,
+    METHODS,
+    Sensitivity,
+    SwapEvaluator,
+    base_types,
+    encode_tensor,
+    measure_sensitivity,
+    searchable,
+)
 
 Progress = Callable[[str, int, int, str], None]
 
-#: Types ``--type`` accepts.
-UNIFORM_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "Q3_K")
+#: Types ``--type`` accepts: every type of the registry.
+UNIFORM_TYPES = TYPE_NAMES
 #: Tokens of calibration text the sensitivity runs use (a subset of the calibration tokens).
 DEFAULT_SENS_TOKENS = 1024
 
@@ -137,7 +145,8 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
     if qtype is not None:
         qtype = qtype.upper()
         if qtype not in UNIFORM_TYPES:
-            raise InvalidArgumentError(f"[quantize] unknown --type {qtype!r}; expected one of {', '.join(UNIFORM_TYPES)}")
+            raise InvalidArgumentError(f"[quantize] unknown --type {qtype!r}; "
+                                       f"expected one of {', '.join(UNIFORM_TYPES)}")
     cands = tuple(c.upper() for c in candidates)
     for c in cands:
         if c not in codec.ALL_TYPES or c in ("F32",):
@@ -156,7 +165,8 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
         if save_calib.is_dir():
             raise InvalidArgumentError(f"[quantize] --save-calib {save_calib} is a directory; give a file path")
     if method not in METHODS:  # checked before the calibration run that precedes the sensitivity one
-        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; expected one of {', '.join(METHODS)}")
+        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; "
+                                   f"expected one of {', '.join(METHODS)}")
     if target_bpw is not None and not (0 < target_bpw <= 32):
         raise InvalidArgumentError(f"[quantize] --target-bpw must be in (0, 32], got {target_bpw}")
 
@@ -192,10 +202,12 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
         elif use_calib and not float_out:
             text = read_text(calib_text)
             try:
+                calib_progress = (lambda d, n: progress("calibrate", d, n, "")) if progress else None
                 stats = calibrate(need_master(), text, src=src, threads=threads, max_tokens=calib_tokens,
-                                  gram=gptq, progress=(lambda d, n: progress("calibrate", d, n, "")) if progress else None)
+                                  gram=gptq, progress=calib_progress)
+                runner = "edge_rt" if stats.meta["runner"] == "edge_rt" else "the NumPy reference forward"
                 calib_desc = (f"{stats.meta['n_tokens']} tokens of {calib_text or 'the built-in held-out code sample'}"
-                              f" on {'edge_rt' if stats.meta['runner'] == 'edge_rt' else 'the NumPy reference forward'}")
+                              f" on {runner}")
                 if stats.meta.get("runner_reason"):
                     notes.append(f"calibration ran on the NumPy reference forward: {stats.meta['runner_reason']}")
                 if stats.meta.get("gram_skipped"):

@@ -25,11 +25,12 @@ import numpy as np
 
 from . import kquants, quants_legacy
 from .block_grid import Grid
-from .block_types import BLOCK_TYPES, row_bytes
+from .block_types import BLOCK_TYPES, TYPE_NAMES, row_bytes
 
 __all__ = ["QUANT_TYPES", "GRID_TYPES", "quantize", "dequantize", "levels", "set_levels"]
 
-QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+#: Every type quantize() writes: the whole registry (block_types.TYPE_NAMES).
+QUANT_TYPES = TYPE_NAMES
 
 # Elements per chunk: large enough to amortise numpy call overhead, small enough for the ~20 float32
 # temporaries of a scale search to stay in L2/L3.

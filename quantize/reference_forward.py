@@ -20,7 +20,6 @@ small-to-medium masters calibration runs on; it is not an inference engine).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -158,7 +157,8 @@ class NumpyModel:
     def _ffn(self, p: str, h: np.ndarray) -> np.ndarray:
         silu = lambda z: z / (1.0 + np.exp(-z))  # noqa: E731
         if p + "ffn_gate_inp.weight" not in self.w:
-            return self._mm(p + "ffn_down.weight", silu(self._mm(p + "ffn_gate.weight", h)) * self._mm(p + "ffn_up.weight", h))
+            gated = silu(self._mm(p + "ffn_gate.weight", h)) * self._mm(p + "ffn_up.weight", h)
+            return self._mm(p + "ffn_down.weight", gated)
         logits = self._mm(p + "ffn_gate_inp.weight", h)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

@@ -21,16 +21,8 @@ from __future__ import annotations
 import re
 from typing import Dict, Optional, Tuple
 
+from .block_types import FILE_TYPE
 from .codec import block_info
-
-#: llama.cpp's ``general.file_type`` (enum llama_ftype) for a file whose bulk is the type.
-FILE_TYPE = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-    "Q3_K": 12,  # MOSTLY_Q3_K_M
-    "Q4_K": 15,  # MOSTLY_Q4_K_M (there is no plain Q4_K ftype)
-    "Q5_K": 17,  # MOSTLY_Q5_K_M
-    "Q6_K": 18, "BF16": 32,
-}
 
 _FALLBACK = {"Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 

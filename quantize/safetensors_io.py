@@ -56,7 +56,8 @@ def read_safetensors_header(path: Path) -> Tuple[Dict[str, Any], int]:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelFormatError(f"[quantize] {path}: safetensors header is not JSON: {e}") from e
     if not isinstance(header, dict):
-        raise ModelFormatError(f"[quantize] {path}: safetensors header is a JSON {type(header).__name__}, not an object")
+        raise ModelFormatError(f"[quantize] {path}: safetensors header is a JSON {type(header).__name__}, "
+                               "not an object")
     data_start = 8 + n
     for name, info in header.items():
         if name == "__metadata__":
@@ -168,7 +169,8 @@ def _cfg_int(cfg: Dict[str, Any], key: str, path: Path, default: Optional[int] =
     if v is None:
         v = _cfg(cfg, key, path, default)
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ModelFormatError(f"[quantize] {path}/config.json: key '{key}' is {v!r:.40}, expected an integer >= {minimum}")
+        raise ModelFormatError(f"[quantize] {path}/config.json: key '{key}' is {v!r:.40}, "
+                               f"expected an integer >= {minimum}")
     return v
 
 
@@ -209,7 +211,8 @@ def read_hf_dir(path: Path) -> SourceModel:
             if name == "__metadata__":
                 continue
             if name in st:  # the last shard would silently win
-                raise ModelFormatError(f"[quantize] {path}: tensor '{name}' is in both {st[name].path.name} and {f.name}")
+                raise ModelFormatError(f"[quantize] {path}: tensor '{name}' is in both {st[name].path.name} "
+                                       f"and {f.name}")
             st[name] = _StTensor(f, name, info, start)
 
     n_embd = _cfg_int(cfg, "hidden_size", path)
@@ -219,8 +222,8 @@ def read_hf_dir(path: Path) -> SourceModel:
     head_dim = _cfg_int(cfg, "head_dim", path, default=n_embd // n_head)
     n_ff = _cfg_int(cfg, "intermediate_size", path, default=0, minimum=0)
     n_vocab = _cfg_int(cfg, "vocab_size", path)
-    n_expert = _cfg_int(cfg, "num_local_experts", path, default=_cfg_int(cfg, "num_experts", path, default=0, minimum=0),
-                        minimum=0)
+    n_expert = _cfg_int(cfg, "num_local_experts", path,
+                        default=_cfg_int(cfg, "num_experts", path, default=0, minimum=0), minimum=0)
     n_expert_used = _cfg_int(cfg, "num_experts_per_tok", path, default=0, minimum=0)
     if n_head % n_head_kv or head_dim % 2:
         raise ModelFormatError(f"[quantize] {path}/config.json: num_attention_heads {n_head} is not a multiple of "
@@ -404,7 +407,7 @@ def _tokenizer_kv(path: Path, cfg: Dict[str, Any], n_vocab: int, model_type: str
     for text, i in vocab.items():
         tokens[i] = text
         types[i] = gguf.TokenType.NORMAL
-    for content, a in added.items():
+    for _content, a in added.items():
         types[int(a["id"])] = gguf.TokenType.CONTROL if a.get("special") else gguf.TokenType.USER_DEFINED
     merges = model.get("merges") or []
     merges = [m if isinstance(m, str) else " ".join(m) for m in merges]

@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import EdgeRTError, InvalidArgumentError
+from .block_types import QUANTIZED_TYPES
 from .calibrate import CalibStats
 from .codec import decode, encode, supports_gptq, tensor_bytes
 from .gguf_io import SourceModel, SourceTensor, write_gguf
@@ -56,7 +57,7 @@ METHODS = ("calibrated", "fitted", "measure", "proxy")
 FIT_TENSORS = 4
 #: Candidate types for the search: the quantized types the engine computes (Q3_K, 3.4375 bits per
 #: weight, lets insensitive tensors go below 4.5).
-DEFAULT_CANDIDATES = ("Q3_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
+DEFAULT_CANDIDATES = QUANTIZED_TYPES
 
 
 @dataclass
@@ -216,7 +217,8 @@ def measure_sensitivity(src: SourceModel, *, method: str = "calibrated", candida
                         progress: Optional[Callable[[int, int, str], None]] = None) -> Sensitivity:
     """Sensitivity of every searchable tensor to every candidate type that fits its rows."""
     if method not in METHODS:
-        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; expected one of {', '.join(METHODS)}")
+        raise InvalidArgumentError(f"[quantize] unknown sensitivity method {method!r}; "
+                                   f"expected one of {', '.join(METHODS)}")
     if method != "proxy" and evaluator is None:
         raise InvalidArgumentError("[quantize] sensitivity method '%s' needs a model runner" % method)
     cands = tuple(candidates)

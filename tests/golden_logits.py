@@ -1,10 +1,12 @@
 """Golden logits: SHA-256 digests of the engine's exact float32 logits on fixed synthetic models.
 
 The table (tests/data/golden_logits.json) was recorded before the engine's layer loop was split
-into block recipes and ops; every later change that is meant to move code without changing math
+into block recipes and ops (and re-recorded where a commit changed the math on purpose, saying so:
+704e450, ggml's SiLU/softmax/RoPE/attention sums); every change meant to move code without changing math
 must keep every digest. A digest covers, per model, the all-position logits of a 140-token prefill
-(two micro-batches where the engine's is 128: MoE, and under a budget) followed by two single-token decode steps, resident and, for
-the streamed cases, under a budget an eighth of the file above the minimum.
+(two micro-batches where the engine's is 128: MoE, and under a budget) followed by two single-token
+decode steps, resident and, for the streamed cases, under a budget an eighth of the file above the
+minimum.
 
 The ISA is fixed per process (``EDGE_RT_ISA`` is read once), so the table has one column per ISA and
 the test computes each in a child process:

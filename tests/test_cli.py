@@ -19,8 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 import edge_rt
-from conftest import python_child
 from edge_rt import cli
+
+from helpers import python_child
 
 runner = CliRunner()
 

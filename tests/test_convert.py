@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import open_llama_cpp, requires_llama_cpp
 from edge_rt import _core as core
 from edge_rt import cli
 from edge_rt.convert import LAYOUT_KEY, STREAMING_ALIGNMENT, convert_gguf
 from edge_rt.errors import InvalidArgumentError, ModelFormatError, ModelIOError
+
+from helpers import open_llama_cpp, requires_llama_cpp
 
 PROMPT_IDS = [1, 17, 42, 5, 99, 300, 7, 256, 13]
 
@@ -180,7 +181,7 @@ def test_overwrite_and_progress(tiny_model, tmp_path):
     calls: List[Tuple[int, int]] = []
     res = convert_gguf(tiny_model, dst, progress=lambda d, t: calls.append((d, t)))
     assert core.GGUFFile(str(dst)).metadata[LAYOUT_KEY] == "streaming"
-    assert not Path(str(dst) + ".tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf"]  # no temporary file left
     assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] > 0
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert res["bytes_out"] == dst.stat().st_size
@@ -191,8 +192,7 @@ def test_not_a_gguf(tmp_path):
     bad.write_bytes(b"this is not a gguf file at all" * 10)
     with pytest.raises(ModelFormatError, match="bad.gguf"):
         convert_gguf(bad, tmp_path / "out.gguf")
-    assert not (tmp_path / "out.gguf").exists()
-    assert not (tmp_path / "out.gguf.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gguf"]  # no output, no temporary file
 
 
 def test_truncated_gguf(tiny_model, tmp_path):
@@ -201,7 +201,7 @@ def test_truncated_gguf(tiny_model, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError):
         convert_gguf(cut, tmp_path / "out.gguf")
-    assert not (tmp_path / "out.gguf.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf"]
 
 
 def test_dst_is_src(tiny_model, tmp_path):
@@ -223,7 +223,7 @@ def test_bad_layout_and_missing(tiny_model, tmp_path):
         convert_gguf(tiny_model, tmp_path / "o.gguf", layout="columnar")
     with pytest.raises(ModelIOError, match="not found"):
         convert_gguf(tmp_path / "missing.gguf", tmp_path / "o.gguf")
-    # the error named the temporary file (o.gguf.tmp) before
+    # the error would otherwise name the temporary file
     with pytest.raises(ModelIOError, match=r"output's folder does not exist: .*nowhere$"):
         convert_gguf(tiny_model, tmp_path / "nowhere" / "o.gguf")
 

@@ -15,9 +15,9 @@ from typing import List
 
 import numpy as np
 import pytest
-
-from conftest import requires_llama_cpp
 from test_parity_llamacpp import TOL_F16, TOL_Q8_ACT
+
+from helpers import requires_llama_cpp
 
 pytestmark = requires_llama_cpp
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import python_child
+from helpers import python_child
 
 # A 12-layer model; 1500 prompt tokens (three micro-batches) take one to a few seconds on one thread.
 DEEP = dict(n_layer=12, n_embd=512, n_ff=1024, n_head=4, n_head_kv=2)

@@ -26,11 +26,12 @@ from typing import Any, Dict, List
 
 import numpy as np
 import pytest
+from test_streaming import RUNTIME_OVERHEAD_BYTES, _in_thread
 
 import edge_rt
-from conftest import python_child
 from edge_rt import EdgeRTError, InvalidArgumentError, OutOfMemoryError
-from test_streaming import RUNTIME_OVERHEAD_BYTES, _in_thread
+
+from helpers import python_child
 
 N_CTX = 512
 THREADS = 2
@@ -211,7 +212,8 @@ def test_stats_add_up(mixtral_small) -> None:
     _sequence(off)
     s = off.expert_stats()
     assert s["reads_speculative"] == 0 and s["misses"] == s["reads_on_demand"] > 0, s
-    assert all(l["same_layer"]["predicted"] == 0 and l["same_layer"]["recall"] is None for l in s["layers"]), s
+    assert all(layer["same_layer"]["predicted"] == 0 and layer["same_layer"]["recall"] is None
+               for layer in s["layers"]), s
     assert 0 < s["bytes_read"] <= s["reads_on_demand"] * s["slot_bytes"], s
     total = off.stream_stats()  # the stream counters include the expert reads
     assert total["bytes_read"] >= s["bytes_read"] and total["io_seconds"] > 0, total
@@ -225,7 +227,7 @@ def test_stats_add_up(mixtral_small) -> None:
     s = on.expert_stats()
     assert s["uses"] == s["hits"] + s["misses"] and s["reads_speculative"] > 0, s
     assert len(s["layers"]) == on.info()["n_layer"]
-    assert sum(l["uses"] for l in s["layers"]) == s["uses"]
+    assert sum(layer["uses"] for layer in s["layers"]) == s["uses"]
     for il, layer in enumerate(s["layers"]):
         for key in ("same_layer", "next_layer"):
             p = layer[key]
@@ -318,8 +320,7 @@ def test_invalid_expert_arguments(mixtral_small) -> None:
 def test_injected_fault_in_an_expert_read_raises_without_hang(mixtral_small, short_read) -> None:
     """The fault-injecting reader fails every read past its threshold: each eval must then raise the
     mapped error (never hang or crash), leave n_past unchanged, and the engine must close cleanly."""
-    from edge_rt import ModelFormatError, ModelIOError
-    from edge_rt import _testing
+    from edge_rt import ModelFormatError, ModelIOError, _testing
 
     expected = ModelFormatError if short_read else ModelIOError
     ref = _sequence(edge_rt.load(mixtral_small, threads=THREADS, n_ctx=N_CTX))

@@ -22,12 +22,12 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import pytest
+from test_cli import invoke
+from test_expert_cache import _assert_same, _budget, _preset, _sequence
 
 import edge_rt
 from edge_rt import InvalidArgumentError, ModelFormatError, ModelIOError, OutOfMemoryError
 from edge_rt.quantize import expert_predictor as ep
-from test_cli import invoke
-from test_expert_cache import _assert_same, _budget, _preset, _sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_MOE = ROOT / "models" / "tiny-code-moe-f16.gguf"
@@ -280,7 +280,8 @@ def test_auto_falls_back_to_the_router_on_an_unusable_sidecar(moe_q8: Path, tmp_
     with pytest.warns(UserWarning, match="ignoring the expert predictor"):
         edge_rt.load(model, n_ctx=64, mem_budget=floor["total"]).close()
     with pytest.raises(ModelFormatError, match="expert_predictor.n_embd"):  # named explicitly: an error
-        edge_rt.load(model, n_ctx=64, mem_budget=_budget(model), expert_predictor=edge_rt.loading.predictor_path_for(model))
+        edge_rt.load(model, n_ctx=64, mem_budget=_budget(model),
+                     expert_predictor=edge_rt.loading.predictor_path_for(model))
 
 
 def test_explicit_predictor_argument_errors(moe_q8: Path, fitted: Path, synthetic_model, tmp_path: Path) -> None:
@@ -371,7 +372,8 @@ def test_engine_adds_the_files_correction_to_the_router(moe_q8: Path, tmp_path: 
     # prediction then names exactly {5, 6}, and its hits are the tokens whose routing used 5 or 6.
     bias = np.zeros(8)
     bias[[5, 6]] = 100.0
-    pred = _write(tmp_path / "fixed.gguf", fill=0.0, arrays={f"blk.{il}.expert_pred_out.bias": bias for il in range(1, 4)})
+    pred = _write(tmp_path / "fixed.gguf", fill=0.0,
+                  arrays={f"blk.{il}.expert_pred_out.bias": bias for il in range(1, 4)})
     with edge_rt.load(moe_q8, n_ctx=64, mem_budget=_budget(moe_q8), expert_cache=MIB, expert_prefetch="next",
                       expert_predictor=pred) as m:
         eng = m._engine
@@ -418,7 +420,8 @@ def test_engine_scores_match_numpy(moe_f32: Path, tmp_path: Path) -> None:
         scores = base + ep._silu(u @ p["expert_pred_hidden.weight"].T + p["expert_pred_hidden.bias"]) @ \
             p["expert_pred_out.weight"].T + p["expert_pred_out.bias"]
         def hits(s: np.ndarray) -> int:
-            return int(sum(len(set(a) & set(b)) for a, b in zip(np.argsort(-s, axis=1, kind="stable")[:, :2], used[:, il])))
+            top2 = np.argsort(-s, axis=1, kind="stable")[:, :2]
+            return int(sum(len(set(a) & set(b)) for a, b in zip(top2, used[:, il])))
         assert layers[il]["next_layer"]["correct"] == hits(scores), il
         differs += hits(scores) != hits(base)
     assert differs, "the random correction should change some predictions (else this test proves nothing)"

@@ -15,18 +15,32 @@ from pathlib import Path
 
 import pytest
 
+from edge_rt import _core as core  # a broken build must fail these tests, not skip them
 from edge_rt.errors import (
     ModelFormatError,
     ModelIOError,
     UnsupportedArchitectureError,
     UnsupportedTypeError,
 )
-from gguf_bytes import (
-    ARRAY, BOOL, F16, F32, FLOAT32, INT32, Q4_0, Q4_K, Q8_0, STRING, UINT32, UINT64, UINT8,
-    GGUFBytes, KV, Tensor, gguf_string, minimal_valid,
-)
 
-from edge_rt import _core as core  # a broken build must fail these tests, not skip them
+from gguf_bytes import (
+    ARRAY,
+    BOOL,
+    F32,
+    FLOAT32,
+    KV,
+    Q4_K,
+    Q8_0,
+    STRING,
+    UINT8,
+    UINT32,
+    UINT64,
+    GGUFBytes,
+    Tensor,
+    gguf_string,
+    minimal_valid,
+)
+from vocab_data import unavailable_reason, vocab_dir, vocab_files
 
 
 def write(tmp_path: Path, data: bytes, name: str = "m.gguf") -> str:
@@ -104,16 +118,11 @@ def test_invalid_utf8_is_kept_not_fatal(tmp_path):
     assert toks[1] == "ok"
 
 
-VOCAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "vocab"
-
-
-@pytest.mark.skipif(not VOCAB_DIR.is_dir(), reason="../shared/vocab not present")
-@pytest.mark.parametrize("name", ["ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-gpt-2.gguf"])
+@pytest.mark.skipif(vocab_dir() is None, reason=unavailable_reason())
+@pytest.mark.parametrize("name", vocab_files() or ["none"])
 def test_real_vocab_files_parse(name):
-    path = VOCAB_DIR / name
-    if not path.exists():
-        pytest.skip(f"{path} missing")
-    f = open_gguf(str(path))
+    """Every vocabulary llama.cpp ships (tests/vocab_data.py) parses."""
+    f = open_gguf(str(vocab_dir() / name))
     tokens = f.metadata["tokenizer.ggml.tokens"]
     assert len(tokens) > 1000
     assert f.metadata_types["tokenizer.ggml.tokens"] == "ARRAY[STRING]"
@@ -213,23 +222,24 @@ HOSTILE = {
     "zero_dim": (lambda: _tensor_file(Tensor("output.weight", [64, 0], F32, offset=0)), ModelFormatError,
                  r"tensor 'output.weight': dimension ne\[1\] = 0"),
     "negative_dim": (_negative_dim, ModelFormatError, r"tensor 'neg.weight': dimension ne\[1\] = -1"),
-    "dims_overflow": (lambda: _tensor_file(Tensor("big.weight", [2**32, 2**32], F32, offset=0), data_size=64), ModelFormatError,
-                      r"tensor 'big.weight': element count overflows"),
-    "bytes_overflow": (lambda: _tensor_file(Tensor("big.weight", [2**62], F32, offset=0), data_size=64), ModelFormatError,
-                       r"tensor 'big.weight': data size overflows"),
+    "dims_overflow": (lambda: _tensor_file(Tensor("big.weight", [2**32, 2**32], F32, offset=0), data_size=64),
+                      ModelFormatError, r"tensor 'big.weight': element count overflows"),
+    "bytes_overflow": (lambda: _tensor_file(Tensor("big.weight", [2**62], F32, offset=0), data_size=64),
+                       ModelFormatError, r"tensor 'big.weight': data size overflows"),
     "unknown_tensor_type": (lambda: _tensor_file(Tensor("x.weight", [32], 99, offset=0)), ModelFormatError,
                             r"tensor 'x.weight': unknown ggml type id 99"),
     "retired_tensor_type": (lambda: _tensor_file(Tensor("x.weight", [32], 4, offset=0)), ModelFormatError,
                             r"tensor 'x.weight': unknown ggml type id 4"),
     "ne0_not_block_multiple": (lambda: _tensor_file(Tensor("blk.0.ffn_up.weight", [100, 2], Q4_K, offset=0)),
                                ModelFormatError,
-                               r"tensor 'blk.0.ffn_up.weight': ne\[0\] = 100 is not a multiple of the Q4_K block size 256"),
+                               r"tensor 'blk.0.ffn_up.weight': ne\[0\] = 100 is not a multiple of the Q4_K block "
+                               r"size 256"),
     "ne0_not_q8_multiple": (lambda: _tensor_file(Tensor("tok.weight", [48], Q8_0, offset=0)), ModelFormatError,
                             r"tensor 'tok.weight': ne\[0\] = 48 .* Q8_0 block size 32"),
     "offset_past_eof": (lambda: _tensor_file(Tensor("a.weight", [8], F32, offset=4096), data_size=64), ModelFormatError,
                         r"tensor 'a.weight': data range .* past end of file"),
-    "offset_wraps_u64": (lambda: _tensor_file(Tensor("a.weight", [8], F32, offset=2**64 - 32), data_size=64), ModelFormatError,
-                         r"tensor 'a.weight': data range .* past end of file"),
+    "offset_wraps_u64": (lambda: _tensor_file(Tensor("a.weight", [8], F32, offset=2**64 - 32), data_size=64),
+                         ModelFormatError, r"tensor 'a.weight': data range .* past end of file"),
     "data_cut_short": (lambda: _tensor_file(Tensor("a.weight", [64], F32), Tensor("b.weight", [64], F32),
                                             data_extra=-8),
                        ModelFormatError, r"tensor 'b.weight': data range .* past end of file"),
@@ -243,7 +253,8 @@ HOSTILE = {
                                ModelFormatError, r"tensor 'a.weight': duplicate tensor name"),
     "tensor_name_too_long": (lambda: _tensor_file(Tensor("w" * 300, [8], F32)), ModelFormatError,
                              r"tensor #0: tensor name length 300 exceeds the limit of 256"),
-    "tensor_name_empty": (lambda: _tensor_file(Tensor("", [8], F32)), ModelFormatError, r"tensor #0: empty tensor name"),
+    "tensor_name_empty": (lambda: _tensor_file(Tensor("", [8], F32)), ModelFormatError,
+                          r"tensor #0: empty tensor name"),
     "n_tensors_more_than_present": (lambda: _tensor_file(Tensor("a.weight", [8], F32), n_tensors=2, data_extra=64),
                                     ModelFormatError, r"tensor #1: "),
 }
@@ -328,9 +339,9 @@ def _truncation_points():
         points.append((f"ti{k}-offset", end - 1, expect(end - 1, rf"tensor '{re.escape(t.name)}': ")))
     last = g.tensors[-1].name
     if m["data"] > m["ti_end"]:
-        points.append(("padding", m["data"] - 1, rf"tensor '.*': data range .* past end of file"))
-    points.append(("data-start", m["data"], rf"tensor '.*': data range .* past end of file"))
-    points.append(("data-mid", (m["data"] + len(data)) // 2, rf"tensor '.*': data range .* past end of file"))
+        points.append(("padding", m["data"] - 1, r"tensor '.*': data range .* past end of file"))
+    points.append(("data-start", m["data"], r"tensor '.*': data range .* past end of file"))
+    points.append(("data-mid", (m["data"] + len(data)) // 2, r"tensor '.*': data range .* past end of file"))
     points.append(("data-last-byte", len(data) - 1, rf"tensor '{re.escape(last)}': data range .* past end of file"))
     return data, points
 
@@ -567,12 +578,14 @@ def _model_cases():
                              ModelFormatError, r"tokenizer\.ggml\.bos_token_id"),
         "unknown_architecture": (dict(arch="mamba9000"), UnsupportedArchitectureError, r"mamba9000.*llama"),
         # token text that is not UTF-8: loaded, then raised UnicodeEncodeError while tokenizing/detokenizing
-        "token_not_utf8": (dict(metadata={"tokenizer.ggml.tokens": _md("ARRAY", _TOKENS[:-1] + [b"h\xff\xfe"], "STRING")}),
+        "token_not_utf8": (dict(metadata={"tokenizer.ggml.tokens": _md("ARRAY", _TOKENS[:-1] + [b"h\xff\xfe"],
+                                                                       "STRING")}),
                            ModelFormatError, r"tokenizer\.ggml\.tokens.*entry 31 is not valid UTF-8"),
         # A shared-expert router on a Mixtral-style model: never shape-checked before, while the
         # engine wrote its (file-given) rows into an n-float buffer: a heap overflow on the first eval.
         "shared_expert_without_width": (
-            dict(metadata=_moe_metadata(), tensors={**_moe_tensors(), "blk.0.ffn_gate_inp_shexp.weight": w(4096, N_EMBD)}),
+            dict(metadata=_moe_metadata(),
+                 tensors={**_moe_tensors(), "blk.0.ffn_gate_inp_shexp.weight": w(4096, N_EMBD)}),
             ModelFormatError, r"blk\.0\.ffn_gate_inp_shexp\.weight.*no shared expert"),
         "unsupported_tensor_type": (dict(tensors={"blk.0.attn_q.weight": np.zeros((N_EMBD, N_EMBD), dtype=np.int32)}),
                                     UnsupportedTypeError, r"blk\.0\.attn_q\.weight"),

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import golden_logits
+import pytest
 
 TABLE = json.loads(golden_logits.TABLE.read_text())
 

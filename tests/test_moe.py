@@ -19,10 +19,19 @@ from typing import Any, Dict
 
 import numpy as np
 import pytest
+from test_parity_llamacpp import (
+    LLAMA_CPP_THREADS,
+    N_CTX,
+    N_GREEDY,
+    THREADS,
+    TOLERANCE,
+    _check_parity,
+    _llama_cpp_greedy,
+    _llama_cpp_logits,
+    _prompts,
+)
 
-from conftest import requires_llama_cpp
-from test_parity_llamacpp import (LLAMA_CPP_THREADS, N_CTX, N_GREEDY, THREADS, TOLERANCE, _check_parity,
-                                  _llama_cpp_greedy, _llama_cpp_logits, _prompts)
+from helpers import requires_llama_cpp
 
 MOE_PRESETS = ("tiny-moe", "tiny-qwen2moe", "tiny-qwen3moe")
 MOE_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_K")

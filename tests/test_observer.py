@@ -41,12 +41,12 @@ def test_dense_model_values_in_forward_order(tiny_model):
     expected = []
     for il in range(n_layer):
         b = f"blk.{il}."
-        expected += [("matmul_input", il, b + "attn_q.weight", 0, (3, E)), ("matmul_input", il, b + "attn_k.weight", 0, (3, E)),
-                     ("matmul_input", il, b + "attn_v.weight", 0, (3, E)),
-                     ("matmul_input", il, b + "attn_output.weight", 0, (3, info["n_head"] * info["head_dim"])),
-                     ("ffn_input", il, None, 0, (3, E)),
-                     ("matmul_input", il, b + "ffn_gate.weight", 0, (3, E)), ("matmul_input", il, b + "ffn_up.weight", 0, (3, E)),
-                     ("matmul_input", il, b + "ffn_down.weight", 0, (3, F))]
+        q_dim = info["n_head"] * info["head_dim"]
+        expected += [("matmul_input", il, b + w, 0, (3, E)) for w in ("attn_q.weight", "attn_k.weight",
+                                                                      "attn_v.weight")]
+        expected += [("matmul_input", il, b + "attn_output.weight", 0, (3, q_dim)), ("ffn_input", il, None, 0, (3, E))]
+        expected += [("matmul_input", il, b + w, 0, (3, E)) for w in ("ffn_gate.weight", "ffn_up.weight")]
+        expected += [("matmul_input", il, b + "ffn_down.weight", 0, (3, F))]
     head = "token_embd.weight" if info["tied_output"] else "output.weight"
     expected.append(("matmul_input", n_layer, head, 0, (3, E)))
     assert ev[1:-1] == expected

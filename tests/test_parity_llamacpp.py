@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
+from helpers import requires_llama_cpp
 
 pytestmark = requires_llama_cpp
 

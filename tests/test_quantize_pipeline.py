@@ -12,21 +12,22 @@ import json
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HAVE_LLAMA_CPP, open_llama_cpp, python_child
 from edge_rt import cli
-from edge_rt.errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
+from edge_rt.errors import InvalidArgumentError, ModelFormatError
 from edge_rt.quantize import codec
 from edge_rt.quantize.calibrate import CalibStats, collect, read_text, token_windows
 from edge_rt.quantize.gguf_io import read_gguf, write_gguf
 from edge_rt.quantize.mixed import _hull, predicted_kl, search, tensor_type_rules
 from edge_rt.quantize.pipeline import quantize_model
 from edge_rt.quantize.sensitivity import Sensitivity, base_types, encode_tensor, spearman
+
+from helpers import HAVE_LLAMA_CPP, open_llama_cpp, python_child
 
 runner = CliRunner()
 TOL = {"F32": 5e-4, "F16": 4e-3, "Q8_0": 7e-2, "Q4_0": 7e-2, "Q4_1": 7e-2, "Q5_0": 7e-2, "Q5_1": 7e-2,
@@ -100,7 +101,8 @@ def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib
     out = tmp_path / f"m-{qtype}.gguf"
     r = invoke("quantize", master, out, "--type", qtype, "--calib", calib_file)
     assert r.exit_code == 0, r.output
-    assert "bits/weight" in r.stderr and "calibration:" in r.stderr and (out.parent / (out.name + ".calib.npz")).is_file()
+    assert "bits/weight" in r.stderr and "calibration:" in r.stderr
+    assert (out.parent / (out.name + ".calib.npz")).is_file()
     types = gguf_types(out)
     # llama-quantize's rules: 1-D F32, output head Q6_K (Q8_0 stays Q8_0), the rest the type
     assert types["blk.0.attn_norm.weight"] == "F32"
@@ -110,7 +112,8 @@ def test_quantize_type_loads_in_both_engines(master: Path, tmp_path: Path, calib
 
     md = gguf.GGUFReader(str(out)).fields
     assert int(md["general.file_type"].contents()) == {"Q4_0": 2, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q8_0": 7}[qtype]
-    assert md["tokenizer.ggml.tokens"].contents() == gguf.GGUFReader(str(master)).fields["tokenizer.ggml.tokens"].contents()
+    master_md = gguf.GGUFReader(str(master)).fields
+    assert md["tokenizer.ggml.tokens"].contents() == master_md["tokenizer.ggml.tokens"].contents()
     ours = edge_logits(out, IDS)
     ref = edge_logits(master, IDS)
     # quantized, still the same model (random weights, tokens unlike the ~100 distinct ones of the
@@ -607,7 +610,7 @@ def write_hf_dir(d: Path, *, model_type: str = "llama", n_expert: int = 0, zero_
 def hf_reference_logits(d: Path, ids) -> np.ndarray:
     """The HF graph in numpy: rotate-half RoPE on the UNPERMUTED q/k weights (what transformers runs)."""
     from edge_rt.quantize.reference_forward import NumpyModel
-    from edge_rt.quantize.safetensors_io import read_hf_dir, read_safetensors_header, _StTensor
+    from edge_rt.quantize.safetensors_io import _StTensor, read_hf_dir, read_safetensors_header
 
     src = read_hf_dir(d)
     m = NumpyModel(src)

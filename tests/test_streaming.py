@@ -47,9 +47,9 @@ import numpy as np
 import pytest
 
 import edge_rt
-from conftest import python_child
 from edge_rt import EdgeRTError, ModelFormatError, ModelIOError, OutOfMemoryError, _testing
 
+from helpers import python_child
 
 # A call into the engine that does not return within this many seconds is a hang (every call below
 # takes milliseconds on the small models, a second or two on the TinyLlama-shaped one).
@@ -639,7 +639,8 @@ def test_failed_load_frees_what_it_allocated(synthetic_model) -> None:
     assert r.returncode == 0, r.stderr
     failures, pinned, growth = map(int, r.stdout.split())
     assert failures == 11 and pinned > 16 << 20
-    assert growth < pinned, f"10 more failed loads grew RSS by {growth / 2**20:.1f} MiB (pinned {pinned / 2**20:.1f} MiB)"
+    assert growth < pinned, \
+        f"10 more failed loads grew RSS by {growth / 2**20:.1f} MiB (pinned {pinned / 2**20:.1f} MiB)"
 
 
 # ---- 5. file truncated / replaced while loaded --------------------------------------------------------

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
 from edge_rt import synthetic
 from edge_rt.synthetic import WEIGHT_TYPES, ensure_synthetic_model, write_synthetic_gguf
+
+from helpers import requires_llama_cpp
 
 gguf = pytest.importorskip("gguf")
 
@@ -117,7 +118,7 @@ def test_deterministic_and_seeded(tmp_path):
     c = write_synthetic_gguf(tmp_path / "c.gguf", weight_type="Q4_K", seed=8)
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "b.gguf", "c.gguf"]  # no temporary file
 
 
 def test_ensure_synthetic_model_caches(tmp_path, monkeypatch):

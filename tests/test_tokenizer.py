@@ -1,47 +1,32 @@
 """Tokenizer tests: llama.cpp's own expected tokenizations, parity with llama.cpp (through
 llama-cpp-python) on tricky strings, malformed metadata, and streaming detokenization.
 
-The vocabularies and expectations (``ggml-vocab-*.gguf`` with ``.inp``/``.out``) live in ``../shared/vocab``
-beside the repository. llama.cpp's tests/test-tokenizer-0.cpp produced the ``.out`` files with
-``common_tokenize(ctx, text, add_special=false, parse_special=false)``, so that is what is compared.
+The vocabularies and expectations (``ggml-vocab-*.gguf`` with ``.inp``/``.out``) are llama.cpp's, from
+the llama-cpp-python sdist (tests/vocab_data.py). llama.cpp's tests/test-tokenizer-0.cpp produced the
+``.out`` files with ``common_tokenize(ctx, text, add_special=false, parse_special=false)``, so that is
+what is compared.
 """
 
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional
 
 import pytest
 
 from edge_rt.errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
-from edge_rt.tokenizer import StreamDecoder, Tokenizer, _read_metadata_with_gguf_package, read_gguf_metadata
+from edge_rt.gguf_file import read_metadata_with_gguf_package
+from edge_rt.tokenizer import StreamDecoder, Tokenizer, read_gguf_metadata
+from edge_rt.tokenizer.pretokenize import PRE_TYPES
 
-VOCAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "vocab"
+from vocab_data import has_cases, read_cases, unavailable_reason, vocab_dir, vocab_files
+
+VOCAB_DIR = vocab_dir()
+# The vocabularies the parity tests below run on (llama.cpp's expected tokenizations run on every one).
 VOCABS = ["ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-gpt-2.gguf"]
-SEP = "\n__ggml_vocab_test__\n"
 
-needs_vocab = pytest.mark.skipif(
-    not VOCAB_DIR.is_dir(), reason=f"vocabulary test data not found at {VOCAB_DIR} (expected ../shared/vocab)")
-
-
-def _read_cases(name: str) -> List[Tuple[str, List[int]]]:
-    """Parse <vocab>.inp / <vocab>.out exactly as test-tokenizer-0.cpp's read_tests does."""
-    raw = (VOCAB_DIR / (name + ".inp")).read_bytes().decode("utf-8")
-    inputs: List[str] = []
-    pos = 0
-    while pos < len(raw):
-        nxt = raw.find(SEP, pos)
-        if nxt == -1:
-            inputs.append(raw[pos:])
-            break
-        inputs.append(raw[pos:nxt])
-        pos = nxt + len(SEP)
-    lines = (VOCAB_DIR / (name + ".out")).read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    assert len(inputs) == len(lines), f"{name}: {len(inputs)} inputs but {len(lines)} outputs"
-    return [(s, [int(t) for t in line.split()]) for s, line in zip(inputs, lines)]
+needs_vocab = pytest.mark.skipif(VOCAB_DIR is None, reason=unavailable_reason())
+_read_cases = read_cases
 
 
 def _round_trips(tok: Tokenizer, text: str) -> bool:
@@ -49,15 +34,33 @@ def _round_trips(tok: Tokenizer, text: str) -> bool:
     return not (tok.model == "llama" and "\u2581" in text)
 
 
+def _unsupported(name: str) -> str:
+    """Why edge_rt cannot tokenize vocabulary ``name`` like llama.cpp ('' when it can)."""
+    md = _metadata(name)
+    model, pre = md.get("tokenizer.ggml.model"), md.get("tokenizer.ggml.pre") or ""
+    if model not in ("llama", "gpt2"):
+        return f"tokenizer model {model!r} is not implemented"
+    if model == "gpt2" and pre not in PRE_TYPES:
+        return f"pre-tokenizer {pre!r} is not implemented"
+    return ""
+
+
 def _case_params():
-    if not VOCAB_DIR.is_dir():
+    """One test per expected tokenization of a supported vocabulary; one strict xfail per vocabulary
+    whose tokenizer model or pre-tokenizer edge_rt does not implement (index None: all its cases)."""
+    if VOCAB_DIR is None:
         return [pytest.param("none", 0, id="vocab-missing", marks=needs_vocab)]
     params = []
-    for name in VOCABS:
-        if not (VOCAB_DIR / name).exists():
+    for name in vocab_files():
+        if not has_cases(name):
+            continue
+        short = name.replace("ggml-vocab-", "").replace(".gguf", "")
+        why = _unsupported(name)
+        if why:
+            params.append(pytest.param(name, None, id=f"{short}-all", marks=pytest.mark.xfail(strict=True, reason=why)))
             continue
         for i in range(len(_read_cases(name))):
-            params.append(pytest.param(name, i, id=f"{name.replace('ggml-vocab-', '').replace('.gguf', '')}-{i}"))
+            params.append(pytest.param(name, i, id=f"{short}-{i}"))
     return params
 
 
@@ -66,12 +69,11 @@ _TOKENIZERS: Dict[str, Tokenizer] = {}
 
 
 def _metadata(name: str) -> dict:
-    """GGUF metadata of a shared vocabulary, read once (the gguf-package fallback is slow on big vocabs)."""
+    """GGUF metadata of a vocabulary, read once (the gguf-package fallback is slow on big vocabs)."""
     if name not in _METADATA:
-        path = VOCAB_DIR / name
-        if not path.exists():
-            pytest.skip(f"{path} not found")
-        _METADATA[name] = read_gguf_metadata(path)
+        if VOCAB_DIR is None:
+            pytest.skip(unavailable_reason())
+        _METADATA[name] = read_gguf_metadata(VOCAB_DIR / name)
     return _METADATA[name]
 
 
@@ -81,18 +83,30 @@ def _tok(name: str) -> Tokenizer:
     return _TOKENIZERS[name]
 
 
+def test_vocab_data_is_the_test_extras_llama_cpp_python() -> None:
+    """The vocabulary files come from the llama-cpp-python release the suite compares against."""
+    from pathlib import Path
+
+    import vocab_data
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"llama-cpp-python=={vocab_data.LLAMA_CPP_PYTHON}"' in pyproject
+
+
 # ---- 1. llama.cpp's expected tokenizations --------------------------------------------------------------
 
 @needs_vocab
 @pytest.mark.parametrize("name,index", _case_params())
-def test_llama_cpp_vocab_case(name: str, index: int) -> None:
-    text, expected = _read_cases(name)[index]
+def test_llama_cpp_vocab_case(name: str, index: Optional[int]) -> None:
+    cases = _read_cases(name)
     tok = _tok(name)
-    got = tok.tokenize(text, add_special=False, parse_special=False)
-    assert got == expected, f"{name} case {index} {text!r}"
-    # lossless round trip for what was tokenized as plain text
-    if _round_trips(tok, text):
-        assert tok.detokenize(got) == text
+    for i in range(len(cases)) if index is None else [index]:
+        text, expected = cases[i]
+        got = tok.tokenize(text, add_special=False, parse_special=False)
+        assert got == expected, f"{name} case {i} {text!r}"
+        # lossless round trip for what was tokenized as plain text
+        if _round_trips(tok, text):
+            assert tok.detokenize(got) == text
 
 
 @needs_vocab
@@ -228,7 +242,8 @@ def test_detokenize_parity_with_llama_cpp(llama_cpp_mod, name: str) -> None:
 def _fuzz_strings(seed: int, count: int) -> List[str]:
     """Deterministic random strings over the characters the pre-tokenizers treat differently."""
     import random
-    alphabet = list(" \t\n\r\x0b\x0c\u00a0\u3000\u2028\u0085'sStTrReEvVlLmMdD0123456789aZ.,!?$+<=>^~|`_-()[]{}\\/\"#%&*@:;")
+    alphabet = list(" \t\n\r\x0b\x0c\u00a0\u3000\u2028\u0085'sStTrReEvVlLmMdD0123456789aZ.,!?$+<=>^~|`_-()[]{}"
+                    "\\/\"#%&*@:;")
     alphabet += list("éüßñçÅΩжЖ中文日本한국ภาษ٣௧１²½ⅷ") + [
         "\u0301", "\u200d", "\ufe0f", "🦙", "👨", "🏽", "\U000e0001", "\ue000", "\u0378", "<s>", "</s>",
         "<|endoftext|>", "<|eot_id|>", "\u2581", "\x00", "\x1c", "\x7f"]
@@ -256,7 +271,7 @@ def test_fuzz_parity_with_llama_cpp(llama_cpp_mod, name: str) -> None:
 @pytest.fixture(scope="module")
 def pre_variants(tmp_path_factory):
     """The llama-bpe vocabulary rewritten with other pre-tokenizers (qwen2, default), to run those
-    splitters against llama.cpp too (no such vocabulary ships in ../shared/vocab)."""
+    splitters against llama.cpp on the same fuzz strings too."""
     import gguf_bytes as gb
 
     md = _metadata("ggml-vocab-llama-bpe.gguf")
@@ -313,8 +328,8 @@ def _spm_md(**over) -> dict:
 
 
 def _bpe_md(**over) -> dict:
-    from edge_rt.tokenizer import _BYTE_ENC
-    tokens = list(_BYTE_ENC) + ["he", "ll", "hell", "hello", "Ġw", "Ġwo", "<|end|>"]
+    from edge_rt.tokenizer.bpe import BYTE_ENC
+    tokens = list(BYTE_ENC) + ["he", "ll", "hell", "hello", "Ġw", "Ġwo", "<|end|>"]
     md = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.tokens": tokens,
           "tokenizer.ggml.token_type": [1] * (len(tokens) - 1) + [3],
           "tokenizer.ggml.merges": ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o"],
@@ -470,7 +485,7 @@ def test_from_gguf_fallback_reader(tmp_path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    for meta in (read_gguf_metadata(path), _read_metadata_with_gguf_package(path)):
+    for meta in (read_gguf_metadata(path), read_metadata_with_gguf_package(path)):
         assert meta["tokenizer.ggml.tokens"] == md["tokenizer.ggml.tokens"]
         assert meta["tokenizer.ggml.model"] == "llama"
         assert isinstance(meta["tokenizer.ggml.bos_token_id"], int)
@@ -485,11 +500,11 @@ def test_fallback_reader_errors(tmp_path) -> None:
     pytest.importorskip("gguf")
     from edge_rt.errors import ModelIOError
     with pytest.raises(ModelIOError):
-        _read_metadata_with_gguf_package(tmp_path / "missing.gguf")
+        read_metadata_with_gguf_package(tmp_path / "missing.gguf")
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 30)
     with pytest.raises(ModelFormatError):
-        _read_metadata_with_gguf_package(bad)
+        read_metadata_with_gguf_package(bad)
 
 
 @needs_vocab
@@ -502,7 +517,7 @@ def test_core_reader_matches_gguf_package() -> None:
     pytest.importorskip("gguf")
     path = VOCAB_DIR / "ggml-vocab-llama-spm.gguf"
     ours = dict(_core.GGUFFile(str(path)).metadata)
-    ref = _read_metadata_with_gguf_package(path)
+    ref = read_metadata_with_gguf_package(path)
     for key, value in ref.items():
         if key.startswith("tokenizer."):
             assert ours[key] == value, key

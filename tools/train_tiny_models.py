@@ -317,20 +317,20 @@ def evaluate(model, windows: np.ndarray, batch: int = 16):
                 if usage is None:
                     usage = [np.zeros(s["probs"].shape[1]) for s in stats]
                     tok_ent = [0.0 for _ in stats]
-                for l, s in enumerate(stats):
-                    usage[l] += np.bincount(s["topi"].reshape(-1).numpy(), minlength=len(usage[l]))
+                for il, s in enumerate(stats):
+                    usage[il] += np.bincount(s["topi"].reshape(-1).numpy(), minlength=len(usage[il]))
                     p = s["probs"].clamp_min(1e-12)
-                    tok_ent[l] += float(-(p * p.log()).sum(-1).sum()) / math.log(2)
+                    tok_ent[il] += float(-(p * p.log()).sum(-1).sum()) / math.log(2)
     model.train()
     res = dict(nll=nll / n, ppl=math.exp(nll / n), n_tokens=n)
     if usage is not None:
         ntok = len(windows) * windows.shape[1]
         layers = []
-        for l, u in enumerate(usage):
+        for il, u in enumerate(usage):
             f = u / u.sum()
             h = float(-(f[f > 0] * np.log2(f[f > 0])).sum())
-            layers.append(dict(layer=l, usage=[round(float(x), 4) for x in f], usage_entropy_bits=round(h, 3),
-                               router_entropy_bits=round(tok_ent[l] / ntok, 3),
+            layers.append(dict(layer=il, usage=[round(float(x), 4) for x in f], usage_entropy_bits=round(h, 3),
+                               router_entropy_bits=round(tok_ent[il] / ntok, 3),
                                max_bits=round(math.log2(len(f)), 3)))
         res["routing"] = layers
     return res
@@ -394,7 +394,9 @@ def stage_train(work: Path, which: str):
 def gguf_tensors(which: str, sd):
     """(name, float32 numpy array in GGUF order (numpy shape = reversed ne), is_norm)."""
     cfg = DENSE if which == "dense" else MOE
-    t = lambda k: sd[k].float().numpy()
+    def t(k):
+        return sd[k].float().numpy()
+
     out = [("token_embd.weight", t("tok.weight"), False)]
     for i in range(cfg["n_layer"]):
         p = f"blocks.{i}."
@@ -432,8 +434,9 @@ def write_gguf(path: Path, which: str, sd, wtype: str, tok_json: Path):
     merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
     types = [gguf.TokenType.CONTROL if s == EOT else gguf.TokenType.NORMAL for s in tokens]
 
-    tmp = path.with_suffix(".tmp")
-    w = gguf.GGUFWriter(str(tmp), "llama")
+    from edge_rt.gguf_file import save_writer
+
+    w = gguf.GGUFWriter(None, "llama")  # the file is named when written, by save_writer
     w.add_name(f"edge_rt tiny-code-{which}")
     w.add_type("model")
     w.add_string("general.description",
@@ -473,11 +476,7 @@ def write_gguf(path: Path, which: str, sd, wtype: str, tok_json: Path):
         else:
             q = quantize(np.ascontiguousarray(arr, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    os.replace(tmp, path)
+    save_writer(w, path)
     log(f"export: {path} ({path.stat().st_size} bytes)")
 
 
@@ -597,8 +596,9 @@ def torch_vs_llamacpp(work: Path, which: str, llm, windows: np.ndarray):
 def edge_rt_parity(path: Path, windows: np.ndarray, tok):
     """edge_rt vs llama.cpp logits (max |diff| / std) on held-out snippets of a few lengths."""
     sys.path.insert(0, str(ROOT))
-    import edge_rt
     import llama_cpp
+
+    import edge_rt
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=1,
                           n_threads_batch=1, logits_all=True, flash_attn=False, verbose=False, seed=0)
@@ -744,9 +744,9 @@ def stage_card(work: Path):
       "the 8 experts (3 bits = perfectly balanced, 0 = collapsed onto one expert), and the mean entropy of the "
       "router's per-token softmax (3 bits = uniform noise, i.e. no preference; low = decisive routing).\n")
     a("| layer | usage entropy (bits) | mean per-token router entropy (bits) | usage share per expert |\n| --- | --- | --- | --- |")
-    for l in m["routing"]:
-        a(f"| {l['layer']} | {l['usage_entropy_bits']} | {l['router_entropy_bits']} | "
-          + " ".join(f"{x:.3f}" for x in l["usage"]) + " |")
+    for layer in m["routing"]:
+        a(f"| {layer['layer']} | {layer['usage_entropy_bits']} | {layer['router_entropy_bits']} | "
+          + " ".join(f"{x:.3f}" for x in layer["usage"]) + " |")
     a("")
     a("## Sample completions\n")
     a("llama.cpp, 48 tokens, temperature 0.8 (seeds 1 and 2, no top-k/top-p) and greedy. A prompt ending in a "

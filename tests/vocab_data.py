@@ -1,0 +1,128 @@
+"""llama.cpp's vocabulary test files, for the tokenizer and GGUF-reader tests.
+
+llama.cpp ships real tokenizer vocabularies with expected tokenizations in ``models/``:
+``ggml-vocab-<name>.gguf`` and, for most, ``.gguf.inp`` (inputs separated by
+``__ggml_vocab_test__`` lines) and ``.gguf.out`` (one line of token ids per input, made by
+tests/test-tokenizer-0.cpp with ``common_tokenize(ctx, text, add_special=false, parse_special=false)``).
+llama-cpp-python's sdist vendors that source tree, so :func:`vocab_dir` gets them with pip -- the
+version pinned in the test extra, ``pip download --no-deps --no-binary llama-cpp-python`` -- extracts
+only those members, and caches them under ``$EDGE_RT_CACHE/test-data`` (default
+``~/.cache/edge_rt/test-data``); later runs, and offline ones, use the cache. ``EDGE_RT_VOCAB_DIR``
+names a folder holding the files instead (a machine without network access).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+#: llama-cpp-python release whose vendored llama.cpp supplies the files (the test extra's pin).
+LLAMA_CPP_PYTHON = "0.3.36"
+SEP = "\n__ggml_vocab_test__\n"
+_MEMBER = re.compile(r"^[^/]+/vendor/llama\.cpp/models/(ggml-vocab-[A-Za-z0-9._-]+\.gguf(?:\.inp|\.out)?)$")
+
+_state: dict = {}
+
+
+def cache_root() -> Path:
+    root = os.environ.get("EDGE_RT_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "edge_rt") / "test-data"
+
+
+def _fetch(dest: Path) -> None:
+    """Download the sdist with pip into a temporary folder and extract the vocabulary files to ``dest``."""
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
+               "--disable-pip-version-check", "-q", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if r.returncode != 0 or len(sdists) != 1:
+            raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        staging = Path(tmp) / "models"
+        staging.mkdir()
+        n = 0
+        with tarfile.open(sdists[0], "r:gz") as tar:
+            for member in tar:
+                m = _MEMBER.match(member.name)
+                if m is None or not member.isfile():
+                    continue
+                src = tar.extractfile(member)
+                assert src is not None
+                with src, open(staging / m.group(1), "wb") as out:
+                    shutil.copyfileobj(src, out)
+                n += 1
+        if n == 0:
+            raise RuntimeError(f"{sdists[0].name} holds no vendor/llama.cpp/models/ggml-vocab-* files")
+        os.replace(staging, dest)  # complete or absent, never half-written
+
+
+def vocab_dir() -> Optional[Path]:
+    """The folder holding the ``ggml-vocab-*`` files, fetched on first use; None when they cannot be
+    had (then :func:`unavailable_reason` says why). Safe to call from several processes at once."""
+    if "dir" in _state:
+        return _state["dir"]
+    override = os.environ.get("EDGE_RT_VOCAB_DIR")
+    if override:
+        path: Optional[Path] = Path(override)
+        _state["reason"] = f"EDGE_RT_VOCAB_DIR={override} holds no ggml-vocab-*.gguf"
+        if not any(path.glob("ggml-vocab-*.gguf")):
+            path = None
+    else:
+        dest = cache_root() / f"llama-cpp-python-{LLAMA_CPP_PYTHON}" / "models"
+        path = dest
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest.parent / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one download, whoever asks first
+                if not dest.is_dir():
+                    _fetch(dest)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            _state["reason"] = f"llama.cpp's vocabulary files are not available: {e}"
+            path = None
+    _state["dir"] = path
+    return path
+
+
+def unavailable_reason() -> str:
+    return _state.get("reason", "")
+
+
+def vocab_files() -> List[str]:
+    """Names of every ``ggml-vocab-*.gguf`` at hand, sorted (empty when none are available)."""
+    d = vocab_dir()
+    return sorted(p.name for p in d.glob("ggml-vocab-*.gguf")) if d is not None else []
+
+
+def has_cases(name: str) -> bool:
+    d = vocab_dir()
+    return d is not None and (d / (name + ".inp")).is_file() and (d / (name + ".out")).is_file()
+
+
+def read_cases(name: str) -> List[Tuple[str, List[int]]]:
+    """(input text, expected token ids) pairs of ``name``, parsed exactly as test-tokenizer-0.cpp's
+    read_tests does."""
+    d = vocab_dir()
+    assert d is not None
+    raw = (d / (name + ".inp")).read_bytes().decode("utf-8")
+    inputs: List[str] = []
+    pos = 0
+    while pos < len(raw):
+        nxt = raw.find(SEP, pos)
+        if nxt == -1:
+            inputs.append(raw[pos:])
+            break
+        inputs.append(raw[pos:nxt])
+        pos = nxt + len(SEP)
+    lines = (d / (name + ".out")).read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    assert len(inputs) == len(lines), f"{name}: {len(inputs)} inputs but {len(lines)} outputs"
+    return [(s, [int(t) for t in line.split()]) for s, line in zip(inputs, lines)]
