@@ -276,7 +276,7 @@ def pre_variants(tmp_path_factory):
 
     md = _metadata("ggml-vocab-llama-bpe.gguf")
     out = {}
-    for pre in ("qwen2", "default"):
+    for pre in ("qwen2", "default", "smollm"):
         g = gb.GGUFBytes()
         for key, value in md.items():
             if key == "tokenizer.ggml.pre":
@@ -299,7 +299,7 @@ def pre_variants(tmp_path_factory):
 
 
 @needs_vocab
-@pytest.mark.parametrize("pre", ["qwen2", "default"])
+@pytest.mark.parametrize("pre", ["qwen2", "default", "smollm"])
 def test_other_pre_tokenizers_parity_with_llama_cpp(llama_cpp_mod, pre_variants, pre: str) -> None:
     path, tok = pre_variants[pre]
     assert tok.pre == pre
@@ -309,9 +309,9 @@ def test_other_pre_tokenizers_parity_with_llama_cpp(llama_cpp_mod, pre_variants,
         _assert_tokenize_parity(tok, llm, texts)
     finally:
         llm.close()
-    # qwen2 splits digits one by one; llama3 groups them by three
+    # qwen2 and smollm (llama.cpp's starcoder group) split digits one by one; llama3 groups them by three
     digits = [tok.token_text(t) for t in tok.tokenize("1234567", add_special=False)]
-    assert digits == (list("1234567") if pre == "qwen2" else ["123", "456", "7"])
+    assert digits == (list("1234567") if pre in ("qwen2", "smollm") else ["123", "456", "7"])
 
 
 # ---- 3. malformed metadata, synthetic vocabularies, streaming ------------------------------------------

@@ -103,6 +103,8 @@ PRE_GPT2 = ("gpt-2", [_RE_GPT2], False, False)
 _PRE_LLAMA3 = ("llama3", [_RE_LLAMA3], True, True)
 _PRE_DBRX = ("dbrx", [_RE_LLAMA3], False, False)
 _PRE_QWEN2 = ("qwen2", [_RE_QWEN2], False, False)
+# llama.cpp's LLAMA_VOCAB_PRE_TYPE_STARCODER group: every digit on its own, then the gpt-2 splitter
+_PRE_STARCODER = ("starcoder", [r"\p{N}", _RE_GPT2], False, False)
 
 PRE_TYPES: Dict[str, Tuple[str, List[str], bool, bool]] = {"": _PRE_DEFAULT, "default": _PRE_DEFAULT}
 for _name in ("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
@@ -111,6 +113,8 @@ for _name in ("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", 
 for _name in ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
               "jina-v5-nano"):
     PRE_TYPES[_name] = _PRE_LLAMA3
+for _name in ("starcoder", "refact", "command-r", "smollm", "codeshell"):
+    PRE_TYPES[_name] = _PRE_STARCODER
 for _name in ("dbrx", "smaug-bpe"):
     PRE_TYPES[_name] = _PRE_DBRX
 for _name in ("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan",
