@@ -238,6 +238,20 @@ class _Spec:
         self.name, self.shape, self.wtype, self.gen = name, shape, wtype, gen
 
 
+def llama3_rope_factors(n_rot: int, base: float, factor: float = 8.0, low_freq_factor: float = 1.0,
+                        high_freq_factor: float = 4.0, original_context: int = 8192) -> np.ndarray:
+    """The ``rope_freqs.weight`` llama.cpp's converter writes for Llama 3.1 (float32, n_rot / 2):
+    1 for wavelengths below original_context / high_freq_factor, ``factor`` above
+    original_context / low_freq_factor, interpolated smoothly between."""
+    freqs = base ** (-np.arange(0, n_rot, 2, dtype=np.float64) / n_rot)
+    wavelen = 2 * np.pi / freqs
+    low_wavelen, high_wavelen = original_context / low_freq_factor, original_context / high_freq_factor
+    smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    out = np.where(wavelen < high_wavelen, 1.0,
+                   np.where(wavelen > low_wavelen, factor, 1.0 / ((1 - smooth) / factor + smooth)))
+    return out.astype(np.float32)
+
+
 def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode()), GENERATOR_VERSION])
 
@@ -272,6 +286,7 @@ def write_synthetic_gguf(
     seed: int = 0,
     rope_theta: float = 10000.0,
     rope_scaling_linear: Optional[float] = None,
+    rope_freqs: bool = False,
     rms_eps: float = 1e-5,
     tie_embeddings: bool = False,
     n_ctx_train: int = 2048,
@@ -288,7 +303,10 @@ def write_synthetic_gguf(
     Matrices use ``weight_type``; the token embedding ``embed_type`` and the output head
     ``output_type`` (both default to ``weight_type``); norms (and qwen2 biases) are F32.
     ``head_dim`` defaults to ``n_embd // n_head``; when it differs, ``{arch}.attention.key_length``
-    and ``value_length`` are written. ``rope_scaling_linear`` (a factor) writes linear RoPE scaling.
+    and ``value_length`` are written. ``rope_scaling_linear`` (a factor) writes linear RoPE scaling;
+    ``rope_freqs`` (llama) writes ``rope_freqs.weight`` with Llama 3.1's per-dimension frequency
+    divisors (factor 8, low/high frequency factors 1 and 4, original context 8192; see
+    :func:`llama3_rope_factors`).
 
     Mixture-of-Experts (see the module docstring for the tensors): ``n_expert`` experts per layer of
     which ``n_expert_used`` run per token. With ``arch="llama"`` and ``n_expert > 0`` the model is
@@ -391,8 +409,8 @@ class _Plan:
 
 
 def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
-          rope_theta, rope_scaling_linear, rms_eps, tie_embeddings, n_ctx_train, tokenizer, embed_type,
-          output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp) -> _Plan:
+          rope_theta, rope_scaling_linear, rope_freqs, rms_eps, tie_embeddings, n_ctx_train, tokenizer,
+          embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp) -> _Plan:
     """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
@@ -485,6 +503,11 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         return _Spec(name + ".weight", shape, wtype, dense(name, rows, shape[-1], std))
 
     specs: List[_Spec] = [_Spec("token_embd.weight", (n_vocab, n_embd), embed_type, gen_embd)]
+    if rope_freqs:
+        if arch != "llama":
+            raise ValueError("[synthetic] rope_freqs is read for llama only (as llama.cpp does)")
+        factors = llama3_rope_factors(head_dim, rope_theta)
+        specs.append(_Spec("rope_freqs.weight", factors.shape, "F32", lambda: iter([factors])))
     for i in range(n_layer):
         p = f"blk.{i}."
         specs.append(_Spec(p + "attn_norm.weight", (n_embd,), "F32", around(p + "attn_norm", n_embd, 1.0, 0.05)))

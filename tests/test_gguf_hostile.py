@@ -587,6 +587,14 @@ def _model_cases():
             dict(metadata=_moe_metadata(),
                  tensors={**_moe_tensors(), "blk.0.ffn_gate_inp_shexp.weight": w(4096, N_EMBD)}),
             ModelFormatError, r"blk\.0\.ffn_gate_inp_shexp\.weight.*no shared expert"),
+        # rope_freqs.weight (Llama 3.1+): n_rot/2 positive F32 divisors, read for llama only (as llama.cpp);
+        # it used to be ignored, running every such file with different RoPE angles.
+        "rope_freqs_wrong_shape": (dict(tensors={"rope_freqs.weight": w(8)}), ModelFormatError,
+                                   r"rope_freqs\.weight.*F32 of shape \[16\]"),
+        "rope_freqs_not_positive": (dict(tensors={"rope_freqs.weight": -np.ones(16, np.float32)}), ModelFormatError,
+                                    r"rope_freqs\.weight.*positive finite"),
+        "rope_freqs_on_qwen2": (dict(arch="qwen2", tensors={"rope_freqs.weight": np.ones(16, np.float32)}),
+                                ModelFormatError, r"rope_freqs\.weight.*llama only, not 'qwen2'"),
         "unsupported_tensor_type": (dict(tensors={"blk.0.attn_q.weight": np.zeros((N_EMBD, N_EMBD), dtype=np.int32)}),
                                     UnsupportedTypeError, r"blk\.0\.attn_q\.weight"),
     }

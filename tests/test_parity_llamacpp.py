@@ -109,6 +109,9 @@ def _cases() -> List[Any]:
     add("llama-ropelinear4-F32", arch="llama", rope_scaling_linear=4.0, weight_type="F32", **GQA)
     add("qwen2-ropelinear2-Q8_0", arch="qwen2", rope_scaling_linear=2.0, rope_theta=1e6,
         weight_type="Q8_0", **MQA)
+    # Llama 3.1+ per-dimension RoPE frequencies (rope_freqs.weight, factors 1..8)
+    add("llama-ropefreqs-Q8_0", arch="llama", rope_freqs=True, weight_type="Q8_0", **GQA)
+    add("llama-ropefreqs-mha-F32", arch="llama", rope_freqs=True, rope_theta=5e5, weight_type="F32", **MHA)
     # SentencePiece-style vocabulary (only the tokenizer differs; numerics as llama-gqa-F32)
     add("llama-spm-F32", arch="llama", tokenizer="llama", weight_type="F32", **GQA)
     return cases
@@ -312,6 +315,7 @@ def test_matrix_covers_the_contract():
     assert any(p["n_head_kv"] == p["n_head"] for p in ps)
     assert any(p.get("tie_embeddings") for p in ps)
     assert any(p.get("rope_scaling_linear") for p in ps)
+    assert any(p.get("rope_freqs") for p in ps)
 
 
 # ---- bitwise parity ---------------------------------------------------------------------------------

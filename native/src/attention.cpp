@@ -8,12 +8,13 @@
 
 namespace edge_rt {
 
-void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind) {
+void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind,
+          const float* factors) {
     const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
     float theta = (float)pos;
     const int64_t half = n_rot / 2;
     for (int64_t i = 0; i < half; ++i) {
-        const float angle = freq_scale * theta;
+        const float angle = freq_scale * (factors ? theta / factors[i] : theta);
         const float c = std::cos(angle), s = std::sin(angle);
         const int64_t a = kind == RopeKind::Normal ? 2 * i : i;
         const int64_t b = kind == RopeKind::Normal ? 2 * i + 1 : i + half;
@@ -43,9 +44,11 @@ void position_heads(ForwardPass& f, const LayerWeights& w) {
     for (int64_t t = 0; t < f.n; ++t) {
         const int64_t pos = f.n_past + t;
         for (int64_t h = 0; h < c.n_head; ++h)
-            rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind);
+            rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind,
+                 f.rope_factors);
         for (int64_t h = 0; h < c.n_head_kv; ++h)
-            rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind);
+            rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind,
+                 f.rope_factors);
     }
 }
 

@@ -15,7 +15,9 @@ namespace edge_rt {
 // cache so both engines land on the same float angles. The rotation is fused as ggml's rotate_pairs
 // compiles on x86-64 with FMA (GCC contracts x0*c - x1*s into fma(x0, c, -(x1*s))): the unfused form
 // differs in the last bit for about 1 element in 8.
-void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind);
+// factors: n_rot/2 divisors of the pair frequencies (rope_freqs.weight, as ggml's freq_factors), or nullptr.
+void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind,
+          const float* factors = nullptr);
 
 // out (n x n_embd) <- attention of layer il on `in` (n x n_embd, already normalized); writes the
 // layer's K/V rows for positions n_past .. n_past + n - 1. out may alias in.

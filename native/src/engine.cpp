@@ -14,6 +14,11 @@ namespace edge_rt {
 
 namespace {
 
+// rope_freqs.weight, held by the engine (Llama 3.1+: n_rot/2 floats).
+uint64_t rope_factor_bytes(const ModelConfig& cfg) {
+    return cfg.has_rope_freqs ? (uint64_t)(cfg.n_rot / 2) * sizeof(float) : 0;
+}
+
 // The KV cache: K and V for every layer, n_ctx rows of kv_dim fp16 values each.
 uint64_t kv_bytes(const ModelConfig& cfg, int64_t n_ctx) {
     return (uint64_t)cfg.n_layer * 2 * (uint64_t)n_ctx * (uint64_t)cfg.kv_dim() * sizeof(uint16_t);
@@ -52,7 +57,7 @@ int64_t Engine::ubatch_for(const EngineOptions& options, const ModelConfig& cfg,
 BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
                                  int64_t n_ubatch, const ExpertPredictor* predictor) {
     BudgetFloor f;
-    f.weights = StreamingWeights::min_weight_bytes(file, cfg);
+    f.weights = StreamingWeights::min_weight_bytes(file, cfg) + rope_factor_bytes(cfg);
     f.kv_cache = kv_bytes(cfg, options.context.n_ctx);
     f.scratch = scratch_bytes(cfg, n_ubatch, options.context.n_ctx, options.context.n_threads);
     if (predictor) {
@@ -107,6 +112,19 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         }
     }
     accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
+    if (cfg_.has_rope_freqs) {
+        // Read once, kept beside the weights (it belongs to no layer unit, so no provider serves it).
+        accountant_.reserve(MemClass::PinnedWeights, rope_factor_bytes(cfg_), "rope_freqs.weight");
+        const GgufTensorInfo& t = *file_->find_tensor("rope_freqs.weight");
+        rope_factors_.resize((size_t)(cfg_.n_rot / 2));
+        open_model_reader(path, IoMode::Buffered)->read_exact(rope_factors_.data(), (size_t)t.n_bytes, t.offset);
+        for (float v : rope_factors_) {
+            if (!(v > 0.0f) || !std::isfinite(v)) {
+                fail(ErrorKind::ModelFormat, "[model] tensor 'rope_freqs.weight' holds a factor that is not a "
+                                             "positive finite number");
+            }
+        }
+    }
     accountant_.reserve(MemClass::Scratch, least.scratch, "scratch");
     if (predictor_) accountant_.reserve(MemClass::PinnedWeights, least.predictor, "expert predictor");
     if (options.model.mem_budget) {
@@ -240,7 +258,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
     const ExpertPrefetch prefetch = cfg_.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
     const int64_t predict_width = prefetch == ExpertPrefetch::Off ? 0 : std::max(1, weights_->expert_prediction_width());
     scratch_->resize(cfg_, n, predict_width, predictor_ ? predictor_->hidden_size() : 0);
-    ForwardPass f{cfg_, *weights_, *pool_, *scratch_, *kv_, observer_, predictor_.get(), prefetch, n, n_past_};
+    ForwardPass f{cfg_, *weights_, *pool_, *scratch_, *kv_, observer_, predictor_.get(), prefetch,
+                  rope_factors_.empty() ? nullptr : rope_factors_.data(), n, n_past_};
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
     for (int il = 0; il < cfg_.n_layer; ++il) {

@@ -202,6 +202,18 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3 the NeoX halves.
     c.rope_kind = c.arch == "llama" ? RopeKind::Normal : RopeKind::NeoX;
     c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe";
+    if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
+        // llama.cpp reads it for llama only; anywhere else it would be silently different math.
+        if (c.arch != "llama") {
+            fail(ErrorKind::ModelFormat, "[model] tensor 'rope_freqs.weight' (per-dimension RoPE frequencies) is "
+                                         "read for architecture llama only, not '" + c.arch + "'");
+        }
+        if (rf->type != GgmlType::F32 || rf->n_dims != 1 || rf->ne[0] != c.n_rot / 2) {
+            fail(ErrorKind::ModelFormat, "[model] tensor 'rope_freqs.weight' must be F32 of shape [" +
+                                             std::to_string(c.n_rot / 2) + "] (rope.dimension_count / 2)");
+        }
+        c.has_rope_freqs = true;
+    }
 
     const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
     if (!embd) fail(ErrorKind::ModelFormat, "[model] required tensor 'token_embd.weight' is missing");

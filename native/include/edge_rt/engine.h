@@ -137,6 +137,7 @@ private:
     EvalObserver* observer_ = nullptr;
     std::unique_ptr<ExpertPredictor> predictor_;
     std::vector<std::string> notes_;
+    std::vector<float> rope_factors_;  // rope_freqs.weight (n_rot/2), empty without one
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     std::atomic<int64_t> n_past_{0};  // atomic: Python may read n_past while another thread evaluates

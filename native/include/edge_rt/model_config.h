@@ -32,6 +32,9 @@ struct ModelConfig {
     float rope_freq_base = 10000.0f;
     float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
     RopeKind rope_kind = RopeKind::Normal;
+    // rope_freqs.weight (Llama 3.1+ files): n_rot/2 F32 divisors of the RoPE frequencies, pair i's
+    // angle pos * freq_scale * base^(-2i/n_rot) / factor[i] (llama only, as llama.cpp reads it).
+    bool has_rope_freqs = false;
     bool has_qkv_bias = false;     // qwen2 (optional for llama)
     bool has_qk_norm = false;      // qwen3
     bool tied_output = false;      // output.weight absent: the token embedding is the output head
