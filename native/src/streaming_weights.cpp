@@ -9,6 +9,7 @@
 
 #include "edge_rt/error.h"
 #include "edge_rt/kernels.h"
+#include "edge_rt/placement.h"
 
 namespace edge_rt {
 
@@ -34,17 +35,6 @@ uint8_t* alloc_aligned(uint64_t bytes, const std::string& what) {
 }
 
 std::string unit_name(int unit, int n_layer) { return unit == n_layer ? "output head" : "layer " + std::to_string(unit); }
-
-bool ends_with(const std::string& s, const char* suffix) {
-    const size_t n = std::strlen(suffix);
-    return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
-// The 3-D expert tensors, which MoE providers serve per expert rather than per layer.
-bool is_expert_tensor(const GgufTensorInfo& t) {
-    return ends_with(t.name, ".ffn_gate_exps.weight") || ends_with(t.name, ".ffn_up_exps.weight") ||
-           ends_with(t.name, ".ffn_down_exps.weight");
-}
 
 const char* const kExpertSuffix[3] = {".ffn_gate_exps.weight", ".ffn_up_exps.weight", ".ffn_down_exps.weight"};
 
@@ -120,20 +110,7 @@ uint64_t embedding_buffer_bytes(const GgufFile& file) {
 }  // namespace
 
 uint64_t StreamingWeights::min_weight_bytes(const GgufFile& file, const ModelConfig& cfg) {
-    uint64_t largest = 0;
-    for (int u = 0; u <= cfg.n_layer; ++u) {
-        uint64_t bytes = 0;
-        for (const auto& r : coalesce(unit_tensor_infos(file, cfg, u))) bytes += r.second;
-        largest = std::max(largest, bytes);
-    }
-    uint64_t moe = 0;
-    if (cfg.is_moe()) {
-        uint64_t parts[3];
-        expert_parts(file, cfg, parts);
-        moe = parts[0] + parts[1] + parts[2];
-        for (int il = 0; il < cfg.n_layer; ++il) moe += router_pin_bytes(file, il);
-    }
-    return largest + moe + embedding_buffer_bytes(file);
+    return weight_floor(file, cfg);
 }
 
 StreamingWeights::StreamingWeights(std::shared_ptr<const GgufFile> file, const ModelConfig& cfg,
