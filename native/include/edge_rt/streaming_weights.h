@@ -37,15 +37,12 @@
 #include <vector>
 
 #include "edge_rt/error.h"
+#include "edge_rt/expert_cache.h"
 #include "edge_rt/file_reader.h"
 #include "edge_rt/memory_budget.h"
 #include "edge_rt/weight_provider.h"
 
 namespace edge_rt {
-
-// Expert cache eviction. Lru: the least recently used expert. Lfu: the expert with the lowest decayed
-// use count (counts persist across evictions, decay by half every 64 passes), least recent on ties.
-enum class ExpertPolicy : int { Lru = 0, Lfu = 1 };
 
 struct StreamingOptions {
     int window = 0;              // slots; 0 = the largest that fits the budget (at least 1)
@@ -64,35 +61,6 @@ struct StreamingOptions {
     ExpertPrefetch expert_prefetch = ExpertPrefetch::NextLayer;
     uint64_t speculative_cap_bytes = 0;  // speculative expert bytes in flight; 0 = 2 * n_expert_used experts
     int prediction_width = 0;    // experts predicted per token and layer; 0 = n_expert_used
-};
-
-// Expert cache telemetry. A use is one (layer, expert) the router selected in one micro-batch; a hit
-// is a use found in the cache or already being read (a prefetch), a miss had to be read on demand.
-struct ExpertLayerStats {
-    uint64_t uses = 0, hits = 0;
-    uint64_t predicted[2] = {0, 0};  // experts predicted, by PredictionSource
-    uint64_t correct[2] = {0, 0};    // of which the router then selected
-    uint64_t needed_with_prediction[2] = {0, 0};  // uses in passes where that predictor ran (recall's base)
-};
-
-struct ExpertStats {
-    int cache_slots = 0;
-    uint64_t slot_bytes = 0;
-    uint64_t total_experts = 0;          // n_layer * n_expert
-    uint64_t uses = 0, hits = 0, misses = 0;
-    uint64_t bytes_read = 0;             // expert bytes read (on demand + speculative)
-    uint64_t reads_on_demand = 0, reads_speculative = 0;
-    uint64_t speculative_unused = 0;     // speculative reads evicted before any use
-    uint64_t predictions_dropped = 0;    // predicted misses not read (cap reached or no free slot)
-    double stall_seconds = 0;            // acquire_experts() waiting for reads
-    std::vector<ExpertLayerStats> layers;
-};
-
-// One expert read, seconds since the provider was created (for the timeline).
-struct ExpertReadEvent {
-    int layer = 0, expert = 0;
-    bool speculative = false;
-    double io_start = 0, io_end = 0;
 };
 
 // One timeline record per streamed unit use, seconds since the provider was created.
