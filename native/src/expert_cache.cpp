@@ -87,9 +87,9 @@ void ExpertCache::wait_pinned(int il, std::unique_lock<std::mutex>& lock) {
     for (int s : held_) {
         Slot& es = slots_[(size_t)s];
         if (es.state != State::Failed) continue;
-        const std::string error = es.error + " (while reading expert " + std::to_string(es.expert) + " of layer " +
+        const std::string error = es.io.error + " (while reading expert " + std::to_string(es.expert) + " of layer " +
                                   std::to_string(il) + ")";
-        const ErrorKind kind = es.error_kind;
+        const ErrorKind kind = es.io.error_kind;
         for (int h : held_) --slots_[(size_t)h].pins;
         held_.clear();
         forget(es);
@@ -159,9 +159,9 @@ void ExpertCache::forget(Slot& es) {
     if (es.layer >= 0) slot_of_expert_[key(es.layer, es.expert)] = -1;
     es.state = State::Free;
     es.layer = es.expert = -1;
-    es.pending = es.pins = 0;
+    es.pins = 0;
     es.speculative = es.speculative_in_flight = false;
-    es.error.clear();
+    es.io = IoProgress{};
 }
 
 void ExpertCache::touch(Slot& slot, bool use) {
@@ -205,8 +205,7 @@ void ExpertCache::issue(int slot, int il, int e, bool speculative) {
     es.state = State::Loading;
     es.pins = 0;
     es.speculative = es.issued_on_prediction = speculative;
-    es.error.clear();
-    es.io_start = es.io_end = 0;
+    es.io = IoProgress{};
     slot_of_expert_[key(il, e)] = slot;
     // Matrix m of expert e is one 4096-aligned span of its 3-D tensor, at part m of the slot.
     IoSpan spans[3];
@@ -229,7 +228,7 @@ void ExpertCache::issue(int slot, int il, int e, bool speculative) {
         at += part_bytes_[m];
     }
     // On demand: ahead of everything queued. Speculative: behind layer reads and on-demand experts.
-    es.pending = (int)io_.submit(*this, slot, spans, 3, speculative ? IoPriority::Normal : IoPriority::Urgent);
+    es.io.pending = (int)io_.submit(*this, slot, spans, 3, speculative ? IoPriority::Normal : IoPriority::Urgent);
     if (speculative) {
         speculative_in_flight_ += slot_bytes_;
         es.speculative_in_flight = true;
@@ -242,27 +241,21 @@ void ExpertCache::issue(int slot, int il, int e, bool speculative) {
 // ---- I/O threads (lock held) ----
 
 void ExpertCache::on_read_start(int slot, double t) {
-    Slot& es = slots_[(size_t)slot];
-    if (es.io_start == 0) es.io_start = t;
+    slots_[(size_t)slot].io.start(t);
 }
 
 void ExpertCache::on_read_done(int slot, uint64_t bytes, ErrorKind kind, const std::string& error, double t) {
     Slot& es = slots_[(size_t)slot];
     stats_.bytes_read += bytes;
-    if (!error.empty() && es.error.empty()) {
-        es.error = error;
-        es.error_kind = kind;
-    }
-    if (--es.pending != 0) return;
-    es.io_end = t;
-    io_seconds_ += es.io_end - es.io_start;
+    if (!es.io.chunk_done(kind, error, t)) return;
+    io_seconds_ += es.io.io_end - es.io.io_start;
     if (es.speculative_in_flight) {
         speculative_in_flight_ -= slot_bytes_;
         es.speculative_in_flight = false;
     }
-    es.state = es.error.empty() ? State::Ready : State::Failed;
+    es.state = es.io.error.empty() ? State::Ready : State::Failed;
     if (events_.size() < kMaxIoEvents)
-        events_.push_back(ExpertReadEvent{es.layer, es.expert, es.issued_on_prediction, es.io_start, es.io_end});
+        events_.push_back(ExpertReadEvent{es.layer, es.expert, es.issued_on_prediction, es.io.io_start, es.io.io_end});
 }
 
 // ---- telemetry ----

@@ -27,6 +27,16 @@ IoBuffer alloc_io_buffer(uint64_t bytes, const std::string& what) {
     return IoBuffer(static_cast<uint8_t*>(p));
 }
 
+bool IoProgress::chunk_done(ErrorKind kind, const std::string& e, double t) {
+    if (!e.empty() && error.empty()) {
+        error = e;
+        error_kind = kind;
+    }
+    if (--pending != 0) return false;
+    io_end = t;
+    return true;
+}
+
 IoQueue::IoQueue(const std::string& path, uint64_t file_size, IoMode mode, uint64_t fault_after_bytes,
                  bool fault_short_read)
     : file_size_(file_size), t0_(steady_seconds()) {

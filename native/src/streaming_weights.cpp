@@ -166,19 +166,18 @@ void StreamingWeights::issue(uint64_t seq) {
     const int unit = placement_.streamed[seq % placement_.streamed.size()];
     slot.state = SlotState::Loading;
     slot.unit = unit;
-    slot.error.clear();
-    slot.io_start = slot.io_end = 0;
+    slot.io = IoProgress{};
     std::vector<IoSpan> spans;
     for (const WeightRun& r : placement_.units[(size_t)unit].runs)
         spans.push_back(IoSpan{slot.buffer.get() + r.slot_offset, r.file_begin, r.length});
-    slot.pending = (int)io_->submit(*this, (int)(seq % W), spans.data(), spans.size(), IoPriority::Normal);
+    slot.io.pending = (int)io_->submit(*this, (int)(seq % W), spans.data(), spans.size(), IoPriority::Normal);
 }
 
 void StreamingWeights::resync(uint64_t seq, std::unique_lock<std::mutex>& lock) {
     io_->drop_all(lock);
     for (Slot& s : slots_) {
         s.state = SlotState::Free;
-        s.pending = 0;
+        s.io.pending = 0;
     }
     if (experts_) experts_->drop_loading();  // expert reads dropped with the queue hold nothing usable
     next_acquire_ = seq;
@@ -215,14 +214,14 @@ StreamingWeights::Slot& StreamingWeights::acquire_unit(int unit) {
     if (slot.state == SlotState::Failed) {
         slot.state = SlotState::Free;
         needs_resync_ = true;
-        throw Error(slot.error_kind, slot.error + " (while streaming " + unit_name(unit, (int)cfg_.n_layer) + ")");
+        throw Error(slot.io.error_kind, slot.io.error + " (while streaming " + unit_name(unit, (int)cfg_.n_layer) + ")");
     }
     slot.state = SlotState::InUse;
     if (events_.size() < kMaxIoEvents) {
         StreamEvent ev;
         ev.unit = unit;
-        ev.io_start = slot.io_start;
-        ev.io_end = slot.io_end;
+        ev.io_start = slot.io.io_start;
+        ev.io_end = slot.io.io_end;
         ev.wait_start = wait_start;
         ev.acquired = acquired;
         ev.bytes = placement_.units[(size_t)unit].packed_bytes;
@@ -242,21 +241,15 @@ void StreamingWeights::release_unit(int unit) {
 }
 
 void StreamingWeights::on_read_start(int slot, double t) {
-    Slot& s = slots_[(size_t)slot];
-    if (s.io_start == 0) s.io_start = t;
+    slots_[(size_t)slot].io.start(t);
 }
 
 void StreamingWeights::on_read_done(int slot, uint64_t bytes, ErrorKind kind, const std::string& error, double t) {
     Slot& s = slots_[(size_t)slot];
     stats_.bytes_read += bytes;
-    if (!error.empty() && s.error.empty()) {
-        s.error = error;
-        s.error_kind = kind;
-    }
-    if (--s.pending != 0) return;
-    s.io_end = t;
-    stats_.io_seconds += s.io_end - s.io_start;
-    if (s.error.empty()) {
+    if (!s.io.chunk_done(kind, error, t)) return;
+    stats_.io_seconds += s.io.io_end - s.io.io_start;
+    if (s.io.error.empty()) {
         bind_views(s.unit, s.buffer.get(), s.layer, s.head);
         s.state = SlotState::Ready;
     } else {

@@ -104,15 +104,12 @@ private:
         IoBuffer buffer;              // expert_slot_bytes, fixed at construction
         State state = State::Free;
         int layer = -1, expert = -1;
-        int pending = 0;              // chunks not yet read
         int pins = 0;                 // held by the current acquire
         bool speculative = false;     // read on a prediction and not used since
         bool speculative_in_flight = false;  // counted in speculative_in_flight_
         bool issued_on_prediction = false;   // how the current read was issued (for the timeline)
         uint64_t last_use = 0;        // tick of the last use or prediction
-        ErrorKind error_kind = ErrorKind::Internal;
-        std::string error;
-        double io_start = 0, io_end = 0;
+        IoProgress io;                // the current read
         ExpertWeights views;
     };
 

@@ -51,6 +51,18 @@ protected:
     ~IoSink() = default;
 };
 
+// A target's read as its owner tracks it, from the IoSink callbacks (guarded by the streaming lock).
+struct IoProgress {
+    int pending = 0;                  // chunks not yet read (set from IoQueue::submit)
+    double io_start = 0, io_end = 0;  // first chunk started / last chunk done (IoQueue::now()); 0 = not yet
+    ErrorKind error_kind = ErrorKind::Internal;
+    std::string error;                // the first failure; empty if none
+
+    void start(double t) noexcept { if (io_start == 0) io_start = t; }
+    // Records one chunk's outcome; true when it was the last one (then io_end = t).
+    bool chunk_done(ErrorKind kind, const std::string& e, double t);
+};
+
 // length bytes of the file at offset (4096-aligned, as direct I/O needs) into dst.
 struct IoSpan {
     uint8_t* dst = nullptr;

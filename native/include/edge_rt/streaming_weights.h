@@ -129,10 +129,7 @@ private:
         IoBuffer buffer;         // slot_bytes, fixed at load
         SlotState state = SlotState::Free;
         int unit = -1;
-        int pending = 0;         // chunks not yet read
-        ErrorKind error_kind = ErrorKind::Internal;
-        std::string error;
-        double io_start = 0, io_end = 0;
+        IoProgress io;           // the current fill
         LayerWeights layer;      // views into buffer, bound when the fill completes
         HeadWeights head;
     };
