@@ -25,6 +25,10 @@ namespace edge_rt {
 
 constexpr size_t kDirectAlign = 4096;
 
+// x rounded down / up to a multiple of kDirectAlign (the bounds of an aligned span around a range).
+inline uint64_t align_down_direct(uint64_t x) noexcept { return x / kDirectAlign * kDirectAlign; }
+inline uint64_t align_up_direct(uint64_t x) noexcept { return (x + kDirectAlign - 1) / kDirectAlign * kDirectAlign; }
+
 class FileReader {
 public:
     virtual ~FileReader() = default;
