@@ -180,7 +180,10 @@ int ExpertCache::find_victim(bool for_prediction, uint64_t protect_from_tick) co
         if (es.state == State::Loading || es.pins > 0) continue;
         // A prediction never evicts another prediction not yet used, nor what it just touched.
         if (for_prediction && (es.speculative || es.last_use >= protect_from_tick)) continue;
-        if (best < 0) { best = (int)i; continue; }
+        if (best < 0) {
+            best = (int)i;
+            continue;
+        }
         const Slot& b = slots_[(size_t)best];
         bool better = es.last_use < b.last_use;
         if (policy_ == ExpertPolicy::Lfu) {
@@ -217,14 +220,8 @@ void ExpertCache::issue(int slot, int il, int e, bool speculative) {
         const uint64_t off = t->offset + (uint64_t)e * matrix;
         const uint64_t begin = align_down_direct(off);
         spans[m] = IoSpan{es.buffer.get() + at, begin, align_up_direct(off + matrix) - begin};
-        TensorView& v = *views[m];
-        v.info = t;
-        v.type = t->type;
-        v.ne0 = t->ne[0];
-        v.ne1 = t->ne[1];
-        v.ne2 = 1;
-        v.row_bytes = (size_t)t->row_bytes();
-        v.data = es.buffer.get() + at + (off - begin);
+        *views[m] = TensorView::of(*t, es.buffer.get() + at + (off - begin));
+        views[m]->ne2 = 1;  // expert e's matrix alone (info still names the whole 3-D tensor)
         at += part_bytes_[m];
     }
     // On demand: ahead of everything queued. Speculative: behind layer reads and on-demand experts.
@@ -240,9 +237,7 @@ void ExpertCache::issue(int slot, int il, int e, bool speculative) {
 
 // ---- I/O threads (lock held) ----
 
-void ExpertCache::on_read_start(int slot, double t) {
-    slots_[(size_t)slot].io.start(t);
-}
+void ExpertCache::on_read_start(int slot, double t) { slots_[(size_t)slot].io.start(t); }
 
 void ExpertCache::on_read_done(int slot, uint64_t bytes, ErrorKind kind, const std::string& error, double t) {
     Slot& es = slots_[(size_t)slot];

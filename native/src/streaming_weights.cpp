@@ -10,18 +10,8 @@ namespace edge_rt {
 
 namespace {
 
-std::string unit_name(int unit, int n_layer) { return unit == n_layer ? "output head" : "layer " + std::to_string(unit); }
-
-// A view of the whole tensor t whose bytes are at data (nullptr: not readable yet).
-TensorView whole_view(const GgufTensorInfo* t, const uint8_t* data) {
-    TensorView v;
-    v.info = t;
-    v.type = t->type;
-    v.ne0 = t->ne[0];
-    v.ne1 = t->ne[1];
-    v.row_bytes = (size_t)t->row_bytes();
-    v.data = data;
-    return v;
+std::string unit_name(int unit, int n_layer) {
+    return unit == n_layer ? "output head" : "layer " + std::to_string(unit);
 }
 
 }  // namespace
@@ -53,7 +43,7 @@ void StreamingWeights::build(MemoryAccountant& accountant) {
     const GgufFile& f = *file_;
     io_ = std::make_unique<IoQueue>(f.path(), f.file_size(), options_.io_mode, options_.fault_after_bytes,
                                     options_.fault_short_read);
-    token_embd_ = whole_view(f.find_tensor("token_embd.weight"), nullptr);
+    token_embd_ = TensorView::of(*f.find_tensor("token_embd.weight"), nullptr);  // rows read on demand
 
     PlacementRequest request;
     request.budget = accountant.budget();
@@ -110,14 +100,16 @@ void StreamingWeights::load_routers() {
     routers_.resize((size_t)L);
     for (int il = 0; il < L; ++il) {
         const std::string b = "blk." + std::to_string(il);
-        IoBuffer& buf = router_pins_[(size_t)il] = alloc_io_buffer(placement_.router_pin_bytes[(size_t)il], "the routers");
+        IoBuffer& buf = router_pins_[(size_t)il] =
+            alloc_io_buffer(placement_.router_pin_bytes[(size_t)il], "the routers");
         uint64_t at = 0;
         for (const char* suffix : {".ffn_norm.weight", ".ffn_gate_inp.weight"}) {
             const GgufTensorInfo* t = f.find_tensor(b + suffix);
             if (!t) continue;
             const uint64_t begin = align_down_direct(t->offset), len = align_up_direct(t->offset + t->n_bytes) - begin;
             io_->read_now(buf.get() + at, len, begin);
-            (suffix[5] == 'n' ? router_norms_ : routers_)[(size_t)il] = whole_view(t, buf.get() + at + (t->offset - begin));
+            (suffix[5] == 'n' ? router_norms_ : routers_)[(size_t)il] =
+                TensorView::of(*t, buf.get() + at + (t->offset - begin));
             at += len;
         }
     }
@@ -135,8 +127,10 @@ const uint8_t* StreamingWeights::locate(const WeightUnit& u, const uint8_t* base
 void StreamingWeights::bind_views(int unit, const uint8_t* base, LayerWeights& layer, HeadWeights& head) const {
     const WeightUnit& u = placement_.units[(size_t)unit];
     const TensorLocator loc = [&](const GgufTensorInfo& t) { return locate(u, base, t); };
-    if (unit < cfg_.n_layer) layer = bind_layer_tensors(*file_, unit, loc);
-    else head = bind_head_tensors(*file_, cfg_, loc);
+    if (unit < cfg_.n_layer)
+        layer = bind_layer_tensors(*file_, unit, loc);
+    else
+        head = bind_head_tensors(*file_, cfg_, loc);
 }
 
 // ---- the placement ----
@@ -214,7 +208,8 @@ StreamingWeights::Slot& StreamingWeights::acquire_unit(int unit) {
     if (slot.state == SlotState::Failed) {
         slot.state = SlotState::Free;
         needs_resync_ = true;
-        throw Error(slot.io.error_kind, slot.io.error + " (while streaming " + unit_name(unit, (int)cfg_.n_layer) + ")");
+        throw Error(slot.io.error_kind,
+                    slot.io.error + " (while streaming " + unit_name(unit, (int)cfg_.n_layer) + ")");
     }
     slot.state = SlotState::InUse;
     if (events_.size() < kMaxIoEvents) {
@@ -240,9 +235,7 @@ void StreamingWeights::release_unit(int unit) {
     if (options_.prefetch) issue(next_acquire_ + slots_.size() - 1);
 }
 
-void StreamingWeights::on_read_start(int slot, double t) {
-    slots_[(size_t)slot].io.start(t);
-}
+void StreamingWeights::on_read_start(int slot, double t) { slots_[(size_t)slot].io.start(t); }
 
 void StreamingWeights::on_read_done(int slot, uint64_t bytes, ErrorKind kind, const std::string& error, double t) {
     Slot& s = slots_[(size_t)slot];
@@ -299,7 +292,8 @@ void StreamingWeights::read_embeddings(const int32_t* tokens, int64_t n, float* 
     }
 }
 
-void StreamingWeights::acquire_experts(int il, const LayerWeights& layer, const int32_t* ids, int n, ExpertWeights* out) {
+void StreamingWeights::acquire_experts(int il, const LayerWeights& layer, const int32_t* ids, int n,
+                                       ExpertWeights* out) {
     if (!experts_) return WeightProvider::acquire_experts(il, layer, ids, n, out);
     experts_->acquire(il, ids, n, out);
 }
