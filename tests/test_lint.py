@@ -1,4 +1,6 @@
-"""The source tree passes ``ruff check`` with the configuration in pyproject.toml ([tool.ruff]).
+"""The source tree passes ``ruff check`` with the configuration in pyproject.toml ([tool.ruff]), and
+the C++ in native/ is formatted as .clang-format says (clang-format pinned in the test extra: its
+output changes between releases).
 
 This is how CI lints: .ci/run runs the README's test command, and this test is part of it.
 """
@@ -29,3 +31,13 @@ def test_ruff_check() -> None:
     r = subprocess.run([*_ruff(), "check", "--no-cache", "--output-format", "concise", "."], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+
+
+def test_clang_format() -> None:
+    exe = shutil.which("clang-format")
+    if exe is None:
+        pytest.fail("clang-format is not installed; install the test extras (pip install '.[test]')")
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "native").rglob("*") if p.suffix in (".cpp", ".h"))
+    assert files
+    r = subprocess.run([exe, "--dry-run", "--Werror", *files], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, "run clang-format -i on these files:\n" + r.stderr[-6000:]

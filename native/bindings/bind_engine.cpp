@@ -25,7 +25,7 @@ namespace {
 struct PyEngine {
     std::unique_ptr<edge_rt::Engine> engine;
     std::mutex mutex;  // one eval (or state change) at a time; Python threads may share a Model
-    std::atomic<std::thread::id> eval_thread{};  // the thread inside eval, if any
+    std::atomic<std::thread::id> eval_thread{};          // the thread inside eval, if any
     std::unique_ptr<edge_rt_bind::PyObserver> observer;  // set_observer's, installed in engine
 };
 
@@ -35,8 +35,9 @@ struct PyEngine {
 std::unique_lock<std::mutex> lock_engine(PyEngine& self, const char* what) {
     if (self.eval_thread.load() == std::this_thread::get_id()) {
         throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
-                             std::string("[") + what + "] the engine is busy evaluating on this thread "
-                             "(called from a signal handler during generation?)");
+                             std::string("[") + what +
+                                 "] the engine is busy evaluating on this thread "
+                                 "(called from a signal handler during generation?)");
     }
     std::unique_lock<std::mutex> lock(self.mutex, std::defer_lock);
     py::gil_scoped_release release;
@@ -109,40 +110,57 @@ namespace edge_rt_bind {
 // through _core.testing.
 void bind_engine_options(py::module_& m) {
     using edge_rt::EngineOptions;
-    py::class_<EngineOptions>(m, "EngineOptions", "Settings of an Engine (see native/include/edge_rt/engine_options.h).")
+    py::class_<EngineOptions>(m, "EngineOptions",
+                              "Settings of an Engine (see native/include/edge_rt/engine_options.h).")
         .def(py::init<>())
-        .def_property("threads", [](const EngineOptions& o) { return o.context.n_threads; },
-                      [](EngineOptions& o, int v) { o.context.n_threads = v; })
-        .def_property("n_ctx", [](const EngineOptions& o) { return o.context.n_ctx; },
-                      [](EngineOptions& o, int64_t v) { o.context.n_ctx = v; })
-        .def_property("n_ubatch", [](const EngineOptions& o) { return o.context.n_ubatch; },
-                      [](EngineOptions& o, int64_t v) { o.context.n_ubatch = v; })
-        .def_property("mem_budget", [](const EngineOptions& o) { return o.model.mem_budget; },
-                      [](EngineOptions& o, uint64_t v) { o.model.mem_budget = v; })
-        .def_property("window", [](const EngineOptions& o) { return o.model.streaming.window; },
-                      [](EngineOptions& o, int v) { o.model.streaming.window = v; })
-        .def_property("io_mode", [](const EngineOptions& o) { return edge_rt::io_mode_name(o.model.streaming.io_mode); },
-                      [](EngineOptions& o, const std::string& v) { o.model.streaming.io_mode = edge_rt::parse_io_mode(v); })
-        .def_property("prefetch", [](const EngineOptions& o) { return o.model.streaming.prefetch; },
-                      [](EngineOptions& o, bool v) { o.model.streaming.prefetch = v; })
-        .def_property("expert_cache_bytes", [](const EngineOptions& o) { return o.model.streaming.expert_cache_bytes; },
-                      [](EngineOptions& o, uint64_t v) { o.model.streaming.expert_cache_bytes = v; })
-        .def_property("expert_policy",
-                      [](const EngineOptions& o) { return edge_rt::expert_policy_name(o.model.streaming.expert_policy); },
-                      [](EngineOptions& o, const std::string& v) { o.model.streaming.expert_policy = edge_rt::parse_expert_policy(v); })
-        .def_property("expert_prefetch",
-                      [](const EngineOptions& o) { return edge_rt::expert_prefetch_name(o.model.streaming.expert_prefetch); },
-                      [](EngineOptions& o, const std::string& v) {
-                          o.model.streaming.expert_prefetch = edge_rt::parse_expert_prefetch(v);
-                      })
-        .def_property("speculative_cap_bytes", [](const EngineOptions& o) { return o.model.streaming.speculative_cap_bytes; },
-                      [](EngineOptions& o, uint64_t v) { o.model.streaming.speculative_cap_bytes = v; })
-        .def_property("prediction_width", [](const EngineOptions& o) { return o.model.streaming.prediction_width; },
-                      [](EngineOptions& o, int v) { o.model.streaming.prediction_width = v; })
-        .def_property("expert_predictor", [](const EngineOptions& o) { return o.model.expert_predictor; },
-                      [](EngineOptions& o, const std::string& v) { o.model.expert_predictor = v; })
-        .def_property("expert_predictor_optional", [](const EngineOptions& o) { return o.model.expert_predictor_optional; },
-                      [](EngineOptions& o, bool v) { o.model.expert_predictor_optional = v; });
+        .def_property(
+            "threads", [](const EngineOptions& o) { return o.context.n_threads; },
+            [](EngineOptions& o, int v) { o.context.n_threads = v; })
+        .def_property(
+            "n_ctx", [](const EngineOptions& o) { return o.context.n_ctx; },
+            [](EngineOptions& o, int64_t v) { o.context.n_ctx = v; })
+        .def_property(
+            "n_ubatch", [](const EngineOptions& o) { return o.context.n_ubatch; },
+            [](EngineOptions& o, int64_t v) { o.context.n_ubatch = v; })
+        .def_property(
+            "mem_budget", [](const EngineOptions& o) { return o.model.mem_budget; },
+            [](EngineOptions& o, uint64_t v) { o.model.mem_budget = v; })
+        .def_property(
+            "window", [](const EngineOptions& o) { return o.model.streaming.window; },
+            [](EngineOptions& o, int v) { o.model.streaming.window = v; })
+        .def_property(
+            "io_mode", [](const EngineOptions& o) { return edge_rt::io_mode_name(o.model.streaming.io_mode); },
+            [](EngineOptions& o, const std::string& v) { o.model.streaming.io_mode = edge_rt::parse_io_mode(v); })
+        .def_property(
+            "prefetch", [](const EngineOptions& o) { return o.model.streaming.prefetch; },
+            [](EngineOptions& o, bool v) { o.model.streaming.prefetch = v; })
+        .def_property(
+            "expert_cache_bytes", [](const EngineOptions& o) { return o.model.streaming.expert_cache_bytes; },
+            [](EngineOptions& o, uint64_t v) { o.model.streaming.expert_cache_bytes = v; })
+        .def_property(
+            "expert_policy",
+            [](const EngineOptions& o) { return edge_rt::expert_policy_name(o.model.streaming.expert_policy); },
+            [](EngineOptions& o, const std::string& v) {
+                o.model.streaming.expert_policy = edge_rt::parse_expert_policy(v);
+            })
+        .def_property(
+            "expert_prefetch",
+            [](const EngineOptions& o) { return edge_rt::expert_prefetch_name(o.model.streaming.expert_prefetch); },
+            [](EngineOptions& o, const std::string& v) {
+                o.model.streaming.expert_prefetch = edge_rt::parse_expert_prefetch(v);
+            })
+        .def_property(
+            "speculative_cap_bytes", [](const EngineOptions& o) { return o.model.streaming.speculative_cap_bytes; },
+            [](EngineOptions& o, uint64_t v) { o.model.streaming.speculative_cap_bytes = v; })
+        .def_property(
+            "prediction_width", [](const EngineOptions& o) { return o.model.streaming.prediction_width; },
+            [](EngineOptions& o, int v) { o.model.streaming.prediction_width = v; })
+        .def_property(
+            "expert_predictor", [](const EngineOptions& o) { return o.model.expert_predictor; },
+            [](EngineOptions& o, const std::string& v) { o.model.expert_predictor = v; })
+        .def_property(
+            "expert_predictor_optional", [](const EngineOptions& o) { return o.model.expert_predictor_optional; },
+            [](EngineOptions& o, bool v) { o.model.expert_predictor_optional = v; });
     py::module_ testing = m.def_submodule("testing", "Hooks for edge_rt's own tests; not an API.");
     testing.def(
         "inject_io_fault",
@@ -188,11 +206,13 @@ void bind_engine(py::module_& m) {
                  return pe;
              }),
              py::arg("path"), py::arg("options"))
-        .def_property_readonly("notes", [](const PyEngine& self) { return self.engine->notes(); },
-                               "What the engine left out instead of failing (an unusable optional expert predictor).")
+        .def_property_readonly(
+            "notes", [](const PyEngine& self) { return self.engine->notes(); },
+            "What the engine left out instead of failing (an unusable optional expert predictor).")
         .def(
             "eval",
-            [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
+            [](PyEngine& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
+               bool all_logits) {
                 if (tokens.ndim() != 1) {
                     throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[eval] tokens must be a 1-D array");
                 }
@@ -210,7 +230,8 @@ void bind_engine(py::module_& m) {
                         PyEngine& e;
                         ~Unmark() { e.eval_thread.store(std::thread::id()); }
                     } unmark{self};
-                    self.engine->eval(tok, n, all_logits, dst, [&pending] { return python_interrupt_pending(pending); });
+                    self.engine->eval(tok, n, all_logits, dst,
+                                      [&pending] { return python_interrupt_pending(pending); });
                 } catch (...) {
                     if (pending.type) {  // a signal handler raised: that exception, not a translated one
                         PyErr_Restore(pending.type, pending.value, pending.traceback);
@@ -223,10 +244,11 @@ void bind_engine(py::module_& m) {
             },
             py::arg("tokens"), py::arg("all_logits") = false,
             "Appends tokens to the KV cache and returns logits: (n, n_vocab) if all_logits else (1, n_vocab).")
-        .def("reset", [](PyEngine& self) {
-            auto lock = lock_engine(self, "reset");
-            self.engine->reset();
-        })
+        .def("reset",
+             [](PyEngine& self) {
+                 auto lock = lock_engine(self, "reset");
+                 self.engine->reset();
+             })
         .def(
             "truncate",
             [](PyEngine& self, int64_t n_past) {
@@ -337,20 +359,22 @@ void bind_engine(py::module_& m) {
                  }
                  return out;
              })
-        .def("clear_stream_telemetry", [](PyEngine& self) {
-            auto lock = lock_engine(self, "clear_stream_telemetry");
-            self.engine->clear_stream_telemetry();
-        })
-        .def("set_observer",
-             [](PyEngine& self, py::object observer) {
-                 std::unique_ptr<edge_rt_bind::PyObserver> next;
-                 if (!observer.is_none()) next = std::make_unique<edge_rt_bind::PyObserver>(observer);
-                 auto lock = lock_engine(self, "set_observer");
-                 self.engine->set_observer(next.get());
-                 self.observer = std::move(next);
-             },
-             py::arg("observer"),
-             "Installs the evaluation observer (see edge_rt.observer.EvalObserver); None removes it.");
+        .def("clear_stream_telemetry",
+             [](PyEngine& self) {
+                 auto lock = lock_engine(self, "clear_stream_telemetry");
+                 self.engine->clear_stream_telemetry();
+             })
+        .def(
+            "set_observer",
+            [](PyEngine& self, py::object observer) {
+                std::unique_ptr<edge_rt_bind::PyObserver> next;
+                if (!observer.is_none()) next = std::make_unique<edge_rt_bind::PyObserver>(observer);
+                auto lock = lock_engine(self, "set_observer");
+                self.engine->set_observer(next.get());
+                self.observer = std::move(next);
+            },
+            py::arg("observer"),
+            "Installs the evaluation observer (see edge_rt.observer.EvalObserver); None removes it.");
 }
 
 }  // namespace edge_rt_bind

@@ -65,9 +65,8 @@ py::object to_python(const GgufValue& v) {
             }
             if (v.array_type == GgufValueType::UINT64) {
                 // Stored as the bit pattern; give Python the unsigned value back.
-                return make_list(v.ints.size(), [&](size_t k) -> py::object {
-                    return py::int_(static_cast<uint64_t>(v.ints[k]));
-                });
+                return make_list(v.ints.size(),
+                                 [&](size_t k) -> py::object { return py::int_(static_cast<uint64_t>(v.ints[k])); });
             }
             return make_list(v.ints.size(), [&](size_t k) -> py::object { return py::int_(v.ints[k]); });
         default: return py::int_(v.i);  // remaining integer types
@@ -100,9 +99,10 @@ struct PyGgufFile {
 namespace edge_rt_bind {
 
 void bind_gguf(py::module_& m) {
-    py::class_<PyGgufFile>(m, "GGUFFile",
-                           "A parsed, validated GGUF v2/v3 file: header, metadata and tensor infos (no tensor data).\n"
-                           "Raises edge_rt.ModelFormatError for a malformed file, edge_rt.ModelIOError if it cannot be read.")
+    py::class_<PyGgufFile>(
+        m, "GGUFFile",
+        "A parsed, validated GGUF v2/v3 file: header, metadata and tensor infos (no tensor data).\n"
+        "Raises edge_rt.ModelFormatError for a malformed file, edge_rt.ModelIOError if it cannot be read.")
         .def(py::init([](py::object path) {
                  // fsencode accepts str, bytes and os.PathLike and keeps non-UTF-8 file names intact.
                  std::string p = py::module_::import("os").attr("fsencode")(path).cast<std::string>();
@@ -114,10 +114,9 @@ void bind_gguf(py::module_& m) {
                  return h;
              }),
              py::arg("path"))
-        .def_property_readonly("path",
-                               [](const PyGgufFile& h) {
-                                   return py::module_::import("os").attr("fsdecode")(py::bytes(h.file->path()));
-                               })
+        .def_property_readonly(
+            "path",
+            [](const PyGgufFile& h) { return py::module_::import("os").attr("fsdecode")(py::bytes(h.file->path())); })
         .def_property_readonly("version", [](const PyGgufFile& h) { return h.file->version(); })
         .def_property_readonly("file_size", [](const PyGgufFile& h) { return h.file->file_size(); })
         .def_property_readonly("alignment", [](const PyGgufFile& h) { return h.file->alignment(); })
@@ -150,7 +149,8 @@ void bind_gguf(py::module_& m) {
                 const auto& ts = h.file->tensors();
                 return make_list(ts.size(), [&](size_t k) -> py::object { return tensor_dict(ts[k]); });
             },
-            "list of dicts (name, type, type_id, shape innermost first, offset absolute, n_bytes, n_elements) in file order")
+            "list of dicts (name, type, type_id, shape innermost first, offset absolute, n_bytes, n_elements) in file "
+            "order")
         .def(
             "tensor",
             [](const PyGgufFile& h, const std::string& name) {
@@ -161,8 +161,8 @@ void bind_gguf(py::module_& m) {
             py::arg("name"), "the info dict of one tensor; KeyError if absent")
         .def("__repr__", [](const PyGgufFile& h) {
             return "<GGUFFile '" + h.file->path() + "' v" + std::to_string(h.file->version()) + ", " +
-                   std::to_string(h.file->metadata().size()) + " keys, " +
-                   std::to_string(h.file->tensors().size()) + " tensors>";
+                   std::to_string(h.file->metadata().size()) + " keys, " + std::to_string(h.file->tensors().size()) +
+                   " tensors>";
         });
 }
 

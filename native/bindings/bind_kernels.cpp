@@ -76,14 +76,16 @@ ByteView byte_view(const std::string& op, const py::buffer& buf) {
 const edge_rt::WeightKernels& kernels_for(const std::string& op, GgmlType type, Isa isa) {
     const edge_rt::WeightKernels* k = edge_rt::weight_kernels(type, isa);
     if (k == nullptr)
-        edge_rt::fail(ErrorKind::InvalidArgument, std::string("[") + op + "] no kernels for " + edge_rt::type_name(type));
+        edge_rt::fail(ErrorKind::InvalidArgument,
+                      std::string("[") + op + "] no kernels for " + edge_rt::type_name(type));
     return *k;
 }
 
 size_t weight_row_bytes(const std::string& op, GgmlType type, int64_t n) {
     const edge_rt::TypeTraits& t = edge_rt::type_traits(type);
     if (n <= 0 || n % t.block_elems != 0)
-        edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] n=" + std::to_string(n) + " must be a positive multiple of " +
+        edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] n=" + std::to_string(n) +
+                                                      " must be a positive multiple of " +
                                                       std::to_string(t.block_elems) + " for " + t.name);
     return (size_t)(n / t.block_elems * t.block_bytes);
 }
@@ -93,89 +95,108 @@ using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>
 }  // namespace
 
 void bind_system(py::module_& m) {
-    m.def("isa", [] { return std::string(edge_rt::isa_name(edge_rt::active_isa())); },
-          "ISA whose kernels run (best compiled+supported, lowered by EDGE_RT_ISA).");
-    m.def("best_isa", [] { return std::string(edge_rt::isa_name(edge_rt::best_isa())); },
-          "Highest ISA both compiled in and supported by this CPU.");
-    m.def("cpu_supports", [](const std::string& name) { return edge_rt::cpu_supports(parse_isa("cpu_supports", name)); },
-          py::arg("name"), "Whether the CPU and OS support the ISA, regardless of the build.");
-    m.def("compiled_isas", [] {
-        py::list v;
-        for (Isa i : kAllIsas)
-            if (edge_rt::isa_compiled(i)) v.append(edge_rt::isa_name(i));
-        return v;
-    }, "ISAs whose kernels were built into this module.");
+    m.def(
+        "isa", [] { return std::string(edge_rt::isa_name(edge_rt::active_isa())); },
+        "ISA whose kernels run (best compiled+supported, lowered by EDGE_RT_ISA).");
+    m.def(
+        "best_isa", [] { return std::string(edge_rt::isa_name(edge_rt::best_isa())); },
+        "Highest ISA both compiled in and supported by this CPU.");
+    m.def(
+        "cpu_supports", [](const std::string& name) { return edge_rt::cpu_supports(parse_isa("cpu_supports", name)); },
+        py::arg("name"), "Whether the CPU and OS support the ISA, regardless of the build.");
+    m.def(
+        "compiled_isas",
+        [] {
+            py::list v;
+            for (Isa i : kAllIsas)
+                if (edge_rt::isa_compiled(i)) v.append(edge_rt::isa_name(i));
+            return v;
+        },
+        "ISAs whose kernels were built into this module.");
 }
 
 void bind_kernels(py::module_& m) {
-    m.def("dequantize_row", [](const std::string& type_name, const py::buffer& data, int64_t n) {
-        const std::string op = "dequantize_row";
-        const GgmlType type = parse_compute_type(op, type_name);
-        const size_t need = weight_row_bytes(op, type, n);
-        ByteView w = byte_view(op, data);
-        if (w.size != need)
-            edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] " + type_name + " row of n=" + std::to_string(n) +
-                                                          " needs " + std::to_string(need) + " bytes, got " + std::to_string(w.size));
-        py::array_t<float> out((py::ssize_t)n);
-        const edge_rt::WeightKernels& k = kernels_for(op, type, edge_rt::active_isa());
-        float* dst = out.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            k.dequantize_row(w.data, dst, n);
-        }
-        return out;
-    }, py::arg("type_name"), py::arg("data"), py::arg("n"),
-       "Dequantize one weight row of n elements (bytes in the type's GGUF block layout) to float32.");
+    m.def(
+        "dequantize_row",
+        [](const std::string& type_name, const py::buffer& data, int64_t n) {
+            const std::string op = "dequantize_row";
+            const GgmlType type = parse_compute_type(op, type_name);
+            const size_t need = weight_row_bytes(op, type, n);
+            ByteView w = byte_view(op, data);
+            if (w.size != need)
+                edge_rt::fail(ErrorKind::InvalidArgument,
+                              "[" + op + "] " + type_name + " row of n=" + std::to_string(n) + " needs " +
+                                  std::to_string(need) + " bytes, got " + std::to_string(w.size));
+            py::array_t<float> out((py::ssize_t)n);
+            const edge_rt::WeightKernels& k = kernels_for(op, type, edge_rt::active_isa());
+            float* dst = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                k.dequantize_row(w.data, dst, n);
+            }
+            return out;
+        },
+        py::arg("type_name"), py::arg("data"), py::arg("n"),
+        "Dequantize one weight row of n elements (bytes in the type's GGUF block layout) to float32.");
 
-    m.def("quantize_act", [](const std::string& type_name, const FloatArray& x) {
-        const std::string op = "quantize_act";
-        const GgmlType type = parse_compute_type(op, type_name);
-        const edge_rt::WeightKernels& k = kernels_for(op, type, edge_rt::active_isa());
-        const int64_t n = (int64_t)x.size();
-        if (x.ndim() != 1 || n <= 0 || n % k.act_block_elems != 0)
-            edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] x must be a non-empty 1-D float32 array whose length is a multiple of " +
-                                                          std::to_string(k.act_block_elems) + " (" + type_name + " activations are " +
-                                                          edge_rt::type_name(k.act_type) + "), got length " + std::to_string(n));
-        std::string out(k.act_row_bytes(n), '\0');
-        k.quantize_act(x.data(), &out[0], n);
-        return py::bytes(out);
-    }, py::arg("type_name"), py::arg("x"),
-       "Encode float32 activations in the activation format paired with weight type type_name.");
+    m.def(
+        "quantize_act",
+        [](const std::string& type_name, const FloatArray& x) {
+            const std::string op = "quantize_act";
+            const GgmlType type = parse_compute_type(op, type_name);
+            const edge_rt::WeightKernels& k = kernels_for(op, type, edge_rt::active_isa());
+            const int64_t n = (int64_t)x.size();
+            if (x.ndim() != 1 || n <= 0 || n % k.act_block_elems != 0)
+                edge_rt::fail(ErrorKind::InvalidArgument,
+                              "[" + op + "] x must be a non-empty 1-D float32 array whose length is a multiple of " +
+                                  std::to_string(k.act_block_elems) + " (" + type_name + " activations are " +
+                                  edge_rt::type_name(k.act_type) + "), got length " + std::to_string(n));
+            std::string out(k.act_row_bytes(n), '\0');
+            k.quantize_act(x.data(), &out[0], n);
+            return py::bytes(out);
+        },
+        py::arg("type_name"), py::arg("x"),
+        "Encode float32 activations in the activation format paired with weight type type_name.");
 
-    m.def("vec_dot", [](const std::string& type_name, const py::buffer& w_bytes, const FloatArray& x, py::object isa_name) {
-        const std::string op = "vec_dot";
-        const GgmlType type = parse_compute_type(op, type_name);
-        Isa isa = edge_rt::active_isa();
-        if (!isa_name.is_none()) {
-            isa = parse_isa(op, py::cast<std::string>(isa_name));
-            if (!edge_rt::isa_compiled(isa) || !edge_rt::cpu_supports(isa))
-                edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] ISA " + py::cast<std::string>(isa_name) +
-                                                              " is not available (compiled: " + (edge_rt::isa_compiled(isa) ? "yes" : "no") +
-                                                              ", CPU: " + (edge_rt::cpu_supports(isa) ? "yes" : "no") + ")");
-        }
-        const edge_rt::WeightKernels& k = kernels_for(op, type, isa);
-        const int64_t n = (int64_t)x.size();
-        if (x.ndim() != 1)
-            edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] x must be a 1-D float32 array");
-        const size_t need = weight_row_bytes(op, type, n);
-        if (n % k.act_block_elems != 0)
-            edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] n=" + std::to_string(n) + " must be a multiple of " +
-                                                          std::to_string(k.act_block_elems));
-        ByteView w = byte_view(op, w_bytes);
-        if (w.size != need)
-            edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] " + type_name + " row of n=" + std::to_string(n) +
-                                                          " needs " + std::to_string(need) + " bytes, got " + std::to_string(w.size));
-        std::vector<uint8_t> act(k.act_row_bytes(n));
-        const float* xp = x.data();
-        float result;
-        {
-            py::gil_scoped_release nogil;
-            k.quantize_act(xp, act.data(), n);
-            result = k.vec_dot(n, w.data, act.data());
-        }
-        return result;
-    }, py::arg("type_name"), py::arg("w_bytes"), py::arg("x"), py::arg("isa") = py::none(),
-       "Quantize x to the type's activation format, then dot it with one weight row (optionally on a given ISA).");
+    m.def(
+        "vec_dot",
+        [](const std::string& type_name, const py::buffer& w_bytes, const FloatArray& x, py::object isa_name) {
+            const std::string op = "vec_dot";
+            const GgmlType type = parse_compute_type(op, type_name);
+            Isa isa = edge_rt::active_isa();
+            if (!isa_name.is_none()) {
+                isa = parse_isa(op, py::cast<std::string>(isa_name));
+                if (!edge_rt::isa_compiled(isa) || !edge_rt::cpu_supports(isa))
+                    edge_rt::fail(ErrorKind::InvalidArgument,
+                                  "[" + op + "] ISA " + py::cast<std::string>(isa_name) +
+                                      " is not available (compiled: " + (edge_rt::isa_compiled(isa) ? "yes" : "no") +
+                                      ", CPU: " + (edge_rt::cpu_supports(isa) ? "yes" : "no") + ")");
+            }
+            const edge_rt::WeightKernels& k = kernels_for(op, type, isa);
+            const int64_t n = (int64_t)x.size();
+            if (x.ndim() != 1) edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] x must be a 1-D float32 array");
+            const size_t need = weight_row_bytes(op, type, n);
+            if (n % k.act_block_elems != 0)
+                edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] n=" + std::to_string(n) +
+                                                              " must be a multiple of " +
+                                                              std::to_string(k.act_block_elems));
+            ByteView w = byte_view(op, w_bytes);
+            if (w.size != need)
+                edge_rt::fail(ErrorKind::InvalidArgument,
+                              "[" + op + "] " + type_name + " row of n=" + std::to_string(n) + " needs " +
+                                  std::to_string(need) + " bytes, got " + std::to_string(w.size));
+            std::vector<uint8_t> act(k.act_row_bytes(n));
+            const float* xp = x.data();
+            float result;
+            {
+                py::gil_scoped_release nogil;
+                k.quantize_act(xp, act.data(), n);
+                result = k.vec_dot(n, w.data, act.data());
+            }
+            return result;
+        },
+        py::arg("type_name"), py::arg("w_bytes"), py::arg("x"), py::arg("isa") = py::none(),
+        "Quantize x to the type's activation format, then dot it with one weight row (optionally on a given ISA).");
 }
 
 }  // namespace edge_rt_bind

@@ -32,9 +32,9 @@ public:
             for (int j = 0; j < edge_rt::kObservedKinds; ++j)
                 if (k == kKindNames[j]) i = j;
             if (i < 0) {
-                throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
-                                     "[observe] unknown observation kind '" + k +
-                                         "' (known: matmul_input, router_probs, ffn_input)");
+                throw edge_rt::Error(
+                    edge_rt::ErrorKind::InvalidArgument,
+                    "[observe] unknown observation kind '" + k + "' (known: matmul_input, router_probs, ffn_input)");
             }
             wanted_[i] = true;
         }

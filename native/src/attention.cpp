@@ -37,8 +37,10 @@ void position_heads(ForwardPass& f, const LayerWeights& w) {
         const float* qn = f32_of(w.q_norm, qn_tmp);
         const float* kn = f32_of(w.k_norm, kn_tmp);
         for (int64_t t = 0; t < f.n; ++t) {
-            for (int64_t h = 0; h < c.n_head; ++h) rms_norm(&s.q[(size_t)(t * Q + h * D)], qn, &s.q[(size_t)(t * Q + h * D)], D, c.rms_eps);
-            for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm(&s.k[(size_t)(t * KV + h * D)], kn, &s.k[(size_t)(t * KV + h * D)], D, c.rms_eps);
+            for (int64_t h = 0; h < c.n_head; ++h)
+                rms_norm(&s.q[(size_t)(t * Q + h * D)], qn, &s.q[(size_t)(t * Q + h * D)], D, c.rms_eps);
+            for (int64_t h = 0; h < c.n_head_kv; ++h)
+                rms_norm(&s.k[(size_t)(t * KV + h * D)], kn, &s.k[(size_t)(t * KV + h * D)], D, c.rms_eps);
         }
     }
     for (int64_t t = 0; t < f.n; ++t) {
@@ -87,7 +89,10 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
         // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
         thread_local std::vector<float> scores;
         thread_local std::vector<uint16_t> p16v, q16v;
-        if ((int64_t)scores.size() < n_kv) { scores.resize((size_t)n_kv); p16v.resize((size_t)n_kv); }
+        if ((int64_t)scores.size() < n_kv) {
+            scores.resize((size_t)n_kv);
+            p16v.resize((size_t)n_kv);
+        }
         if ((int64_t)q16v.size() < D) q16v.resize((size_t)D);
         float* sc = scores.data();
         uint16_t* p16 = p16v.data();
@@ -99,7 +104,8 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             float mx = -INFINITY;
             for (int64_t j = 0; j < len; ++j) {
                 const uint16_t* kr = kc + j * KV + hk * D;
-                sc[j] = (batched ? vec_ops.dot_f16_tinyblas(D, kr, q16) : vec_ops.dot_f16_ggml(D, kr, q16, D)) * kq_scale;
+                sc[j] =
+                    (batched ? vec_ops.dot_f16_tinyblas(D, kr, q16) : vec_ops.dot_f16_ggml(D, kr, q16, D)) * kq_scale;
                 mx = std::max(mx, sc[j]);
             }
             const double sum = vec_ops.softmax_exp(sc, sc, len, mx);

@@ -44,8 +44,8 @@ CpuFlags detect() {
     const bool f16c = (c >> 29) & 1;
     if (!osxsave || !avx) return f;
     const uint64_t xcr0 = read_xcr0();
-    const bool ymm_state = (xcr0 & 0x6) == 0x6;            // SSE + AVX state
-    const bool zmm_state = (xcr0 & 0xE6) == 0xE6;          // + opmask, ZMM_Hi256, Hi16_ZMM
+    const bool ymm_state = (xcr0 & 0x6) == 0x6;    // SSE + AVX state
+    const bool zmm_state = (xcr0 & 0xE6) == 0xE6;  // + opmask, ZMM_Hi256, Hi16_ZMM
     if (max_leaf < 7) return f;
     __cpuid_count(7, 0, a, b, c, d);
     const bool avx2 = (b >> 5) & 1;
@@ -76,9 +76,12 @@ Isa compute_active() {
     const char* env = std::getenv("EDGE_RT_ISA");
     if (env == nullptr || *env == '\0') return best;
     Isa wanted = best;
-    if (std::strcmp(env, "scalar") == 0) wanted = Isa::Scalar;
-    else if (std::strcmp(env, "avx2") == 0) wanted = Isa::Avx2;
-    else if (std::strcmp(env, "avx512vnni") == 0) wanted = Isa::Avx512Vnni;
+    if (std::strcmp(env, "scalar") == 0)
+        wanted = Isa::Scalar;
+    else if (std::strcmp(env, "avx2") == 0)
+        wanted = Isa::Avx2;
+    else if (std::strcmp(env, "avx512vnni") == 0)
+        wanted = Isa::Avx512Vnni;
     // Unknown names are ignored (best ISA); the override only ever lowers.
     return (int)wanted < (int)best ? wanted : best;
 }

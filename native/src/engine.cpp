@@ -34,15 +34,17 @@ std::unique_ptr<ExpertPredictor> Engine::load_predictor(const EngineOptions& opt
                       ((int)m.streaming.expert_prefetch & (int)ExpertPrefetch::NextLayer);
     if (!used) {
         if (m.expert_predictor_optional) return nullptr;  // nothing would run it: not worth a note
-        fail(ErrorKind::InvalidArgument, "[load] expert_predictor is used by next-layer expert prefetch: it needs an MoE "
-                                         "model, mem_budget, prefetch on and expert_prefetch 'next' or 'both'");
+        fail(ErrorKind::InvalidArgument,
+             "[load] expert_predictor is used by next-layer expert prefetch: it needs an MoE "
+             "model, mem_budget, prefetch on and expert_prefetch 'next' or 'both'");
     }
     try {
         return ExpertPredictor::load(m.expert_predictor, cfg);
     } catch (const Error& e) {
         if (!m.expert_predictor_optional) throw;
-        if (notes) notes->push_back(std::string("ignoring the expert predictor next to the model (") + e.what() +
-                                    "); next-layer prediction uses the router");
+        if (notes)
+            notes->push_back(std::string("ignoring the expert predictor next to the model (") + e.what() +
+                             "); next-layer prediction uses the router");
         return nullptr;
     }
 }
@@ -90,8 +92,10 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     accountant_ = MemoryAccountant(options.model.mem_budget);
     const StreamingOptions& so = options.model.streaming;
     if (!cfg_.is_moe() && (so.expert_cache_bytes || so.prediction_width)) {
-        fail(ErrorKind::InvalidArgument, "[load] expert_cache and expert_prediction_width are for Mixture-of-Experts "
-                                         "models; " + path + " is dense");
+        fail(ErrorKind::InvalidArgument,
+             "[load] expert_cache and expert_prediction_width are for Mixture-of-Experts "
+             "models; " +
+                 path + " is dense");
     }
     predictor_ = load_predictor(options, cfg_, &notes_);
     const BudgetFloor least = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
@@ -100,15 +104,16 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         const uint64_t minimum = least.total();
         if (options.model.mem_budget < minimum) {
             // Exact bytes first: a rounded size could itself be below the minimum.
-            fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(options.model.mem_budget) + " bytes (" +
-                                             format_bytes(options.model.mem_budget) + ") is below the minimum " +
-                                             std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" +
-                                             path + "': one window slot for the largest layer and the embedding row buffer" +
-                                             (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
-                                             format_bytes(least.weights) +
-                                             ")" + (predictor_ ? " + expert predictor (" + format_bytes(least.predictor) + ")" : std::string()) +
-                                             " + KV cache (" + format_bytes(least.kv_cache) + ", n_ctx=" +
-                                             std::to_string(n_ctx_) + ") + scratch (" + format_bytes(least.scratch) + ")");
+            fail(ErrorKind::OutOfMemory,
+                 "[budget] memory budget " + std::to_string(options.model.mem_budget) + " bytes (" +
+                     format_bytes(options.model.mem_budget) + ") is below the minimum " + std::to_string(minimum) +
+                     " bytes (" + format_bytes(minimum) + ") for '" + path +
+                     "': one window slot for the largest layer and the embedding row buffer" +
+                     (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
+                     format_bytes(least.weights) + ")" +
+                     (predictor_ ? " + expert predictor (" + format_bytes(least.predictor) + ")" : std::string()) +
+                     " + KV cache (" + format_bytes(least.kv_cache) + ", n_ctx=" + std::to_string(n_ctx_) +
+                     ") + scratch (" + format_bytes(least.scratch) + ")");
         }
     }
     accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
@@ -120,8 +125,9 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         open_model_reader(path, IoMode::Buffered)->read_exact(rope_factors_.data(), (size_t)t.n_bytes, t.offset);
         for (float v : rope_factors_) {
             if (!(v > 0.0f) || !std::isfinite(v)) {
-                fail(ErrorKind::ModelFormat, "[model] tensor 'rope_freqs.weight' holds a factor that is not a "
-                                             "positive finite number");
+                fail(ErrorKind::ModelFormat,
+                     "[model] tensor 'rope_freqs.weight' holds a factor that is not a "
+                     "positive finite number");
             }
         }
     }
@@ -161,12 +167,13 @@ uint64_t Engine::scratch_bytes(const ModelConfig& c, int64_t n_ubatch, int64_t n
     if (c.is_moe()) {
         const uint64_t k = (uint64_t)c.n_expert_used;
         b += n * ((uint64_t)c.n_expert + 2 * k + k * (uint64_t)c.n_embd + 2 * (uint64_t)c.n_embd + 1) * sizeof(float);
-        b += n * ((uint64_t)c.n_embd + 3 * (uint64_t)c.n_expert) * sizeof(float) + (uint64_t)c.n_expert;  // prediction (width <= n_expert)
+        b += n * ((uint64_t)c.n_embd + 3 * (uint64_t)c.n_expert) * sizeof(float) +
+             (uint64_t)c.n_expert;  // prediction (width <= n_expert)
     }
-    b += n * widest * sizeof(float);                                     // converted activations (F32 is widest)
+    b += n * widest * sizeof(float);  // converted activations (F32 is widest)
     b += (uint64_t)n_threads * ((uint64_t)n_ctx * 6 + (uint64_t)c.head_dim * 2);  // attention scores, fp16 copies
-    b += (uint64_t)c.n_vocab * sizeof(float);                           // one row of logits
-    b += (uint64_t)std::max(c.n_embd, c.head_dim) * sizeof(float) * 2;  // dequantized norms / biases
+    b += (uint64_t)c.n_vocab * sizeof(float);                                     // one row of logits
+    b += (uint64_t)std::max(c.n_embd, c.head_dim) * sizeof(float) * 2;            // dequantized norms / biases
     return b;
 }
 
@@ -215,8 +222,8 @@ uint64_t Engine::kv_cache_bytes() const noexcept { return kv_bytes(cfg_, n_ctx_)
 
 void Engine::truncate(int64_t n_past) {
     if (n_past < 0 || n_past > n_past_) {
-        fail(ErrorKind::InvalidArgument, "[truncate] n_past " + std::to_string(n_past) + " outside [0, " +
-                                             std::to_string(n_past_) + "]");
+        fail(ErrorKind::InvalidArgument,
+             "[truncate] n_past " + std::to_string(n_past) + " outside [0, " + std::to_string(n_past_) + "]");
     }
     n_past_ = n_past;
 }
@@ -256,10 +263,20 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
 void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
                          const std::function<bool()>& should_abort) {
     const ExpertPrefetch prefetch = cfg_.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
-    const int64_t predict_width = prefetch == ExpertPrefetch::Off ? 0 : std::max(1, weights_->expert_prediction_width());
+    const int64_t predict_width =
+        prefetch == ExpertPrefetch::Off ? 0 : std::max(1, weights_->expert_prediction_width());
     scratch_->resize(cfg_, n, predict_width, predictor_ ? predictor_->hidden_size() : 0);
-    ForwardPass f{cfg_, *weights_, *pool_, *scratch_, *kv_, observer_, predictor_.get(), prefetch,
-                  rope_factors_.empty() ? nullptr : rope_factors_.data(), n, n_past_};
+    ForwardPass f{cfg_,
+                  *weights_,
+                  *pool_,
+                  *scratch_,
+                  *kv_,
+                  observer_,
+                  predictor_.get(),
+                  prefetch,
+                  rope_factors_.empty() ? nullptr : rope_factors_.data(),
+                  n,
+                  n_past_};
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
     for (int il = 0; il < cfg_.n_layer; ++il) {

@@ -23,9 +23,12 @@ void check_options(const EngineOptions& o) {
     check_range("window", s.window, 0, kMaxWindow, " (0 = the largest that fits)");
     check_range("expert_prediction_width", s.prediction_width, 0, 1 << 16, " (0 = expert_used_count)");
     if (!o.model.mem_budget) {
-        if (s.window) fail(ErrorKind::InvalidArgument, "[load] window needs mem_budget (without a budget every weight is resident)");
+        if (s.window)
+            fail(ErrorKind::InvalidArgument,
+                 "[load] window needs mem_budget (without a budget every weight is resident)");
         if (s.expert_cache_bytes) {
-            fail(ErrorKind::InvalidArgument, "[load] expert_cache needs mem_budget (without a budget every weight is resident)");
+            fail(ErrorKind::InvalidArgument,
+                 "[load] expert_cache needs mem_budget (without a budget every weight is resident)");
         }
     }
 }
@@ -41,7 +44,8 @@ ExpertPrefetch parse_expert_prefetch(const std::string& name) {
     if (name == "same") return ExpertPrefetch::SameLayer;
     if (name == "next") return ExpertPrefetch::NextLayer;
     if (name == "both") return ExpertPrefetch::Both;
-    fail(ErrorKind::InvalidArgument, "[load] expert_prefetch must be 'off', 'same', 'next' or 'both', got '" + name + "'");
+    fail(ErrorKind::InvalidArgument,
+         "[load] expert_prefetch must be 'off', 'same', 'next' or 'both', got '" + name + "'");
 }
 
 const char* expert_policy_name(ExpertPolicy policy) noexcept { return policy == ExpertPolicy::Lru ? "lru" : "lfu"; }

@@ -67,13 +67,16 @@ std::unique_ptr<ExpertPredictor> ExpertPredictor::parse(const std::string& path,
         int64_t ne0, ne1;
         bool is_1d;
     };
-    const Want wants[4] = {{"expert_pred_hidden.weight", E, H, false}, {"expert_pred_hidden.bias", H, 1, true},
-                           {"expert_pred_out.weight", H, NE, false}, {"expert_pred_out.bias", NE, 1, true}};
+    const Want wants[4] = {{"expert_pred_hidden.weight", E, H, false},
+                           {"expert_pred_hidden.bias", H, 1, true},
+                           {"expert_pred_out.weight", H, NE, false},
+                           {"expert_pred_out.bias", NE, 1, true}};
     const uint64_t per_layer = (uint64_t)(E * H + H + H * NE + NE);
     const size_t expected_tensors = (size_t)(cfg.n_layer - 1) * 4;
     if (f.tensors().size() != expected_tensors) {
         bad(path, "has " + std::to_string(f.tensors().size()) + " tensors, expected " +
-                      std::to_string(expected_tensors) + " (4 for each layer 1.." + std::to_string(cfg.n_layer - 1) + ")");
+                      std::to_string(expected_tensors) + " (4 for each layer 1.." + std::to_string(cfg.n_layer - 1) +
+                      ")");
     }
     // Every tensor is checked before anything is allocated: the sizes are then those of tensors whose
     // data the reader proved to lie inside the file, so a hostile hidden_size cannot size a buffer.
@@ -87,8 +90,8 @@ std::unique_ptr<ExpertPredictor> ExpertPredictor::parse(const std::string& path,
             if (t->type != GgmlType::F32 || t->ne[0] != want.ne0 || t->ne[1] != want.ne1 || t->ne[2] != 1 ||
                 t->ne[3] != 1 || t->n_dims != (is_1d ? 1u : 2u)) {
                 bad(path, "tensor '" + name + "' must be F32 of shape [" + std::to_string(want.ne0) +
-                              (is_1d ? "" : ", " + std::to_string(want.ne1)) + "], got " + type_name(t->type) +
-                              " [" + std::to_string(t->ne[0]) + ", " + std::to_string(t->ne[1]) + ", ...]");
+                              (is_1d ? "" : ", " + std::to_string(want.ne1)) + "], got " + type_name(t->type) + " [" +
+                              std::to_string(t->ne[0]) + ", " + std::to_string(t->ne[1]) + ", ...]");
             }
             infos.push_back(t);
         }
@@ -96,7 +99,8 @@ std::unique_ptr<ExpertPredictor> ExpertPredictor::parse(const std::string& path,
     try {
         p->data_.resize((size_t)(per_layer * (uint64_t)(cfg.n_layer - 1)));
     } catch (const std::bad_alloc&) {
-        fail(ErrorKind::OutOfMemory, "[expert predictor] cannot allocate " + std::to_string(per_layer) + " floats per layer");
+        fail(ErrorKind::OutOfMemory,
+             "[expert predictor] cannot allocate " + std::to_string(per_layer) + " floats per layer");
     }
     auto reader = open_model_reader(path, IoMode::Buffered);
     p->layers_.resize((size_t)cfg.n_layer);

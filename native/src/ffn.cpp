@@ -35,7 +35,8 @@ void route(ForwardPass& f, int il, const LayerWeights& w) {
     Scratch& s = f.s;
     const int64_t n = f.n, NE = c.n_expert, K = c.n_expert_used;
     linear(f, il, w.ffn_gate_inp, 0, s.cur.data(), n, s.router.data());
-    route_tokens(s.router.data(), n, NE, K, c.expert_weights_norm, c.expert_weights_scale, s.sel.data(), s.sel_w.data());
+    route_tokens(s.router.data(), n, NE, K, c.expert_weights_norm, c.expert_weights_scale, s.sel.data(),
+                 s.sel_w.data());
     if (f.observing(Observed::RouterProbs)) {
         Observation o;
         o.kind = Observed::RouterProbs;

@@ -73,7 +73,9 @@ public:
         inner_->read(dst, n, offset, n_required);
     }
     bool direct() const noexcept override { return inner_->direct(); }
-    const char* kind() const noexcept override { return short_read_ ? "fault-injecting(short)" : "fault-injecting(eio)"; }
+    const char* kind() const noexcept override {
+        return short_read_ ? "fault-injecting(short)" : "fault-injecting(eio)";
+    }
 
 private:
     std::unique_ptr<FileReader> inner_;

@@ -28,28 +28,28 @@ struct Scratch {
     std::vector<float> up;       // n x max(n_ff, n_ff_exp, n_ff_shexp)
     std::vector<float> ffn_out;  // n x n_embd  FFN output (dense, one expert's rows, or the shared expert)
     // Mixture of experts
-    std::vector<float> router;   // n x n_expert   router logits, then probabilities
-    std::vector<int32_t> sel;    // n x k          selected experts per token, by descending probability
-    std::vector<float> sel_w;    // n x k          their weights
-    std::vector<float> exp_out;  // n x k x n_embd each selected expert's output for each token
-    std::vector<float> gather;   // n x n_embd     rows of `cur` routed to one expert
-    std::vector<float> moe;      // n x n_embd     weighted sum of the experts
-    std::vector<float> shexp_g;  // n              shared-expert gate logits
+    std::vector<float> router;                // n x n_expert   router logits, then probabilities
+    std::vector<int32_t> sel;                 // n x k          selected experts per token, by descending probability
+    std::vector<float> sel_w;                 // n x k          their weights
+    std::vector<float> exp_out;               // n x k x n_embd each selected expert's output for each token
+    std::vector<float> gather;                // n x n_embd     rows of `cur` routed to one expert
+    std::vector<float> moe;                   // n x n_embd     weighted sum of the experts
+    std::vector<float> shexp_g;               // n              shared-expert gate logits
     std::vector<int32_t> expert_ids;          // experts used by the batch, ascending
     std::vector<int32_t> expert_first;        // n_expert + 1 offsets into expert_slots (counting sort)
     std::vector<int32_t> expert_slots;        // n x k: (token * k + j) grouped by expert
     std::vector<ExpertWeights> expert_views;  // one per used expert
     // Expert prediction (providers that prefetch experts): its own buffers, so it cannot touch the
     // values the forward pass computes.
-    std::vector<float> pred_in;       // n x n_embd  normalized hidden state
-    std::vector<float> pred_router;   // n x n_expert
-    std::vector<float> pred_hidden;   // n x hidden (fitted predictor)
-    std::vector<float> pred_fit;      // n x n_expert (fitted predictor's correction)
-    std::vector<int32_t> pred_sel;    // n x w (w = the provider's prediction width)
-    std::vector<uint8_t> pred_flag;   // n_expert
-    std::vector<int32_t> pred_ids;    // predicted experts, ascending
-    std::vector<uint8_t> act;    // n rows of the widest activation encoding (quantized matmul input)
-    std::vector<float> norm_w;   // dequantized 1-D weights (norms, biases) when not stored as F32
+    std::vector<float> pred_in;      // n x n_embd  normalized hidden state
+    std::vector<float> pred_router;  // n x n_expert
+    std::vector<float> pred_hidden;  // n x hidden (fitted predictor)
+    std::vector<float> pred_fit;     // n x n_expert (fitted predictor's correction)
+    std::vector<int32_t> pred_sel;   // n x w (w = the provider's prediction width)
+    std::vector<uint8_t> pred_flag;  // n_expert
+    std::vector<int32_t> pred_ids;   // predicted experts, ascending
+    std::vector<uint8_t> act;        // n rows of the widest activation encoding (quantized matmul input)
+    std::vector<float> norm_w;       // dequantized 1-D weights (norms, biases) when not stored as F32
 
     // Sizes every buffer for n tokens of cfg (prediction buffers when predict_width > 0).
     void resize(const ModelConfig& cfg, int64_t n, int64_t predict_width, int64_t predictor_hidden);
@@ -70,12 +70,12 @@ struct ForwardPass {
     ThreadPool& pool;
     Scratch& s;
     KvCache& kv;
-    EvalObserver* observer;             // nullptr: nothing observed
-    const ExpertPredictor* predictor;   // fitted next-layer predictor, or nullptr
-    ExpertPrefetch prefetch;            // the expert predictors to run (Off for dense models)
-    const float* rope_factors;          // n_rot/2 RoPE frequency divisors (rope_freqs.weight), or nullptr
-    int64_t n;                          // tokens in this micro-batch
-    int64_t n_past;                     // cache positions before it
+    EvalObserver* observer;            // nullptr: nothing observed
+    const ExpertPredictor* predictor;  // fitted next-layer predictor, or nullptr
+    ExpertPrefetch prefetch;           // the expert predictors to run (Off for dense models)
+    const float* rope_factors;         // n_rot/2 RoPE frequency divisors (rope_freqs.weight), or nullptr
+    int64_t n;                         // tokens in this micro-batch
+    int64_t n_past;                    // cache positions before it
 
     bool observing(Observed kind) const { return observer && observer->wants(kind); }
 };

@@ -85,10 +85,8 @@ bool is_compute_type(GgmlType type) noexcept {
         case GgmlType::Q3_K:
         case GgmlType::Q4_K:
         case GgmlType::Q5_K:
-        case GgmlType::Q6_K:
-            return true;
-        default:
-            return false;
+        case GgmlType::Q6_K: return true;
+        default: return false;
     }
 }
 

@@ -101,8 +101,8 @@ namespace {
 int64_t as_int(const std::string& key, const GgufValue& v) {
     if (!v.is_integer()) wrong_type(key, "an integer", v);
     if (v.type == GgufValueType::UINT64 && v.u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        fail(ErrorKind::ModelFormat,
-             "[gguf] key " + quoted(key) + ": value " + std::to_string(v.u) + " does not fit in a signed 64-bit integer");
+        fail(ErrorKind::ModelFormat, "[gguf] key " + quoted(key) + ": value " + std::to_string(v.u) +
+                                         " does not fit in a signed 64-bit integer");
     }
     return v.i;
 }
@@ -171,8 +171,7 @@ const std::vector<std::string>& GgufFile::get_string_array(const std::string& ke
 const std::vector<int64_t>& GgufFile::get_int_array(const std::string& key) const {
     const GgufValue* v = find(key);
     if (!v) missing_key(key);
-    if (v->type != GgufValueType::ARRAY ||
-        !(is_integer_type(v->array_type) || v->array_type == GgufValueType::BOOL)) {
+    if (v->type != GgufValueType::ARRAY || !(is_integer_type(v->array_type) || v->array_type == GgufValueType::BOOL)) {
         wrong_type(key, "an ARRAY of integers", *v);
     }
     return v->ints;

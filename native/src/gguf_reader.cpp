@@ -200,8 +200,10 @@ private:
         if (version != 2 && version != 3) {
             uint32_t swapped = __builtin_bswap32(version);
             std::string hint;
-            if (swapped == 2 || swapped == 3) hint = "; the file appears to be big-endian, which is not supported";
-            else if (version == 1) hint = "; GGUF v1 is obsolete, re-convert the model";
+            if (swapped == 2 || swapped == 3)
+                hint = "; the file appears to be big-endian, which is not supported";
+            else if (version == 1)
+                hint = "; GGUF v1 is obsolete, re-convert the model";
             bad("unsupported version " + std::to_string(version) + " (edge_rt reads GGUF v2 and v3" + hint + ")");
         }
         out_.version_ = version;
@@ -210,8 +212,8 @@ private:
         // Each count alone must fit in the bytes left; the tensor bound is checked again once the
         // metadata has been consumed.
         if (n_kv_ > left() / kMinKvBytes) {
-            bad("metadata key/value count " + std::to_string(n_kv_) + " cannot fit in the " +
-                std::to_string(left()) + " bytes left (each needs at least " + std::to_string(kMinKvBytes) + ")");
+            bad("metadata key/value count " + std::to_string(n_kv_) + " cannot fit in the " + std::to_string(left()) +
+                " bytes left (each needs at least " + std::to_string(kMinKvBytes) + ")");
         }
         if (n_tensors_ > left() / kMinTensorInfoBytes) {
             bad("tensor count " + std::to_string(n_tensors_) + " cannot fit in the " + std::to_string(left()) +
@@ -375,8 +377,8 @@ private:
             if (!tt) bad("unknown ggml type id " + std::to_string(type_id));
             ti.type = static_cast<GgmlType>(type_id);
             if (ti.ne[0] % tt->block_elems != 0) {
-                bad("ne[0] = " + std::to_string(ti.ne[0]) + " is not a multiple of the " + tt->name +
-                    " block size " + std::to_string(tt->block_elems));
+                bad("ne[0] = " + std::to_string(ti.ne[0]) + " is not a multiple of the " + tt->name + " block size " +
+                    std::to_string(tt->block_elems));
             }
             ti.n_elements = static_cast<uint64_t>(n_elements);
             uint64_t n_bytes;
@@ -405,17 +407,15 @@ private:
             uint64_t abs, end;
             if (__builtin_add_overflow(out_.data_offset_, ti.offset, &abs) ||
                 __builtin_add_overflow(abs, ti.n_bytes, &end) || end > size_) {
-                bad("data range [" + std::to_string(out_.data_offset_) + " + " + std::to_string(ti.offset) +
-                    ", +" + std::to_string(ti.n_bytes) + " bytes) lies past end of file (" + std::to_string(size_) +
-                    " bytes)");
+                bad("data range [" + std::to_string(out_.data_offset_) + " + " + std::to_string(ti.offset) + ", +" +
+                    std::to_string(ti.n_bytes) + " bytes) lies past end of file (" + std::to_string(size_) + " bytes)");
             }
             ti.offset = abs;
         }
         std::vector<size_t> order(out_.tensors_.size());
         std::iota(order.begin(), order.end(), size_t{0});
-        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-            return out_.tensors_[a].offset < out_.tensors_[b].offset;
-        });
+        std::sort(order.begin(), order.end(),
+                  [&](size_t a, size_t b) { return out_.tensors_[a].offset < out_.tensors_[b].offset; });
         for (size_t k = 1; k < order.size(); ++k) {
             const GgufTensorInfo& prev = out_.tensors_[order[k - 1]];
             const GgufTensorInfo& cur = out_.tensors_[order[k]];

@@ -41,7 +41,8 @@ IoQueue::IoQueue(const std::string& path, uint64_t file_size, IoMode mode, uint6
                  bool fault_short_read)
     : file_size_(file_size), t0_(steady_seconds()) {
     reader_ = open_model_reader(path, mode);
-    if (fault_after_bytes) reader_ = make_fault_injecting_reader(std::move(reader_), fault_after_bytes, fault_short_read);
+    if (fault_after_bytes)
+        reader_ = make_fault_injecting_reader(std::move(reader_), fault_after_bytes, fault_short_read);
 }
 
 IoQueue::~IoQueue() { stop(); }
@@ -73,11 +74,14 @@ size_t IoQueue::submit(IoSink& owner, int target, const IoSpan* spans, size_t n,
     for (size_t i = 0; i < n; ++i) {
         const IoSpan& s = spans[i];
         for (uint64_t off = 0; off < s.length; off += kIoChunkBytes) {
-            chunks.push_back(Chunk{&owner, target, s.dst + off, s.offset + off, std::min(kIoChunkBytes, s.length - off)});
+            chunks.push_back(
+                Chunk{&owner, target, s.dst + off, s.offset + off, std::min(kIoChunkBytes, s.length - off)});
         }
     }
-    if (priority == IoPriority::Urgent) queue_.insert(queue_.begin(), chunks.begin(), chunks.end());
-    else queue_.insert(queue_.end(), chunks.begin(), chunks.end());
+    if (priority == IoPriority::Urgent)
+        queue_.insert(queue_.begin(), chunks.begin(), chunks.end());
+    else
+        queue_.insert(queue_.end(), chunks.begin(), chunks.end());
     wake_.notify_all();
     return chunks.size();
 }

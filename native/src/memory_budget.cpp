@@ -20,10 +20,14 @@ const char* mem_class_name(MemClass c) noexcept {
 
 std::string format_bytes(uint64_t bytes) {
     char buf[64];
-    if (bytes >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", (double)bytes / (1ull << 30));
-    else if (bytes >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", (double)bytes / (1ull << 20));
-    else if (bytes >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", (double)bytes / (1ull << 10));
-    else std::snprintf(buf, sizeof buf, "%llu B", (unsigned long long)bytes);
+    if (bytes >= (1ull << 30))
+        std::snprintf(buf, sizeof buf, "%.2f GiB", (double)bytes / (1ull << 30));
+    else if (bytes >= (1ull << 20))
+        std::snprintf(buf, sizeof buf, "%.1f MiB", (double)bytes / (1ull << 20));
+    else if (bytes >= (1ull << 10))
+        std::snprintf(buf, sizeof buf, "%.1f KiB", (double)bytes / (1ull << 10));
+    else
+        std::snprintf(buf, sizeof buf, "%llu B", (unsigned long long)bytes);
     return buf;
 }
 
@@ -46,8 +50,8 @@ std::string MemoryAccountant::describe() const {
 
 void MemoryAccountant::reserve(MemClass c, uint64_t bytes, const std::string& what) {
     if (budget_ && total() + bytes > budget_) {
-        fail(ErrorKind::OutOfMemory, "[budget] " + what + " needs " + format_bytes(bytes) + " more, exceeding the budget (" +
-                                         describe() + ")");
+        fail(ErrorKind::OutOfMemory,
+             "[budget] " + what + " needs " + format_bytes(bytes) + " more, exceeding the budget (" + describe() + ")");
     }
     used_[(size_t)c] += bytes;
 }

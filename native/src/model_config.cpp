@@ -49,8 +49,8 @@ void check_tensor(const GgufFile& f, const std::string& name, std::initializer_l
     for (int k = n; k < 4; ++k) ok = ok && t->ne[k] == 1;
     if (!ok) {
         fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "': shape " + shape_str(t->ne, (int)t->n_dims) +
-                                         " disagrees with the metadata (expected " +
-                                         shape_str(std::data(shape), n) + " from " + why + ")");
+                                         " disagrees with the metadata (expected " + shape_str(std::data(shape), n) +
+                                         " from " + why + ")");
     }
     if (!is_compute_type(t->type)) {
         fail(ErrorKind::UnsupportedType, std::string("[model] tensor '") + name + "': type " + type_name(t->type) +
@@ -63,17 +63,21 @@ void check_tensor(const GgufFile& f, const std::string& name, std::initializer_l
         const WeightKernels* k = weight_kernels(t->type, Isa::Scalar);
         if (!k || t->ne[0] % k->act_block_elems != 0) {
             fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "': row length " + std::to_string(t->ne[0]) +
-                                             " is not a multiple of the " + type_name(t->type) +
-                                             " activation block");
+                                             " is not a multiple of the " + type_name(t->type) + " activation block");
         }
     }
 }
 
 void check_tokenizer_arrays(const GgufFile& f) {
-    struct Expect { const char* key; const char* kind; };
+    struct Expect {
+        const char* key;
+        const char* kind;
+    };
     static const Expect expected[] = {
-        {"tokenizer.ggml.tokens", "STRING"}, {"tokenizer.ggml.merges", "STRING"},
-        {"tokenizer.ggml.scores", "FLOAT32"}, {"tokenizer.ggml.token_type", "INT32"},
+        {"tokenizer.ggml.tokens", "STRING"},
+        {"tokenizer.ggml.merges", "STRING"},
+        {"tokenizer.ggml.scores", "FLOAT32"},
+        {"tokenizer.ggml.token_type", "INT32"},
     };
     for (const auto& e : expected) {
         const GgufValue* v = f.find(e.key);
@@ -82,16 +86,19 @@ void check_tokenizer_arrays(const GgufFile& f) {
         bool ok = is_array;
         if (ok) {
             const GgufValueType at = v->array_type;
-            if (std::string(e.kind) == "STRING") ok = at == GgufValueType::STRING;
-            else if (std::string(e.kind) == "FLOAT32") ok = at == GgufValueType::FLOAT32 || at == GgufValueType::FLOAT64;
-            else ok = at != GgufValueType::STRING && at != GgufValueType::FLOAT32 && at != GgufValueType::FLOAT64 &&
-                      at != GgufValueType::BOOL;
+            if (std::string(e.kind) == "STRING")
+                ok = at == GgufValueType::STRING;
+            else if (std::string(e.kind) == "FLOAT32")
+                ok = at == GgufValueType::FLOAT32 || at == GgufValueType::FLOAT64;
+            else
+                ok = at != GgufValueType::STRING && at != GgufValueType::FLOAT32 && at != GgufValueType::FLOAT64 &&
+                     at != GgufValueType::BOOL;
         }
         if (!ok) {
             const std::string got = is_array ? std::string("ARRAY[") + gguf_value_type_name(v->array_type) + "]"
                                              : gguf_value_type_name(v->type);
-            fail(ErrorKind::ModelFormat, std::string("[model] key '") + e.key + "': expected ARRAY[" + e.kind +
-                                             "], found " + got);
+            fail(ErrorKind::ModelFormat,
+                 std::string("[model] key '") + e.key + "': expected ARRAY[" + e.kind + "], found " + got);
         }
     }
     const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
@@ -125,8 +132,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     if (!known) {
         std::string list;
         for (const auto& a : supported_architectures()) list += (list.empty() ? "" : ", ") + a;
-        fail(ErrorKind::UnsupportedArchitecture,
-             "[model] key 'general.architecture': architecture '" + c.arch + "' is not supported (supported: " + list + ")");
+        fail(ErrorKind::UnsupportedArchitecture, "[model] key 'general.architecture': architecture '" + c.arch +
+                                                     "' is not supported (supported: " + list + ")");
     }
     const std::string p = c.arch + ".";
     constexpr int64_t kMaxDim = int64_t(1) << 20;  // far above any real model; keeps products in range
@@ -138,7 +145,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     c.n_ff = moe_arch ? hparam_or(f, p + "feed_forward_length", 0, 0, kMaxDim)
                       : hparam(f, p + "feed_forward_length", 1, kMaxDim);
     if (moe_arch && c.n_expert == 0) {
-        fail(ErrorKind::ModelFormat, "[model] required key '" + p + "expert_count' is missing (architecture " + c.arch + ")");
+        fail(ErrorKind::ModelFormat,
+             "[model] required key '" + p + "expert_count' is missing (architecture " + c.arch + ")");
     }
     if (c.n_expert > 0) {
         c.n_expert_used = hparam(f, p + "expert_used_count", 1, c.n_expert);
@@ -147,9 +155,11 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         const int64_t fallback = c.arch == "llama" ? c.n_ff : c.n_ff / c.n_expert_used;
         c.n_ff_exp = hparam_or(f, p + "expert_feed_forward_length", fallback, 1, kMaxDim);
         if (c.n_ff_exp < 1) {
-            fail(ErrorKind::ModelFormat, "[model] key '" + p + "expert_feed_forward_length' is missing and cannot be derived");
+            fail(ErrorKind::ModelFormat,
+                 "[model] key '" + p + "expert_feed_forward_length' is missing and cannot be derived");
         }
-        if (c.arch == "qwen2moe") c.n_ff_shexp = hparam_or(f, p + "expert_shared_feed_forward_length", c.n_ff, 1, kMaxDim);
+        if (c.arch == "qwen2moe")
+            c.n_ff_shexp = hparam_or(f, p + "expert_shared_feed_forward_length", c.n_ff, 1, kMaxDim);
         const bool norm_default = c.arch != "qwen2moe";
         c.expert_weights_norm = f.get_bool_or(p + "expert_weights_norm", norm_default);
         c.expert_weights_scale = (float)f.get_float_or(p + "expert_weights_scale", 0.0);
@@ -161,12 +171,13 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     c.n_head_kv = hparam_or(f, p + "attention.head_count_kv", c.n_head, 1, 4096);
     if (c.n_head % c.n_head_kv != 0) {
         fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.head_count_kv': " + std::to_string(c.n_head_kv) +
-                                         " does not divide " + p + "attention.head_count (" +
-                                         std::to_string(c.n_head) + ")");
+                                         " does not divide " + p + "attention.head_count (" + std::to_string(c.n_head) +
+                                         ")");
     }
     if (!f.find(p + "attention.key_length") && c.n_embd % c.n_head != 0) {
         fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.head_count': " + std::to_string(c.n_head) +
-                                         " does not divide " + p + "embedding_length (" + std::to_string(c.n_embd) + ")");
+                                         " does not divide " + p + "embedding_length (" + std::to_string(c.n_embd) +
+                                         ")");
     }
     c.head_dim = hparam_or(f, p + "attention.key_length", c.n_embd / c.n_head, 1, 65536);
     const int64_t v_len = hparam_or(f, p + "attention.value_length", c.head_dim, 1, 65536);
@@ -180,7 +191,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     if (c.n_rot % 2 != 0) fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.dimension_count' must be even");
     c.rms_eps = (float)f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5);
     if (!(c.rms_eps > 0.0f) || !std::isfinite(c.rms_eps)) {
-        fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.layer_norm_rms_epsilon' must be a positive number");
+        fail(ErrorKind::ModelFormat,
+             "[model] key '" + p + "attention.layer_norm_rms_epsilon' must be a positive number");
     }
     c.rope_freq_base = (float)f.get_float_or(p + "rope.freq_base", 10000.0);
     if (!(c.rope_freq_base > 0.0f) || !std::isfinite(c.rope_freq_base)) {
@@ -190,9 +202,13 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     // rope.scale_linear; as llama.cpp, position is multiplied by freq_scale = 1 / factor.
     double factor = 0.0;
     const std::string scaling = f.get_string_or(p + "rope.scaling.type", "");
-    if (scaling == "linear") factor = f.get_float_or(p + "rope.scaling.factor", 1.0);
-    else if (scaling.empty() || scaling == "none") factor = f.get_float_or(p + "rope.scale_linear", 0.0);
-    else fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.scaling.type': '" + scaling + "' is not supported (supported: none, linear)");
+    if (scaling == "linear")
+        factor = f.get_float_or(p + "rope.scaling.factor", 1.0);
+    else if (scaling.empty() || scaling == "none")
+        factor = f.get_float_or(p + "rope.scale_linear", 0.0);
+    else
+        fail(ErrorKind::ModelFormat,
+             "[model] key '" + p + "rope.scaling.type': '" + scaling + "' is not supported (supported: none, linear)");
     if (factor != 0.0) {
         if (!(factor > 0.0) || !std::isfinite(factor)) {
             fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.scaling.factor' must be a positive number");
@@ -205,8 +221,10 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
         // llama.cpp reads it for llama only; anywhere else it would be silently different math.
         if (c.arch != "llama") {
-            fail(ErrorKind::ModelFormat, "[model] tensor 'rope_freqs.weight' (per-dimension RoPE frequencies) is "
-                                         "read for architecture llama only, not '" + c.arch + "'");
+            fail(ErrorKind::ModelFormat,
+                 "[model] tensor 'rope_freqs.weight' (per-dimension RoPE frequencies) is "
+                 "read for architecture llama only, not '" +
+                     c.arch + "'");
         }
         if (rf->type != GgmlType::F32 || rf->n_dims != 1 || rf->ne[0] != c.n_rot / 2) {
             fail(ErrorKind::ModelFormat, "[model] tensor 'rope_freqs.weight' must be F32 of shape [" +
@@ -222,7 +240,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     check_tensor(f, "token_embd.weight", {c.n_embd, c.n_vocab}, true, p + "embedding_length");
     check_tensor(f, "output_norm.weight", {c.n_embd}, true, p + "embedding_length");
     c.tied_output = f.find_tensor("output.weight") == nullptr;
-    if (!c.tied_output) check_tensor(f, "output.weight", {c.n_embd, c.n_vocab}, true, p + "embedding_length, " + vocab_why);
+    if (!c.tied_output)
+        check_tensor(f, "output.weight", {c.n_embd, c.n_vocab}, true, p + "embedding_length, " + vocab_why);
 
     const GgufTensorInfo* bq0 = f.find_tensor("blk.0.attn_q.bias");
     c.has_qkv_bias = c.arch == "qwen2" || c.arch == "qwen2moe" || bq0 != nullptr;
@@ -248,7 +267,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
             continue;
         }
         const std::string exp_why = p + "embedding_length, " + p + "expert_feed_forward_length, " + p + "expert_count";
-        check_tensor(f, b + "ffn_gate_inp.weight", {c.n_embd, c.n_expert}, true, p + "embedding_length, " + p + "expert_count");
+        check_tensor(f, b + "ffn_gate_inp.weight", {c.n_embd, c.n_expert}, true,
+                     p + "embedding_length, " + p + "expert_count");
         check_tensor(f, b + "ffn_gate_exps.weight", {c.n_embd, c.n_ff_exp, c.n_expert}, true, exp_why);
         check_tensor(f, b + "ffn_up_exps.weight", {c.n_embd, c.n_ff_exp, c.n_expert}, true, exp_why);
         check_tensor(f, b + "ffn_down_exps.weight", {c.n_ff_exp, c.n_embd, c.n_expert}, true, exp_why);
@@ -265,10 +285,11 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         for (const char* part : {"ffn_gate_inp_shexp", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"}) {
             const std::string name = b + part + ".weight";
             if (f.find_tensor(name)) {
-                fail(ErrorKind::ModelFormat, "[model] tensor '" + name + "' is a shared expert, but " +
-                     (c.arch == "qwen2moe" ? "key '" + p + "expert_shared_feed_forward_length' (or '" + p +
-                                                 "feed_forward_length') is missing"
-                                           : "architecture " + c.arch + " has no shared expert"));
+                fail(ErrorKind::ModelFormat,
+                     "[model] tensor '" + name + "' is a shared expert, but " +
+                         (c.arch == "qwen2moe" ? "key '" + p + "expert_shared_feed_forward_length' (or '" + p +
+                                                     "feed_forward_length') is missing"
+                                               : "architecture " + c.arch + " has no shared expert"));
             }
         }
     }

@@ -29,14 +29,13 @@ void top_k_experts(const float* probs, int64_t n_expert, int64_t k, int32_t* sel
     thread_local std::vector<int32_t> ids;
     ids.resize((size_t)n_expert);
     std::iota(ids.begin(), ids.end(), 0);
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
-        return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-    });
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                      [&](int32_t a, int32_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
     std::copy(ids.begin(), ids.begin() + k, selected);
 }
 
-void route_tokens(float* logits, int64_t n, int64_t n_expert, int64_t k, bool normalize, float scale,
-                  int32_t* selected, float* weights) {
+void route_tokens(float* logits, int64_t n, int64_t n_expert, int64_t k, bool normalize, float scale, int32_t* selected,
+                  float* weights) {
     for (int64_t t = 0; t < n; ++t) {
         float* p = logits + t * n_expert;
         int32_t* sel = selected + t * k;

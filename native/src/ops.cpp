@@ -75,7 +75,8 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                         k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);
                         for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
                     } else {
-                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = k.vec_dot(width, wrow, a + (size_t)j * act_stride);
+                        for (int j = 0; j < n_act; ++j)
+                            y[(t + j) * y_stride + r] = k.vec_dot(width, wrow, a + (size_t)j * act_stride);
                     }
                 }
             }

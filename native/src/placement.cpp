@@ -30,7 +30,8 @@ bool ends_with(const std::string& s, const char* suffix) {
 std::vector<const GgufTensorInfo*> unit_tensor_infos(const GgufFile& file, const ModelConfig& cfg, int u) {
     if (u == cfg.n_layer) return head_tensor_infos(file, cfg);
     std::vector<const GgufTensorInfo*> ts = layer_tensor_infos(file, u);
-    if (cfg.is_moe()) ts.erase(std::remove_if(ts.begin(), ts.end(), [](auto* t) { return is_expert_tensor(*t); }), ts.end());
+    if (cfg.is_moe())
+        ts.erase(std::remove_if(ts.begin(), ts.end(), [](auto* t) { return is_expert_tensor(*t); }), ts.end());
     return ts;
 }
 
@@ -159,7 +160,10 @@ void pin_largest(Placement& p, int window_wanted, uint64_t avail) {
     int k_pinned = -1;
     for (int w : {window_wanted, 1}) {
         for (int k = n_units; k >= 0; --k) {
-            if (need(k, std::min(w, n_units - k)) <= avail) { k_pinned = k; break; }
+            if (need(k, std::min(w, n_units - k)) <= avail) {
+                k_pinned = k;
+                break;
+            }
         }
         if (k_pinned >= 0) break;
     }
@@ -216,8 +220,9 @@ Placement place_weights(const GgufFile& file, const ModelConfig& cfg, const Plac
     Placement p = measure(file, cfg, &expert_file_bytes);
     const uint64_t minimum = req.reserved + p.floor;
     if (req.budget && req.budget < minimum) {  // Engine checks this first; kept so the placement stands alone
-        fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(req.budget) + " bytes is below the minimum " +
-                                         std::to_string(minimum) + " bytes for '" + file.path() + "'");
+        fail(ErrorKind::OutOfMemory, "[budget] memory budget " + std::to_string(req.budget) +
+                                         " bytes is below the minimum " + std::to_string(minimum) + " bytes for '" +
+                                         file.path() + "'");
     }
     uint64_t avail = req.budget ? req.budget - req.reserved - p.embd_buf_bytes : UINT64_MAX;
     if (p.moe) avail -= reserve_experts(p, cfg, req, expert_file_bytes, avail);

@@ -94,8 +94,10 @@ void ThreadPool::parallel_for(int64_t n_items, int64_t min_chunk, const RangeFn&
     run_chunks(epoch_);
     int spins = 0;
     while (done_items_.load(std::memory_order_acquire) != n_items) {
-        if (++spins < kSpinBeforeYield) EDGE_RT_CPU_RELAX();
-        else std::this_thread::yield();
+        if (++spins < kSpinBeforeYield)
+            EDGE_RT_CPU_RELAX();
+        else
+            std::this_thread::yield();
     }
 }
 
@@ -113,9 +115,7 @@ void ThreadPool::worker_loop() {
             } else {
                 std::unique_lock<std::mutex> lock(mutex_);
                 sleeping_.fetch_add(1);
-                wake_.wait(lock, [&] {
-                    return stop_.load() || (cursor_.load() >> kIndexBits) != seen_epoch;
-                });
+                wake_.wait(lock, [&] { return stop_.load() || (cursor_.load() >> kIndexBits) != seen_epoch; });
                 sleeping_.fetch_sub(1);
                 spins = yields = 0;
             }

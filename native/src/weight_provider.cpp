@@ -53,8 +53,7 @@ LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocato
     return w;
 }
 
-void WeightProvider::acquire_experts(int /*il*/, const LayerWeights& w, const int32_t* ids, int n,
-                                     ExpertWeights* out) {
+void WeightProvider::acquire_experts(int /*il*/, const LayerWeights& w, const int32_t* ids, int n, ExpertWeights* out) {
     for (int i = 0; i < n; ++i) {
         out[i].gate = w.ffn_gate_exps.expert(ids[i]);
         out[i].up = w.ffn_up_exps.expert(ids[i]);
@@ -105,8 +104,8 @@ ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const Mod
     void* mem = nullptr;
     const size_t alloc = std::max<uint64_t>(size_, 1);
     if (posix_memalign(&mem, 4096, (size_t)((alloc + 4095) / 4096 * 4096)) != 0) {
-        fail(ErrorKind::OutOfMemory, "[load] cannot allocate " + std::to_string(size_) + " bytes for the weights of '" +
-                                         f.path() + "'");
+        fail(ErrorKind::OutOfMemory,
+             "[load] cannot allocate " + std::to_string(size_) + " bytes for the weights of '" + f.path() + "'");
     }
     buffer_ = static_cast<uint8_t*>(mem);
 
@@ -122,12 +121,14 @@ ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const Mod
         const ssize_t got = ::pread(fd, buffer_ + done, want, (off_t)(begin + done));
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
-            const std::string why = got < 0 ? std::strerror(errno) : "file is shorter than its tensor data (truncated?)";
+            const std::string why =
+                got < 0 ? std::strerror(errno) : "file is shorter than its tensor data (truncated?)";
             ::close(fd);
             std::free(buffer_);
             buffer_ = nullptr;
-            fail(got < 0 ? ErrorKind::Io : ErrorKind::ModelFormat,
-                 "[load] reading tensor data of '" + f.path() + "' at offset " + std::to_string(begin + done) + ": " + why);
+            fail(got < 0 ? ErrorKind::Io : ErrorKind::ModelFormat, "[load] reading tensor data of '" + f.path() +
+                                                                       "' at offset " + std::to_string(begin + done) +
+                                                                       ": " + why);
         }
         done += (uint64_t)got;
     }

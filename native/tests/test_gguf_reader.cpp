@@ -23,13 +23,13 @@ namespace {
 int g_failures = 0;
 int g_checks = 0;
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        ++g_checks;                                                                  \
-        if (!(cond)) {                                                               \
-            ++g_failures;                                                            \
+#define CHECK(cond)                                                                       \
+    do {                                                                                  \
+        ++g_checks;                                                                       \
+        if (!(cond)) {                                                                    \
+            ++g_failures;                                                                 \
             std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
+        }                                                                                 \
     } while (0)
 
 // Little-endian byte writer for hand-made GGUF files.
@@ -144,9 +144,9 @@ Bytes valid_file(uint32_t alignment = 32) {
     b.tensor("w.f32", {8, 2}, 0, 0);
     b.tensor("w.q8", {64}, 8, alignment * ((64 + alignment - 1) / alignment));
     b.pad_to(alignment);
-    b.zeros(64);                                     // w.f32: 16 floats
+    b.zeros(64);  // w.f32: 16 floats
     b.pad_to(alignment);
-    b.zeros(68);                                     // w.q8: 2 blocks of 34
+    b.zeros(68);  // w.q8: 2 blocks of 34
     return b;
 }
 
@@ -217,18 +217,23 @@ void test_valid() {
     }
 
     // Typed getters name the key and both types.
-    expect_throw("get_int on string", [&] { f->get_int("general.architecture"); }, ErrorKind::ModelFormat,
-                 "key 'general.architecture': expected an integer, found STRING");
+    expect_throw(
+        "get_int on string", [&] { f->get_int("general.architecture"); }, ErrorKind::ModelFormat,
+        "key 'general.architecture': expected an integer, found STRING");
     expect_throw("get_int on huge u64", [&] { f->get_int("some.u64"); }, ErrorKind::ModelFormat, "some.u64");
-    expect_throw("get_string missing", [&] { f->get_string("llama.context_length"); }, ErrorKind::ModelFormat,
-                 "key 'llama.context_length'");
-    expect_throw("get_string_array on floats", [&] { f->get_string_array("tokenizer.ggml.scores"); },
-                 ErrorKind::ModelFormat, "expected ARRAY[STRING], found ARRAY[FLOAT32]");
-    expect_throw("get_int_array on strings", [&] { f->get_int_array("tokenizer.ggml.tokens"); },
-                 ErrorKind::ModelFormat, "tokenizer.ggml.tokens");
+    expect_throw(
+        "get_string missing", [&] { f->get_string("llama.context_length"); }, ErrorKind::ModelFormat,
+        "key 'llama.context_length'");
+    expect_throw(
+        "get_string_array on floats", [&] { f->get_string_array("tokenizer.ggml.scores"); }, ErrorKind::ModelFormat,
+        "expected ARRAY[STRING], found ARRAY[FLOAT32]");
+    expect_throw(
+        "get_int_array on strings", [&] { f->get_int_array("tokenizer.ggml.tokens"); }, ErrorKind::ModelFormat,
+        "tokenizer.ggml.tokens");
     expect_throw("get_float on bool", [&] { f->get_float("some.bool"); }, ErrorKind::ModelFormat, "found BOOL");
-    expect_throw("get_bool_or on int", [&] { f->get_bool_or("llama.block_count", false); }, ErrorKind::ModelFormat,
-                 "expected BOOL");
+    expect_throw(
+        "get_bool_or on int", [&] { f->get_bool_or("llama.block_count", false); }, ErrorKind::ModelFormat,
+        "expected BOOL");
 
     // Larger alignment moves the data section.
     auto g = GgufFile::open(write_file(valid_file(256)));
@@ -255,8 +260,7 @@ void test_invalid() {
                {"key 'k'", "length", "exceeds"});
     expect_bad("huge array", Bytes{}.header(0, 1).str("arr").u32(9).u32(5).u64(1ull << 40).zeros(16),
                {"key 'arr'", "array length"});
-    expect_bad("nested array", Bytes{}.header(0, 1).str("arr").u32(9).u32(9).u64(1).zeros(16),
-               {"key 'arr'", "nested"});
+    expect_bad("nested array", Bytes{}.header(0, 1).str("arr").u32(9).u32(9).u64(1).zeros(16), {"key 'arr'", "nested"});
     expect_bad("unknown type", Bytes{}.header(0, 1).str("k").u32(13).zeros(16), {"key 'k'", "unknown value type 13"});
     expect_bad("duplicate key", Bytes{}.header(0, 2).str("k").u32(4).u32(1).str("k").u32(4).u32(2),
                {"key 'k'", "duplicate"});
@@ -271,8 +275,7 @@ void test_invalid() {
     expect_bad("truncated value", Bytes{}.header(0, 1).str("k").u32(4).u8(0), {"key 'k'", "truncated", "value"});
     expect_bad("truncated key", Bytes{}.header(0, 1).u64(10).raw("abcdefgh"), {"key #0", "key name length 10"});
 
-    auto with_tensor = [](const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t off,
-                          size_t data) {
+    auto with_tensor = [](const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t off, size_t data) {
         Bytes b;
         b.header(1, 0).tensor(name, std::move(ne), type, off).pad_to(32).zeros(data);
         return b;

@@ -55,14 +55,14 @@ constexpr int kQuantActMaxIntDiff = 0;
 
 int g_failures = 0;
 
-#define CHECK(cond, ...)                                    \
-    do {                                                    \
-        if (!(cond)) {                                      \
-            ++g_failures;                                   \
+#define CHECK(cond, ...)                                              \
+    do {                                                              \
+        if (!(cond)) {                                                \
+            ++g_failures;                                             \
             std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            std::fprintf(stderr, __VA_ARGS__);              \
-            std::fprintf(stderr, "\n");                     \
-        }                                                   \
+            std::fprintf(stderr, __VA_ARGS__);                        \
+            std::fprintf(stderr, "\n");                               \
+        }                                                             \
     } while (0)
 
 struct TypeInfo {
@@ -73,12 +73,10 @@ struct TypeInfo {
 };
 
 const TypeInfo kTypes[] = {
-    {GgmlType::F32, "F32", 1, 4},          {GgmlType::F16, "F16", 1, 2},
-    {GgmlType::BF16, "BF16", 1, 2},        {GgmlType::Q8_0, "Q8_0", 32, 34},
-    {GgmlType::Q4_0, "Q4_0", 32, 18},      {GgmlType::Q4_1, "Q4_1", 32, 20},
-    {GgmlType::Q5_0, "Q5_0", 32, 22},      {GgmlType::Q5_1, "Q5_1", 32, 24},
-    {GgmlType::Q3_K, "Q3_K", 256, 110},    {GgmlType::Q4_K, "Q4_K", 256, 144},
-    {GgmlType::Q5_K, "Q5_K", 256, 176},    {GgmlType::Q6_K, "Q6_K", 256, 210},
+    {GgmlType::F32, "F32", 1, 4},       {GgmlType::F16, "F16", 1, 2},       {GgmlType::BF16, "BF16", 1, 2},
+    {GgmlType::Q8_0, "Q8_0", 32, 34},   {GgmlType::Q4_0, "Q4_0", 32, 18},   {GgmlType::Q4_1, "Q4_1", 32, 20},
+    {GgmlType::Q5_0, "Q5_0", 32, 22},   {GgmlType::Q5_1, "Q5_1", 32, 24},   {GgmlType::Q3_K, "Q3_K", 256, 110},
+    {GgmlType::Q4_K, "Q4_K", 256, 144}, {GgmlType::Q5_K, "Q5_K", 256, 176}, {GgmlType::Q6_K, "Q6_K", 256, 210},
 };
 
 bool is_k(GgmlType t) {
@@ -113,26 +111,35 @@ std::vector<uint8_t> random_weights(const TypeInfo& ti, int64_t n, std::mt19937&
     for (int64_t b = 0; b < nb; ++b) {
         const size_t o = (size_t)(b * ti.block_bytes);
         switch (ti.type) {
-            case GgmlType::F32: { float f = uni(rng); std::memcpy(&w[o], &f, 4); break; }
+            case GgmlType::F32: {
+                float f = uni(rng);
+                std::memcpy(&w[o], &f, 4);
+                break;
+            }
             case GgmlType::F16: put16(o, fp32_to_fp16(uni(rng))); break;
             case GgmlType::BF16: put16(o, fp32_to_bf16(uni(rng))); break;
             case GgmlType::Q8_0:
                 put16(o, fp32_to_fp16(0.01f * uni(rng)));
-                for (int j = 0; j < 32; ++j) if (w[o + 2 + j] == 0x80) w[o + 2 + j] = 0x81;  // [-127, 127] as ggml
+                for (int j = 0; j < 32; ++j)
+                    if (w[o + 2 + j] == 0x80) w[o + 2 + j] = 0x81;  // [-127, 127] as ggml
                 break;
-            case GgmlType::Q4_0: case GgmlType::Q5_0: put16(o, fp32_to_fp16(0.02f * uni(rng))); break;
-            case GgmlType::Q4_1: case GgmlType::Q5_1:
+            case GgmlType::Q4_0:
+            case GgmlType::Q5_0: put16(o, fp32_to_fp16(0.02f * uni(rng))); break;
+            case GgmlType::Q4_1:
+            case GgmlType::Q5_1:
                 put16(o, fp32_to_fp16(0.02f * std::fabs(uni(rng))));
                 put16(o + 2, fp32_to_fp16(-0.1f * std::fabs(uni(rng))));
                 break;
-            case GgmlType::Q4_K: case GgmlType::Q5_K:
+            case GgmlType::Q4_K:
+            case GgmlType::Q5_K:
                 put16(o, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
                 put16(o + 2, fp32_to_fp16(0.002f * std::fabs(uni(rng))));
                 break;
             case GgmlType::Q3_K: put16(o + 108, fp32_to_fp16(0.002f * uni(rng))); break;  // d after 108 bytes
             case GgmlType::Q6_K: {
                 put16(o + 208, fp32_to_fp16(0.001f * uni(rng)));
-                for (int j = 0; j < 16; ++j) if (w[o + 192 + j] == 0x80) w[o + 192 + j] = 0x81;
+                for (int j = 0; j < 16; ++j)
+                    if (w[o + 192 + j] == 0x80) w[o + 192 + j] = 0x81;
                 break;
             }
             default: break;
@@ -146,7 +153,7 @@ std::vector<float> random_acts(int64_t n, std::mt19937& rng) {
     std::vector<float> x((size_t)n);
     for (auto& v : x) v = nd(rng);
     if (n >= 64) {
-        x[(size_t)(n / 3)] = 9.5f;  // an outlier, as real activations have
+        x[(size_t)(n / 3)] = 9.5f;                                   // an outlier, as real activations have
         for (int j = 0; j < 32; ++j) x[(size_t)(n - 32 + j)] = 0.f;  // and an all-zero trailing block
     }
     return x;
@@ -157,9 +164,27 @@ std::vector<double> decode_act(const WeightKernels& k, const std::vector<uint8_t
     std::vector<double> y((size_t)n);
     const uint8_t* p = a.data();
     switch (k.act_type) {
-        case GgmlType::F32: for (int64_t i = 0; i < n; ++i) { float f; std::memcpy(&f, p + 4 * i, 4); y[i] = f; } break;
-        case GgmlType::F16: for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, p + 2 * i, 2); y[i] = fp16_to_fp32(h); } break;
-        case GgmlType::BF16: for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, p + 2 * i, 2); y[i] = bf16_to_fp32(h); } break;
+        case GgmlType::F32:
+            for (int64_t i = 0; i < n; ++i) {
+                float f;
+                std::memcpy(&f, p + 4 * i, 4);
+                y[i] = f;
+            }
+            break;
+        case GgmlType::F16:
+            for (int64_t i = 0; i < n; ++i) {
+                uint16_t h;
+                std::memcpy(&h, p + 2 * i, 2);
+                y[i] = fp16_to_fp32(h);
+            }
+            break;
+        case GgmlType::BF16:
+            for (int64_t i = 0; i < n; ++i) {
+                uint16_t h;
+                std::memcpy(&h, p + 2 * i, 2);
+                y[i] = bf16_to_fp32(h);
+            }
+            break;
         case GgmlType::Q8_0: {
             const auto* b = reinterpret_cast<const BlockQ8_0*>(p);
             for (int64_t i = 0; i < n; ++i) y[i] = (double)fp16_to_fp32(b[i / 32].d) * b[i / 32].qs[i % 32];
@@ -187,8 +212,9 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
     auto cmp_q = [&](const int8_t* x, const int8_t* y, int m, int64_t blk) {
         for (int j = 0; j < m; ++j)
             if (std::abs(x[j] - y[j]) > kQuantActMaxIntDiff) {
-                if (!bad) *what = "block " + std::to_string(blk) + " q[" + std::to_string(j) + "] " +
-                                  std::to_string(x[j]) + " vs " + std::to_string(y[j]);
+                if (!bad)
+                    *what = "block " + std::to_string(blk) + " q[" + std::to_string(j) + "] " + std::to_string(x[j]) +
+                            " vs " + std::to_string(y[j]);
                 ++bad;
             }
     };
@@ -197,7 +223,10 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
             for (int64_t i = 0; i < n / 32; ++i) {
                 const auto* x = reinterpret_cast<const BlockQ8_0*>(a) + i;
                 const auto* y = reinterpret_cast<const BlockQ8_0*>(b) + i;
-                if (x->d != y->d) { if (!bad) *what = "d of block " + std::to_string(i); ++bad; }
+                if (x->d != y->d) {
+                    if (!bad) *what = "d of block " + std::to_string(i);
+                    ++bad;
+                }
                 cmp_q(x->qs, y->qs, 32, i);
             }
             break;
@@ -205,7 +234,10 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
             for (int64_t i = 0; i < n / 32; ++i) {
                 const auto* x = reinterpret_cast<const BlockQ8_1*>(a) + i;
                 const auto* y = reinterpret_cast<const BlockQ8_1*>(b) + i;
-                if (x->d != y->d || x->s != y->s) { if (!bad) *what = "d/s of block " + std::to_string(i); ++bad; }
+                if (x->d != y->d || x->s != y->s) {
+                    if (!bad) *what = "d/s of block " + std::to_string(i);
+                    ++bad;
+                }
                 cmp_q(x->qs, y->qs, 32, i);
             }
             break;
@@ -213,7 +245,10 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
             for (int64_t i = 0; i < n / 256; ++i) {
                 const auto* x = reinterpret_cast<const BlockQ8_K*>(a) + i;
                 const auto* y = reinterpret_cast<const BlockQ8_K*>(b) + i;
-                if (x->d != y->d) { if (!bad) *what = "d of block " + std::to_string(i); ++bad; }
+                if (x->d != y->d) {
+                    if (!bad) *what = "d of block " + std::to_string(i);
+                    ++bad;
+                }
                 cmp_q(x->qs, y->qs, 256, i);
                 if (kQuantActMaxIntDiff == 0 && std::memcmp(x->bsums, y->bsums, sizeof(x->bsums)) != 0) {
                     if (!bad) *what = "bsums of block " + std::to_string(i);
@@ -223,7 +258,10 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
             break;
         default: {
             const size_t bytes = act == GgmlType::F32 ? 4 : 2;
-            if (std::memcmp(a, b, (size_t)n * bytes) != 0) { *what = "encoded floats differ"; ++bad; }
+            if (std::memcmp(a, b, (size_t)n * bytes) != 0) {
+                *what = "encoded floats differ";
+                ++bad;
+            }
         }
     }
     return bad;
@@ -234,9 +272,9 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
     CHECK(ref != nullptr, "%s: no scalar kernels", ti.name);
     if (!ref) return;
     CHECK(ref->quantize_act && ref->vec_dot && ref->dequantize_row, "%s: scalar table incomplete", ti.name);
-    const std::vector<int64_t> sizes = is_k(ti.type) ? std::vector<int64_t>{256, 512, 2048, 5632}
-                                     : is_float(ti.type) ? std::vector<int64_t>{1, 7, 32, 37, 64, 100, 2048, 5632}
-                                                         : std::vector<int64_t>{32, 64, 96, 2048, 5632};
+    const std::vector<int64_t> sizes = is_k(ti.type)       ? std::vector<int64_t>{256, 512, 2048, 5632}
+                                       : is_float(ti.type) ? std::vector<int64_t>{1, 7, 32, 37, 64, 100, 2048, 5632}
+                                                           : std::vector<int64_t>{32, 64, 96, 2048, 5632};
     const double dot_tol = is_k(ti.type) ? kKQuantDotRelTol : is_float(ti.type) ? kFloatDotRelTol : kBlockDotRelTol;
     double worst_ratio = 0.0;
     for (int64_t n : sizes) {
@@ -259,7 +297,10 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
             std::vector<uint8_t> a1(acts.begin() + r * arb, acts.begin() + (r + 1) * arb);
             const auto ad = decode_act(*ref, a1, n);
             double exact = 0, s = 0;
-            for (int64_t i = 0; i < n; ++i) { exact += (double)wd[i] * ad[i]; s += std::fabs((double)wd[i] * ad[i]); }
+            for (int64_t i = 0; i < n; ++i) {
+                exact += (double)wd[i] * ad[i];
+                s += std::fabs((double)wd[i] * ad[i]);
+            }
             ref_dot[r] = ref->vec_dot(n, w.data(), a1.data());
             scale[r] = s;
             double extra = 0;
@@ -274,8 +315,8 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
             }
             const double err = std::fabs(ref_dot[r] - exact);
             CHECK(err <= kRefConsistencyRelTol * s + kDotAbsTol + extra,
-                  "%s n=%lld: scalar vec_dot %.9g vs dequantized dot %.9g (S=%.3g)", ti.name, (long long)n,
-                  ref_dot[r], exact, s);
+                  "%s n=%lld: scalar vec_dot %.9g vs dequantized dot %.9g (S=%.3g)", ti.name, (long long)n, ref_dot[r],
+                  exact, s);
         }
 
         for (Isa isa : runnable_simd_isas()) {
@@ -293,8 +334,8 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
                     k->quantize_act(xs[r].data(), mine.data(), n);
                     std::string what;
                     const int bad = compare_act(ref->act_type, acts.data() + r * arb, mine.data(), n, &what);
-                    CHECK(bad == 0, "%s/%s n=%lld: quantize_act differs from scalar in %d places (first: %s)",
-                          ti.name, isa_name(isa), (long long)n, bad, what.c_str());
+                    CHECK(bad == 0, "%s/%s n=%lld: quantize_act differs from scalar in %d places (first: %s)", ti.name,
+                          isa_name(isa), (long long)n, bad, what.c_str());
                 }
             }
             if (k->dequantize_row) {
@@ -334,16 +375,17 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
 // Hand-computed blocks (values worked out from the ggml layout descriptions in ggml_types.h).
 void test_known_blocks() {
     const uint16_t h1 = 0x3C00, h05 = 0x3800, h025 = 0x3400;  // 1.0, 0.5, 0.25 in fp16
-    {   // Q4_0: d = 0.5; qs[0] = 0x1F -> elem 0 = (15 - 8) * 0.5, elem 16 = (1 - 8) * 0.5; 0x88 -> 0
+    {  // Q4_0: d = 0.5; qs[0] = 0x1F -> elem 0 = (15 - 8) * 0.5, elem 16 = (1 - 8) * 0.5; 0x88 -> 0
         BlockQ4_0 b;
         b.d = h05;
         std::memset(b.qs, 0x88, sizeof(b.qs));
         b.qs[0] = 0x1F;
         float y[32];
         scalar_weight_kernels(GgmlType::Q4_0)->dequantize_row(&b, y, 32);
-        CHECK(y[0] == 3.5f && y[16] == -3.5f && y[1] == 0.f && y[31] == 0.f, "Q4_0 known block: %g %g %g", y[0], y[16], y[1]);
+        CHECK(y[0] == 3.5f && y[16] == -3.5f && y[1] == 0.f && y[31] == 0.f, "Q4_0 known block: %g %g %g", y[0], y[16],
+              y[1]);
     }
-    {   // Q8_0: d = 0.25; q[0] = -4 -> -1, q[31] = 127 -> 31.75
+    {  // Q8_0: d = 0.25; q[0] = -4 -> -1, q[31] = 127 -> 31.75
         BlockQ8_0 b;
         b.d = h025;
         std::memset(b.qs, 0, sizeof(b.qs));
@@ -353,7 +395,7 @@ void test_known_blocks() {
         scalar_weight_kernels(GgmlType::Q8_0)->dequantize_row(&b, y, 32);
         CHECK(y[0] == -1.f && y[31] == 31.75f && y[5] == 0.f, "Q8_0 known block: %g %g", y[0], y[31]);
     }
-    {   // Q4_K: d = 1, dmin = 0.5. scales: s[0] = 0x42 -> sc0 = 2 (and top bits 1 for sc4),
+    {  // Q4_K: d = 1, dmin = 0.5. scales: s[0] = 0x42 -> sc0 = 2 (and top bits 1 for sc4),
         // s[4] = 0x83 -> m0 = 3 (top bits 2 for m4), s[8] = 0x25 -> sc4 = 5 | 1<<4 = 21, m4 = 2 | 2<<4 = 34.
         // qs[0] = 0x97: elem 0 = 1*2*7 - 0.5*3 = 12.5; elem 32 (sub-block 1, sc = m = 0) = 0.
         // qs[64] = 0x03: elem 128 (sub-block 4) = 21*3 - 0.5*34 = 46; elem 160 (sub-block 5) = 0.
@@ -371,7 +413,7 @@ void test_known_blocks() {
         CHECK(y[0] == 12.5f && y[32] == 0.f && y[128] == 46.f && y[160] == 0.f && y[1] == -1.5f && y[129] == -17.f,
               "Q4_K known block: %g %g %g %g %g %g", y[0], y[32], y[128], y[160], y[1], y[129]);
     }
-    {   // Q3_K: d = 1. Scales (s - 32): s[0]: low nibble scales[0] = 2, high bits 0..1 of scales[8] = 2 -> 34 -> 2;
+    {  // Q3_K: d = 1. Scales (s - 32): s[0]: low nibble scales[0] = 2, high bits 0..1 of scales[8] = 2 -> 34 -> 2;
         // s[1]: low 0, bits 0..1 of scales[9] = 1 -> 16 -> -16; s[13]: high nibble of scales[5] = 7, bits 6..7
         // of scales[9] = 2 -> 39 -> 7; s[2]: all zero -> -32. Values q = low2 + 4 * hbit - 4:
         // elem 0 (h 0, t 0, l 0): qs[0] bits 0..1 = 3, hmask[0] bit 0 set -> 3 -> 2 * 3 = 6;
@@ -394,7 +436,7 @@ void test_known_blocks() {
         CHECK(y[0] == 6.f && y[1] == -8.f && y[16] == 64.f && y[32] == 128.f && y[208] == 14.f,
               "Q3_K known block: %g %g %g %g %g", y[0], y[1], y[16], y[32], y[208]);
     }
-    {   // Q5_K: scales as the Q4_K block above plus s[1] = 0x01 -> sc1 = 1, m1 = 0.
+    {  // Q5_K: scales as the Q4_K block above plus s[1] = 0x01 -> sc1 = 1, m1 = 0.
         // qh[0] = 0x13 (bits 0, 1, 4), qh[1] = 0x10 (bit 4): bit j of qh[l] is bit 4 of element l of sub-block j.
         // elem 0: 7 | 16 = 23 -> 2*23 - 1.5 = 44.5; elem 32: 9 | 16 = 25 -> 25; elem 1: 0 -> -1.5;
         // elem 128 (sub-block 4): 3 | 16 = 19 -> 21*19 - 17 = 382; elem 129: 0 | 16 -> 21*16 - 17 = 319;
@@ -413,11 +455,11 @@ void test_known_blocks() {
         b.qh[1] = 0x10;
         float y[256];
         scalar_weight_kernels(GgmlType::Q5_K)->dequantize_row(&b, y, 256);
-        CHECK(y[0] == 44.5f && y[32] == 25.f && y[1] == -1.5f && y[128] == 382.f && y[129] == 319.f &&
-                  y[160] == 0.f && y[33] == 0.f,
+        CHECK(y[0] == 44.5f && y[32] == 25.f && y[1] == -1.5f && y[128] == 382.f && y[129] == 319.f && y[160] == 0.f &&
+                  y[33] == 0.f,
               "Q5_K known block: %g %g %g %g %g %g %g", y[0], y[32], y[1], y[128], y[129], y[160], y[33]);
     }
-    {   // Q6_K: d = 1; scales[0] = 2, scales[5] = -1; all other bits 0 -> q = -32.
+    {  // Q6_K: d = 1; scales[0] = 2, scales[5] = -1; all other bits 0 -> q = -32.
         // elem 0: ql[0] low nibble 5, qh[0] bits 0-1 = 2 -> 37 - 32 = 5 -> 2 * 5 = 10; elem 1 -> 2 * -32.
         // elem 80 (half 0, t = 2, l = 16): ql[16] high nibble 10, qh[16] bits 4-5 = 1 -> 26 - 32 = -6,
         // scale 5 -> 6; elem 85 -> -1 * -32 = 32; elem 16 (scale 1 = 0) -> 0.
@@ -435,7 +477,7 @@ void test_known_blocks() {
         CHECK(y[0] == 10.f && y[1] == -64.f && y[80] == 6.f && y[85] == 32.f && y[16] == 0.f,
               "Q6_K known block: %g %g %g %g %g", y[0], y[1], y[80], y[85], y[16]);
     }
-    {   // q8_K reference semantics: the largest magnitude maps to -127 (iscale = -127/max), d = 1/iscale.
+    {  // q8_K reference semantics: the largest magnitude maps to -127 (iscale = -127/max), d = 1/iscale.
         float x[256] = {};
         x[3] = 2.f;
         x[7] = -1.f;
@@ -448,15 +490,14 @@ void test_known_blocks() {
 
 // ---------------------------------------------------------------- benchmark
 
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 int bench(double mb) {
     std::mt19937 rng(7);
     const int64_t n = 4096;  // row length (TinyLlama's hidden size is 2048, FFN 5632; 4096 is typical)
-    std::printf("vec_dot throughput over a %.0f MB weight matrix, single thread, best of 5 (GB/s of weight bytes)\n", mb);
-    {   // plain read bandwidth for comparison (compiler-vectorized sum, baseline ISA)
+    std::printf("vec_dot throughput over a %.0f MB weight matrix, single thread, best of 5 (GB/s of weight bytes)\n",
+                mb);
+    {  // plain read bandwidth for comparison (compiler-vectorized sum, baseline ISA)
         const size_t words = (size_t)(mb * 1e6 / 8);
         std::vector<uint64_t> buf(words, 1);
         double best = 1e30;
@@ -497,8 +538,9 @@ int bench(double mb) {
                 }
             }
             std::printf("%-6s %-11s %8.1f", ti.name, isa_name(isa), rows * row_bytes / best / 1e9);
-            if (best_rows < 1e29) std::printf("   vec_dot_rows x8: %6.1f GB/s of weights (= %.1f GB/s x 8 dots)",
-                                               rows * row_bytes / best_rows / 1e9, 8 * rows * row_bytes / best_rows / 1e9);
+            if (best_rows < 1e29)
+                std::printf("   vec_dot_rows x8: %6.1f GB/s of weights (= %.1f GB/s x 8 dots)",
+                            rows * row_bytes / best_rows / 1e9, 8 * rows * row_bytes / best_rows / 1e9);
             std::printf("\n");
         }
     }
@@ -530,11 +572,14 @@ void test_ggml_vec_ops(std::mt19937& rng) {
             std::vector<float> sx(x);
             if (n > 1) sx[0] = -INFINITY;  // a masked score (a row always keeps its own position)
             const float mx = *std::max_element(sx.begin(), sx.end());
-            const double s0 = ref.softmax_exp(sx.data(), y0.data(), n, mx), s1 = ops.softmax_exp(sx.data(), y1.data(), n, mx);
+            const double s0 = ref.softmax_exp(sx.data(), y0.data(), n, mx),
+                         s1 = ops.softmax_exp(sx.data(), y1.data(), n, mx);
             CHECK(s0 == s1, "softmax_exp %s n=%lld: sum %.17g vs %.17g", isa_name(isa), (long long)n, s0, s1);
             for (int64_t i = 0; i < n; ++i)
-                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "softmax_exp %s n=%lld i=%lld", isa_name(isa), (long long)n, (long long)i);
-            const float t0 = ref.dot_f16_tinyblas(n, hx.data(), hy.data()), t1 = ops.dot_f16_tinyblas(n, hx.data(), hy.data());
+                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "softmax_exp %s n=%lld i=%lld", isa_name(isa), (long long)n,
+                      (long long)i);
+            const float t0 = ref.dot_f16_tinyblas(n, hx.data(), hy.data()),
+                        t1 = ops.dot_f16_tinyblas(n, hx.data(), hy.data());
             CHECK(same(t0, t1), "dot_f16_tinyblas %s n=%lld: %g vs %g", isa_name(isa), (long long)n, t0, t1);
             for (int64_t n_total : {n, (n + 31) / 32 * 32, (int64_t)256}) {
                 if (n_total < n) continue;

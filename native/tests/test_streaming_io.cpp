@@ -14,12 +14,12 @@
 using namespace edge_rt;
 
 static int g_failures = 0;
-#define CHECK(cond, msg)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            ++g_failures;                                                       \
+#define CHECK(cond, msg)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            ++g_failures;                                                      \
             std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, msg); \
-        }                                                                       \
+        }                                                                      \
     } while (0)
 
 template <class F>

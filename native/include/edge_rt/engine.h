@@ -42,17 +42,17 @@ using BlockRecipe = void (*)(ForwardPass& f, int il, const LayerWeights& w);
 
 // What the engine holds, by memory class, and how the weights are placed.
 struct MemoryReport {
-    uint64_t budget = 0;                 // 0 = unlimited
+    uint64_t budget = 0;  // 0 = unlimited
     uint64_t classes[(size_t)MemClass::kCount] = {};
     uint64_t total = 0;
     bool streaming = false;
-    int window = 0;                      // slots in the ring (streaming only)
+    int window = 0;  // slots in the ring (streaming only)
     uint64_t slot_bytes = 0;
-    std::vector<int> pinned_units;       // layer ids; n_layer = the output head
+    std::vector<int> pinned_units;  // layer ids; n_layer = the output head
     std::vector<int> streamed_units;
     uint64_t streamed_bytes_per_token = 0;
-    std::string io;                      // "direct", "buffered", ... (streaming only)
-    int expert_cache_slots = 0;          // MoE under a budget: experts the cache holds
+    std::string io;              // "direct", "buffered", ... (streaming only)
+    int expert_cache_slots = 0;  // MoE under a budget: experts the cache holds
     uint64_t expert_slot_bytes = 0;
     uint64_t total_experts = 0;
 };
@@ -133,7 +133,7 @@ private:
     std::unique_ptr<ThreadPool> pool_;
     std::unique_ptr<Scratch> scratch_;
     std::unique_ptr<KvCache> kv_;
-    BlockRecipe block_ = nullptr;   // the architecture's layer (models/registry.h)
+    BlockRecipe block_ = nullptr;  // the architecture's layer (models/registry.h)
     EvalObserver* observer_ = nullptr;
     std::unique_ptr<ExpertPredictor> predictor_;
     std::vector<std::string> notes_;

@@ -34,7 +34,7 @@ struct ModelParams {
 struct ContextParams {
     int n_threads = 1;
     int64_t n_ctx = 2048;
-    int64_t n_ubatch = 0;        // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
+    int64_t n_ubatch = 0;  // tokens per prefill micro-batch (bounds scratch); 0 = 256, or 128 under a budget or for MoE
 };
 
 struct EngineOptions {

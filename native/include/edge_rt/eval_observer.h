@@ -28,9 +28,9 @@ constexpr int kObservedKinds = 3;
 
 struct Observation {
     Observed kind = Observed::MatmulInput;
-    int layer = 0;                          // n_layer for the output head
-    const GgufTensorInfo* weight = nullptr; // MatmulInput: the weight; else nullptr
-    int64_t expert = 0;                     // MatmulInput of a 3-D expert tensor: the expert; else 0
+    int layer = 0;                           // n_layer for the output head
+    const GgufTensorInfo* weight = nullptr;  // MatmulInput: the weight; else nullptr
+    int64_t expert = 0;                      // MatmulInput of a 3-D expert tensor: the expert; else 0
     const float* data = nullptr;
     int64_t rows = 0, cols = 0;
 };

@@ -31,21 +31,21 @@ enum class ExpertPolicy : int { Lru = 0, Lfu = 1 };
 // is a use found in the cache or already being read (a prefetch), a miss had to be read on demand.
 struct ExpertLayerStats {
     uint64_t uses = 0, hits = 0;
-    uint64_t predicted[2] = {0, 0};  // experts predicted, by PredictionSource
-    uint64_t correct[2] = {0, 0};    // of which the router then selected
+    uint64_t predicted[2] = {0, 0};               // experts predicted, by PredictionSource
+    uint64_t correct[2] = {0, 0};                 // of which the router then selected
     uint64_t needed_with_prediction[2] = {0, 0};  // uses in passes where that predictor ran (recall's base)
 };
 
 struct ExpertStats {
     int cache_slots = 0;
     uint64_t slot_bytes = 0;
-    uint64_t total_experts = 0;          // n_layer * n_expert
+    uint64_t total_experts = 0;  // n_layer * n_expert
     uint64_t uses = 0, hits = 0, misses = 0;
-    uint64_t bytes_read = 0;             // expert bytes read (on demand + speculative)
+    uint64_t bytes_read = 0;  // expert bytes read (on demand + speculative)
     uint64_t reads_on_demand = 0, reads_speculative = 0;
-    uint64_t speculative_unused = 0;     // speculative reads evicted before any use
-    uint64_t predictions_dropped = 0;    // predicted misses not read (cap reached or no free slot)
-    double stall_seconds = 0;            // acquire_experts() waiting for reads
+    uint64_t speculative_unused = 0;   // speculative reads evicted before any use
+    uint64_t predictions_dropped = 0;  // predicted misses not read (cap reached or no free slot)
+    double stall_seconds = 0;          // acquire_experts() waiting for reads
     std::vector<ExpertLayerStats> layers;
 };
 
@@ -72,8 +72,8 @@ public:
                 uint64_t speculative_cap_bytes, int prediction_width, IoQueue& io);
     ~ExpertCache() = default;
 
-    int slots() const noexcept { return (int)slots_.size(); }              // constant
-    int prediction_width() const noexcept { return prediction_width_; }   // constant
+    int slots() const noexcept { return (int)slots_.size(); }            // constant
+    int prediction_width() const noexcept { return prediction_width_; }  // constant
 
     // ---- engine thread ----
     // Blocks until experts ids[0..n) (distinct, n <= slots()) of layer il are readable; writes their
@@ -92,31 +92,31 @@ public:
     void on_read_done(int slot, uint64_t bytes, ErrorKind kind, const std::string& error, double t) override;
 
     // ---- telemetry ----
-    ExpertStats stats() const;                 // takes the lock
+    ExpertStats stats() const;                    // takes the lock
     std::vector<ExpertReadEvent> events() const;  // takes the lock
-    ExpertIoTotals io_totals() const;          // lock held
-    void clear_telemetry();                    // lock held
+    ExpertIoTotals io_totals() const;             // lock held
+    void clear_telemetry();                       // lock held
 
 private:
     enum class State { Free, Loading, Ready, Failed };
     // One cached expert: gate, up and down, each read as one 4096-aligned span of its 3-D tensor.
     struct Slot {
-        IoBuffer buffer;              // expert_slot_bytes, fixed at construction
+        IoBuffer buffer;  // expert_slot_bytes, fixed at construction
         State state = State::Free;
         int layer = -1, expert = -1;
-        int pins = 0;                 // held by the current acquire
-        bool speculative = false;     // read on a prediction and not used since
+        int pins = 0;                        // held by the current acquire
+        bool speculative = false;            // read on a prediction and not used since
         bool speculative_in_flight = false;  // counted in speculative_in_flight_
         bool issued_on_prediction = false;   // how the current read was issued (for the timeline)
-        uint64_t last_use = 0;        // tick of the last use or prediction
-        IoProgress io;                // the current read
+        uint64_t last_use = 0;               // tick of the last use or prediction
+        IoProgress io;                       // the current read
         ExpertWeights views;
     };
 
     // All lock held.
     size_t key(int il, int e) const noexcept { return (size_t)il * (size_t)n_expert_ + (size_t)e; }
     int pin_for_use(int il, int e, std::unique_lock<std::mutex>& lock);  // the slot of a routed expert
-    void wait_pinned(int il, std::unique_lock<std::mutex>& lock);  // until held_ is read; raises a failure
+    void wait_pinned(int il, std::unique_lock<std::mutex>& lock);        // until held_ is read; raises a failure
     // A slot to (re)fill, or -1 when every slot is loading or held. A prediction also spares slots
     // holding unused predictions and slots touched at or after protect_from_tick.
     int find_victim(bool for_prediction, uint64_t protect_from_tick) const;
@@ -131,23 +131,23 @@ private:
     std::vector<const GgufTensorInfo*> tensors_;  // per layer: gate, up, down (3 entries each)
     uint64_t part_bytes_[3] = {0, 0, 0};          // room for each matrix in a slot (aligned span + slack)
     uint64_t slot_bytes_ = 0;
-    uint64_t speculative_cap_ = 0;                // bytes
+    uint64_t speculative_cap_ = 0;  // bytes
     int prediction_width_ = 0;
 
     // Guarded by the streaming lock.
     std::vector<Slot> slots_;
-    std::vector<int> slot_of_expert_;        // key(layer, e) -> slot, -1 when not cached
-    std::vector<int> held_;                  // slots pinned by the current acquire
-    std::vector<double> freq_;               // decayed use counts (Lfu), per key(layer, e)
+    std::vector<int> slot_of_expert_;  // key(layer, e) -> slot, -1 when not cached
+    std::vector<int> held_;            // slots pinned by the current acquire
+    std::vector<double> freq_;         // decayed use counts (Lfu), per key(layer, e)
     uint64_t tick_ = 0;
     uint64_t passes_ = 0;
-    uint64_t speculative_in_flight_ = 0;     // bytes
+    uint64_t speculative_in_flight_ = 0;              // bytes
     std::vector<std::vector<uint8_t>> predicted_[2];  // per layer: expert predicted this pass
     std::vector<uint8_t> predictor_ran_[2];
     ExpertStats stats_;
     std::vector<ExpertReadEvent> events_;
-    double io_seconds_ = 0;                  // sum of expert read durations
-    uint64_t stalls_ = 0;                    // acquires that waited for reads
+    double io_seconds_ = 0;  // sum of expert read durations
+    uint64_t stalls_ = 0;    // acquires that waited for reads
 };
 
 }  // namespace edge_rt

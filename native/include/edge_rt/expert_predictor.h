@@ -36,9 +36,9 @@ namespace edge_rt {
 class ExpertPredictor {
 public:
     struct Layer {
-        TensorView hidden_w, out_w;              // [n_embd, hidden], [hidden, n_expert] (F32)
-        const float* hidden_b = nullptr;         // [hidden]
-        const float* out_b = nullptr;            // [n_expert]
+        TensorView hidden_w, out_w;       // [n_embd, hidden], [hidden, n_expert] (F32)
+        const float* hidden_b = nullptr;  // [hidden]
+        const float* out_b = nullptr;     // [n_expert]
     };
 
     static std::unique_ptr<ExpertPredictor> load(const std::string& path, const ModelConfig& cfg);
@@ -55,8 +55,8 @@ private:
     std::string path_;
     std::shared_ptr<const GgufFile> file_;  // owns the tensor infos the views point to
     int64_t hidden_ = 0;
-    std::vector<float> data_;               // every tensor's values, back to back
-    std::vector<Layer> layers_;             // index il; layers_[0] empty
+    std::vector<float> data_;    // every tensor's values, back to back
+    std::vector<Layer> layers_;  // index il; layers_[0] empty
 };
 
 }  // namespace edge_rt

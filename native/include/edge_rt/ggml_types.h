@@ -44,7 +44,7 @@ constexpr int QK5_0 = 32;
 constexpr int QK5_1 = 32;
 constexpr int QK8_0 = 32;
 constexpr int QK8_1 = 32;
-constexpr int QK_K = 256;     // super-block size of the K-quants
+constexpr int QK_K = 256;  // super-block size of the K-quants
 constexpr int K_SCALE_SIZE = 12;
 
 // x[i] = d * (q[i] - 8); q[i] in 0..15: element j in the low nibble of qs[j], element j+16 in the high nibble.
@@ -146,9 +146,9 @@ struct BlockQ8_K {
 static_assert(sizeof(BlockQ8_K) == 292, "BlockQ8_K layout");
 
 struct TypeTraits {
-    const char* name;      // ggml's name, e.g. "Q4_K"
-    int64_t block_elems;   // elements per block (1 for plain types)
-    int64_t block_bytes;   // bytes per block
+    const char* name;     // ggml's name, e.g. "Q4_K"
+    int64_t block_elems;  // elements per block (1 for plain types)
+    int64_t block_bytes;  // bytes per block
 };
 
 // Returns nullptr for an id that is not a ggml type the reader knows how to size.

@@ -25,8 +25,19 @@
 namespace edge_rt {
 
 enum class GgufValueType : uint32_t {
-    UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-    STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+    UINT8 = 0,
+    INT8 = 1,
+    UINT16 = 2,
+    INT16 = 3,
+    UINT32 = 4,
+    INT32 = 5,
+    FLOAT32 = 6,
+    BOOL = 7,
+    STRING = 8,
+    ARRAY = 9,
+    UINT64 = 10,
+    INT64 = 11,
+    FLOAT64 = 12,
 };
 
 const char* gguf_value_type_name(GgufValueType t) noexcept;
@@ -36,17 +47,17 @@ const char* gguf_value_type_name(GgufValueType t) noexcept;
 // floats, strings into strings). Nested arrays are rejected at parse time.
 struct GgufValue {
     GgufValueType type = GgufValueType::UINT8;
-    int64_t i = 0;         // all integer types except UINT64 values above INT64_MAX, and BOOL (0/1)
-    uint64_t u = 0;        // UINT64 (also filled for non-negative integers of other types)
-    double f = 0.0;        // FLOAT32 / FLOAT64
-    std::string s;         // STRING
+    int64_t i = 0;   // all integer types except UINT64 values above INT64_MAX, and BOOL (0/1)
+    uint64_t u = 0;  // UINT64 (also filled for non-negative integers of other types)
+    double f = 0.0;  // FLOAT32 / FLOAT64
+    std::string s;   // STRING
     GgufValueType array_type = GgufValueType::UINT8;  // ARRAY only
-    std::vector<int64_t> ints;         // ARRAY of integer or BOOL elements
-    std::vector<double> floats;        // ARRAY of FLOAT32/FLOAT64 elements
-    std::vector<std::string> strings;  // ARRAY of STRING elements
+    std::vector<int64_t> ints;                        // ARRAY of integer or BOOL elements
+    std::vector<double> floats;                       // ARRAY of FLOAT32/FLOAT64 elements
+    std::vector<std::string> strings;                 // ARRAY of STRING elements
 
-    bool is_integer() const noexcept;       // any scalar integer type (not BOOL)
-    uint64_t array_size() const noexcept;   // 0 for scalars
+    bool is_integer() const noexcept;      // any scalar integer type (not BOOL)
+    uint64_t array_size() const noexcept;  // 0 for scalars
 };
 
 struct GgufTensorInfo {
@@ -54,9 +65,9 @@ struct GgufTensorInfo {
     uint32_t n_dims = 0;
     int64_t ne[4] = {1, 1, 1, 1};  // ne[0] is the contiguous (innermost) dimension, as in ggml
     GgmlType type = GgmlType::F32;
-    uint64_t offset = 0;           // absolute byte offset of the data in the file (data section + relative offset)
+    uint64_t offset = 0;  // absolute byte offset of the data in the file (data section + relative offset)
     uint64_t n_elements = 0;
-    uint64_t n_bytes = 0;          // exact data size: n_elements / block_elems * block_bytes
+    uint64_t n_bytes = 0;                 // exact data size: n_elements / block_elems * block_bytes
     uint64_t row_bytes() const noexcept;  // bytes of one ne[0] row
 };
 

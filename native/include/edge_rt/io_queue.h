@@ -56,9 +56,11 @@ struct IoProgress {
     int pending = 0;                  // chunks not yet read (set from IoQueue::submit)
     double io_start = 0, io_end = 0;  // first chunk started / last chunk done (IoQueue::now()); 0 = not yet
     ErrorKind error_kind = ErrorKind::Internal;
-    std::string error;                // the first failure; empty if none
+    std::string error;  // the first failure; empty if none
 
-    void start(double t) noexcept { if (io_start == 0) io_start = t; }
+    void start(double t) noexcept {
+        if (io_start == 0) io_start = t;
+    }
     // Records one chunk's outcome; true when it was the last one (then io_end = t).
     bool chunk_done(ErrorKind kind, const std::string& e, double t);
 };
@@ -83,7 +85,8 @@ public:
     // Opens the model file (Error(Io) if it cannot); fault_after_bytes > 0 wraps the reader so that the
     // read crossing that much traffic fails (a short read when fault_short_read, else EIO). The clock of
     // now() starts here.
-    IoQueue(const std::string& path, uint64_t file_size, IoMode mode, uint64_t fault_after_bytes, bool fault_short_read);
+    IoQueue(const std::string& path, uint64_t file_size, IoMode mode, uint64_t fault_after_bytes,
+            bool fault_short_read);
     ~IoQueue();  // stop()
     IoQueue(const IoQueue&) = delete;
     IoQueue& operator=(const IoQueue&) = delete;

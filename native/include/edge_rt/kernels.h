@@ -25,9 +25,9 @@ namespace edge_rt {
 
 struct WeightKernels {
     GgmlType weight_type;
-    GgmlType act_type;           // activation format, see table above
-    int64_t act_block_elems;     // elements per activation block (1 for F32/F16/BF16)
-    int64_t act_block_bytes;     // bytes per activation block
+    GgmlType act_type;        // activation format, see table above
+    int64_t act_block_elems;  // elements per activation block (1 for F32/F16/BF16)
+    int64_t act_block_bytes;  // bytes per activation block
 
     // y <- x[0..n) in act_type encoding; n a multiple of act_block_elems. y holds act_row_bytes(n) bytes.
     void (*quantize_act)(const float* x, void* y, int64_t n);

@@ -18,16 +18,16 @@ namespace edge_rt {
 enum class RopeKind { Normal, NeoX };  // Normal: rotate pairs (2i, 2i+1); NeoX: pairs (i, i + n_rot/2)
 
 struct ModelConfig {
-    std::string arch;          // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"
-    int64_t n_vocab = 0;       // rows of the output head (and of token_embd)
+    std::string arch;     // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"
+    int64_t n_vocab = 0;  // rows of the output head (and of token_embd)
     int64_t n_embd = 0;
     int64_t n_layer = 0;
     int64_t n_head = 0;
     int64_t n_head_kv = 0;
-    int64_t head_dim = 0;      // attention.key_length (== value_length), default n_embd / n_head
+    int64_t head_dim = 0;  // attention.key_length (== value_length), default n_embd / n_head
     int64_t n_ff = 0;
     int64_t n_ctx_train = 0;
-    int64_t n_rot = 0;         // rope.dimension_count, default head_dim
+    int64_t n_rot = 0;  // rope.dimension_count, default head_dim
     float rms_eps = 1e-5f;
     float rope_freq_base = 10000.0f;
     float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
@@ -35,19 +35,19 @@ struct ModelConfig {
     // rope_freqs.weight (Llama 3.1+ files): n_rot/2 F32 divisors of the RoPE frequencies, pair i's
     // angle pos * freq_scale * base^(-2i/n_rot) / factor[i] (llama only, as llama.cpp reads it).
     bool has_rope_freqs = false;
-    bool has_qkv_bias = false;     // qwen2 (optional for llama)
-    bool has_qk_norm = false;      // qwen3
-    bool tied_output = false;      // output.weight absent: the token embedding is the output head
+    bool has_qkv_bias = false;  // qwen2 (optional for llama)
+    bool has_qk_norm = false;   // qwen3
+    bool tied_output = false;   // output.weight absent: the token embedding is the output head
 
     // Mixture of experts (0 experts = a dense SwiGLU FFN per layer). Routing follows llama.cpp:
     // probabilities = softmax(router logits), the expert_used_count largest are selected (ties: lower
     // id first), their probabilities optionally renormalized to sum 1 and scaled.
-    int64_t n_expert = 0;          // <arch>.expert_count
-    int64_t n_expert_used = 0;     // <arch>.expert_used_count (top-k)
-    int64_t n_ff_exp = 0;          // rows of one expert's gate/up: expert_feed_forward_length (llama: feed_forward_length)
-    int64_t n_ff_shexp = 0;        // shared expert (qwen2moe), 0 = none
-    bool expert_weights_norm = false;  // renormalize the selected probabilities (llama, qwen3moe: yes; qwen2moe: no)
-    float expert_weights_scale = 0.0f; // multiply the expert weights by this when not 0 or 1
+    int64_t n_expert = 0;       // <arch>.expert_count
+    int64_t n_expert_used = 0;  // <arch>.expert_used_count (top-k)
+    int64_t n_ff_exp = 0;       // rows of one expert's gate/up: expert_feed_forward_length (llama: feed_forward_length)
+    int64_t n_ff_shexp = 0;     // shared expert (qwen2moe), 0 = none
+    bool expert_weights_norm = false;   // renormalize the selected probabilities (llama, qwen3moe: yes; qwen2moe: no)
+    float expert_weights_scale = 0.0f;  // multiply the expert weights by this when not 0 or 1
 
     bool is_moe() const noexcept { return n_expert > 0; }
 

@@ -11,8 +11,8 @@ namespace edge_rt {
 
 // logits: n rows of n_expert floats, replaced in place by the probabilities.
 // selected: n rows of k expert ids; weights: n rows of k floats. Requires 1 <= k <= n_expert.
-void route_tokens(float* logits, int64_t n, int64_t n_expert, int64_t k, bool normalize, float scale,
-                  int32_t* selected, float* weights);
+void route_tokens(float* logits, int64_t n, int64_t n_expert, int64_t k, bool normalize, float scale, int32_t* selected,
+                  float* weights);
 
 // The k most probable experts of one probability row, in the order route_tokens selects them.
 void top_k_experts(const float* probs, int64_t n_expert, int64_t k, int32_t* selected);

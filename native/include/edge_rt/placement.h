@@ -45,23 +45,23 @@ struct PlacementRequest {
 
 struct Placement {
     // ---- sizes (from the file alone) ----
-    std::vector<WeightUnit> units;       // n_layer + 1: layers, then the head
-    uint64_t embd_buf_bytes = 0;         // aligned buffer for one token_embd row read
-    uint64_t floor = 0;                  // weight_floor(): largest unit + embedding buffer (+ MoE below)
+    std::vector<WeightUnit> units;  // n_layer + 1: layers, then the head
+    uint64_t embd_buf_bytes = 0;    // aligned buffer for one token_embd row read
+    uint64_t floor = 0;             // weight_floor(): largest unit + embedding buffer (+ MoE below)
     // Mixture of experts (zero for a dense model).
     bool moe = false;
-    std::vector<uint64_t> router_pin_bytes;  // per layer: aligned spans of ffn_norm + ffn_gate_inp
-    uint64_t router_bytes = 0;               // sum of router_pin_bytes
+    std::vector<uint64_t> router_pin_bytes;     // per layer: aligned spans of ffn_norm + ffn_gate_inp
+    uint64_t router_bytes = 0;                  // sum of router_pin_bytes
     uint64_t expert_part_bytes[3] = {0, 0, 0};  // room per matrix (gate, up, down) in one expert slot
-    uint64_t expert_slot_bytes = 0;          // sum of expert_part_bytes
-    uint64_t total_experts = 0;              // n_layer * n_expert
+    uint64_t expert_slot_bytes = 0;             // sum of expert_part_bytes
+    uint64_t total_experts = 0;                 // n_layer * n_expert
 
     // ---- decisions (for the request's budget) ----
-    std::vector<int> streamed;           // streamed unit ids in the order of one pass
-    uint64_t pinned_bytes = 0;           // sum of pinned units' packed_bytes (without the routers)
-    uint64_t slot_bytes = 0;             // one window slot: the largest streamed unit (0 if none)
-    int window = 0;                      // window slots (0 when every unit is pinned)
-    uint64_t expert_slots = 0;           // expert cache slots (MoE)
+    std::vector<int> streamed;  // streamed unit ids in the order of one pass
+    uint64_t pinned_bytes = 0;  // sum of pinned units' packed_bytes (without the routers)
+    uint64_t slot_bytes = 0;    // one window slot: the largest streamed unit (0 if none)
+    int window = 0;             // window slots (0 when every unit is pinned)
+    uint64_t expert_slots = 0;  // expert cache slots (MoE)
 
     // Bytes per memory class, as the provider reserves them.
     uint64_t pinned_class_bytes() const noexcept { return pinned_bytes + router_bytes; }

@@ -42,10 +42,10 @@
 namespace edge_rt {
 
 struct StreamingOptions {
-    int window = 0;              // slots; 0 = the largest that fits the budget (at least 1)
+    int window = 0;  // slots; 0 = the largest that fits the budget (at least 1)
     IoMode io_mode = IoMode::Auto;
-    bool prefetch = true;        // false: window 1, each streamed unit read when acquired, no overlap
-    int io_threads = 4;          // requests in flight
+    bool prefetch = true;            // false: window 1, each streamed unit read when acquired, no overlap
+    int io_threads = 4;              // requests in flight
     uint64_t fault_after_bytes = 0;  // test hook: inject a failure after this much traffic (0 = off)
     bool fault_short_read = false;   // injected failure is a short read (else EIO)
     // Mixture of experts (ignored for dense models).
@@ -57,7 +57,7 @@ struct StreamingOptions {
     // the Mixtral-shaped benchmark (benchmarks/moe.py): same-layer reads arrive too late to help.
     ExpertPrefetch expert_prefetch = ExpertPrefetch::NextLayer;
     uint64_t speculative_cap_bytes = 0;  // speculative expert bytes in flight; 0 = 2 * n_expert_used experts
-    int prediction_width = 0;    // experts predicted per token and layer; 0 = n_expert_used
+    int prediction_width = 0;            // experts predicted per token and layer; 0 = n_expert_used
 };
 
 // One timeline record per streamed unit use, seconds since the provider was created.
@@ -70,11 +70,11 @@ struct StreamEvent {
 };
 
 struct StreamStats {
-    uint64_t bytes_read = 0;     // weight bytes read from the file (window fills, experts, embedding rows)
-    double io_seconds = 0;       // sum of slot fill and expert read durations
-    double stall_seconds = 0;    // time acquire() and acquire_experts() waited for I/O
-    uint64_t acquires = 0;       // streamed unit acquisitions
-    uint64_t stalls = 0;         // acquisitions (units, expert sets) that had to wait
+    uint64_t bytes_read = 0;   // weight bytes read from the file (window fills, experts, embedding rows)
+    double io_seconds = 0;     // sum of slot fill and expert read durations
+    double stall_seconds = 0;  // time acquire() and acquire_experts() waited for I/O
+    uint64_t acquires = 0;     // streamed unit acquisitions
+    uint64_t stalls = 0;       // acquisitions (units, expert sets) that had to wait
 };
 
 class StreamingWeights final : public WeightProvider, private IoSink {
@@ -126,11 +126,11 @@ public:
 private:
     enum class SlotState { Free, Loading, Ready, InUse, Failed };
     struct Slot {
-        IoBuffer buffer;         // slot_bytes, fixed at load
+        IoBuffer buffer;  // slot_bytes, fixed at load
         SlotState state = SlotState::Free;
         int unit = -1;
-        IoProgress io;           // the current fill
-        LayerWeights layer;      // views into buffer, bound when the fill completes
+        IoProgress io;       // the current fill
+        LayerWeights layer;  // views into buffer, bound when the fill completes
         HeadWeights head;
     };
 
@@ -157,27 +157,27 @@ private:
     ModelConfig cfg_;
     StreamingOptions options_;
     Placement placement_;
-    std::vector<int> stream_pos_;          // unit id -> index in placement_.streamed (-1 if pinned)
-    std::vector<IoBuffer> pinned_;         // per unit: its packed runs when pinned
+    std::vector<int> stream_pos_;   // unit id -> index in placement_.streamed (-1 if pinned)
+    std::vector<IoBuffer> pinned_;  // per unit: its packed runs when pinned
     std::vector<LayerWeights> pinned_layers_;
     HeadWeights pinned_head_;
-    TensorView token_embd_;                // info only; rows are read on demand unless pinned
-    const uint8_t* pinned_embd_ = nullptr; // the tied output head, when pinned
-    std::vector<IoBuffer> router_pins_;    // MoE, per layer: ffn_norm + ffn_gate_inp
+    TensorView token_embd_;                 // info only; rows are read on demand unless pinned
+    const uint8_t* pinned_embd_ = nullptr;  // the tied output head, when pinned
+    std::vector<IoBuffer> router_pins_;     // MoE, per layer: ffn_norm + ffn_gate_inp
     std::vector<TensorView> router_norms_, routers_;
     // The destructor stops the I/O threads before any member goes; io_ is declared before experts_ so
     // that the cache, which refers to the queue, is destroyed first.
-    std::unique_ptr<IoQueue> io_;          // owns the streaming lock
-    std::unique_ptr<ExpertCache> experts_; // MoE only
+    std::unique_ptr<IoQueue> io_;           // owns the streaming lock
+    std::unique_ptr<ExpertCache> experts_;  // MoE only
 
     // Engine thread only.
-    IoBuffer embd_buf_;                    // aligned scratch for one embedding row read (raw bytes)
+    IoBuffer embd_buf_;  // aligned scratch for one embedding row read (raw bytes)
 
     // Guarded by the streaming lock (io_->mutex()); slots_ itself (size, buffers) is fixed at load.
     std::vector<Slot> slots_;
-    uint64_t next_acquire_ = 0;            // sequence number of the next streamed use
+    uint64_t next_acquire_ = 0;  // sequence number of the next streamed use
     bool needs_resync_ = false;
-    StreamStats stats_;                    // window fills and embedding rows (the expert cache adds its part)
+    StreamStats stats_;  // window fills and embedding rows (the expert cache adds its part)
     std::vector<StreamEvent> events_;
 };
 

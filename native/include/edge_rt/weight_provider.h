@@ -29,9 +29,9 @@ struct TensorView {
     const GgufTensorInfo* info = nullptr;  // nullptr for an optional tensor that is absent
     const uint8_t* data = nullptr;
     GgmlType type = GgmlType::F32;
-    int64_t ne0 = 0;                       // elements per row
-    int64_t ne1 = 1;                       // rows (per expert)
-    int64_t ne2 = 1;                       // experts (1 for a 2-D weight)
+    int64_t ne0 = 0;  // elements per row
+    int64_t ne1 = 1;  // rows (per expert)
+    int64_t ne2 = 1;  // experts (1 for a 2-D weight)
     size_t row_bytes = 0;
 
     // The view of tensor t whose bytes are at data (t's type, shape and row size).
@@ -60,22 +60,22 @@ struct TensorView {
 };
 
 struct LayerWeights {
-    TensorView attn_norm;              // [n_embd]
-    TensorView wq, wk, wv;             // [n_embd, q_dim], [n_embd, kv_dim], [n_embd, kv_dim]
-    TensorView bq, bk, bv;             // [q_dim], [kv_dim], [kv_dim]; optional (qwen2)
-    TensorView q_norm, k_norm;         // [head_dim]; optional (qwen3)
-    TensorView wo;                     // [q_dim, n_embd]
-    TensorView ffn_norm;               // [n_embd]
-    TensorView ffn_gate, ffn_up;       // [n_embd, n_ff]; absent in MoE layers
-    TensorView ffn_down;               // [n_ff, n_embd]; absent in MoE layers
+    TensorView attn_norm;         // [n_embd]
+    TensorView wq, wk, wv;        // [n_embd, q_dim], [n_embd, kv_dim], [n_embd, kv_dim]
+    TensorView bq, bk, bv;        // [q_dim], [kv_dim], [kv_dim]; optional (qwen2)
+    TensorView q_norm, k_norm;    // [head_dim]; optional (qwen3)
+    TensorView wo;                // [q_dim, n_embd]
+    TensorView ffn_norm;          // [n_embd]
+    TensorView ffn_gate, ffn_up;  // [n_embd, n_ff]; absent in MoE layers
+    TensorView ffn_down;          // [n_ff, n_embd]; absent in MoE layers
     // Mixture of experts (absent in dense layers). The expert tensors' data may be null when the
     // provider serves experts separately (acquire_experts); the router is always readable.
-    TensorView ffn_gate_inp;           // [n_embd, n_expert] router
-    TensorView ffn_gate_exps, ffn_up_exps;  // [n_embd, n_ff_exp, n_expert]
-    TensorView ffn_down_exps;          // [n_ff_exp, n_embd, n_expert]
-    TensorView ffn_gate_inp_shexp;     // [n_embd] shared-expert gate (qwen2moe); optional
+    TensorView ffn_gate_inp;                  // [n_embd, n_expert] router
+    TensorView ffn_gate_exps, ffn_up_exps;    // [n_embd, n_ff_exp, n_expert]
+    TensorView ffn_down_exps;                 // [n_ff_exp, n_embd, n_expert]
+    TensorView ffn_gate_inp_shexp;            // [n_embd] shared-expert gate (qwen2moe); optional
     TensorView ffn_gate_shexp, ffn_up_shexp;  // [n_embd, n_ff_shexp]; optional
-    TensorView ffn_down_shexp;         // [n_ff_shexp, n_embd]; optional
+    TensorView ffn_down_shexp;                // [n_ff_shexp, n_embd]; optional
 };
 
 // One expert's matrices: gate, up [n_embd, n_ff_exp] and down [n_ff_exp, n_embd].
@@ -91,8 +91,8 @@ enum class ExpertPrefetch : int { Off = 0, SameLayer = 1, NextLayer = 2, Both = 
 enum class PredictionSource : int { SameLayer = 0, NextLayer = 1 };
 
 struct HeadWeights {
-    TensorView output_norm;            // [n_embd]
-    TensorView output;                 // [n_embd, n_vocab]; token_embd.weight when tied
+    TensorView output_norm;  // [n_embd]
+    TensorView output;       // [n_embd, n_vocab]; token_embd.weight when tied
 };
 
 // Where a tensor's bytes are in RAM right now (a buffer filled from the file).

@@ -22,11 +22,26 @@ struct DotAvx2 {
     static ERT_INLINE __m256i u8i8(__m256i u, __m256i y) { return dot_u8i8(u, y); }
 };
 
-template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ8_0, DotAvx2>(n, w, a, s, o); }
-template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ4_0, DotAvx2>(n, w, a, s, o); }
-template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0, DotAvx2>(n, w, a, s, o); }
-template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1, DotAvx2>(n, w, a, s, o); }
-template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1, DotAvx2>(n, w, a, s, o); }
+template <int NA>
+void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_0_act<NA, DecQ8_0, DotAvx2>(n, w, a, s, o);
+}
+template <int NA>
+void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_0_act<NA, DecQ4_0, DotAvx2>(n, w, a, s, o);
+}
+template <int NA>
+void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_0_act<NA, DecQ5_0, DotAvx2>(n, w, a, s, o);
+}
+template <int NA>
+void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_1_act<NA, DecQ4_1, DotAvx2>(n, w, a, s, o);
+}
+template <int NA>
+void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_1_act<NA, DecQ5_1, DotAvx2>(n, w, a, s, o);
+}
 ERT_DEFINE_DOTS(q8_0)
 ERT_DEFINE_DOTS(q4_0)
 ERT_DEFINE_DOTS(q5_0)
@@ -221,8 +236,7 @@ ERT_INLINE float dot_float(int64_t n, const Load& load, const Tail& tail) {
 float f32_dot(int64_t n, const void* w, const void* a) {
     const float* p[2] = {static_cast<const float*>(w), static_cast<const float*>(a)};
     return dot_float(
-        n, [&](int k, int64_t i) { return _mm256_loadu_ps(p[k] + i); },
-        [&](int64_t i) { return p[0][i] * p[1][i]; });
+        n, [&](int k, int64_t i) { return _mm256_loadu_ps(p[k] + i); }, [&](int64_t i) { return p[0][i] * p[1][i]; });
 }
 
 float f16_dot(int64_t n, const void* w, const void* a) {
@@ -272,7 +286,9 @@ ERT_INLINE __m256i pack32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
 // Quantizes 32 floats with multiplier id; returns the packed int8 and (optionally) their sum.
 ERT_INLINE __m256i quant32(const float* x, __m256 id, int* sum) {
     __m256i i[4];
-    for (int k = 0; k < 4; ++k) i[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int k = 0; k < 4; ++k)
+        i[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), id),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     if (sum) *sum = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
     return pack32(i[0], i[1], i[2], i[3]);
 }
@@ -323,8 +339,8 @@ void q8_K_quantize(const float* x, void* vy, int64_t n) {
         float max = 0.f;
         const __m256 va = _mm256_set1_ps(amax);
         for (int k = 0; k < QK_K; k += 8) {
-            const int mask = _mm256_movemask_ps(
-                _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask), va, _CMP_EQ_OQ));
+            const int mask =
+                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask), va, _CMP_EQ_OQ));
             if (mask) {
                 max = x[k + __builtin_ctz((unsigned)mask)];
                 break;
@@ -336,8 +352,9 @@ void q8_K_quantize(const float* x, void* vy, int64_t n) {
             __m256i i[4];
             for (int k = 0; k < 4; ++k) {
                 const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), vs);
-                i[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
-                                        _mm256_set1_epi32(127));
+                i[k] = _mm256_min_epi32(
+                    _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+                    _mm256_set1_epi32(127));
             }
             _mm256_storeu_si256((__m256i*)(y[b].qs + 32 * g), pack32(i[0], i[1], i[2], i[3]));
             y[b].bsums[2 * g] = (int16_t)hsum8_epi32(_mm256_add_epi32(i[0], i[1]));
@@ -355,10 +372,12 @@ ERT_INLINE __m256 ggml_v_expf(__m256 x) {
     const __m256 r = _mm256_set1_ps(0x1.8p23f);
     const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
     const __m256 n = _mm256_sub_ps(z, r);
-    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256 b =
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
     const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
     const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
-    const __m256i c = _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256i c =
+        _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
     const __m256 u = _mm256_mul_ps(b, b);
     const __m256 j = _mm256_fmadd_ps(
         _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
@@ -369,19 +388,22 @@ ERT_INLINE __m256 ggml_v_expf(__m256 x) {
                                        _mm256_set1_epi32((int)0x82000000u));
     const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
     const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
-    const __m256i d = _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+    const __m256i d =
+        _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
     return _mm256_or_ps(
         _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
-        _mm256_andnot_ps(_mm256_castsi256_ps(d),
-                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
-                                      _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+        _mm256_andnot_ps(
+            _mm256_castsi256_ps(d),
+            _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                         _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
 }
 
 void ggml_swiglu_avx2(const float* x, const float* g, float* y, int64_t n) {
     int64_t i = 0;
     for (; i + 7 < n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
-        const __m256 silu = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1), ggml_v_expf(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+        const __m256 silu =
+            _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1), ggml_v_expf(_mm256_sub_ps(_mm256_setzero_ps(), v))));
         _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(g + i)));
     }
     for (; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];

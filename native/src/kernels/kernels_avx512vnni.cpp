@@ -50,8 +50,8 @@ struct PairQ4_0 {
                                                  0x0004000400040004LL, 0x0004000400040004LL);
         const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[0].qs));
         const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[1].qs));
-        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1), shifts),
-                                           _mm512_set1_epi8(0x0F));
+        const __m512i q = _mm512_and_si512(
+            _mm512_srlv_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1), shifts), _mm512_set1_epi8(0x0F));
         // -128 * sum(q - 8) over 4 bytes = 4096 + sum q * (-128)
         neg_c = _mm512_dpbusd_epi32(_mm512_set1_epi32(4096), q, _mm512_set1_epi8((char)0x80));
         return _mm512_sub_epi8(q, _mm512_set1_epi8(8));
@@ -145,19 +145,36 @@ ERT_INLINE void rows_pair512(int64_t n, const void* w, const void* a, size_t str
     }
 }
 
-template <int NA> void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
-    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ8_0, DotVnni>(n, w, a, s, o);
-    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ8_0, DotVnni>(n, w, a, s, o);
-    else rows_pair512<NA, PairQ8_0>(n, w, a, s, o);
+template <int NA>
+void q8_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    if constexpr (NA == 1)
+        rows_q8_0_act<NA, DecQ8_0, DotVnni>(n, w, a, s, o);
+    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX)
+        rows_q8_0_act<NA, DecQ8_0, DotVnni>(n, w, a, s, o);
+    else
+        rows_pair512<NA, PairQ8_0>(n, w, a, s, o);
 }
-template <int NA> void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
-    if constexpr (NA == 1) rows_q8_0_act<NA, DecQ4_0, DotVnni>(n, w, a, s, o);
-    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX) rows_q8_0_act<NA, DecQ4_0, DotVnni>(n, w, a, s, o);
-    else rows_pair512<NA, PairQ4_0>(n, w, a, s, o);
+template <int NA>
+void q4_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    if constexpr (NA == 1)
+        rows_q8_0_act<NA, DecQ4_0, DotVnni>(n, w, a, s, o);
+    else if ((size_t)(NA - 1) * s + 2 * sizeof(BlockQ8_0) > (size_t)INT32_MAX)
+        rows_q8_0_act<NA, DecQ4_0, DotVnni>(n, w, a, s, o);
+    else
+        rows_pair512<NA, PairQ4_0>(n, w, a, s, o);
 }
-template <int NA> void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_0_act<NA, DecQ5_0, DotVnni>(n, w, a, s, o); }
-template <int NA> void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ4_1, DotVnni>(n, w, a, s, o); }
-template <int NA> void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) { rows_q8_1_act<NA, DecQ5_1, DotVnni>(n, w, a, s, o); }
+template <int NA>
+void q5_0_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_0_act<NA, DecQ5_0, DotVnni>(n, w, a, s, o);
+}
+template <int NA>
+void q4_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_1_act<NA, DecQ4_1, DotVnni>(n, w, a, s, o);
+}
+template <int NA>
+void q5_1_rows(int64_t n, const void* w, const void* a, size_t s, float* o) {
+    rows_q8_1_act<NA, DecQ5_1, DotVnni>(n, w, a, s, o);
+}
 ERT_DEFINE_DOTS(q8_0)
 ERT_DEFINE_DOTS(q4_0)  // q4_0_dot (one block per register) is superseded by q4_0_dot_zmm below
 ERT_DEFINE_DOTS(q5_0)
@@ -182,7 +199,8 @@ float q4_0_dot_zmm(int64_t n, const void* w, const void* a) {
     auto pair = [&](int64_t b) {  // blocks b, b+1 -> 16 x int32 block partial sums
         const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[b].qs));
         const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x[b + 1].qs));
-        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(_mm512_inserti64x4(_mm512_zextsi256_si512(qa), qb, 1), shifts), m4);
+        const __m512i q =
+            _mm512_and_si512(_mm512_srlv_epi16(_mm512_inserti64x4(_mm512_zextsi256_si512(qa), qb, 1), shifts), m4);
         const __m512i qy = _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)y[b].qs)),
                                               _mm256_loadu_si256((const __m256i*)y[b + 1].qs), 1);
         const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, qy);
@@ -330,7 +348,8 @@ void q3_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
         for (int i = 0; i < 4; ++i) {
             const int h = i >> 1, t = 2 * (i & 1);  // chunks 4h + t and 4h + t + 1
             const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qs + 32 * h)));
-            const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * t)), _mm256_set1_epi16((short)(2 * t + 2)), 1);
+            const __m512i shift =
+                _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * t)), _mm256_set1_epi16((short)(2 * t + 2)), 1);
             const __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), m3);
             const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1u << (4 * h + t))),
                                                    _mm256_set1_epi8((char)(1u << (4 * h + t + 1))), 1);
@@ -374,8 +393,8 @@ void q6_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* ou
         for (int h = 0; h < 2; ++h) {
             const __m512i l = _mm512_loadu_si512((const void*)(xb.ql + 64 * h));
             const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h)));
-            q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
-                                       _mm512_sllv_epi16(_mm512_and_si512(hb, hmask_lo), hshl_lo));
+            q[2 * h] =
+                _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_sllv_epi16(_mm512_and_si512(hb, hmask_lo), hshl_lo));
             q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
                                            _mm512_srlv_epi16(_mm512_and_si512(hb, hmask_hi), hshr_hi));
         }

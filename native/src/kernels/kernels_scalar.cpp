@@ -79,7 +79,10 @@ void quantize_q8_K(const float* x, void* vy, int64_t n) {
         float amax = 0.f, max = 0.f;
         for (int j = 0; j < QK_K; ++j) {
             const float ax = std::fabs(x[j]);
-            if (ax > amax) { amax = ax; max = x[j]; }
+            if (ax > amax) {
+                amax = ax;
+                max = x[j];
+            }
         }
         if (amax == 0.f) {
             y[b].d = 0.f;
@@ -345,8 +348,7 @@ float dot_q4_1(int64_t n, const void* w, const void* a) {
             sumi += (x[b].qs[j] >> 4) * y[b].qs[j + 16];
         }
         // sum (d q + m) * dy qy = d dy sum(q qy) + m * (dy sum(qy)) = ... + m * s
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) +
-             fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) + fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
     }
     return s;
 }
@@ -374,8 +376,7 @@ float dot_q5_1(int64_t n, const void* w, const void* a) {
         q5_values(x[b].qh, x[b].qs, lo, hi);
         int sumi = 0;
         for (int j = 0; j < 16; ++j) sumi += lo[j] * y[b].qs[j] + hi[j] * y[b].qs[j + 16];
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) +
-             fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) + fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
     }
     return s;
 }
@@ -399,8 +400,8 @@ float dot_q4_K(int64_t n, const void* w, const void* a) {
                 d1 += (q[l] >> 4) * qy[l + 32];
             }
             sumi += sc0 * d0 + sc1 * d1;
-            summ += m0 * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) +
-                    m1 * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
+            summ +=
+                m0 * (y[b].bsums[4 * k] + y[b].bsums[4 * k + 1]) + m1 * (y[b].bsums[4 * k + 2] + y[b].bsums[4 * k + 3]);
         }
         s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi - fp16_to_fp32(x[b].dmin) * y[b].d * (float)summ;
     }
@@ -545,8 +546,16 @@ const WeightKernels* avx512vnni_weight_kernels(GgmlType) noexcept { return nullp
 
 namespace {
 
-inline uint32_t float_bits(float f) { uint32_t u; std::memcpy(&u, &f, sizeof u); return u; }
-inline float bits_float(uint32_t u) { float f; std::memcpy(&f, &u, sizeof f); return f; }
+inline uint32_t float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+inline float bits_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 // One lane of ggml_v_expf (AVX2): ARM optimized-routines expf, max error 1.45 ulp; exp(-inf) = 0.
 float ggml_expf_lane(float x) {
@@ -557,9 +566,9 @@ float ggml_expf_lane(float x) {
     const uint32_t e = float_bits(z) << 23;
     const float k = bits_float(e + float_bits(1.0f));
     const float u = b * b;
-    const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                                      std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                             u, 0x1.ffffecp-1f * b);
+    const float j =
+        std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                 u, 0x1.ffffecp-1f * b);
     if (!(std::fabs(n) > 126.0f)) return std::fma(j, k, k);
     const uint32_t g = n <= 0.0f ? 0x82000000u : 0u;
     const float s1 = bits_float(g + 0x7f000000u);

@@ -58,8 +58,8 @@ ERT_INLINE __m256i unpack_nibbles(const uint8_t* p) {
 ERT_INLINE __m256i bits_to_bytes(const uint8_t* p) {
     uint32_t w;
     std::memcpy(&w, p, 4);
-    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000LL, 0x0101010101010101LL,
-                                            0x0202020202020202LL, 0x0303030303030303LL);
+    const __m256i shuf =
+        _mm256_setr_epi64x(0x0000000000000000LL, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL);
     const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), shuf);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
@@ -91,32 +91,31 @@ ERT_INLINE void run_blocks(int64_t nb, const Block& block, float* out) {
 }
 
 // Widen a run of 1..8 activation rows into calls of the NA-templated body.
-#define ERT_DEFINE_DOTS(NAME)                                                                        \
-    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                                    \
-        float o;                                                                                     \
-        NAME##_rows<1>(n, w, a, 0, &o);                                                              \
-        return o;                                                                                    \
-    }                                                                                                \
-    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) {   \
-        const uint8_t* ap = static_cast<const uint8_t*>(a);                                          \
-        while (na > 0) {                                                                             \
-            const int k = na < 8 ? na : 8;                                                           \
-            switch (k) {                                                                             \
-                case 1: NAME##_rows<1>(n, w, ap, st, out); break;                                    \
-                case 2: NAME##_rows<2>(n, w, ap, st, out); break;                                    \
-                case 3: NAME##_rows<3>(n, w, ap, st, out); break;                                    \
-                case 4: NAME##_rows<4>(n, w, ap, st, out); break;                                    \
-                case 5: NAME##_rows<5>(n, w, ap, st, out); break;                                    \
-                case 6: NAME##_rows<6>(n, w, ap, st, out); break;                                    \
-                case 7: NAME##_rows<7>(n, w, ap, st, out); break;                                    \
-                default: NAME##_rows<8>(n, w, ap, st, out); break;                                   \
-            }                                                                                        \
-            ap += (size_t)k * st;                                                                    \
-            out += k;                                                                                \
-            na -= k;                                                                                 \
-        }                                                                                            \
+#define ERT_DEFINE_DOTS(NAME)                                                                      \
+    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                   \
+        float o;                                                                                   \
+        NAME##_rows<1>(n, w, a, 0, &o);                                                            \
+        return o;                                                                                  \
+    }                                                                                              \
+    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) { \
+        const uint8_t* ap = static_cast<const uint8_t*>(a);                                        \
+        while (na > 0) {                                                                           \
+            const int k = na < 8 ? na : 8;                                                         \
+            switch (k) {                                                                           \
+                case 1: NAME##_rows<1>(n, w, ap, st, out); break;                                  \
+                case 2: NAME##_rows<2>(n, w, ap, st, out); break;                                  \
+                case 3: NAME##_rows<3>(n, w, ap, st, out); break;                                  \
+                case 4: NAME##_rows<4>(n, w, ap, st, out); break;                                  \
+                case 5: NAME##_rows<5>(n, w, ap, st, out); break;                                  \
+                case 6: NAME##_rows<6>(n, w, ap, st, out); break;                                  \
+                case 7: NAME##_rows<7>(n, w, ap, st, out); break;                                  \
+                default: NAME##_rows<8>(n, w, ap, st, out); break;                                 \
+            }                                                                                      \
+            ap += (size_t)k * st;                                                                  \
+            out += k;                                                                              \
+            na -= k;                                                                               \
+        }                                                                                          \
     }
-
 
 // Weight decoders: one 32-element block -> 32 int8 in element order.
 struct DecQ8_0 {  // signed
@@ -196,9 +195,9 @@ ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
     uint32_t u[3];
     std::memcpy(u, s12, 12);
     const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    out[0] = u[0] & m6;                                   // sc[0..3]
-    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);     // sc[4..7]
-    out[2] = u[1] & m6;                                   // m[0..3]
+    out[0] = u[0] & m6;                                       // sc[0..3]
+    out[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);         // sc[4..7]
+    out[2] = u[1] & m6;                                       // m[0..3]
     out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
 }
 
@@ -211,10 +210,10 @@ ERT_INLINE __m128i q3k_unpack_scales(const uint8_t* s12) {
     std::memcpy(&u1, s12 + 4, 4);
     std::memcpy(&u2, s12 + 8, 4);
     const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                  // s[0..3]
-                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),           // s[4..7]
-                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),    // s[8..11]
-                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));   // s[12..15]
+    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),                 // s[0..3]
+                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),          // s[4..7]
+                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),   // s[8..11]
+                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));  // s[12..15]
     return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
 

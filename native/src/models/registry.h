@@ -15,7 +15,7 @@ namespace edge_rt {
 // the residual stream f.s.x in place; w stays acquired for the duration of the call.
 
 struct Architecture {
-    const char* name;    // general.architecture
+    const char* name;  // general.architecture
     BlockRecipe block;
 };
 
