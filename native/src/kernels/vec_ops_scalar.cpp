@@ -1,0 +1,107 @@
+// ggml's float vector ops (kernels.h GgmlVecOps), scalar twin, and their per-ISA dispatch. Each AVX2
+// lane is emulated operation for operation (std::fma is one rounding like vfmadd), so the results are
+// the AVX2 variant's bits, not just close to them. Compiled with the portable flags (ISO C++: no
+// implicit FMA contraction), like kernels_scalar.cpp.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "edge_rt/fp16.h"
+#include "edge_rt/kernels.h"
+
+namespace edge_rt {
+
+namespace {
+
+inline uint32_t float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+inline float bits_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// One lane of ggml_v_expf (AVX2): ARM optimized-routines expf, max error 1.45 ulp; exp(-inf) = 0.
+float ggml_expf_lane(float x) {
+    const float r = 0x1.8p23f;
+    const float z = std::fma(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+    const uint32_t e = float_bits(z) << 23;
+    const float k = bits_float(e + float_bits(1.0f));
+    const float u = b * b;
+    const float j =
+        std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                 u, 0x1.ffffecp-1f * b);
+    if (!(std::fabs(n) > 126.0f)) return std::fma(j, k, k);
+    const uint32_t g = n <= 0.0f ? 0x82000000u : 0u;
+    const float s1 = bits_float(g + 0x7f000000u);
+    const float s2 = bits_float(e - g);
+    if (std::fabs(n) > 192.0f) return s1 * s1;
+    return std::fma(s2, j, s2) * s1;
+}
+
+// hsum_float_8 / tinyBLAS hsum: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+inline float hsum8_lanes(const float* l) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); }
+
+void ggml_swiglu_scalar(const float* x, const float* g, float* y, int64_t n) {
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t i = 0; i < n8; ++i) y[i] = x[i] / (1.0f + ggml_expf_lane(0.0f - x[i])) * g[i];
+    for (int64_t i = n8; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
+}
+
+double ggml_softmax_exp_scalar(const float* x, float* y, int64_t n, float max) {
+    double sum = 0.0;
+    for (int64_t i0 = 0; i0 < n; i0 += 8) {
+        float l[8] = {};  // masked lanes: exp(-inf) = 0
+        for (int64_t i = i0; i < std::min(n, i0 + 8); ++i) l[i - i0] = y[i] = ggml_expf_lane(x[i] - max);
+        sum += (double)hsum8_lanes(l);
+    }
+    return sum;
+}
+
+float ggml_dot_f16_tinyblas_scalar(int64_t n, const uint16_t* x, const uint16_t* y) {
+    float acc[8] = {};
+    for (int64_t i = 0; i < n; ++i) acc[i & 7] = std::fma(fp16_to_fp32(x[i]), fp16_to_fp32(y[i]), acc[i & 7]);
+    return hsum8_lanes(acc);
+}
+
+float ggml_dot_f16_scalar(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
+    const int64_t np = n_total & ~(int64_t)31;
+    float acc[4][8] = {};
+    for (int64_t i = 0; i < std::min(n, np); ++i) {
+        float& a = acc[(i >> 3) & 3][i & 7];
+        a = std::fma(fp16_to_fp32(x[i]), fp16_to_fp32(y[i]), a);
+    }
+    float l[8];
+    for (int k = 0; k < 8; ++k) l[k] = (acc[0][k] + acc[2][k]) + (acc[1][k] + acc[3][k]);
+    // GGML_F32x8_REDUCE: (lo + hi), then two hadds
+    double sum = (double)(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])));
+    for (int64_t i = np; i < n; ++i) sum += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+    return (float)sum;
+}
+
+}  // namespace
+
+const GgmlVecOps* scalar_ggml_vec_ops() noexcept {
+    static const GgmlVecOps ops{ggml_swiglu_scalar, ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar,
+                                ggml_dot_f16_scalar};
+    return &ops;
+}
+
+const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept {
+    const Isa best = best_isa();
+    const int level = (int)isa < (int)best ? (int)isa : (int)best;
+    const GgmlVecOps* simd = level >= (int)Isa::Avx2 ? avx2_ggml_vec_ops() : nullptr;
+    return simd ? *simd : *scalar_ggml_vec_ops();
+}
+
+// Stand-in where the AVX2 file is not compiled (non-x86 hosts): "not built" = nullptr.
+#if !defined(EDGE_RT_HAVE_AVX2)
+const GgmlVecOps* avx2_ggml_vec_ops() noexcept { return nullptr; }
+#endif
+
+}  // namespace edge_rt
