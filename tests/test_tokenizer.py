@@ -363,11 +363,13 @@ def test_synthetic_bpe() -> None:
     assert tok.eot_id == ids["<|end|>"] and tok.is_eog(ids["<|end|>"])
 
 
-def test_unknown_pre_tokenizer_warns_and_falls_back() -> None:
-    with pytest.warns(UserWarning, match="unknown pre-tokenizer 'made-up'"):
-        tok = Tokenizer.from_metadata(_bpe_md(**{"tokenizer.ggml.pre": "made-up"}))
-    ref = Tokenizer.from_metadata(_bpe_md())
-    assert tok.tokenize("hello world 12345") == ref.tokenize("hello world 12345")
+def test_unknown_pre_tokenizer_is_refused() -> None:
+    """As llama.cpp: a pre-tokenizer we do not implement is an error naming it (it used to fall back to
+    gpt-2's splitter with a warning and tokenize differently from llama.cpp)."""
+    from edge_rt import UnsupportedArchitectureError
+
+    with pytest.raises(UnsupportedArchitectureError, match=r"unknown pre-tokenizer 'made-up'.*supported: .*smollm"):
+        Tokenizer.from_metadata(_bpe_md(**{"tokenizer.ggml.pre": "made-up"}))
 
 
 @pytest.mark.parametrize("key,value,match", [

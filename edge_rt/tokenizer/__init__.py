@@ -12,7 +12,7 @@ Two tokenizer models are supported, selected by ``tokenizer.ggml.model``:
   merged by rank. The gpt-2 and llama3 splitters are ports of llama.cpp's hand-written splitters; the
   others run the regex llama.cpp runs, on the same "collapsed" text (every non-ASCII code point replaced
   by one byte naming its Unicode category), so digit grouping and whitespace rules match exactly.
-  An unknown pre-tokenizer falls back to the gpt-2 splitter with a warning.
+  An unknown pre-tokenizer is an UnsupportedArchitectureError naming it (llama.cpp refuses it too).
 
 Special tokens (control, user-defined, unknown) are cut out of the text first, longest first, as in
 llama.cpp's ``tokenizer_st_partition``: user-defined tokens always, control/unknown ones only with

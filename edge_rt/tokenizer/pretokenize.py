@@ -17,7 +17,7 @@ import re
 import unicodedata
 from typing import Any, Dict, List, Sequence, Tuple
 
-__all__ = ["PRE_TYPES", "PRE_GPT2", "PreTokenizer"]
+__all__ = ["PRE_TYPES", "PreTokenizer"]
 
 # ---- Unicode code point classes, as llama.cpp's unicode_cpt_flags -----------------------------------
 
@@ -99,7 +99,7 @@ _RES_DEFAULT = [r"[\p{P}\$\+<=>\^~\|]+", _RE_GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"
 
 # pre-tokenizer name -> (regex list, ignore_merges, default add_bos); llama.cpp's llm_tokenizer_bpe table.
 _PRE_DEFAULT = ("default", _RES_DEFAULT, False, False)
-PRE_GPT2 = ("gpt-2", [_RE_GPT2], False, False)
+_PRE_GPT2 = ("gpt-2", [_RE_GPT2], False, False)
 _PRE_LLAMA3 = ("llama3", [_RE_LLAMA3], True, True)
 _PRE_DBRX = ("dbrx", [_RE_LLAMA3], False, False)
 _PRE_QWEN2 = ("qwen2", [_RE_QWEN2], False, False)
@@ -109,7 +109,7 @@ _PRE_STARCODER = ("starcoder", [r"\p{N}", _RE_GPT2], False, False)
 PRE_TYPES: Dict[str, Tuple[str, List[str], bool, bool]] = {"": _PRE_DEFAULT, "default": _PRE_DEFAULT}
 for _name in ("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
               "mellum", "modern-bert", "exaone4", "mpt", "olmo", "jais", "trillion", "granite-docling"):
-    PRE_TYPES[_name] = PRE_GPT2
+    PRE_TYPES[_name] = _PRE_GPT2
 for _name in ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
               "jina-v5-nano"):
     PRE_TYPES[_name] = _PRE_LLAMA3

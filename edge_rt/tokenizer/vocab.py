@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
 from ..gguf_file import read_metadata
-from .pretokenize import PRE_GPT2, PRE_TYPES, PreTokenizer
+from .pretokenize import PRE_TYPES, PreTokenizer
 
 __all__ = [
     "Vocabulary", "is_byte_token_text",
@@ -267,10 +267,10 @@ class Vocabulary:
         if not is_spm:
             entry = PRE_TYPES.get(pre)
             if entry is None:
-                warnings.warn(f"edge_rt tokenizer: unknown pre-tokenizer '{pre}' "
-                              f"(key '{_KEY_PREFIX}pre'); falling back to the gpt-2 pre-tokenizer, "
-                              f"tokenization may differ from llama.cpp", stacklevel=2)
-                entry = PRE_GPT2
+                # As llama.cpp: another splitter would tokenize differently without saying so.
+                known = ", ".join(sorted(n for n in PRE_TYPES if n))
+                raise UnsupportedArchitectureError(
+                    f"[tokenizer] unknown pre-tokenizer '{pre}' (key '{_KEY_PREFIX}pre'); supported: {known}")
             elif pre == "":
                 warnings.warn(f"edge_rt tokenizer: missing '{_KEY_PREFIX}pre', using 'default' "
                               f"(generation quality may be degraded)", stacklevel=2)
