@@ -27,10 +27,10 @@ uint64_t kv_bytes(const ModelConfig& cfg, int64_t n_ctx) {
 }  // namespace
 
 std::unique_ptr<ExpertPredictor> Engine::load_predictor(const EngineOptions& options, const ModelConfig& cfg,
-                                                        std::vector<std::string>* notes) {
+                                                        bool budgeted, std::vector<std::string>* notes) {
     const ModelParams& m = options.model;
     if (m.expert_predictor.empty()) return nullptr;
-    const bool used = cfg.is_moe() && m.mem_budget && m.streaming.prefetch &&
+    const bool used = cfg.is_moe() && budgeted && m.streaming.prefetch &&
                       ((int)m.streaming.expert_prefetch & (int)ExpertPrefetch::NextLayer);
     if (!used) {
         if (m.expert_predictor_optional) return nullptr;  // nothing would run it: not worth a note
@@ -77,7 +77,8 @@ BudgetFloor Engine::minimum_budget(const std::string& path, const EngineOptions&
     check_options(options);
     const auto file = GgufFile::open(path);
     const ModelConfig cfg = ModelConfig::from_gguf(*file);
-    const std::unique_ptr<ExpertPredictor> predictor = load_predictor(options, cfg, nullptr);
+    // The floor is that of a budgeted load, whatever options.model.mem_budget says.
+    const std::unique_ptr<ExpertPredictor> predictor = load_predictor(options, cfg, true, nullptr);
     return budget_floor(*file, cfg, options, ubatch_for(options, cfg, true), predictor.get());
 }
 
@@ -97,7 +98,7 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
              "models; " +
                  path + " is dense");
     }
-    predictor_ = load_predictor(options, cfg_, &notes_);
+    predictor_ = load_predictor(options, cfg_, options.model.mem_budget != 0, &notes_);
     const BudgetFloor least = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
     if (options.model.mem_budget) {
         // Check the whole minimum first so the error states it, whichever class would overflow.

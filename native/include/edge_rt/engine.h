@@ -113,9 +113,9 @@ public:
 
 private:
     // The predictor options.model asks for, loaded, or nullptr (none, or an optional one left out:
-    // why goes to notes when given).
+    // why goes to notes when given). Next-layer prefetch, its only user, runs only when budgeted.
     static std::unique_ptr<ExpertPredictor> load_predictor(const EngineOptions& options, const ModelConfig& cfg,
-                                                           std::vector<std::string>* notes);
+                                                           bool budgeted, std::vector<std::string>* notes);
     // Prefill micro-batch: options.n_ubatch, else 128 under a budget or for MoE, else 256.
     static int64_t ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted);
     static BudgetFloor budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
