@@ -37,6 +37,7 @@ from .errors import ModelFormatError, ModelIOError
 
 __all__ = [
     "PathLike",
+    "existing_file",
     "read_header",
     "read_metadata",
     "read_metadata_with_gguf_package",
@@ -63,9 +64,10 @@ _FIXED_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12:
 
 # ---- reading -------------------------------------------------------------------------------------
 
-def _existing_file(path: PathLike, op: str) -> Path:
-    """``path`` as a Path; ModelIOError (prefixed with ``op``) when it is missing or a directory."""
-    p = Path(os.fspath(path))
+def existing_file(path: PathLike, op: str) -> Path:
+    """``path`` as a Path (``~`` expanded); ModelIOError (prefixed with ``op``) when it is missing or a
+    directory."""
+    p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise ModelIOError(f"{op} model file not found: {p}")
     if p.is_dir():
@@ -83,7 +85,7 @@ def read_header(path: PathLike, op: str = "[gguf]") -> Any:
     """
     from .loading import _core
 
-    p = _existing_file(path, op)
+    p = existing_file(path, op)
     return _core().GGUFFile(str(p))
 
 

@@ -97,17 +97,15 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
     by the core before the header is read (so a bad value is reported ahead of the warning for an
     n_ctx past the training context); the header's metadata and architecture. Reads the GGUF header
     only."""
-    p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise ModelIOError(f"[load] model file not found: {p}")
-    if p.is_dir():
-        raise ModelIOError(f"[load] model path is a directory, not a GGUF file: {p}")
+    from .gguf_file import existing_file, read_header
+
+    p = existing_file(path, "[load]")
     core = _core()
     _set_option(opts, "threads", default_threads() if threads is None else threads)
     _set_option(opts, "n_ctx", DEFAULT_N_CTX if n_ctx is None else n_ctx)
     core.check_options(opts)
 
-    header = core.GGUFFile(str(p))  # header only: fails fast and clearly on a non-GGUF file
+    header = read_header(p, "[load]")  # header only: fails fast and clearly on a non-GGUF file
     md: Dict[str, Any] = dict(header.metadata)
     arch = md.get("general.architecture")
     if not isinstance(arch, str) or not arch:
@@ -179,7 +177,6 @@ def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optiona
     """
     core = _core()
     opts = core.EngineOptions()
-    opts.mem_budget = MAX_SIZE  # any budget: what is asked is the least one
     opts.prefetch = bool(prefetch)
     opts.expert_prefetch = str(expert_prefetch)
     p, _, _ = _open_model_header(path, threads, n_ctx, opts)
