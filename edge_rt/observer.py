@@ -32,6 +32,7 @@ Contract (the engine calls, from the thread that evaluates):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import FrozenSet, Optional
 
 import numpy as np
@@ -39,19 +40,20 @@ import numpy as np
 KINDS: FrozenSet[str] = frozenset({"matmul_input", "router_probs", "ffn_input"})
 
 
-class EvalObserver:
-    """Base class of observers: subclasses set ``kinds`` and override ``observe`` (and ``begin`` /
-    ``end`` when they accumulate)."""
+class EvalObserver(ABC):
+    """Base class of observers: subclasses set ``kinds`` and implement ``observe`` (and override
+    ``begin`` / ``end`` when they accumulate)."""
 
     kinds: FrozenSet[str] = frozenset()
 
-    def begin(self, n_past: int, n_tokens: int) -> None:
+    def begin(self, n_past: int, n_tokens: int) -> None:  # noqa: B027 (an optional hook: a no-op by default)
         """An evaluation of ``n_tokens`` tokens at positions ``n_past ..`` starts."""
 
+    @abstractmethod
     def observe(self, kind: str, layer: int, weight: Optional[str], expert: int, values: np.ndarray) -> None:
-        raise NotImplementedError
+        """One observed value of a kind in ``kinds`` (see the module contract)."""
 
-    def end(self, completed: bool) -> None:
+    def end(self, completed: bool) -> None:  # noqa: B027 (an optional hook: a no-op by default)
         """The evaluation finished (``completed``) or failed."""
 
 
@@ -63,7 +65,7 @@ class ObserverGroup(EvalObserver):
         self.observers = observers
         self.kinds = frozenset().union(*(o.kinds for o in observers))
 
-    def begin(self, n_past: int, n_tokens: int) -> None:
+    def begin(self, n_past: int, n_tokens: int) -> None:  # noqa: B027 (an optional hook: a no-op by default)
         for o in self.observers:
             o.begin(n_past, n_tokens)
 

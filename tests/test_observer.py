@@ -89,6 +89,9 @@ def test_bad_observers_are_refused(tiny_model):
     class Unknown(EvalObserver):
         kinds = frozenset({"attention_scores"})
 
+        def observe(self, kind, layer, weight, expert, values):
+            pass
+
     with edge_rt.load(tiny_model, threads=1, n_ctx=64) as m:
         with pytest.raises(InvalidArgumentError, match="attention_scores"):
             with m.observe(Unknown()):
