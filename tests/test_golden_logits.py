@@ -22,3 +22,17 @@ def test_logits_match_golden_table(isa):
     assert set(got) == set(want), "the golden cases changed: rerun tests/golden_logits.py --update on purpose"
     changed = sorted(k for k in want if got[k] != want[k])
     assert not changed, f"{isa}: logits changed for {changed}"
+
+
+# Dense models whose every op has a scalar twin emulating the AVX2 lanes (the 32-element block formats,
+# ggml's float vector ops): the scalar ISA must compute the AVX2 bits, which are llama.cpp's.
+SCALAR_EQUALS_AVX2 = ["llama-gqa-Q4_0", "llama-gqa-Q4_1", "llama-gqa-Q5_0", "llama-gqa-Q5_1", "llama-gqa-Q8_0",
+                      "llama-gqa-Q8_0@stream", "llama-tied-Q8_0", "qwen2-mha-Q8_0", "qwen2-mqa-Q4_0",
+                      "qwen2-ropelinear2-Q8_0", "qwen3-mha-Q8_0", "qwen3-mqa-Q4_0"]
+
+
+def test_scalar_twins_compute_the_avx2_bits():
+    if "scalar" not in TABLE or "avx2" not in TABLE:
+        pytest.skip("the table lacks a scalar or an avx2 column")
+    differ = [k for k in SCALAR_EQUALS_AVX2 if TABLE["scalar"][k] != TABLE["avx2"][k]]
+    assert not differ, f"scalar and avx2 digests differ for {differ}"

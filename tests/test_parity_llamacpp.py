@@ -342,13 +342,23 @@ def _llama_cpp_mirrors_avx2() -> bool:
     return all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")) and "AVX512" not in info
 
 
-def test_parity_bitwise_smollm_like(synthetic_model, llama_cpp_peer):
+# Q4_0 as well: llama.cpp repacks Q4_0 matrices (rows a multiple of 8, the tied head's duplicate too) and
+# sums them block by block (kernels.h SumOrder::Blockwise); edge_rt's interleaved and plain kernels both.
+BITWISE_VARIANTS = {
+    "q4_1-tied-q8_0": {},
+    "q4_0-untied": dict(weight_type="Q4_0", embed_type="Q4_0", tie_embeddings=False),
+    "q4_0-tied": dict(weight_type="Q4_0", embed_type="Q4_0"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BITWISE_VARIANTS))
+def test_parity_bitwise_smollm_like(synthetic_model, llama_cpp_peer, variant):
     from edge_rt import _core
     from edge_rt import _testing as edge_rt_testing
 
     if _core.isa() != "avx2" or not _llama_cpp_mirrors_avx2():
         pytest.skip(f"bitwise parity is defined against llama.cpp's AVX2 build (edge_rt isa {_core.isa()})")
-    path = synthetic_model(**SMOLLM_LIKE)
+    path = synthetic_model(**{**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]})
     llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS)
     eng = edge_rt_testing.engine(path, THREADS, N_CTX)
     rng = np.random.default_rng(7)

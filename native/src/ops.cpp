@@ -1,6 +1,7 @@
 #include "ops.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "edge_rt/error.h"
@@ -57,11 +58,41 @@ size_t quantize_rows(ForwardPass& f, const float* src, int64_t m, int64_t width,
 
 // Prefill tiles the loops: a block of kRowTile weight rows (tens of KB, stays in L2) is swept by
 // groups of 8 activation rows (one group stays in L1), so neither side is re-streamed per row.
+// A Blockwise matrix interleaved in RAM: groups of 8 rows (gemm_x8) swept by runs of activation rows.
+void matmul_x8(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t act_stride, int64_t n_tok, float* y,
+               int64_t y_stride) {
+    constexpr int64_t kGroupTile = 4;  // 32 weight rows per tile
+    constexpr int64_t kActTile = 16;   // activation rows per pass over the tile
+    const uint8_t* act = f.s.act.data();
+    const int64_t width = W.ne0, nb = width / QK8_0;
+    std::vector<int16_t>& sums = f.s.act_sums;
+    if (sums.size() < (size_t)(n_tok * nb)) sums.resize((size_t)(n_tok * nb));
+    for (int64_t t = 0; t < n_tok; ++t) act_block_sums(act + (size_t)t * act_stride, width, &sums[(size_t)(t * nb)]);
+    const size_t group_bytes = 8 * W.row_bytes;
+    f.pool.parallel_for(W.ne1 / 8, 2, [&](int64_t g0, int64_t g1) {
+        float tmp[kActTile * 8];
+        for (int64_t gb = g0; gb < g1; gb += kGroupTile) {
+            const int64_t ge = std::min(g1, gb + kGroupTile);
+            for (int64_t t = 0; t < n_tok; t += kActTile) {
+                const int n_act = (int)std::min<int64_t>(kActTile, n_tok - t);
+                for (int64_t g = gb; g < ge; ++g) {
+                    k.gemm_x8(width, W.data + (size_t)g * group_bytes, act + (size_t)t * act_stride, act_stride,
+                              &sums[(size_t)(t * nb)], n_act, tmp, 8);
+                    for (int j = 0; j < n_act; ++j)
+                        std::memcpy(&y[(t + j) * y_stride + g * 8], &tmp[j * 8], 8 * sizeof(float));
+                }
+            }
+        }
+    });
+}
+
 void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t act_stride, int64_t n_tok, float* y,
             int64_t y_stride) {
+    if (W.interleaved) return matmul_x8(f, W, k, act_stride, n_tok, y, y_stride);
     constexpr int64_t kRowTile = 32;
     const uint8_t* act = f.s.act.data();
     const int64_t width = W.ne0;
+    const bool blockwise = W.sum_order == SumOrder::Blockwise;
     f.pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
         float tmp[8];
         for (int64_t rb = r0; rb < r1; rb += kRowTile) {
@@ -71,7 +102,10 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                 const uint8_t* a = act + (size_t)t * act_stride;
                 for (int64_t r = rb; r < re; ++r) {
                     const uint8_t* wrow = W.row(r);
-                    if (k.vec_dot_rows && n_act > 1) {
+                    if (blockwise) {
+                        k.dot_rows_blockwise(width, wrow, a, act_stride, n_act, tmp);
+                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+                    } else if (k.vec_dot_rows && n_act > 1) {
                         k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);
                         for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
                     } else {

@@ -11,6 +11,7 @@
 
 #include "edge_rt/error.h"
 #include "edge_rt/kernels.h"
+#include "interleave.h"
 
 namespace edge_rt {
 
@@ -136,8 +137,14 @@ ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const Mod
 
     const TensorLocator locate = [this](const GgufTensorInfo& t) { return buffer_ + (t.offset - base_offset_); };
     layers_.reserve((size_t)cfg.n_layer);
-    for (int il = 0; il < cfg.n_layer; ++il) layers_.push_back(bind_layer_tensors(f, il, locate));
+    for (int il = 0; il < cfg.n_layer; ++il) {
+        layers_.push_back(bind_layer_tensors(f, il, locate));
+        interleave_layer(layers_.back());
+    }
     head_ = bind_head_tensors(f, cfg, locate);
+    // A tied head's bytes are also the embedding rows read_embeddings dequantizes: left in the file's
+    // layout (its Blockwise kernel reads plain rows).
+    if (!cfg.tied_output) interleave_in_place(head_.output);
     token_embd_ = view_of(f, "token_embd.weight", locate);
 }
 

@@ -267,6 +267,15 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
     return bad;
 }
 
+// The 32-element block formats' scalar twins emulate the AVX2 kernels' lanes (kernels_scalar.cpp LaneSum),
+// so the two agree bit for bit: the scalar ISA then computes what llama.cpp's AVX2 build computes.
+bool bitwise_twin(GgmlType t, Isa isa) {
+    return isa == Isa::Avx2 && (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q5_0 ||
+                                t == GgmlType::Q4_1 || t == GgmlType::Q5_1);
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
 void test_type(const TypeInfo& ti, std::mt19937& rng) {
     const WeightKernels* ref = scalar_weight_kernels(ti.type);
     CHECK(ref != nullptr, "%s: no scalar kernels", ti.name);
@@ -352,6 +361,9 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
                     worst_ratio = std::fmax(worst_ratio, err / lim);
                     CHECK(err <= lim, "%s/%s n=%lld: vec_dot %.9g vs scalar %.9g (err %.3g > limit %.3g)", ti.name,
                           isa_name(isa), (long long)n, got, ref_dot[r], err, lim);
+                    CHECK(!bitwise_twin(ti.type, isa) || same_bits(got, ref_dot[r]),
+                          "%s/%s n=%lld: vec_dot %.9g is not the scalar twin's %.9g bit for bit", ti.name,
+                          isa_name(isa), (long long)n, got, ref_dot[r]);
                 }
             }
             if (k->vec_dot_rows) {
@@ -364,6 +376,9 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
                         worst_ratio = std::fmax(worst_ratio, err / lim);
                         CHECK(err <= lim, "%s/%s n=%lld: vec_dot_rows(n_act=%d)[%d] %.9g vs scalar %.9g", ti.name,
                               isa_name(isa), (long long)n, na, r, out[r], ref_dot[r]);
+                        CHECK(!bitwise_twin(ti.type, isa) || same_bits(out[r], ref_dot[r]),
+                              "%s/%s n=%lld: vec_dot_rows(n_act=%d)[%d] %.9g is not the scalar twin's %.9g bit for bit",
+                              ti.name, isa_name(isa), (long long)n, na, r, out[r], ref_dot[r]);
                     }
                 }
             }
@@ -597,6 +612,71 @@ void test_ggml_vec_ops(std::mt19937& rng) {
 // Dispatch asked for every ISA, the CPU's or not, must hand back kernels this CPU runs: building the
 // merged table used to run the AVX-512 table's static initializer (AVX-512 stores) on every CPU, so
 // the first weight_kernels() call died with SIGILL on an AVX2-only machine.
+// Q4_0 in Blockwise order (kernels.h SumOrder): the definition (one fma per block, in block order), the
+// plain-layout rows kernel and the x8 gemm over interleaved groups, at every ISA, all bit for bit.
+void test_q4_0_blockwise(std::mt19937& rng) {
+    const TypeInfo& ti = kTypes[4];
+    CHECK(ti.type == GgmlType::Q4_0, "kTypes[4] is not Q4_0");
+    CHECK(sum_order_for(GgmlType::Q4_0, 64) == SumOrder::Blockwise, "Q4_0 with 64 rows should be Blockwise");
+    CHECK(sum_order_for(GgmlType::Q4_0, 12) == SumOrder::Lanes, "Q4_0 with 12 rows should be Lanes");
+    CHECK(sum_order_for(GgmlType::Q8_0, 64) == SumOrder::Lanes, "Q8_0 is never repacked by llama.cpp");
+    const WeightKernels* ref = scalar_weight_kernels(GgmlType::Q4_0);
+    for (int64_t n : {32, 64, 256, 2048}) {
+        const int64_t nb = n / 32;
+        const size_t rb = (size_t)(nb * ti.block_bytes);
+        const auto w = random_weights(ti, 8 * n, rng);  // 8 rows back to back
+        constexpr int kActs = 11;                       // past the AVX2 kernel's runs of 4
+        const size_t arb = ref->act_row_bytes(n);
+        std::vector<uint8_t> acts(arb * kActs);
+        std::vector<int16_t> sums((size_t)(nb * kActs));
+        for (int r = 0; r < kActs; ++r) {
+            ref->quantize_act(random_acts(n, rng).data(), acts.data() + r * arb, n);
+            act_block_sums(acts.data() + r * arb, n, sums.data() + r * nb);
+        }
+        // the definition
+        float want[kActs][8];
+        for (int r = 0; r < kActs; ++r)
+            for (int c = 0; c < 8; ++c) {
+                const auto* x = reinterpret_cast<const BlockQ4_0*>(w.data() + c * rb);
+                const auto* y = reinterpret_cast<const BlockQ8_0*>(acts.data() + r * arb);
+                float acc = 0.f;
+                for (int64_t b = 0; b < nb; ++b) {
+                    int isum = 0;
+                    for (int j = 0; j < 16; ++j)
+                        isum += ((x[b].qs[j] & 15) - 8) * y[b].qs[j] + ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
+                    acc = std::fma((float)isum, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
+                }
+                want[r][c] = acc;
+            }
+        std::vector<uint8_t> group(8 * rb);
+        ref->interleave_x8(w.data(), rb, n, group.data());
+        std::vector<Isa> isas = runnable_simd_isas();
+        isas.insert(isas.begin(), Isa::Scalar);
+        for (Isa isa : isas) {
+            const WeightKernels* k = weight_kernels(GgmlType::Q4_0, isa);
+            CHECK(k->dot_rows_blockwise && k->interleave_x8 && k->gemm_x8, "Q4_0/%s: Blockwise kernels missing",
+                  isa_name(isa));
+            for (int na = 1; na <= kActs; ++na) {
+                float out[kActs * 8];
+                k->gemm_x8(n, group.data(), acts.data(), arb, sums.data(), na, out, 8);
+                for (int r = 0; r < na; ++r)
+                    for (int c = 0; c < 8; ++c)
+                        CHECK(same_bits(out[r * 8 + c], want[r][c]),
+                              "Q4_0/%s n=%lld gemm_x8(n_act=%d)[%d][%d] %.9g != %.9g", isa_name(isa), (long long)n, na,
+                              r, c, out[r * 8 + c], want[r][c]);
+            }
+            for (int c = 0; c < 8; ++c) {
+                float out[8];
+                k->dot_rows_blockwise(n, w.data() + c * rb, acts.data(), arb, 8, out);
+                for (int r = 0; r < 8; ++r)
+                    CHECK(same_bits(out[r], want[r][c]), "Q4_0/%s n=%lld dot_rows_blockwise row %d act %d %.9g != %.9g",
+                          isa_name(isa), (long long)n, c, r, out[r], want[r][c]);
+            }
+        }
+    }
+    std::printf("  Q4_0 Blockwise order: rows and x8 kernels ok-so-far\n");
+}
+
 void test_dispatch_on_this_cpu() {
     const TypeInfo& ti = kTypes[3];  // Q8_0
     std::vector<float> x((size_t)ti.block_elems, 0.5f);
@@ -621,6 +701,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(12345);
     for (const TypeInfo& ti : kTypes) test_type(ti, rng);
     test_ggml_vec_ops(rng);
+    test_q4_0_blockwise(rng);
     // Non-compute types have no kernels.
     CHECK(weight_kernels(GgmlType::Q2_K, Isa::Scalar) == nullptr, "Q2_K should have no kernels");
     if (g_failures) {

@@ -43,8 +43,39 @@ struct WeightKernels {
     // y[0..n) <- dequantized weight row (reference precision; used for embeddings and tests).
     void (*dequantize_row)(const void* w, float* y, int64_t n);
 
+    // ---- Blockwise order (see SumOrder); nullptr for types llama.cpp never repacks.
+    // out[j] = w . a_j for j in [0, n_act), 1 <= n_act <= 8, w one row in the file's layout.
+    void (*dot_rows_blockwise)(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out);
+    // 8 consecutive rows of n elements (row_bytes apart) -> one interleaved group of the same total size
+    // (the type's x8 layout, below). src and group must not overlap.
+    void (*interleave_x8)(const void* src, size_t row_bytes, int64_t n, void* group);
+    // One interleaved group of 8 weight rows times n_act activation rows: out[j * out_stride + c] for
+    // row c of the group and activation row j, bit for bit dot_rows_blockwise. a_sums: per activation
+    // row, its nb = n / 32 block sums of the int8 values (act_block_sums), rows nb apart.
+    void (*gemm_x8)(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
+                    float* out, size_t out_stride);
+
     size_t act_row_bytes(int64_t n) const noexcept { return (size_t)(n / act_block_elems * act_block_bytes); }
 };
+
+// Summation order of a weight matrix's dot products. llama.cpp's x86 CPU backend repacks Q4_0 matrices
+// whose row count is a multiple of 8 into interleaved groups of 8 rows at load (ggml-cpu/repack.cpp,
+// block_q4_0x8; also the output head's duplicate of a tied token embedding) and sums those as
+// ggml_gemv/gemm_q4_0_8x8_q8_0 do: one float accumulator per output, acc = fma(float(integer block sum),
+// dx * dy, acc) block by block (Blockwise). Every other matrix is summed as its vec_dot does (Lanes: 8
+// float lanes, then hsum8). The engine mirrors the choice per tensor in every ISA and layout, so a
+// matrix streamed in the file's layout and one interleaved in RAM give the same bits.
+enum class SumOrder : uint8_t { Lanes, Blockwise };
+SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept;
+
+// Q4_0 x8 layout (interleave_x8): a group of 8 rows is nb = n / 32 blocks of 144 bytes; block b holds the
+// 8 rows' fp16 scales d[c] (16 bytes), then qs[k][c][i] for k < 4, c < 8, i < 4 (128 bytes): byte
+// 4k + i of row c's block b (low nibble: element 4k + i, high nibble: element 16 + 4k + i). A 32-byte
+// load of qs[k] thus holds 4 elements of each of the 8 rows in its 8 lanes of 4 bytes.
+constexpr size_t kQ4_0x8BlockBytes = 144;
+
+// sums[b] <- sum of the 32 int8 values of Q8_0 activation block b, for b < n / 32 (what gemm_x8 reads).
+void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept;
 
 // Kernels for weight type `type` on `isa`. Where `isa` has no specialised kernel for the type the
 // next lower ISA's kernel is returned (ultimately Scalar). nullptr when the type is not a compute type.

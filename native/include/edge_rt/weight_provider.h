@@ -18,6 +18,7 @@
 
 #include "edge_rt/ggml_types.h"
 #include "edge_rt/gguf_reader.h"
+#include "edge_rt/kernels.h"
 #include "edge_rt/model_config.h"
 
 namespace edge_rt {
@@ -33,6 +34,12 @@ struct TensorView {
     int64_t ne1 = 1;  // rows (per expert)
     int64_t ne2 = 1;  // experts (1 for a 2-D weight)
     size_t row_bytes = 0;
+    // How its dot products are summed (kernels.h): decided from the type and row count as llama.cpp
+    // decides what to repack (a tied output head too: llama.cpp repacks its duplicate of the embedding).
+    SumOrder sum_order = SumOrder::Lanes;
+    // The bytes are groups of 8 rows in the type's x8 layout (kernels.h), rearranged in RAM by the
+    // provider for the gemm_x8 kernels; row(r) is then meaningless. Only for Blockwise matrices.
+    bool interleaved = false;
 
     // The view of tensor t whose bytes are at data (t's type, shape and row size).
     static TensorView of(const GgufTensorInfo& t, const uint8_t* data) noexcept {
@@ -44,6 +51,7 @@ struct TensorView {
         v.ne1 = t.ne[1];
         v.ne2 = t.ne[2];
         v.row_bytes = (size_t)t.row_bytes();
+        v.sum_order = sum_order_for(t.type, t.ne[1]);
         return v;
     }
 

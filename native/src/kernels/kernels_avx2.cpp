@@ -2,7 +2,8 @@
 // avx2_weight_kernels() after cpu_features decided the CPU runs them. Reference twin: kernels_scalar.cpp.
 //
 // Integer dot products use the sign trick for signed x signed int8 (|x| * sign(y, x) through
-// vpmaddubsw), so block sums stay exact integers; results differ from the scalar twin only in the
+// vpmaddubsw), so block sums stay exact integers. The 32-element block formats are their scalar twins'
+// bits (the twins emulate these lanes); the K-quant and float kernels differ from theirs only in the
 // order in which per-block float terms are added.
 #include <immintrin.h>
 
@@ -468,6 +469,86 @@ float ggml_dot_f16_avx2(int64_t n, const uint16_t* x, const uint16_t* y, int64_t
     return (float)sum;
 }
 
+// ------------------------------------------------------------------ Q4_0, Blockwise order (kernels.h)
+
+// One plain row: exact integer block sums (hsum of the 8 int32 lanes), then one scalar fma per block.
+void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+    const auto* x = static_cast<const BlockQ4_0*>(w);
+    for (int j = 0; j < n_act; ++j) {
+        const auto* y = reinterpret_cast<const BlockQ8_0*>(act_row(a, a_stride, j));
+        float acc = 0.f;
+        for (int64_t b = 0; b < n / QK4_0; ++b) {
+            const __m256i qx = DecQ4_0::q(x[b]);
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[b].qs);
+            const int isum = hsum8_epi32(dot_u8i8(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)));
+            acc = std::fma((float)isum, h2f(x[b].d) * h2f(y[b].d), acc);
+        }
+        out[j] = acc;
+    }
+}
+
+// NA activation rows against one x8 group. Per block: the 4 x 32 weight bytes give 8 vectors of 4
+// elements x 8 rows (low / high nibbles, unsigned 0..15); each meets the activation's same 4 elements
+// broadcast to all lanes (vpmaddubsw: i16 pairs <= 2 * 15 * 127, the 8 products' sum <= 30480, no
+// saturation), one vpmaddwd folds each lane's pair: lane c = sum q * y of row c. Minus 8 * sum y gives
+// the signed Q4_0 integer sum, exact, then acc = fma(sum, dx * dy, acc) per lane as ggml's gemm.
+template <int NA>
+ERT_INLINE void q4_0_gemm_x8_rows(int64_t n, const uint8_t* group, const uint8_t* a, size_t a_stride,
+                                  const int16_t* a_sums, float* out, size_t out_stride) {
+    const int64_t nb = n / QK4_0;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NA];
+    for (int r = 0; r < NA; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* g = group + b * kQ4_0x8BlockBytes;
+        const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)g));
+        __m256i lo[4], hi[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256i v = _mm256_loadu_si256((const __m256i*)(g + 16 + 32 * k));
+            lo[k] = _mm256_and_si256(v, low4);
+            hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        }
+        for (int r = 0; r < NA; ++r) {
+            const auto* y = reinterpret_cast<const BlockQ8_0*>(a + (size_t)r * a_stride) + b;
+            int32_t y4[8];
+            std::memcpy(y4, y->qs, 32);
+            __m256i p = _mm256_maddubs_epi16(lo[0], _mm256_set1_epi32(y4[0]));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[1], _mm256_set1_epi32(y4[1])));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[2], _mm256_set1_epi32(y4[2])));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[3], _mm256_set1_epi32(y4[3])));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[0], _mm256_set1_epi32(y4[4])));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[1], _mm256_set1_epi32(y4[5])));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[2], _mm256_set1_epi32(y4[6])));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[3], _mm256_set1_epi32(y4[7])));
+            const __m256i isum =
+                _mm256_sub_epi32(_mm256_madd_epi16(p, ones), _mm256_set1_epi32(8 * a_sums[(size_t)r * nb + b]));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dx, _mm256_set1_ps(h2f(y->d))), acc[r]);
+        }
+    }
+    for (int r = 0; r < NA; ++r) _mm256_storeu_ps(out + (size_t)r * out_stride, acc[r]);
+}
+
+void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
+                  float* out, size_t out_stride) {
+    const auto* g = static_cast<const uint8_t*>(group);
+    const auto* ap = static_cast<const uint8_t*>(a);
+    const int64_t nb = n / QK4_0;
+    for (int j = 0; j < n_act;) {
+        const int k = n_act - j >= 4 ? 4 : n_act - j;
+        const uint8_t* aj = ap + (size_t)j * a_stride;
+        const int16_t* sj = a_sums + (size_t)j * nb;
+        float* oj = out + (size_t)j * out_stride;
+        switch (k) {
+            case 1: q4_0_gemm_x8_rows<1>(n, g, aj, a_stride, sj, oj, out_stride); break;
+            case 2: q4_0_gemm_x8_rows<2>(n, g, aj, a_stride, sj, oj, out_stride); break;
+            case 3: q4_0_gemm_x8_rows<3>(n, g, aj, a_stride, sj, oj, out_stride); break;
+            default: q4_0_gemm_x8_rows<4>(n, g, aj, a_stride, sj, oj, out_stride); break;
+        }
+        j += k;
+    }
+}
+
 // ------------------------------------------------------------------ table
 
 struct Avx2Table {
@@ -476,7 +557,7 @@ struct Avx2Table {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*),
              void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
-        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr};
+        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr, nullptr, nullptr, nullptr};
         present[(int)w] = true;
     }
     Avx2Table() {
@@ -493,6 +574,8 @@ struct Avx2Table {
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q4_K_dot, q4_K_dot_rows);
         add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q5_K_dot, q5_K_dot_rows);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q6_K_dot, q6_K_dot_rows);
+        k[(int)T::Q4_0].dot_rows_blockwise = q4_0_dot_rows_blockwise;
+        k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8;
     }
 };
 

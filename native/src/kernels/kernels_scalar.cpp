@@ -2,7 +2,9 @@
 //
 // Semantics follow ggml's reference code: activations are quantized exactly like
 // quantize_row_q8_0/q8_1/q8_K_ref, dot products sum integers per block and scale once per block.
-// Integer block sums are exact, so SIMD variants differ from these only by float summation order.
+// Integer block sums are exact. The 32-element block formats add the scaled block terms in the AVX2
+// kernels' order (LaneSum, and Q4_0's Blockwise order), so those are the AVX2 bits exactly; the
+// K-quant and float twins differ from the SIMD variants by float summation order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -310,75 +312,164 @@ float dot_bf16(int64_t n, const void* w, const void* a) {
     return (float)s;
 }
 
+// The 32-element block formats sum a row as the AVX2 kernels do (x86_simd_common.h rows_q8_0_act /
+// rows_q8_1_act, themselves ggml's AVX2 vec_dot order): lane j of an 8-float accumulator takes, block by
+// block, fma(float(sum of the products of elements 4j..4j+3), dx*dy, lane j); the lanes are reduced as
+// hsum8. Integer sums are exact, so emulating the lanes makes these twins the AVX2 results bit for bit
+// rather than only close: a last-bit difference flips int8 roundings of the next layer's activations,
+// which trained weights amplify (SmolLM2-135M Q4_1: 0.11-0.29 std of the logits with per-block sums).
+struct LaneSum {
+    float lane[8] = {};
+    // q[i] * y[i] for the block's 32 elements in element order
+    void add_block(const int* wq, const int8_t* yq, float scale) {
+        for (int j = 0; j < 8; ++j) {
+            const int p = wq[4 * j] * yq[4 * j] + wq[4 * j + 1] * yq[4 * j + 1] + wq[4 * j + 2] * yq[4 * j + 2] +
+                          wq[4 * j + 3] * yq[4 * j + 3];
+            lane[j] = std::fma((float)p, scale, lane[j]);
+        }
+    }
+    // hsum8: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
+    float total() const {
+        return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+    }
+};
+
+// One block's 32 weights as integers in element order (low nibbles are elements 0..15, high 16..31).
+inline void nibbles(const uint8_t* qs, int offset, int* q) {
+    for (int j = 0; j < 16; ++j) {
+        q[j] = (qs[j] & 0x0F) - offset;
+        q[j + 16] = (qs[j] >> 4) - offset;
+    }
+}
+inline void q5_block(const uint8_t* qh, const uint8_t* qs, int offset, int* q) {
+    int lo[16], hi[16];
+    q5_values(qh, qs, lo, hi);
+    for (int j = 0; j < 16; ++j) {
+        q[j] = lo[j] - offset;
+        q[j + 16] = hi[j] - offset;
+    }
+}
+
 float dot_q8_0(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ8_0*>(w);
     const auto* y = static_cast<const BlockQ8_0*>(a);
-    float s = 0.f;
+    LaneSum acc;
     for (int64_t b = 0; b < n / QK8_0; ++b) {
-        int sumi = 0;
-        for (int j = 0; j < QK8_0; ++j) sumi += x[b].qs[j] * y[b].qs[j];
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+        int q[QK8_0];
+        for (int j = 0; j < QK8_0; ++j) q[j] = x[b].qs[j];
+        acc.add_block(q, y[b].qs, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
     }
-    return s;
+    return acc.total();
 }
 
 float dot_q4_0(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ4_0*>(w);
     const auto* y = static_cast<const BlockQ8_0*>(a);
-    float s = 0.f;
+    LaneSum acc;
     for (int64_t b = 0; b < n / QK4_0; ++b) {
-        int sumi = 0;
-        for (int j = 0; j < 16; ++j) {
-            sumi += ((x[b].qs[j] & 0x0F) - 8) * y[b].qs[j];
-            sumi += ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
-        }
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+        int q[QK4_0];
+        nibbles(x[b].qs, 8, q);
+        acc.add_block(q, y[b].qs, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
     }
-    return s;
+    return acc.total();
 }
 
+// sum (d q + m) * dy qy = d dy sum(q qy) + m * (dy sum(qy)) = ... + m * s; the m * s terms summed in
+// order in one float, added after the lanes (as the AVX2 kernel and ggml's).
 float dot_q4_1(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ4_1*>(w);
     const auto* y = static_cast<const BlockQ8_1*>(a);
-    float s = 0.f;
+    LaneSum acc;
+    float ms = 0.f;
     for (int64_t b = 0; b < n / QK4_1; ++b) {
-        int sumi = 0;
-        for (int j = 0; j < 16; ++j) {
-            sumi += (x[b].qs[j] & 0x0F) * y[b].qs[j];
-            sumi += (x[b].qs[j] >> 4) * y[b].qs[j + 16];
-        }
-        // sum (d q + m) * dy qy = d dy sum(q qy) + m * (dy sum(qy)) = ... + m * s
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) + fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+        int q[QK4_1];
+        nibbles(x[b].qs, 0, q);
+        acc.add_block(q, y[b].qs, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+        ms += fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
     }
-    return s;
+    return acc.total() + ms;
 }
 
 float dot_q5_0(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ5_0*>(w);
     const auto* y = static_cast<const BlockQ8_0*>(a);
-    float s = 0.f;
+    LaneSum acc;
     for (int64_t b = 0; b < n / QK5_0; ++b) {
-        int lo[16], hi[16];
-        q5_values(x[b].qh, x[b].qs, lo, hi);
-        int sumi = 0;
-        for (int j = 0; j < 16; ++j) sumi += (lo[j] - 16) * y[b].qs[j] + (hi[j] - 16) * y[b].qs[j + 16];
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+        int q[QK5_0];
+        q5_block(x[b].qh, x[b].qs, 16, q);
+        acc.add_block(q, y[b].qs, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
     }
-    return s;
+    return acc.total();
 }
 
 float dot_q5_1(int64_t n, const void* w, const void* a) {
     const auto* x = static_cast<const BlockQ5_1*>(w);
     const auto* y = static_cast<const BlockQ8_1*>(a);
-    float s = 0.f;
+    LaneSum acc;
+    float ms = 0.f;
     for (int64_t b = 0; b < n / QK5_1; ++b) {
-        int lo[16], hi[16];
-        q5_values(x[b].qh, x[b].qs, lo, hi);
-        int sumi = 0;
-        for (int j = 0; j < 16; ++j) sumi += lo[j] * y[b].qs[j] + hi[j] * y[b].qs[j + 16];
-        s += (float)sumi * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) + fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+        int q[QK5_1];
+        q5_block(x[b].qh, x[b].qs, 0, q);
+        acc.add_block(q, y[b].qs, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+        ms += fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
     }
-    return s;
+    return acc.total() + ms;
+}
+
+// ---- Q4_0 in Blockwise order (kernels.h SumOrder): one float accumulator per output, block by block.
+
+inline int q4_0_block_isum(const uint8_t* qs, const int8_t* yq) {
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) sumi += ((qs[j] & 0x0F) - 8) * yq[j] + ((qs[j] >> 4) - 8) * yq[j + 16];
+    return sumi;
+}
+
+void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+    const auto* x = static_cast<const BlockQ4_0*>(w);
+    for (int j = 0; j < n_act; ++j) {
+        const auto* y = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + (size_t)j * a_stride);
+        float acc = 0.f;
+        for (int64_t b = 0; b < n / QK4_0; ++b)
+            acc = std::fma((float)q4_0_block_isum(x[b].qs, y[b].qs), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
+        out[j] = acc;
+    }
+}
+
+void q4_0_interleave_x8(const void* src, size_t row_bytes, int64_t n, void* group) {
+    auto* g = static_cast<uint8_t*>(group);
+    for (int64_t b = 0; b < n / QK4_0; ++b, g += kQ4_0x8BlockBytes) {
+        for (int c = 0; c < 8; ++c) {
+            const auto& blk = reinterpret_cast<const BlockQ4_0*>(static_cast<const uint8_t*>(src) + c * row_bytes)[b];
+            std::memcpy(g + 2 * c, &blk.d, 2);
+            for (int k = 0; k < 4; ++k) std::memcpy(g + 16 + 32 * k + 4 * c, blk.qs + 4 * k, 4);
+        }
+    }
+}
+
+// Reads the x8 layout; the a_sums path is the AVX2 kernel's (sum q * y - 8 * sum y), the same integers.
+void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
+                  float* out, size_t out_stride) {
+    const int64_t nb = n / QK4_0;
+    for (int j = 0; j < n_act; ++j) {
+        const auto* y = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + (size_t)j * a_stride);
+        for (int c = 0; c < 8; ++c) {
+            const uint8_t* g = static_cast<const uint8_t*>(group);
+            float acc = 0.f;
+            for (int64_t b = 0; b < nb; ++b, g += kQ4_0x8BlockBytes) {
+                int sumi = 0;
+                for (int k = 0; k < 4; ++k)
+                    for (int i = 0; i < 4; ++i) {
+                        const uint8_t q = g[16 + 32 * k + 4 * c + i];
+                        sumi += (q & 0x0F) * y[b].qs[4 * k + i] + (q >> 4) * y[b].qs[16 + 4 * k + i];
+                    }
+                sumi -= 8 * a_sums[(size_t)j * nb + b];
+                fp16_t d;
+                std::memcpy(&d, g + 2 * c, 2);
+                acc = std::fma((float)sumi, fp16_to_fp32(d) * fp16_to_fp32(y[b].d), acc);
+            }
+            out[(size_t)j * out_stride + c] = acc;
+        }
+    }
 }
 
 // Q4_K: sum = d*dy*sum_j sc[j]*dot_j(q, qy) - dmin*dy*sum_j m[j]*(bsums[2j] + bsums[2j+1]).
@@ -468,7 +559,7 @@ struct ScalarTable {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*), void (*dq)(const void*, float*, int64_t)) {
         const int i = (int)w;
-        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq};
+        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq, nullptr, nullptr, nullptr};
         present[i] = true;
     }
     ScalarTable() {
@@ -485,6 +576,10 @@ struct ScalarTable {
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q4_K, dequant_q4_K);
         add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q5_K, dequant_q5_K);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), quantize_q8_K, dot_q6_K, dequant_q6_K);
+        WeightKernels& q4_0 = k[(int)T::Q4_0];
+        q4_0.dot_rows_blockwise = q4_0_dot_rows_blockwise;
+        q4_0.interleave_x8 = q4_0_interleave_x8;
+        q4_0.gemm_x8 = q4_0_gemm_x8;
     }
 };
 
@@ -503,6 +598,9 @@ struct MergedTables {
         if (src->vec_dot) dst.vec_dot = src->vec_dot;
         if (src->vec_dot_rows) dst.vec_dot_rows = src->vec_dot_rows;
         if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
+        if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;
+        if (src->interleave_x8) dst.interleave_x8 = src->interleave_x8;
+        if (src->gemm_x8) dst.gemm_x8 = src->gemm_x8;
     }
     MergedTables() {
         const ScalarTable& s = scalar_table();
@@ -524,6 +622,19 @@ struct MergedTables {
 };
 
 }  // namespace
+
+SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept {
+    return type == GgmlType::Q4_0 && rows % 8 == 0 ? SumOrder::Blockwise : SumOrder::Lanes;
+}
+
+void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept {
+    const auto* y = static_cast<const BlockQ8_0*>(a);
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        int s = 0;
+        for (int j = 0; j < QK8_0; ++j) s += y[b].qs[j];
+        sums[b] = (int16_t)s;
+    }
+}
 
 const WeightKernels* scalar_weight_kernels(GgmlType type) noexcept {
     const int i = (int)type;
