@@ -126,7 +126,7 @@ _MAX_EXPERTS = 256
 # differ from their defaults, so dense models keep the keys (and cached files) they had before MoE.
 _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
 # phi3's parameters: keyed like the MoE ones, only when they differ from their defaults.
-_PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window")
+_PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot")
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -321,6 +321,7 @@ def write_synthetic_gguf(
     n_ctx_orig: Optional[int] = None,
     rope_long_short: bool = False,
     sliding_window: Optional[int] = None,
+    n_rot: Optional[int] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
 
@@ -340,8 +341,9 @@ def write_synthetic_gguf(
 
     phi3 only: ``n_ctx_orig`` (``rope.scaling.original_context_length``, default ``n_ctx_train``),
     ``rope_long_short`` (write the 128k variants' long/short RoPE factors, :func:`phi3_rope_factors`,
-    and their attention factor) and ``sliding_window`` (written as the converter writes it, 0 when
-    None; llama.cpp ignores it for phi3).
+    and their attention factor), ``sliding_window`` (written as the converter writes it, 0 when
+    None; llama.cpp ignores it for phi3) and ``n_rot`` (``rope.dimension_count``, default ``head_dim``;
+    smaller for Phi-4-mini's partial rotary embedding).
     """
     params = dict(locals())
     del params["path"]
@@ -368,7 +370,7 @@ def write_synthetic_gguf(
             w.add_head_count_kv(plan.n_head_kv)
             w.add_layer_norm_rms_eps(float(rms_eps))
             w.add_rope_freq_base(float(rope_theta))
-            w.add_rope_dimension_count(plan.head_dim)
+            w.add_rope_dimension_count(plan.n_rot)
             if plan.head_dim != n_embd // n_head or n_embd % n_head:
                 w.add_key_length(plan.head_dim)
                 w.add_value_length(plan.head_dim)
@@ -448,7 +450,7 @@ class _Plan:
 def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
           rope_theta, rope_scaling_linear, rope_freqs, rms_eps, tie_embeddings, n_ctx_train, tokenizer,
           embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp, n_ctx_orig,
-          rope_long_short, sliding_window) -> _Plan:
+          rope_long_short, sliding_window, n_rot) -> _Plan:
     """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
@@ -475,8 +477,13 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         n_ctx_orig = n_ctx_train if n_ctx_orig is None else n_ctx_orig
         if not 1 <= n_ctx_orig <= n_ctx_train:
             raise ValueError(f"[synthetic] n_ctx_orig={n_ctx_orig} must be in 1..n_ctx_train={n_ctx_train}")
-    elif n_ctx_orig is not None or rope_long_short or sliding_window is not None:
-        raise ValueError("[synthetic] n_ctx_orig, rope_long_short and sliding_window are phi3's")
+        n_rot = head_dim if n_rot is None else n_rot
+        if n_rot % 2 or not 2 <= n_rot <= head_dim:
+            raise ValueError(f"[synthetic] n_rot={n_rot} must be even and in 2..head_dim={head_dim}")
+    elif n_ctx_orig is not None or rope_long_short or sliding_window is not None or n_rot is not None:
+        raise ValueError("[synthetic] n_ctx_orig, rope_long_short, sliding_window and n_rot are phi3's")
+    else:
+        n_rot = head_dim
     if n_expert:
         # llama.cpp: Mixtral-style llama experts are n_ff wide; qwen2moe's shared expert defaults to n_ff.
         n_ff_exp = n_ff if (arch == "llama" or n_ff_exp is None) else n_ff_exp
@@ -560,7 +567,7 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         factors = llama3_rope_factors(head_dim, rope_theta)
         specs.append(_Spec("rope_freqs.weight", factors.shape, "F32", lambda: iter([factors])))
     if rope_long_short:
-        long, short = phi3_rope_factors(head_dim)
+        long, short = phi3_rope_factors(n_rot)
         specs.append(_Spec("rope_factors_long.weight", long.shape, "F32", lambda: iter([long])))
         specs.append(_Spec("rope_factors_short.weight", short.shape, "F32", lambda: iter([short])))
     for i in range(n_layer):
@@ -629,7 +636,7 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
     for s in specs:
         _check_type(s.name, s.shape, s.wtype)
     return _Plan(specs=specs, vocab=vocab, n_head_kv=n_head_kv, head_dim=head_dim, n_ff_exp=n_ff_exp,
-                 n_ff_shexp=n_ff_shexp, n_ctx_orig=n_ctx_orig)
+                 n_ff_shexp=n_ff_shexp, n_ctx_orig=n_ctx_orig, n_rot=n_rot)
 
 
 def _check_moe(arch, n_embd, n_head, head_dim, tie_embeddings, n_expert, n_expert_used, n_ff_exp,

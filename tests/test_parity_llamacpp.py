@@ -126,6 +126,10 @@ def _cases() -> List[Any]:
     for n_ctx, which in ((256, "short"), (512, "long")):
         add(f"phi3-rope{which}-Q5_0", arch="phi3", tokenizer="llama", n_ctx_train=4096, n_ctx_orig=256,
             rope_long_short=True, n_ctx=n_ctx, weight_type="Q5_0", **MHA)
+    # Phi-4-mini style (also a phi3 file): partial rotary embedding (n_rot 24 of head_dim 32, long
+    # factors 12 wide), tied embeddings, GQA
+    add("phi3-partialrope-tied-Q8_0", arch="phi3", tokenizer="llama", n_rot=24, tie_embeddings=True,
+        n_ctx_train=4096, n_ctx_orig=256, rope_long_short=True, n_ctx=512, weight_type="Q8_0", **GQA)
     return cases
 
 

@@ -82,15 +82,16 @@ def test_tensors_and_metadata(synthetic_model, arch):
 @pytest.mark.parametrize("long_short", [False, True], ids=["4k", "128k"])
 def test_phi3_tensors_and_metadata(synthetic_model, long_short):
     """phi3 as convert_hf_to_gguf's Phi3MiniModel writes it: fused attn_qkv and gate-up ffn_up, the
-    original context length and sliding window; the 128k variant's long/short factors and attn_factor."""
-    extra = dict(n_ctx_train=4096, n_ctx_orig=256, rope_long_short=True) if long_short else {}
+    original context length and sliding window; the 128k variant's long/short factors and attn_factor
+    (here with Phi-4-mini's partial rotary embedding: n_rot 48 of head_dim 64)."""
+    extra = dict(n_ctx_train=4096, n_ctx_orig=256, rope_long_short=True, n_rot=48) if long_short else {}
     p = synthetic_model(arch="phi3", tokenizer="llama", n_head=4, n_head_kv=2, weight_type="Q8_0",
                         sliding_window=2047, **extra)
     r, f = _fields(p)
     assert f["general.architecture"] == "phi3"
     assert f["phi3.rope.scaling.original_context_length"] == (256 if long_short else 2048)
     assert f["phi3.attention.sliding_window"] == 2047
-    assert f["phi3.rope.dimension_count"] == 64
+    assert f["phi3.rope.dimension_count"] == (48 if long_short else 64)
     assert "phi3.rope.scaling.type" not in f
     assert f["tokenizer.ggml.tokens"][-1] == "<|endoftext|>"
     t = _tensors(r)
@@ -103,8 +104,8 @@ def test_phi3_tensors_and_metadata(synthetic_model, long_short):
         assert not {b + n for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight", "ffn_gate.weight")} & set(t)
     if long_short:
         assert f["phi3.rope.scaling.attn_factor"] == pytest.approx(np.sqrt(1 + np.log(16) / np.log(256)))
-        assert t["rope_factors_long.weight"] == ((32,), "F32")
-        assert t["rope_factors_short.weight"] == ((32,), "F32")
+        assert t["rope_factors_long.weight"] == ((24,), "F32")
+        assert t["rope_factors_short.weight"] == ((24,), "F32")
         assert len(t) == 5 + 2 * 6
     else:
         assert "phi3.rope.scaling.attn_factor" not in f
@@ -193,6 +194,8 @@ def test_rejects_bad_parameters(tmp_path):
         write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3", tokenizer="llama", head_dim=32)
     with pytest.raises(ValueError, match="n_ctx_orig"):
         write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3", tokenizer="llama", n_ctx_orig=4096)
+    with pytest.raises(ValueError, match="n_rot"):
+        write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3", tokenizer="llama", n_rot=66)
     with pytest.raises(ValueError, match="phi3's"):
         write_synthetic_gguf(tmp_path / "x.gguf", rope_long_short=True)
     # phi3's parameters do not enter other models' cache keys (their cached files stay valid)
