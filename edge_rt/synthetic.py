@@ -125,8 +125,9 @@ _MAX_EXPERTS = 256
 # MoE parameters of write_synthetic_gguf. They enter ensure_synthetic_model's cache key only when they
 # differ from their defaults, so dense models keep the keys (and cached files) they had before MoE.
 _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
-# phi3's parameters: keyed like the MoE ones, only when they differ from their defaults.
-_PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot")
+# phi3's parameters (and rope_attn_factor, which came with it): keyed like the MoE ones, only when they
+# differ from their defaults.
+_PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot", "rope_attn_factor")
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -322,6 +323,7 @@ def write_synthetic_gguf(
     rope_long_short: bool = False,
     sliding_window: Optional[int] = None,
     n_rot: Optional[int] = None,
+    rope_attn_factor: Optional[float] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
 
@@ -343,7 +345,9 @@ def write_synthetic_gguf(
     ``rope_long_short`` (write the 128k variants' long/short RoPE factors, :func:`phi3_rope_factors`,
     and their attention factor), ``sliding_window`` (written as the converter writes it, 0 when
     None; llama.cpp ignores it for phi3) and ``n_rot`` (``rope.dimension_count``, default ``head_dim``;
-    smaller for Phi-4-mini's partial rotary embedding).
+    smaller for Phi-4-mini's partial rotary embedding). ``rope_attn_factor`` writes
+    ``{arch}.rope.scaling.attn_factor`` (any arch; llama.cpp multiplies RoPE's cos and sin by it), in
+    place of the one ``rope_long_short`` derives.
     """
     params = dict(locals())
     del params["path"]
@@ -381,10 +385,12 @@ def write_synthetic_gguf(
                 # As convert_hf_to_gguf's Phi3MiniModel writes them.
                 w.add_rope_scaling_orig_ctx_len(plan.n_ctx_orig)
                 w.add_sliding_window(sliding_window or 0)
-                if rope_long_short:
+                if rope_long_short and rope_attn_factor is None:
                     scale = n_ctx_train / plan.n_ctx_orig
                     w.add_rope_scaling_attn_factors(
                         float(np.sqrt(1 + np.log(scale) / np.log(plan.n_ctx_orig))) if scale > 1.0 else 1.0)
+            if rope_attn_factor is not None:
+                w.add_rope_scaling_attn_factors(float(rope_attn_factor))
             if n_expert:
                 # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
                 w.add_expert_count(n_expert)
@@ -450,7 +456,7 @@ class _Plan:
 def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
           rope_theta, rope_scaling_linear, rope_freqs, rms_eps, tie_embeddings, n_ctx_train, tokenizer,
           embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp, n_ctx_orig,
-          rope_long_short, sliding_window, n_rot) -> _Plan:
+          rope_long_short, sliding_window, n_rot, rope_attn_factor) -> _Plan:
     """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")

@@ -109,6 +109,9 @@ def _cases() -> List[Any]:
     add("llama-ropelinear4-F32", arch="llama", rope_scaling_linear=4.0, weight_type="F32", **GQA)
     add("qwen2-ropelinear2-Q8_0", arch="qwen2", rope_scaling_linear=2.0, rope_theta=1e6,
         weight_type="Q8_0", **MQA)
+    # rope.scaling.attn_factor: llama.cpp scales RoPE's cos and sin by it on every architecture (edge_rt
+    # read it for none before phi3)
+    add("llama-ropeattnfactor-Q8_0", arch="llama", rope_attn_factor=1.25, weight_type="Q8_0", **GQA)
     # Llama 3.1+ per-dimension RoPE frequencies (rope_freqs.weight, factors 1..8)
     add("llama-ropefreqs-Q8_0", arch="llama", rope_freqs=True, weight_type="Q8_0", **GQA)
     add("llama-ropefreqs-mha-F32", arch="llama", rope_freqs=True, rope_theta=5e5, weight_type="F32", **MHA)
