@@ -1,6 +1,6 @@
 """Synthetic GGUF models with random weights, for tests and benchmarks.
 
-``write_synthetic_gguf`` writes a llama-family model (``llama``, ``qwen2``, ``qwen3``) or a
+``write_synthetic_gguf`` writes a llama-family model (``llama``, ``qwen2``, ``qwen3``, ``phi3``) or a
 Mixture-of-Experts one (Mixtral-style ``llama`` with experts, ``qwen2moe``, ``qwen3moe``) with seeded
 random weights, metadata as llama.cpp's converters write it, and a synthetic tokenizer (byte-level BPE
 ``gpt2`` or SentencePiece-style ``llama``). The files load in llama.cpp and in edge_rt, so the two
@@ -14,6 +14,13 @@ n_ff_shexp], ``ffn_down_shexp`` [n_ff_shexp, n_embd]. Metadata: ``{arch}.expert_
 ``expert_used_count``, and for qwen2moe/qwen3moe ``expert_feed_forward_length`` (+ qwen2moe's
 ``expert_shared_feed_forward_length``). Routing semantics (softmax, top-k, renormalisation, the shared
 expert's sigmoid gate) are llama.cpp's per architecture; nothing in the file selects them.
+
+``phi3`` (Phi-3 / Phi-3.5) fuses tensors as llama.cpp's converter does (convert_hf_to_gguf's
+Phi3MiniModel): ``attn_qkv`` [n_embd, n_embd + 2 kv_dim] (q, k, v rows) and ``ffn_up`` [n_embd, 2 n_ff]
+(gate rows, then up rows), no ``attn_q/k/v`` or ``ffn_gate``; metadata adds
+``phi3.rope.scaling.original_context_length`` and ``phi3.attention.sliding_window``. The 128k variants
+add ``rope_factors_long.weight`` / ``rope_factors_short.weight`` (n_rot/2 F32) and
+``phi3.rope.scaling.attn_factor`` = sqrt(1 + ln(context_length / original) / ln(original)).
 
 How the weights are chosen (why the numbers below are what they are):
 
@@ -109,7 +116,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     ),
 }
 
-_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
+_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3")
 # Architectures that are always Mixture-of-Experts (llama is MoE, Mixtral-style, when n_expert > 0).
 _MOE_ARCHS = ("qwen2moe", "qwen3moe")
 # llama.cpp's LLAMA_MAX_EXPERTS (src/llama-hparams.h) is 1024 in the vendored source and was 256 in
@@ -118,6 +125,9 @@ _MAX_EXPERTS = 256
 # MoE parameters of write_synthetic_gguf. They enter ensure_synthetic_model's cache key only when they
 # differ from their defaults, so dense models keep the keys (and cached files) they had before MoE.
 _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
+# phi3's parameters (and rope_attn_factor, which came with it): keyed like the MoE ones, only when they
+# differ from their defaults.
+_PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot", "rope_attn_factor")
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -209,10 +219,11 @@ def _gpt2_vocab(n_vocab: int) -> Dict[str, Any]:
                 scores=None, bos=eot, eos=eot, unk=None, add_bos=False)
 
 
-def _llama_vocab(n_vocab: int) -> Dict[str, Any]:
+def _llama_vocab(n_vocab: int, controls: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """SentencePiece-style vocabulary; ``controls`` are control tokens appended at the end."""
     singles = ["▁"] + list("etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,!?'-:;()\"")
     n_fixed = 3 + 256
-    n_rest = n_vocab - n_fixed
+    n_rest = n_vocab - n_fixed - len(controls)
     if n_rest < len(singles):
         raise ValueError(f"[synthetic] n_vocab={n_vocab} is too small for the llama tokenizer "
                          f"(min {n_fixed + len(singles)})")
@@ -220,9 +231,10 @@ def _llama_vocab(n_vocab: int) -> Dict[str, Any]:
     letters = list("etaoinshrdlcumwfgypbvkjxqz")
     for left, right in _leveled_pieces(["▁"] + letters, letters, n_rest - len(singles)):
         tokens.append(left + right)
-    types = [2, 3, 3] + [6] * 256 + [1] * n_rest
+    tokens.extend(controls)
+    types = [2, 3, 3] + [6] * 256 + [1] * n_rest + [3] * len(controls)
     # SentencePiece merges the adjacent pair whose result has the highest score: shorter first.
-    scores = [0.0] * n_fixed + [-float(i) for i in range(n_rest)]
+    scores = [0.0] * n_fixed + [-float(i) for i in range(n_rest)] + [0.0] * len(controls)
     return dict(model="llama", pre="default", tokens=tokens, types=types, merges=None,
                 scores=scores, bos=1, eos=2, unk=0, add_bos=True)
 
@@ -250,6 +262,16 @@ def llama3_rope_factors(n_rot: int, base: float, factor: float = 8.0, low_freq_f
     out = np.where(wavelen < high_wavelen, 1.0,
                    np.where(wavelen > low_wavelen, factor, 1.0 / ((1 - smooth) / factor + smooth)))
     return out.astype(np.float32)
+
+
+def phi3_rope_factors(n_rot: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(long, short) per-dimension RoPE divisors (float32, n_rot / 2 each) shaped like Phi-3-128k's:
+    short ones near 1, long ones growing from 1 to 40 with the wavelength. Distinct at every
+    dimension but the first, so using one set for the other changes the logits."""
+    x = np.linspace(0.0, 1.0, n_rot // 2)
+    long = np.exp(np.log(40.0) * x ** 2)
+    short = 1.0 + 0.25 * x
+    return long.astype(np.float32), short.astype(np.float32)
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -297,6 +319,11 @@ def write_synthetic_gguf(
     n_expert_used: int = 0,
     n_ff_exp: Optional[int] = None,
     n_ff_shexp: Optional[int] = None,
+    n_ctx_orig: Optional[int] = None,
+    rope_long_short: bool = False,
+    sliding_window: Optional[int] = None,
+    n_rot: Optional[int] = None,
+    rope_attn_factor: Optional[float] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
 
@@ -313,6 +340,14 @@ def write_synthetic_gguf(
     Mixtral-style (experts of width ``n_ff``); ``qwen2moe`` and ``qwen3moe`` need ``n_expert > 0``,
     their experts have width ``n_ff_exp`` (default ``n_ff``) and qwen2moe's shared expert
     ``n_ff_shexp`` (default ``n_ff``). Expert matrices use ``weight_type``; routers are F32.
+
+    phi3 only: ``n_ctx_orig`` (``rope.scaling.original_context_length``, default ``n_ctx_train``),
+    ``rope_long_short`` (write the 128k variants' long/short RoPE factors, :func:`phi3_rope_factors`,
+    and their attention factor), ``sliding_window`` (written as the converter writes it, 0 when
+    None; llama.cpp ignores it for phi3) and ``n_rot`` (``rope.dimension_count``, default ``head_dim``;
+    smaller for Phi-4-mini's partial rotary embedding). ``rope_attn_factor`` writes
+    ``{arch}.rope.scaling.attn_factor`` (any arch; llama.cpp multiplies RoPE's cos and sin by it), in
+    place of the one ``rope_long_short`` derives.
     """
     params = dict(locals())
     del params["path"]
@@ -339,13 +374,23 @@ def write_synthetic_gguf(
             w.add_head_count_kv(plan.n_head_kv)
             w.add_layer_norm_rms_eps(float(rms_eps))
             w.add_rope_freq_base(float(rope_theta))
-            w.add_rope_dimension_count(plan.head_dim)
+            w.add_rope_dimension_count(plan.n_rot)
             if plan.head_dim != n_embd // n_head or n_embd % n_head:
                 w.add_key_length(plan.head_dim)
                 w.add_value_length(plan.head_dim)
             if rope_scaling_linear is not None:
                 w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
                 w.add_rope_scaling_factor(float(rope_scaling_linear))
+            if arch == "phi3":
+                # As convert_hf_to_gguf's Phi3MiniModel writes them.
+                w.add_rope_scaling_orig_ctx_len(plan.n_ctx_orig)
+                w.add_sliding_window(sliding_window or 0)
+                if rope_long_short and rope_attn_factor is None:
+                    scale = n_ctx_train / plan.n_ctx_orig
+                    w.add_rope_scaling_attn_factors(
+                        float(np.sqrt(1 + np.log(scale) / np.log(plan.n_ctx_orig))) if scale > 1.0 else 1.0)
+            if rope_attn_factor is not None:
+                w.add_rope_scaling_attn_factors(float(rope_attn_factor))
             if n_expert:
                 # As llama.cpp's converters write them (convert_hf_to_gguf: TextModel, Qwen2MoeModel).
                 w.add_expert_count(n_expert)
@@ -410,7 +455,8 @@ class _Plan:
 
 def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
           rope_theta, rope_scaling_linear, rope_freqs, rms_eps, tie_embeddings, n_ctx_train, tokenizer,
-          embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp) -> _Plan:
+          embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp, n_ctx_orig,
+          rope_long_short, sliding_window, n_rot, rope_attn_factor) -> _Plan:
     """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
@@ -430,13 +476,31 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         raise ValueError(f"[synthetic] unknown tokenizer {tokenizer!r}; expected 'gpt2' or 'llama'")
     _check_moe(arch, n_embd, n_head, head_dim, tie_embeddings, n_expert, n_expert_used, n_ff_exp,
                n_ff_shexp)
+    if arch == "phi3":
+        # llama.cpp builds phi3's q and output projection n_embd wide.
+        if n_embd % n_head or head_dim != n_embd // n_head:
+            raise ValueError("[synthetic] phi3 needs head_dim == n_embd / n_head")
+        n_ctx_orig = n_ctx_train if n_ctx_orig is None else n_ctx_orig
+        if not 1 <= n_ctx_orig <= n_ctx_train:
+            raise ValueError(f"[synthetic] n_ctx_orig={n_ctx_orig} must be in 1..n_ctx_train={n_ctx_train}")
+        n_rot = head_dim if n_rot is None else n_rot
+        if n_rot % 2 or not 2 <= n_rot <= head_dim:
+            raise ValueError(f"[synthetic] n_rot={n_rot} must be even and in 2..head_dim={head_dim}")
+    elif n_ctx_orig is not None or rope_long_short or sliding_window is not None or n_rot is not None:
+        raise ValueError("[synthetic] n_ctx_orig, rope_long_short, sliding_window and n_rot are phi3's")
+    else:
+        n_rot = head_dim
     if n_expert:
         # llama.cpp: Mixtral-style llama experts are n_ff wide; qwen2moe's shared expert defaults to n_ff.
         n_ff_exp = n_ff if (arch == "llama" or n_ff_exp is None) else n_ff_exp
         if arch == "qwen2moe" and n_ff_shexp is None:
             n_ff_shexp = n_ff
 
-    vocab = _gpt2_vocab(n_vocab) if tokenizer == "gpt2" else _llama_vocab(n_vocab)
+    if arch == "phi3" and tokenizer != "llama":
+        raise ValueError("[synthetic] phi3 needs tokenizer='llama' (Phi-3's SentencePiece vocabulary)")
+    # llama.cpp looks up <|endoftext|> (besides <unk>, <s>, </s>) in every model whose name says phi3.
+    controls = ("<|endoftext|>",) if arch == "phi3" else ()
+    vocab = _gpt2_vocab(n_vocab) if tokenizer == "gpt2" else _llama_vocab(n_vocab, controls)
 
     q_dim = n_head * head_dim
     kv_dim = n_head_kv * head_dim
@@ -508,15 +572,24 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
             raise ValueError("[synthetic] rope_freqs is read for llama only (as llama.cpp does)")
         factors = llama3_rope_factors(head_dim, rope_theta)
         specs.append(_Spec("rope_freqs.weight", factors.shape, "F32", lambda: iter([factors])))
+    if rope_long_short:
+        long, short = phi3_rope_factors(n_rot)
+        specs.append(_Spec("rope_factors_long.weight", long.shape, "F32", lambda: iter([long])))
+        specs.append(_Spec("rope_factors_short.weight", short.shape, "F32", lambda: iter([short])))
     for i in range(n_layer):
         p = f"blk.{i}."
         specs.append(_Spec(p + "attn_norm.weight", (n_embd,), "F32", around(p + "attn_norm", n_embd, 1.0, 0.05)))
-        specs.append(_Spec(p + "attn_q.weight", (q_dim, n_embd), weight_type,
-                           dense(p + "attn_q", q_dim, n_embd, 1.0 / np.sqrt(n_embd))))
-        specs.append(_Spec(p + "attn_k.weight", (kv_dim, n_embd), weight_type,
-                           dense(p + "attn_k", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
-        specs.append(_Spec(p + "attn_v.weight", (kv_dim, n_embd), weight_type,
-                           dense(p + "attn_v", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
+        if arch == "phi3":  # q, k, v rows in one tensor
+            qkv = q_dim + 2 * kv_dim
+            specs.append(_Spec(p + "attn_qkv.weight", (qkv, n_embd), weight_type,
+                               dense(p + "attn_qkv", qkv, n_embd, 1.0 / np.sqrt(n_embd))))
+        else:
+            specs.append(_Spec(p + "attn_q.weight", (q_dim, n_embd), weight_type,
+                               dense(p + "attn_q", q_dim, n_embd, 1.0 / np.sqrt(n_embd))))
+            specs.append(_Spec(p + "attn_k.weight", (kv_dim, n_embd), weight_type,
+                               dense(p + "attn_k", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
+            specs.append(_Spec(p + "attn_v.weight", (kv_dim, n_embd), weight_type,
+                               dense(p + "attn_v", kv_dim, n_embd, 1.0 / np.sqrt(n_embd))))
         if arch in ("qwen2", "qwen2moe"):
             specs.append(_Spec(p + "attn_q.bias", (q_dim,), "F32", around(p + "attn_q.bias", q_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_k.bias", (kv_dim,), "F32", around(p + "attn_k.bias", kv_dim, 0.0, 0.2)))
@@ -529,6 +602,12 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         specs.append(_Spec(p + "attn_output.weight", (n_embd, q_dim), weight_type,
                            dense(p + "attn_output", n_embd, q_dim, layer_scale / np.sqrt(q_dim))))
         specs.append(_Spec(p + "ffn_norm.weight", (n_embd,), "F32", around(p + "ffn_norm", n_embd, 1.0, 0.05)))
+        if arch == "phi3":  # gate rows, then up rows, in ffn_up
+            specs.append(_Spec(p + "ffn_up.weight", (2 * n_ff, n_embd), weight_type,
+                               dense(p + "ffn_up", 2 * n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
+            specs.append(_Spec(p + "ffn_down.weight", (n_embd, n_ff), weight_type,
+                               dense(p + "ffn_down", n_embd, n_ff, ffn_down_gain * layer_scale / np.sqrt(n_ff))))
+            continue
         if not n_expert:
             specs.append(_Spec(p + "ffn_gate.weight", (n_ff, n_embd), weight_type,
                                dense(p + "ffn_gate", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
@@ -563,7 +642,7 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
     for s in specs:
         _check_type(s.name, s.shape, s.wtype)
     return _Plan(specs=specs, vocab=vocab, n_head_kv=n_head_kv, head_dim=head_dim, n_ff_exp=n_ff_exp,
-                 n_ff_shexp=n_ff_shexp)
+                 n_ff_shexp=n_ff_shexp, n_ctx_orig=n_ctx_orig, n_rot=n_rot)
 
 
 def _check_moe(arch, n_embd, n_head, head_dim, tie_embeddings, n_expert, n_expert_used, n_ff_exp,
@@ -626,9 +705,10 @@ def _canonical_params(params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _cache_key(params: Dict[str, Any]) -> str:
-    """Hash of the canonical parameters and GENERATOR_VERSION; MoE parameters only when not default."""
+    """Hash of the canonical parameters and GENERATOR_VERSION; MoE and phi3 parameters only when not
+    default."""
     defaults = _defaults()
-    keyed = {k: v for k, v in params.items() if not (k in _MOE_PARAMS and v == defaults[k])}
+    keyed = {k: v for k, v in params.items() if not (k in _MOE_PARAMS + _PHI3_PARAMS and v == defaults[k])}
     return hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **keyed}, sort_keys=True).encode()).hexdigest()
 
 

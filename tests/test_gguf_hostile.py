@@ -445,6 +445,24 @@ def _llama_tensors() -> dict:
     return t
 
 
+def _phi3_tensors(changes: dict | None = None) -> dict:
+    """Overrides (for write_llama_gguf) that turn the tiny llama's tensors into phi3's: q, k, v rows
+    fused in attn_qkv, gate then up rows in ffn_up, no attn_q/k/v or ffn_gate; then `changes`."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    kv_dim = N_EMBD // N_HEAD * N_HEAD_KV
+    t: dict = {}
+    for i in range(N_LAYER):
+        b = f"blk.{i}."
+        t.update({b + "attn_q.weight": DELETE, b + "attn_k.weight": DELETE, b + "attn_v.weight": DELETE,
+                  b + "ffn_gate.weight": DELETE,
+                  b + "attn_qkv.weight": (rng.standard_normal((N_EMBD + 2 * kv_dim, N_EMBD)) * 0.02).astype(np.float32),
+                  b + "ffn_up.weight": (rng.standard_normal((2 * N_FF, N_EMBD)) * 0.02).astype(np.float32)})
+    t.update(changes or {})
+    return t
+
+
 def write_llama_gguf(path: Path, metadata: dict | None = None, tensors: dict | None = None,
                      arch: str = "llama", raw_dtypes: dict | None = None) -> str:
     """Writes a tiny llama GGUF; `metadata`/`tensors` override or (value DELETE) remove entries."""
@@ -515,6 +533,15 @@ def test_moe_baseline_generates(tmp_path):
     model = _load(write_llama_gguf(tmp_path / "moe.gguf", metadata=_moe_metadata(), tensors=_moe_tensors()))
     assert model.info()["n_expert"] == N_EXPERT
     assert isinstance(model.generate("the cab", max_tokens=2), str)
+
+
+def test_phi3_baseline_loads(tmp_path):
+    """The tiny phi3 (the llama one with fused tensors) loads and runs, so each phi3 case below fails
+    only for its own defect."""
+    import numpy as np
+
+    model = _load(write_llama_gguf(tmp_path / "phi3.gguf", arch="phi3", tensors=_phi3_tensors()))
+    assert np.all(np.isfinite(np.asarray(model.logits([1, 20, 21]))))
 
 
 def _md(vtype_name: str, value, sub: str | None = None):
@@ -597,6 +624,47 @@ def _model_cases():
                                 ModelFormatError, r"rope_freqs\.weight.*llama only, not 'qwen2'"),
         "unsupported_tensor_type": (dict(tensors={"blk.0.attn_q.weight": np.zeros((N_EMBD, N_EMBD), dtype=np.int32)}),
                                     UnsupportedTypeError, r"blk\.0\.attn_q\.weight"),
+        # phi3: fused tensors of the wrong shape (q + k + v = 64 + 2 * 64 rows; gate + up = 2 * 128 rows)
+        "phi3_qkv_wrong_shape": (dict(arch="phi3", tensors=_phi3_tensors({"blk.0.attn_qkv.weight": w(128, N_EMBD)})),
+                                 ModelFormatError, r"'blk\.0\.attn_qkv\.weight': shape \[64, 128\].*\[64, 192\]"),
+        "phi3_ffn_up_not_fused": (dict(arch="phi3", tensors=_phi3_tensors({"blk.0.ffn_up.weight": w(N_FF, N_EMBD)})),
+                                  ModelFormatError, r"'blk\.0\.ffn_up\.weight': shape \[64, 128\].*\[64, 256\]"),
+        "phi3_missing_qkv": (dict(arch="phi3", tensors=_phi3_tensors({"blk.0.attn_qkv.weight": DELETE})),
+                             ModelFormatError, r"required tensor 'blk\.0\.attn_qkv\.weight' is missing"),
+        "phi3_separate_q": (dict(arch="phi3", tensors=_phi3_tensors({"blk.0.attn_q.weight": w(N_EMBD, N_EMBD)})),
+                            ModelFormatError, r"'blk\.0\.attn_q\.weight' is not supported for phi3"),
+        "phi3_with_experts": (dict(arch="phi3", tensors=_phi3_tensors(),
+                                   metadata={"phi3.expert_count": _md("UINT32", 4),
+                                             "phi3.expert_used_count": _md("UINT32", 1)}),
+                              ModelFormatError, r"phi3\.expert_count"),
+        "phi3_key_length_not_n_embd": (dict(arch="phi3", tensors=_phi3_tensors(),
+                                            metadata={"phi3.attention.key_length": _md("UINT32", 16),
+                                                      "phi3.attention.value_length": _md("UINT32", 16),
+                                                      "phi3.rope.dimension_count": _md("UINT32", 16)}),
+                                       ModelFormatError, r"phi3\.attention\.key_length"),
+        # RoPE scaling phi3 files may carry: YaRN is not supported; long/short factors come as a pair of
+        # n_rot/2 positive F32 tensors; the attention factor must be positive
+        "phi3_rope_scaling_yarn": (dict(arch="phi3", tensors=_phi3_tensors(),
+                                        metadata={"phi3.rope.scaling.type": _md("STRING", "yarn")}),
+                                   ModelFormatError, r"'phi3\.rope\.scaling\.type': 'yarn' is not supported"),
+        "phi3_rope_long_without_short": (dict(arch="phi3", tensors=_phi3_tensors({"rope_factors_long.weight":
+                                                                                  np.ones(16, np.float32)})),
+                                         ModelFormatError, r"'rope_factors_short\.weight' is missing"),
+        "phi3_rope_factors_wrong_shape": (
+            dict(arch="phi3", tensors=_phi3_tensors({"rope_factors_long.weight": w(8),
+                                                     "rope_factors_short.weight": np.ones(16, np.float32)})),
+            ModelFormatError, r"'rope_factors_long\.weight' must be F32 of shape \[16\]"),
+        # context_length 128 is the original context: any n_ctx selects the long factors
+        "phi3_rope_factors_not_positive": (
+            dict(arch="phi3", tensors=_phi3_tensors({"rope_factors_long.weight": -np.ones(16, np.float32),
+                                                     "rope_factors_short.weight": np.ones(16, np.float32)})),
+            ModelFormatError, r"'rope_factors_long\.weight' holds a factor that is not a positive finite"),
+        "phi3_attn_factor_not_positive": (dict(arch="phi3", tensors=_phi3_tensors(),
+                                               metadata={"phi3.rope.scaling.attn_factor": _md("FLOAT32", -1.0)}),
+                                          ModelFormatError, r"phi3\.rope\.scaling\.attn_factor"),
+        "rope_factors_on_llama": (dict(tensors={"rope_factors_long.weight": np.ones(16, np.float32),
+                                                "rope_factors_short.weight": np.ones(16, np.float32)}),
+                                  ModelFormatError, r"'rope_factors_long\.weight' is read for architecture phi3 only"),
     }
 
 

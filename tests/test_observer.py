@@ -52,6 +52,26 @@ def test_dense_model_values_in_forward_order(tiny_model):
     assert ev[1:-1] == expected
 
 
+def test_fused_tensors_observed_once(synthetic_model):
+    """phi3 runs its q/k/v and gate/up as views into attn_qkv and ffn_up: each fused tensor's input is
+    observed once, under the tensor's name (calibration statistics are per tensor)."""
+    path = synthetic_model(arch="phi3", tokenizer="llama", n_head_kv=2)
+    with edge_rt.load(path, threads=2, n_ctx=64) as m:
+        info = m.info()
+        n_layer, E, F = info["n_layer"], info["n_embd"], info["n_ff"]
+        with m.observe(Recorder()) as rec:
+            m.logits([300, 301, 302])
+    expected = []
+    for il in range(n_layer):
+        b = f"blk.{il}."
+        expected += [("matmul_input", il, b + "attn_qkv.weight", 0, (3, E)),
+                     ("matmul_input", il, b + "attn_output.weight", 0, (3, E)), ("ffn_input", il, None, 0, (3, E)),
+                     ("matmul_input", il, b + "ffn_up.weight", 0, (3, E)),
+                     ("matmul_input", il, b + "ffn_down.weight", 0, (3, F))]
+    expected.append(("matmul_input", n_layer, "output.weight", 0, (3, E)))
+    assert rec.events[1:-1] == expected
+
+
 def test_only_the_wanted_kinds_arrive(synthetic_model):
     from edge_rt.synthetic import PRESETS
 

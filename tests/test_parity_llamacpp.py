@@ -109,11 +109,30 @@ def _cases() -> List[Any]:
     add("llama-ropelinear4-F32", arch="llama", rope_scaling_linear=4.0, weight_type="F32", **GQA)
     add("qwen2-ropelinear2-Q8_0", arch="qwen2", rope_scaling_linear=2.0, rope_theta=1e6,
         weight_type="Q8_0", **MQA)
+    # rope.scaling.attn_factor: llama.cpp scales RoPE's cos and sin by it on every architecture (edge_rt
+    # read it for none before phi3)
+    add("llama-ropeattnfactor-Q8_0", arch="llama", rope_attn_factor=1.25, weight_type="Q8_0", **GQA)
     # Llama 3.1+ per-dimension RoPE frequencies (rope_freqs.weight, factors 1..8)
     add("llama-ropefreqs-Q8_0", arch="llama", rope_freqs=True, weight_type="Q8_0", **GQA)
     add("llama-ropefreqs-mha-F32", arch="llama", rope_freqs=True, rope_theta=5e5, weight_type="F32", **MHA)
     # SentencePiece-style vocabulary (only the tokenizer differs; numerics as llama-gqa-F32)
     add("llama-spm-F32", arch="llama", tokenizer="llama", weight_type="F32", **GQA)
+    # phi3: fused attn_qkv and gate-up ffn_up, NeoX RoPE, q scaled before the scores (SentencePiece
+    # vocabulary as Phi-3's; llama.cpp wants <|endoftext|> in a model named phi3)
+    for name, att, wt in (("gqa", GQA, "Q8_0"), ("mha", MHA, "F16"), ("mqa", MQA, "Q4_K")):
+        add(f"phi3-{name}-{wt}", arch="phi3", tokenizer="llama", weight_type=wt, **att)
+    add("phi3-tied-Q6_K", arch="phi3", tokenizer="llama", tie_embeddings=True, weight_type="Q6_K", **GQA)
+    # a sliding window shorter than the prompts: llama.cpp disables SWA for phi3, so edge_rt ignores it
+    add("phi3-swa16-Q8_0", arch="phi3", tokenizer="llama", sliding_window=16, weight_type="Q8_0", **GQA)
+    # Phi-3-128k style: rope_factors_long/short and rope.scaling.attn_factor; original context 256, so
+    # n_ctx 256 selects the short factors and 512 the long ones (n_ctx is the engines' context size)
+    for n_ctx, which in ((256, "short"), (512, "long")):
+        add(f"phi3-rope{which}-Q5_0", arch="phi3", tokenizer="llama", n_ctx_train=4096, n_ctx_orig=256,
+            rope_long_short=True, n_ctx=n_ctx, weight_type="Q5_0", **MHA)
+    # Phi-4-mini style (also a phi3 file): partial rotary embedding (n_rot 24 of head_dim 32, long
+    # factors 12 wide), tied embeddings, GQA
+    add("phi3-partialrope-tied-Q8_0", arch="phi3", tokenizer="llama", n_rot=24, tie_embeddings=True,
+        n_ctx_train=4096, n_ctx_orig=256, rope_long_short=True, n_ctx=512, weight_type="Q8_0", **GQA)
     return cases
 
 
@@ -167,15 +186,17 @@ def edge_rt_load():
 
 @pytest.mark.parametrize("params", CASES)
 def test_parity(params, synthetic_model, llama_cpp_peer, edge_rt_load):
-    path = synthetic_model(**params)
-    _check_parity(str(params), path, _tolerance(params), llama_cpp_peer, edge_rt_load)
+    model_params = {k: v for k, v in params.items() if k != "n_ctx"}
+    path = synthetic_model(**model_params)
+    _check_parity(str(params), path, _tolerance(params), llama_cpp_peer, edge_rt_load,
+                  params.get("n_ctx", N_CTX))
 
 
-def _check_parity(label: str, path, tol: float, llama_cpp_peer, edge_rt_load) -> None:
+def _check_parity(label: str, path, tol: float, llama_cpp_peer, edge_rt_load, n_ctx: int = N_CTX) -> None:
     """Logits at every position of each prompt within ``tol`` (max|diff|/std) and with the same argmax,
-    then identical greedy continuations."""
-    llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS)
-    model = edge_rt_load(path, threads=THREADS, n_ctx=N_CTX)
+    then identical greedy continuations; both engines with a context of ``n_ctx``."""
+    llm = llama_cpp_peer(path, n_ctx=n_ctx, n_threads=LLAMA_CPP_THREADS)
+    model = edge_rt_load(path, threads=THREADS, n_ctx=n_ctx)
     n_vocab = llm.n_vocab()
 
     for ids in _prompts(n_vocab):
@@ -301,7 +322,7 @@ def test_parity_llama_quantized(params, ftype, pure, want_types, llama_quantized
 def test_matrix_covers_the_contract():
     """Keep the matrix honest when cases are edited: every arch, type, attention layout, head dim."""
     ps = [c.values[0] for c in CASES]
-    assert {p["arch"] for p in ps} == {"llama", "qwen2", "qwen3"}
+    assert {p["arch"] for p in ps} == {"llama", "qwen2", "qwen3", "phi3"}
     assert {p["weight_type"] for p in ps} == set(TOLERANCE)
     assert set().union(*(c.values[3] for c in LLAMA_QUANTIZED_CASES)) >= set(TOLERANCE_LLAMA_QUANTIZED)
 
@@ -316,6 +337,8 @@ def test_matrix_covers_the_contract():
     assert any(p.get("tie_embeddings") for p in ps)
     assert any(p.get("rope_scaling_linear") for p in ps)
     assert any(p.get("rope_freqs") for p in ps)
+    # phi3's long and short RoPE factors are each selected by some case (original context 256)
+    assert {p.get("n_ctx", N_CTX) > p["n_ctx_orig"] for p in ps if p.get("rope_long_short")} == {True, False}
 
 
 # ---- bitwise parity ---------------------------------------------------------------------------------
@@ -351,16 +374,49 @@ BITWISE_VARIANTS = {
 }
 
 
+# Phi-3-mini's shapes scaled down (MHA, head_dim 96, n_ff / n_embd 2.67), fewer layers, Q4_1 as above,
+# with the 128k variants' long/short RoPE factors and attention factor. The original context 300 is not
+# a multiple of 256: llama.cpp rounds its context up to one, so n_ctx 290 already selects the long
+# factors (512 > 300) and n_ctx 256 the short ones.
+PHI3_LIKE = dict(arch="phi3", tokenizer="llama", n_embd=384, n_ff=1024, n_head=4, n_head_kv=4, n_layer=4,
+                 weight_type="Q4_1", embed_type="Q8_0", n_ctx_train=4096, n_ctx_orig=300, rope_long_short=True)
+
+
 @pytest.mark.parametrize("variant", sorted(BITWISE_VARIANTS))
 def test_parity_bitwise_smollm_like(synthetic_model, llama_cpp_peer, variant):
+    _check_bitwise(synthetic_model(**{**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]}), N_CTX, llama_cpp_peer)
+
+
+@pytest.mark.parametrize("n_ctx", [256, 290], ids=["rope-short", "rope-long"])
+def test_parity_bitwise_phi3_like(n_ctx, synthetic_model, llama_cpp_peer):
+    _check_bitwise(synthetic_model(**PHI3_LIKE), n_ctx, llama_cpp_peer)
+
+
+def test_phi3_context_selects_rope_factors(synthetic_model):
+    """The long and short factors give different logits (so the bitwise cases above see which one ran),
+    and the choice follows llama.cpp's context rounded up to 256, not n_ctx itself."""
+    from edge_rt import _testing as edge_rt_testing
+
+    path = synthetic_model(**PHI3_LIKE)
+    ids = np.random.default_rng(7).integers(259, 509, 17).astype(np.int32)
+
+    def logits(n_ctx):
+        return np.asarray(edge_rt_testing.engine(path, THREADS, n_ctx).eval(ids, all_logits=True))
+
+    short, long = logits(256), logits(290)
+    assert np.array_equal(short[0], long[0])  # position 0 rotates by angle 0 with either set
+    assert not np.array_equal(short[1:], long[1:])
+    assert np.array_equal(long, logits(512)) and np.array_equal(short, logits(200))
+
+
+def _check_bitwise(path, n_ctx: int, llama_cpp_peer) -> None:
     from edge_rt import _core
     from edge_rt import _testing as edge_rt_testing
 
     if _core.isa() != "avx2" or not _llama_cpp_mirrors_avx2():
         pytest.skip(f"bitwise parity is defined against llama.cpp's AVX2 build (edge_rt isa {_core.isa()})")
-    path = synthetic_model(**{**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]})
-    llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS)
-    eng = edge_rt_testing.engine(path, THREADS, N_CTX)
+    llm = llama_cpp_peer(path, n_ctx=n_ctx, n_threads=LLAMA_CPP_THREADS)
+    eng = edge_rt_testing.engine(path, THREADS, n_ctx)
     rng = np.random.default_rng(7)
     for n in BITWISE_PROMPT_LENGTHS:
         ids = rng.integers(259, llm.n_vocab() - 3, n).tolist()

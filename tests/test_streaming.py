@@ -230,6 +230,10 @@ MODEL_CASES = [
     pytest.param(dict(arch="qwen2", weight_type="Q8_0", n_layer=6, n_head_kv=2), id="qwen2-Q8_0"),
     pytest.param(dict(arch="qwen3", weight_type="Q4_K", n_layer=4, n_head_kv=2), id="qwen3-Q4_K"),
     pytest.param(dict(arch="qwen3", weight_type="F16", n_layer=5, n_head_kv=4), id="qwen3-F16"),
+    # Views into fused tensors (attn_qkv, gate-up ffn_up) in window slots; N_CTX 512 > the original
+    # context 256 selects rope_factors_long, which the engine holds beside the streamed units.
+    pytest.param(dict(arch="phi3", tokenizer="llama", weight_type="Q8_0", n_layer=4, n_head_kv=2, n_ctx_train=4096,
+                      n_ctx_orig=256, rope_long_short=True), id="phi3-Q8_0"),
 ]
 
 _REF_CACHE: Dict[Tuple[str, str], List[np.ndarray]] = {}

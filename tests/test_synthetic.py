@@ -79,6 +79,39 @@ def test_tensors_and_metadata(synthetic_model, arch):
     assert len(t) == 3 + 2 * n_per_layer
 
 
+@pytest.mark.parametrize("long_short", [False, True], ids=["4k", "128k"])
+def test_phi3_tensors_and_metadata(synthetic_model, long_short):
+    """phi3 as convert_hf_to_gguf's Phi3MiniModel writes it: fused attn_qkv and gate-up ffn_up, the
+    original context length and sliding window; the 128k variant's long/short factors and attn_factor
+    (here with Phi-4-mini's partial rotary embedding: n_rot 48 of head_dim 64)."""
+    extra = dict(n_ctx_train=4096, n_ctx_orig=256, rope_long_short=True, n_rot=48) if long_short else {}
+    p = synthetic_model(arch="phi3", tokenizer="llama", n_head=4, n_head_kv=2, weight_type="Q8_0",
+                        sliding_window=2047, **extra)
+    r, f = _fields(p)
+    assert f["general.architecture"] == "phi3"
+    assert f["phi3.rope.scaling.original_context_length"] == (256 if long_short else 2048)
+    assert f["phi3.attention.sliding_window"] == 2047
+    assert f["phi3.rope.dimension_count"] == (48 if long_short else 64)
+    assert "phi3.rope.scaling.type" not in f
+    assert f["tokenizer.ggml.tokens"][-1] == "<|endoftext|>"
+    t = _tensors(r)
+    for i in range(2):
+        b = f"blk.{i}."
+        assert t[b + "attn_qkv.weight"] == ((256, 256 + 2 * 128), "Q8_0")
+        assert t[b + "attn_output.weight"] == ((256, 256), "Q8_0")
+        assert t[b + "ffn_up.weight"] == ((256, 2 * 512), "Q8_0")
+        assert t[b + "ffn_down.weight"] == ((512, 256), "Q8_0")
+        assert not {b + n for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight", "ffn_gate.weight")} & set(t)
+    if long_short:
+        assert f["phi3.rope.scaling.attn_factor"] == pytest.approx(np.sqrt(1 + np.log(16) / np.log(256)))
+        assert t["rope_factors_long.weight"] == ((24,), "F32")
+        assert t["rope_factors_short.weight"] == ((24,), "F32")
+        assert len(t) == 5 + 2 * 6
+    else:
+        assert "phi3.rope.scaling.attn_factor" not in f
+        assert len(t) == 3 + 2 * 6
+
+
 def test_tied_embeddings_and_mixed_types(synthetic_model):
     p = synthetic_model(tie_embeddings=True, weight_type="Q4_K", embed_type="Q6_K")
     r, _ = _fields(p)
@@ -155,6 +188,20 @@ def test_rejects_bad_parameters(tmp_path):
         write_synthetic_gguf(tmp_path / "x.gguf", arch="gpt-neox")
     with pytest.raises(ValueError, match="n_head_kv"):
         write_synthetic_gguf(tmp_path / "x.gguf", n_head=4, n_head_kv=3)
+    with pytest.raises(ValueError, match="phi3 needs tokenizer='llama'"):
+        write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3")
+    with pytest.raises(ValueError, match="phi3 needs head_dim"):
+        write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3", tokenizer="llama", head_dim=32)
+    with pytest.raises(ValueError, match="n_ctx_orig"):
+        write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3", tokenizer="llama", n_ctx_orig=4096)
+    with pytest.raises(ValueError, match="n_rot"):
+        write_synthetic_gguf(tmp_path / "x.gguf", arch="phi3", tokenizer="llama", n_rot=66)
+    with pytest.raises(ValueError, match="phi3's"):
+        write_synthetic_gguf(tmp_path / "x.gguf", rope_long_short=True)
+    # phi3's parameters do not enter other models' cache keys (their cached files stay valid)
+    dense = synthetic._canonical_params(synthetic.PRESETS["tiny"])
+    assert synthetic._cache_key(dense) == synthetic._cache_key(
+        {k: v for k, v in dense.items() if k not in synthetic._PHI3_PARAMS})
     assert not list(tmp_path.iterdir())
 
 
@@ -175,10 +222,10 @@ def test_llama_cpp_loads_every_weight_type(synthetic_model, llama_cpp_peer, wtyp
 
 
 @requires_llama_cpp
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3"])
 def test_llama_cpp_loads_every_arch(synthetic_model, llama_cpp_peer, arch):
     p = synthetic_model(arch=arch, n_head=8, n_head_kv=2, head_dim=64 if arch == "qwen3" else None,
-                        rope_scaling_linear=2.0)
+                        rope_scaling_linear=2.0, tokenizer="llama" if arch == "phi3" else "gpt2")
     llm = llama_cpp_peer(p)
     assert llm.metadata["general.architecture"] == arch
     llm.eval([300, 301, 302])

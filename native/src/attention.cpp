@@ -8,14 +8,14 @@
 
 namespace edge_rt {
 
-void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind,
-          const float* factors) {
+void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scale, RopeKind kind, const float* factors,
+          float attn_factor) {
     const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
     float theta = (float)pos;
     const int64_t half = n_rot / 2;
     for (int64_t i = 0; i < half; ++i) {
         const float angle = freq_scale * (factors ? theta / factors[i] : theta);
-        const float c = std::cos(angle), s = std::sin(angle);
+        const float c = std::cos(angle) * attn_factor, s = std::sin(angle) * attn_factor;
         const int64_t a = kind == RopeKind::Normal ? 2 * i : i;
         const int64_t b = kind == RopeKind::Normal ? 2 * i + 1 : i + half;
         const float x0 = x[a], x1 = x[b];
@@ -27,7 +27,8 @@ void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scal
 
 namespace {
 
-// q (n x q_dim) and k (n x kv_dim): optional per-head RMSNorm, then RoPE at each token's position.
+// q (n x q_dim) and k (n x kv_dim): optional per-head RMSNorm, then RoPE at each token's position,
+// then q times cfg.attn_q_scale where the architecture scales q rather than the scores (phi3).
 void position_heads(ForwardPass& f, const LayerWeights& w) {
     const ModelConfig& c = f.cfg;
     Scratch& s = f.s;
@@ -47,11 +48,13 @@ void position_heads(ForwardPass& f, const LayerWeights& w) {
         const int64_t pos = f.n_past + t;
         for (int64_t h = 0; h < c.n_head; ++h)
             rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind,
-                 f.rope_factors);
+                 f.rope_factors, c.rope_attn_factor);
         for (int64_t h = 0; h < c.n_head_kv; ++h)
             rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind,
-                 f.rope_factors);
+                 f.rope_factors, c.rope_attn_factor);
     }
+    if (c.attn_q_scale > 0.0f)
+        for (int64_t i = 0; i < f.n * Q; ++i) s.q[(size_t)i] *= c.attn_q_scale;
 }
 
 // Appends the micro-batch's K and V rows to layer il's cache (fp16; V transposed, see KvCache).
@@ -80,7 +83,7 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, n_ctx = f.kv.n_ctx;
     const int64_t group = c.n_head / c.n_head_kv;
     const int64_t n_kv = f.n_past + f.n;  // cache positions visible to the last token of this batch
-    const float kq_scale = 1.0f / std::sqrt((float)D);
+    const float kq_scale = c.attn_q_scale > 0.0f ? 1.0f : 1.0f / std::sqrt((float)D);  // q already scaled
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     const int64_t n_past = f.n_past;

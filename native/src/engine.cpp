@@ -14,9 +14,10 @@ namespace edge_rt {
 
 namespace {
 
-// rope_freqs.weight, held by the engine (Llama 3.1+: n_rot/2 floats).
-uint64_t rope_factor_bytes(const ModelConfig& cfg) {
-    return cfg.has_rope_freqs ? (uint64_t)(cfg.n_rot / 2) * sizeof(float) : 0;
+// The RoPE factors held by the engine for a context of n_ctx positions (rope_freqs.weight of Llama
+// 3.1+, phi3's rope_factors_long/short: n_rot/2 floats).
+uint64_t rope_factor_bytes(const ModelConfig& cfg, int64_t n_ctx) {
+    return cfg.rope_factors_tensor(n_ctx).empty() ? 0 : (uint64_t)(cfg.n_rot / 2) * sizeof(float);
 }
 
 // The KV cache: K and V for every layer, n_ctx rows of kv_dim fp16 values each.
@@ -59,7 +60,7 @@ int64_t Engine::ubatch_for(const EngineOptions& options, const ModelConfig& cfg,
 BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
                                  int64_t n_ubatch, const ExpertPredictor* predictor) {
     BudgetFloor f;
-    f.weights = StreamingWeights::min_weight_bytes(file, cfg) + rope_factor_bytes(cfg);
+    f.weights = StreamingWeights::min_weight_bytes(file, cfg) + rope_factor_bytes(cfg, options.context.n_ctx);
     f.kv_cache = kv_bytes(cfg, options.context.n_ctx);
     f.scratch = scratch_bytes(cfg, n_ubatch, options.context.n_ctx, options.context.n_threads);
     if (predictor) {
@@ -118,17 +119,17 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         }
     }
     accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
-    if (cfg_.has_rope_freqs) {
+    const std::string rope_factors = cfg_.rope_factors_tensor(n_ctx_);
+    if (!rope_factors.empty()) {
         // Read once, kept beside the weights (it belongs to no layer unit, so no provider serves it).
-        accountant_.reserve(MemClass::PinnedWeights, rope_factor_bytes(cfg_), "rope_freqs.weight");
-        const GgufTensorInfo& t = *file_->find_tensor("rope_freqs.weight");
+        accountant_.reserve(MemClass::PinnedWeights, rope_factor_bytes(cfg_, n_ctx_), rope_factors);
+        const GgufTensorInfo& t = *file_->find_tensor(rope_factors);
         rope_factors_.resize((size_t)(cfg_.n_rot / 2));
         open_model_reader(path, IoMode::Buffered)->read_exact(rope_factors_.data(), (size_t)t.n_bytes, t.offset);
         for (float v : rope_factors_) {
             if (!(v > 0.0f) || !std::isfinite(v)) {
                 fail(ErrorKind::ModelFormat,
-                     "[model] tensor 'rope_freqs.weight' holds a factor that is not a "
-                     "positive finite number");
+                     "[model] tensor '" + rope_factors + "' holds a factor that is not a positive finite number");
             }
         }
     }

@@ -74,7 +74,7 @@ struct ForwardPass {
     EvalObserver* observer;            // nullptr: nothing observed
     const ExpertPredictor* predictor;  // fitted next-layer predictor, or nullptr
     ExpertPrefetch prefetch;           // the expert predictors to run (Off for dense models)
-    const float* rope_factors;         // n_rot/2 RoPE frequency divisors (rope_freqs.weight), or nullptr
+    const float* rope_factors;         // n_rot/2 RoPE frequency divisors (ModelConfig::rope_factors_tensor), or nullptr
     int64_t n;                         // tokens in this micro-batch
     int64_t n_past;                    // cache positions before it
 

@@ -26,10 +26,13 @@ bool interleave_in_place(TensorView& v) {
 }
 
 void interleave_layer(LayerWeights& w) {
-    for (TensorView* v :
-         {&w.wq, &w.wk, &w.wv, &w.wo, &w.ffn_gate, &w.ffn_up, &w.ffn_down, &w.ffn_gate_inp, &w.ffn_gate_exps,
-          &w.ffn_up_exps, &w.ffn_down_exps, &w.ffn_gate_shexp, &w.ffn_up_shexp, &w.ffn_down_shexp})
+    // Fused tensors a recipe splits into row views (phi3's attn_qkv, and ffn_up holding gate and up when
+    // there is no ffn_gate) stay in the file's layout: their split points need not be whole groups.
+    const bool fused_gate_up = w.ffn_up.present() && !w.ffn_gate.present();
+    for (TensorView* v : {&w.wq, &w.wk, &w.wv, &w.wo, &w.ffn_gate, &w.ffn_down, &w.ffn_gate_inp, &w.ffn_gate_exps,
+                          &w.ffn_up_exps, &w.ffn_down_exps, &w.ffn_gate_shexp, &w.ffn_up_shexp, &w.ffn_down_shexp})
         interleave_in_place(*v);
+    if (!fused_gate_up) interleave_in_place(w.ffn_up);
 }
 
 }  // namespace edge_rt

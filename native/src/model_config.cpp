@@ -113,7 +113,69 @@ void check_tokenizer_arrays(const GgufFile& f) {
     }
 }
 
+// phi3's hyperparameters beyond llama's, as llama.cpp's llama_model_phi3 reads them. Its
+// attention.sliding_window is ignored: llama.cpp disables SWA for phi3 (ggml-org/llama.cpp#13676).
+void check_phi3(const GgufFile& f, ModelConfig& c) {
+    const std::string p = c.arch + ".";
+    if (c.n_expert > 0) {
+        fail(ErrorKind::ModelFormat,
+             "[model] key '" + p + "expert_count': architecture phi3 has no experts (that is phimoe)");
+    }
+    // llama.cpp builds q and the output projection n_embd wide.
+    if (c.q_dim() != c.n_embd) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "attention.key_length': head_count * key_length " +
+                                         std::to_string(c.q_dim()) + " must equal " + p + "embedding_length " +
+                                         std::to_string(c.n_embd) + " for phi3");
+    }
+    c.attn_q_scale = 1.0f / std::sqrt((float)c.head_dim);
+    c.n_ctx_orig = hparam_or(f, p + "rope.scaling.original_context_length", c.n_ctx_train, 1, int64_t(1) << 24);
+    const GgufTensorInfo* lng = f.find_tensor("rope_factors_long.weight");
+    const GgufTensorInfo* sht = f.find_tensor("rope_factors_short.weight");
+    if (!lng && !sht) return;
+    for (const GgufTensorInfo* t : {lng, sht}) {
+        if (!t) {
+            fail(ErrorKind::ModelFormat, std::string("[model] required tensor '") +
+                                             (lng ? "rope_factors_short.weight" : "rope_factors_long.weight") +
+                                             "' is missing (rope factors come in a long and a short set)");
+        }
+        if (t->type != GgmlType::F32 || t->n_dims != 1 || t->ne[0] != c.n_rot / 2) {
+            fail(ErrorKind::ModelFormat, "[model] tensor '" + t->name + "' must be F32 of shape [" +
+                                             std::to_string(c.n_rot / 2) + "] (rope.dimension_count / 2)");
+        }
+    }
+    c.has_rope_long_short = true;
+}
+
+// A phi3 layer's attention and FFN tensors: q, k, v fused in attn_qkv ([n_embd, q_dim + 2 kv_dim], rows
+// q then k then v) and ffn_up holding the gate rows then the up rows ([n_embd, 2 n_ff]), as llama.cpp's
+// converter writes them. Separate q/k/v, biases and ffn_gate are tensors llama.cpp does not read here.
+void check_phi3_layer(const GgufFile& f, const ModelConfig& c, const std::string& b) {
+    const std::string p = c.arch + ".";
+    for (const char* part : {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_qkv.bias", "attn_q.bias",
+                             "attn_k.bias", "attn_v.bias", "ffn_gate.weight"}) {
+        if (f.find_tensor(b + part)) {
+            fail(ErrorKind::ModelFormat, "[model] tensor '" + b + part +
+                                             "' is not supported for phi3 (its q, k, v are the fused "
+                                             "attn_qkv.weight, its gate is the first half of ffn_up.weight)");
+        }
+    }
+    check_tensor(f, b + "attn_qkv.weight", {c.n_embd, c.q_dim() + 2 * c.kv_dim()}, true,
+                 p + "embedding_length, " + p + "attention.head_count, head_count_kv: q, k and v rows");
+    const std::string ffn_why = p + "embedding_length, " + p + "feed_forward_length: gate and up rows";
+    check_tensor(f, b + "ffn_norm.weight", {c.n_embd}, true, p + "embedding_length");
+    check_tensor(f, b + "ffn_up.weight", {c.n_embd, 2 * c.n_ff}, true, ffn_why);
+    check_tensor(f, b + "ffn_down.weight", {c.n_ff, c.n_embd}, true,
+                 p + "embedding_length, " + p + "feed_forward_length");
+}
+
 }  // namespace
+
+std::string ModelConfig::rope_factors_tensor(int64_t n_ctx) const {
+    if (has_rope_freqs) return "rope_freqs.weight";
+    if (!has_rope_long_short) return "";
+    const int64_t llama_cpp_ctx = (n_ctx + 255) / 256 * 256;
+    return llama_cpp_ctx > n_ctx_orig ? "rope_factors_long.weight" : "rope_factors_short.weight";
+}
 
 const std::vector<std::string>& ModelConfig::supported_architectures() {
     static const std::vector<std::string> archs = [] {
@@ -215,7 +277,11 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         }
         c.rope_freq_scale = (float)(1.0 / factor);
     }
-    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3 the NeoX halves.
+    c.rope_attn_factor = (float)f.get_float_or(p + "rope.scaling.attn_factor", 1.0);
+    if (!(c.rope_attn_factor > 0.0f) || !std::isfinite(c.rope_attn_factor)) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.scaling.attn_factor' must be a positive number");
+    }
+    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3/phi3 the NeoX halves.
     c.rope_kind = c.arch == "llama" ? RopeKind::Normal : RopeKind::NeoX;
     c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe";
     if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
@@ -231,6 +297,16 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
                                              std::to_string(c.n_rot / 2) + "] (rope.dimension_count / 2)");
         }
         c.has_rope_freqs = true;
+    }
+    if (c.arch == "phi3") {
+        check_phi3(f, c);
+    } else {
+        for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+            if (f.find_tensor(name)) {
+                fail(ErrorKind::ModelFormat, std::string("[model] tensor '") + name +
+                                                 "' is read for architecture phi3 only, not '" + c.arch + "'");
+            }
+        }
     }
 
     const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
@@ -249,10 +325,14 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     for (int64_t il = 0; il < c.n_layer; ++il) {
         const std::string b = "blk." + std::to_string(il) + ".";
         check_tensor(f, b + "attn_norm.weight", {c.n_embd}, true, p + "embedding_length");
+        check_tensor(f, b + "attn_output.weight", {c.q_dim(), c.n_embd}, true, attn_why);
+        if (c.arch == "phi3") {
+            check_phi3_layer(f, c, b);
+            continue;
+        }
         check_tensor(f, b + "attn_q.weight", {c.n_embd, c.q_dim()}, true, attn_why);
         check_tensor(f, b + "attn_k.weight", {c.n_embd, c.kv_dim()}, true, attn_why);
         check_tensor(f, b + "attn_v.weight", {c.n_embd, c.kv_dim()}, true, attn_why);
-        check_tensor(f, b + "attn_output.weight", {c.q_dim(), c.n_embd}, true, attn_why);
         check_tensor(f, b + "attn_q.bias", {c.q_dim()}, c.has_qkv_bias, attn_why);
         check_tensor(f, b + "attn_k.bias", {c.kv_dim()}, c.has_qkv_bias, attn_why);
         check_tensor(f, b + "attn_v.bias", {c.kv_dim()}, c.has_qkv_bias, attn_why);

@@ -134,7 +134,12 @@ void observe_input(ForwardPass& f, int layer, const TensorView& W, int64_t exper
 
 void project(ForwardPass& f, int layer, int64_t expert, const float* in, int64_t m, int64_t width,
              const TensorView* const* W, float* const* outs, int count) {
-    for (int i = 0; i < count; ++i) observe_input(f, layer, *W[i], expert, in, m, width);
+    // Views into one fused tensor (phi3's q/k/v, gate/up) share its input: observed once, as one weight.
+    for (int i = 0; i < count; ++i) {
+        bool seen = false;
+        for (int j = 0; j < i; ++j) seen = seen || W[j]->info == W[i]->info;
+        if (!seen) observe_input(f, layer, *W[i], expert, in, m, width);
+    }
     size_t stride = 0;
     const WeightKernels* converted = nullptr;  // the format f.s.act holds
     for (int i = 0; i < count; ++i) {

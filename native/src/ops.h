@@ -50,7 +50,8 @@ void observe_input(ForwardPass& f, int layer, const TensorView& W, int64_t exper
                    int64_t width);
 
 // Several projections of the same input rows (q, k, v; gate, up): converts the input once per
-// activation format, observes it once per weight, and writes W[i]'s m x W[i].ne1 output to outs[i].
+// activation format, observes it once per tensor (views of one fused tensor count once), and writes
+// W[i]'s m x W[i].ne1 output to outs[i].
 void project(ForwardPass& f, int layer, int64_t expert, const float* in, int64_t m, int64_t width,
              const TensorView* const* W, float* const* outs, int count);
 

@@ -33,6 +33,7 @@ LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocato
     w.wq = v("attn_q.weight");
     w.wk = v("attn_k.weight");
     w.wv = v("attn_v.weight");
+    w.wqkv = v("attn_qkv.weight");
     w.bq = v("attn_q.bias");
     w.bk = v("attn_k.bias");
     w.bv = v("attn_v.bias");

@@ -1,4 +1,4 @@
-// The forward pass of llama-family decoders (llama, qwen2, qwen3, and the Mixture-of-Experts
+// The forward pass of llama-family decoders (llama, qwen2, qwen3, phi3, and the Mixture-of-Experts
 // llama/Mixtral, qwen2moe, qwen3moe) on the CPU.
 //
 // Contract:
@@ -137,7 +137,7 @@ private:
     EvalObserver* observer_ = nullptr;
     std::unique_ptr<ExpertPredictor> predictor_;
     std::vector<std::string> notes_;
-    std::vector<float> rope_factors_;  // rope_freqs.weight (n_rot/2), empty without one
+    std::vector<float> rope_factors_;  // cfg_.rope_factors_tensor(n_ctx_) (n_rot/2), empty without one
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     std::atomic<int64_t> n_past_{0};  // atomic: Python may read n_past while another thread evaluates

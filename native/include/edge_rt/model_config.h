@@ -18,7 +18,7 @@ namespace edge_rt {
 enum class RopeKind { Normal, NeoX };  // Normal: rotate pairs (2i, 2i+1); NeoX: pairs (i, i + n_rot/2)
 
 struct ModelConfig {
-    std::string arch;     // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"
+    std::string arch;     // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3"
     int64_t n_vocab = 0;  // rows of the output head (and of token_embd)
     int64_t n_embd = 0;
     int64_t n_layer = 0;
@@ -35,6 +35,9 @@ struct ModelConfig {
     // rope_freqs.weight (Llama 3.1+ files): n_rot/2 F32 divisors of the RoPE frequencies, pair i's
     // angle pos * freq_scale * base^(-2i/n_rot) / factor[i] (llama only, as llama.cpp reads it).
     bool has_rope_freqs = false;
+    // rope.scaling.attn_factor (phi3 128k files): RoPE's cos and sin are multiplied by it, as ggml's
+    // mscale; llama.cpp reads it for every architecture.
+    float rope_attn_factor = 1.0f;
     bool has_qkv_bias = false;  // qwen2 (optional for llama)
     bool has_qk_norm = false;   // qwen3
     bool tied_output = false;   // output.weight absent: the token embedding is the output head
@@ -48,6 +51,21 @@ struct ModelConfig {
     int64_t n_ff_shexp = 0;     // shared expert (qwen2moe), 0 = none
     bool expert_weights_norm = false;   // renormalize the selected probabilities (llama, qwen3moe: yes; qwen2moe: no)
     float expert_weights_scale = 0.0f;  // multiply the expert weights by this when not 0 or 1
+
+    // phi3 (Phi-3 / Phi-3.5): q, k, v are one fused tensor (attn_qkv) and ffn_up holds gate and up rows.
+    // As llama.cpp, q is multiplied by 1/sqrt(head_dim) after RoPE and the scores are not scaled again
+    // (attn_q_scale > 0; 0 = the scores are scaled). The 128k files carry rope_factors_long.weight and
+    // rope_factors_short.weight (n_rot/2 F32 divisors each, shared by all layers) and
+    // rope.scaling.original_context_length (n_ctx_orig); see rope_factors_tensor().
+    float attn_q_scale = 0.0f;
+    bool has_rope_long_short = false;
+    int64_t n_ctx_orig = 0;  // rope.scaling.original_context_length, default n_ctx_train
+
+    // The per-dimension RoPE factor tensor the engine reads for a context of n_ctx positions, or ""
+    // for none: rope_freqs.weight; for phi3, as llama.cpp chooses, rope_factors_long.weight when its
+    // context (n_ctx rounded up to a multiple of 256, as llama.cpp allocates it) exceeds n_ctx_orig,
+    // else rope_factors_short.weight.
+    std::string rope_factors_tensor(int64_t n_ctx) const;
 
     bool is_moe() const noexcept { return n_expert > 0; }
 

@@ -58,6 +58,16 @@ struct TensorView {
     bool present() const noexcept { return info != nullptr; }
     const uint8_t* row(int64_t r) const noexcept { return data + (size_t)r * row_bytes; }
     size_t matrix_bytes() const noexcept { return (size_t)ne1 * row_bytes; }
+    // Rows first .. first + count - 1 of a 2-D weight, as a weight of its own (info still names the
+    // whole tensor): one part of a fused tensor (phi3's attn_qkv, its gate-up ffn_up). It keeps the fused
+    // tensor's sum order (llama.cpp multiplies the whole fused tensor). Not for interleaved tensors
+    // (providers leave fused tensors in the file's layout: interleave.h).
+    TensorView rows(int64_t first, int64_t count) const noexcept {
+        TensorView v = *this;
+        v.data = data ? data + (size_t)first * row_bytes : nullptr;
+        v.ne1 = count;
+        return v;
+    }
     // The 2-D matrix of expert e (info still names the whole 3-D tensor).
     TensorView expert(int64_t e) const noexcept {
         TensorView v = *this;
@@ -69,12 +79,14 @@ struct TensorView {
 
 struct LayerWeights {
     TensorView attn_norm;         // [n_embd]
-    TensorView wq, wk, wv;        // [n_embd, q_dim], [n_embd, kv_dim], [n_embd, kv_dim]
+    TensorView wq, wk, wv;        // [n_embd, q_dim], [n_embd, kv_dim], [n_embd, kv_dim]; absent in phi3
+    TensorView wqkv;              // [n_embd, q_dim + 2 * kv_dim]: q, k, v rows fused (phi3 only)
     TensorView bq, bk, bv;        // [q_dim], [kv_dim], [kv_dim]; optional (qwen2)
     TensorView q_norm, k_norm;    // [head_dim]; optional (qwen3)
     TensorView wo;                // [q_dim, n_embd]
     TensorView ffn_norm;          // [n_embd]
-    TensorView ffn_gate, ffn_up;  // [n_embd, n_ff]; absent in MoE layers
+    TensorView ffn_gate, ffn_up;  // [n_embd, n_ff]; absent in MoE layers. phi3: no ffn_gate, and ffn_up is
+                                  // [n_embd, 2 * n_ff], the gate rows then the up rows
     TensorView ffn_down;          // [n_ff, n_embd]; absent in MoE layers
     // Mixture of experts (absent in dense layers). The expert tensors' data may be null when the
     // provider serves experts separately (acquire_experts); the router is always readable.
