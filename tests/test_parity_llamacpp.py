@@ -365,12 +365,16 @@ def _llama_cpp_mirrors_avx2() -> bool:
     return all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")) and "AVX512" not in info
 
 
-# Q4_0 as well: llama.cpp repacks Q4_0 matrices (rows a multiple of 8, the tied head's duplicate too) and
-# sums them block by block (kernels.h SumOrder::Blockwise); edge_rt's interleaved and plain kernels both.
+# Q4_0 and Q4_K as well: llama.cpp repacks those matrices (rows a multiple of 8, the tied head's duplicate
+# too) and sums them block by block (kernels.h SumOrder::Blockwise); edge_rt's interleaved and plain
+# kernels both.
 BITWISE_VARIANTS = {
     "q4_1-tied-q8_0": {},
     "q4_0-untied": dict(weight_type="Q4_0", embed_type="Q4_0", tie_embeddings=False),
     "q4_0-tied": dict(weight_type="Q4_0", embed_type="Q4_0"),
+    # Q4_K: repacked too (q4_K_8x8); a prompt's rows in whole groups of 4 summed per 64 elements
+    "q4_k-untied": dict(n_embd=512, n_head=8, n_head_kv=2, weight_type="Q4_K", embed_type="Q4_K",
+                        tie_embeddings=False),
 }
 
 

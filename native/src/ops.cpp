@@ -93,6 +93,7 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
     const uint8_t* act = f.s.act.data();
     const int64_t width = W.ne0;
     const bool blockwise = W.sum_order == SumOrder::Blockwise;
+    const int64_t n_gemm = n_tok - n_tok % 4;  // prompt rows llama.cpp's repacked gemm takes (kernels.h)
     f.pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
         float tmp[8];
         for (int64_t rb = r0; rb < r1; rb += kRowTile) {
@@ -103,7 +104,8 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                 for (int64_t r = rb; r < re; ++r) {
                     const uint8_t* wrow = W.row(r);
                     if (blockwise) {
-                        k.dot_rows_blockwise(width, wrow, a, act_stride, n_act, tmp);
+                        const int gemm_rows = (int)std::clamp<int64_t>(n_gemm - t, 0, n_act);
+                        k.dot_rows_blockwise(width, wrow, a, act_stride, n_act, gemm_rows, tmp);
                         for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
                     } else if (k.vec_dot_rows && n_act > 1) {
                         k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);

@@ -667,7 +667,7 @@ void test_q4_0_blockwise(std::mt19937& rng) {
             }
             for (int c = 0; c < 8; ++c) {
                 float out[8];
-                k->dot_rows_blockwise(n, w.data() + c * rb, acts.data(), arb, 8, out);
+                k->dot_rows_blockwise(n, w.data() + c * rb, acts.data(), arb, 8, 8, out);
                 for (int r = 0; r < 8; ++r)
                     CHECK(same_bits(out[r], want[r][c]), "Q4_0/%s n=%lld dot_rows_blockwise row %d act %d %.9g != %.9g",
                           isa_name(isa), (long long)n, c, r, out[r], want[r][c]);
@@ -675,6 +675,34 @@ void test_q4_0_blockwise(std::mt19937& rng) {
         }
     }
     std::printf("  Q4_0 Blockwise order: rows and x8 kernels ok-so-far\n");
+}
+
+// Every type with Blockwise kernels: each ISA's dot_rows_blockwise is the scalar twin's bits, for rows
+// summed as llama.cpp's gemm (the first n_gemm) and as its gemv (the rest).
+void test_blockwise_rows_match_twin(std::mt19937& rng) {
+    for (const TypeInfo& ti : kTypes) {
+        const WeightKernels* ref = scalar_weight_kernels(ti.type);
+        if (!ref->dot_rows_blockwise) continue;
+        CHECK(sum_order_for(ti.type, 16) == SumOrder::Blockwise, "%s has Blockwise kernels but is not Blockwise",
+              ti.name);
+        for (int64_t n : {256, 512, 2048}) {
+            const auto w = random_weights(ti, n, rng);
+            const size_t arb = ref->act_row_bytes(n);
+            std::vector<uint8_t> acts(arb * 8);
+            for (int r = 0; r < 8; ++r) ref->quantize_act(random_acts(n, rng).data(), acts.data() + r * arb, n);
+            for (int n_gemm : {0, 3, 8}) {
+                float want[8];
+                ref->dot_rows_blockwise(n, w.data(), acts.data(), arb, 8, n_gemm, want);
+                for (Isa isa : runnable_simd_isas()) {
+                    float got[8];
+                    weight_kernels(ti.type, isa)->dot_rows_blockwise(n, w.data(), acts.data(), arb, 8, n_gemm, got);
+                    for (int r = 0; r < 8; ++r)
+                        CHECK(same_bits(got[r], want[r]), "%s/%s n=%lld n_gemm=%d row %d: %.9g != twin %.9g", ti.name,
+                              isa_name(isa), (long long)n, n_gemm, r, got[r], want[r]);
+                }
+            }
+        }
+    }
 }
 
 void test_dispatch_on_this_cpu() {
@@ -702,6 +730,7 @@ int main(int argc, char** argv) {
     for (const TypeInfo& ti : kTypes) test_type(ti, rng);
     test_ggml_vec_ops(rng);
     test_q4_0_blockwise(rng);
+    test_blockwise_rows_match_twin(rng);
     // Non-compute types have no kernels.
     CHECK(weight_kernels(GgmlType::Q2_K, Isa::Scalar) == nullptr, "Q2_K should have no kernels");
     if (g_failures) {

@@ -44,8 +44,11 @@ struct WeightKernels {
     void (*dequantize_row)(const void* w, float* y, int64_t n);
 
     // ---- Blockwise order (see SumOrder); nullptr for types llama.cpp never repacks.
-    // out[j] = w . a_j for j in [0, n_act), 1 <= n_act <= 8, w one row in the file's layout.
-    void (*dot_rows_blockwise)(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out);
+    // out[j] = w . a_j for j in [0, n_act), 1 <= n_act <= 8, w one row in the file's layout. The first
+    // n_gemm of the rows are summed as llama.cpp's 4-row gemm sums them, the others as its gemv (they
+    // differ for Q4_K: the gemm adds each 64-element chunk's float term, the gemv each super-block's).
+    void (*dot_rows_blockwise)(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, int n_gemm,
+                               float* out);
     // 8 consecutive rows of n elements (row_bytes apart) -> one interleaved group of the same total size
     // (the type's x8 layout, below). src and group must not overlap.
     void (*interleave_x8)(const void* src, size_t row_bytes, int64_t n, void* group);
@@ -62,7 +65,9 @@ struct WeightKernels {
 // whose row count is a multiple of 8 into interleaved groups of 8 rows at load (ggml-cpu/repack.cpp,
 // block_q4_0x8; also the output head's duplicate of a tied token embedding) and sums those as
 // ggml_gemv/gemm_q4_0_8x8_q8_0 do: one float accumulator per output, acc = fma(float(integer block sum),
-// dx * dy, acc) block by block (Blockwise). Every other matrix is summed as its vec_dot does (Lanes: 8
+// dx * dy, acc) block by block (Blockwise); Q4_K likewise (q4_K_8x8), with a second accumulator for the
+// mins, where a prompt's rows in whole groups of 4 (its gemm) add a float term per 64 elements and the
+// other rows (its gemv, decode) one per 256. Every other matrix is summed as its vec_dot does (Lanes: 8
 // float lanes, then hsum8). The engine mirrors the choice per tensor in every ISA and layout, so a
 // matrix streamed in the file's layout and one interleaved in RAM give the same bits.
 enum class SumOrder : uint8_t { Lanes, Blockwise };

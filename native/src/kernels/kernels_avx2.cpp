@@ -472,7 +472,8 @@ float ggml_dot_f16_avx2(int64_t n, const uint16_t* x, const uint16_t* y, int64_t
 // ------------------------------------------------------------------ Q4_0, Blockwise order (kernels.h)
 
 // One plain row: exact integer block sums (hsum of the 8 int32 lanes), then one scalar fma per block.
-void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, int /*n_gemm*/,
+                             float* out) {
     const auto* x = static_cast<const BlockQ4_0*>(w);
     for (int j = 0; j < n_act; ++j) {
         const auto* y = reinterpret_cast<const BlockQ8_0*>(act_row(a, a_stride, j));
@@ -484,6 +485,72 @@ void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_s
             acc = std::fma((float)isum, h2f(x[b].d) * h2f(y[b].d), acc);
         }
         out[j] = acc;
+    }
+}
+
+// One Q4_K super-block as llama.cpp's 4-row gemm adds it: per 64-element chunk c (sub-blocks 2c, 2c + 1),
+// acc = fma(sc . dot, d * dy, acc) and acc_min = fma(m . bsum pairs, dmin * dy, acc_min).
+ERT_INLINE void q4_K_chunks_fma(const BlockQ4_K& xb, const BlockQ8_K& yb, float& acc, float& acc_min) {
+    uint32_t sm[4];
+    q4k_unpack_scales(xb.scales, sm);
+    const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+    const float d = h2f(xb.d) * yb.d, dmin = h2f(xb.dmin) * yb.d;
+    for (int k = 0; k < 4; ++k) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
+        const __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+        const __m256i y0 = _mm256_loadu_si256((const __m256i*)(yb.qs + 64 * k));
+        const __m256i y1 = _mm256_loadu_si256((const __m256i*)(yb.qs + 64 * k + 32));
+        const __m256i s =
+            _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * k])),
+                             _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * k + 1])));
+        const int mins = sc[8 + 2 * k] * (yb.bsums[4 * k] + yb.bsums[4 * k + 1]) +
+                         sc[9 + 2 * k] * (yb.bsums[4 * k + 2] + yb.bsums[4 * k + 3]);
+        acc = std::fma((float)hsum8_epi32(s), d, acc);
+        acc_min = std::fma((float)mins, dmin, acc_min);
+    }
+}
+
+// Q4_K, one plain row: exact integer sums (as rows_kquant_min), then the two scalar fmas per super-block
+// (gemv rows) or per 64-element chunk (gemm rows: q4_K_chunks_fma).
+void q4_K_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, int n_gemm,
+                             float* out) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    for (int r = 0; r < n_act; ++r) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(act_row(a, a_stride, r));
+        float acc = 0.f, acc_min = 0.f;
+        for (int64_t b = 0; b < n / QK_K; ++b) {
+            const BlockQ4_K& xb = x[b];
+            const BlockQ8_K& yb = y[b];
+            if (r < n_gemm) {
+                q4_K_chunks_fma(xb, yb, acc, acc_min);
+                continue;
+            }
+            uint32_t sm[4];
+            q4k_unpack_scales(xb.scales, sm);
+            const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int k = 0; k < 4; ++k) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
+                const __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+                const __m256i y0 = _mm256_loadu_si256((const __m256i*)(yb.qs + 64 * k));
+                const __m256i y1 = _mm256_loadu_si256((const __m256i*)(yb.qs + 64 * k + 32));
+                sumi = _mm256_add_epi32(sumi,
+                                        _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * k])));
+                sumi = _mm256_add_epi32(
+                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * k + 1])));
+            }
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
+            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
+            __m128i pm = _mm_madd_epi16(pairs, mins);
+            pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(1, 0, 3, 2)));
+            pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(2, 3, 0, 1)));
+            acc = std::fma((float)hsum8_epi32(sumi), h2f(xb.d) * yb.d, acc);
+            acc_min = std::fma((float)_mm_cvtsi128_si32(pm), h2f(xb.dmin) * yb.d, acc_min);
+        }
+        out[r] = acc - acc_min;
     }
 }
 
@@ -576,6 +643,7 @@ struct Avx2Table {
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q6_K_dot, q6_K_dot_rows);
         k[(int)T::Q4_0].dot_rows_blockwise = q4_0_dot_rows_blockwise;
         k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8;
+        k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;
     }
 };
 

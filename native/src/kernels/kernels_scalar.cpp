@@ -424,7 +424,8 @@ inline int q4_0_block_isum(const uint8_t* qs, const int8_t* yq) {
     return sumi;
 }
 
-void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+void q4_0_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, int /*n_gemm*/,
+                             float* out) {
     const auto* x = static_cast<const BlockQ4_0*>(w);
     for (int j = 0; j < n_act; ++j) {
         const auto* y = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + (size_t)j * a_stride);
@@ -497,6 +498,39 @@ float dot_q4_K(int64_t n, const void* w, const void* a) {
         s += fp16_to_fp32(x[b].d) * y[b].d * (float)sumi - fp16_to_fp32(x[b].dmin) * y[b].d * (float)summ;
     }
     return s;
+}
+
+// Q4_K in Blockwise order (kernels.h SumOrder), as ggml_gemv/gemm_q4_K_8x8_q8_K: per output two float
+// accumulators, acc = fma(sum_j sc[j] * dot_j, d * dy, acc) and acc_min = fma(sum_j m[j] * bsum pair j,
+// dmin * dy, acc_min) super-block by super-block (gemv), or per 64-element chunk of sub-blocks j = 2c,
+// 2c + 1 (gemm rows); the output is acc - acc_min.
+void q4_K_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, int n_gemm,
+                             float* out) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    for (int r = 0; r < n_act; ++r) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + (size_t)r * a_stride);
+        const int step = r < n_gemm ? 2 : 8;  // sub-blocks per float term
+        float acc = 0.f, acc_min = 0.f;
+        for (int64_t b = 0; b < n / QK_K; ++b) {
+            int32_t sumi = 0, summ = 0;
+            for (int j = 0; j < 8; ++j) {
+                int sc, m;
+                q4k_scale_min(j, x[b].scales, &sc, &m);
+                const uint8_t* q = x[b].qs + 32 * (j / 2);
+                const int8_t* qy = y[b].qs + 32 * j;
+                int dj = 0;
+                for (int l = 0; l < 32; ++l) dj += (j % 2 ? q[l] >> 4 : q[l] & 0x0F) * qy[l];
+                sumi += sc * dj;
+                summ += m * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+                if ((j + 1) % step == 0) {
+                    acc = std::fma((float)sumi, fp16_to_fp32(x[b].d) * y[b].d, acc);
+                    acc_min = std::fma((float)summ, fp16_to_fp32(x[b].dmin) * y[b].d, acc_min);
+                    sumi = summ = 0;
+                }
+            }
+        }
+        out[r] = acc - acc_min;
+    }
 }
 
 // Super-blocks of 16 groups of 16 with one signed scale per group (Q3_K, Q6_K):
@@ -580,6 +614,7 @@ struct ScalarTable {
         q4_0.dot_rows_blockwise = q4_0_dot_rows_blockwise;
         q4_0.interleave_x8 = q4_0_interleave_x8;
         q4_0.gemm_x8 = q4_0_gemm_x8;
+        k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;
     }
 };
 
@@ -624,7 +659,7 @@ struct MergedTables {
 }  // namespace
 
 SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept {
-    return type == GgmlType::Q4_0 && rows % 8 == 0 ? SumOrder::Blockwise : SumOrder::Lanes;
+    return (type == GgmlType::Q4_0 || type == GgmlType::Q4_K) && rows % 8 == 0 ? SumOrder::Blockwise : SumOrder::Lanes;
 }
 
 void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept {
