@@ -65,9 +65,13 @@ void matmul_x8(ForwardPass& f, const TensorView& W, const WeightKernels& k, size
     constexpr int64_t kActTile = 16;   // activation rows per pass over the tile
     const uint8_t* act = f.s.act.data();
     const int64_t width = W.ne0, nb = width / QK8_0;
+    const int64_t n_gemm = n_tok - n_tok % 4;  // prompt rows llama.cpp's repacked gemm takes (kernels.h)
     std::vector<int16_t>& sums = f.s.act_sums;
-    if (sums.size() < (size_t)(n_tok * nb)) sums.resize((size_t)(n_tok * nb));
-    for (int64_t t = 0; t < n_tok; ++t) act_block_sums(act + (size_t)t * act_stride, width, &sums[(size_t)(t * nb)]);
+    if (k.act_type == GgmlType::Q8_0) {  // the Q4_0 kernels' block sums (Q8_K activations carry theirs)
+        if (sums.size() < (size_t)(n_tok * nb)) sums.resize((size_t)(n_tok * nb));
+        for (int64_t t = 0; t < n_tok; ++t)
+            act_block_sums(act + (size_t)t * act_stride, width, &sums[(size_t)(t * nb)]);
+    }
     const size_t group_bytes = 8 * W.row_bytes;
     f.pool.parallel_for(W.ne1 / 8, 2, [&](int64_t g0, int64_t g1) {
         float tmp[kActTile * 8];
@@ -76,8 +80,10 @@ void matmul_x8(ForwardPass& f, const TensorView& W, const WeightKernels& k, size
             for (int64_t t = 0; t < n_tok; t += kActTile) {
                 const int n_act = (int)std::min<int64_t>(kActTile, n_tok - t);
                 for (int64_t g = gb; g < ge; ++g) {
+                    const int gemm_rows = (int)std::clamp<int64_t>(n_gemm - t, 0, n_act);
                     k.gemm_x8(width, W.data + (size_t)g * group_bytes, act + (size_t)t * act_stride, act_stride,
-                              &sums[(size_t)(t * nb)], n_act, tmp, 8);
+                              k.act_type == GgmlType::Q8_0 ? sums.data() + (size_t)(t * nb) : nullptr, n_act, gemm_rows,
+                              tmp, 8);
                     for (int j = 0; j < n_act; ++j)
                         std::memcpy(&y[(t + j) * y_stride + g * 8], &tmp[j * 8], 8 * sizeof(float));
                 }

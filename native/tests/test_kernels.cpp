@@ -658,7 +658,7 @@ void test_q4_0_blockwise(std::mt19937& rng) {
                   isa_name(isa));
             for (int na = 1; na <= kActs; ++na) {
                 float out[kActs * 8];
-                k->gemm_x8(n, group.data(), acts.data(), arb, sums.data(), na, out, 8);
+                k->gemm_x8(n, group.data(), acts.data(), arb, sums.data(), na, 0, out, 8);
                 for (int r = 0; r < na; ++r)
                     for (int c = 0; c < 8; ++c)
                         CHECK(same_bits(out[r * 8 + c], want[r][c]),
@@ -690,6 +690,36 @@ void test_blockwise_rows_match_twin(std::mt19937& rng) {
             const size_t arb = ref->act_row_bytes(n);
             std::vector<uint8_t> acts(arb * 8);
             for (int r = 0; r < 8; ++r) ref->quantize_act(random_acts(n, rng).data(), acts.data() + r * arb, n);
+            // 8 weight rows for the x8 kernels: the interleaved group against each row's twin
+            if (ref->gemm_x8) {
+                const auto w8 = random_weights(ti, 8 * n, rng);
+                const size_t rb = (size_t)(n / ti.block_elems * ti.block_bytes);
+                std::vector<uint8_t> group(8 * rb);
+                ref->interleave_x8(w8.data(), rb, n, group.data());
+                std::vector<int16_t> sums((size_t)(8 * n / 32));
+                if (ref->act_type == GgmlType::Q8_0)
+                    for (int r = 0; r < 8; ++r) act_block_sums(acts.data() + r * arb, n, sums.data() + r * (n / 32));
+                for (int n_gemm : {0, 4, 8}) {
+                    float want[8][8];
+                    for (int c = 0; c < 8; ++c) {
+                        float col[8];
+                        ref->dot_rows_blockwise(n, w8.data() + c * rb, acts.data(), arb, 8, n_gemm, col);
+                        for (int r = 0; r < 8; ++r) want[r][c] = col[r];
+                    }
+                    std::vector<Isa> isas = runnable_simd_isas();
+                    isas.insert(isas.begin(), Isa::Scalar);
+                    for (Isa isa : isas) {
+                        const WeightKernels* k = weight_kernels(ti.type, isa);
+                        float got[64];
+                        k->gemm_x8(n, group.data(), acts.data(), arb, sums.data(), 8, n_gemm, got, 8);
+                        for (int r = 0; r < 8; ++r)
+                            for (int c = 0; c < 8; ++c)
+                                CHECK(same_bits(got[r * 8 + c], want[r][c]),
+                                      "%s/%s n=%lld n_gemm=%d gemm_x8[%d][%d] %.9g != twin %.9g", ti.name,
+                                      isa_name(isa), (long long)n, n_gemm, r, c, got[r * 8 + c], want[r][c]);
+                    }
+                }
+            }
             for (int n_gemm : {0, 3, 8}) {
                 float want[8];
                 ref->dot_rows_blockwise(n, w.data(), acts.data(), arb, 8, n_gemm, want);

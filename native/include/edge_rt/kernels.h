@@ -53,10 +53,11 @@ struct WeightKernels {
     // (the type's x8 layout, below). src and group must not overlap.
     void (*interleave_x8)(const void* src, size_t row_bytes, int64_t n, void* group);
     // One interleaved group of 8 weight rows times n_act activation rows: out[j * out_stride + c] for
-    // row c of the group and activation row j, bit for bit dot_rows_blockwise. a_sums: per activation
-    // row, its nb = n / 32 block sums of the int8 values (act_block_sums), rows nb apart.
+    // row c of the group and activation row j, bit for bit dot_rows_blockwise (n_gemm likewise). a_sums
+    // (Q8_0 activations only, else unused): per activation row, its n / 32 block sums of the int8 values
+    // (act_block_sums), rows n / 32 apart.
     void (*gemm_x8)(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
-                    float* out, size_t out_stride);
+                    int n_gemm, float* out, size_t out_stride);
 
     size_t act_row_bytes(int64_t n) const noexcept { return (size_t)(n / act_block_elems * act_block_bytes); }
 };
@@ -78,6 +79,14 @@ SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept;
 // 4k + i of row c's block b (low nibble: element 4k + i, high nibble: element 16 + 4k + i). A 32-byte
 // load of qs[k] thus holds 4 elements of each of the 8 rows in its 8 lanes of 4 bytes.
 constexpr size_t kQ4_0x8BlockBytes = 144;
+
+// Q4_K x8 layout: per super-block 1152 bytes (8 x 144): d[8] and dmin[8] (fp16, 32 bytes); the 16 six-bit
+// scales and mins of the 8 rows repacked for vector unpacking (96 bytes): low4[j][c] = (sc[j] & 15) |
+// (m[j] & 15) << 4 for sub-block j < 8 and row c < 8 (64 bytes), then high2[k][c] for k < 4 (32 bytes):
+// bits 0-1, 2-3, 4-5, 6-7 = sc[2k] >> 4, m[2k] >> 4, sc[2k+1] >> 4, m[2k+1] >> 4; then qs[k][g][c][i] for
+// k < 4, g < 8, c < 8, i < 4 (1024 bytes): byte 32k + 4g + i of row c's qs (low nibble:
+// element 64k + 4g + i of sub-block 2k, high nibble: element 64k + 32 + 4g + i of sub-block 2k + 1).
+constexpr size_t kQ4_Kx8BlockBytes = 1152;
 
 // sums[b] <- sum of the 32 int8 values of Q8_0 activation block b, for b < n / 32 (what gemm_x8 reads).
 void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept;

@@ -597,7 +597,7 @@ ERT_INLINE void q4_0_gemm_x8_rows(int64_t n, const uint8_t* group, const uint8_t
 }
 
 void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
-                  float* out, size_t out_stride) {
+                  int /*n_gemm*/, float* out, size_t out_stride) {
     const auto* g = static_cast<const uint8_t*>(group);
     const auto* ap = static_cast<const uint8_t*>(a);
     const int64_t nb = n / QK4_0;
@@ -613,6 +613,94 @@ void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, 
             default: q4_0_gemm_x8_rows<4>(n, g, aj, a_stride, sj, oj, out_stride); break;
         }
         j += k;
+    }
+}
+
+// Q4_K against one x8 group, one activation row at a time (the group's 1152 bytes per super-block stay in
+// L1 across the rows). Per 64-element chunk k: 8 vectors of 4 bytes x 8 rows; low nibbles meet the
+// activation's sub-block 2k, high nibbles sub-block 2k + 1, 4 bytes broadcast per vpmaddubsw (i16 sums of
+// 8 <= 8 * 2 * 15 * 127, no saturation); vpmaddwd with each row's 6-bit scale in both i16 halves gives
+// sc * dot per lane, exact. Mins: the chunk's two bsum pairs (i16) against each row's two mins.
+struct Q4KChunkScales {
+    __m256i sc_lo, sc_hi, mins;  // lane c: (sc[2k], sc[2k]), (sc[2k+1], sc[2k+1]), (m[2k], m[2k+1]) as i16
+};
+
+ERT_INLINE void q4_K_x8_scales(const uint8_t* g, Q4KChunkScales* out) {
+    const __m128i low4 = _mm_set1_epi8(0x0F), low2 = _mm_set1_epi8(0x03);
+    for (int k = 0; k < 4; ++k) {
+        const __m128i l0 = _mm_loadl_epi64((const __m128i*)(g + 32 + 16 * k));      // low4[2k][c]
+        const __m128i l1 = _mm_loadl_epi64((const __m128i*)(g + 32 + 16 * k + 8));  // low4[2k+1][c]
+        const __m128i h = _mm_loadl_epi64((const __m128i*)(g + 96 + 8 * k));        // high2[k][c]
+        const __m128i sc0 = _mm_or_si128(_mm_and_si128(l0, low4), _mm_slli_epi16(_mm_and_si128(h, low2), 4));
+        const __m128i m0 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l0, 4), low4),
+                                        _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), low2), 4));
+        const __m128i sc1 =
+            _mm_or_si128(_mm_and_si128(l1, low4), _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), low2), 4));
+        const __m128i m1 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l1, 4), low4),
+                                        _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), low2), 4));
+        const __m256i s0 = _mm256_cvtepu8_epi32(sc0), s1 = _mm256_cvtepu8_epi32(sc1);
+        out[k].sc_lo = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16));
+        out[k].sc_hi = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
+        out[k].mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m0, m1));
+    }
+}
+
+void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* /*a_sums*/, int n_act,
+                  int n_gemm, float* out, size_t out_stride) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const int64_t nb = n / QK_K;
+    const auto* ap = static_cast<const uint8_t*>(a);
+    for (int r0 = 0; r0 < n_act; r0 += 4) {
+        const int nr = n_act - r0 < 4 ? n_act - r0 : 4;
+        __m256 acc[4], acc_min[4];
+        for (int r = 0; r < nr; ++r) acc[r] = acc_min[r] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* g = static_cast<const uint8_t*>(group) + b * kQ4_Kx8BlockBytes;
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)g));
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(g + 16)));
+            Q4KChunkScales s[4];
+            q4_K_x8_scales(g, s);
+            for (int r = 0; r < nr; ++r) {
+                const BlockQ8_K& y = reinterpret_cast<const BlockQ8_K*>(ap + (size_t)(r0 + r) * a_stride)[b];
+                const bool gemm_row = r0 + r < n_gemm;
+                const __m256 dy = _mm256_set1_ps(y.d);
+                const __m256 scale = _mm256_mul_ps(d, dy), scale_min = _mm256_mul_ps(dmin, dy);
+                __m256i sumi = _mm256_setzero_si256(), summ = _mm256_setzero_si256();
+                for (int k = 0; k < 4; ++k) {
+                    int32_t y4[16];
+                    std::memcpy(y4, y.qs + 64 * k, 64);
+                    const uint8_t* q = g + 128 + 256 * k;
+                    __m256i plo = _mm256_setzero_si256(), phi = _mm256_setzero_si256();
+                    for (int gi = 0; gi < 8; ++gi) {
+                        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * gi));
+                        plo = _mm256_add_epi16(
+                            plo, _mm256_maddubs_epi16(_mm256_and_si256(v, low4), _mm256_set1_epi32(y4[gi])));
+                        phi =
+                            _mm256_add_epi16(phi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                                                       _mm256_set1_epi32(y4[8 + gi])));
+                    }
+                    const __m256i chunk =
+                        _mm256_add_epi32(_mm256_madd_epi16(plo, s[k].sc_lo), _mm256_madd_epi16(phi, s[k].sc_hi));
+                    const int pair0 = y.bsums[4 * k] + y.bsums[4 * k + 1],
+                              pair1 = y.bsums[4 * k + 2] + y.bsums[4 * k + 3];
+                    const __m256i chunk_min = _mm256_madd_epi16(
+                        _mm256_set1_epi32((int)((uint32_t)(uint16_t)pair0 | (uint32_t)pair1 << 16)), s[k].mins);
+                    if (gemm_row) {
+                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk), scale, acc[r]);
+                        acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_min), scale_min, acc_min[r]);
+                    } else {
+                        sumi = _mm256_add_epi32(sumi, chunk);
+                        summ = _mm256_add_epi32(summ, chunk_min);
+                    }
+                }
+                if (!gemm_row) {
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), scale, acc[r]);
+                    acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ), scale_min, acc_min[r]);
+                }
+            }
+        }
+        for (int r = 0; r < nr; ++r)
+            _mm256_storeu_ps(out + (size_t)(r0 + r) * out_stride, _mm256_sub_ps(acc[r], acc_min[r]));
     }
 }
 
@@ -644,6 +732,7 @@ struct Avx2Table {
         k[(int)T::Q4_0].dot_rows_blockwise = q4_0_dot_rows_blockwise;
         k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8;
         k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;
+        k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
     }
 };
 

@@ -449,7 +449,7 @@ void q4_0_interleave_x8(const void* src, size_t row_bytes, int64_t n, void* grou
 
 // Reads the x8 layout; the a_sums path is the AVX2 kernel's (sum q * y - 8 * sum y), the same integers.
 void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
-                  float* out, size_t out_stride) {
+                  int /*n_gemm*/, float* out, size_t out_stride) {
     const int64_t nb = n / QK4_0;
     for (int j = 0; j < n_act; ++j) {
         const auto* y = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + (size_t)j * a_stride);
@@ -530,6 +530,64 @@ void q4_K_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t a_s
             }
         }
         out[r] = acc - acc_min;
+    }
+}
+
+void q4_K_interleave_x8(const void* src, size_t row_bytes, int64_t n, void* group) {
+    auto* g = static_cast<uint8_t*>(group);
+    for (int64_t b = 0; b < n / QK_K; ++b, g += kQ4_Kx8BlockBytes) {
+        for (int c = 0; c < 8; ++c) {
+            const auto& blk = reinterpret_cast<const BlockQ4_K*>(static_cast<const uint8_t*>(src) + c * row_bytes)[b];
+            std::memcpy(g + 2 * c, &blk.d, 2);
+            std::memcpy(g + 16 + 2 * c, &blk.dmin, 2);
+            int sc[8], m[8];
+            for (int j = 0; j < 8; ++j) q4k_scale_min(j, blk.scales, &sc[j], &m[j]);
+            for (int j = 0; j < 8; ++j) g[32 + 8 * j + c] = (uint8_t)((sc[j] & 15) | (m[j] & 15) << 4);
+            for (int k = 0; k < 4; ++k)
+                g[96 + 8 * k + c] = (uint8_t)((sc[2 * k] >> 4) | (m[2 * k] >> 4) << 2 | (sc[2 * k + 1] >> 4) << 4 |
+                                              (m[2 * k + 1] >> 4) << 6);
+            for (int k = 0; k < 4; ++k)
+                for (int gi = 0; gi < 8; ++gi)
+                    std::memcpy(g + 128 + 256 * k + 32 * gi + 4 * c, blk.qs + 32 * k + 4 * gi, 4);
+        }
+    }
+}
+
+// Reads the x8 layout back (scales, mins, nibbles) and sums as q4_K_dot_rows_blockwise.
+void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* /*a_sums*/, int n_act,
+                  int n_gemm, float* out, size_t out_stride) {
+    for (int r = 0; r < n_act; ++r) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + (size_t)r * a_stride);
+        const int step = r < n_gemm ? 2 : 8;
+        for (int c = 0; c < 8; ++c) {
+            const uint8_t* g = static_cast<const uint8_t*>(group);
+            float acc = 0.f, acc_min = 0.f;
+            for (int64_t b = 0; b < n / QK_K; ++b, g += kQ4_Kx8BlockBytes) {
+                fp16_t d, dmin;
+                std::memcpy(&d, g + 2 * c, 2);
+                std::memcpy(&dmin, g + 16 + 2 * c, 2);
+                int32_t sumi = 0, summ = 0;
+                for (int j = 0; j < 8; ++j) {
+                    const int hi2 = g[96 + 8 * (j / 2) + c] >> (4 * (j % 2));
+                    const int sc = (g[32 + 8 * j + c] & 15) | (hi2 & 3) << 4;
+                    const int m = (g[32 + 8 * j + c] >> 4) | ((hi2 >> 2) & 3) << 4;
+                    int dj = 0;
+                    for (int gi = 0; gi < 8; ++gi)
+                        for (int i = 0; i < 4; ++i) {
+                            const uint8_t q = g[128 + 256 * (j / 2) + 32 * gi + 4 * c + i];
+                            dj += (j % 2 ? q >> 4 : q & 0x0F) * y[b].qs[32 * j + 4 * gi + i];
+                        }
+                    sumi += sc * dj;
+                    summ += m * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+                    if ((j + 1) % step == 0) {
+                        acc = std::fma((float)sumi, fp16_to_fp32(d) * y[b].d, acc);
+                        acc_min = std::fma((float)summ, fp16_to_fp32(dmin) * y[b].d, acc_min);
+                        sumi = summ = 0;
+                    }
+                }
+            }
+            out[(size_t)r * out_stride + c] = acc - acc_min;
+        }
     }
 }
 
@@ -615,6 +673,8 @@ struct ScalarTable {
         q4_0.interleave_x8 = q4_0_interleave_x8;
         q4_0.gemm_x8 = q4_0_gemm_x8;
         k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;
+        k[(int)T::Q4_K].interleave_x8 = q4_K_interleave_x8;
+        k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
     }
 };
 
