@@ -5,6 +5,7 @@
 
 #include "edge_rt/error.h"
 #include "edge_rt/kernels.h"
+#include "interleave.h"
 
 namespace edge_rt {
 
@@ -87,6 +88,7 @@ void StreamingWeights::load_pinned() {
         for (const WeightRun& r : unit.runs) io_->read_now(buf.get() + r.slot_offset, r.length, r.file_begin);
         LayerWeights unused;
         bind_views(u, buf.get(), u < n_layer ? pinned_layers_[(size_t)u] : unused, pinned_head_);
+        interleave_unit(u, u < n_layer ? pinned_layers_[(size_t)u] : unused, pinned_head_);
     }
     // Tied output head pinned: embedding rows come from it instead of the file.
     if (cfg_.tied_output && placement_.units[(size_t)n_layer].pinned) pinned_embd_ = pinned_head_.output.data;
@@ -122,6 +124,16 @@ const uint8_t* StreamingWeights::locate(const WeightUnit& u, const uint8_t* base
     }
     if (placement_.moe && is_expert_tensor(t)) return nullptr;  // served per expert by acquire_experts
     fail(ErrorKind::Internal, "[stream] tensor '" + t.name + "' is outside its unit's runs");
+}
+
+// The unit's Blockwise matrices into the x8 layout, in its buffer, as ResidentWeights does at load (the
+// same bits either way; interleave.h). A tied head stays in the file's layout: pinned, its bytes are
+// also the embedding rows.
+void StreamingWeights::interleave_unit(int unit, LayerWeights& layer, HeadWeights& head) const {
+    if (unit < cfg_.n_layer)
+        interleave_layer(layer);
+    else if (!cfg_.tied_output)
+        interleave_in_place(head.output);
 }
 
 void StreamingWeights::bind_views(int unit, const uint8_t* base, LayerWeights& layer, HeadWeights& head) const {
@@ -244,6 +256,7 @@ void StreamingWeights::on_read_done(int slot, uint64_t bytes, ErrorKind kind, co
     stats_.io_seconds += s.io.io_end - s.io.io_start;
     if (s.io.error.empty()) {
         bind_views(s.unit, s.buffer.get(), s.layer, s.head);
+        interleave_unit(s.unit, s.layer, s.head);  // on the I/O thread: overlaps the compute
         s.state = SlotState::Ready;
     } else {
         s.state = SlotState::Failed;

@@ -141,6 +141,7 @@ private:
     void shutdown() noexcept;  // stop the I/O threads; the destructor, or a failed build() (buffers are RAII)
     const uint8_t* locate(const WeightUnit& u, const uint8_t* base, const GgufTensorInfo& t) const;
     void bind_views(int unit, const uint8_t* base, LayerWeights& layer, HeadWeights& head) const;
+    void interleave_unit(int unit, LayerWeights& layer, HeadWeights& head) const;
 
     // ---- engine thread: the layer window ----
     Slot& acquire_unit(int unit);
