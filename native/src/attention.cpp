@@ -69,6 +69,70 @@ void write_kv(ForwardPass& f, int il, const WeightKernels& k16) {
     }
 }
 
+// The prompt (tinyBLAS) path of softmax_v, with its bits: one work item is a block of query rows that read
+// the same KV head (up to 8: the heads of a GQA group, and consecutive tokens), so each K row and each V
+// row is widened and read once for all of them (kq_tinyblas / pv_tinyblas). Rows of a block differ in
+// length (causal); each is computed over its own positions, its probabilities zero past them.
+void softmax_v_batched(ForwardPass& f, int il, const WeightKernels& k16, float kq_scale) {
+    const GgmlVecOps& vec_ops = ggml_vec_ops();
+    const ModelConfig& c = f.cfg;
+    Scratch& s = f.s;
+    const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, n_ctx = f.kv.n_ctx;
+    const int64_t group = c.n_head / c.n_head_kv;
+    const int64_t heads_per_item = std::min<int64_t>(group, 8);
+    const int64_t head_blocks = (group + heads_per_item - 1) / heads_per_item;
+    const int64_t tokens_per_item = std::max<int64_t>(1, 8 / heads_per_item);
+    const int64_t token_blocks = (f.n + tokens_per_item - 1) / tokens_per_item;
+    const int64_t n_kv = f.n_past + f.n;
+    const int64_t stride = (n_kv + 7) & ~(int64_t)7;  // one row of scores / probabilities, padded to 8
+    const uint16_t* kc = f.kv.k[(size_t)il].data();
+    const uint16_t* vc = f.kv.v[(size_t)il].data();
+    f.pool.parallel_for(token_blocks * c.n_head_kv * head_blocks, 1, [&](int64_t b, int64_t e) {
+        thread_local std::vector<float> scores, qf, out;
+        thread_local std::vector<uint16_t> half;
+        if ((int64_t)scores.size() < 8 * stride) scores.resize((size_t)(8 * stride));
+        if ((int64_t)half.size() < std::max(stride, D)) half.resize((size_t)std::max(stride, D));
+        if ((int64_t)qf.size() < 8 * D) qf.resize((size_t)(8 * D));
+        if ((int64_t)out.size() < 8 * D) out.resize((size_t)(8 * D));
+        for (int64_t item = b; item < e; ++item) {
+            const int64_t tb = item / (c.n_head_kv * head_blocks), rest = item % (c.n_head_kv * head_blocks);
+            const int64_t hk = rest / head_blocks, h0 = hk * group + (rest % head_blocks) * heads_per_item;
+            const int64_t nh = std::min(heads_per_item, hk * group + group - h0);
+            const int64_t t0 = tb * tokens_per_item, nt = std::min(tokens_per_item, f.n - t0);
+            const int nq = (int)(nt * nh);
+            const int64_t len_max = f.n_past + t0 + nt;
+            // rows r = tt * nh + hh: token t0 + tt, head h0 + hh
+            for (int r = 0; r < nq; ++r) {
+                const int64_t t = t0 + r / nh, h = h0 + r % nh;
+                k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], half.data(), D);
+                for (int64_t d = 0; d < D; ++d) qf[(size_t)(r * D + d)] = fp16_to_fp32(half[(size_t)d]);
+            }
+            float* sc = scores.data();
+            vec_ops.kq_tinyblas(D, kc + hk * D, KV, len_max, qf.data(), nq, sc, stride);
+            for (int r = 0; r < nq; ++r) {
+                float* row = sc + r * stride;
+                const int64_t len = f.n_past + t0 + r / nh + 1;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < len; ++j) {
+                    row[j] *= kq_scale;
+                    mx = std::max(mx, row[j]);
+                }
+                const double sum = vec_ops.softmax_exp(row, row, len, mx);
+                const float inv = (float)(1.0 / sum);
+                for (int64_t j = 0; j < len; ++j) row[j] *= inv;
+                k16.quantize_act(row, half.data(), len);  // the probabilities as ggml's F16 V matmul rounds them
+                for (int64_t j = 0; j < len; ++j) row[j] = fp16_to_fp32(half[(size_t)j]);
+                std::fill(row + len, row + stride, 0.0f);
+            }
+            vec_ops.pv_tinyblas(len_max, vc + hk * D * n_ctx, n_ctx, D, sc, stride, nq, out.data());
+            for (int r = 0; r < nq; ++r) {
+                const int64_t t = t0 + r / nh, h = h0 + r % nh;
+                std::copy(out.begin() + r * D, out.begin() + (r + 1) * D, &s.attn[(size_t)(t * Q + h * D)]);
+            }
+        }
+    });
+}
+
 // s.attn (n x q_dim) <- causal softmax(q K^T * scale) V, one work item per (token, head), bit for bit
 // as llama.cpp computes it with flash attention off (kernels.h GgmlVecOps): the q.k and p.v sums of a
 // batch of several tokens as tinyBLAS sums them, of a single token as ggml_vec_dot_f16 over n_kv (a
@@ -88,6 +152,7 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     const int64_t n_past = f.n_past;
     const bool batched = f.n > 1 && D % 8 == 0;  // tinyBLAS needs k % 8 == 0
+    if (batched) return softmax_v_batched(f, il, k16, kq_scale);
     f.pool.parallel_for(f.n * c.n_head, 1, [&](int64_t b, int64_t e) {
         // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
         thread_local std::vector<float> scores;
@@ -106,9 +171,7 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
             float mx = -INFINITY;
             for (int64_t j = 0; j < len; ++j) {
-                const uint16_t* kr = kc + j * KV + hk * D;
-                sc[j] =
-                    (batched ? vec_ops.dot_f16_tinyblas(D, kr, q16) : vec_ops.dot_f16_ggml(D, kr, q16, D)) * kq_scale;
+                sc[j] = vec_ops.dot_f16_ggml(D, kc + j * KV + hk * D, q16, D) * kq_scale;
                 mx = std::max(mx, sc[j]);
             }
             const double sum = vec_ops.softmax_exp(sc, sc, len, mx);
@@ -117,14 +180,10 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             k16.quantize_act(sc, p16, len);
             float* o = &s.attn[(size_t)(t * Q + h * D)];
             const int64_t len32 = (len + 31) & ~(int64_t)31;
-            for (int64_t d = 0; d < D; ++d) {
-                const uint16_t* vr = vc + (hk * D + d) * n_ctx;
-                o[d] = batched ? vec_ops.dot_f16_tinyblas(len, vr, p16) : vec_ops.dot_f16_ggml(len, vr, p16, len32);
-            }
+            for (int64_t d = 0; d < D; ++d) o[d] = vec_ops.dot_f16_ggml(len, vc + (hk * D + d) * n_ctx, p16, len32);
         }
     });
 }
-
 }  // namespace
 
 void attention(ForwardPass& f, int il, const LayerWeights& w, const float* in, float* out) {

@@ -735,6 +735,44 @@ void test_blockwise_rows_match_twin(std::mt19937& rng) {
     }
 }
 
+// The batched attention ops are several dot_f16_tinyblas at once, bit for bit, at every ISA (scalar
+// included); probability rows zero past their own length give the shorter dot's bits.
+void test_batched_attention_ops(std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<Isa> isas = runnable_simd_isas();
+    isas.insert(isas.begin(), Isa::Scalar);
+    const int64_t D = 64, n_pos = 45, stride = 48, v_stride = 50;
+    std::vector<uint16_t> k((size_t)(n_pos * D)), q16((size_t)(5 * D)), v((size_t)(D * v_stride)),
+        p16((size_t)(5 * stride));
+    std::vector<float> q((size_t)(5 * D)), p((size_t)(5 * stride), 0.f);
+    for (auto& h : k) h = fp32_to_fp16(nd(rng));
+    for (auto& h : v) h = fp32_to_fp16(nd(rng));
+    for (size_t i = 0; i < q16.size(); ++i) q[i] = fp16_to_fp32(q16[i] = fp32_to_fp16(nd(rng)));
+    const int64_t lens[5] = {45, 44, 40, 9, 1};
+    for (int i = 0; i < 5; ++i)
+        for (int64_t j = 0; j < lens[i]; ++j)
+            p[(size_t)(i * stride + j)] =
+                fp16_to_fp32(p16[(size_t)(i * stride + j)] = fp32_to_fp16(std::fabs(nd(rng))));
+    for (Isa isa : isas) {
+        const GgmlVecOps& ops = ggml_vec_ops(isa);
+        std::vector<float> kq((size_t)(5 * stride)), pv((size_t)(5 * D));
+        ops.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 5, kq.data(), stride);
+        ops.pv_tinyblas(n_pos, v.data(), v_stride, D, p.data(), stride, 5, pv.data());
+        for (int i = 0; i < 5; ++i) {
+            for (int64_t j = 0; j < n_pos; ++j) {
+                const float want = ops.dot_f16_tinyblas(D, k.data() + j * D, q16.data() + i * D);
+                CHECK(same_bits(kq[(size_t)(i * stride + j)], want), "kq_tinyblas %s [%d][%lld]", isa_name(isa), i,
+                      (long long)j);
+            }
+            for (int64_t d = 0; d < D; ++d) {
+                const float want = ops.dot_f16_tinyblas(lens[i], v.data() + d * v_stride, p16.data() + i * stride);
+                CHECK(same_bits(pv[(size_t)(i * D + d)], want), "pv_tinyblas %s [%d][%lld]", isa_name(isa), i,
+                      (long long)d);
+            }
+        }
+    }
+}
+
 void test_dispatch_on_this_cpu() {
     const TypeInfo& ti = kTypes[3];  // Q8_0
     std::vector<float> x((size_t)ti.block_elems, 0.5f);
@@ -761,6 +799,7 @@ int main(int argc, char** argv) {
     test_ggml_vec_ops(rng);
     test_q4_0_blockwise(rng);
     test_blockwise_rows_match_twin(rng);
+    test_batched_attention_ops(rng);
     // Non-compute types have no kernels.
     CHECK(weight_kernels(GgmlType::Q2_K, Isa::Scalar) == nullptr, "Q2_K should have no kernels");
     if (g_failures) {

@@ -122,6 +122,16 @@ struct GgmlVecOps {
     // 4 x 8-lane fma accumulators over steps of 32, reduced, then the elements past the last whole step
     // of n_total (if any are below n) in double.
     float (*dot_f16_ggml)(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total);
+    // Batched attention, several dot_f16_tinyblas at once with their bits: out[i * out_stride + j] =
+    // dot_f16_tinyblas(D, k + j * k_stride, q_i) for j < n_pos and i < nq <= 8, D % 8 == 0, where q_i
+    // (q + i * D) holds fp16 values widened to float. One key row is loaded for all nq queries.
+    void (*kq_tinyblas)(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                        float* out, int64_t out_stride);
+    // out[i * D + d] = dot_f16_tinyblas(n, v + d * v_stride, p_i) for d < D and i < np <= 8, where p_i
+    // (p + i * p_stride, p_stride >= n rounded up to 8) holds widened fp16 values, zero past n: a row
+    // zero past its own length gives the bits of the shorter dot (zero products leave an fma sum as is).
+    void (*pv_tinyblas)(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p, int64_t p_stride,
+                        int np, float* out);
 };
 
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept;

@@ -445,6 +445,45 @@ float ggml_dot_f16_tinyblas_avx2(int64_t n, const uint16_t* x, const uint16_t* y
     return hsum8(acc);
 }
 
+// Key row j widened once (D / 8 vectors, D <= 256 kept on the stack), then each query's 8-lane fma chain
+// in element order and hsum8: each output is ggml_dot_f16_tinyblas_avx2(D, k_j, q_i) exactly.
+void ggml_kq_tinyblas_avx2(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                           float* out, int64_t out_stride) {
+    const int64_t chunks = D / 8;
+    for (int64_t j = 0; j < n_pos; ++j) {
+        const uint16_t* kr = k + j * k_stride;
+        for (int i = 0; i < nq; ++i) {
+            const float* qi = q + i * D;
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t c = 0; c < chunks; ++c)
+                acc = _mm256_fmadd_ps(load_f16x8(kr + 8 * c), _mm256_loadu_ps(qi + 8 * c), acc);
+            out[i * out_stride + j] = hsum8(acc);
+        }
+    }
+}
+
+// One V row (d) widened 8 positions at a time against up to 8 probability rows: np accumulators.
+void ggml_pv_tinyblas_avx2(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p, int64_t p_stride,
+                           int np, float* out) {
+    for (int64_t d = 0; d < D; ++d) {
+        const uint16_t* vr = v + d * v_stride;
+        __m256 acc[8];
+        for (int i = 0; i < np; ++i) acc[i] = _mm256_setzero_ps();
+        int64_t e = 0;
+        for (; e + 8 <= n; e += 8) {
+            const __m256 vv = load_f16x8(vr + e);
+            for (int i = 0; i < np; ++i) acc[i] = _mm256_fmadd_ps(vv, _mm256_loadu_ps(p + i * p_stride + e), acc[i]);
+        }
+        if (e < n) {
+            uint16_t tail[8] = {};
+            std::memcpy(tail, vr + e, (size_t)(n - e) * 2);
+            const __m256 vv = load_f16x8(tail);
+            for (int i = 0; i < np; ++i) acc[i] = _mm256_fmadd_ps(vv, _mm256_loadu_ps(p + i * p_stride + e), acc[i]);
+        }
+        for (int i = 0; i < np; ++i) out[i * D + d] = hsum8(acc[i]);
+    }
+}
+
 float ggml_dot_f16_avx2(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
     const int64_t np = n_total & ~(int64_t)31;
     const int64_t m = n < np ? n : np;
@@ -739,7 +778,8 @@ struct Avx2Table {
 }  // namespace
 
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_avx2, ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2, ggml_dot_f16_avx2};
+    static const GgmlVecOps ops{ggml_swiglu_avx2,  ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2,
+                                ggml_dot_f16_avx2, ggml_kq_tinyblas_avx2, ggml_pv_tinyblas_avx2};
     return &ops;
 }
 

@@ -84,11 +84,33 @@ float ggml_dot_f16_scalar(int64_t n, const uint16_t* x, const uint16_t* y, int64
     return (float)sum;
 }
 
+void ggml_kq_tinyblas_scalar(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                             float* out, int64_t out_stride) {
+    for (int i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < n_pos; ++j) {
+            float acc[8] = {};
+            for (int64_t e = 0; e < D; ++e)
+                acc[e & 7] = std::fma(fp16_to_fp32(k[j * k_stride + e]), q[i * D + e], acc[e & 7]);
+            out[i * out_stride + j] = hsum8_lanes(acc);
+        }
+}
+
+void ggml_pv_tinyblas_scalar(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p,
+                             int64_t p_stride, int np, float* out) {
+    for (int i = 0; i < np; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+            float acc[8] = {};
+            for (int64_t e = 0; e < n; ++e)
+                acc[e & 7] = std::fma(fp16_to_fp32(v[d * v_stride + e]), p[i * p_stride + e], acc[e & 7]);
+            out[i * D + d] = hsum8_lanes(acc);
+        }
+}
+
 }  // namespace
 
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_scalar, ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar,
-                                ggml_dot_f16_scalar};
+    static const GgmlVecOps ops{ggml_swiglu_scalar,  ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar,
+                                ggml_dot_f16_scalar, ggml_kq_tinyblas_scalar, ggml_pv_tinyblas_scalar};
     return &ops;
 }
 
