@@ -18,6 +18,7 @@ KV-cache reads are left out of the bound (under 1% of the weight bytes at these 
 
     python benchmarks/decode_vs_llamacpp.py                 # Q4_0 and Q8_0, 2 threads, 5 reps
     python benchmarks/decode_vs_llamacpp.py --types Q4_0 --reps 7
+    python benchmarks/decode_vs_llamacpp.py --model ~/.cache/edge_rt/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 Writes benchmarks/out/decode_vs_llamacpp.json; prints a markdown table for benchmarks/RESULTS.md.
 """
@@ -186,14 +187,21 @@ def _stats(xs: List[float]) -> Dict[str, float]:
 
 
 def bench_type(weight_type: str, preset: str, threads: int, n_prompt: int, n_gen: int, reps: int,
-               bound_bw: float, log: Callable[[str], None]) -> Dict[str, Any]:
+               bound_bw: float, log: Callable[[str], None], model: Optional[Path] = None) -> Dict[str, Any]:
+    """One file: the preset's synthetic model of ``weight_type``, or ``model`` (a real GGUF, labelled
+    ``weight_type``)."""
     t0 = time.perf_counter()
-    path = ensure_synthetic_model(preset, weight_type=weight_type)
+    path = model if model is not None else ensure_synthetic_model(preset, weight_type=weight_type)
     log(f"[{weight_type}] model {path} ({path.stat().st_size / 1e6:.0f} MB, ready in "
         f"{time.perf_counter() - t0:.1f} s)")
     wb = weight_bytes_per_token(path)
     n_ctx = max(512, n_prompt + n_gen)
-    n_vocab = PRESETS[preset]["n_vocab"]
+    if model is not None:
+        from edge_rt.inspection import inspect
+
+        n_vocab = int(inspect(path)["tokenizer"]["n_vocab"])
+    else:
+        n_vocab = PRESETS[preset]["n_vocab"]
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, n_vocab, n_prompt).tolist()
     gen = rng.integers(0, n_vocab, n_gen).tolist()
@@ -252,7 +260,8 @@ def markdown(report: Dict[str, Any]) -> str:
         f"disk {report['machine']['disk']}",
         f"Memory read bandwidth ({p['threads']} threads, best of {p['bw_passes']}): "
         f"{report['bandwidth_gb_s']:.2f} GB/s",
-        f"Model: {p['preset']} synthetic; prefill {p['n_prompt']} tokens, decode {p['n_gen']} tokens, "
+        f"Model: {', '.join(p['models']) or p['preset'] + ' synthetic'}; prefill {p['n_prompt']} tokens, "
+        f"decode {p['n_gen']} tokens, "
         f"{p['threads']} threads, {p['reps']} interleaved runs each after a warm-up; median [min-max].",
         "",
         "| type | engine | prefill tok/s | decode tok/s | decode bound tok/s | decode / bound |",
@@ -282,6 +291,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="tinyllama-1.1b", choices=sorted(PRESETS))
     ap.add_argument("--types", nargs="+", default=["Q4_0", "Q8_0"])
+    ap.add_argument("--model", type=Path, action="append", default=[],
+                    help="a GGUF file to run instead of the synthetic types (repeatable); e.g. the SmolLM2 "
+                         "file tests/real_models.py fetches")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-prompt", type=int, default=128)
     ap.add_argument("--n-gen", type=int, default=64)
@@ -304,11 +316,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     types = []
     bws = []
-    for wt in a.types:
+    files = [(m.stem, m) for m in a.model] or [(wt, None) for wt in a.types]
+    for label, model in files:
         # bandwidth measured around each engine comparison, in the same process and run
         bws.append(memory_read_bandwidth(a.threads, passes=a.bw_passes))
         log(f"memory read bandwidth: {bws[-1] / 1e9:.2f} GB/s")
-        types.append(bench_type(wt, a.preset, a.threads, a.n_prompt, a.n_gen, a.reps, max(bws), log))
+        types.append(bench_type(label, a.preset, a.threads, a.n_prompt, a.n_gen, a.reps, max(bws), log, model))
     bw = max(bws)
     for t in types:  # apply the final best bandwidth to every bound
         t["decode_bound_tok_s"] = bw / t["bytes_per_token"]
@@ -320,7 +333,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
-        "params": {"preset": a.preset, "threads": a.threads, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+        "params": {"preset": a.preset, "models": [str(m) for m in a.model],
+                   "threads": a.threads, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                    "reps": a.reps, "bw_passes": a.bw_passes},
         "bandwidth_gb_s": bw / 1e9,
         "bandwidth_samples_gb_s": [b / 1e9 for b in bws],
