@@ -499,7 +499,8 @@ struct Avx2Table {
 }  // namespace
 
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_avx2, ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2, ggml_dot_f16_avx2};
+    static const GgmlVecOps ops{ggml_swiglu_avx2, ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2, ggml_dot_f16_avx2,
+                                ggml_geglu};
     return &ops;
 }
 
