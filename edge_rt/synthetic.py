@@ -109,7 +109,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     ),
 }
 
-_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
+_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3")
 # Architectures that are always Mixture-of-Experts (llama is MoE, Mixtral-style, when n_expert > 0).
 _MOE_ARCHS = ("qwen2moe", "qwen3moe")
 # llama.cpp's LLAMA_MAX_EXPERTS (src/llama-hparams.h) is 1024 in the vendored source and was 256 in
@@ -118,6 +118,8 @@ _MAX_EXPERTS = 256
 # MoE parameters of write_synthetic_gguf. They enter ensure_synthetic_model's cache key only when they
 # differ from their defaults, so dense models keep the keys (and cached files) they had before MoE.
 _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
+# Gemma 3 parameters: keyed the same way (only when not default), so other models keep their keys.
+_GEMMA3_PARAMS = ("sliding_window", "sliding_window_pattern", "rope_theta_swa", "final_logit_softcap")
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -297,6 +299,10 @@ def write_synthetic_gguf(
     n_expert_used: int = 0,
     n_ff_exp: Optional[int] = None,
     n_ff_shexp: Optional[int] = None,
+    sliding_window: int = 0,
+    sliding_window_pattern: Optional[int] = None,
+    rope_theta_swa: Optional[float] = None,
+    final_logit_softcap: Optional[float] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
 
@@ -313,6 +319,14 @@ def write_synthetic_gguf(
     Mixtral-style (experts of width ``n_ff``); ``qwen2moe`` and ``qwen3moe`` need ``n_expert > 0``,
     their experts have width ``n_ff_exp`` (default ``n_ff``) and qwen2moe's shared expert
     ``n_ff_shexp`` (default ``n_ff``). Expert matrices use ``weight_type``; routers are F32.
+
+    Gemma 3 (``arch="gemma3"``, as convert_hf_to_gguf's Gemma3Model writes it): q/k norms
+    (``attn_{q,k}_norm`` [head_dim]), ``post_attention_norm`` and ``post_ffw_norm`` [n_embd] after the
+    attention and FFN, a GELU-gated FFN, ``key_length``/``value_length`` always written. Its norm
+    weights are stored with Gemma's +1 already added, as the converter does. ``sliding_window`` > 0
+    writes ``attention.sliding_window`` (then llama.cpp makes every layer local except each 6th, or
+    per ``sliding_window_pattern``, written when given); ``rope_theta_swa`` writes the local layers'
+    ``rope.freq_base_swa``; ``final_logit_softcap`` writes ``final_logit_softcapping``.
     """
     params = dict(locals())
     del params["path"]
@@ -340,9 +354,17 @@ def write_synthetic_gguf(
             w.add_layer_norm_rms_eps(float(rms_eps))
             w.add_rope_freq_base(float(rope_theta))
             w.add_rope_dimension_count(plan.head_dim)
-            if plan.head_dim != n_embd // n_head or n_embd % n_head:
+            if plan.head_dim != n_embd // n_head or n_embd % n_head or arch == "gemma3":
                 w.add_key_length(plan.head_dim)
                 w.add_value_length(plan.head_dim)
+            if sliding_window:
+                w.add_sliding_window(sliding_window)
+            if sliding_window_pattern is not None:
+                w.add_sliding_window_pattern(sliding_window_pattern)
+            if rope_theta_swa is not None:
+                w.add_rope_freq_base_swa(float(rope_theta_swa))
+            if final_logit_softcap is not None:
+                w.add_final_logit_softcapping(float(final_logit_softcap))
             if rope_scaling_linear is not None:
                 w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
                 w.add_rope_scaling_factor(float(rope_scaling_linear))
@@ -410,7 +432,8 @@ class _Plan:
 
 def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
           rope_theta, rope_scaling_linear, rope_freqs, rms_eps, tie_embeddings, n_ctx_train, tokenizer,
-          embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp) -> _Plan:
+          embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp, sliding_window,
+          sliding_window_pattern, rope_theta_swa, final_logit_softcap) -> _Plan:
     """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
@@ -430,6 +453,10 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         raise ValueError(f"[synthetic] unknown tokenizer {tokenizer!r}; expected 'gpt2' or 'llama'")
     _check_moe(arch, n_embd, n_head, head_dim, tie_embeddings, n_expert, n_expert_used, n_ff_exp,
                n_ff_shexp)
+    gemma_only = dict(sliding_window=sliding_window, sliding_window_pattern=sliding_window_pattern,
+                      rope_theta_swa=rope_theta_swa, final_logit_softcap=final_logit_softcap)
+    if arch != "gemma3" and any(gemma_only.values()):
+        raise ValueError(f"[synthetic] {sorted(k for k, v in gemma_only.items() if v)} are for arch gemma3")
     if n_expert:
         # llama.cpp: Mixtral-style llama experts are n_ff wide; qwen2moe's shared expert defaults to n_ff.
         n_ff_exp = n_ff if (arch == "llama" or n_ff_exp is None) else n_ff_exp
@@ -441,6 +468,7 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
     q_dim = n_head * head_dim
     kv_dim = n_head_kv * head_dim
     layer_scale = float(np.sqrt(0.6 / n_layer))
+    post_gain = layer_scale * float(np.sqrt(n_embd))  # gemma3's post-norm weights
     # E[(silu(g)*u)^2] for g, u ~ N(0,1) is about 0.36; compensate so the FFN adds as much as attention.
     ffn_down_gain = 1.0 / 0.6
 
@@ -521,14 +549,22 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
             specs.append(_Spec(p + "attn_q.bias", (q_dim,), "F32", around(p + "attn_q.bias", q_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_k.bias", (kv_dim,), "F32", around(p + "attn_k.bias", kv_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_v.bias", (kv_dim,), "F32", around(p + "attn_v.bias", kv_dim, 0.0, 0.2)))
-        if arch in ("qwen3", "qwen3moe"):
+        if arch in ("qwen3", "qwen3moe", "gemma3"):
             specs.append(_Spec(p + "attn_q_norm.weight", (head_dim,), "F32",
                                around(p + "attn_q_norm", head_dim, 1.0, 0.05)))
             specs.append(_Spec(p + "attn_k_norm.weight", (head_dim,), "F32",
                                around(p + "attn_k_norm", head_dim, 1.0, 0.05)))
         specs.append(_Spec(p + "attn_output.weight", (n_embd, q_dim), weight_type,
                            dense(p + "attn_output", n_embd, q_dim, layer_scale / np.sqrt(q_dim))))
+        if arch == "gemma3":
+            # Gemma RMS-normalises each block's output before the residual add: these weights set its
+            # size, so the layers together add about the (sqrt(n_embd)-scaled) embedding's size.
+            specs.append(_Spec(p + "post_attention_norm.weight", (n_embd,), "F32",
+                               around(p + "post_attention_norm", n_embd, post_gain, 0.05 * post_gain)))
         specs.append(_Spec(p + "ffn_norm.weight", (n_embd,), "F32", around(p + "ffn_norm", n_embd, 1.0, 0.05)))
+        if arch == "gemma3":
+            specs.append(_Spec(p + "post_ffw_norm.weight", (n_embd,), "F32",
+                               around(p + "post_ffw_norm", n_embd, post_gain, 0.05 * post_gain)))
         if not n_expert:
             specs.append(_Spec(p + "ffn_gate.weight", (n_ff, n_embd), weight_type,
                                dense(p + "ffn_gate", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
@@ -628,7 +664,8 @@ def _canonical_params(params: Dict[str, Any]) -> Dict[str, Any]:
 def _cache_key(params: Dict[str, Any]) -> str:
     """Hash of the canonical parameters and GENERATOR_VERSION; MoE parameters only when not default."""
     defaults = _defaults()
-    keyed = {k: v for k, v in params.items() if not (k in _MOE_PARAMS and v == defaults[k])}
+    keyed = {k: v for k, v in params.items()
+             if not (k in _MOE_PARAMS + _GEMMA3_PARAMS and v == defaults[k])}
     return hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **keyed}, sort_keys=True).encode()).hexdigest()
 
 

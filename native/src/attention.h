@@ -1,6 +1,8 @@
 // Self-attention of one layer over the micro-batch: q/k/v projections (+ optional bias, optional
-// per-head q/k RMSNorm), RoPE, the KV cache write, causal softmax(q K^T / sqrt(head_dim)) V with
-// llama.cpp's fp16 rounding and summation order (flash attention off), and the output projection.
+// per-head q/k RMSNorm), RoPE (the layer's base and scale), the KV cache write, causal
+// softmax(q K^T / sqrt(head_dim)) V (Gemma: q pre-scaled by query_scale; sliding-window layers see only
+// the last n_swa positions) with llama.cpp's fp16 rounding and summation order (flash attention off),
+// and the output projection.
 #pragma once
 
 #include <cstdint>

@@ -7,7 +7,7 @@ const std::vector<Architecture>& architectures() {
     // norm, NeoX RoPE), which the llama recipe's ops read from the config and the layer's views.
     static const std::vector<Architecture> list = {
         {"llama", llama_block},    {"qwen2", llama_block},    {"qwen3", llama_block},
-        {"qwen2moe", llama_block}, {"qwen3moe", llama_block},
+        {"qwen2moe", llama_block}, {"qwen3moe", llama_block}, {"gemma3", gemma3_block},
     };
     return list;
 }

@@ -26,6 +26,7 @@ const std::vector<Architecture>& architectures();
 BlockRecipe block_recipe(const std::string& arch);
 
 // The recipes (one file each in this folder).
-void llama_block(ForwardPass& f, int il, const LayerWeights& w);  // llama, qwen2, qwen3 and their MoE forms
+void llama_block(ForwardPass& f, int il, const LayerWeights& w);   // llama, qwen2, qwen3 and their MoE forms
+void gemma3_block(ForwardPass& f, int il, const LayerWeights& w);  // gemma3
 
 }  // namespace edge_rt
