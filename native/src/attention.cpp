@@ -79,7 +79,8 @@ void write_kv(ForwardPass& f, int il, const WeightKernels& k16) {
 // Sliding-window layers (ModelConfig::is_swa) mask the positions n_swa or more before the token as
 // llama.cpp's KQ mask does: their scores are -inf, so their probabilities are exactly 0 and they stay
 // in the sums as zero terms, which keeps every other position in the SIMD lane llama.cpp gives it (its
-// cache holds position p in cell p here: one sequence, evaluated from an empty cache).
+// cache holds position p in cell p here: one sequence evaluated from an empty cache, and llama-cpp-python
+// sizes the SWA cache like the global one, so no cell is reused).
 void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const GgmlVecOps& vec_ops = ggml_vec_ops();
     const ModelConfig& c = f.cfg;
