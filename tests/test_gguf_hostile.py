@@ -628,6 +628,9 @@ def _model_cases():
         "gemma3_swa_pattern_length": (
             _gemma3(metadata={"gemma3.attention.sliding_window_pattern": _md("ARRAY", [True, False], "BOOL")}),
             ModelFormatError, r"sliding_window_pattern': 2 flags for 1 layers"),
+        "gemma3_with_experts": (_gemma3(metadata={"gemma3.expert_count": _md("UINT32", 2),
+                                                  "gemma3.expert_used_count": _md("UINT32", 1)}),
+                                ModelFormatError, r"gemma3\.expert_count': architecture gemma3 has no experts"),
         "gemma3_freq_base_swa_negative": (_gemma3(metadata={"gemma3.rope.freq_base_swa": _md("FLOAT32", -1.0)}),
                                           ModelFormatError, r"gemma3\.rope\.freq_base_swa"),
         "rope_freqs_on_qwen2": (dict(arch="qwen2", tensors={"rope_freqs.weight": np.ones(16, np.float32)}),

@@ -116,6 +116,9 @@ void check_tokenizer_arrays(const GgufFile& f) {
 // Gemma 3's hyperparameters as llama.cpp's gemma3 loader reads them (c's common fields already read).
 void read_gemma3(const GgufFile& f, ModelConfig& c) {
     const std::string p = c.arch + ".";
+    if (c.is_moe()) {  // llama.cpp's gemma3 builds a dense GeGLU FFN in every layer
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "expert_count': architecture gemma3 has no experts");
+    }
     c.embedding_scale = std::sqrt((float)c.n_embd);
     c.has_post_norms = true;
     // llama.cpp ignores query_pre_attn_scalar: 1/sqrt(head_dim), except for the 62-layer 27B model,
@@ -258,7 +261,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         }
         c.rope_freq_scale = (float)(1.0 / factor);
     }
-    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3 the NeoX halves.
+    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3/gemma3 the NeoX halves.
     c.rope_kind = c.arch == "llama" ? RopeKind::Normal : RopeKind::NeoX;
     c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe" || c.arch == "gemma3";
     if (c.arch == "gemma3") read_gemma3(f, c);
