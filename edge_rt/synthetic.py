@@ -116,7 +116,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     ),
 }
 
-_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3")
+_ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3", "gemma3")
 # Architectures that are always Mixture-of-Experts (llama is MoE, Mixtral-style, when n_expert > 0).
 _MOE_ARCHS = ("qwen2moe", "qwen3moe")
 # llama.cpp's LLAMA_MAX_EXPERTS (src/llama-hparams.h) is 1024 in the vendored source and was 256 in
@@ -128,6 +128,8 @@ _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
 # phi3's parameters (and rope_attn_factor, which came with it): keyed like the MoE ones, only when they
 # differ from their defaults.
 _PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot", "rope_attn_factor")
+# Gemma 3 parameters: keyed the same way (only when not default), so other models keep their keys.
+_GEMMA3_PARAMS = ("sliding_window", "sliding_window_pattern", "rope_theta_swa", "final_logit_softcap")
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -324,6 +326,9 @@ def write_synthetic_gguf(
     sliding_window: Optional[int] = None,
     n_rot: Optional[int] = None,
     rope_attn_factor: Optional[float] = None,
+    sliding_window_pattern: Optional[int] = None,
+    rope_theta_swa: Optional[float] = None,
+    final_logit_softcap: Optional[float] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
 
@@ -348,6 +353,13 @@ def write_synthetic_gguf(
     smaller for Phi-4-mini's partial rotary embedding). ``rope_attn_factor`` writes
     ``{arch}.rope.scaling.attn_factor`` (any arch; llama.cpp multiplies RoPE's cos and sin by it), in
     place of the one ``rope_long_short`` derives.
+    Gemma 3 (``arch="gemma3"``, as convert_hf_to_gguf's Gemma3Model writes it): q/k norms
+    (``attn_{q,k}_norm`` [head_dim]), ``post_attention_norm`` and ``post_ffw_norm`` [n_embd] after the
+    attention and FFN, a GELU-gated FFN, ``key_length``/``value_length`` always written. Its norm
+    weights are stored with Gemma's +1 already added, as the converter does. ``sliding_window`` > 0
+    writes ``attention.sliding_window`` (then llama.cpp makes every layer local except each 6th, or
+    per ``sliding_window_pattern``, written when given); ``rope_theta_swa`` writes the local layers'
+    ``rope.freq_base_swa``; ``final_logit_softcap`` writes ``final_logit_softcapping``.
     """
     params = dict(locals())
     del params["path"]
@@ -375,9 +387,17 @@ def write_synthetic_gguf(
             w.add_layer_norm_rms_eps(float(rms_eps))
             w.add_rope_freq_base(float(rope_theta))
             w.add_rope_dimension_count(plan.n_rot)
-            if plan.head_dim != n_embd // n_head or n_embd % n_head:
+            if plan.head_dim != n_embd // n_head or n_embd % n_head or arch == "gemma3":
                 w.add_key_length(plan.head_dim)
                 w.add_value_length(plan.head_dim)
+            if sliding_window:
+                w.add_sliding_window(sliding_window)
+            if sliding_window_pattern is not None:
+                w.add_sliding_window_pattern(sliding_window_pattern)
+            if rope_theta_swa is not None:
+                w.add_rope_freq_base_swa(float(rope_theta_swa))
+            if final_logit_softcap is not None:
+                w.add_final_logit_softcapping(float(final_logit_softcap))
             if rope_scaling_linear is not None:
                 w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
                 w.add_rope_scaling_factor(float(rope_scaling_linear))
@@ -456,7 +476,8 @@ class _Plan:
 def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, weight_type, seed,
           rope_theta, rope_scaling_linear, rope_freqs, rms_eps, tie_embeddings, n_ctx_train, tokenizer,
           embed_type, output_type, n_expert, n_expert_used, n_ff_exp, n_ff_shexp, n_ctx_orig,
-          rope_long_short, sliding_window, n_rot, rope_attn_factor) -> _Plan:
+          rope_long_short, sliding_window, n_rot, rope_attn_factor, sliding_window_pattern, rope_theta_swa,
+          final_logit_softcap) -> _Plan:
     """Validate ``write_synthetic_gguf``'s parameters and list the tensors (name, numpy shape, type)."""
     if arch not in _ARCHS:
         raise ValueError(f"[synthetic] unknown arch {arch!r}; expected one of {_ARCHS}")
@@ -486,10 +507,16 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
         n_rot = head_dim if n_rot is None else n_rot
         if n_rot % 2 or not 2 <= n_rot <= head_dim:
             raise ValueError(f"[synthetic] n_rot={n_rot} must be even and in 2..head_dim={head_dim}")
-    elif n_ctx_orig is not None or rope_long_short or sliding_window is not None or n_rot is not None:
-        raise ValueError("[synthetic] n_ctx_orig, rope_long_short, sliding_window and n_rot are phi3's")
+    elif n_ctx_orig is not None or rope_long_short or n_rot is not None:
+        raise ValueError("[synthetic] n_ctx_orig, rope_long_short and n_rot are phi3's")
     else:
         n_rot = head_dim
+    if sliding_window is not None and arch not in ("phi3", "gemma3"):
+        raise ValueError("[synthetic] sliding_window is for arch phi3 or gemma3")
+    gemma_only = dict(sliding_window_pattern=sliding_window_pattern, rope_theta_swa=rope_theta_swa,
+                      final_logit_softcap=final_logit_softcap)
+    if arch != "gemma3" and any(gemma_only.values()):
+        raise ValueError(f"[synthetic] {sorted(k for k, v in gemma_only.items() if v)} are for arch gemma3")
     if n_expert:
         # llama.cpp: Mixtral-style llama experts are n_ff wide; qwen2moe's shared expert defaults to n_ff.
         n_ff_exp = n_ff if (arch == "llama" or n_ff_exp is None) else n_ff_exp
@@ -505,6 +532,7 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
     q_dim = n_head * head_dim
     kv_dim = n_head_kv * head_dim
     layer_scale = float(np.sqrt(0.6 / n_layer))
+    post_gain = layer_scale * float(np.sqrt(n_embd))  # gemma3's post-norm weights
     # E[(silu(g)*u)^2] for g, u ~ N(0,1) is about 0.36; compensate so the FFN adds as much as attention.
     ffn_down_gain = 1.0 / 0.6
 
@@ -594,13 +622,18 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
             specs.append(_Spec(p + "attn_q.bias", (q_dim,), "F32", around(p + "attn_q.bias", q_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_k.bias", (kv_dim,), "F32", around(p + "attn_k.bias", kv_dim, 0.0, 0.2)))
             specs.append(_Spec(p + "attn_v.bias", (kv_dim,), "F32", around(p + "attn_v.bias", kv_dim, 0.0, 0.2)))
-        if arch in ("qwen3", "qwen3moe"):
+        if arch in ("qwen3", "qwen3moe", "gemma3"):
             specs.append(_Spec(p + "attn_q_norm.weight", (head_dim,), "F32",
                                around(p + "attn_q_norm", head_dim, 1.0, 0.05)))
             specs.append(_Spec(p + "attn_k_norm.weight", (head_dim,), "F32",
                                around(p + "attn_k_norm", head_dim, 1.0, 0.05)))
         specs.append(_Spec(p + "attn_output.weight", (n_embd, q_dim), weight_type,
                            dense(p + "attn_output", n_embd, q_dim, layer_scale / np.sqrt(q_dim))))
+        if arch == "gemma3":
+            # Gemma RMS-normalises each block's output before the residual add: these weights set its
+            # size, so the layers together add about the (sqrt(n_embd)-scaled) embedding's size.
+            specs.append(_Spec(p + "post_attention_norm.weight", (n_embd,), "F32",
+                               around(p + "post_attention_norm", n_embd, post_gain, 0.05 * post_gain)))
         specs.append(_Spec(p + "ffn_norm.weight", (n_embd,), "F32", around(p + "ffn_norm", n_embd, 1.0, 0.05)))
         if arch == "phi3":  # gate rows, then up rows, in ffn_up
             specs.append(_Spec(p + "ffn_up.weight", (2 * n_ff, n_embd), weight_type,
@@ -608,6 +641,9 @@ def _plan(*, arch, n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, 
             specs.append(_Spec(p + "ffn_down.weight", (n_embd, n_ff), weight_type,
                                dense(p + "ffn_down", n_embd, n_ff, ffn_down_gain * layer_scale / np.sqrt(n_ff))))
             continue
+        if arch == "gemma3":
+            specs.append(_Spec(p + "post_ffw_norm.weight", (n_embd,), "F32",
+                               around(p + "post_ffw_norm", n_embd, post_gain, 0.05 * post_gain)))
         if not n_expert:
             specs.append(_Spec(p + "ffn_gate.weight", (n_ff, n_embd), weight_type,
                                dense(p + "ffn_gate", n_ff, n_embd, 1.0 / np.sqrt(n_embd))))
@@ -708,7 +744,8 @@ def _cache_key(params: Dict[str, Any]) -> str:
     """Hash of the canonical parameters and GENERATOR_VERSION; MoE and phi3 parameters only when not
     default."""
     defaults = _defaults()
-    keyed = {k: v for k, v in params.items() if not (k in _MOE_PARAMS + _PHI3_PARAMS and v == defaults[k])}
+    keyed = {k: v for k, v in params.items()
+             if not (k in _MOE_PARAMS + _PHI3_PARAMS + _GEMMA3_PARAMS and v == defaults[k])}
     return hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **keyed}, sort_keys=True).encode()).hexdigest()
 
 

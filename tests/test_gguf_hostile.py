@@ -544,6 +544,28 @@ def test_phi3_baseline_loads(tmp_path):
     assert np.all(np.isfinite(np.asarray(model.logits([1, 20, 21]))))
 
 
+def _gemma3(metadata: dict | None = None, tensors: dict | None = None) -> dict:
+    """write_llama_gguf's arguments for a tiny gemma3 (the llama's tensors plus q/k norms and the
+    post-attention / post-FFN norms, a sliding window of 4), with `metadata` / `tensors` applied on top."""
+    import numpy as np
+
+    hd = N_EMBD // N_HEAD
+    ts: dict = {}
+    for i in range(N_LAYER):
+        ts.update({f"blk.{i}.attn_q_norm.weight": np.ones(hd, np.float32),
+                   f"blk.{i}.attn_k_norm.weight": np.ones(hd, np.float32),
+                   f"blk.{i}.post_attention_norm.weight": np.ones(N_EMBD, np.float32),
+                   f"blk.{i}.post_ffw_norm.weight": np.ones(N_EMBD, np.float32)})
+    md = {"gemma3.attention.sliding_window": _md("UINT32", 4), "gemma3.rope.freq_base_swa": _md("FLOAT32", 1e4)}
+    return dict(arch="gemma3", metadata={**md, **(metadata or {})}, tensors={**ts, **(tensors or {})})
+
+
+def test_gemma3_baseline_generates(tmp_path):
+    """The gemma3 variant the gemma3 cases below start from loads and runs."""
+    model = _load(write_llama_gguf(tmp_path / "gemma3.gguf", **_gemma3()))
+    assert isinstance(model.generate("the cab", max_tokens=2), str)
+
+
 def _md(vtype_name: str, value, sub: str | None = None):
     from gguf import GGUFValueType as T
 
@@ -620,6 +642,24 @@ def _model_cases():
                                    r"rope_freqs\.weight.*F32 of shape \[16\]"),
         "rope_freqs_not_positive": (dict(tensors={"rope_freqs.weight": -np.ones(16, np.float32)}), ModelFormatError,
                                     r"rope_freqs\.weight.*positive finite"),
+        # gemma3: what llama.cpp's gemma3 loader requires, and its sliding-window keys
+        "gemma3_missing_rms_eps": (_gemma3(metadata={"gemma3.attention.layer_norm_rms_epsilon": DELETE}),
+                                   ModelFormatError, r"required key 'gemma3\.attention\.layer_norm_rms_epsilon'"),
+        "gemma3_missing_post_ffw_norm": (_gemma3(tensors={"blk.0.post_ffw_norm.weight": DELETE}),
+                                         ModelFormatError, r"required tensor 'blk\.0\.post_ffw_norm\.weight'"),
+        "gemma3_missing_post_attention_norm": (
+            _gemma3(tensors={"blk.0.post_attention_norm.weight": DELETE}),
+            ModelFormatError, r"required tensor 'blk\.0\.post_attention_norm\.weight'"),
+        "gemma3_missing_k_norm": (_gemma3(tensors={"blk.0.attn_k_norm.weight": DELETE}), ModelFormatError,
+                                  r"required tensor 'blk\.0\.attn_k_norm\.weight'"),
+        "gemma3_swa_pattern_length": (
+            _gemma3(metadata={"gemma3.attention.sliding_window_pattern": _md("ARRAY", [True, False], "BOOL")}),
+            ModelFormatError, r"sliding_window_pattern': 2 flags for 1 layers"),
+        "gemma3_with_experts": (_gemma3(metadata={"gemma3.expert_count": _md("UINT32", 2),
+                                                  "gemma3.expert_used_count": _md("UINT32", 1)}),
+                                ModelFormatError, r"gemma3\.expert_count': architecture gemma3 has no experts"),
+        "gemma3_freq_base_swa_negative": (_gemma3(metadata={"gemma3.rope.freq_base_swa": _md("FLOAT32", -1.0)}),
+                                          ModelFormatError, r"gemma3\.rope\.freq_base_swa"),
         "rope_freqs_on_qwen2": (dict(arch="qwen2", tensors={"rope_freqs.weight": np.ones(16, np.float32)}),
                                 ModelFormatError, r"rope_freqs\.weight.*llama only, not 'qwen2'"),
         "unsupported_tensor_type": (dict(tensors={"blk.0.attn_q.weight": np.zeros((N_EMBD, N_EMBD), dtype=np.int32)}),

@@ -44,6 +44,10 @@ PROMPT_LENGTHS = (1, 7, 33)
 #
 # F32: fp32 matmuls in both [1.1e-4].
 TOL_F32 = 5e-4
+# F32 on gemma3: ggml's GeGLU looks its GELU up in an fp16 table, so a last-bit difference of an fp32
+# gate value that crosses an fp16 rounding boundary moves that gate by one fp16 step (2^-11 relative)
+# [5.4e-4 at the 33-token prompt; 2.3e-6 at 7 tokens].
+TOL_F32_GEMMA3 = 2e-3
 # F16: activations rounded to fp16 for F16 weights in both [1.3e-3].
 TOL_F16 = 4e-3
 # BF16: activations rounded to bf16 in both (2^-8 relative steps, so one differently rounded input
@@ -72,6 +76,9 @@ TOLERANCE_LLAMA_QUANTIZED = {"Q5_K": TOL_Q8K_ACT, "Q3_K": TOL_Q8K_ACT}
 GQA = dict(n_head=8, n_head_kv=2)    # head_dim 32 at n_embd 256
 MQA = dict(n_head=8, n_head_kv=1)    # head_dim 32
 MHA = dict(n_head=4, n_head_kv=4)    # head_dim 64
+# Gemma 3 270M's layout scaled down (MQA, head_dim 128 > n_embd / n_head); layer 0 local, layer 1 global.
+GEMMA3 = dict(arch="gemma3", n_head=4, n_head_kv=1, head_dim=128, tie_embeddings=True, tokenizer="llama",
+              rms_eps=1e-6, rope_theta=1e6, rope_theta_swa=1e4, sliding_window=16, sliding_window_pattern=2)
 
 
 def _cases() -> List[Any]:
@@ -133,6 +140,17 @@ def _cases() -> List[Any]:
     # factors 12 wide), tied embeddings, GQA
     add("phi3-partialrope-tied-Q8_0", arch="phi3", tokenizer="llama", n_rot=24, tie_embeddings=True,
         n_ctx_train=4096, n_ctx_orig=256, rope_long_short=True, n_ctx=512, weight_type="Q8_0", **GQA)
+    # Gemma 3: sliding window of 16 (< the 33-token prompt and the 32 greedy steps after it), local
+    # layers on their own RoPE base; tied embeddings and head_dim > n_embd / n_head as Gemma 3 270M.
+    for wt in ("Q8_0", "F32", "Q4_K"):
+        add(f"gemma3-swa16-{wt}", weight_type=wt, **GEMMA3)
+    # the converter's default layout: no pattern key, so layers 0-4 local and 5 global; linear RoPE
+    # scaling on the global layer (Gemma 3 4B and up)
+    add("gemma3-6layers-ropelinear8-F16", weight_type="F16", **{**GEMMA3, "n_layer": 6,
+        "sliding_window_pattern": None, "rope_scaling_linear": 8.0})
+    # every layer global (no sliding_window key), and the final logit softcap
+    add("gemma3-global-softcap-Q6_K", weight_type="Q6_K", **{**GEMMA3, "sliding_window": 0,
+        "sliding_window_pattern": None, "final_logit_softcap": 30.0})
     return cases
 
 
@@ -142,6 +160,8 @@ CASES = _cases()
 def _tolerance(params: Dict[str, Any]) -> float:
     types = {params["weight_type"], params.get("embed_type") or params["weight_type"],
              params.get("output_type") or params["weight_type"]}
+    if params["arch"] == "gemma3" and types == {"F32"}:
+        return TOL_F32_GEMMA3
     return max(TOLERANCE[t] for t in types)
 
 
@@ -322,7 +342,7 @@ def test_parity_llama_quantized(params, ftype, pure, want_types, llama_quantized
 def test_matrix_covers_the_contract():
     """Keep the matrix honest when cases are edited: every arch, type, attention layout, head dim."""
     ps = [c.values[0] for c in CASES]
-    assert {p["arch"] for p in ps} == {"llama", "qwen2", "qwen3", "phi3"}
+    assert {p["arch"] for p in ps} == {"llama", "qwen2", "qwen3", "phi3", "gemma3"}
     assert {p["weight_type"] for p in ps} == set(TOLERANCE)
     assert set().union(*(c.values[3] for c in LLAMA_QUANTIZED_CASES)) >= set(TOLERANCE_LLAMA_QUANTIZED)
 
@@ -339,6 +359,10 @@ def test_matrix_covers_the_contract():
     assert any(p.get("rope_freqs") for p in ps)
     # phi3's long and short RoPE factors are each selected by some case (original context 256)
     assert {p.get("n_ctx", N_CTX) > p["n_ctx_orig"] for p in ps if p.get("rope_long_short")} == {True, False}
+    # gemma3: a window shorter than the longest prompt, the default pattern, and no window
+    assert any(0 < p.get("sliding_window", 0) < max(PROMPT_LENGTHS) for p in ps)
+    assert any(p.get("sliding_window") and p.get("sliding_window_pattern") is None for p in ps)
+    assert any(p["arch"] == "gemma3" and not p.get("sliding_window") for p in ps)
 
 
 # ---- bitwise parity ---------------------------------------------------------------------------------
@@ -411,6 +435,18 @@ def test_phi3_context_selects_rope_factors(synthetic_model):
     assert np.array_equal(short[0], long[0])  # position 0 rotates by angle 0 with either set
     assert not np.array_equal(short[1:], long[1:])
     assert np.array_equal(long, logits(512)) and np.array_equal(short, logits(200))
+
+
+# Gemma 3 270M's shapes (n_embd 640, n_ff 2048, MQA 4/1, head_dim 256) and its file's non-K types (Q5_0
+# matrices, Q8_0 tied embedding/head), 6 layers: 5 local with a window of 16 (shorter than the longer
+# prompts and the decode steps after them), then a global one.
+GEMMA3_270M_LIKE = dict(arch="gemma3", n_embd=640, n_ff=2048, n_head=4, n_head_kv=1, head_dim=256, n_layer=6,
+                        rms_eps=1e-6, rope_theta=1e6, rope_theta_swa=1e4, sliding_window=16,
+                        weight_type="Q5_0", embed_type="Q8_0", tie_embeddings=True, tokenizer="llama")
+
+
+def test_parity_bitwise_gemma3_like(synthetic_model, llama_cpp_peer):
+    _check_bitwise(synthetic_model(**GEMMA3_270M_LIKE), N_CTX, llama_cpp_peer)
 
 
 def _check_bitwise(path, n_ctx: int, llama_cpp_peer) -> None:

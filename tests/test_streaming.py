@@ -6,7 +6,7 @@ What is checked, and how:
    fully resident engine (no budget) and budgets that force different placements (everything pinned;
    some layers pinned + a window of 2; all but two layers and the head pinned; nothing pinned + a
    window of 1; an explicit window of 3), no overlap (``prefetch=False``), and both I/O
-   modes, for llama, qwen2 and qwen3 models in Q8_0, Q4_K and F16: a prefill (every position's
+   modes, for llama, qwen2, qwen3 and gemma3 models in Q8_0, Q4_K and F16: a prefill (every position's
    logits) followed by single-token decode steps; a sweep of budgets on models whose head is the
    largest unit, with tied embeddings, or with mixed types; a prompt longer than the prefill
    micro-batch.
@@ -234,6 +234,9 @@ MODEL_CASES = [
     # context 256 selects rope_factors_long, which the engine holds beside the streamed units.
     pytest.param(dict(arch="phi3", tokenizer="llama", weight_type="Q8_0", n_layer=4, n_head_kv=2, n_ctx_train=4096,
                       n_ctx_orig=256, rope_long_short=True), id="phi3-Q8_0"),
+    # layers 0-4 local (window 16, shorter than the prompts), layer 5 global; post-norms in every unit
+    pytest.param(dict(arch="gemma3", weight_type="Q8_0", n_layer=6, n_head_kv=1, head_dim=128, tie_embeddings=True,
+                      sliding_window=16, rms_eps=1e-6), id="gemma3-Q8_0"),
 ]
 
 _REF_CACHE: Dict[Tuple[str, str], List[np.ndarray]] = {}
@@ -320,7 +323,7 @@ def test_budget_sweep_bitwise_identical(synthetic_model, params) -> None:
     assert len(placements) >= 3, placements
 
 
-@pytest.mark.parametrize("params", [MODEL_CASES[0], MODEL_CASES[4]])
+@pytest.mark.parametrize("params", [MODEL_CASES[0], MODEL_CASES[4], MODEL_CASES[6]])
 def test_long_prompt_spans_several_micro_batches(synthetic_model, params) -> None:
     """300 prompt tokens: 3 micro-batches of <= 128 under a budget (2 of <= 256 resident)."""
     path = _small(synthetic_model, **params)

@@ -27,9 +27,10 @@ void rope(float* x, int64_t n_rot, int64_t pos, float freq_base, float freq_scal
 
 namespace {
 
-// q (n x q_dim) and k (n x kv_dim): optional per-head RMSNorm, then RoPE at each token's position,
-// then q times cfg.attn_q_scale where the architecture scales q rather than the scores (phi3).
-void position_heads(ForwardPass& f, const LayerWeights& w) {
+// q (n x q_dim) and k (n x kv_dim) of layer il: optional per-head RMSNorm, then RoPE at each token's
+// position with the layer's base and scale, then q times the config's query_scale when it has one (phi3,
+// gemma3: they scale q rather than the scores).
+void position_heads(ForwardPass& f, int il, const LayerWeights& w) {
     const ModelConfig& c = f.cfg;
     Scratch& s = f.s;
     const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim;
@@ -44,17 +45,19 @@ void position_heads(ForwardPass& f, const LayerWeights& w) {
                 rms_norm(&s.k[(size_t)(t * KV + h * D)], kn, &s.k[(size_t)(t * KV + h * D)], D, c.rms_eps);
         }
     }
+    const float base = c.rope_base(il), scale = c.rope_scale(il);
     for (int64_t t = 0; t < f.n; ++t) {
         const int64_t pos = f.n_past + t;
         for (int64_t h = 0; h < c.n_head; ++h)
-            rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind,
-                 f.rope_factors, c.rope_attn_factor);
+            rope(&s.q[(size_t)(t * Q + h * D)], c.n_rot, pos, base, scale, c.rope_kind, f.rope_factors,
+                 c.rope_attn_factor);
         for (int64_t h = 0; h < c.n_head_kv; ++h)
-            rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, c.rope_freq_base, c.rope_freq_scale, c.rope_kind,
-                 f.rope_factors, c.rope_attn_factor);
+            rope(&s.k[(size_t)(t * KV + h * D)], c.n_rot, pos, base, scale, c.rope_kind, f.rope_factors,
+                 c.rope_attn_factor);
     }
-    if (c.attn_q_scale > 0.0f)
-        for (int64_t i = 0; i < f.n * Q; ++i) s.q[(size_t)i] *= c.attn_q_scale;
+    // ggml_scale on Q: one float product per element, before q is rounded to fp16 for the scores.
+    if (c.query_scale > 0.0f)
+        for (int64_t i = 0; i < f.n * Q; ++i) s.q[(size_t)i] *= c.query_scale;
 }
 
 // Appends the micro-batch's K and V rows to layer il's cache (fp16; V transposed, see KvCache).
@@ -85,6 +88,7 @@ void softmax_v_batched(ForwardPass& f, int il, const WeightKernels& k16, float k
     const int64_t token_blocks = (f.n + tokens_per_item - 1) / tokens_per_item;
     const int64_t n_kv = f.n_past + f.n;
     const int64_t stride = (n_kv + 7) & ~(int64_t)7;  // one row of scores / probabilities, padded to 8
+    const int64_t window = c.is_swa(il) ? c.n_swa : 0;
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     f.pool.parallel_for(token_blocks * c.n_head_kv * head_blocks, 1, [&](int64_t b, int64_t e) {
@@ -112,8 +116,10 @@ void softmax_v_batched(ForwardPass& f, int il, const WeightKernels& k16, float k
             for (int r = 0; r < nq; ++r) {
                 float* row = sc + r * stride;
                 const int64_t len = f.n_past + t0 + r / nh + 1;
+                const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;  // oldest visible
                 float mx = -INFINITY;
-                for (int64_t j = 0; j < len; ++j) {
+                std::fill(row, row + first, -INFINITY);  // masked: in the sums as zeros, as llama.cpp's
+                for (int64_t j = first; j < len; ++j) {
                     row[j] *= kq_scale;
                     mx = std::max(mx, row[j]);
                 }
@@ -140,6 +146,11 @@ void softmax_v_batched(ForwardPass& f, int il, const WeightKernels& k16, float k
 // probabilities rounded to fp16 before the V product, as ggml's F16 V matmul converts them. A last-bit
 // difference here flips int8 roundings in the next quantized matmul, which trained weights amplify
 // (SmolLM2-135M: 0.16-0.35 std of the logits).
+// Sliding-window layers (ModelConfig::is_swa) mask the positions n_swa or more before the token as
+// llama.cpp's KQ mask does: their scores are -inf, so their probabilities are exactly 0 and they stay
+// in the sums as zero terms, which keeps every other position in the SIMD lane llama.cpp gives it (its
+// cache holds position p in cell p here: one sequence evaluated from an empty cache, and llama-cpp-python
+// sizes the SWA cache like the global one, so no cell is reused).
 void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const GgmlVecOps& vec_ops = ggml_vec_ops();
     const ModelConfig& c = f.cfg;
@@ -147,7 +158,8 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const int64_t Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, n_ctx = f.kv.n_ctx;
     const int64_t group = c.n_head / c.n_head_kv;
     const int64_t n_kv = f.n_past + f.n;  // cache positions visible to the last token of this batch
-    const float kq_scale = c.attn_q_scale > 0.0f ? 1.0f : 1.0f / std::sqrt((float)D);  // q already scaled
+    const float kq_scale = c.query_scale > 0.0f ? 1.0f : 1.0f / std::sqrt((float)D);  // q already scaled
+    const int64_t window = c.is_swa(il) ? c.n_swa : 0;
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     const int64_t n_past = f.n_past;
@@ -168,9 +180,11 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
         for (int64_t item = b; item < e; ++item) {
             const int64_t t = item / c.n_head, h = item % c.n_head, hk = h / group;
             const int64_t len = n_past + t + 1;
+            const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;  // oldest visible position
             k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
             float mx = -INFINITY;
-            for (int64_t j = 0; j < len; ++j) {
+            for (int64_t j = 0; j < first; ++j) sc[j] = -INFINITY;
+            for (int64_t j = first; j < len; ++j) {
                 sc[j] = vec_ops.dot_f16_ggml(D, kc + j * KV + hk * D, q16, D) * kq_scale;
                 mx = std::max(mx, sc[j]);
             }
@@ -195,7 +209,7 @@ void attention(ForwardPass& f, int il, const LayerWeights& w, const float* in, f
     add_bias(f, w.bq, s.q.data(), c.q_dim());
     add_bias(f, w.bk, s.k.data(), c.kv_dim());
     add_bias(f, w.bv, s.v.data(), c.kv_dim());
-    position_heads(f, w);
+    position_heads(f, il, w);
     const WeightKernels& k16 = *weight_kernels(GgmlType::F16);
     write_kv(f, il, k16);
     softmax_v(f, il, k16);

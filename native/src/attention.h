@@ -1,6 +1,7 @@
 // Self-attention of one layer over the micro-batch: q/k/v projections (+ optional bias, optional
-// per-head q/k RMSNorm), RoPE, the KV cache write, causal softmax(q K^T / sqrt(head_dim)) V (phi3: q
-// scaled by 1/sqrt(head_dim) before the product, as llama.cpp does, which rounds differently) with
+// per-head q/k RMSNorm), RoPE (the layer's base and scale), the KV cache write, causal
+// softmax(q K^T / sqrt(head_dim)) V (phi3 and Gemma: q pre-scaled, by 1/sqrt(head_dim) or query_scale, as
+// llama.cpp does, which rounds differently; sliding-window layers see only the last n_swa positions) with
 // llama.cpp's fp16 rounding and summation order (flash attention off), and the output projection.
 #pragma once
 

@@ -281,6 +281,9 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
                   n_past_};
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
+    if (cfg_.embedding_scale != 1.0f) {                  // Gemma: ggml_scale, one float product each
+        for (int64_t i = 0; i < n * cfg_.n_embd; ++i) f.s.x[(size_t)i] *= cfg_.embedding_scale;
+    }
     for (int il = 0; il < cfg_.n_layer; ++il) {
         if (should_abort && should_abort()) fail(ErrorKind::Interrupted, "[eval] interrupted");
         if ((int)prefetch & (int)ExpertPrefetch::SameLayer) predict_experts(f, il, PredictionSource::SameLayer);
@@ -303,6 +306,11 @@ void Engine::output_head(ForwardPass& f, const HeadWeights& head, int64_t first,
     for (int64_t t = first; t < f.n; ++t)
         rms_norm(&f.s.x[(size_t)(t * E)], nw, &f.s.cur[(size_t)((t - first) * E)], E, cfg_.rms_eps);
     linear(f, (int)cfg_.n_layer, head.output, 0, f.s.cur.data(), rows, out);
+    if (cfg_.final_logit_softcap > 0.0f) {
+        // As llama.cpp: ggml_scale by 1/cap, ggml_tanh (libm tanhf), ggml_scale by cap.
+        const float cap = cfg_.final_logit_softcap, inv = 1.0f / cap;
+        for (int64_t i = 0; i < rows * cfg_.n_vocab; ++i) out[i] = std::tanh(out[i] * inv) * cap;
+    }
 }
 
 void Scratch::resize(const ModelConfig& c, int64_t n, int64_t predict_width, int64_t predictor_hidden) {

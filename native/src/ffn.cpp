@@ -10,17 +10,18 @@
 namespace edge_rt {
 
 void gated_ffn(ForwardPass& f, int il, const TensorView& gate, const TensorView& up, const TensorView& down,
-               int64_t expert, const float* in, int64_t m, int64_t ff, float* out) {
+               int64_t expert, const float* in, int64_t m, int64_t ff, float* out, GateActivation act) {
     Scratch& s = f.s;
     const TensorView* gu[2] = {&gate, &up};
     float* dst[2] = {s.gate.data(), s.up.data()};
     project(f, il, expert, in, m, f.cfg.n_embd, gu, dst, 2);
-    // ggml's SwiGLU bit for bit (kernels.h GgmlVecOps), one row at a time as ggml runs it (its tail
-    // depends on ff): std::exp's last bit differs from ggml's expf, and trained weights amplify that.
+    // ggml's SwiGLU / GeGLU bit for bit (kernels.h GgmlVecOps), one row at a time as ggml runs it (the
+    // SwiGLU tail depends on ff): std::exp's last bit differs from ggml's expf, and trained weights amplify that.
     const GgmlVecOps& vec_ops = ggml_vec_ops();
+    const auto glu = act == GateActivation::Silu ? vec_ops.swiglu : vec_ops.geglu;
     for (int64_t t = 0; t < m; ++t) {
         float* g = &s.gate[(size_t)(t * ff)];
-        vec_ops.swiglu(g, &s.up[(size_t)(t * ff)], g, ff);
+        glu(g, &s.up[(size_t)(t * ff)], g, ff);
     }
     linear(f, il, down, expert, s.gate.data(), m, out);
 }

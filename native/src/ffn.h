@@ -8,10 +8,15 @@
 
 namespace edge_rt {
 
-// out (m x n_embd) <- down(silu(gate . in) * (up . in)) for m rows of in (m x n_embd), the SiLU and
+// The activation of a gated FFN's gate: SiLU (SwiGLU, llama.cpp LLM_FFN_SILU) or the tanh GELU
+// (GeGLU, LLM_FFN_GELU).
+enum class GateActivation { Silu, GeluTanh };
+
+// out (m x n_embd) <- down(act(gate . in) * (up . in)) for m rows of in (m x n_embd), the activation and
 // product as ggml computes them; ff = rows of gate/up. expert: the slice the views belong to (0 for a dense FFN), for the observer.
 void gated_ffn(ForwardPass& f, int il, const TensorView& gate, const TensorView& up, const TensorView& down,
-               int64_t expert, const float* in, int64_t m, int64_t ff, float* out);
+               int64_t expert, const float* in, int64_t m, int64_t ff, float* out,
+               GateActivation act = GateActivation::Silu);
 
 // s.moe (n x n_embd) <- the mixture of experts of layer il on s.cur. Tokens are grouped by expert so
 // each used expert runs one matrix-matrix product over its rows; the weighted outputs are summed per

@@ -127,7 +127,7 @@ void check_phi3(const GgufFile& f, ModelConfig& c) {
                                          std::to_string(c.q_dim()) + " must equal " + p + "embedding_length " +
                                          std::to_string(c.n_embd) + " for phi3");
     }
-    c.attn_q_scale = 1.0f / std::sqrt((float)c.head_dim);
+    c.query_scale = 1.0f / std::sqrt((float)c.head_dim);
     c.n_ctx_orig = hparam_or(f, p + "rope.scaling.original_context_length", c.n_ctx_train, 1, int64_t(1) << 24);
     const GgufTensorInfo* lng = f.find_tensor("rope_factors_long.weight");
     const GgufTensorInfo* sht = f.find_tensor("rope_factors_short.weight");
@@ -166,6 +166,47 @@ void check_phi3_layer(const GgufFile& f, const ModelConfig& c, const std::string
     check_tensor(f, b + "ffn_up.weight", {c.n_embd, 2 * c.n_ff}, true, ffn_why);
     check_tensor(f, b + "ffn_down.weight", {c.n_ff, c.n_embd}, true,
                  p + "embedding_length, " + p + "feed_forward_length");
+}
+
+// Gemma 3's hyperparameters as llama.cpp's gemma3 loader reads them (c's common fields already read).
+void read_gemma3(const GgufFile& f, ModelConfig& c) {
+    const std::string p = c.arch + ".";
+    if (c.is_moe()) {  // llama.cpp's gemma3 builds a dense GeGLU FFN in every layer
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "expert_count': architecture gemma3 has no experts");
+    }
+    c.embedding_scale = std::sqrt((float)c.n_embd);
+    c.has_post_norms = true;
+    // llama.cpp ignores query_pre_attn_scalar: 1/sqrt(head_dim), except for the 62-layer 27B model,
+    // whose query_pre_attn_scalar is n_embd / n_head (integer division, as there).
+    c.query_scale =
+        c.n_layer == 62 ? 1.0f / std::sqrt((float)(c.n_embd / c.n_head)) : 1.0f / std::sqrt((float)c.head_dim);
+    c.final_logit_softcap = (float)f.get_float_or(p + "final_logit_softcapping", 0.0);
+    if (!(c.final_logit_softcap >= 0.0f) || !std::isfinite(c.final_logit_softcap)) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "final_logit_softcapping' must be a non-negative number");
+    }
+    c.n_swa = hparam_or(f, p + "attention.sliding_window", 0, 0, int64_t(1) << 24);
+    if (c.n_swa == 0) return;  // no window: every layer attends globally
+    // Which layers slide: an array of n_layer flags, or a period n (layer il slides unless il % n == n - 1;
+    // n == 0: every layer), by default 6 (five local layers, then one global).
+    const std::string pattern_key = p + "attention.sliding_window_pattern";
+    c.swa_layer.assign((size_t)c.n_layer, 0);
+    const GgufValue* pattern = f.find(pattern_key);
+    if (pattern && pattern->type == GgufValueType::ARRAY) {
+        const std::vector<int64_t>& flags = f.get_int_array(pattern_key);
+        if ((int64_t)flags.size() != c.n_layer) {
+            fail(ErrorKind::ModelFormat, "[model] key '" + pattern_key + "': " + std::to_string(flags.size()) +
+                                             " flags for " + std::to_string(c.n_layer) + " layers");
+        }
+        for (int64_t il = 0; il < c.n_layer; ++il) c.swa_layer[(size_t)il] = flags[(size_t)il] != 0;
+    } else {
+        const int64_t period = hparam_or(f, pattern_key, 6, 0, int64_t(1) << 20);
+        for (int64_t il = 0; il < c.n_layer; ++il) c.swa_layer[(size_t)il] = period == 0 || il % period < period - 1;
+    }
+    // The local layers' RoPE: their own base (llama.cpp's default 10000, Gemma 3's local base), unscaled.
+    c.rope_freq_base_swa = (float)f.get_float_or(p + "rope.freq_base_swa", 10000.0);
+    if (!(c.rope_freq_base_swa > 0.0f) || !std::isfinite(c.rope_freq_base_swa)) {
+        fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.freq_base_swa' must be a positive number");
+    }
 }
 
 }  // namespace
@@ -251,6 +292,11 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     c.n_ctx_train = hparam_or(f, p + "context_length", 2048, 1, int64_t(1) << 24);
     c.n_rot = hparam_or(f, p + "rope.dimension_count", c.head_dim, 2, c.head_dim);
     if (c.n_rot % 2 != 0) fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.dimension_count' must be even");
+    // llama.cpp's gemma3 requires the epsilon (1e-6 in Gemma 3; the others default to 1e-5).
+    if (c.arch == "gemma3" && !f.find(p + "attention.layer_norm_rms_epsilon")) {
+        fail(ErrorKind::ModelFormat,
+             "[model] required key '" + p + "attention.layer_norm_rms_epsilon' is missing (architecture gemma3)");
+    }
     c.rms_eps = (float)f.get_float_or(p + "attention.layer_norm_rms_epsilon", 1e-5);
     if (!(c.rms_eps > 0.0f) || !std::isfinite(c.rms_eps)) {
         fail(ErrorKind::ModelFormat,
@@ -281,9 +327,10 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     if (!(c.rope_attn_factor > 0.0f) || !std::isfinite(c.rope_attn_factor)) {
         fail(ErrorKind::ModelFormat, "[model] key '" + p + "rope.scaling.attn_factor' must be a positive number");
     }
-    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3/phi3 the NeoX halves.
+    // As llama.cpp: llama uses the original interleaved rotation, qwen2/qwen3/phi3/gemma3 the NeoX halves.
     c.rope_kind = c.arch == "llama" ? RopeKind::Normal : RopeKind::NeoX;
-    c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe";
+    c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe" || c.arch == "gemma3";
+    if (c.arch == "gemma3") read_gemma3(f, c);
     if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
         // llama.cpp reads it for llama only; anywhere else it would be silently different math.
         if (c.arch != "llama") {
@@ -339,6 +386,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
         check_tensor(f, b + "attn_q_norm.weight", {c.head_dim}, c.has_qk_norm, p + "attention.key_length");
         check_tensor(f, b + "attn_k_norm.weight", {c.head_dim}, c.has_qk_norm, p + "attention.key_length");
         check_tensor(f, b + "ffn_norm.weight", {c.n_embd}, true, p + "embedding_length");
+        check_tensor(f, b + "post_attention_norm.weight", {c.n_embd}, c.has_post_norms, p + "embedding_length");
+        check_tensor(f, b + "post_ffw_norm.weight", {c.n_embd}, c.has_post_norms, p + "embedding_length");
         const std::string ffn_why = p + "embedding_length, " + p + "feed_forward_length";
         if (!c.is_moe()) {
             check_tensor(f, b + "ffn_gate.weight", {c.n_embd, c.n_ff}, true, ffn_why);

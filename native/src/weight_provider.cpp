@@ -40,7 +40,9 @@ LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocato
     w.q_norm = v("attn_q_norm.weight");
     w.k_norm = v("attn_k_norm.weight");
     w.wo = v("attn_output.weight");
+    w.attn_post_norm = v("post_attention_norm.weight");
     w.ffn_norm = v("ffn_norm.weight");
+    w.ffn_post_norm = v("post_ffw_norm.weight");
     w.ffn_gate = v("ffn_gate.weight");
     w.ffn_up = v("ffn_up.weight");
     w.ffn_down = v("ffn_down.weight");

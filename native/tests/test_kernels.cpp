@@ -596,6 +596,11 @@ void test_ggml_vec_ops(std::mt19937& rng) {
             const float t0 = ref.dot_f16_tinyblas(n, hx.data(), hy.data()),
                         t1 = ops.dot_f16_tinyblas(n, hx.data(), hy.data());
             CHECK(same(t0, t1), "dot_f16_tinyblas %s n=%lld: %g vs %g", isa_name(isa), (long long)n, t0, t1);
+            ref.geglu(x.data(), g.data(), y0.data(), n);
+            ops.geglu(x.data(), g.data(), y1.data(), n);
+            for (int64_t i = 0; i < n; ++i)
+                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "geglu %s n=%lld i=%lld", isa_name(isa), (long long)n,
+                      (long long)i);
             for (int64_t n_total : {n, (n + 31) / 32 * 32, (int64_t)256}) {
                 if (n_total < n) continue;
                 const float d0 = ref.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
@@ -604,6 +609,27 @@ void test_ggml_vec_ops(std::mt19937& rng) {
                       (long long)n_total, d0, d1);
             }
         }
+    }
+}
+
+// geglu as ggml_vec_geglu_f32: the saturated ranges, and table entries read from llama-cpp-python
+// 0.3.36's libggml-cpu (ggml_table_gelu_f16). The entry of x = -1.999 (fp16 0xbfff) is the one that
+// needs ggml's fused 1 + (0.044715 x) x: unfused it rounds to 0xa9d4.
+void test_geglu() {
+    const GgmlVecOps& ref = *scalar_ggml_vec_ops();
+    struct Case {
+        float x, g, want;
+    };
+    const Case cases[] = {
+        {10.0f, 0.5f, 5.0f},                                        // x >= 10: x * g
+        {-10.0f, 3.0f, 0.0f},                                       // x <= -10: 0
+        {fp16_to_fp32(0xbfff), 1.0f, fp16_to_fp32(0xa9d3)},         // ggml's table entry 0xbfff
+        {fp16_to_fp32(0x3c00), 2.0f, 2.0f * fp16_to_fp32(0x3abb)},  // gelu(1) = 0.8413 in fp16, times g
+    };
+    for (const Case& c : cases) {
+        float y = 0.0f;
+        ref.geglu(&c.x, &c.g, &y, 1);
+        CHECK(y == c.want, "geglu(%a) * %g = %a, want %a", c.x, c.g, y, c.want);
     }
 }
 
@@ -800,6 +826,7 @@ int main(int argc, char** argv) {
     test_q4_0_blockwise(rng);
     test_blockwise_rows_match_twin(rng);
     test_batched_attention_ops(rng);
+    test_geglu();
     // Non-compute types have no kernels.
     CHECK(weight_kernels(GgmlType::Q2_K, Isa::Scalar) == nullptr, "Q2_K should have no kernels");
     if (g_failures) {

@@ -122,6 +122,10 @@ struct GgmlVecOps {
     // 4 x 8-lane fma accumulators over steps of 32, reduced, then the elements past the last whole step
     // of n_total (if any are below n) in double.
     float (*dot_f16_ggml)(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total);
+    // y[i] = gelu(x[i]) * g[i] as ggml_vec_geglu_f32 (GGML_GELU_FP16): 0 for x <= -10, x * g for x >= 10,
+    // else the tanh GELU of x rounded to fp16 looked up in ggml's fp16 table, times g. ggml runs this
+    // scalar loop on every ISA, so every ISA's table holds ggml_geglu. y may alias x.
+    void (*geglu)(const float* x, const float* g, float* y, int64_t n);
     // Batched attention, several dot_f16_tinyblas at once with their bits: out[i * out_stride + j] =
     // dot_f16_tinyblas(D, k + j * k_stride, q_i) for j < n_pos and i < nq <= 8, D % 8 == 0, where q_i
     // (q + i * D) holds fp16 values widened to float. One key row is loaded for all nq queries.
@@ -133,6 +137,9 @@ struct GgmlVecOps {
     void (*pv_tinyblas)(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p, int64_t p_stride,
                         int np, float* out);
 };
+
+// The geglu of every GgmlVecOps (see there).
+void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept;
 
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept;
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept;  // nullptr when not built

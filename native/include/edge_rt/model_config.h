@@ -18,7 +18,7 @@ namespace edge_rt {
 enum class RopeKind { Normal, NeoX };  // Normal: rotate pairs (2i, 2i+1); NeoX: pairs (i, i + n_rot/2)
 
 struct ModelConfig {
-    std::string arch;     // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3"
+    std::string arch;     // "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3", "gemma3"
     int64_t n_vocab = 0;  // rows of the output head (and of token_embd)
     int64_t n_embd = 0;
     int64_t n_layer = 0;
@@ -42,6 +42,24 @@ struct ModelConfig {
     bool has_qk_norm = false;   // qwen3
     bool tied_output = false;   // output.weight absent: the token embedding is the output head
 
+    // Gemma 3 (as llama.cpp's gemma3 graph; query_scale for phi3 too). The embedding rows are multiplied by embedding_scale
+    // (sqrt(n_embd); 1 elsewhere). Sliding-window attention: layers with is_swa(il) see only the
+    // n_swa most recent positions (position p masked for a token at q when q - p >= n_swa) and rotate
+    // with rope_freq_base_swa / rope_freq_scale_swa; the other (global) layers see every position and
+    // use rope_freq_base / rope_freq_scale. query_scale > 0: q is multiplied by it after RoPE (ggml_scale
+    // in fp32, before its fp16 conversion) and the scores are not scaled again; 0: scores are scaled by
+    // 1 / sqrt(head_dim). has_post_norms: the attention and FFN outputs are RMS-normed
+    // (post_attention_norm, post_ffw_norm) before their residual adds. final_logit_softcap > 0: logits
+    // become cap * tanh(logits / cap).
+    float embedding_scale = 1.0f;
+    int64_t n_swa = 0;               // <arch>.attention.sliding_window; 0 = every layer global
+    std::vector<uint8_t> swa_layer;  // n_layer flags (empty when n_swa == 0)
+    float rope_freq_base_swa = 10000.0f;
+    float rope_freq_scale_swa = 1.0f;
+    float query_scale = 0.0f;
+    bool has_post_norms = false;
+    float final_logit_softcap = 0.0f;
+
     // Mixture of experts (0 experts = a dense SwiGLU FFN per layer). Routing follows llama.cpp:
     // probabilities = softmax(router logits), the expert_used_count largest are selected (ties: lower
     // id first), their probabilities optionally renormalized to sum 1 and scaled.
@@ -54,10 +72,9 @@ struct ModelConfig {
 
     // phi3 (Phi-3 / Phi-3.5): q, k, v are one fused tensor (attn_qkv) and ffn_up holds gate and up rows.
     // As llama.cpp, q is multiplied by 1/sqrt(head_dim) after RoPE and the scores are not scaled again
-    // (attn_q_scale > 0; 0 = the scores are scaled). The 128k files carry rope_factors_long.weight and
+    // (query_scale, above). The 128k files carry rope_factors_long.weight and
     // rope_factors_short.weight (n_rot/2 F32 divisors each, shared by all layers) and
     // rope.scaling.original_context_length (n_ctx_orig); see rope_factors_tensor().
-    float attn_q_scale = 0.0f;
     bool has_rope_long_short = false;
     int64_t n_ctx_orig = 0;  // rope.scaling.original_context_length, default n_ctx_train
 
@@ -71,6 +88,10 @@ struct ModelConfig {
 
     int64_t q_dim() const noexcept { return n_head * head_dim; }
     int64_t kv_dim() const noexcept { return n_head_kv * head_dim; }
+
+    bool is_swa(int64_t il) const noexcept { return n_swa > 0 && swa_layer[(size_t)il] != 0; }
+    float rope_base(int64_t il) const noexcept { return is_swa(il) ? rope_freq_base_swa : rope_freq_base; }
+    float rope_scale(int64_t il) const noexcept { return is_swa(il) ? rope_freq_scale_swa : rope_freq_scale; }
 
     static ModelConfig from_gguf(const GgufFile& file);
     static const std::vector<std::string>& supported_architectures();

@@ -84,7 +84,9 @@ struct LayerWeights {
     TensorView bq, bk, bv;        // [q_dim], [kv_dim], [kv_dim]; optional (qwen2)
     TensorView q_norm, k_norm;    // [head_dim]; optional (qwen3)
     TensorView wo;                // [q_dim, n_embd]
+    TensorView attn_post_norm;    // [n_embd]; optional (gemma3: post_attention_norm)
     TensorView ffn_norm;          // [n_embd]
+    TensorView ffn_post_norm;     // [n_embd]; optional (gemma3: post_ffw_norm)
     TensorView ffn_gate, ffn_up;  // [n_embd, n_ff]; absent in MoE layers. phi3: no ffn_gate, and ffn_up is
                                   // [n_embd, 2 * n_ff], the gate rows then the up rows
     TensorView ffn_down;          // [n_ff, n_embd]; absent in MoE layers

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "edge_rt/fp16.h"
 #include "edge_rt/kernels.h"
@@ -106,11 +107,43 @@ void ggml_pv_tinyblas_scalar(int64_t n, const uint16_t* v, int64_t v_stride, int
         }
 }
 
+// ggml_table_gelu_f16 (ggml_cpu_init): entry h = fp16(gelu(fp16_to_fp32(h))) with ggml_gelu_f32's tanh
+// form 0.5x(1 + tanhf(sqrt(2/pi) x (1 + 0.044715 x^2))). GCC contracts 1 + (0.044715 x) x into one fma in
+// llama.cpp's x86-64 FMA build; unfused, the entry of x = -1.999 rounds the other way (1 of 65536; checked
+// against the table exported by llama-cpp-python 0.3.36's libggml-cpu: all entries equal).
+const uint16_t* gelu_f16_table() {
+    static const std::vector<uint16_t> table = [] {
+        constexpr float kCoefA = 0.044715f;
+        constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+        std::vector<uint16_t> t(1 << 16);
+        for (uint32_t h = 0; h < t.size(); ++h) {
+            const float x = fp16_to_fp32((uint16_t)h);
+            const float inner = kSqrt2OverPi * x * std::fma(kCoefA * x, x, 1.0f);
+            t[h] = fp32_to_fp16(0.5f * x * (1.0f + std::tanh(inner)));
+        }
+        return t;
+    }();
+    return table.data();
+}
+
 }  // namespace
 
+void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept {
+    const uint16_t* table = gelu_f16_table();
+    for (int64_t i = 0; i < n; ++i) {
+        if (x[i] <= -10.0f)
+            y[i] = 0.0f;
+        else if (x[i] >= 10.0f)
+            y[i] = x[i] * g[i];
+        else
+            y[i] = fp16_to_fp32(table[fp32_to_fp16(x[i])]) * g[i];
+    }
+}
+
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_scalar,  ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar,
-                                ggml_dot_f16_scalar, ggml_kq_tinyblas_scalar, ggml_pv_tinyblas_scalar};
+    static const GgmlVecOps ops{
+        ggml_swiglu_scalar, ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar, ggml_dot_f16_scalar,
+        ggml_geglu,         ggml_kq_tinyblas_scalar, ggml_pv_tinyblas_scalar};
     return &ops;
 }
 

@@ -5,7 +5,7 @@
 // A view's rows are dotted with the activations exactly as the fused tensor's rows would be, so splitting
 // changes no bit; the views point into whatever buffer the provider filled (resident or a window slot).
 // The rest is configuration the shared ops read: NeoX RoPE with the long/short factors and attention
-// factor, q scaled by 1/sqrt(head_dim) before the scores (ModelConfig::attn_q_scale).
+// factor, q scaled by 1/sqrt(head_dim) before the scores (ModelConfig::query_scale).
 #include "registry.h"
 
 namespace edge_rt {

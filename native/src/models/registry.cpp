@@ -13,6 +13,7 @@ const std::vector<Architecture>& architectures() {
         {"qwen3moe", llama_block},
         // views into its fused q/k/v and gate/up tensors, then the llama block
         {"phi3", phi3_block},
+        {"gemma3", gemma3_block},
     };
     return list;
 }

@@ -26,7 +26,8 @@ const std::vector<Architecture>& architectures();
 BlockRecipe block_recipe(const std::string& arch);
 
 // The recipes (one file each in this folder).
-void llama_block(ForwardPass& f, int il, const LayerWeights& w);  // llama, qwen2, qwen3 and their MoE forms
-void phi3_block(ForwardPass& f, int il, const LayerWeights& w);   // phi3 (fused q/k/v and gate/up tensors)
+void llama_block(ForwardPass& f, int il, const LayerWeights& w);   // llama, qwen2, qwen3 and their MoE forms
+void phi3_block(ForwardPass& f, int il, const LayerWeights& w);    // phi3 (fused q/k/v and gate/up tensors)
+void gemma3_block(ForwardPass& f, int il, const LayerWeights& w);  // gemma3
 
 }  // namespace edge_rt
