@@ -163,7 +163,7 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     const int64_t n_past = f.n_past;
-    const bool batched = f.n > 1 && D % 8 == 0;  // tinyBLAS needs k % 8 == 0
+    const bool batched = f.prompt && D % 8 == 0;  // tinyBLAS needs k % 8 == 0
     if (batched) return softmax_v_batched(f, il, k16, kq_scale);
     f.pool.parallel_for(f.n * c.n_head, 1, [&](int64_t b, int64_t e) {
         // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.

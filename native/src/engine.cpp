@@ -252,7 +252,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
             const bool last = done + m == n;
             // Rows of logits: every token when all_logits, else only the final token of the last ubatch.
             float* dst = all_logits ? out + (size_t)done * (size_t)cfg_.n_vocab : (last ? out : nullptr);
-            eval_ubatch(tokens + done, m, all_logits, dst, should_abort);
+            eval_ubatch(tokens + done, m, n > 1, all_logits, dst, should_abort);
         }
     } catch (...) {
         n_past_ = start;
@@ -262,7 +262,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
     if (observer_) observer_->end_eval(true);
 }
 
-void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
+void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, bool all_logits, float* out,
                          const std::function<bool()>& should_abort) {
     const ExpertPrefetch prefetch = cfg_.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
     const int64_t predict_width =
@@ -278,7 +278,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, floa
                   prefetch,
                   rope_factors_.empty() ? nullptr : rope_factors_.data(),
                   n,
-                  n_past_};
+                  n_past_,
+                  prompt};
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
     if (cfg_.embedding_scale != 1.0f) {                  // Gemma: ggml_scale, one float product each

@@ -77,6 +77,9 @@ struct ForwardPass {
     const float* rope_factors;         // n_rot/2 RoPE frequency divisors (ModelConfig::rope_factors_tensor), or nullptr
     int64_t n;                         // tokens in this micro-batch
     int64_t n_past;                    // cache positions before it
+    // The eval call has several tokens (a prompt), even if this micro-batch has one: llama.cpp takes a
+    // prompt's attention through its batched (tinyBLAS) path whatever the micro-batch split.
+    bool prompt;
 
     bool observing(Observed kind) const { return observer && observer->wants(kind); }
 };

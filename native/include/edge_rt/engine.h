@@ -120,7 +120,7 @@ private:
     static int64_t ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted);
     static BudgetFloor budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
                                     int64_t n_ubatch, const ExpertPredictor* predictor);
-    void eval_ubatch(const int32_t* tokens, int64_t n, bool all_logits, float* out,
+    void eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, bool all_logits, float* out,
                      const std::function<bool()>& should_abort);
     // out (n_vocab floats per row) <- logits of the micro-batch's rows first .. n-1.
     void output_head(ForwardPass& f, const HeadWeights& head, int64_t first, float* out);
