@@ -18,6 +18,7 @@ KV-cache reads are left out of the bound (under 1% of the weight bytes at these 
 
     python benchmarks/decode_vs_llamacpp.py                 # Q4_0 and Q8_0, 2 threads, 5 reps
     python benchmarks/decode_vs_llamacpp.py --types Q4_0 --reps 7
+    python benchmarks/decode_vs_llamacpp.py --types Q4_K_M   # llama.cpp's mixture, quantized by llama.cpp
     python benchmarks/decode_vs_llamacpp.py --model ~/.cache/edge_rt/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 Writes benchmarks/out/decode_vs_llamacpp.json; prints a markdown table for benchmarks/RESULTS.md.
@@ -186,12 +187,42 @@ def _stats(xs: List[float]) -> Dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
 
 
+# Mixtures llama.cpp's quantizer makes (llama_ftype ids): the benchmark quantizes the preset's F16 file with
+# llama_model_quantize, as llama-quantize would, so both engines read the bytes a user's file has.
+LLAMA_MIXTURES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q3_K_M": 12}
+
+
+def llama_quantized_model(preset: str, mixture: str, log: Callable[[str], None]) -> Path:
+    import ctypes
+
+    import llama_cpp
+
+    src = ensure_synthetic_model(preset, weight_type="F16")
+    dst = src.with_name(f"{src.stem}-{mixture}.gguf")
+    if dst.is_file():
+        return dst
+    log(f"[{mixture}] quantizing {src.name} with llama.cpp")
+    qp = llama_cpp.llama_model_quantize_default_params()
+    qp.ftype = LLAMA_MIXTURES[mixture]
+    tmp = dst.with_suffix(".tmp")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(qp))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize returned {rc}")
+    tmp.rename(dst)
+    return dst
+
+
 def bench_type(weight_type: str, preset: str, threads: int, n_prompt: int, n_gen: int, reps: int,
                bound_bw: float, log: Callable[[str], None], model: Optional[Path] = None) -> Dict[str, Any]:
     """One file: the preset's synthetic model of ``weight_type``, or ``model`` (a real GGUF, labelled
     ``weight_type``)."""
     t0 = time.perf_counter()
-    path = model if model is not None else ensure_synthetic_model(preset, weight_type=weight_type)
+    if model is not None:
+        path = model
+    elif weight_type in LLAMA_MIXTURES:
+        path = llama_quantized_model(preset, weight_type, log)
+    else:
+        path = ensure_synthetic_model(preset, weight_type=weight_type)
     log(f"[{weight_type}] model {path} ({path.stat().st_size / 1e6:.0f} MB, ready in "
         f"{time.perf_counter() - t0:.1f} s)")
     wb = weight_bytes_per_token(path)
