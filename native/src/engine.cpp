@@ -252,7 +252,9 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
             const bool last = done + m == n;
             // Rows of logits: every token when all_logits, else only the final token of the last ubatch.
             float* dst = all_logits ? out + (size_t)done * (size_t)cfg_.n_vocab : (last ? out : nullptr);
-            eval_ubatch(tokens + done, m, n > 1, all_logits, dst, should_abort);
+            const int64_t peer_start = done / kPeerBatchRows * kPeerBatchRows;  // forward.h peer_rows
+            eval_ubatch(tokens + done, m, n > 1, std::min(kPeerBatchRows, n - peer_start), all_logits, dst,
+                        should_abort);
         }
     } catch (...) {
         n_past_ = start;
@@ -262,7 +264,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
     if (observer_) observer_->end_eval(true);
 }
 
-void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, bool all_logits, float* out,
+void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, int64_t peer_rows, bool all_logits, float* out,
                          const std::function<bool()>& should_abort) {
     const ExpertPrefetch prefetch = cfg_.is_moe() ? weights_->expert_prefetch() : ExpertPrefetch::Off;
     const int64_t predict_width =
@@ -279,7 +281,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, bool all
                   rope_factors_.empty() ? nullptr : rope_factors_.data(),
                   n,
                   n_past_,
-                  prompt};
+                  prompt,
+                  peer_rows};
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
     if (cfg_.embedding_scale != 1.0f) {                  // Gemma: ggml_scale, one float product each
@@ -296,6 +299,7 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, bool all
     // The head is acquired every micro-batch, even when no logits are wanted, so a streaming provider
     // sees units in the same order every pass and its prefetch stays ahead.
     const HeadWeights& head = weights_->acquire_head();
+    if (!all_logits) f.peer_rows = 1;  // llama.cpp's head multiplies only the rows that return logits
     if (out) output_head(f, head, all_logits ? 0 : n - 1, out);
     weights_->release_head();
     n_past_ += n;

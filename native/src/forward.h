@@ -64,6 +64,10 @@ struct KvCache {
     std::vector<std::vector<uint16_t>> k, v;
 };
 
+// llama.cpp's default batch (n_batch = n_ubatch = 512, also llama-cpp-python's): a longer eval is evaluated
+// in batches of this many tokens.
+constexpr int64_t kPeerBatchRows = 512;
+
 // Everything a block recipe and its ops read or write for one micro-batch.
 struct ForwardPass {
     const ModelConfig& cfg;
@@ -80,6 +84,14 @@ struct ForwardPass {
     // The eval call has several tokens (a prompt), even if this micro-batch has one: llama.cpp takes a
     // prompt's attention through its batched (tinyBLAS) path whatever the micro-batch split.
     bool prompt;
+    // Rows of the batch llama.cpp evaluates this micro-batch's tokens in, which decides its matmul kernels
+    // (kernels.h takes_tiled): the eval's token count, cut into llama.cpp's batches of kPeerBatchRows (its
+    // and llama-cpp-python's default n_batch = n_ubatch). Our micro-batches (n_ubatch 256 or 128, dividing
+    // kPeerBatchRows) split a prompt that llama.cpp takes whole, so the micro-batch's own n would wrongly
+    // send the last few tokens of a 260-token prompt to the vec_dot kernels. 1 for a decode step; set to 1
+    // for the output head when only the last row's logits are wanted (llama.cpp multiplies only the rows
+    // that return logits).
+    int64_t peer_rows;
 
     bool observing(Observed kind) const { return observer && observer->wants(kind); }
 };

@@ -99,6 +99,10 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
     const uint8_t* act = f.s.act.data();
     const int64_t width = W.ne0;
     const bool blockwise = W.sum_order == SumOrder::Blockwise;
+    // The rows llama.cpp's op has: the eval's batch for the whole micro-batch (forward.h peer_rows), else its
+    // own count (one expert's routed rows, the head's output rows).
+    const int64_t peer_rows = n_tok == f.n ? f.peer_rows : n_tok;
+    const bool tiled = k.dot_rows_tiled && takes_tiled(W.type, W.sum_order, peer_rows);
     const int64_t n_gemm = n_tok - n_tok % 4;  // prompt rows llama.cpp's repacked gemm takes (kernels.h)
     f.pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
         float tmp[8];
@@ -112,6 +116,9 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                     if (blockwise) {
                         const int gemm_rows = (int)std::clamp<int64_t>(n_gemm - t, 0, n_act);
                         k.dot_rows_blockwise(width, wrow, a, act_stride, n_act, gemm_rows, tmp);
+                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+                    } else if (tiled) {
+                        k.dot_rows_tiled(width, wrow, a, act_stride, n_act, tmp);
                         for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
                     } else if (k.vec_dot_rows && n_act > 1) {
                         k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);

@@ -761,6 +761,54 @@ void test_blockwise_rows_match_twin(std::mt19937& rng) {
     }
 }
 
+// Tiled order (kernels.h takes_tiled): which matrices llama.cpp's tiled matmul takes, and every type with a
+// tiled kernel: each ISA's dot_rows_tiled is the scalar twin's bits for every n_act, and the twin is the
+// same dot product as vec_dot (only the float steps differ: within a few ulps of the sum's magnitude).
+void test_tiled_rows_match_twin(std::mt19937& rng) {
+    CHECK(takes_tiled(GgmlType::Q6_K, SumOrder::Lanes, kTiledMinRows), "Q6_K with 8 rows should be tiled");
+    CHECK(!takes_tiled(GgmlType::Q6_K, SumOrder::Lanes, kTiledMinRows - 1), "Q6_K with 7 rows is vec_dot");
+    CHECK(takes_tiled(GgmlType::Q4_K, SumOrder::Lanes, 33), "Q4_K not repacked (rows %% 8 != 0) is tiled");
+    CHECK(!takes_tiled(GgmlType::Q4_K, SumOrder::Blockwise, 33), "repacked Q4_K never reaches the tiled path");
+    CHECK(!takes_tiled(GgmlType::Q4_0, SumOrder::Lanes, 33), "Q4_0 has no tiled path");
+    CHECK(!takes_tiled(GgmlType::Q8_0, SumOrder::Lanes, 33), "Q8_0 has no tiled path");
+    int n_types = 0;
+    for (const TypeInfo& ti : kTypes) {
+        const WeightKernels* ref = scalar_weight_kernels(ti.type);
+        if (!ref->dot_rows_tiled) continue;
+        ++n_types;
+        for (int64_t n : {256, 512, 2048}) {
+            const auto w = random_weights(ti, n, rng);
+            const size_t arb = ref->act_row_bytes(n);
+            std::vector<uint8_t> acts(arb * 8);
+            for (int r = 0; r < 8; ++r) ref->quantize_act(random_acts(n, rng).data(), acts.data() + r * arb, n);
+            float want[8];
+            ref->dot_rows_tiled(n, w.data(), acts.data(), arb, 8, want);
+            for (int r = 0; r < 8; ++r) {
+                const float lanes = ref->vec_dot(n, w.data(), acts.data() + r * arb);
+                CHECK(std::fabs(want[r] - lanes) <= 1e-5f * (std::fabs(lanes) + 1.f),
+                      "%s n=%lld row %d: tiled twin %.9g far from vec_dot %.9g", ti.name, (long long)n, r, want[r],
+                      lanes);
+            }
+            std::vector<Isa> isas = runnable_simd_isas();
+            isas.insert(isas.begin(), Isa::Scalar);
+            for (Isa isa : isas) {
+                const WeightKernels* k = weight_kernels(ti.type, isa);
+                CHECK(k->dot_rows_tiled != nullptr, "%s/%s: tiled kernel missing", ti.name, isa_name(isa));
+                if (!k->dot_rows_tiled) continue;
+                for (int na = 1; na <= 8; ++na) {
+                    float got[8];
+                    k->dot_rows_tiled(n, w.data(), acts.data() + (8 - na) * arb, arb, na, got);
+                    for (int r = 0; r < na; ++r)
+                        CHECK(same_bits(got[r], want[8 - na + r]), "%s/%s n=%lld n_act=%d row %d: %.9g != twin %.9g",
+                              ti.name, isa_name(isa), (long long)n, na, r, got[r], want[8 - na + r]);
+                }
+            }
+        }
+    }
+    CHECK(n_types == 4, "tiled kernels for %d types, want Q3_K, Q4_K, Q5_K, Q6_K", n_types);
+    std::printf("  Tiled order: %d types, every ISA the twin's bits\n", n_types);
+}
+
 // The batched attention ops are several dot_f16_tinyblas at once, bit for bit, at every ISA (scalar
 // included); probability rows zero past their own length give the shorter dot's bits.
 void test_batched_attention_ops(std::mt19937& rng) {
@@ -825,6 +873,7 @@ int main(int argc, char** argv) {
     test_ggml_vec_ops(rng);
     test_q4_0_blockwise(rng);
     test_blockwise_rows_match_twin(rng);
+    test_tiled_rows_match_twin(rng);
     test_batched_attention_ops(rng);
     test_geglu();
     // Non-compute types have no kernels.

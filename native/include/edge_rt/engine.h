@@ -120,7 +120,8 @@ private:
     static int64_t ubatch_for(const EngineOptions& options, const ModelConfig& cfg, bool budgeted);
     static BudgetFloor budget_floor(const GgufFile& file, const ModelConfig& cfg, const EngineOptions& options,
                                     int64_t n_ubatch, const ExpertPredictor* predictor);
-    void eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, bool all_logits, float* out,
+    // peer_rows: the rows of the batch llama.cpp evaluates this micro-batch in (ForwardPass::peer_rows).
+    void eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, int64_t peer_rows, bool all_logits, float* out,
                      const std::function<bool()>& should_abort);
     // out (n_vocab floats per row) <- logits of the micro-batch's rows first .. n-1.
     void output_head(ForwardPass& f, const HeadWeights& head, int64_t first, float* out);

@@ -59,6 +59,11 @@ struct WeightKernels {
     void (*gemm_x8)(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
                     int n_gemm, float* out, size_t out_stride);
 
+    // ---- Tiled order (see takes_tiled); nullptr for types llama.cpp's tiled matmul does not take.
+    // out[j] = w . a_j for j in [0, n_act), 1 <= n_act <= 8, summed as llama.cpp's tiled K-quant matmul
+    // sums one output (below).
+    void (*dot_rows_tiled)(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out);
+
     size_t act_row_bytes(int64_t n) const noexcept { return (size_t)(n / act_block_elems * act_block_bytes); }
 };
 
@@ -73,6 +78,35 @@ struct WeightKernels {
 // matrix streamed in the file's layout and one interleaved in RAM give the same bits.
 enum class SumOrder : uint8_t { Lanes, Blockwise };
 SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept;
+
+// llama.cpp's tiled K-quant matmul (ggml-cpu/tiled/tiled.cpp, tiled-kernel.cpp; ggml_compute_forward_mul_mat
+// tries it before anything else). Which matrices it takes (ggml_tiled_supported, ggml_tiled_min_batch):
+// Q2_K..Q6_K (and IQ types edge_rt does not run) whose weights are in a plain buffer (src0->extra == NULL:
+// a matrix the repack buffer holds, on x86 AVX2 Q4_0 and Q4_K with rows % 8 == 0, runs the repacked
+// kernel instead, SumOrder::Blockwise here), multiplied by a batch of at least kTiledMinRows activation
+// rows (src1->ne[1]; for MUL_MAT_ID the rows routed to one expert). A single-token eval and batches of
+// 1..7 rows take ggml_vec_dot_*_q8_K (SumOrder::Lanes, vec_dot / vec_dot_rows).
+//
+// How it computes one output y = w . a (the x86 build compiles tiled_run_microtile_avx2 with __FMA__; an
+// AVX2 build without AVX-512 VNNI takes that branch, and its narrow (<= 16 rows) and standard paths run
+// the same microtile, one call per 256-element slab, in K order):
+//  - activations: the batch is quantized by the q8_K from_float, exactly as for ggml_vec_dot (per
+//    256-block: fp32 d, int8 q, int16 bsums of 16); the tiled code only copies them (d, bsums widened).
+//  - weights: each super-block is unpacked to unsigned codes, its fp16 d (and dmin) widened to fp32, its
+//    scales (and mins) to int32: Q4_K/Q5_K the 6-bit sc[j], m[j] of sub-blocks of 32, codes 0..15/0..31;
+//    Q6_K the int8 scales of 16-groups, codes 0..63 with bias 32; Q3_K the 6-bit scales minus 32, codes
+//    0..7 with bias 4.
+//  - per super-block b, exact int32 sums (vpmaddubsw / vpmaddwd; the activation pre-biased by +128 for
+//    Q6_K/Q3_K and the bias removed with a per-row integer correction, so the sums equal):
+//      s1 = sum_j scale[j] * sum_{e in sub-block j} (code[e] - bias) * q[e]
+//      s2 = sum_j min[j] * (bsums[2j] + bsums[2j+1])                       (Q4_K, Q5_K only)
+//  - floats, once per super-block (no per-sub-block or per-lane float terms):
+//      res = d_b * float(s1);  res = fma(-dmin_b, float(s2), res)  (Q4_K, Q5_K);  acc = fma(res, dy_b, acc)
+//    with acc = 0 before block 0 and the blocks added in order; the output is acc. (ggml_vec_dot instead
+//    forms d * dy first and adds 8 float lanes.)
+// kTiledMinRows is llama.cpp's floor; batch_rows is the row count llama.cpp's op sees (ops.cpp matmul).
+constexpr int64_t kTiledMinRows = 8;
+bool takes_tiled(GgmlType type, SumOrder order, int64_t batch_rows) noexcept;
 
 // Q4_0 x8 layout (interleave_x8): a group of 8 rows is nb = n / 32 blocks of 144 bytes; block b holds the
 // 8 rows' fp16 scales d[c] (16 bytes), then qs[k][c][i] for k < 4, c < 8, i < 4 (128 bytes): byte

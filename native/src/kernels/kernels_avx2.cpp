@@ -58,55 +58,136 @@ ERT_INLINE __m256i word_pair_shuffle(int lo, int hi) {
                             _mm_set1_epi16((short)(((2 * lo + 1) << 8) | (2 * lo))));
 }
 
-// Q3_K: chunk c = 4h + t (elements 32c..32c+31) holds q + 4 in 0..7 (bits 2t..2t+1 of qs[32h + l], bit
-// 4h + t of hmask[l] as bit 2), unsigned for vpmaddubsw; the -4 offset is applied once per super-block
-// through the bsums: sum_g s[g] * (dot_g(q + 4, qy) - 4 * bsum[g]). Scales as Q6_K (16 groups of 16):
-// chunk c takes s[2c] in its low 128 bits and s[2c+1] in its high 128 bits (one vpshufb each).
-template <int NA>
-void q3_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const BlockQ3_K*>(w);
+// One Q3_K or Q6_K super-block decoded for vpmaddubsw: q[c] holds chunk c's 32 codes (elements
+// 32c..32c+31) as unsigned bytes, value + bias; scv[c] the scales of groups 2c (low 128 bits) and 2c + 1
+// (high 128 bits) as int16; sc16 the 16 scales as int16.
+struct Groups16 {
+    __m256i q[8], scv[8], sc16;
+};
+
+// Q3_K: chunk c = 4h + t holds q + 4 in 0..7 (bits 2t..2t+1 of qs[32h + l], bit 4h + t of hmask[l] as
+// bit 2); scales s - 32, chunk c takes s[2c] and s[2c+1] (one vpshufb each).
+ERT_INLINE void decode_q3_K(const BlockQ3_K& xb, Groups16& g) {
+    g.sc16 = _mm256_cvtepi8_epi16(q3k_unpack_scales(xb.scales));
+    const __m256i sc_lo = _mm256_permute2x128_si256(g.sc16, g.sc16, 0x00);  // s[0..7] in both halves
+    const __m256i sc_hi = _mm256_permute2x128_si256(g.sc16, g.sc16, 0x11);  // s[8..15] in both halves
+    const __m256i m3 = _mm256_set1_epi8(0x03), four = _mm256_set1_epi8(0x04);
+    const __m256i hm = _mm256_loadu_si256((const __m256i*)xb.hmask);
+    for (int h = 0; h < 2; ++h) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * h));
+        for (int t = 0; t < 4; ++t) {
+            const int k = 4 * h + t;  // hmask bit of this chunk, moved to bit 2 (16-bit shifts: bits
+                                      // crossing from the neighbouring byte are masked off per byte)
+            const __m256i hb = k >= 2 ? _mm256_srli_epi16(hm, k - 2) : _mm256_slli_epi16(hm, 2 - k);
+            const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * t), m3);
+            g.q[k] = _mm256_or_si256(lo, _mm256_and_si256(hb, four));
+        }
+    }
+    for (int c = 0; c < 8; ++c)
+        g.scv[c] = _mm256_shuffle_epi8(c < 4 ? sc_lo : sc_hi, word_pair_shuffle((2 * c) & 7, (2 * c + 1) & 7));
+}
+
+// Q6_K: q in 0..63 (value + 32), 16 int8 scales.
+ERT_INLINE void decode_q6_K(const BlockQ6_K& xb, Groups16& g) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h));
+        g.q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
+        g.q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
+        g.q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                         _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+        g.q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2));
+    }
+    for (int c = 0; c < 8; ++c)
+        g.scv[c] = _mm256_set_m128i(_mm_set1_epi16(xb.scales[2 * c + 1]), _mm_set1_epi16(xb.scales[2 * c]));
+    g.sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
+}
+
+// sum_g s[g] * dot_g(q - bias, qy) over a decoded super-block, bias = 1 << Shift, in 8 int32 lanes (exact):
+// the bias is removed once through the bsums, - bias * sum_g s[g] * bsum[g].
+template <int Shift>
+ERT_INLINE __m256i isum_groups16(const Groups16& g, const BlockQ8_K& yb) {
+    __m256i sumi = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(g.q[c], qy), g.scv[c]));
+    }
+    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), g.sc16);
+    return _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, Shift));
+}
+
+template <int NA, class Block, int Shift, class Decode>
+ERT_INLINE void rows_groups16(int64_t n, const void* w, const void* a, size_t stride, float* out,
+                              const Decode& decode) {
+    const auto* x = static_cast<const Block*>(w);
     const BlockQ8_K* y[NA];
     for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
     auto block = [&](int64_t b, __m256* acc) {
-        const BlockQ3_K& xb = x[b];
-        const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_unpack_scales(xb.scales));
-        const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);  // s[0..7] in both halves
-        const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);  // s[8..15] in both halves
-        const __m256i m3 = _mm256_set1_epi8(0x03), four = _mm256_set1_epi8(0x04);
-        const __m256i hm = _mm256_loadu_si256((const __m256i*)xb.hmask);
-        __m256i q[8], scv[8];
-        for (int h = 0; h < 2; ++h) {
-            const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * h));
-            for (int t = 0; t < 4; ++t) {
-                const int k = 4 * h + t;  // hmask bit of this chunk, moved to bit 2 (16-bit shifts: bits
-                                          // crossing from the neighbouring byte are masked off per byte)
-                const __m256i hb = k >= 2 ? _mm256_srli_epi16(hm, k - 2) : _mm256_slli_epi16(hm, 2 - k);
-                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * t), m3);
-                q[k] = _mm256_or_si256(lo, _mm256_and_si256(hb, four));
-            }
-        }
-        for (int c = 0; c < 8; ++c)
-            scv[c] = _mm256_shuffle_epi8(c < 4 ? sc_lo : sc_hi, word_pair_shuffle((2 * c) & 7, (2 * c + 1) & 7));
-        const float d = h2f(xb.d);
+        Groups16 g;
+        decode(x[b], g);
+        const float d = h2f(x[b].d);
         for (int r = 0; r < NA; ++r) {
-            const BlockQ8_K& yb = y[r][b];
-            __m256i sumi = _mm256_setzero_si256();
-            for (int c = 0; c < 8; ++c) {
-                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], qy), scv[c]));
-            }
-            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), sc16);
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));  // - 4 * sum_g s[g] * bsum[g]
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
+            const __m256i sumi = isum_groups16<Shift>(g, y[r][b]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * y[r][b].d), acc[r]);
         }
     };
     run_blocks<NA>(n / QK_K, block, out);
+}
+
+template <int NA>
+void q3_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_groups16<NA, BlockQ3_K, 2>(n, w, a, stride, out, decode_q3_K);
 }
 ERT_DEFINE_DOTS(q3_K)
 
 // Q4_K and Q5_K, per super-block: d*dy*sum_j sc[j]*(q_j . qy_j) - dmin*dy*sum_j m[j]*(bsum pairs).
 // They differ only in how the weights decode: decode(xb, q) fills q[j] with sub-block j's 32 unsigned
 // values (Q4_K 0..15, Q5_K 0..31: vpmaddubsw pairs stay below 2 * 31 * 127, no saturation).
+ERT_INLINE void decode_q4_K(const BlockQ4_K& xb, __m256i* q) {
+    for (int k = 0; k < 4; ++k) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
+        q[2 * k] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+        q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+    }
+}
+
+// Q5_K: Q4_K with a fifth bit per element: sub-block j takes bit j of each qh byte as bit 4.
+ERT_INLINE void decode_q5_K(const BlockQ5_K& xb, __m256i* q) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+    // hb shifted right by j in 16-bit lanes, then left by 4: bit j of every byte lands on bit 4 of
+    // the same byte (the bits crossing from the high byte land elsewhere and are masked off).
+    const __m256i hb = _mm256_loadu_si256((const __m256i*)xb.qh);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
+        const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k), 4), b4);
+        const __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k + 1), 4), b4);
+        q[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, m4), h0);
+        q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1);
+    }
+}
+
+// sum_j sc[j] * (q_j . qy_j) in 8 int32 lanes (exact).
+ERT_INLINE __m256i isum_kquant(const __m256i* q, const uint8_t* sc, const BlockQ8_K& yb) {
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * j));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], qy), _mm256_set1_epi16(sc[j])));
+    }
+    return sumi;
+}
+
+// sum_j m[j] * (bsums[2j] + bsums[2j+1]) in 4 int32 lanes (exact); mins = the 8 m[j] as int16.
+ERT_INLINE __m128i msum_kquant(__m128i mins, const BlockQ8_K& yb) {
+    const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
+    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    return _mm_madd_epi16(pairs, mins);
+}
+
 template <int NA, class Block, class Decode>
 ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t stride, float* out,
                                 const Decode& decode) {
@@ -124,15 +205,8 @@ ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t 
         decode(xb, q);
         for (int r = 0; r < NA; ++r) {
             const BlockQ8_K& yb = y[r][b];
-            __m256i sumi = _mm256_setzero_si256();
-            for (int j = 0; j < 8; ++j) {
-                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * j));
-                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], qy), _mm256_set1_epi16(sc[j]));
-                sumi = _mm256_add_epi32(sumi, p);
-            }
-            const __m256i bs = _mm256_loadu_si256((const __m256i*)yb.bsums);
-            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            const __m128i pm = _mm_madd_epi16(pairs, mins);  // 4 x int32, sum = sum_j m[j]*bsum pair j
+            const __m256i sumi = isum_kquant(q, sc, yb);
+            const __m128i pm = msum_kquant(mins, yb);  // 4 x int32, sum = sum_j m[j]*bsum pair j
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
             const __m256 pmf = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(pm));
             acc[r] = _mm256_fmadd_ps(pmf, _mm256_set1_ps(-dmin * yb.d), acc[r]);
@@ -143,77 +217,91 @@ ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t 
 
 template <int NA>
 void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    rows_kquant_min<NA, BlockQ4_K>(n, w, a, stride, out, [](const BlockQ4_K& xb, __m256i* q) {
-        for (int k = 0; k < 4; ++k) {
-            const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
-            q[2 * k] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
-            q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
-        }
-    });
+    rows_kquant_min<NA, BlockQ4_K>(n, w, a, stride, out, decode_q4_K);
 }
 ERT_DEFINE_DOTS(q4_K)
 
-// Q5_K: Q4_K with a fifth bit per element: sub-block j takes bit j of each qh byte as bit 4.
 template <int NA>
 void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    rows_kquant_min<NA, BlockQ5_K>(n, w, a, stride, out, [](const BlockQ5_K& xb, __m256i* q) {
-        const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-        // hb shifted right by j in 16-bit lanes, then left by 4: bit j of every byte lands on bit 4 of
-        // the same byte (the bits crossing from the high byte land elsewhere and are masked off).
-        const __m256i hb = _mm256_loadu_si256((const __m256i*)xb.qh);
-        for (int k = 0; k < 4; ++k) {
-            const __m256i raw = _mm256_loadu_si256((const __m256i*)(xb.qs + 32 * k));
-            const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k), 4), b4);
-            const __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * k + 1), 4), b4);
-            q[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, m4), h0);
-            q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1);
-        }
-    });
+    rows_kquant_min<NA, BlockQ5_K>(n, w, a, stride, out, decode_q5_K);
 }
 ERT_DEFINE_DOTS(q5_K)
 
-// Q6_K: q in 0..63 (the -32 offset is applied once per super-block through the bsums), 16 int8 scales.
 template <int NA>
 void q6_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    const auto* x = static_cast<const BlockQ6_K*>(w);
-    const BlockQ8_K* y[NA];
-    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-    auto block = [&](int64_t b, __m256* acc) {
-        const BlockQ6_K& xb = x[b];
-        const __m256i m4 = _mm256_set1_epi8(0x0F);
-        __m256i q[8], scv[8];
-        for (int h = 0; h < 2; ++h) {
-            const __m256i l0 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h + 32));
-            const __m256i hb = _mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h));
-            q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
-            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
-            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                           _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
-            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                           _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2));
-        }
-        for (int c = 0; c < 8; ++c)
-            scv[c] = _mm256_set_m128i(_mm_set1_epi16(xb.scales[2 * c + 1]), _mm_set1_epi16(xb.scales[2 * c]));
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
-        const float d = h2f(xb.d);
-        for (int r = 0; r < NA; ++r) {
-            const BlockQ8_K& yb = y[r][b];
-            __m256i sumi = _mm256_setzero_si256();
-            for (int c = 0; c < 8; ++c) {
-                const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], qy), scv[c]));
-            }
-            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)yb.bsums), sc16);
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));  // - 32 * sum_g sc[g] * bsum[g]
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
-        }
-    };
-    run_blocks<NA>(n / QK_K, block, out);
+    rows_groups16<NA, BlockQ6_K, 5>(n, w, a, stride, out, decode_q6_K);
 }
 ERT_DEFINE_DOTS(q6_K)
+
+// ------------------------------------------------------------------ K-quants, Tiled order (kernels.h)
+// The integers above (each super-block's exact sums, lanes reduced), then llama.cpp's tiled float steps per
+// super-block: res = d * float(s1), res = fma(-dmin, float(s2), res) (Q4_K, Q5_K), acc = fma(res, dy, acc).
+// The weights of a super-block are decoded once for all n_act rows.
+template <int NA, class Block, class Ints>
+ERT_INLINE void rows_tiled(int64_t n, const void* w, const void* a, size_t stride, float* out, const Ints& ints) {
+    const auto* x = static_cast<const Block*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    float acc[NA];
+    for (int r = 0; r < NA; ++r) acc[r] = 0.f;
+    for (int64_t b = 0; b < n / QK_K; ++b) ints(x[b], y, b, acc);
+    for (int r = 0; r < NA; ++r) out[r] = acc[r];
+}
+
+template <int NA, int Shift, class Block, class Decode>
+void rows_tiled_groups16(int64_t n, const void* w, const void* a, size_t stride, float* out, const Decode& decode) {
+    rows_tiled<NA, Block>(n, w, a, stride, out, [&](const Block& xb, const BlockQ8_K* const* y, int64_t b, float* acc) {
+        Groups16 g;
+        decode(xb, g);
+        const float d = h2f(xb.d);
+        for (int r = 0; r < NA; ++r) {
+            const float res = d * (float)hsum8_epi32(isum_groups16<Shift>(g, y[r][b]));
+            acc[r] = std::fma(res, y[r][b].d, acc[r]);
+        }
+    });
+}
+
+template <int NA, class Block, class Decode>
+void rows_tiled_kquant_min(int64_t n, const void* w, const void* a, size_t stride, float* out, const Decode& decode) {
+    rows_tiled<NA, Block>(n, w, a, stride, out, [&](const Block& xb, const BlockQ8_K* const* y, int64_t b, float* acc) {
+        uint32_t sm[4];
+        q4k_unpack_scales(xb.scales, sm);
+        const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
+        const float d = h2f(xb.d), dmin = h2f(xb.dmin);
+        __m256i q[8];
+        decode(xb, q);
+        for (int r = 0; r < NA; ++r) {
+            __m128i pm = msum_kquant(mins, y[r][b]);
+            pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(1, 0, 3, 2)));
+            pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(2, 3, 0, 1)));
+            float res = d * (float)hsum8_epi32(isum_kquant(q, sc, y[r][b]));
+            res = std::fma(-dmin, (float)_mm_cvtsi128_si32(pm), res);
+            acc[r] = std::fma(res, y[r][b].d, acc[r]);
+        }
+    });
+}
+
+template <int NA>
+void q3_K_tiled_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_tiled_groups16<NA, 2, BlockQ3_K>(n, w, a, stride, out, decode_q3_K);
+}
+template <int NA>
+void q4_K_tiled_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_tiled_kquant_min<NA, BlockQ4_K>(n, w, a, stride, out, decode_q4_K);
+}
+template <int NA>
+void q5_K_tiled_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_tiled_kquant_min<NA, BlockQ5_K>(n, w, a, stride, out, decode_q5_K);
+}
+template <int NA>
+void q6_K_tiled_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+    rows_tiled_groups16<NA, 5, BlockQ6_K>(n, w, a, stride, out, decode_q6_K);
+}
+ERT_DEFINE_DOTS(q3_K_tiled)
+ERT_DEFINE_DOTS(q4_K_tiled)
+ERT_DEFINE_DOTS(q5_K_tiled)
+ERT_DEFINE_DOTS(q6_K_tiled)
 
 // ------------------------------------------------------------------ float types (vec_dot only)
 // Products and sums in fp32 with 4 independent accumulators (ggml's SIMD semantics); tails scalar.
@@ -751,7 +839,7 @@ struct Avx2Table {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*),
              void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
-        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr, nullptr, nullptr, nullptr};
+        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr, nullptr, nullptr, nullptr, nullptr};
         present[(int)w] = true;
     }
     Avx2Table() {
@@ -772,6 +860,10 @@ struct Avx2Table {
         k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8;
         k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;
         k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
+        k[(int)T::Q3_K].dot_rows_tiled = q3_K_tiled_dot_rows;
+        k[(int)T::Q4_K].dot_rows_tiled = q4_K_tiled_dot_rows;
+        k[(int)T::Q5_K].dot_rows_tiled = q5_K_tiled_dot_rows;
+        k[(int)T::Q6_K].dot_rows_tiled = q6_K_tiled_dot_rows;
     }
 };
 

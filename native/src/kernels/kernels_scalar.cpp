@@ -641,6 +641,82 @@ float dot_q6_K(int64_t n, const void* w, const void* a) {
         [](const BlockQ6_K& x, int g) { return (int)x.scales[g]; }, q6k_value);
 }
 
+// ---- Tiled order (kernels.h takes_tiled): llama.cpp's tiled K-quant matmul, per output. Per super-block the
+// exact integer sums s1 = sum_j scale[j] * dot_j(q, qy) and (types with mins) s2 = sum_j m[j] * bsum pair j;
+// then res = d * float(s1), res = fma(-dmin, float(s2), res), acc = fma(res, dy, acc).
+template <class Block, bool HasMin, class Ints>
+void dot_rows_tiled(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out, Ints ints) {
+    const auto* x = static_cast<const Block*>(w);
+    for (int r = 0; r < n_act; ++r) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + (size_t)r * a_stride);
+        float acc = 0.f;
+        for (int64_t b = 0; b < n / QK_K; ++b) {
+            int32_t s1 = 0, s2 = 0;
+            ints(x[b], y[b], &s1, &s2);
+            float res = fp16_to_fp32(x[b].d) * (float)s1;
+            if constexpr (HasMin) res = std::fma(-fp16_to_fp32(x[b].dmin), (float)s2, res);
+            acc = std::fma(res, y[b].d, acc);
+        }
+        out[r] = acc;
+    }
+}
+
+// Sum over the 16 groups of 16 with one signed scale each (Q3_K, Q6_K); no mins.
+template <class Block, class Scale, class Value>
+int32_t isum_16_groups(const Block& x, const BlockQ8_K& y, Scale scale, Value value) {
+    int32_t sumi = 0;
+    for (int g = 0; g < QK_K / 16; ++g) {
+        int dg = 0;
+        for (int l = 0; l < 16; ++l) dg += value(x, 16 * g + l) * y.qs[16 * g + l];
+        sumi += scale(x, g) * dg;
+    }
+    return sumi;
+}
+
+// Q4_K / Q5_K: sub-blocks of 32 with 6-bit scales and mins; value(x, j, l) is element l of sub-block j.
+template <class Block, class Value>
+void isums_kquant_min(const Block& x, const BlockQ8_K& y, int32_t* s1, int32_t* s2, Value value) {
+    for (int j = 0; j < 8; ++j) {
+        int sc, m;
+        q4k_scale_min(j, x.scales, &sc, &m);
+        int dj = 0;
+        for (int l = 0; l < 32; ++l) dj += value(x, j, l) * y.qs[32 * j + l];
+        *s1 += sc * dj;
+        *s2 += m * (y.bsums[2 * j] + y.bsums[2 * j + 1]);
+    }
+}
+
+void q3_K_dot_rows_tiled(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+    dot_rows_tiled<BlockQ3_K, false>(
+        n, w, a, a_stride, n_act, out, [](const BlockQ3_K& x, const BlockQ8_K& y, int32_t* s1, int32_t*) {
+            *s1 = isum_16_groups(x, y, [](const BlockQ3_K& b, int g) { return q3k_scale(b.scales, g); }, q3k_value);
+        });
+}
+
+void q4_K_dot_rows_tiled(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+    dot_rows_tiled<BlockQ4_K, true>(n, w, a, a_stride, n_act, out,
+                                    [](const BlockQ4_K& x, const BlockQ8_K& y, int32_t* s1, int32_t* s2) {
+                                        isums_kquant_min(x, y, s1, s2, [](const BlockQ4_K& b, int j, int l) {
+                                            const uint8_t q = b.qs[32 * (j / 2) + l];
+                                            return j % 2 ? q >> 4 : q & 0x0F;
+                                        });
+                                    });
+}
+
+void q5_K_dot_rows_tiled(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+    dot_rows_tiled<BlockQ5_K, true>(n, w, a, a_stride, n_act, out,
+                                    [](const BlockQ5_K& x, const BlockQ8_K& y, int32_t* s1, int32_t* s2) {
+                                        isums_kquant_min(x, y, s1, s2, q5k_value);
+                                    });
+}
+
+void q6_K_dot_rows_tiled(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out) {
+    dot_rows_tiled<BlockQ6_K, false>(
+        n, w, a, a_stride, n_act, out, [](const BlockQ6_K& x, const BlockQ8_K& y, int32_t* s1, int32_t*) {
+            *s1 = isum_16_groups(x, y, [](const BlockQ6_K& b, int g) { return (int)b.scales[g]; }, q6k_value);
+        });
+}
+
 // ---------------------------------------------------------------- table
 
 constexpr int kTypeSlots = 31;  // GgmlType ids 0..30
@@ -651,7 +727,7 @@ struct ScalarTable {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*), void (*dq)(const void*, float*, int64_t)) {
         const int i = (int)w;
-        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq, nullptr, nullptr, nullptr};
+        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq, nullptr, nullptr, nullptr, nullptr};
         present[i] = true;
     }
     ScalarTable() {
@@ -675,6 +751,10 @@ struct ScalarTable {
         k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;
         k[(int)T::Q4_K].interleave_x8 = q4_K_interleave_x8;
         k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
+        k[(int)T::Q3_K].dot_rows_tiled = q3_K_dot_rows_tiled;
+        k[(int)T::Q4_K].dot_rows_tiled = q4_K_dot_rows_tiled;
+        k[(int)T::Q5_K].dot_rows_tiled = q5_K_dot_rows_tiled;
+        k[(int)T::Q6_K].dot_rows_tiled = q6_K_dot_rows_tiled;
     }
 };
 
@@ -696,6 +776,7 @@ struct MergedTables {
         if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;
         if (src->interleave_x8) dst.interleave_x8 = src->interleave_x8;
         if (src->gemm_x8) dst.gemm_x8 = src->gemm_x8;
+        if (src->dot_rows_tiled) dst.dot_rows_tiled = src->dot_rows_tiled;
     }
     MergedTables() {
         const ScalarTable& s = scalar_table();
@@ -720,6 +801,12 @@ struct MergedTables {
 
 SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept {
     return (type == GgmlType::Q4_0 || type == GgmlType::Q4_K) && rows % 8 == 0 ? SumOrder::Blockwise : SumOrder::Lanes;
+}
+
+bool takes_tiled(GgmlType type, SumOrder order, int64_t batch_rows) noexcept {
+    const bool kquant =
+        type == GgmlType::Q3_K || type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K;
+    return kquant && order == SumOrder::Lanes && batch_rows >= kTiledMinRows;
 }
 
 void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept {
