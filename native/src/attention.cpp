@@ -169,11 +169,13 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
         // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
         thread_local std::vector<float> scores;
         thread_local std::vector<uint16_t> p16v, q16v;
+        thread_local std::vector<float> qf;
         if ((int64_t)scores.size() < n_kv) {
             scores.resize((size_t)n_kv);
             p16v.resize((size_t)n_kv);
         }
         if ((int64_t)q16v.size() < D) q16v.resize((size_t)D);
+        if ((int64_t)qf.size() < D) qf.resize((size_t)D);
         float* sc = scores.data();
         uint16_t* p16 = p16v.data();
         uint16_t* q16 = q16v.data();
@@ -182,10 +184,12 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             const int64_t len = n_past + t + 1;
             const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;  // oldest visible position
             k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
+            for (int64_t d = 0; d < D; ++d) qf[(size_t)d] = fp16_to_fp32(q16[d]);
             float mx = -INFINITY;
             for (int64_t j = 0; j < first; ++j) sc[j] = -INFINITY;
+            vec_ops.kq_ggml(D, kc + first * KV + hk * D, KV, len - first, qf.data(), 1, sc + first, 0);
             for (int64_t j = first; j < len; ++j) {
-                sc[j] = vec_ops.dot_f16_ggml(D, kc + j * KV + hk * D, q16, D) * kq_scale;
+                sc[j] *= kq_scale;
                 mx = std::max(mx, sc[j]);
             }
             const double sum = vec_ops.softmax_exp(sc, sc, len, mx);

@@ -832,6 +832,19 @@ void test_batched_attention_ops(std::mt19937& rng) {
         std::vector<float> kq((size_t)(5 * stride)), pv((size_t)(5 * D));
         ops.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 5, kq.data(), stride);
         ops.pv_tinyblas(n_pos, v.data(), v_stride, D, p.data(), stride, 5, pv.data());
+        for (int64_t Dg : {(int64_t)64, (int64_t)40}) {  // a whole number of 32-steps, and a tail in double
+            std::vector<float> kq2((size_t)(2 * n_pos));
+            std::vector<float> q2((size_t)(2 * Dg));
+            for (int i = 0; i < 2; ++i)
+                for (int64_t e = 0; e < Dg; ++e) q2[(size_t)(i * Dg + e)] = q[(size_t)(i * D + e)];
+            ops.kq_ggml(Dg, k.data(), D, n_pos, q2.data(), 2, kq2.data(), n_pos);
+            for (int i = 0; i < 2; ++i)
+                for (int64_t j = 0; j < n_pos; ++j) {
+                    const float want = ops.dot_f16_ggml(Dg, k.data() + j * D, q16.data() + i * D, Dg);
+                    CHECK(same_bits(kq2[(size_t)(i * n_pos + j)], want), "kq_ggml %s D=%lld [%d][%lld]", isa_name(isa),
+                          (long long)Dg, i, (long long)j);
+                }
+        }
         for (int i = 0; i < 5; ++i) {
             for (int64_t j = 0; j < n_pos; ++j) {
                 const float want = ops.dot_f16_tinyblas(D, k.data() + j * D, q16.data() + i * D);

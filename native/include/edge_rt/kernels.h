@@ -170,6 +170,11 @@ struct GgmlVecOps {
     // zero past its own length gives the bits of the shorter dot (zero products leave an fma sum as is).
     void (*pv_tinyblas)(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p, int64_t p_stride,
                         int np, float* out);
+    // Decode attention scores, dot_f16_ggml's bits: out[i * out_stride + j] = dot_f16_ggml(D, k + j * k_stride,
+    // q_i, D) for j < n_pos and i < nq, q_i (q + i * D) widened fp16 values; no call or widening of q per
+    // position.
+    void (*kq_ggml)(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq, float* out,
+                    int64_t out_stride);
 };
 
 // The geglu of every GgmlVecOps (see there).

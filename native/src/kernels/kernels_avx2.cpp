@@ -550,6 +550,31 @@ void ggml_kq_tinyblas_avx2(int64_t D, const uint16_t* k, int64_t k_stride, int64
     }
 }
 
+// ggml_dot_f16_avx2(D, k_j, q_i, D) for every position: 4 accumulators over steps of 32, GGML_F32x8_REDUCE,
+// the elements past the last whole step in double.
+void ggml_kq_ggml_avx2(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                       float* out, int64_t out_stride) {
+    const int64_t np = D & ~(int64_t)31;
+    for (int64_t j = 0; j < n_pos; ++j) {
+        const uint16_t* kr = k + j * k_stride;
+        for (int i = 0; i < nq; ++i) {
+            const float* qi = q + i * D;
+            __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int64_t e = 0; e < np; e += 32)
+                for (int c = 0; c < 4; ++c)
+                    s[c] = _mm256_fmadd_ps(load_f16x8(kr + e + 8 * c), _mm256_loadu_ps(qi + e + 8 * c), s[c]);
+            s[0] = _mm256_add_ps(s[0], s[2]);
+            s[1] = _mm256_add_ps(s[1], s[3]);
+            s[0] = _mm256_add_ps(s[0], s[1]);
+            const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s[0]), _mm256_extractf128_ps(s[0], 1));
+            const __m128 t1 = _mm_hadd_ps(t0, t0);
+            double sum = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+            for (int64_t e = np; e < D; ++e) sum += (double)(h2f(kr[e]) * qi[e]);
+            out[i * out_stride + j] = (float)sum;
+        }
+    }
+}
+
 // One V row (d) widened 8 positions at a time against up to 8 probability rows: np accumulators.
 void ggml_pv_tinyblas_avx2(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p, int64_t p_stride,
                            int np, float* out) {
@@ -871,7 +896,7 @@ struct Avx2Table {
 
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept {
     static const GgmlVecOps ops{ggml_swiglu_avx2, ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2, ggml_dot_f16_avx2,
-                                ggml_geglu,       ggml_kq_tinyblas_avx2, ggml_pv_tinyblas_avx2};
+                                ggml_geglu,       ggml_kq_tinyblas_avx2, ggml_pv_tinyblas_avx2,      ggml_kq_ggml_avx2};
     return &ops;
 }
 

@@ -96,6 +96,26 @@ void ggml_kq_tinyblas_scalar(int64_t D, const uint16_t* k, int64_t k_stride, int
         }
 }
 
+void ggml_kq_ggml_scalar(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                         float* out, int64_t out_stride) {
+    const int64_t np = D & ~(int64_t)31;
+    for (int i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < n_pos; ++j) {
+            const uint16_t* kr = k + j * k_stride;
+            const float* qi = q + i * D;
+            float acc[4][8] = {};
+            for (int64_t e = 0; e < np; ++e) {
+                float& a = acc[(e >> 3) & 3][e & 7];
+                a = std::fma(fp16_to_fp32(kr[e]), qi[e], a);
+            }
+            float l[8];
+            for (int c = 0; c < 8; ++c) l[c] = (acc[0][c] + acc[2][c]) + (acc[1][c] + acc[3][c]);
+            double sum = (double)(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])));
+            for (int64_t e = np; e < D; ++e) sum += (double)(fp16_to_fp32(kr[e]) * qi[e]);
+            out[i * out_stride + j] = (float)sum;
+        }
+}
+
 void ggml_pv_tinyblas_scalar(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p,
                              int64_t p_stride, int np, float* out) {
     for (int i = 0; i < np; ++i)
@@ -143,7 +163,7 @@ void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept {
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept {
     static const GgmlVecOps ops{
         ggml_swiglu_scalar, ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar, ggml_dot_f16_scalar,
-        ggml_geglu,         ggml_kq_tinyblas_scalar, ggml_pv_tinyblas_scalar};
+        ggml_geglu,         ggml_kq_tinyblas_scalar, ggml_pv_tinyblas_scalar,      ggml_kq_ggml_scalar};
     return &ops;
 }
 
