@@ -9,6 +9,10 @@ version pinned in the test extra, ``pip download --no-deps --no-binary llama-cpp
 only those members, and caches them under ``$EDGE_RT_CACHE/test-data`` (default
 ``~/.cache/edge_rt/test-data``); later runs, and offline ones, use the cache. ``EDGE_RT_VOCAB_DIR``
 names a folder holding the files instead (a machine without network access).
+
+:func:`llama_cpp_source` likewise gives the vendored llama.cpp sources the pre-tokenizer tables are
+read from (``src/llama-vocab.cpp``, ``.h``, ``src/unicode.cpp``, ``.h``, ``src/unicode-data.cpp``,
+``.h``), cached next to the models; ``EDGE_RT_LLAMA_CPP_SRC`` names a folder holding them instead.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Callable, List, Optional, Tuple
 LLAMA_CPP_PYTHON = "0.3.36"
 SEP = "\n__ggml_vocab_test__\n"
 _MEMBER = re.compile(r"^[^/]+/vendor/llama\.cpp/models/(ggml-vocab-[A-Za-z0-9._-]+\.gguf(?:\.inp|\.out)?)$")
+#: the llama.cpp source files llama_cpp_source can give
+SOURCES = ("llama-vocab.cpp", "llama-vocab.h", "unicode.cpp", "unicode.h", "unicode-data.cpp", "unicode-data.h")
+_SOURCE_MEMBER = re.compile(r"^[^/]+/vendor/llama\.cpp/src/(" + "|".join(map(re.escape, SOURCES)) + ")$")
 
 _state: dict = {}
 
@@ -58,27 +65,40 @@ def fetch_once(dest: Path, fetch: Callable[[Path], None]) -> None:
             fetch(dest)
 
 
-def _fetch(dest: Path) -> None:
-    """Download the sdist with pip into a temporary folder and extract the vocabulary files to ``dest``."""
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        sdist = pip_download(tmp, "llama_cpp_python-*.tar.gz", "--no-binary", "llama-cpp-python",
-                             f"llama-cpp-python=={LLAMA_CPP_PYTHON}")
-        staging = Path(tmp) / "models"
-        staging.mkdir()
+def _extract(sdist: Path, member: "re.Pattern[str]", dest: Path) -> None:
+    """Extract the members of ``sdist`` whose name ``member`` matches (group 1: the file name) into
+    ``dest``, staged beside it: ``dest`` ends up complete or absent, never half-written."""
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + "."))
+    try:
         n = 0
         with tarfile.open(sdist, "r:gz") as tar:
-            for member in tar:
-                m = _MEMBER.match(member.name)
-                if m is None or not member.isfile():
+            for m_info in tar:
+                m = member.match(m_info.name)
+                if m is None or not m_info.isfile():
                     continue
-                src = tar.extractfile(member)
+                src = tar.extractfile(m_info)
                 assert src is not None
                 with src, open(staging / m.group(1), "wb") as out:
                     shutil.copyfileobj(src, out)
                 n += 1
         if n == 0:
-            raise RuntimeError(f"{sdist.name} holds no vendor/llama.cpp/models/ggml-vocab-* files")
-        os.replace(staging, dest)  # complete or absent, never half-written
+            raise RuntimeError(f"{sdist.name} holds no member matching {member.pattern}")
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download_and_extract(dest: Path) -> None:
+    """Download the sdist with pip into a temporary folder and extract ``dest`` (the models or the
+    sources) from it; the other of the two is extracted too when it is not cached yet, so a fresh
+    cache downloads the sdist once. Called with fetch_once's lock held (both share its folder)."""
+    root = dest.parent
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        sdist = pip_download(tmp, "llama_cpp_python-*.tar.gz", "--no-binary", "llama-cpp-python",
+                             f"llama-cpp-python=={LLAMA_CPP_PYTHON}")
+        for name, member in (("models", _MEMBER), ("src", _SOURCE_MEMBER)):
+            if root / name == dest or not (root / name).exists():
+                _extract(sdist, member, root / name)
 
 
 def vocab_dir() -> Optional[Path]:
@@ -93,10 +113,10 @@ def vocab_dir() -> Optional[Path]:
         if not any(path.glob("ggml-vocab-*.gguf")):
             path = None
     else:
-        dest = cache_root() / f"llama-cpp-python-{LLAMA_CPP_PYTHON}" / "models"
+        dest = _sdist_cache() / "models"
         path = dest
         try:
-            fetch_once(dest, _fetch)
+            fetch_once(dest, _download_and_extract)
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             _state["reason"] = f"llama.cpp's vocabulary files are not available: {e}"
             path = None
@@ -106,6 +126,39 @@ def vocab_dir() -> Optional[Path]:
 
 def unavailable_reason() -> str:
     return _state.get("reason", "")
+
+
+def _sdist_cache() -> Path:
+    return cache_root() / f"llama-cpp-python-{LLAMA_CPP_PYTHON}"
+
+
+def llama_cpp_source(name: str) -> Tuple[Optional[Path], str]:
+    """(path, '') of llama.cpp's ``src/<name>`` (one of :data:`SOURCES`) as vendored in the pinned
+    llama-cpp-python sdist, fetched on first use (not when ``EDGE_RT_VOCAB_DIR`` says the machine is
+    set up without network access); (None, why) when it cannot be had."""
+    assert name in SOURCES, name
+    override = os.environ.get("EDGE_RT_LLAMA_CPP_SRC")
+    if override:
+        path = Path(override) / name
+        return (path, "") if path.is_file() else (None, f"EDGE_RT_LLAMA_CPP_SRC={override} holds no {name}")
+    if "src" not in _state:
+        dest = _sdist_cache() / "src"
+        if dest.is_dir() and not all((dest / n).is_file() for n in SOURCES):
+            shutil.rmtree(dest, ignore_errors=True)  # cached by a version that took fewer files: again
+        if os.environ.get("EDGE_RT_VOCAB_DIR") and not dest.is_dir():
+            # a machine set up without network access: do not try to download
+            return None, (f"EDGE_RT_VOCAB_DIR is set and {dest} does not exist; "
+                          f"EDGE_RT_LLAMA_CPP_SRC names a folder holding {', '.join(SOURCES)}")
+        try:
+            fetch_once(dest, _download_and_extract)
+            _state["src"] = (dest, "")
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            _state["src"] = (None, f"llama.cpp's sources are not available: {e}")
+    folder, why = _state["src"]
+    if folder is None:
+        return None, why
+    path = folder / name
+    return (path, "") if path.is_file() else (None, f"{folder} holds no {name}")
 
 
 def vocab_files() -> List[str]:

@@ -39,11 +39,12 @@ def byte_encode(word: str) -> str:
 
 
 def bpe_word(word: str, vocab: Mapping[str, int], ranks: Mapping[Tuple[str, str], int],
-             ignore_merges: bool) -> Tuple[int, ...]:
+             ignore_merges: bool, raw_utf8: bool = False) -> Tuple[int, ...]:
     """Token ids of one byte-encoded ``word`` (llm_tokenizer_bpe_session): the adjacent pair of lowest
     merge rank in ``ranks`` is merged first, the leftmost on ties, until no pair has a rank; each
     resulting symbol is looked up in ``vocab``. With ``ignore_merges`` a word that is itself a token is
-    that one token (llama3)."""
+    that one token (llama3). With ``raw_utf8`` the word is plain text (pre-tokenizers without GPT-2
+    byte encoding, e.g. gemma4) and a symbol without a token falls back to its bytes' <0xXX> tokens."""
     if ignore_merges:
         tid = vocab.get(word)
         if tid is not None:
@@ -87,6 +88,11 @@ def bpe_word(word: str, vocab: Mapping[str, int], ranks: Mapping[Tuple[str, str]
         tid = vocab.get(s)
         if tid is not None:
             result.append(tid)
+        elif raw_utf8:
+            for b in s.encode("utf-8"):
+                t = vocab.get(f"<0x{b:02X}>")
+                if t is not None:
+                    result.append(t)
         else:
             # llama.cpp looks up each byte of the symbol as a one-byte token: only ASCII can match
             for ch in s:

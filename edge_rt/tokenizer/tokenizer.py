@@ -112,12 +112,20 @@ class Tokenizer(Vocabulary):
 
     def _bpe(self, text: str, out: List[int]) -> None:
         """Append the ids of ``text`` (no special tokens in it): pre-tokenized, each word merged."""
-        assert self._pre is not None
+        assert self._pre is not None and self.pre_type is not None
+        pre = self.pre_type
+        if pre.escape_whitespaces:
+            text = text.replace(" ", ESCAPED_SPACE)
         cache = self._word_cache
         for word in self._pre.split(text):
             ids = cache.get(word)
             if ids is None:
-                ids = bpe_word(byte_encode(word), self._ids, self._ranks, self._ignore_merges)
+                # gemma4: a word of only newlines that is a token is that token, as with ignore_merges
+                whole = self._ignore_merges or (pre.newline_words and not word.strip("\n"))
+                if pre.byte_encode:
+                    ids = bpe_word(byte_encode(word), self._ids, self._ranks, whole)
+                else:
+                    ids = bpe_word(word, self._ids, self._ranks, whole, raw_utf8=True)
                 if len(cache) >= BPE_CACHE_MAX:
                     cache.clear()
                 cache[word] = ids
@@ -138,7 +146,9 @@ class Tokenizer(Vocabulary):
         return piece
 
     def _piece(self, tid: int, special: bool) -> bytes:
-        return piece_bytes(self._attrs[tid], self._texts[tid], self.model == "llama", special)
+        # U+2581 stands for a space in SPM vocabularies and in BPE ones that escape whitespace (gemma4)
+        escaped = self.model == "llama" or (self.pre_type is not None and self.pre_type.escape_whitespaces)
+        return piece_bytes(self._attrs[tid], self._texts[tid], escaped, special)
 
     def token_to_piece(self, token_id: int, special: bool = False) -> str:
         """``token_to_piece_bytes`` decoded as UTF-8 (a lone byte token decodes to U+FFFD)."""

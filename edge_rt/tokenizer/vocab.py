@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, ModelFormatError, UnsupportedArchitectureError
 from ..gguf_file import read_metadata
-from .pretokenize import PRE_TYPES, PreTokenizer
+from .pretokenize import PRE_TYPES, PreTokenizer, PreType
 
 __all__ = [
     "Vocabulary", "is_byte_token_text",
@@ -175,6 +175,8 @@ class Vocabulary:
         self._ids: Dict[str, int] = {}
         self._ranks: Dict[Tuple[str, str], int] = {}
         self._pre: Optional[PreTokenizer] = None
+        #: the pre-tokenizer settings of a gpt2 (BPE) vocabulary; None for SPM
+        self.pre_type: Optional[PreType] = None
         self._ignore_merges = False
         self.add_space_prefix = False
         self.add_bos = False
@@ -274,13 +276,16 @@ class Vocabulary:
             elif pre == "":
                 warnings.warn(f"edge_rt tokenizer: missing '{_KEY_PREFIX}pre', using 'default' "
                               f"(generation quality may be degraded)", stacklevel=2)
-            _, exprs, self._ignore_merges, add_bos_default = entry
-            self._pre = PreTokenizer(exprs)
+            self.pre_type = entry
+            self._ignore_merges, add_bos_default = entry.ignore_merges, entry.add_bos
+            self._pre = PreTokenizer(entry.regexes)
 
             k_merges = _KEY_PREFIX + "merges"
             raw_merges = _as_list(md, k_merges)
             if raw_merges is None:
-                raise _err(k_merges, "missing (required by the gpt2 tokenizer model)")
+                if not entry.merges_optional:
+                    raise _err(k_merges, "missing (required by the gpt2 tokenizer model)")
+                raw_merges = []  # kimi-k2: llama.cpp then merges nothing
             merges = _strings(raw_merges, k_merges)
             ranks: Dict[Tuple[str, str], int] = {}
             for i, m in enumerate(merges):
@@ -296,7 +301,8 @@ class Vocabulary:
         def default(v: Optional[int]) -> Optional[int]:
             return v if v is not None and 0 <= v < n else None
 
-        self.bos_id = default(1 if is_spm else 11)
+        no_bos = self.pre_type is not None and self.pre_type.bos_is_null  # chatglm-bpe, glm4, glm5
+        self.bos_id = default(1 if is_spm else None if no_bos else 11)
         self.eos_id = default(2 if is_spm else 11)
         self.unk_id = default(0 if is_spm else None)
         special: Dict[str, Optional[int]] = {"eot": None, "eom": None, "pad": None,
@@ -329,6 +335,8 @@ class Vocabulary:
 
         self.add_space_prefix = _as_bool(md, _KEY_PREFIX + "add_space_prefix", is_spm)
         self.add_bos = _as_bool(md, _KEY_PREFIX + "add_bos_token", add_bos_default)
+        if self.pre_type is not None and self.pre_type.force_bos:
+            self.add_bos = True  # llama.cpp overrides the key for gemma4
         self.add_eos = _as_bool(md, _KEY_PREFIX + "add_eos_token", False)
         if self.add_bos and self.bos_id is None:
             raise _err(_KEY_PREFIX + "add_bos_token", f"true, but '{_KEY_PREFIX}bos_token_id' is not set")
