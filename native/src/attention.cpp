@@ -72,6 +72,20 @@ void write_kv(ForwardPass& f, int il, const WeightKernels& k16) {
     }
 }
 
+// row[first, len) holds raw scores: scales them and turns row[0, len) into probabilities as
+// ggml_soft_max does, positions before first masked (in the sums as zeros, as llama.cpp's).
+void softmax_row(const GgmlVecOps& vec_ops, float* row, int64_t first, int64_t len, float kq_scale) {
+    float mx = -INFINITY;
+    std::fill(row, row + first, -INFINITY);
+    for (int64_t j = first; j < len; ++j) {
+        row[j] *= kq_scale;
+        mx = std::max(mx, row[j]);
+    }
+    const double sum = vec_ops.softmax_exp(row, row, len, mx);
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < len; ++j) row[j] *= inv;
+}
+
 // The prompt (tinyBLAS) path of softmax_v, with its bits: one work item is a block of query rows that read
 // the same KV head (up to 8: the heads of a GQA group, and consecutive tokens), so each K row and each V
 // row is widened and read once for all of them (kq_tinyblas / pv_tinyblas). Rows of a block differ in
@@ -117,15 +131,7 @@ void softmax_v_batched(ForwardPass& f, int il, const WeightKernels& k16, float k
                 float* row = sc + r * stride;
                 const int64_t len = f.n_past + t0 + r / nh + 1;
                 const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;  // oldest visible
-                float mx = -INFINITY;
-                std::fill(row, row + first, -INFINITY);  // masked: in the sums as zeros, as llama.cpp's
-                for (int64_t j = first; j < len; ++j) {
-                    row[j] *= kq_scale;
-                    mx = std::max(mx, row[j]);
-                }
-                const double sum = vec_ops.softmax_exp(row, row, len, mx);
-                const float inv = (float)(1.0 / sum);
-                for (int64_t j = 0; j < len; ++j) row[j] *= inv;
+                softmax_row(vec_ops, row, first, len, kq_scale);
                 k16.quantize_act(row, half.data(), len);  // the probabilities as ggml's F16 V matmul rounds them
                 for (int64_t j = 0; j < len; ++j) row[j] = fp16_to_fp32(half[(size_t)j]);
                 std::fill(row + len, row + stride, 0.0f);
@@ -185,16 +191,8 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;  // oldest visible position
             k16.quantize_act(&s.q[(size_t)(t * Q + h * D)], q16, D);
             for (int64_t d = 0; d < D; ++d) qf[(size_t)d] = fp16_to_fp32(q16[d]);
-            float mx = -INFINITY;
-            for (int64_t j = 0; j < first; ++j) sc[j] = -INFINITY;
             vec_ops.kq_ggml(D, kc + first * KV + hk * D, KV, len - first, qf.data(), 1, sc + first, 0);
-            for (int64_t j = first; j < len; ++j) {
-                sc[j] *= kq_scale;
-                mx = std::max(mx, sc[j]);
-            }
-            const double sum = vec_ops.softmax_exp(sc, sc, len, mx);
-            const float inv = (float)(1.0 / sum);
-            for (int64_t j = 0; j < len; ++j) sc[j] *= inv;
+            softmax_row(vec_ops, sc, first, len, kq_scale);
             k16.quantize_act(sc, p16, len);
             float* o = &s.attn[(size_t)(t * Q + h * D)];
             const int64_t len32 = (len + 31) & ~(int64_t)31;
