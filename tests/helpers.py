@@ -3,12 +3,14 @@ parameters, and a child Python that runs the edge_rt under test."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 
@@ -18,6 +20,27 @@ HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 requires_llama_cpp = pytest.mark.skipif(
     not HAVE_LLAMA_CPP, reason="llama-cpp-python (module llama_cpp) is not installed"
 )
+
+
+def requires_system_tool(*tools: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: skips a test when a program that tools/system_deps.sh installs (an apt package: a
+    compiler, qemu, a browser) is missing here, but fails it under CI=true: CI installs them, so there
+    a missing one is a broken set-up, not a reason to skip."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return lambda test: test
+    if os.environ.get("CI", "").lower() != "true":
+        return pytest.mark.skip(reason=f"not installed: {', '.join(missing)} (tools/system_deps.sh)")
+
+    def decorate(test: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(test)  # keeps the signature, so fixtures and parameters still resolve
+        def failing(*args: Any, **kwargs: Any) -> None:
+            pytest.fail(f"CI=true but {', '.join(missing)} is missing: tools/system_deps.sh installs it")
+
+        return failing
+
+    return decorate
+
 
 # The smallest model shape on which every weight type applies (rows are multiples of 256 for
 # K-quants). Tests override what they vary.
