@@ -50,6 +50,7 @@ struct Scratch {
     std::vector<int32_t> pred_ids;   // predicted experts, ascending
     std::vector<uint8_t> act;        // n rows of the widest activation encoding (quantized matmul input)
     std::vector<int16_t> act_sums;   // n x (width / 32) Q8_0 block sums of `act` (x8 kernels)
+    std::vector<float> act_scales;   // n x (width / 32) Q8_0 block scales of `act` in fp32 (vec_dot_rows_scaled)
     std::vector<float> norm_w;       // dequantized 1-D weights (norms, biases) when not stored as F32
 
     // Sizes every buffer for n tokens of cfg (prediction buffers when predict_width > 0).

@@ -104,6 +104,14 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
     const int64_t peer_rows = n_tok == f.n ? f.peer_rows : n_tok;
     const bool tiled = k.dot_rows_tiled && takes_tiled(W.type, W.sum_order, peer_rows);
     const int64_t n_gemm = n_tok - n_tok % 4;  // prompt rows llama.cpp's repacked gemm takes (kernels.h)
+    const bool scaled = !blockwise && !tiled && k.vec_dot_rows_scaled && n_tok > 1;
+    const int64_t nb = width / QK8_0;
+    std::vector<float>& scales = f.s.act_scales;
+    if (scaled) {  // each activation block's scale converted once, not once per weight row
+        if (scales.size() < (size_t)(n_tok * nb)) scales.resize((size_t)(n_tok * nb));
+        for (int64_t t = 0; t < n_tok; ++t)
+            act_block_scales(act + (size_t)t * act_stride, width, &scales[(size_t)(t * nb)]);
+    }
     f.pool.parallel_for(W.ne1, 16, [&](int64_t r0, int64_t r1) {
         float tmp[8];
         for (int64_t rb = r0; rb < r1; rb += kRowTile) {
@@ -119,6 +127,10 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                         for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
                     } else if (tiled) {
                         k.dot_rows_tiled(width, wrow, a, act_stride, n_act, tmp);
+                        for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
+                    } else if (scaled) {
+                        k.vec_dot_rows_scaled(width, wrow, a, act_stride, &scales[(size_t)(t * nb)], (size_t)nb, n_act,
+                                              tmp);
                         for (int j = 0; j < n_act; ++j) y[(t + j) * y_stride + r] = tmp[j];
                     } else if (k.vec_dot_rows && n_act > 1) {
                         k.vec_dot_rows(width, wrow, a, act_stride, n_act, tmp);

@@ -382,6 +382,21 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
                     }
                 }
             }
+            if (k->vec_dot_rows_scaled) {  // vec_dot_rows' bits, whatever the row count
+                CHECK(k->vec_dot_rows, "%s/%s: vec_dot_rows_scaled without vec_dot_rows", ti.name, isa_name(isa));
+                const int64_t nb = n / QK8_0;
+                std::vector<float> scales((size_t)(kActs * nb));
+                for (int r = 0; r < kActs; ++r) act_block_scales(acts.data() + r * arb, n, &scales[(size_t)(r * nb)]);
+                for (int na = 1; na <= kActs; ++na) {
+                    float want[kActs], got[kActs];
+                    k->vec_dot_rows(n, w.data(), acts.data(), arb, na, want);
+                    k->vec_dot_rows_scaled(n, w.data(), acts.data(), arb, scales.data(), (size_t)nb, na, got);
+                    for (int r = 0; r < na; ++r)
+                        CHECK(same_bits(got[r], want[r]),
+                              "%s/%s n=%lld: vec_dot_rows_scaled(n_act=%d)[%d] %.9g is not vec_dot_rows' %.9g", ti.name,
+                              isa_name(isa), (long long)n, na, r, got[r], want[r]);
+                }
+            }
         }
     }
     std::printf("  %-5s ok-so-far; worst SIMD dot error = %.3f of its limit\n", ti.name, worst_ratio);

@@ -64,6 +64,14 @@ struct WeightKernels {
     // sums one output (below).
     void (*dot_rows_tiled)(int64_t n, const void* w, const void* a, size_t a_stride, int n_act, float* out);
 
+    // ---- Prompt batches of Q8_0-activation types (Lanes order); nullptr where a type has none.
+    // vec_dot_rows, bit for bit, with the activations' block scales already in fp32: a_scales[j *
+    // scale_stride + b] is block b's scale of activation row j (act_block_scales), converted once per
+    // batch instead of once per weight row and token (the fp16 conversions were 4 of the inner loop's 10
+    // instructions). Pairs with the vec_dot_rows of its own ISA's table.
+    void (*vec_dot_rows_scaled)(int64_t n, const void* w, const void* a, size_t a_stride, const float* a_scales,
+                                size_t scale_stride, int n_act, float* out);
+
     size_t act_row_bytes(int64_t n) const noexcept { return (size_t)(n / act_block_elems * act_block_bytes); }
 };
 
@@ -124,6 +132,8 @@ constexpr size_t kQ4_Kx8BlockBytes = 1152;
 
 // sums[b] <- sum of the 32 int8 values of Q8_0 activation block b, for b < n / 32 (what gemm_x8 reads).
 void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept;
+// scales[b] <- Q8_0 activation block b's fp16 scale as fp32, for b < n / 32 (what vec_dot_rows_scaled reads).
+void act_block_scales(const void* a, int64_t n, float* scales) noexcept;
 
 // Kernels for weight type `type` on `isa`. Where `isa` has no specialised kernel for the type the
 // next lower ISA's kernel is returned (ultimately Scalar). nullptr when the type is not a compute type.

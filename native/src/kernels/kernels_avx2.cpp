@@ -48,6 +48,9 @@ ERT_DEFINE_DOTS(q4_0)
 ERT_DEFINE_DOTS(q5_0)
 ERT_DEFINE_DOTS(q4_1)
 ERT_DEFINE_DOTS(q5_1)
+ERT_DEFINE_SCALED_DOTS(q8_0, DecQ8_0, DotAvx2)
+ERT_DEFINE_SCALED_DOTS(q4_0, DecQ4_0, DotAvx2)
+ERT_DEFINE_SCALED_DOTS(q5_0, DecQ5_0, DotAvx2)
 
 // ------------------------------------------------------------------ K-quants against Q8_K
 
@@ -864,7 +867,7 @@ struct Avx2Table {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*),
              void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
-        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr, nullptr, nullptr, nullptr, nullptr};
+        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
         present[(int)w] = true;
     }
     Avx2Table() {
@@ -881,6 +884,9 @@ struct Avx2Table {
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q4_K_dot, q4_K_dot_rows);
         add(T::Q5_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q5_K_dot, q5_K_dot_rows);
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), q8_K_quantize, q6_K_dot, q6_K_dot_rows);
+        k[(int)T::Q8_0].vec_dot_rows_scaled = q8_0_dot_rows_scaled;
+        k[(int)T::Q4_0].vec_dot_rows_scaled = q4_0_dot_rows_scaled;
+        k[(int)T::Q5_0].vec_dot_rows_scaled = q5_0_dot_rows_scaled;
         k[(int)T::Q4_0].dot_rows_blockwise = q4_0_dot_rows_blockwise;
         k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8;
         k[(int)T::Q4_K].dot_rows_blockwise = q4_K_dot_rows_blockwise;

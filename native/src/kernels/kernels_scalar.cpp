@@ -727,7 +727,7 @@ struct ScalarTable {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*), void (*dq)(const void*, float*, int64_t)) {
         const int i = (int)w;
-        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq, nullptr, nullptr, nullptr, nullptr};
+        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq, nullptr, nullptr, nullptr, nullptr, nullptr};
         present[i] = true;
     }
     ScalarTable() {
@@ -771,7 +771,10 @@ struct MergedTables {
         if (src == nullptr) return;
         if (src->quantize_act) dst.quantize_act = src->quantize_act;
         if (src->vec_dot) dst.vec_dot = src->vec_dot;
-        if (src->vec_dot_rows) dst.vec_dot_rows = src->vec_dot_rows;
+        if (src->vec_dot_rows) {  // a level's scaled twin only ever stands beside its own vec_dot_rows
+            dst.vec_dot_rows = src->vec_dot_rows;
+            dst.vec_dot_rows_scaled = src->vec_dot_rows_scaled;
+        }
         if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
         if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;
         if (src->interleave_x8) dst.interleave_x8 = src->interleave_x8;
@@ -816,6 +819,11 @@ void act_block_sums(const void* a, int64_t n, int16_t* sums) noexcept {
         for (int j = 0; j < QK8_0; ++j) s += y[b].qs[j];
         sums[b] = (int16_t)s;
     }
+}
+
+void act_block_scales(const void* a, int64_t n, float* scales) noexcept {
+    const auto* y = static_cast<const BlockQ8_0*>(a);
+    for (int64_t b = 0; b < n / QK8_0; ++b) scales[b] = fp16_to_fp32(y[b].d);
 }
 
 const WeightKernels* scalar_weight_kernels(GgmlType type) noexcept {

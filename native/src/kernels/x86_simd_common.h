@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "edge_rt/fp16.h"
 #include "edge_rt/ggml_types.h"
@@ -90,31 +91,36 @@ ERT_INLINE void run_blocks(int64_t nb, const Block& block, float* out) {
     }
 }
 
+// Splits n_act activation rows into runs of at most 8 and calls run(std::integral_constant<int, k>, j) for the
+// run of k rows starting at row j: the kernels are templated on their row count.
+template <class Run>
+ERT_INLINE void act_runs(int n_act, Run&& run) {
+    for (int j = 0; j < n_act;) {
+        const int k = n_act - j < 8 ? n_act - j : 8;
+        switch (k) {
+            case 1: run(std::integral_constant<int, 1>{}, j); break;
+            case 2: run(std::integral_constant<int, 2>{}, j); break;
+            case 3: run(std::integral_constant<int, 3>{}, j); break;
+            case 4: run(std::integral_constant<int, 4>{}, j); break;
+            case 5: run(std::integral_constant<int, 5>{}, j); break;
+            case 6: run(std::integral_constant<int, 6>{}, j); break;
+            case 7: run(std::integral_constant<int, 7>{}, j); break;
+            default: run(std::integral_constant<int, 8>{}, j); break;
+        }
+        j += k;
+    }
+}
+
 // Widen a run of 1..8 activation rows into calls of the NA-templated body.
-#define ERT_DEFINE_DOTS(NAME)                                                                      \
-    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                   \
-        float o;                                                                                   \
-        NAME##_rows<1>(n, w, a, 0, &o);                                                            \
-        return o;                                                                                  \
-    }                                                                                              \
-    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) { \
-        const uint8_t* ap = static_cast<const uint8_t*>(a);                                        \
-        while (na > 0) {                                                                           \
-            const int k = na < 8 ? na : 8;                                                         \
-            switch (k) {                                                                           \
-                case 1: NAME##_rows<1>(n, w, ap, st, out); break;                                  \
-                case 2: NAME##_rows<2>(n, w, ap, st, out); break;                                  \
-                case 3: NAME##_rows<3>(n, w, ap, st, out); break;                                  \
-                case 4: NAME##_rows<4>(n, w, ap, st, out); break;                                  \
-                case 5: NAME##_rows<5>(n, w, ap, st, out); break;                                  \
-                case 6: NAME##_rows<6>(n, w, ap, st, out); break;                                  \
-                case 7: NAME##_rows<7>(n, w, ap, st, out); break;                                  \
-                default: NAME##_rows<8>(n, w, ap, st, out); break;                                 \
-            }                                                                                      \
-            ap += (size_t)k * st;                                                                  \
-            out += k;                                                                              \
-            na -= k;                                                                               \
-        }                                                                                          \
+#define ERT_DEFINE_DOTS(NAME)                                                                                          \
+    [[maybe_unused]] float NAME##_dot(int64_t n, const void* w, const void* a) {                                       \
+        float o;                                                                                                       \
+        NAME##_rows<1>(n, w, a, 0, &o);                                                                                \
+        return o;                                                                                                      \
+    }                                                                                                                  \
+    void NAME##_dot_rows(int64_t n, const void* w, const void* a, size_t st, int na, float* out) {                     \
+        const uint8_t* ap = static_cast<const uint8_t*>(a);                                                            \
+        act_runs(na, [&](auto k, int j) { NAME##_rows<decltype(k)::value>(n, w, ap + (size_t)j * st, st, out + j); }); \
     }
 
 // Weight decoders: one 32-element block -> 32 int8 in element order.
@@ -163,6 +169,42 @@ ERT_INLINE void rows_q8_0_act(int64_t n, const void* w, const void* a, size_t st
     };
     run_blocks<NA>(n / QK8_0, block, out);
 }
+
+// rows_q8_0_act with the activation block scales given in fp32 (WeightKernels::vec_dot_rows_scaled):
+// dx * dy is the same float product, taken in all 8 lanes by one multiply.
+template <int NA, class D, class Dot>
+ERT_INLINE void rows_q8_0_act_scaled(int64_t n, const void* w, const void* a, size_t stride, const float* scales,
+                                     size_t scale_stride, float* out) {
+    const auto* x = static_cast<const typename D::Block*>(w);
+    const BlockQ8_0* y[NA];
+    const float* dy[NA];
+    for (int r = 0; r < NA; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
+        dy[r] = scales + (size_t)r * scale_stride;
+    }
+    auto block = [&](int64_t b, __m256* acc) {
+        const __m256i qx = D::q(x[b]);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const __m256 dx = _mm256_set1_ps(h2f(x[b].d));
+        for (int r = 0; r < NA; ++r) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)y[r][b].qs);
+            const __m256i p = Dot::u8i8(ax, _mm256_sign_epi8(qy, qx));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dx, _mm256_broadcast_ss(&dy[r][b])), acc[r]);
+        }
+    };
+    run_blocks<NA>(n / QK8_0, block, out);
+}
+
+// vec_dot_rows_scaled over runs of up to 8 activation rows.
+#define ERT_DEFINE_SCALED_DOTS(NAME, DEC, DOT)                                                                      \
+    void NAME##_dot_rows_scaled(int64_t n, const void* w, const void* a, size_t st, const float* sc, size_t sst,    \
+                                int na, float* out) {                                                               \
+        const uint8_t* ap = static_cast<const uint8_t*>(a);                                                         \
+        act_runs(na, [&](auto k, int j) {                                                                           \
+            rows_q8_0_act_scaled<decltype(k)::value, DEC, DOT>(n, w, ap + (size_t)j * st, st, sc + (size_t)j * sst, \
+                                                               sst, out + j);                                       \
+        });                                                                                                         \
+    }
 
 // Unsigned weights with min x Q8_1: sum_b dx*dy * sum_i qx*qy + mx * sy.
 template <int NA, class D, class Dot>
