@@ -1,9 +1,10 @@
 """``--check htp``: every graph of an export folder loaded and run on the HTP emulator, CPU fallback off.
 
 Loading proves NPU legality (a refused node raises NotNpuLegalError naming it). Each graph then runs a
-window of real tokens (the calibration text's first) on the emulator and on ORT's CPU EP (the QDQ
-reference), and the outputs are compared in their own quantized units (LSB): logits in the lm_head
-output encoding, the new cache entries as codes.
+window of real tokens (the calibration text's first) on the emulator and on ORT's CPU EP with graph
+optimizations off (the QDQ reference: DequantizeLinear -> float op -> QuantizeLinear); the outputs are
+compared in their own quantized units (LSB): logits in the lm_head output encoding, cache entries as
+codes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def check_htp(out_dir: Path, soc: str = "sm8650", n_decode: int = 8,
         t0 = time.perf_counter()
         sess = htp_session(str(f.graph_path(gname)), soc)
         t_load = time.perf_counter() - t0
-        cpu = float_session(str(f.graph_path(gname)))
+        cpu = float_session(str(f.graph_path(gname)), optimize=False)
         T = f.n_tokens(gname)
         n = T if T > 1 else n_decode
         outs: Dict[str, Dict[str, np.ndarray]] = {"htp": {}, "cpu": {}}

@@ -246,7 +246,7 @@ def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: i
     s = SCHEMES[scheme]
     kv_dtype = "uint16" if s.a_bits == 16 else "uint8"
     graphs = {}
-    for gname, spec in specs.items():
+    for gname in specs:
         T = chunk if gname == "prefill" else 1
         cache = [d.n_head_kv, ctx, d.head_dim]
         graphs[gname] = {

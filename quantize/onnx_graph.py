@@ -27,7 +27,8 @@ Quantization layout (MobileQuant's): weights int8 or int4, symmetric, per output
 static per tensor at the scheme's bits (8 or 16), but 16-bit on the residual stream (o_proj and
 down_proj outputs and the sums), norm inputs and weights, QK^T and the masked scores, the softmax output,
 the lm_head input and output; and, because QNN takes per-channel MatMul weights only at equal input and
-output widths, the o_proj and down_proj inputs (and Q/K/V's input on models with Q/K norms). RMSNorm is ``com.microsoft.SimplifiedLayerNormalization`` (QNN's RmsNorm).
+output widths, the o_proj and down_proj inputs (and Q/K/V's input on models with Q/K norms). RMSNorm is
+ONNX Runtime's ``SimplifiedLayerNormalization`` (default domain; QNN maps it to RmsNorm, 16-bit input only).
 """
 
 from __future__ import annotations

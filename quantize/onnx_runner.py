@@ -62,12 +62,17 @@ class GraphRunner:
         return np.concatenate(out).astype(np.float32) if logits else None
 
 
-def float_session(model: Any, threads: Optional[int] = None) -> Any:
-    """ONNX Runtime CPU session (the calibration engine and the CPU-EP backend of ``eval``)."""
+def float_session(model: Any, threads: Optional[int] = None, optimize: bool = True) -> Any:
+    """ONNX Runtime CPU session (the calibration engine and the CPU-EP backends of ``eval``).
+    ``optimize=False``: no graph rewrites, so each QDQ op runs as DequantizeLinear -> float op ->
+    QuantizeLinear, the QDQ format's defining semantics (ORT's default fuses them into integer kernels,
+    whose u8 x s8 products can saturate on AVX2 without VNNI)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         so.intra_op_num_threads = int(threads)
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])

@@ -1,0 +1,229 @@
+"""`edge-rt export` (ONNX QDQ graphs for NPUs) on tiny synthetic models: graph numerics, the export
+folder, `edge-rt eval` on it, the HTP emulator check, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+# small enough that an export with its HTP check takes seconds; GQA (4 heads over 2 KV heads)
+SMALL = dict(n_vocab=384, n_embd=64, n_ff=128, n_layer=2, n_head=4, n_head_kv=2, weight_type="F16")
+CHUNK, CTX = 8, 32
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    from helpers import edge_rt_env
+
+    return subprocess.run([sys.executable, "-m", "edge_rt", *args], capture_output=True, text=True,
+                          env=edge_rt_env(), timeout=600)
+
+
+def _qnn_available() -> bool:
+    try:
+        import onnxruntime_qnn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def requires_qnn(test):
+    """Skips without onnxruntime-qnn locally; under CI (the test extra installs it) a missing one fails."""
+    import os
+
+    if _qnn_available() or os.environ.get("CI") == "true":
+        return test
+    return pytest.mark.skip(reason='onnxruntime-qnn not installed (pip install "edge-rt[qnn]")')(test)
+
+
+@pytest.fixture(scope="module")
+def export_of(synthetic_model, tmp_path_factory):
+    """export_of(arch, scheme) -> export folder of a SMALL synthetic model, cached for the module."""
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    root = tmp_path_factory.mktemp("exports")
+    cache = {}
+
+    def make(arch: str = "llama", scheme: str = "w8a8") -> Path:
+        if (arch, scheme) not in cache:
+            src = synthetic_model(arch=arch, **SMALL)
+            out = root / f"{arch}-{scheme}"
+            export_onnx(src, out, scheme=scheme, chunk=CHUNK, ctx=CTX, max_calib_tokens=256)
+            cache[(arch, scheme)] = out
+        return cache[(arch, scheme)]
+
+    return make
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_float_graph_matches_numpy_forward(synthetic_model, arch):
+    """The graph's rewrites (NEOX row order, rotate_half folded into weights, 1/sqrt(d) in W_q or the
+    Q norm, grouped GQA) are exact: the float graph reproduces the NumPy forward pass, chunk by chunk
+    through its KV cache (prefill) and token by token (decode)."""
+    from edge_rt.quantize.onnx_export import model_dims, open_export_source
+    from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+    from edge_rt.quantize.onnx_runner import GraphRunner, float_session
+    from edge_rt.quantize.reference_forward import NumpyModel
+
+    src, quantized = open_export_source(synthetic_model(arch=arch, **SMALL))
+    assert quantized is None
+    d = model_dims(src)
+    w = {t.name: t.load() for t in src.tensors}
+    ids = list(np.random.default_rng(1).integers(0, SMALL["n_vocab"], 3 * CHUNK))
+    ref = NumpyModel(src).logits(ids)
+    for T in (CHUNK, 1):
+        spec = GraphBuilder(d, w, SCHEMES["w8a8"], T, CTX).build("f")
+        got = GraphRunner(float_session(spec.model.SerializeToString()), d, w["token_embd.weight"], T, CTX).window(ids)
+        assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max())), (arch, T)
+
+
+def test_export_folder_and_eval(export_of):
+    """The folder holds both graphs, the embeddings and a manifest with every encoding; `edge-rt eval`
+    on it (ORT CPU EP) agrees closely with the float model."""
+    out = export_of("llama", "w8a8")
+    assert sorted(p.name for p in out.iterdir()) == ["decode.onnx", "embeddings.npy", "manifest.json", "prefill.onnx"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["opset"] == 21 and m["scheme"]["name"] == "w8a8"
+    assert m["graphs"]["prefill"]["n_tokens"] == CHUNK and m["graphs"]["decode"]["n_tokens"] == 1
+    assert m["graphs"]["prefill"]["inputs"]["past_k.{i}"] == ["uint8", [2, CTX, 16]]
+    assert m["activations"]["l0.qk"]["dtype"] == "uint16" and m["activations"]["l0.sig"]["dtype"] == "uint8"
+    assert m["weights"]["blk.0.ffn_up.weight"]["dtype"] == "int8"
+    assert m["source"]["quantized"] is False
+    text = DEFAULT_CALIBRATION_TEXT.read_text()[30000:40000]
+    tf = out.parent / "eval.txt"
+    tf.write_text(text)
+    r = _cli("eval", str(out), "--text", str(tf), "--max-tokens", "256", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["backend"] == "ort_cpu" and res["n_tokens"] == 8 * (CTX - 1)
+    assert res["kl_mean"] < 0.05 and res["top1"] > 0.8
+
+
+def test_w4a8_and_w8a16_layouts(export_of):
+    """w4a8: int4 projections, int8 lm_head; w8a16: every activation and the cache 16-bit. Evaluated
+    with QDQ semantics (qdq_ref), w8a16 is closer to the float model than w4a8."""
+    from edge_rt.quantize.onnx_eval import evaluate_export
+
+    m4 = json.loads((export_of("llama", "w4a8") / "manifest.json").read_text())
+    assert m4["weights"]["blk.0.ffn_up.weight"]["dtype"] == "int4"
+    assert m4["weights"]["output.weight"]["dtype"] == "int8"
+    m16 = json.loads((export_of("llama", "w8a16") / "manifest.json").read_text())
+    assert {a["dtype"] for a in m16["activations"].values()} == {"uint16"}
+    text = DEFAULT_CALIBRATION_TEXT.read_text()[30000:40000]
+    w4 = evaluate_export(export_of("llama", "w4a8"), text, max_tokens=128, backend="qdq_ref")
+    w16 = evaluate_export(export_of("llama", "w8a16"), text, max_tokens=128, backend="qdq_ref")
+    assert w16["kl_mean"] < w4["kl_mean"] < 0.2
+
+
+@requires_qnn
+@pytest.mark.parametrize("arch,scheme", [("llama", "w8a8"), ("llama", "w4a8"), ("llama", "w8a16"),
+                                         ("qwen2", "w8a8"), ("qwen3", "w4a8")])
+def test_check_htp_all_nodes_on_npu(export_of, arch, scheme):
+    """Every graph loads on the emulated HTP with CPU fallback disabled, and agrees with ORT's QDQ reference."""
+    from edge_rt.quantize.onnx_check import check_htp
+
+    rep = check_htp(export_of(arch, scheme), n_decode=2)
+    for g in ("prefill", "decode"):
+        c = rep["graphs"][g]
+        assert c["all_nodes_on_htp"]
+        assert c["cache_codes_vs_cpu_ep"]["within_3_lsb"] > 0.95, (g, c)   # random weights: a wide tail
+        assert c["top1_vs_cpu_ep"] >= 0.75, (g, c)
+
+
+@requires_qnn
+def test_check_htp_names_refused_nodes(tmp_path):
+    """A node the HTP does not take (RMSNorm on an 8-bit input) is named in the error."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_rt.devices.qnn_htp import NotNpuLegalError, htp_session
+
+    def c(name, a):
+        return numpy_helper.from_array(np.asarray(a), name)
+
+    inits = [c("s", np.float32(0.05)), c("z", np.uint8(128)), c("gq", np.full(16, 65535, np.uint16)),
+             c("gs", np.float32(1 / 65535)), c("gz", np.uint16(0))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["gq", "gs", "gz"], ["g"]),
+             helper.make_node("SimplifiedLayerNormalization", ["xd", "g"], ["y0"], name="the_norm", axis=-1),
+             helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    path = tmp_path / "bad.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(NotNpuLegalError, match="the_norm") as ei:
+        htp_session(str(path))
+    assert ei.value.nodes == ["the_norm (SimplifiedLayerNormalization)"]
+
+
+def test_quantized_source_is_dequantized_and_said(synthetic_model, tmp_path):
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    src = synthetic_model(**{**SMALL, "weight_type": "Q8_0"})
+    r = export_onnx(src, tmp_path / "out", chunk=CHUNK, ctx=CTX, max_calib_tokens=64)
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["source"]["quantized"] is True and m["source"]["quantized_type"] == "Q8_0"
+    assert any("Q8_0" in n for n in r.notes)
+
+
+def test_bad_input(synthetic_model, tmp_path, monkeypatch):
+    src = synthetic_model(**SMALL)
+    out = tmp_path / "out"
+    # too little calibration text: the minimum is named, and nothing is left behind
+    short = tmp_path / "short.txt"
+    short.write_text("x = 1\n")
+    r = _cli("export", str(src), str(out), "--chunk", "8", "--ctx", "32", "--calib", str(short))
+    assert r.returncode == 1 and "at least 32 are needed" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == [short]
+    # an existing OUT_DIR needs --force
+    out.mkdir()
+    (out / "keep").write_text("x")
+    r = _cli("export", str(src), str(out), "--chunk", "8", "--ctx", "32")
+    assert r.returncode == 1 and "--force" in r.stderr
+    assert (out / "keep").exists()
+    # MoE is refused by name
+    moe = synthetic_model(**{**SMALL, "n_expert": 4, "n_expert_used": 2})
+    r = _cli("export", str(moe), str(tmp_path / "moe"))
+    assert r.returncode == 1 and "Mixture-of-Experts" in r.stderr, r.stderr
+    # --check htp without the extra names it
+    import builtins
+
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    real_import = builtins.__import__
+
+    def no_qnn(name, *a, **k):
+        if name == "onnxruntime_qnn":
+            raise ImportError("No module named 'onnxruntime_qnn'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_qnn)
+    with pytest.raises(ImportError, match=r'pip install "edge-rt\[qnn\]"'):
+        export_onnx(src, tmp_path / "q", check="htp")
+    assert not (tmp_path / "q").exists()
+
+
+def test_failed_export_leaves_no_folder(synthetic_model, tmp_path, monkeypatch):
+    """A failure after the staging folder exists (here: writing the manifest) removes it."""
+    from edge_rt.quantize import onnx_export
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx_export, "_manifest", boom)
+    with pytest.raises(OSError, match="disk full"):
+        onnx_export.export_onnx(synthetic_model(**SMALL), tmp_path / "out", chunk=CHUNK, ctx=CTX, max_calib_tokens=64)
+    assert list(tmp_path.iterdir()) == []
