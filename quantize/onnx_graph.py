@@ -271,7 +271,9 @@ class GraphBuilder:
         return self.act(y, point, bits)
 
     # ---- the decoder ----------------------------------------------------------------------------------
-    def build(self, name: str) -> GraphSpec:
+    def build(self, name: str, calibration_outputs: bool = True) -> GraphSpec:
+        """The graph; in the float version every quantization point is also an output unless
+        ``calibration_outputs`` is False (a plain float model, e.g. for other quantizers)."""
         from onnx import TensorProto, helper
 
         d, T, C, A = self.d, self.T, self.C, self.scheme.a_bits
@@ -360,7 +362,7 @@ class GraphBuilder:
         head = "output.weight" if "output.weight" in w else "token_embd.weight"
         y = self.linear(h, head, w[head], None, "logits_q", 16, w_bits=8)
         self._node("Identity", [y], "logits")
-        if self.enc is None:       # calibration: every quantization point is an output
+        if self.enc is None and calibration_outputs:       # every quantization point is an output
             outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in self.spec.points
                         if not n.startswith("in.") and ".cache_" not in n]
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
