@@ -17,7 +17,8 @@ EXPORT_HELP = (
     "and outputs, embeddings.npy (the embedding gather runs on the host CPU) and manifest.json (every "
     "tensor's encoding). Schemes: w8a8, w4a8, w8a16, w4a16 (weights int8/int4 per output channel; "
     "activations 8/16-bit static per tensor, with MobileQuant's 16-bit islands: residual stream, norms, "
-    "QK^T, softmax, lm_head). Ranges: min/max over calibration text run through the float graph.\n\n"
+    "QK^T, softmax, lm_head). Ranges: min/max over calibration text run through the float graph, after a "
+    "SmoothQuant migration searched per norm; weights clipped per row and rounded by GPTQ (--ranges).\n\n"
     "MODEL is a GGUF master (F32/F16/BF16), a quantized GGUF (dequantized first; the manifest says so) or a "
     "Hugging Face directory. --check htp loads and runs every graph on the Qualcomm HTP emulator "
     "(onnxruntime-qnn, CPU fallback disabled) and fails naming any node the NPU does not take; "
@@ -35,6 +36,9 @@ def export_command(
     target: Optional[str] = typer.Option(None, "--target", help="htp: also write HTP context binaries."),
     soc: str = typer.Option("sm8650", "--soc", help="SoC of --target/--check (sm8650: Snapdragon 8 Gen 3)."),
     check: Optional[str] = typer.Option(None, "--check", help="htp: run every graph on the HTP emulator."),
+    ranges: str = typer.Option("search", "--ranges", help="search: SmoothQuant alpha per norm (8-bit schemes), "
+                               "weight clip per row and GPTQ rounding, from calibration statistics; minmax: "
+                               "min/max ranges and round-to-nearest only (faster)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT_DIR."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Threads for calibration runs."),
 ) -> None:
@@ -44,7 +48,7 @@ def export_command(
         with contextlib.ExitStack() as stack:
             r = export_onnx(model, out_dir, scheme=scheme, calib=calib, chunk=chunk, ctx=ctx, force=force,
                             target=target, soc=soc, check=check, max_calib_tokens=calib_tokens, threads=threads,
-                            progress=_StageBars(stack))
+                            progress=_StageBars(stack), range_method=ranges)
         for n in r.notes:
             _err(f"note: {n}")
         _err(f"exported {model} -> {out_dir} ({r.scheme}): {', '.join(p.name for p in r.graphs.values())}, "

@@ -2,7 +2,9 @@
 
 Steps: read the model (GGUF master, Hugging Face folder, or a quantized GGUF dequantized to float);
 build the float graph (onnx_graph.py) and run it with ONNX Runtime's CPU EP over calibration text to
-measure every quantization point's range; build the QDQ prefill (T tokens) and decode (1 token) graphs
+measure every quantization point's range (with ``range_method="search"``: a first pass picks the
+SmoothQuant migration, the second also gathers each projection input's x x^T for the weights' clip
+search and GPTQ rounding, onnx_ranges.py); build the QDQ prefill (T tokens) and decode (1 token) graphs
 with those encodings; write them, the host's embedding table and ``manifest.json`` into a staging folder
 that becomes OUT_DIR only when complete. Optionally compile HTP context binaries (``target='htp'``) and
 check every graph on the HTP emulator (devices/qnn_htp.py).
@@ -105,15 +107,23 @@ def calibration_ids(tok: Any, text: str, n_tokens: int, n_cache: int, max_tokens
 
 
 def measure_ranges(d: Dims, weights: Dict[str, np.ndarray], windows: List[List[int]], n_tokens: int, n_cache: int,
-                   scheme: str, threads: Optional[int] = None,
-                   progress: Optional[Progress] = None) -> Tuple[Dict[str, Tuple[float, float]], Dict[str, int]]:
-    """Min/max of every quantization point over the calibration windows, from the float graph on ORT CPU."""
+                   scheme: str, threads: Optional[int] = None, progress: Optional[Progress] = None,
+                   stats_for: Optional[Dict[str, str]] = None, stage: str = "calibrate",
+                   ) -> Tuple[Dict[str, Tuple[float, float]], Dict[str, int], Dict[str, Any]]:
+    """Min/max of every quantization point over the calibration windows, from the float graph on ORT
+    CPU; and InputStats (onnx_ranges.py) of the points ``stats_for`` maps to their tensor names."""
+    from .onnx_ranges import InputStats, as_rows
+
     spec = GraphBuilder(d, weights, SCHEMES[scheme], n_tokens, n_cache).build("calibration")
     sess = float_session(spec.model.SerializeToString(), threads)
     ranges: Dict[str, List[float]] = {}
+    stats: Dict[str, Any] = {}
     new_names = {f"new_{k}.{il}": f"l{il}.cache_{k}" for il in range(d.n_layer) for k in "kv"}
 
     def see(res: Dict[str, np.ndarray]) -> None:
+        for point in stats_for or {}:
+            x = as_rows(point, res[point])
+            stats.setdefault(point, InputStats.empty(x.shape[1])).add(x)
         for name, arr in res.items():
             point = new_names.get(name, name)
             if point not in spec.points:
@@ -126,12 +136,12 @@ def measure_ranges(d: Dims, weights: Dict[str, np.ndarray], windows: List[List[i
     for i, w in enumerate(windows):
         runner.window(w, on_outputs=see, logits=False)
         if progress:
-            progress("calibrate", i + 1, len(windows))
+            progress(stage, i + 1, len(windows))
     emb = weights["token_embd.weight"]
     ranges["in.x"] = [float(emb.min()), float(emb.max())]       # any token may come: the whole table
     ranges["in.cos"] = ranges["in.sin"] = [-1.0, 1.0]
     ranges["in.mask"] = [MASK_VALUE, 0.0]
-    return {k: (v[0], v[1]) for k, v in ranges.items()}, spec.points
+    return {k: (v[0], v[1]) for k, v in ranges.items()}, spec.points, stats
 
 
 def _encodings(ranges: Dict[str, Tuple[float, float]], points: Dict[str, int]) -> Dict[str, Encoding]:
@@ -156,13 +166,16 @@ def _commit(staging: Path, out_dir: Path) -> None:
 def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Optional[Path] = None,
                 chunk: int = 64, ctx: int = 512, force: bool = False, target: Optional[str] = None,
                 soc: str = "sm8650", check: Optional[str] = None, max_calib_tokens: int = DEFAULT_CALIB_TOKENS,
-                threads: Optional[int] = None, progress: Optional[Progress] = None) -> ExportResult:
+                threads: Optional[int] = None, progress: Optional[Progress] = None,
+                range_method: str = "search") -> ExportResult:
     """Export ``model`` to ``out_dir`` (see the module docstring). Raises on bad input before any
     folder is made; on any failure nothing is left at ``out_dir`` (an existing one is kept)."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     if scheme not in SCHEMES:
         raise InvalidArgumentError(f"[export] unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    if range_method not in ("search", "minmax"):
+        raise InvalidArgumentError(f"[export] unknown --ranges {range_method!r}; expected search or minmax")
     if chunk < 1 or ctx < chunk:
         raise InvalidArgumentError(f"[export] --ctx ({ctx}) must be at least --chunk ({chunk}), and --chunk >= 1")
     for what, v in (("--target", target), ("--check", check)):
@@ -193,8 +206,25 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
     tok = Tokenizer.from_metadata(src.metadata())
     windows, win = calibration_ids(tok, text, chunk, ctx, max_calib_tokens)
     weights = {t.name: t.load() for t in src.tensors}
-    ranges, points = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
+    alphas: Dict[str, Any] = {}
+    grams: Dict[str, np.ndarray] = {}
+    if range_method == "search":
+        from .onnx_ranges import projection_inputs, smooth
+
+        inputs = projection_inputs(d)
+        if SCHEMES[scheme].a_bits == 8:     # SmoothQuant first: it changes the ranges measured below
+            norms = {pt: t for t, (pt, _) in inputs.items() if pt.endswith("_norm")}
+            _, _, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress, stats_for=norms,
+                                      stage="smoothing")
+            alphas = smooth(weights, d, st, SCHEMES[scheme].w_bits)
+        ranges, points, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress,
+                                            stats_for={pt: t for t, (pt, _) in inputs.items()})
+        grams = {t: st[pt].gram for t, (pt, _) in inputs.items()}
+    else:
+        ranges, points, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
     enc = _encodings(ranges, points)
+    clips: Dict[str, np.ndarray] = {}
+    rounded: Dict[str, Any] = {}
 
     staging = _staging(out_dir)
     shutil.rmtree(staging, ignore_errors=True)
@@ -202,7 +232,8 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
     try:
         graphs, specs = {}, {}
         for gname, T in (("prefill", chunk), ("decode", 1)):
-            spec = GraphBuilder(d, weights, SCHEMES[scheme], T, ctx, encodings=enc).build(gname)
+            spec = GraphBuilder(d, weights, SCHEMES[scheme], T, ctx, encodings=enc, clips=clips,
+                                grams=grams, rounded=rounded).build(gname)
             import onnx
 
             # (onnx.checker does not know SimplifiedLayerNormalization, which ONNX Runtime registers in the
@@ -222,6 +253,11 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
             notes.append(f"HTP context binaries for {soc} written beside the graphs")
         manifest = _manifest(src, quantized, d, scheme, chunk, ctx, enc, specs, text_digest(text),
                              len(windows) * win, soc if target else None)
+        manifest["calibration"]["ranges"] = (
+            "SmoothQuant alpha searched per norm, then min/max (ORT CPU, float graph), weight clip per row "
+            "minimizing output error" if range_method == "search" else "min/max (ORT CPU, float graph)")
+        manifest["calibration"]["smoothquant_alpha"] = alphas
+        manifest["calibration"]["mean_clip"] = {k: float(v.mean()) for k, v in clips.items()}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         _commit(staging, out_dir)
     except BaseException:

@@ -174,11 +174,15 @@ class GraphBuilder:
 
     def __init__(self, d: Dims, weights: Dict[str, np.ndarray], scheme: Scheme, n_tokens: int, n_cache: int,
                  encodings: Optional[Dict[str, Encoding]] = None,
-                 clips: Optional[Dict[str, np.ndarray]] = None) -> None:
+                 clips: Optional[Dict[str, np.ndarray]] = None,
+                 grams: Optional[Dict[str, np.ndarray]] = None,
+                 rounded: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None) -> None:
         self.d, self.w, self.scheme = d, weights, scheme
         self.T, self.C = n_tokens, n_cache
         self.enc = encodings
-        self.clips = clips or {}
+        self.clips = clips if clips is not None else {}      # weight -> per-row clip factor (filled on demand)
+        self.grams = grams or {}                               # tensor feeding a projection -> sum x x^T
+        self.rounded = rounded if rounded is not None else {}  # weight -> (codes, scales) from GPTQ
         self.nodes: List[Any] = []
         self.inits: List[Any] = []
         self.spec = GraphSpec(None)
@@ -238,7 +242,7 @@ class GraphBuilder:
             return self._const(name, np.ascontiguousarray(w.T.astype(np.float32)))
         from onnx import TensorProto, helper
 
-        q, scale = quantize_weight(w, bits, self.clips.get(name))
+        q, scale = self.rounded[name] if name in self.rounded else quantize_weight(w, bits, self.clips.get(name))
         qt = np.ascontiguousarray(q.T)                      # (K, N), axis 1 = output channel
         self.spec.weights[name] = {"dtype": f"int{bits}", "axis": "per output channel", "shape": list(w.shape),
                                    "scale_min": float(scale.min()), "scale_max": float(scale.max())}
@@ -259,7 +263,13 @@ class GraphBuilder:
 
     def linear(self, x: str, wname: str, w: np.ndarray, bias: Optional[np.ndarray], point: str, bits: int,
                w_bits: Optional[int] = None) -> str:
-        y = self._node("MatMul", [x, self.weight(wname, w, w_bits or self.scheme.w_bits)], point + ".mm")
+        wb = w_bits or self.scheme.w_bits
+        if self.enc is not None and x in self.grams and wname not in self.rounded:
+            from .onnx_ranges import clip_search, gptq_rows
+
+            self.clips[wname] = clip_search(w, wb, self.grams[x])
+            self.rounded[wname] = gptq_rows(w, wb, self.grams[x], self.clips[wname])
+        y = self._node("MatMul", [x, self.weight(wname, w, wb)], point + ".mm")
         if bias is not None:
             y = self.act(y, point + ".nobias", bits)
             y = self._node("Add", [y, self.const_act(wname + ".bias", bias)], point + ".add")

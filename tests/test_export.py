@@ -124,6 +124,58 @@ def test_w4a8_and_w8a16_layouts(export_of):
     assert w16["kl_mean"] < w4["kl_mean"] < 0.2
 
 
+def test_activation_widths_follow_the_scheme(synthetic_model):
+    """Projection outputs are 8 or 16-bit activations, never the weights' width (a w4 scheme once gave
+    them 4-bit encodings), and the 16-bit islands are 16-bit in every scheme."""
+    from edge_rt.quantize.onnx_export import model_dims, open_export_source
+    from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+
+    src, _ = open_export_source(synthetic_model(**SMALL))
+    w = {t.name: t.load() for t in src.tensors}
+    for scheme, a in (("w4a8", 8), ("w8a8", 8), ("w4a16", 16)):
+        pts = GraphBuilder(model_dims(src), w, SCHEMES[scheme], 4, 8).build("f").points
+        assert set(pts.values()) == {8, 16} if a == 8 else {16}, scheme
+        assert pts["l0.gate"] == pts["l0.q"] == pts["l0.cache_k"] == a
+        assert pts["l0.attn_out"] == pts["l0.ffn_out"] == pts["l0.qk"] == pts["l0.probs"] == pts["logits_q"] == 16
+
+
+def test_gptq_rows_lowers_output_error():
+    from edge_rt.quantize.onnx_graph import quantize_weight
+    from edge_rt.quantize.onnx_ranges import clip_search, gptq_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 64)) @ rng.standard_normal((64, 64))      # correlated inputs
+    h = x.T @ x
+    w = rng.standard_normal((32, 64)).astype(np.float32)
+
+    def err(q, s):
+        e = w - q * s[:, None]
+        return float(np.einsum("nk,kl,nl->", e, h, e))
+
+    rtn = err(*quantize_weight(w, 4))
+    clip = clip_search(w, 4, h)
+    assert err(*quantize_weight(w, 4, clip)) <= rtn
+    q, s = gptq_rows(w, 4, h, clip)
+    assert np.abs(q).max() <= 7 and err(q, s) < 0.8 * rtn
+
+
+@pytest.mark.slow
+def test_range_search_beats_minmax_on_trained_model(tmp_path):
+    """On the trained dense model at w4a8, SmoothQuant + clip search + GPTQ give a lower KL against the
+    float model than min/max with round-to-nearest (measured with QDQ semantics)."""
+    from edge_rt.quantize.onnx_eval import evaluate_export
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    master = Path(__file__).resolve().parent.parent / "models" / "tiny-code-dense-f16.gguf"
+    text = (Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quant_eval.txt").read_text()[:40000]
+    kl = {}
+    for method in ("minmax", "search"):
+        out = tmp_path / method
+        export_onnx(master, out, scheme="w4a8", chunk=32, ctx=64, max_calib_tokens=512, range_method=method)
+        kl[method] = evaluate_export(out, text, max_tokens=512, backend="qdq_ref")["kl_mean"]
+    assert kl["search"] < 0.8 * kl["minmax"], kl
+
+
 @requires_qnn
 @pytest.mark.parametrize("arch,scheme", [("llama", "w8a8"), ("llama", "w4a8"), ("llama", "w8a16"),
                                          ("qwen2", "w8a8"), ("qwen3", "w4a8")])
