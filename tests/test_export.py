@@ -279,3 +279,84 @@ def test_failed_export_leaves_no_folder(synthetic_model, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         onnx_export.export_onnx(synthetic_model(**SMALL), tmp_path / "out", chunk=CHUNK, ctx=CTX, max_calib_tokens=64)
     assert list(tmp_path.iterdir()) == []
+
+
+def _codes_of(folder: Path, names: list, ids: list) -> dict:
+    """Integer codes of the named Q outputs of the prefill graph (ORT CPU EP, QDQ semantics), first chunk."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+    from edge_rt.quantize.onnx_runner import float_session
+
+    m = onnx.load(str(folder / "prefill.onnx"))
+    types = {n.output[0]: n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    inits = {i.name: i.data_type for i in m.graph.initializer}
+    m.graph.output.extend(helper.make_tensor_value_info(n, inits[types[n]], None) for n in names)
+    f = ExportFolder(folder)
+    got = {}
+    f.runner(float_session(m.SerializeToString(), optimize=False), "prefill").window(
+        ids[:CHUNK], on_outputs=lambda r: got.update({n: r[n] for n in names}))
+    assert all(inits[types[n]] in (TensorProto.UINT8, TensorProto.UINT16) for n in names)
+    return got
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a8", "w8a16"])
+def test_intref_matches_qdq_reference_per_op(export_of, scheme):
+    """docs/integer_spec.md's GEMM, Add and Mul (edge_rt.quantize.intref), fed the codes ORT computes
+    for an export, reproduce ORT's output codes within 1 LSB (exactly for almost all elements)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_rt.quantize import intref
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+
+    out = export_of("llama", scheme)
+    f = ExportFolder(out)
+    acts = f.manifest["activations"]
+    A = f.manifest["scheme"]["activation_bits"]
+    W = f.manifest["scheme"]["weight_bits"]
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out / "prefill.onnx")).graph.initializer}
+    c = _codes_of(out, ["l0.ffn_norm.q", "l0.gate.q", "l0.sig.q", "l0.silu.q", "l0.resid1.q", "l0.attn_out.q",
+                        "l0.resid2.q", "l0.ffn_out.q"], f.sample_ids())
+
+    def enc(p):
+        e = acts[p]
+        return e["scale"], e["zero_point"], 16 if e["dtype"] == "uint16" else 8
+
+    def agree(mine, theirs):
+        d = np.abs(mine.astype(np.int64) - theirs.astype(np.int64))
+        assert d.max() <= 1 and (d == 0).mean() > 0.99, (d.max(), (d == 0).mean())
+
+    w = inits["blk.0.ffn_gate.weight.q"].astype(np.int8).T          # (N, K)
+    sa, za, ba = enc("l0.ffn_norm")
+    sy, zy, by = enc("l0.gate")
+    agree(intref.gemm(c["l0.ffn_norm.q"], sa, za, ba, w, inits["blk.0.ffn_gate.weight.scale"], W, sy, zy, by),
+          c["l0.gate.q"])
+    assert ba == A
+    agree(intref.mul(c["l0.gate.q"], *enc("l0.gate")[:2], c["l0.sig.q"], *enc("l0.sig")[:2], *enc("l0.silu")),
+          c["l0.silu.q"])
+    agree(intref.add(c["l0.resid1.q"], *enc("l0.resid1"), c["l0.ffn_out.q"], *enc("l0.ffn_out"),
+                     *enc("l0.resid2")), c["l0.resid2.q"])
+
+
+def test_intref_accumulator_widths():
+    """A16 x W8 at K = 4096 overflows int32 (the spec's table); intref's GEMM stays exact (int64 path,
+    27-bit multiplier) against Python integers, at the extremes of the code ranges."""
+    from edge_rt.quantize import intref
+
+    k = 4096
+    assert intref.gemm_bound(k, 16, 8) > 2 ** 31 > intref.gemm_bound(k, 8, 8)
+    assert intref.precision_for(intref.gemm_bound(k, 16, 8)) == 27
+    rng = np.random.default_rng(0)
+    a = np.where(rng.random((3, k)) < 0.5, 65535, 0).astype(np.uint16)
+    a[0] = 65535
+    w = np.where(rng.random((2, k)) < 0.5, 127, -127).astype(np.int8)
+    w[0] = 127
+    acc = intref.accumulate(a, 0, w, intref.gemm_bound(k, 16, 8))
+    exact = [[sum(int(x) * int(y) for x, y in zip(a[t], w[n])) for n in range(2)] for t in range(3)]
+    assert acc.tolist() == exact and acc[0, 0] == 65535 * 127 * k
+    s_y = 65535 * 127 * k * 1e-3 / 65535      # output range covers the largest accumulator
+    y = intref.gemm(a, 1e-3, 0, 16, w, np.array([1.0, 1.0], np.float32), 8, s_y, 0, 16)
+    want = np.clip(np.floor(np.array(exact, dtype=object) * 1e-3 / s_y + 0.5).astype(np.int64), 0, 65535)
+    assert np.abs(y.astype(np.int64) - want).max() <= 1
