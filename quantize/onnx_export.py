@@ -295,7 +295,7 @@ def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: i
                         "new_v.{i}": [kv_dtype, [d.n_head_kv, T, d.head_dim]]},
         }
         if soc:
-            graphs[gname]["context_binary"] = f"{gname}.{soc}_ctx.onnx"
+            graphs[gname]["context_binary"] = f"{gname}.{soc}_ctx.onnx"     # EPContext model; its _qnn.bin beside
     weights = {}
     for spec in specs.values():
         weights.update(spec.weights)
