@@ -597,15 +597,16 @@ def fit_predictor(
 
 @app.command(name="eval")
 def eval_(
-    model: Path = typer.Argument(..., show_default=False, help="GGUF model to evaluate."),
-    reference: Path = typer.Option(..., "--reference", "-r", help="Reference GGUF (e.g. the F16 master)."),
+    model: Path = typer.Argument(..., show_default=False, help="GGUF model, or an `edge-rt export` folder."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference GGUF (e.g. the F16 master); "
+                                             "for an export folder, default: the model it was exported from."),
     text: Path = typer.Option(..., "--text", help="Evaluation text file."),
     ctx: Optional[int] = typer.Option(None, "-c", "--ctx", min=2,
                                       help="Window length in tokens (default: training context, at most 2048)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
     backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) to get the "
-                                "logits from llama.cpp."),
+                                "logits from llama.cpp; for an export folder ort_cpu (default) or htp (emulator)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Perplexity, mean KL divergence against the reference's logits, and top-1 agreement."""
@@ -616,6 +617,10 @@ def eval_(
             body = text.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             raise InvalidArgumentError(f"[eval] text file not found: {text}") from None
+        if (model / "manifest.json").is_file():
+            return eval_export(model, reference, body, ctx, max_tokens, threads, backend, as_json)
+        if reference is None:
+            raise InvalidArgumentError("[eval] --reference is required for a GGUF model")
         with contextlib.ExitStack() as stack:
             bars = _StageBars(stack)
             r = evaluate(model, reference, body, n_ctx=ctx, max_tokens=max_tokens, threads=threads, backend=backend,
@@ -630,6 +635,11 @@ def eval_(
         typer.echo(f"KL div     mean {r['kl_mean']:.6f}, median {r['kl_median']:.6f}, p99 {r['kl_p99']:.6f}, "
                    f"max {r['kl_max']:.6f} nats")
         typer.echo(f"top-1      {100 * r['top1']:.2f}% agreement")
+
+
+from .cli_export import EXPORT_HELP, eval_export, export_command  # noqa: E402 (uses the helpers above)
+
+app.command(name="export", help=EXPORT_HELP)(export_command)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

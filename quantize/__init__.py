@@ -11,7 +11,10 @@ through them:
 * quants.py (quants_legacy.py, kquants.py, quants_search.py, block_grid.py) -- the block quantizers,
   bit-exact with ggml's, and each type's level grid; gptq.py -- error-feedback rounding on that grid;
 * sensitivity.py, mixed.py -- per-tensor sensitivity and the type search under a byte budget;
-* evaluate.py -- perplexity, KL divergence and top-1 agreement against a reference.
+* evaluate.py -- perplexity, KL divergence and top-1 agreement against a reference;
+* onnx_export.py (+ onnx_graph.py, onnx_ranges.py, onnx_runner.py, onnx_export_folder.py, onnx_check.py,
+  onnx_eval.py) -- integer-only ONNX QDQ export for NPUs, its HTP emulator check and evaluation;
+  intref.py -- the NumPy reference of docs/integer_spec.md.
 """
 
 from __future__ import annotations

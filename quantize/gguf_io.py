@@ -67,9 +67,10 @@ class SourceModel:
         return {t.name: t.shape for t in self.tensors}
 
 
-def read_gguf(path: Path) -> SourceModel:
+def read_gguf(path: Path, dequantize: bool = False) -> SourceModel:
     """Open a GGUF master. Raises ModelIOError / ModelFormatError / UnsupportedArchitectureError /
-    UnsupportedTypeError with the path or tensor named."""
+    UnsupportedTypeError with the path or tensor named. ``dequantize``: accept quantized tensors too,
+    loaded dequantized to float32 (the ONNX export, whose integer grid is not GGUF's)."""
     import gguf
 
     path = Path(path)
@@ -97,7 +98,7 @@ def read_gguf(path: Path) -> SourceModel:
     tensors = []
     for t in r.tensors:
         tname = t.tensor_type.name
-        if tname not in ("F32", "F16", "BF16"):
+        if tname not in ("F32", "F16", "BF16") and not dequantize:
             raise UnsupportedTypeError(
                 f"[quantize] {path}: tensor '{t.name}' is already {tname}; quantize from an F32/F16/BF16 master "
                 "(re-quantizing a quantized model compounds the error)")

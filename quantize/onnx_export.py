@@ -1,0 +1,324 @@
+"""``edge-rt export``: a dense llama/qwen2/qwen3 model as integer-only ONNX QDQ graphs for NPUs.
+
+Steps: read the model (GGUF master, Hugging Face folder, or a quantized GGUF dequantized to float);
+build the float graph (onnx_graph.py) and run it with ONNX Runtime's CPU EP over calibration text to
+measure every quantization point's range (with ``range_method="search"``: a first pass picks the
+SmoothQuant migration, the second also gathers each projection input's x x^T for the weights' clip
+search and GPTQ rounding, onnx_ranges.py); build the QDQ prefill (T tokens) and decode (1 token) graphs
+with those encodings; write them, the host's embedding table and ``manifest.json`` into a staging folder
+that becomes OUT_DIR only when complete. Optionally compile HTP context binaries (``target='htp'``) and
+check every graph on the HTP emulator (devices/qnn_htp.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, ModelIOError, UnsupportedArchitectureError
+from .onnx_graph import MASK_VALUE, OPSET, SCHEMES, Dims, Encoding, GraphBuilder, encoding_from_range
+from .onnx_runner import GraphRunner, float_session
+
+Progress = Callable[[str, int, int], None]
+
+DENSE_ARCHS = ("llama", "qwen2", "qwen3")
+#: Calibration windows hold this many prefill chunks (fewer when the cache is shorter).
+CALIB_WINDOW_CHUNKS = 4
+#: Calibration tokens used at most by default.
+DEFAULT_CALIB_TOKENS = 4096
+FORMAT = "edge_rt.onnx_export/1"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    scheme: str
+    graphs: Dict[str, Path]
+    bytes: int
+    n_calib_tokens: int
+    seconds: float
+    quantized_source: Optional[str] = None     # e.g. "Q4_1": the input was quantized, dequantized first
+    check: Optional[Dict[str, Any]] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def open_export_source(path: Path) -> Tuple[Any, Optional[str]]:
+    """(SourceModel, the dominant quantized type if the input GGUF was quantized, else None)."""
+    from .gguf_io import read_gguf
+    from .pipeline import open_source
+
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            is_gguf = f.read(4) == b"GGUF"
+        if is_gguf:
+            src = read_gguf(path, dequantize=True)
+            qtypes = [t.src_type for t in src.tensors if t.src_type not in ("F32", "F16", "BF16")]
+            return src, (max(set(qtypes), key=qtypes.count) if qtypes else None)
+    return open_source(path), None
+
+
+def model_dims(src: Any) -> Dims:
+    md = src.metadata()
+    a = src.arch
+    if a not in DENSE_ARCHS or int(md.get(f"{a}.expert_count", 0) or 0) > 0:
+        raise UnsupportedArchitectureError(
+            f"[export] {src.path}: '{a}' with experts is a Mixture-of-Experts model; MoE export to ONNX is not "
+            f"supported (dense {', '.join(DENSE_ARCHS)} only)" if a in DENSE_ARCHS or "moe" in a else
+            f"[export] {src.path}: architecture '{a}' cannot be exported; supported: {', '.join(DENSE_ARCHS)}")
+    g = lambda k, d=None: md.get(f"{a}.{k}", d)  # noqa: E731
+    n_embd, n_head = int(g("embedding_length")), int(g("attention.head_count"))
+    head_dim = int(g("attention.key_length", n_embd // n_head))
+    scale_type = g("rope.scaling.type")
+    n_vocab = src.tensor("token_embd.weight").shape[0]
+    d = Dims(arch=a, n_layer=int(g("block_count")), n_embd=n_embd, n_head=n_head,
+             n_head_kv=int(g("attention.head_count_kv", n_head)), head_dim=head_dim,
+             n_rot=int(g("rope.dimension_count", head_dim)), n_vocab=n_vocab,
+             eps=float(g("attention.layer_norm_rms_epsilon", 1e-5)), theta=float(g("rope.freq_base", 10000.0)),
+             rope_scale=1.0 / float(g("rope.scaling.factor", 1.0)) if scale_type == "linear" else 1.0,
+             neox=a != "llama")
+    if d.n_head % d.n_head_kv:
+        raise UnsupportedArchitectureError(f"[export] {src.path}: {d.n_head} heads is not a multiple of "
+                                           f"{d.n_head_kv} KV heads")
+    names = {t.name for t in src.tensors}
+    if "blk.0.attn_q_norm.weight" in names and d.n_rot != d.head_dim:
+        raise UnsupportedArchitectureError(f"[export] {src.path}: Q/K norms with partial RoPE are not supported")
+    return d
+
+
+def calibration_ids(tok: Any, text: str, n_tokens: int, n_cache: int, max_tokens: int) -> Tuple[List[List[int]], int]:
+    """Calibration windows (each CALIB_WINDOW_CHUNKS chunks, fewer if the cache is short) and the
+    window length. Too little text is an error naming the minimum."""
+    chunks = max(1, min(CALIB_WINDOW_CHUNKS, n_cache // n_tokens))
+    win = chunks * n_tokens
+    ids = tok.tokenize(text, add_special=False)[:max_tokens]
+    if len(ids) < win:
+        raise InvalidArgumentError(
+            f"[export] calibration text has {len(ids)} tokens; at least {win} are needed ({chunks} chunk(s) of "
+            f"{n_tokens} tokens, --chunk); give a longer --calib file")
+    return [ids[i:i + win] for i in range(0, len(ids) - win + 1, win)], win
+
+
+def measure_ranges(d: Dims, weights: Dict[str, np.ndarray], windows: List[List[int]], n_tokens: int, n_cache: int,
+                   scheme: str, threads: Optional[int] = None, progress: Optional[Progress] = None,
+                   stats_for: Optional[Dict[str, str]] = None, stage: str = "calibrate",
+                   ) -> Tuple[Dict[str, Tuple[float, float]], Dict[str, int], Dict[str, Any]]:
+    """Min/max of every quantization point over the calibration windows, from the float graph on ORT
+    CPU; and InputStats (onnx_ranges.py) of the points ``stats_for`` maps to their tensor names."""
+    from .onnx_ranges import InputStats, as_rows
+
+    spec = GraphBuilder(d, weights, SCHEMES[scheme], n_tokens, n_cache).build("calibration")
+    sess = float_session(spec.model.SerializeToString(), threads)
+    ranges: Dict[str, List[float]] = {}
+    stats: Dict[str, Any] = {}
+    new_names = {f"new_{k}.{il}": f"l{il}.cache_{k}" for il in range(d.n_layer) for k in "kv"}
+
+    def see(res: Dict[str, np.ndarray]) -> None:
+        for point in stats_for or {}:
+            x = as_rows(point, res[point])
+            stats.setdefault(point, InputStats.empty(x.shape[1])).add(x)
+        for name, arr in res.items():
+            point = new_names.get(name, name)
+            if point not in spec.points:
+                continue
+            lo, hi = float(arr.min()), float(arr.max())
+            r = ranges.setdefault(point, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+    runner = GraphRunner(sess, d, weights["token_embd.weight"], n_tokens, n_cache)
+    for i, w in enumerate(windows):
+        runner.window(w, on_outputs=see, logits=False)
+        if progress:
+            progress(stage, i + 1, len(windows))
+    emb = weights["token_embd.weight"]
+    ranges["in.x"] = [float(emb.min()), float(emb.max())]       # any token may come: the whole table
+    ranges["in.cos"] = ranges["in.sin"] = [-1.0, 1.0]
+    ranges["in.mask"] = [MASK_VALUE, 0.0]
+    return {k: (v[0], v[1]) for k, v in ranges.items()}, spec.points, stats
+
+
+def _encodings(ranges: Dict[str, Tuple[float, float]], points: Dict[str, int]) -> Dict[str, Encoding]:
+    return {p: encoding_from_range(*ranges[p], bits) for p, bits in points.items()}
+
+
+def _staging(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+
+
+def _commit(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the complete ``staging`` folder (the old one removed only after)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Optional[Path] = None,
+                chunk: int = 64, ctx: int = 512, force: bool = False, target: Optional[str] = None,
+                soc: str = "sm8650", check: Optional[str] = None, max_calib_tokens: int = DEFAULT_CALIB_TOKENS,
+                threads: Optional[int] = None, progress: Optional[Progress] = None,
+                range_method: str = "search") -> ExportResult:
+    """Export ``model`` to ``out_dir`` (see the module docstring). Raises on bad input before any
+    folder is made; on any failure nothing is left at ``out_dir`` (an existing one is kept)."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    if scheme not in SCHEMES:
+        raise InvalidArgumentError(f"[export] unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    if range_method not in ("search", "minmax"):
+        raise InvalidArgumentError(f"[export] unknown --ranges {range_method!r}; expected search or minmax")
+    if chunk < 1 or ctx < chunk:
+        raise InvalidArgumentError(f"[export] --ctx ({ctx}) must be at least --chunk ({chunk}), and --chunk >= 1")
+    for what, v in (("--target", target), ("--check", check)):
+        if v not in (None, "htp"):
+            raise InvalidArgumentError(f"[export] {what} {v!r}: only 'htp' (Qualcomm Hexagon) is supported")
+    if target or check:
+        from ..devices.qnn_htp import SOCS, require_qnn
+
+        require_qnn()
+        if soc not in SOCS:
+            raise InvalidArgumentError(f"[export] unknown --soc {soc!r}; known: {', '.join(SOCS)}")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise ImportError('[export] ONNX export needs onnx and onnxruntime: pip install "edge-rt[onnx]"') from e
+    if out_dir.exists() and not force:
+        raise InvalidArgumentError(f"[export] {out_dir} exists; pass --force to replace it")
+    if not out_dir.parent.is_dir():
+        raise ModelIOError(f"[export] parent folder of {out_dir} does not exist")
+
+    from ..tokenizer import Tokenizer
+    from .calibrate import read_text, text_digest
+
+    src, quantized = open_export_source(model)
+    d = model_dims(src)
+    text = read_text(calib)
+    tok = Tokenizer.from_metadata(src.metadata())
+    windows, win = calibration_ids(tok, text, chunk, ctx, max_calib_tokens)
+    weights = {t.name: t.load() for t in src.tensors}
+    alphas: Dict[str, Any] = {}
+    grams: Dict[str, np.ndarray] = {}
+    if range_method == "search":
+        from .onnx_ranges import projection_inputs, smooth
+
+        inputs = projection_inputs(d)
+        if SCHEMES[scheme].a_bits == 8:     # SmoothQuant first: it changes the ranges measured below
+            norms = {pt: t for t, (pt, _) in inputs.items() if pt.endswith("_norm")}
+            _, _, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress, stats_for=norms,
+                                      stage="smoothing")
+            alphas = smooth(weights, d, st, SCHEMES[scheme].w_bits)
+        ranges, points, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress,
+                                            stats_for={pt: t for t, (pt, _) in inputs.items()})
+        grams = {t: st[pt].gram for t, (pt, _) in inputs.items()}
+    else:
+        ranges, points, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
+    enc = _encodings(ranges, points)
+    clips: Dict[str, np.ndarray] = {}
+    rounded: Dict[str, Any] = {}
+
+    staging = _staging(out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        graphs, specs = {}, {}
+        for gname, T in (("prefill", chunk), ("decode", 1)):
+            spec = GraphBuilder(d, weights, SCHEMES[scheme], T, ctx, encodings=enc, clips=clips,
+                                grams=grams, rounded=rounded).build(gname)
+            import onnx
+
+            # (onnx.checker does not know SimplifiedLayerNormalization, which ONNX Runtime registers in the
+            # default domain; loading each graph in ORT is the validation)
+            path = staging / f"{gname}.onnx"
+            onnx.save(spec.model, str(path))
+            graphs[gname], specs[gname] = path, spec
+            if progress:
+                progress("write", len(graphs), 2)
+        np.save(staging / "embeddings.npy", weights["token_embd.weight"].astype(np.float16))
+        notes = []
+        if target == "htp":
+            from ..devices.qnn_htp import htp_session
+
+            for gname, path in list(graphs.items()):
+                htp_session(str(path), soc, context_file=staging / f"{gname}.{soc}_ctx.onnx")
+            notes.append(f"HTP context binaries for {soc} written beside the graphs")
+        manifest = _manifest(src, quantized, d, scheme, chunk, ctx, enc, specs, text_digest(text),
+                             len(windows) * win, soc if target else None)
+        manifest["calibration"]["ranges"] = (
+            "SmoothQuant alpha searched per norm, then min/max (ORT CPU, float graph), weight clip per row "
+            "minimizing output error" if range_method == "search" else "min/max (ORT CPU, float graph)")
+        manifest["calibration"]["smoothquant_alpha"] = alphas
+        manifest["calibration"]["mean_clip"] = {k: float(v.mean()) for k, v in clips.items()}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        _commit(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    res = ExportResult(out_dir=out_dir, scheme=scheme, graphs={k: out_dir / v.name for k, v in graphs.items()},
+                       bytes=sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()),
+                       n_calib_tokens=len(windows) * win, seconds=time.perf_counter() - t0,
+                       quantized_source=quantized, notes=notes)
+    if quantized:
+        res.notes.append(f"the source was quantized ({quantized}); it was dequantized to float first")
+    if check == "htp":
+        from .onnx_check import check_htp
+
+        res.check = check_htp(out_dir, soc=soc, progress=progress)
+    return res
+
+
+def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: int, ctx: int,
+              enc: Dict[str, Encoding], specs: Dict[str, Any], digest: str, n_calib: int,
+              soc: Optional[str]) -> Dict[str, Any]:
+    s = SCHEMES[scheme]
+    kv_dtype = "uint16" if s.a_bits == 16 else "uint8"
+    graphs = {}
+    for gname in specs:
+        T = chunk if gname == "prefill" else 1
+        cache = [d.n_head_kv, ctx, d.head_dim]
+        graphs[gname] = {
+            "file": f"{gname}.onnx", "n_tokens": T, "n_cache": ctx,
+            "inputs": {"x": ["float32", [T, d.n_embd]], "cos": ["float32", [T, d.head_dim]],
+                       "sin": ["float32", [T, d.head_dim]], "mask": ["float32", [T, ctx + T]],
+                       "past_k.{i}": [kv_dtype, cache], "past_v.{i}": [kv_dtype, cache]},
+            "outputs": {"logits": ["float32", [T, d.n_vocab]],
+                        "new_k.{i}": [kv_dtype, [d.n_head_kv, T, d.head_dim]],
+                        "new_v.{i}": [kv_dtype, [d.n_head_kv, T, d.head_dim]]},
+        }
+        if soc:
+            graphs[gname]["context_binary"] = f"{gname}.{soc}_ctx.onnx"     # EPContext model; its _qnn.bin beside
+    weights = {}
+    for spec in specs.values():
+        weights.update(spec.weights)
+    return {
+        "format": FORMAT, "opset": OPSET,
+        "scheme": {"name": scheme, "weight_bits": s.w_bits, "activation_bits": s.a_bits, "lm_head_weight_bits": 8,
+                   "kv_cache": kv_dtype, "layout": "MobileQuant: 16-bit residual stream, norm inputs/weights, "
+                   "QK^T, masked scores, softmax output, lm_head input/output"},
+        "source": {"path": str(Path(src.path).resolve()), "arch": d.arch,
+                   "quantized": quantized is not None, "quantized_type": quantized,
+                   "note": (f"source was {quantized}, dequantized to float before export" if quantized else
+                            "float master")},
+        "tokenizer": {"source": str(Path(src.path).resolve())},
+        "dims": d.__dict__,
+        "graphs": graphs,
+        "host": {"embedding_gather": "runs on the host CPU: embeddings.npy (float16, [n_vocab, n_embd]) rows "
+                 "are the graph input x",
+                 "rope": "cos/sin tables in NEOX-halves layout (llama's Q/K rows are permuted to it); "
+                 "1 and 0 past n_rot",
+                 "mask_value": MASK_VALUE,
+                 "cache": "new_k/new_v (the chunk's entries, cache encoding) go to slots [n_past, n_past + T); "
+                 "the chunk itself sits at attention slots C..C+T-1"},
+        "calibration": {"tokens": n_calib, "text_sha256_16": digest, "ranges": "min/max (ORT CPU, float graph)"},
+        "activations": {p: e.to_json() for p, e in enc.items()},
+        "weights": weights,
+    }

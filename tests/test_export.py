@@ -1,0 +1,385 @@
+"""`edge-rt export` (ONNX QDQ graphs for NPUs) on tiny synthetic models: graph numerics, the export
+folder, `edge-rt eval` on it, the HTP emulator check, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+# small enough that an export with its HTP check takes seconds; GQA (4 heads over 2 KV heads)
+SMALL = dict(n_vocab=384, n_embd=64, n_ff=128, n_layer=2, n_head=4, n_head_kv=2, weight_type="F16")
+CHUNK, CTX = 8, 32
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    from helpers import edge_rt_env
+
+    return subprocess.run([sys.executable, "-m", "edge_rt", *args], capture_output=True, text=True,
+                          env=edge_rt_env(), timeout=600)
+
+
+def _qnn_available() -> bool:
+    try:
+        import onnxruntime_qnn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def requires_qnn(test):
+    """Skips without onnxruntime-qnn locally; under CI (the test extra installs it) a missing one fails."""
+    import os
+
+    if _qnn_available() or os.environ.get("CI") == "true":
+        return test
+    return pytest.mark.skip(reason='onnxruntime-qnn not installed (pip install "edge-rt[qnn]")')(test)
+
+
+@pytest.fixture(scope="module")
+def export_of(synthetic_model, tmp_path_factory):
+    """export_of(arch, scheme) -> export folder of a SMALL synthetic model, cached for the module."""
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    root = tmp_path_factory.mktemp("exports")
+    cache = {}
+
+    def make(arch: str = "llama", scheme: str = "w8a8") -> Path:
+        if (arch, scheme) not in cache:
+            src = synthetic_model(arch=arch, **SMALL)
+            out = root / f"{arch}-{scheme}"
+            export_onnx(src, out, scheme=scheme, chunk=CHUNK, ctx=CTX, max_calib_tokens=256)
+            cache[(arch, scheme)] = out
+        return cache[(arch, scheme)]
+
+    return make
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_float_graph_matches_numpy_forward(synthetic_model, arch):
+    """The graph's rewrites (NEOX row order, rotate_half folded into weights, 1/sqrt(d) in W_q or the
+    Q norm, grouped GQA) are exact: the float graph reproduces the NumPy forward pass, chunk by chunk
+    through its KV cache (prefill) and token by token (decode)."""
+    from edge_rt.quantize.onnx_export import model_dims, open_export_source
+    from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+    from edge_rt.quantize.onnx_runner import GraphRunner, float_session
+    from edge_rt.quantize.reference_forward import NumpyModel
+
+    src, quantized = open_export_source(synthetic_model(arch=arch, **SMALL))
+    assert quantized is None
+    d = model_dims(src)
+    w = {t.name: t.load() for t in src.tensors}
+    ids = list(np.random.default_rng(1).integers(0, SMALL["n_vocab"], 3 * CHUNK))
+    ref = NumpyModel(src).logits(ids)
+    for T in (CHUNK, 1):
+        spec = GraphBuilder(d, w, SCHEMES["w8a8"], T, CTX).build("f")
+        got = GraphRunner(float_session(spec.model.SerializeToString()), d, w["token_embd.weight"], T, CTX).window(ids)
+        assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max())), (arch, T)
+
+
+def test_export_folder_and_eval(export_of):
+    """The folder holds both graphs, the embeddings and a manifest with every encoding; `edge-rt eval`
+    on it (ORT CPU EP) agrees closely with the float model."""
+    out = export_of("llama", "w8a8")
+    assert sorted(p.name for p in out.iterdir()) == ["decode.onnx", "embeddings.npy", "manifest.json", "prefill.onnx"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["opset"] == 21 and m["scheme"]["name"] == "w8a8"
+    assert m["graphs"]["prefill"]["n_tokens"] == CHUNK and m["graphs"]["decode"]["n_tokens"] == 1
+    assert m["graphs"]["prefill"]["inputs"]["past_k.{i}"] == ["uint8", [2, CTX, 16]]
+    assert m["activations"]["l0.qk"]["dtype"] == "uint16" and m["activations"]["l0.sig"]["dtype"] == "uint8"
+    assert m["weights"]["blk.0.ffn_up.weight"]["dtype"] == "int8"
+    assert m["source"]["quantized"] is False
+    text = DEFAULT_CALIBRATION_TEXT.read_text()[30000:40000]
+    tf = out.parent / "eval.txt"
+    tf.write_text(text)
+    r = _cli("eval", str(out), "--text", str(tf), "--max-tokens", "256", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["backend"] == "ort_cpu" and res["n_tokens"] == 8 * (CTX - 1)
+    assert res["kl_mean"] < 0.05 and res["top1"] > 0.8
+
+
+def test_w4a8_and_w8a16_layouts(export_of):
+    """w4a8: int4 projections, int8 lm_head; w8a16: every activation and the cache 16-bit. Evaluated
+    with QDQ semantics (qdq_ref), w8a16 is closer to the float model than w4a8."""
+    from edge_rt.quantize.onnx_eval import evaluate_export
+
+    m4 = json.loads((export_of("llama", "w4a8") / "manifest.json").read_text())
+    assert m4["weights"]["blk.0.ffn_up.weight"]["dtype"] == "int4"
+    assert m4["weights"]["output.weight"]["dtype"] == "int8"
+    m16 = json.loads((export_of("llama", "w8a16") / "manifest.json").read_text())
+    assert {a["dtype"] for a in m16["activations"].values()} == {"uint16"}
+    text = DEFAULT_CALIBRATION_TEXT.read_text()[30000:40000]
+    w4 = evaluate_export(export_of("llama", "w4a8"), text, max_tokens=128, backend="qdq_ref")
+    w16 = evaluate_export(export_of("llama", "w8a16"), text, max_tokens=128, backend="qdq_ref")
+    assert w16["kl_mean"] < w4["kl_mean"] < 0.2
+
+
+def test_activation_widths_follow_the_scheme(synthetic_model):
+    """Projection outputs are 8 or 16-bit activations, never the weights' width (a w4 scheme once gave
+    them 4-bit encodings), and the 16-bit islands are 16-bit in every scheme."""
+    from edge_rt.quantize.onnx_export import model_dims, open_export_source
+    from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+
+    src, _ = open_export_source(synthetic_model(**SMALL))
+    w = {t.name: t.load() for t in src.tensors}
+    for scheme, a in (("w4a8", 8), ("w8a8", 8), ("w4a16", 16)):
+        pts = GraphBuilder(model_dims(src), w, SCHEMES[scheme], 4, 8).build("f").points
+        assert set(pts.values()) == {8, 16} if a == 8 else {16}, scheme
+        assert pts["l0.gate"] == pts["l0.q"] == pts["l0.cache_k"] == a
+        assert pts["l0.attn_out"] == pts["l0.ffn_out"] == pts["l0.qk"] == pts["l0.probs"] == pts["logits_q"] == 16
+
+
+def test_gptq_rows_lowers_output_error():
+    from edge_rt.quantize.onnx_graph import quantize_weight
+    from edge_rt.quantize.onnx_ranges import clip_search, gptq_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 64)) @ rng.standard_normal((64, 64))      # correlated inputs
+    h = x.T @ x
+    w = rng.standard_normal((32, 64)).astype(np.float32)
+
+    def err(q, s):
+        e = w - q * s[:, None]
+        return float(np.einsum("nk,kl,nl->", e, h, e))
+
+    rtn = err(*quantize_weight(w, 4))
+    clip = clip_search(w, 4, h)
+    assert err(*quantize_weight(w, 4, clip)) <= rtn
+    q, s = gptq_rows(w, 4, h, clip)
+    assert np.abs(q).max() <= 7 and err(q, s) < 0.8 * rtn
+
+
+@pytest.mark.slow
+def test_range_search_beats_minmax_on_trained_model(tmp_path):
+    """On the trained dense model at w4a8, SmoothQuant + clip search + GPTQ give a lower KL against the
+    float model than min/max with round-to-nearest (measured with QDQ semantics)."""
+    from edge_rt.quantize.onnx_eval import evaluate_export
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    master = Path(__file__).resolve().parent.parent / "models" / "tiny-code-dense-f16.gguf"
+    text = (Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quant_eval.txt").read_text()[:40000]
+    kl = {}
+    for method in ("minmax", "search"):
+        out = tmp_path / method
+        export_onnx(master, out, scheme="w4a8", chunk=32, ctx=64, max_calib_tokens=512, range_method=method)
+        kl[method] = evaluate_export(out, text, max_tokens=512, backend="qdq_ref")["kl_mean"]
+    assert kl["search"] < 0.8 * kl["minmax"], kl
+
+
+@requires_qnn
+@pytest.mark.parametrize("arch,scheme", [("llama", "w8a8"), ("llama", "w4a8"), ("llama", "w8a16"),
+                                         ("qwen2", "w8a8"), ("qwen3", "w4a8")])
+def test_check_htp_all_nodes_on_npu(export_of, arch, scheme):
+    """Every graph loads on the emulated HTP with CPU fallback disabled, and agrees with ORT's QDQ reference."""
+    from edge_rt.quantize.onnx_check import check_htp
+
+    rep = check_htp(export_of(arch, scheme), n_decode=2)
+    for g in ("prefill", "decode"):
+        c = rep["graphs"][g]
+        assert c["all_nodes_on_htp"]
+        assert c["cache_codes_vs_cpu_ep"]["within_3_lsb"] > 0.95, (g, c)   # random weights: a wide tail
+        assert c["top1_vs_cpu_ep"] >= 0.75, (g, c)
+
+
+@requires_qnn
+def test_check_htp_names_refused_nodes(tmp_path):
+    """A node the HTP does not take (RMSNorm on an 8-bit input) is named in the error."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_rt.devices.qnn_htp import NotNpuLegalError, htp_session
+
+    def c(name, a):
+        return numpy_helper.from_array(np.asarray(a), name)
+
+    inits = [c("s", np.float32(0.05)), c("z", np.uint8(128)), c("gq", np.full(16, 65535, np.uint16)),
+             c("gs", np.float32(1 / 65535)), c("gz", np.uint16(0))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["gq", "gs", "gz"], ["g"]),
+             helper.make_node("SimplifiedLayerNormalization", ["xd", "g"], ["y0"], name="the_norm", axis=-1),
+             helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    path = tmp_path / "bad.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(NotNpuLegalError, match="the_norm") as ei:
+        htp_session(str(path))
+    assert ei.value.nodes == ["the_norm (SimplifiedLayerNormalization)"]
+
+
+def test_quantized_source_is_dequantized_and_said(synthetic_model, tmp_path):
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    src = synthetic_model(**{**SMALL, "weight_type": "Q8_0"})
+    r = export_onnx(src, tmp_path / "out", chunk=CHUNK, ctx=CTX, max_calib_tokens=64)
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["source"]["quantized"] is True and m["source"]["quantized_type"] == "Q8_0"
+    assert any("Q8_0" in n for n in r.notes)
+
+
+def test_bad_input(synthetic_model, tmp_path, monkeypatch):
+    src = synthetic_model(**SMALL)
+    out = tmp_path / "out"
+    # too little calibration text: the minimum is named, and nothing is left behind
+    short = tmp_path / "short.txt"
+    short.write_text("x = 1\n")
+    r = _cli("export", str(src), str(out), "--chunk", "8", "--ctx", "32", "--calib", str(short))
+    assert r.returncode == 1 and "at least 32 are needed" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == [short]
+    # an existing OUT_DIR needs --force
+    out.mkdir()
+    (out / "keep").write_text("x")
+    r = _cli("export", str(src), str(out), "--chunk", "8", "--ctx", "32")
+    assert r.returncode == 1 and "--force" in r.stderr
+    assert (out / "keep").exists()
+    # MoE is refused by name
+    moe = synthetic_model(**{**SMALL, "n_expert": 4, "n_expert_used": 2})
+    r = _cli("export", str(moe), str(tmp_path / "moe"))
+    assert r.returncode == 1 and "Mixture-of-Experts" in r.stderr, r.stderr
+    # --check htp without the extra names it
+    import builtins
+
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    real_import = builtins.__import__
+
+    def no_qnn(name, *a, **k):
+        if name == "onnxruntime_qnn":
+            raise ImportError("No module named 'onnxruntime_qnn'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_qnn)
+    with pytest.raises(ImportError, match=r'pip install "edge-rt\[qnn\]"'):
+        export_onnx(src, tmp_path / "q", check="htp")
+    assert not (tmp_path / "q").exists()
+
+
+def test_failed_export_leaves_no_folder(synthetic_model, tmp_path, monkeypatch):
+    """A failure after the staging folder exists (here: writing the manifest) removes it."""
+    from edge_rt.quantize import onnx_export
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx_export, "_manifest", boom)
+    with pytest.raises(OSError, match="disk full"):
+        onnx_export.export_onnx(synthetic_model(**SMALL), tmp_path / "out", chunk=CHUNK, ctx=CTX, max_calib_tokens=64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _codes_of(folder: Path, names: list, ids: list) -> dict:
+    """Integer codes of the named Q outputs of the prefill graph (ORT CPU EP, QDQ semantics), first chunk."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+    from edge_rt.quantize.onnx_runner import float_session
+
+    m = onnx.load(str(folder / "prefill.onnx"))
+    types = {n.output[0]: n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    inits = {i.name: i.data_type for i in m.graph.initializer}
+    m.graph.output.extend(helper.make_tensor_value_info(n, inits[types[n]], None) for n in names)
+    f = ExportFolder(folder)
+    got = {}
+    f.runner(float_session(m.SerializeToString(), optimize=False), "prefill").window(
+        ids[:CHUNK], on_outputs=lambda r: got.update({n: r[n] for n in names}))
+    assert all(inits[types[n]] in (TensorProto.UINT8, TensorProto.UINT16) for n in names)
+    return got
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a8", "w8a16"])
+def test_intref_matches_qdq_reference_per_op(export_of, scheme):
+    """docs/integer_spec.md's GEMM, Add and Mul (edge_rt.quantize.intref), fed the codes ORT computes
+    for an export, reproduce ORT's output codes within 1 LSB (exactly for almost all elements)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_rt.quantize import intref
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+
+    out = export_of("llama", scheme)
+    f = ExportFolder(out)
+    acts = f.manifest["activations"]
+    A = f.manifest["scheme"]["activation_bits"]
+    W = f.manifest["scheme"]["weight_bits"]
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out / "prefill.onnx")).graph.initializer}
+    c = _codes_of(out, ["l0.ffn_norm.q", "l0.gate.q", "l0.sig.q", "l0.silu.q", "l0.resid1.q", "l0.attn_out.q",
+                        "l0.resid2.q", "l0.ffn_out.q"], f.sample_ids())
+
+    def enc(p):
+        e = acts[p]
+        return e["scale"], e["zero_point"], 16 if e["dtype"] == "uint16" else 8
+
+    def agree(mine, theirs):
+        d = np.abs(mine.astype(np.int64) - theirs.astype(np.int64))
+        assert d.max() <= 1 and (d == 0).mean() > 0.99, (d.max(), (d == 0).mean())
+
+    w = inits["blk.0.ffn_gate.weight.q"].astype(np.int8).T          # (N, K)
+    sa, za, ba = enc("l0.ffn_norm")
+    sy, zy, by = enc("l0.gate")
+    agree(intref.gemm(c["l0.ffn_norm.q"], sa, za, ba, w, inits["blk.0.ffn_gate.weight.scale"], W, sy, zy, by),
+          c["l0.gate.q"])
+    assert ba == A
+    agree(intref.mul(c["l0.gate.q"], *enc("l0.gate")[:2], c["l0.sig.q"], *enc("l0.sig")[:2], *enc("l0.silu")),
+          c["l0.silu.q"])
+    agree(intref.add(c["l0.resid1.q"], *enc("l0.resid1"), c["l0.ffn_out.q"], *enc("l0.ffn_out"),
+                     *enc("l0.resid2")), c["l0.resid2.q"])
+
+
+def test_intref_accumulator_widths():
+    """A16 x W8 at K = 4096 overflows int32 (the spec's table); intref's GEMM stays exact (int64 path,
+    27-bit multiplier) against Python integers, at the extremes of the code ranges."""
+    from edge_rt.quantize import intref
+
+    k = 4096
+    assert intref.gemm_bound(k, 16, 8) > 2 ** 31 > intref.gemm_bound(k, 8, 8)
+    assert intref.precision_for(intref.gemm_bound(k, 16, 8)) == 27
+    rng = np.random.default_rng(0)
+    a = np.where(rng.random((3, k)) < 0.5, 65535, 0).astype(np.uint16)
+    a[0] = 65535
+    w = np.where(rng.random((2, k)) < 0.5, 127, -127).astype(np.int8)
+    w[0] = 127
+    acc = intref.accumulate(a, 0, w, intref.gemm_bound(k, 16, 8))
+    exact = [[sum(int(x) * int(y) for x, y in zip(a[t], w[n])) for n in range(2)] for t in range(3)]
+    assert acc.tolist() == exact and acc[0, 0] == 65535 * 127 * k
+    s_y = 65535 * 127 * k * 1e-3 / 65535      # output range covers the largest accumulator
+    y = intref.gemm(a, 1e-3, 0, 16, w, np.array([1.0, 1.0], np.float32), 8, s_y, 0, 16)
+    want = np.clip(np.floor(np.array(exact, dtype=object) * 1e-3 / s_y + 0.5).astype(np.int64), 0, 65535)
+    assert np.abs(y.astype(np.int64) - want).max() <= 1
+
+
+@requires_qnn
+def test_target_htp_writes_loadable_context_binaries(synthetic_model, tmp_path):
+    """--target htp: each graph's ahead-of-time compiled HTP context (an EPContext model + .bin) is
+    written, and it loads and runs on the emulator like the graph it came from."""
+    from edge_rt.devices.qnn_htp import htp_session
+    from edge_rt.quantize.onnx_export import export_onnx
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+
+    out = tmp_path / "out"
+    export_onnx(synthetic_model(**SMALL), out, chunk=CHUNK, ctx=CTX, max_calib_tokens=64, target="htp",
+                range_method="minmax")
+    m = json.loads((out / "manifest.json").read_text())
+    f = ExportFolder(out)
+    ids = f.sample_ids()[:2]
+    for g in ("prefill", "decode"):
+        ctx_model = out / m["graphs"][g]["context_binary"]
+        assert ctx_model.is_file() and (out / f"{g}.sm8650_ctx_qnn.bin").is_file()
+        if g == "decode":
+            a = f.runner(htp_session(str(ctx_model)), g).window(ids)
+            b = f.runner(htp_session(str(out / "decode.onnx")), g).window(ids)
+            assert np.array_equal(a, b)
