@@ -329,8 +329,11 @@ def write_synthetic_gguf(
     sliding_window_pattern: Optional[int] = None,
     rope_theta_swa: Optional[float] = None,
     final_logit_softcap: Optional[float] = None,
+    chat_template: Optional[str] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
+
+    ``chat_template`` is written as ``tokenizer.chat_template`` (Jinja text) when given.
 
     Matrices use ``weight_type``; the token embedding ``embed_type`` and the output head
     ``output_type`` (both default to ``weight_type``); norms (and qwen2 biases) are F32.
@@ -362,7 +365,7 @@ def write_synthetic_gguf(
     ``rope.freq_base_swa``; ``final_logit_softcap`` writes ``final_logit_softcapping``.
     """
     params = dict(locals())
-    del params["path"]
+    del params["path"], params["chat_template"]
     import gguf
 
     plan = _plan(**params)
@@ -438,6 +441,8 @@ def write_synthetic_gguf(
                 w.add_unk_token_id(vocab["unk"])
             w.add_add_bos_token(vocab["add_bos"])
             w.add_add_eos_token(False)
+            if chat_template is not None:
+                w.add_chat_template(chat_template)
 
             for s in plan.specs:
                 if s.wtype in ("F32", "F16"):
