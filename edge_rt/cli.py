@@ -1,5 +1,5 @@
 """The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``, ``quantize``, ``eval``,
-``fit-predictor``.
+``fit-predictor``; ``chat`` and ``serve`` (edge_rt/cli_chat.py).
 
 Errors a user can cause (missing file, not a GGUF, unsupported model, bad value) print one line,
 ``edge-rt: error: <message>``, on stderr and exit with status 1; usage errors exit with 2 (Click's
@@ -630,6 +630,11 @@ def eval_(
         typer.echo(f"KL div     mean {r['kl_mean']:.6f}, median {r['kl_median']:.6f}, p99 {r['kl_p99']:.6f}, "
                    f"max {r['kl_max']:.6f} nats")
         typer.echo(f"top-1      {100 * r['top1']:.2f}% agreement")
+
+
+from . import cli_chat  # noqa: E402  (its commands use this module's helpers)
+
+cli_chat.register(app)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
