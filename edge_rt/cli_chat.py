@@ -112,14 +112,16 @@ def chat_loop(m: Any, system: Optional[str], sampling: Dict[str, Any], template:
             continue
         history.append({"role": "user", "content": line})
         reply: List[str] = []
-        pieces = m.chat_stream(history, template=template, **sampling)
-        try:
+        pieces = None
+        try:  # Ctrl-C anywhere in the turn (template, prompt, reply) stops this reply only
+            pieces = m.chat_stream(history, template=template, **sampling)
             for piece in pieces:
                 reply.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
-            pieces.close()
+            if pieces is not None:
+                pieces.close()
             sys.stdout.write(" [stopped]")
         sys.stdout.write("\n")
         sys.stdout.flush()
