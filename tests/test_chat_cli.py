@@ -96,3 +96,13 @@ def test_chat_without_a_model_uses_the_chat_extra_model(tmp_path):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("command", ["chat", "serve"])
+def test_help(command):
+    from typer.testing import CliRunner
+
+    from edge_rt import cli
+
+    r = CliRunner().invoke(cli.app, [command, "--help"])
+    assert r.exit_code == 0 and "Usage" in r.stdout and "--mem-budget" in r.stdout

@@ -280,3 +280,18 @@ def test_hostile_template_in_the_gguf_fails_chat_by_name_and_the_server_stays_up
         assert message in r.json()["error"]["message"] and time.monotonic() - t0 < 10
         assert _client(s).completions.create(model=MODEL_ID, prompt="ab", max_tokens=2).choices
         assert httpx.get(s.url + "/health").json()["status"] == "ok"
+
+
+def test_smollm2_through_the_server_answers_as_the_engine_does():
+    import real_models
+
+    name = "smollm2-135m-instruct-q4_1"
+    path = real_models.model_path(name)
+    if path is None:
+        pytest.skip(real_models.unavailable_reason(name))
+    msgs = [{"role": "user", "content": "What does HTTP stand for?"}]
+    with ServerProcess(path, "--ctx", "512", "--model-id", "smollm2") as s:
+        reply = _client(s).chat.completions.create(model="smollm2", messages=msgs, max_tokens=16, temperature=0)
+    with edge_rt.load(path, threads=1, n_ctx=512) as m:
+        assert reply.choices[0].message.content == m.chat(msgs, max_tokens=16, temperature=0)
+    assert reply.choices[0].message.content.startswith("HTTP stands for")

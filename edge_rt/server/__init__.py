@@ -37,9 +37,10 @@ def _require_stack() -> None:
 def serve(model: Any, *, model_id: str, host: str = "127.0.0.1", port: int = 8080, api_key: Optional[str] = None,
           max_queue: int = 64, drain_timeout: int = 30, log_requests: bool = False,
           announce: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> None:
-    """Serve ``model`` until SIGINT or SIGTERM, then drain: stop accepting connections, let running
-    requests finish (at most ``drain_timeout`` seconds; later ones are cancelled), answer queued ones
-    with an error, return. ``port`` 0 picks a free port; ``announce`` gets the URL line."""
+    """Serve ``model`` until SIGINT or SIGTERM, then drain: stop accepting connections, let the
+    requests already received finish (for at most ``drain_timeout`` seconds, then uvicorn cancels
+    them), answer any still queued with an error, return. ``port`` 0 picks a free port; ``announce``
+    gets the URL line."""
     _require_stack()
     import uvicorn
 
