@@ -212,23 +212,29 @@ def _wait_for(predicate, timeout=30.0):
 def test_a_client_that_disconnects_cancels_its_generation():
     # A long context and a streaming budget keep one generation running for seconds.
     with ServerProcess(DEFAULT_MODEL, "--ctx", "2048", "--mem-budget", "12MB") as s:
-        body = {"prompt": "class A:\n", "max_tokens": 2000, "stream": True, "temperature": 1.0}
+        def cancelled():
+            return _metric(httpx.get(s.url + "/metrics").text, "generations_total", '{outcome="cancelled"}')
+
+        body = {"prompt": "class A:\n", "max_tokens": 2000, "stream": True, "temperature": 1.0, "seed": 1}
         with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
             seen = 0
             for line in r.iter_lines():
                 seen += line.startswith("data: {")
                 if seen == 3:
-                    break  # leaving the block closes the connection mid-stream
-        assert _wait_for(lambda: _metric(httpx.get(s.url + "/metrics").text, "generations_total",
-                                         '{outcome="cancelled"}') == 1)
+                    # meanwhile a non-streaming client waits in the queue behind it, then gives up
+                    with pytest.raises(httpx.ReadTimeout):
+                        httpx.post(s.url + "/v1/completions", json={**body, "stream": False}, timeout=0.5)
+                    break  # leaving the block closes the streaming connection mid-stream
+        assert _wait_for(lambda: cancelled() == 2)  # the running one stopped, the queued one never ran
         assert _metric(httpx.get(s.url + "/metrics").text, "generated_tokens_total") < 2000
-        with pytest.raises(httpx.ReadTimeout):  # a non-streaming client that gives up
+        with pytest.raises(httpx.ReadTimeout):  # a non-streaming client that gives up while generating
             httpx.post(s.url + "/v1/completions", json={**body, "stream": False}, timeout=0.5)
-        assert _wait_for(lambda: _metric(httpx.get(s.url + "/metrics").text, "generations_total",
-                                         '{outcome="cancelled"}') == 2)
+        assert _wait_for(lambda: cancelled() == 3)
         t0 = time.monotonic()  # the worker is free again at once
         assert _client(s).completions.create(model=MODEL_ID, prompt="x", max_tokens=2).choices
         assert time.monotonic() - t0 < 10
+        s.send_signal(signal.SIGTERM)  # no abandoned request holds the drain
+        assert s.wait(10) == 0, s.output
 
 
 def test_sigint_mid_generation_finishes_the_reply_and_exits_cleanly():

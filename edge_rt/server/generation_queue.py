@@ -118,8 +118,9 @@ class GenerationQueue:
                 return
             with self._lock:
                 self._waiting -= 1
-            if job.cancel.is_set():
+            if job.cancel.is_set():  # its client left while it waited: answer (nobody reads it) and skip
                 self._stats.job_finished(job, None, "cancelled")
+                self._emit(job, ("error", EdgeRTError("[serve] the client disconnected before its turn")))
                 continue
             self._busy = True
             try:
