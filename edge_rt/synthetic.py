@@ -130,6 +130,8 @@ _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
 _PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot", "rope_attn_factor")
 # Gemma 3 parameters: keyed the same way (only when not default), so other models keep their keys.
 _GEMMA3_PARAMS = ("sliding_window", "sliding_window_pattern", "rope_theta_swa", "final_logit_softcap")
+# Metadata that changes no tensor (the chat template): keyed the same way, and not part of the tensor plan.
+_METADATA_PARAMS = ("chat_template",)
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -365,7 +367,9 @@ def write_synthetic_gguf(
     ``rope.freq_base_swa``; ``final_logit_softcap`` writes ``final_logit_softcapping``.
     """
     params = dict(locals())
-    del params["path"], params["chat_template"]
+    del params["path"]
+    for k in _METADATA_PARAMS:
+        del params[k]
     import gguf
 
     plan = _plan(**params)
@@ -750,7 +754,7 @@ def _cache_key(params: Dict[str, Any]) -> str:
     default."""
     defaults = _defaults()
     keyed = {k: v for k, v in params.items()
-             if not (k in _MOE_PARAMS + _PHI3_PARAMS + _GEMMA3_PARAMS and v == defaults[k])}
+             if not (k in _MOE_PARAMS + _PHI3_PARAMS + _GEMMA3_PARAMS + _METADATA_PARAMS and v == defaults[k])}
     return hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **keyed}, sort_keys=True).encode()).hexdigest()
 
 
@@ -761,6 +765,8 @@ def synthetic_tensor_bytes(name: Optional[str] = None, **params) -> Dict[str, in
     if name is not None and name not in PRESETS:
         raise KeyError(f"[synthetic] unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     full = _canonical_params({**(PRESETS[name] if name else {}), **params})
+    for k in _METADATA_PARAMS:
+        del full[k]
     out = {}
     for s in _plan(**full).specs:
         block, tsize = _type_info(s.wtype)
