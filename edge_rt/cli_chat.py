@@ -50,13 +50,17 @@ def _resolve_chat_model(model: Optional[Path]) -> Path:
 
 
 def _load(model: Optional[Path], threads: Optional[int], ctx: Optional[int], mem_budget: Optional[str],
-          window: Optional[int], expert_cache: Optional[str]) -> Any:
-    from .cli import _check_budget_option
+          window: Optional[int], experts: Dict[str, Any]) -> Any:
+    """Load as ``edge-rt run`` does; ``experts`` holds the --expert-* options."""
+    from .cli import _check_budget_option, _predictor_choice
     from .loading import load
 
     _check_budget_option(mem_budget)
     return load(_resolve_chat_model(model), threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window,
-                expert_cache=expert_cache)
+                expert_cache=experts["expert_cache"], expert_policy=experts["expert_policy"],
+                expert_prefetch=experts["expert_prefetch"],
+                expert_prediction_width=experts["expert_prediction_width"],
+                expert_predictor=_predictor_choice(experts["expert_predictor"]))
 
 
 def _print_stats(m: Any) -> None:
@@ -130,7 +134,14 @@ def chat_loop(m: Any, system: Optional[str], sampling: Dict[str, Any], template:
 
 def register(app: typer.Typer) -> None:
     """Add ``chat`` and ``serve`` to the CLI."""
-    from .cli import _EXPERT_CACHE, _user_errors
+    from .cli import (
+        _EXPERT_CACHE,
+        _EXPERT_POLICY,
+        _EXPERT_PREDICTION_WIDTH,
+        _EXPERT_PREDICTOR,
+        _EXPERT_PREFETCH,
+        _user_errors,
+    )
 
     model_arg = typer.Argument(
         None, show_default=False,
@@ -168,11 +179,17 @@ def register(app: typer.Typer) -> None:
         mem_budget: Optional[str] = budget_opt,
         window: Optional[int] = window_opt,
         expert_cache: Optional[str] = _EXPERT_CACHE,
+        expert_policy: str = _EXPERT_POLICY,
+        expert_prefetch: str = _EXPERT_PREFETCH,
+        expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
+        expert_predictor: str = _EXPERT_PREDICTOR,
     ) -> None:
         """Chat with an instruct model in the terminal: streamed replies, history, /reset, /stats."""
         with _user_errors():
             source = template_source(template)
-            with _load(model, threads, ctx, mem_budget, window, expert_cache) as m:
+            experts = dict(expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
+                           expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor)
+            with _load(model, threads, ctx, mem_budget, window, experts) as m:
                 m.chat_template(source)  # a broken template fails now, not at the first reply
                 from .cli import _err
 
@@ -194,11 +211,16 @@ def register(app: typer.Typer) -> None:
         drain_timeout: int = typer.Option(30, "--drain-timeout", min=0, help="On SIGINT/SIGTERM, seconds running "
                                           "requests may take to finish."),
         log_requests: bool = typer.Option(False, "--log-requests", help="Log each request on stderr."),
+        template: Optional[str] = template_opt,
         threads: Optional[int] = threads_opt,
         ctx: Optional[int] = ctx_opt,
         mem_budget: Optional[str] = budget_opt,
         window: Optional[int] = window_opt,
         expert_cache: Optional[str] = _EXPERT_CACHE,
+        expert_policy: str = _EXPERT_POLICY,
+        expert_prefetch: str = _EXPERT_PREFETCH,
+        expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
+        expert_predictor: str = _EXPERT_PREDICTOR,
     ) -> None:
         """Serve a model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models),
         /health, /metrics and a chat page at /. Generations run one at a time, in arrival order."""
@@ -209,14 +231,17 @@ def register(app: typer.Typer) -> None:
             from .server import serve as run_server
 
             _require_stack()
-            with _load(model, threads, ctx, mem_budget, window, expert_cache) as m:
+            experts = dict(expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
+                           expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor)
+            with _load(model, threads, ctx, mem_budget, window, experts) as m:
+                source = template_source(template)
                 try:
-                    m.chat_template()
+                    m.chat_template(source)
                 except ChatTemplateError as e:  # completions still work; chat requests will get this error
                     _err(f"warning: {e}")
                 run_server(m, model_id=model_id or m.path.name.removesuffix(".gguf"), host=host, port=port,
                            api_key=api_key or None, max_queue=max_queue, drain_timeout=drain_timeout,
-                           log_requests=log_requests)
+                           log_requests=log_requests, template=source)
 
 
 __all__ = ["register", "chat_model_path", "chat_loop", "CHAT_MODEL_FILE", "CHAT_MODEL_PACKAGE"]

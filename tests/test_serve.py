@@ -301,3 +301,12 @@ def test_smollm2_through_the_server_answers_as_the_engine_does():
     with edge_rt.load(path, threads=1, n_ctx=512) as m:
         assert reply.choices[0].message.content == m.chat(msgs, max_tokens=16, temperature=0)
     assert reply.choices[0].message.content.startswith("HTTP stands for")
+
+
+def test_template_option_overrides_a_hostile_gguf_template(synthetic_model):
+    path = synthetic_model(chat_template="{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    with ServerProcess(path, "--model-id", MODEL_ID, "--template", "chatml") as s:
+        r = _client(s).chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=2)
+        assert r.choices[0].finish_reason in ("stop", "length")
+        assert r.usage.prompt_tokens > 0

@@ -35,16 +35,16 @@ def _require_stack() -> None:
 
 
 def serve(model: Any, *, model_id: str, host: str = "127.0.0.1", port: int = 8080, api_key: Optional[str] = None,
-          max_queue: int = 64, drain_timeout: int = 30, log_requests: bool = False,
+          max_queue: int = 64, drain_timeout: int = 30, log_requests: bool = False, template: Optional[str] = None,
           announce: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> None:
     """Serve ``model`` until SIGINT or SIGTERM, then drain: stop accepting connections, let the
     requests already received finish (for at most ``drain_timeout`` seconds, then uvicorn cancels
     them), answer any still queued with an error, return. ``port`` 0 picks a free port; ``announce``
-    gets the URL line."""
+    gets the URL line; ``template`` overrides the model's chat template (see Model.chat_template)."""
     _require_stack()
     import uvicorn
 
-    app = create_app(model, model_id=model_id, api_key=api_key, max_queue=max_queue)
+    app = create_app(model, model_id=model_id, api_key=api_key, max_queue=max_queue, template=template)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

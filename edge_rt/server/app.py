@@ -45,8 +45,10 @@ __all__ = ["create_app", "STATIC_DIR"]
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def create_app(model: Any, *, model_id: str, api_key: Optional[str] = None, max_queue: int = 64) -> Any:
-    """The Starlette app serving ``model`` (an :class:`edge_rt.Model`, owned by the caller) as ``model_id``.
+def create_app(model: Any, *, model_id: str, api_key: Optional[str] = None, max_queue: int = 64,
+               template: Optional[str] = None) -> Any:
+    """The Starlette app serving ``model`` (an :class:`edge_rt.Model`, owned by the caller) as ``model_id``;
+    chat requests use ``template`` (a built-in name or Jinja text), else the model's chat template.
 
     The generation worker starts and stops with the app's lifespan; at shutdown, waiting requests
     are answered with an error and the running one is let finish.
@@ -102,6 +104,8 @@ def create_app(model: Any, *, model_id: str, api_key: Optional[str] = None, max_
             payload, params = (chat_params if chat else completion_params)(body, model_id, model.n_ctx)
         except RequestError as e:
             return error(e, endpoint)
+        if chat:
+            params["template"] = template
         job = Job("chat" if chat else "completion", payload, params, asyncio.get_running_loop())
         try:
             worker.submit(job)
