@@ -89,6 +89,7 @@ def test_openai_client_models_chat_and_completions(srv):
     ("/v1/completions", {"prompt": "x" * 4000, "stream": True}, 400, "prompt"),
     ("/v1/completions", {"prompt": "x", "stop": [1]}, 400, "stop"),
     ("/v1/nothing", {}, 404, None),
+    ("/v1/completions", b'{"prompt": "' + b"x" * (9 * 2**20) + b'"}', 413, None),
 ])
 def test_errors_are_openai_shaped_and_name_the_field(srv, path, body, status, param):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -43,6 +43,8 @@ from .openai_api import (
 __all__ = ["create_app", "STATIC_DIR"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Largest request body read (a prompt of n_ctx tokens is far smaller); larger ones get 413.
+MAX_BODY_BYTES = 8 * 2**20
 
 
 def create_app(model: Any, *, model_id: str, api_key: Optional[str] = None, max_queue: int = 64,
@@ -77,7 +79,13 @@ def create_app(model: Any, *, model_id: str, api_key: Optional[str] = None, max_
                                   code="invalid_api_key"), endpoint, {"WWW-Authenticate": "Bearer"})
 
     async def read_json(request: Request) -> Dict[str, Any]:
-        raw = await request.body()
+        chunks, size = [], 0
+        async for chunk_bytes in request.stream():  # read with a cap: a client cannot make us buffer gigabytes
+            size += len(chunk_bytes)
+            if size > MAX_BODY_BYTES:
+                raise RequestError(f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", None, 413)
+            chunks.append(chunk_bytes)
+        raw = b"".join(chunks)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
