@@ -127,7 +127,32 @@ def _raise_in_thread(thread: threading.Thread, exc: type) -> None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc))
 
 
-_BIG_NUMBER = re.compile(r"\d{7,}")  # a width or precision this long can only be a memory bomb
+_BIG_NUMBER = re.compile(r"\d{7,}")  # format field widths worth checking against the output limit
+
+
+def _growth(name: str, value: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """An upper bound of the characters that string method or filter ``name`` builds from ``value``
+    with these arguments, computed without building it (0 when ``name`` is not one that can grow a
+    string past its inputs): what the output limit is checked against before the call."""
+    if not isinstance(value, str):
+        return 0
+    params = list(args) + list(kwargs.values())
+    if name in ("format", "format_map"):
+        return max([int(n) for n in _BIG_NUMBER.findall(value)] + [0])  # the widest field width
+    if name in ("center", "ljust", "rjust", "zfill"):
+        return max([a for a in params if isinstance(a, int)] + [0])
+    if name == "expandtabs":
+        tab = next((a for a in params if isinstance(a, int)), 8)
+        return len(value) + value.count("\t") * max(tab, 0)
+    if name == "indent":
+        width = kwargs.get("width", args[0] if args else 4)
+        per_line = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+        return len(value) + (value.count("\n") + 1) * max(per_line, 0)
+    if name == "replace" and len(params) >= 2 and isinstance(params[0], str) and isinstance(params[1], str):
+        old, new = params[0], params[1]
+        hits = len(value) + 1 if not old else value.count(old)
+        return len(value) + hits * max(len(new) - len(old), 0)
+    return 0
 
 
 def _make_environment(limits: TemplateLimits) -> Any:
@@ -171,26 +196,23 @@ def _make_environment(limits: TemplateLimits) -> Any:
                         raise too_big("'*'", size(seq) * n)
             elif operator == "+" and size(left) + size(right) > cap:
                 raise too_big("'+'", size(left) + size(right))
-            elif operator == "%" and isinstance(left, str) and _BIG_NUMBER.search(left):
-                raise ChatTemplateError("[chat template] '%' format with a field width over the output limit")
+            elif operator == "%" and _growth("format", left, (), {}) > cap:
+                raise too_big("'%'", _growth("format", left, (), {}))
             elif operator == "**" and isinstance(right, int) and abs(right) > 4096:
                 raise ChatTemplateError(f"[chat template] '**' with exponent {right} (at most 4096)")
             return check_result(f"'{operator}'", super().call_binop(context, operator, left, right))
 
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-            if getattr(__obj, "__name__", "") in ("format", "format_map", "ljust", "rjust", "center", "zfill",
-                                                  "expandtabs", "join"):
-                # the sandbox hands str.format out wrapped (functools.update_wrapper keeps __wrapped__)
-                owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
-                if isinstance(owner, str) and _BIG_NUMBER.search(owner):
-                    raise ChatTemplateError("[chat template] a format field width over the output limit")
-                for a in (*args, *kwargs.values()):
-                    if isinstance(a, int) and a > cap:
-                        raise too_big(f"{__obj.__name__}()", a)
-                    if __obj.__name__ == "join" and isinstance(a, (list, tuple)):
-                        total = sum(size(x) for x in a) + size(owner) * len(a)
-                        if total > cap:
-                            raise too_big("join()", total)
+            name = getattr(__obj, "__name__", "")
+            # the sandbox hands str.format out wrapped (functools.update_wrapper keeps __wrapped__)
+            owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+            if isinstance(owner, str):
+                if _growth(name, owner, args, kwargs) > cap:
+                    raise too_big(f"{name}()", _growth(name, owner, args, kwargs))
+                if name == "join" and args and isinstance(args[0], (list, tuple)):
+                    total = sum(size(x) for x in args[0]) + len(owner) * len(args[0])
+                    if total > cap:
+                        raise too_big("join()", total)
             return check_result("a call", super().call(__context, __obj, *args, **kwargs))
 
     env = Env(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
@@ -201,6 +223,9 @@ def _make_environment(limits: TemplateLimits) -> Any:
             for a in (*args, *kwargs.values()):
                 if isinstance(a, int) and not isinstance(a, bool) and a > cap:
                     raise too_big(f"filter '{name}'", a)
+            values = [i for i, a in enumerate(args) if isinstance(a, str)]  # the filtered value (after context)
+            if values and _growth(name, args[values[0]], args[values[0] + 1:], kwargs) > cap:
+                raise too_big(f"filter '{name}'", _growth(name, args[values[0]], args[values[0] + 1:], kwargs))
             if name == "join" and args:
                 items = next((a for a in args if isinstance(a, (list, tuple))), None)
                 if items is not None and sum(size(x) for x in items) > cap:

@@ -122,11 +122,16 @@ HOSTILE = {
     "doubling with +": ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
                         "{% endfor %}", "over the output limit"),
     "output stream": ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "exceeds the limit"),
-    "% width": ("{{ '%0999999999d' % 1 }}", "width"),
-    "format width": ("{{ '{:>999999999}'.format('a') }}", "width"),
+    "% width": ("{{ '%0999999999d' % 1 }}", "over the output limit"),
+    "format width": ("{{ '{:>999999999}'.format('a') }}", "over the output limit"),
     "center filter": ("{{ 'a' | center(999999999) }}", "over the output limit"),
     "join of a big list": ("{{ (['x' * 1000] * 5000) | join }}", "over the output limit"),
     "power": ("{{ 10 ** 10000000 }}", "exponent"),
+    "format filter width": ("{{ '%0999999999d' | format(1) }}", "over the output limit"),
+    "replace filter": ("{{ ('a' * 1000000) | replace('a', 'b' * 1000) }}", "over the output limit"),
+    "replace method": ("{{ ('a' * 1000000).replace('a', 'b' * 1000) }}", "over the output limit"),
+    "indent by a string": ("{{ ('x\\n' * 500000) | indent('y' * 1000) }}", "over the output limit"),
+    "expandtabs": ("{{ ('\\t' * 1000000).expandtabs(1000) }}", "over the output limit"),
     "raise_exception": ("{{ raise_exception('nope') }}", "the template raised: nope"),
     "syntax error": ("{% for %}", "syntax error on line 1"),
     "undefined call": ("{{ no_such_function() }}", "UndefinedError"),
@@ -141,6 +146,11 @@ def test_hostile_template_fails_with_a_named_error_in_time(name, tmp_path):
         ChatTemplate(source, limits=LIMITS).render(CONVERSATION)
     assert time.monotonic() - t0 < LIMITS.timeout_s + 1.5
     assert not Path("/tmp/pwned").exists()
+
+
+def test_a_field_width_under_the_limit_is_allowed():
+    assert ChatTemplate("{{ '%05d' % 42 }}{{ '{:>8}'.format('x') }}{{ 'ab' | center(6) }}").render(CONVERSATION) == (
+        "00042       x  ab  ")
 
 
 def test_oversized_template_is_refused_before_compiling():
