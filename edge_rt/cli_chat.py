@@ -231,6 +231,8 @@ def register(app: typer.Typer) -> None:
             from .server import serve as run_server
 
             _require_stack()
+            if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+                _err(f"warning: listening on {host} without --api-key: anyone who can reach it can use the model")
             experts = dict(expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
                            expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor)
             with _load(model, threads, ctx, mem_budget, window, experts) as m:

@@ -311,3 +311,12 @@ def test_template_option_overrides_a_hostile_gguf_template(synthetic_model):
                                                max_tokens=2)
         assert r.choices[0].finish_reason in ("stop", "length")
         assert r.usage.prompt_tokens > 0
+
+
+def test_metrics_report_the_expert_cache_of_a_moe_model_under_a_budget():
+    moe = DEFAULT_MODEL.parents[2] / "models" / "tiny-code-moe-f16.gguf"
+    with ServerProcess(moe, "--mem-budget", "12MB", "--model-id", MODEL_ID) as s:
+        assert _client(s).completions.create(model=MODEL_ID, prompt="import os\n", max_tokens=8).choices
+        text = httpx.get(s.url + "/metrics").text
+    assert 0.0 < _metric(text, "expert_cache_hit_rate") <= 1.0
+    assert _metric(text, "memory_bytes", '{class="expert_cache"}') > 0
