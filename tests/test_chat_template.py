@@ -199,12 +199,12 @@ def test_smollm2_chat_is_greedy_identical_to_llama_cpp_python():
     from helpers import open_llama_cpp
 
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
-    with edge_rt.load(path, threads=2, n_ctx=256) as m:
+    with edge_rt.load(path, threads=1, n_ctx=256) as m:
         assert m.chat_template().render(msgs).startswith("<|im_start|>system\nYou are a helpful AI assistant named "
                                                           "SmolLM")
         ours = m.chat(msgs, max_tokens=16, temperature=0)
         assert m.last_result.finish_reason == "length"
-    peer = open_llama_cpp(path, n_ctx=256, n_threads=2)
+    peer = open_llama_cpp(path, n_ctx=256)  # one thread: ggml's spinning barrier crawls on a busy machine
     try:
         theirs = peer.create_chat_completion(messages=msgs, temperature=0, max_tokens=16)
     finally:
