@@ -77,8 +77,10 @@ def serve(model: Any, *, model_id: str, host: str = "127.0.0.1", port: int = 808
                          f"requests (at most {drain_timeout} s; again to force)")
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, log_level="warning", access_log=log_requests, lifespan="on",
-                            timeout_graceful_shutdown=drain_timeout, timeout_keep_alive=5)
+    # Plain asyncio and h11 (no uvloop/httptools/websockets even where installed): the protocol stack the
+    # tests exercise (disconnect detection, graceful drain) is the one that runs.
+    config = uvicorn.Config(app, log_level="warning", access_log=log_requests, lifespan="on", loop="asyncio",
+                            http="h11", ws="none", timeout_graceful_shutdown=drain_timeout, timeout_keep_alive=5)
     server = DrainingServer(config)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     announce(f"edge-rt serve: {model_id} on http://{shown}:{bound} (chat page /, OpenAI base_url "
