@@ -24,7 +24,8 @@ completion tokens of each server are printed: greedy on the same model, they sho
 
     python benchmarks/serve.py --model ~/.cache/edge_rt/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-Needs llama-cpp-python's server extra and edge_rt's server (``pip install ".[serve-bench]"``). Writes benchmarks/out/serve.json and prints a markdown table.
+Needs llama-cpp-python's server extra and edge_rt's server (``pip install ".[serve-bench]"``).
+Writes benchmarks/out/serve.json and prints a markdown table.
 """
 
 from __future__ import annotations
