@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .errors import (
+    ChatTemplateError,
     EdgeRTError,
     InvalidArgumentError,
     ModelFormatError,
@@ -89,4 +90,5 @@ __all__ = [
     "InvalidArgumentError",
     "ModelIOError",
     "OutOfMemoryError",
+    "ChatTemplateError",
 ]

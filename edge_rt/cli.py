@@ -1,5 +1,5 @@
 """The ``edge-rt`` command line: ``run``, ``inspect``, ``bench``, ``convert``, ``quantize``, ``eval``,
-``fit-predictor``.
+``fit-predictor``; ``chat`` and ``serve`` (edge_rt/cli_chat.py).
 
 Errors a user can cause (missing file, not a GGUF, unsupported model, bad value) print one line,
 ``edge-rt: error: <message>``, on stderr and exit with status 1; usage errors exit with 2 (Click's
@@ -640,6 +640,10 @@ def eval_(
 from .cli_export import EXPORT_HELP, eval_export, export_command  # noqa: E402 (uses the helpers above)
 
 app.command(name="export", help=EXPORT_HELP)(export_command)
+
+from . import cli_chat  # noqa: E402  (its commands use this module's helpers)
+
+cli_chat.register(app)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -36,6 +36,11 @@ class OutOfMemoryError(EdgeRTError, MemoryError):
     """An allocation failed or the memory budget is too small."""
 
 
+class ChatTemplateError(EdgeRTError, ValueError):
+    """A chat template failed: a syntax error, a sandbox violation, a size or time limit, or the
+    template's own ``raise_exception``."""
+
+
 __all__ = [
     "EdgeRTError",
     "ModelFormatError",
@@ -44,4 +49,5 @@ __all__ = [
     "InvalidArgumentError",
     "ModelIOError",
     "OutOfMemoryError",
+    "ChatTemplateError",
 ]

@@ -273,7 +273,9 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
     from .model import Model
 
     tok_model = md.get("tokenizer.ggml.model")
-    return Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None)
+    template = md.get("tokenizer.chat_template")
+    return Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None,
+                 chat_template=template if isinstance(template, str) and template else None)
 
 
 def predictor_path_for(model_path: PathLike) -> Path:

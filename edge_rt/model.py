@@ -29,6 +29,7 @@ from .loading import is_int
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
+    from .chat_template import ChatTemplate
     from .observer import EvalObserver
     from .tokenizer import Tokenizer
 
@@ -99,8 +100,9 @@ class Model:
     """
 
     def __init__(self, engine: Any, tokenizer: "Tokenizer", *, path: Optional[Path] = None,
-                 tokenizer_model: Optional[str] = None) -> None:
-        """Wrap an engine (the ``_core.Engine`` contract) and a tokenizer. Prefer :func:`load`."""
+                 tokenizer_model: Optional[str] = None, chat_template: Optional[str] = None) -> None:
+        """Wrap an engine (the ``_core.Engine`` contract) and a tokenizer. Prefer :func:`load`.
+        ``chat_template``: the file's ``tokenizer.chat_template`` text, if it has one."""
         self._engine: Any = engine
         self._tokenizer = tokenizer
         self._path = path
@@ -113,6 +115,8 @@ class Model:
         self._last_result: Optional[GenerationResult] = None
         self._observer: Optional["EvalObserver"] = None
         self._eog = frozenset(int(t) for t in (tokenizer.eog_ids or ()))
+        self._template_source = chat_template
+        self._templates: Dict[str, "ChatTemplate"] = {}
 
     # ---- properties ------------------------------------------------------------------------------
 
@@ -288,6 +292,55 @@ class Model:
             res.text = "".join(out)
             if stopped:
                 res.finish_reason = "stop"
+
+    def chat_template(self, template: Optional[str] = None) -> "ChatTemplate":
+        """The compiled chat template :meth:`chat` uses: ``template`` (a built-in name such as
+        ``"chatml"``, ``"llama3"``, ``"gemma"``, ``"phi3"``, or Jinja text), else the file's
+        ``tokenizer.chat_template``, else ChatML. Raises ChatTemplateError if it does not compile."""
+        from .chat_template import ChatTemplate
+
+        source = template or self._template_source or "chatml"
+        if source not in self._templates:
+            tok = self._tokenizer
+            text = [tok.token_text(i) if i is not None else "" for i in (tok.bos_id, tok.eos_id)]
+            from_file = template is None and self._template_source is not None
+            self._templates[source] = ChatTemplate(source, bos_token=text[0], eos_token=text[1],
+                                                   name="tokenizer.chat_template" if from_file else None)
+        return self._templates[source]
+
+    def chat(self, messages: Sequence[Dict[str, Any]], max_tokens: Optional[int] = 256, temperature: float = 0.8,
+             top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None, stop: StopArg = None, *,
+             min_p: float = 0.0, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+             template: Optional[str] = None) -> str:
+        """The assistant's reply to ``messages`` (see :meth:`chat_stream`), as one string."""
+        return "".join(self.chat_stream(messages, max_tokens, temperature, top_k, top_p, seed, stop, min_p=min_p,
+                                        repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                        template=template))
+
+    def chat_stream(self, messages: Sequence[Dict[str, Any]], max_tokens: Optional[int] = 256,
+                    temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None,
+                    stop: StopArg = None, *, min_p: float = 0.0, repeat_penalty: float = 1.0,
+                    repeat_last_n: int = 64, template: Optional[str] = None) -> Iterator[str]:
+        """Stream the assistant's reply to ``messages`` (OpenAI-style ``[{"role", "content"}, ...]``).
+
+        The messages are rendered by :meth:`chat_template` (sandboxed; see :mod:`edge_rt.chat_template`)
+        with the generation prompt, tokenized with control tokens parsed (one BOS even when both the
+        template and the tokenizer add it), and generated as :meth:`stream` does; the reply ends at the
+        model's end-of-turn token. Earlier turns still in the KV cache are not evaluated again.
+
+        Raises:
+            InvalidArgumentError: malformed messages, bad sampling settings, or a prompt over n_ctx.
+            ChatTemplateError: the template failed (syntax, sandbox, size or time limit).
+        """
+        text = self.chat_template(template).render(messages, add_generation_prompt=True)
+        stops = _normalize_stop(stop)
+        ids = self.tokenize(text, add_special=True, parse_special=True)
+        bos = self._tokenizer.bos_id
+        if len(ids) >= 2 and ids[0] == ids[1] == bos:
+            del ids[0]
+        gen, res = self._start(ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                               min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
+        return self._stream_text(gen, res, stops)
 
     def generate_tokens(self, token_ids: Sequence[int], max_tokens: Optional[int] = 128, *,
                         temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95,

@@ -130,6 +130,8 @@ _MOE_PARAMS = ("n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
 _PHI3_PARAMS = ("n_ctx_orig", "rope_long_short", "sliding_window", "n_rot", "rope_attn_factor")
 # Gemma 3 parameters: keyed the same way (only when not default), so other models keep their keys.
 _GEMMA3_PARAMS = ("sliding_window", "sliding_window_pattern", "rope_theta_swa", "final_logit_softcap")
+# Metadata that changes no tensor (the chat template): keyed the same way, and not part of the tensor plan.
+_METADATA_PARAMS = ("chat_template",)
 # Standard deviation of each router logit (ffn_gate_inp rows . normed hidden state). Large enough that
 # the top-k experts usually stand clear of the rest (with 8 experts, the median logit gap between the
 # k-th and (k+1)-th choice is ~0.3 * this), small enough that the router's softmax still mixes the k.
@@ -329,8 +331,11 @@ def write_synthetic_gguf(
     sliding_window_pattern: Optional[int] = None,
     rope_theta_swa: Optional[float] = None,
     final_logit_softcap: Optional[float] = None,
+    chat_template: Optional[str] = None,
 ) -> Path:
     """Write a random-weight GGUF model to ``path`` and return the path.
+
+    ``chat_template`` is written as ``tokenizer.chat_template`` (Jinja text) when given.
 
     Matrices use ``weight_type``; the token embedding ``embed_type`` and the output head
     ``output_type`` (both default to ``weight_type``); norms (and qwen2 biases) are F32.
@@ -363,6 +368,8 @@ def write_synthetic_gguf(
     """
     params = dict(locals())
     del params["path"]
+    for k in _METADATA_PARAMS:
+        del params[k]
     import gguf
 
     plan = _plan(**params)
@@ -438,6 +445,8 @@ def write_synthetic_gguf(
                 w.add_unk_token_id(vocab["unk"])
             w.add_add_bos_token(vocab["add_bos"])
             w.add_add_eos_token(False)
+            if chat_template is not None:
+                w.add_chat_template(chat_template)
 
             for s in plan.specs:
                 if s.wtype in ("F32", "F16"):
@@ -745,7 +754,7 @@ def _cache_key(params: Dict[str, Any]) -> str:
     default."""
     defaults = _defaults()
     keyed = {k: v for k, v in params.items()
-             if not (k in _MOE_PARAMS + _PHI3_PARAMS + _GEMMA3_PARAMS and v == defaults[k])}
+             if not (k in _MOE_PARAMS + _PHI3_PARAMS + _GEMMA3_PARAMS + _METADATA_PARAMS and v == defaults[k])}
     return hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **keyed}, sort_keys=True).encode()).hexdigest()
 
 
@@ -756,6 +765,8 @@ def synthetic_tensor_bytes(name: Optional[str] = None, **params) -> Dict[str, in
     if name is not None and name not in PRESETS:
         raise KeyError(f"[synthetic] unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     full = _canonical_params({**(PRESETS[name] if name else {}), **params})
+    for k in _METADATA_PARAMS:
+        del full[k]
     out = {}
     for s in _plan(**full).specs:
         block, tsize = _type_info(s.wtype)

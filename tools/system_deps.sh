@@ -5,6 +5,8 @@
 # locally, and fail under CI=true (tests/helpers.py requires_system_tool), so CI never skips them.
 set -euo pipefail
 packages=(
+  chromium         # tests/test_chat_page.py: the chat page of edge-rt serve in a headless browser
+  chromium-driver  # tests/test_chat_page.py: chromedriver, which selenium drives chromium through
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()
