@@ -5,6 +5,8 @@
 # locally, and fail under CI=true (tests/helpers.py requires_system_tool), so CI never skips them.
 set -euo pipefail
 packages=(
+  openjdk-17-jdk-headless  # javac, java, jni.h: tests/test_android_jni.py builds and runs the JNI bridge
+  gcc-aarch64-linux-gnu    # tests/test_android_jni.py cross-compiles the JNI bridge for aarch64
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()
