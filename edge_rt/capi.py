@@ -216,7 +216,7 @@ class CModel:
 
     Not a drop-in :class:`edge_rt.Model`: greedy generation only (:meth:`generate_tokens`), logits of the last
     token (:meth:`eval`). Calls on one CModel are serialized by the library; :meth:`cancel` may be called from
-    any thread.
+    any thread. ``last_result`` describes the last generation that ended on this object, whichever thread ran it.
     """
 
     def __init__(self, path: Union[str, os.PathLike], *, n_ctx: int = 0, threads: int = 0, mem_budget: int = 0,

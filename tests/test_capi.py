@@ -484,3 +484,22 @@ def test_capi_works_without_the_extension(tmp_path):
     model = edge_rt.load(DEFAULT, threads=1)
     ids = model.tokenize("def f():")
     assert out.stdout.strip() == str(list(model.generate_tokens(ids, max_tokens=5, temperature=0)))
+
+
+def test_threads_share_a_model():
+    """Calls from several threads on one model are serialized: each generation is the single-threaded one."""
+    model = edge_rt.load(DEFAULT, threads=THREADS)
+    prompts = [model.tokenize(p) for p in ("def a():\n", "class B:\n", "import re\n", "x = [")]
+    expected = [list(model.generate_tokens(p, max_tokens=12, temperature=0)) for p in prompts]
+    with capi.CModel(DEFAULT, threads=1) as c:
+        got = [None] * len(prompts)
+
+        def work(i):
+            got[i] = c.generate_tokens(prompts[i], max_tokens=12)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == expected

@@ -18,8 +18,8 @@
  *  - Pointers: NULL where an array or output pointer is required gives EDGE_RT_ERR_INVALID_ARGUMENT.
  *    Buffers are caller-owned; when one is too small the call returns EDGE_RT_ERR_BUFFER_TOO_SMALL and stores
  *    the size it needs in *n_out (query with cap 0).
- *  - Strings returned (errors, version) are owned by the library: valid until the next call on the same
- *    model (per-model error) or the same thread (thread-local error); copy them to keep them.
+ *  - Strings returned are owned by the library: edge_rt_last_error's until this thread's next edge_rt call,
+ *    edge_rt_version's and edge_rt_status_name's for the life of the process; copy the former to keep it.
  *  - Versioning: EDGE_RT_ABI_VERSION grows by one with every change of this header that old callers could
  *    notice; structs carry struct_size (set by their *_init function) so fields can be appended later.
  */
@@ -63,7 +63,7 @@ typedef struct edge_rt_options {
     uint32_t struct_size;        /* sizeof(edge_rt_options); set by edge_rt_options_init */
     const char* model_path;      /* GGUF file (required) */
     int64_t n_ctx;               /* KV cache capacity in tokens; 0 = min(2048, the model's training context) */
-    int32_t n_threads;           /* worker threads; 0 = the online CPUs (at most 8) */
+    int32_t n_threads;           /* worker threads; 0 = the CPUs this process may use (at most 8) */
     uint64_t mem_budget;         /* hard cap on the engine's memory in bytes; 0 = none (all weights resident) */
     int32_t window;              /* layer slots streamed through under a budget; 0 = the planner's choice */
     int64_t n_ubatch;            /* tokens per prefill micro-batch; 0 = the engine's default */
@@ -154,7 +154,8 @@ EDGE_RT_API edge_rt_status edge_rt_detokenize(edge_rt_model* model, const int32_
 
 /* ---- evaluation -------------------------------------------------------------------------------------- */
 /* Appends tokens to the KV cache (positions n_past .. n_past+n-1) and writes the last token's logits,
- * n_vocab floats, to logits (NULL: not wanted). On failure the KV cache is emptied. */
+ * n_vocab floats, to logits (NULL: not wanted). Argument errors (ids out of range, a full context, a small
+ * buffer) leave the KV cache as it was; a failed or cancelled evaluation empties it. */
 EDGE_RT_API edge_rt_status edge_rt_eval(edge_rt_model* model, const int32_t* tokens, size_t n_tokens, float* logits,
                                         size_t logits_cap);
 EDGE_RT_API edge_rt_status edge_rt_reset(edge_rt_model* model); /* empties the KV cache */
