@@ -503,3 +503,37 @@ def test_threads_share_a_model():
         for t in threads:
             t.join()
     assert got == expected
+
+
+def _random_texts(seed: int, specials, n: int = 300):
+    """Byte strings mixing ASCII words, spaces and digits, multi-byte characters (whole and cut), invalid bytes
+    (overlong, surrogate, past U+10FFFF, stray continuations) and special-token texts."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = [b"a", b"Zq", b"def", b" ", b"  ", b"\t", b"\n", b"\r\n", b"'s", b"'ll", b"'", b"12", b"345", b"_",
+              b"(", b")", b":", b"!?", "é".encode(), "日本".encode(), "🙂".encode(), "\u2581".encode(),
+              "\u00a0".encode(), "\u3000".encode(), "６".encode(), "ß".encode(), b"\x80", b"\xc0\xaf", b"\xed\xa0\x80",
+              b"\xf4\x90\x80\x80", b"\xff", b"\xe2\x82", b"\xf0\x9f", b"\xf0\x9f\x99", *specials]
+    for _ in range(n):
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 24)))
+        cut = rng.random()
+        if cut < 0.2 and text:  # cut anywhere, splitting characters
+            text = text[: rng.randrange(len(text))]
+        yield text
+
+
+@pytest.mark.parametrize("tokenizer", ["default", "llama"])
+def test_tokenize_random_bytes_parity(synthetic_model, tokenizer):
+    """Random byte strings, invalid UTF-8 included, tokenize as the Python tokenizer does them (it decodes with
+    errors="replace"; the C tokenizer replaces the same maximal invalid subparts)."""
+    path = DEFAULT if tokenizer == "default" else synthetic_model(tokenizer="llama")
+    model = edge_rt.load(path, threads=1)
+    tok = model.tokenizer
+    specials = [t.encode() for t in ("<|endoftext|>", "<s>", "</s>", "<unk>") if tok.token_to_id(t) is not None]
+    with capi.CModel(path, threads=1) as c:
+        for i, text in enumerate(_random_texts(7 + len(tokenizer), specials)):
+            add, parse = bool(i & 1), bool(i & 2)
+            ids = tok.tokenize(text, add_special=add, parse_special=parse)
+            assert c.tokenize(text, add, parse) == ids, text
+            assert c.detokenize_bytes(ids, bool(i & 4)) == tok.detokenize_bytes(ids, bool(i & 4)), text

@@ -7,45 +7,61 @@
 
 namespace edge_rt {
 
-// The length of the valid UTF-8 sequence at s[i] (1..4), or 0 if it is invalid there (a bad lead or
-// continuation byte, a truncated sequence, an overlong form, a surrogate, or a code point past U+10FFFF).
-inline size_t utf8_sequence_length(const std::string& s, size_t i) {
+// The bytes at s[i] that form one unit of UTF-8 decoding: a well-formed sequence (valid = true), or else
+// the maximal subpart of one (a lead byte and the continuation bytes that could still follow it) or a single
+// byte that cannot start a sequence (valid = false). Unicode's "maximal subpart" practice (Table 3-7), which
+// Python's decoder follows: each invalid unit becomes one U+FFFD, as bytes.decode("utf-8", "replace") does.
+struct Utf8Unit {
+    size_t length;
+    bool valid;
+};
+
+inline Utf8Unit utf8_unit(const std::string& s, size_t i) {
     const uint8_t b = (uint8_t)s[i];
-    const size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return 0;
-    uint32_t cp = len == 1 ? b : len == 2 ? (b & 0x1F) : len == 3 ? (b & 0x0F) : (b & 0x07);
-    for (size_t k = 1; k < len; ++k) {
-        const uint8_t c = (uint8_t)s[i + k];
-        if ((c & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (c & 0x3F);
+    if (b < 0x80) return {1, true};
+    size_t need = 0;
+    uint8_t lo = 0x80, hi = 0xBF;  // the range of the second byte; later bytes are 80..BF
+    if (b >= 0xC2 && b <= 0xDF) {
+        need = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        need = 2;
+        if (b == 0xE0) lo = 0xA0;  // no overlong forms
+        if (b == 0xED) hi = 0x9F;  // no surrogates
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        need = 3;
+        if (b == 0xF0) lo = 0x90;
+        if (b == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
+    } else {
+        return {1, false};
     }
-    static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (len > 1 && (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
-    return len;
+    size_t k = 1;
+    for (; k <= need && i + k < s.size(); ++k) {
+        const uint8_t c = (uint8_t)s[i + k];
+        if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) break;
+    }
+    return {k, k == need + 1};
 }
 
 inline bool is_valid_utf8(const std::string& s) {
     for (size_t i = 0; i < s.size();) {
-        const size_t len = utf8_sequence_length(s, i);
-        if (len == 0) return false;
-        i += len;
+        const Utf8Unit u = utf8_unit(s, i);
+        if (!u.valid) return false;
+        i += u.length;
     }
     return true;
 }
 
-// s with every byte that does not start a valid sequence replaced by U+FFFD.
+// s with every invalid unit (see utf8_unit) replaced by U+FFFD.
 inline std::string sanitize_utf8(const std::string& s) {
     std::string out;
     out.reserve(s.size());
     for (size_t i = 0; i < s.size();) {
-        const size_t len = utf8_sequence_length(s, i);
-        if (len) {
-            out.append(s, i, len);
-            i += len;
-        } else {
+        const Utf8Unit u = utf8_unit(s, i);
+        if (u.valid)
+            out.append(s, i, u.length);
+        else
             out += "\xEF\xBF\xBD";
-            i += 1;
-        }
+        i += u.length;
     }
     return out;
 }

@@ -10,8 +10,8 @@
 //    (tokenizer.ggml.pre 'gpt-2' and its aliases: the embedded default model and edge_rt's synthetic
 //    models); any other pre-tokenizer throws Error(UnsupportedArchitecture) naming it: those regex
 //    splitters exist only in Python (edge_rt/tokenizer/pretokenize.py) so far.
-//  * tokenize(text): text is UTF-8; an invalid byte becomes U+FFFD (Python decodes with errors="replace";
-//    for truncated multi-byte sequences the two may differ in how many U+FFFD they make).
+//  * tokenize(text): text is UTF-8; each invalid part becomes one U+FFFD, as Python's
+//    bytes.decode("utf-8", "replace") makes them (Unicode's maximal-subpart practice).
 //    add_special: BOS/EOS where the vocabulary asks; parse_special: control-token text becomes the token
 //    (user-defined tokens always do).
 //  * token_to_piece / detokenize: the bytes as Tokenizer.token_to_piece_bytes / detokenize_bytes give.
