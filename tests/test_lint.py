@@ -38,6 +38,7 @@ def test_clang_format() -> None:
     if exe is None:
         pytest.fail("clang-format is not installed; install the test extras (pip install '.[test]')")
     files = sorted(str(p.relative_to(REPO)) for p in (REPO / "native").rglob("*") if p.suffix in (".cpp", ".h"))
+    files += sorted(str(p.relative_to(REPO)) for p in (REPO / "apps").rglob("*.c"))  # the JNI bridge
     assert files
     r = subprocess.run([exe, "--dry-run", "--Werror", *files], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, "run clang-format -i on these files:\n" + r.stderr[-6000:]

@@ -3,7 +3,8 @@
 # core: builds build/asan, lays out a throwaway package dir with the ASan _core next to the Python
 # sources, and runs pytest with the ASan runtime preloaded (libstdc++ too, or the first C++ exception
 # thrown inside Python aborts in ASan's __cxa_throw interceptor).
-# Usage: tools/asan_check.sh [pytest args...]   (default: tests/test_gguf_hostile.py)
+# Usage: tools/asan_check.sh [pytest args...]   (default: tests/test_gguf_hostile.py; tests/test_capi.py runs
+# the C ABI's hostile-file and bad-call tests the same way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/devbuild.sh --asan
@@ -14,7 +15,8 @@ mkdir -p "$pkg/edge_rt"
 for f in edge_rt/*.py edge_rt/*.pyi; do ln -s "$PWD/$f" "$pkg/edge_rt/"; done
 ln -s "$PWD/quantize" "$pkg/edge_rt/quantize"
 ln -s "$PWD/devices" "$pkg/edge_rt/devices"
-cp build/asan/native/_core*.so "$pkg/edge_rt/"
+ln -s "$PWD/edge_rt/models" "$pkg/edge_rt/models"
+cp build/asan/native/_core*.so build/asan/native/libedge_rt.so "$pkg/edge_rt/"
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
 ASAN_OPTIONS=detect_leaks=0 PYTHONPATH="$pkg" \
   python3 -m pytest -q -p no:cacheprovider "${@:-tests/test_gguf_hostile.py}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Developer build: compiles the C++ core, its ctest tests and edge_rt._core into build/dev, and copies
-# the module next to the Python sources so `PYTHONPATH=. pytest tests/...` runs against the working
-# tree. Builds are serialized with flock because several people (or agents) may share one tree.
+# Developer build: compiles the C++ core, its ctest tests, edge_rt._core and libedge_rt.so (the C ABI) into
+# build/dev, and copies the module and the library next to the Python sources so `PYTHONPATH=. pytest tests/...`
+# runs against the working tree. Builds are serialized with flock because several people (or agents) may share one tree.
 # Usage: tools/devbuild.sh [--asan] [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ mkdir -p build
   cmake --build "$dir" -j2
   if [[ $dir == build/dev ]]; then
     # Copy then rename: replacing the file in place would crash processes that have it mapped.
-    for so in "$dir"/native/_core*.so; do
+    for so in "$dir"/native/_core*.so "$dir"/native/libedge_rt.so; do
       cp -f "$so" "edge_rt/.$(basename "$so").tmp" && mv -f "edge_rt/.$(basename "$so").tmp" "edge_rt/$(basename "$so")"
     done
     # The wheel installs quantize/ and devices/ as edge_rt.quantize / edge_rt.devices; mirror that in-tree.

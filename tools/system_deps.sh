@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   chromium         # tests/test_chat_page.py: the chat page of edge-rt serve in a headless browser
   chromium-driver  # tests/test_chat_page.py: chromedriver, which selenium drives chromium through
+  openjdk-17-jdk-headless  # javac, java, jni.h: tests/test_android_jni.py builds and runs the JNI bridge
+  gcc-aarch64-linux-gnu    # tests/test_android_jni.py cross-compiles the JNI bridge for aarch64
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()
