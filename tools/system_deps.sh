@@ -5,6 +5,8 @@
 # locally, and fail under CI=true (tests/helpers.py requires_system_tool), so CI never skips them.
 set -euo pipefail
 packages=(
+  g++-aarch64-linux-gnu  # tests/test_aarch64.py: cross-compiles the core for aarch64 (tools/cross_aarch64.sh)
+  qemu-user              # tests/test_aarch64.py: runs the aarch64 tests and Python under qemu-aarch64
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()
