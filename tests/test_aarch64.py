@@ -17,6 +17,7 @@ from helpers import edge_rt_env, python_child, requires_system_tool
 
 REPO = Path(__file__).resolve().parents[1]
 GREEDY = REPO / "tests" / "aarch64_greedy.py"
+VEC_DOTS = REPO / "tests" / "aarch64_vec_dots.py"
 ARM_PYTHON = REPO / "build" / "aarch64" / "python3"
 # Best kernels on both: tokens must agree up to the first step whose top-2 logits are this close (beyond
 # it, a last-bit difference may legitimately pick the other token).
@@ -47,17 +48,21 @@ def test_cpp_tests_pass_under_qemu_on_three_cpu_models(arm_build):
         assert "test_kernels: all passed" in section.split("== qemu-aarch64")[0]
 
 
-def _greedy_arm(arm_python: Path, out: Path, isa: str) -> Dict[str, np.ndarray]:
+def _run_arm(arm_python: Path, args, cwd: Path, isa: str = "best", cpu: str = "max") -> None:
     env = edge_rt_env()
     env.pop("PYTHONPATH")  # the wrapper puts the aarch64 package first
-    env["QEMU_CPU"] = "max"
+    env["QEMU_CPU"] = cpu
     env.pop("EDGE_RT_ISA", None)
-    if isa == "scalar":
-        env["EDGE_RT_ISA"] = "scalar"
+    if isa != "best":
+        env["EDGE_RT_ISA"] = isa
     # From a folder without an edge_rt/ in it: python puts the script's folder (tests/) first on sys.path.
-    proc = subprocess.run([str(arm_python), str(GREEDY), str(out)], cwd=out.parent, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([str(arm_python), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def _greedy_arm(arm_python: Path, out: Path, isa: str) -> Dict[str, np.ndarray]:
+    _run_arm(arm_python, [GREEDY, out], out.parent, isa)
     return dict(np.load(out))
 
 
@@ -93,6 +98,53 @@ def test_arm64_python_under_qemu_matches_x86(arm_build, isa, tmp_path, monkeypat
     cut = ties[0] + 1 if ties else len(x86["tokens"])
     assert arm["tokens"][:cut].tolist() == x86["tokens"][:cut].tolist()
     assert np.abs(arm["logits"][:cut] - x86["logits"][:cut]).max() <= NEAR_TIE
+
+
+# Elements and bytes per block, and the offsets of the fp16 scale fields, which get finite values (random
+# bytes there could be inf or NaN).
+_LAYOUTS = {"Q8_0": (32, 34, (0,)), "Q4_0": (32, 18, (0,)), "Q4_1": (32, 20, (0, 2)), "Q5_0": (32, 22, (0,)),
+            "Q5_1": (32, 24, (0, 2)), "Q3_K": (256, 110, (108,)), "Q4_K": (256, 144, (0, 2)),
+            "Q5_K": (256, 176, (0, 2)), "Q6_K": (256, 210, (208,))}
+
+
+def _random_rows(rng: np.random.Generator, t: str, rows: int, n: int) -> np.ndarray:
+    elems, nbytes, scales = _LAYOUTS[t]
+    blocks = rng.integers(0, 256, (rows, n // elems, nbytes), dtype=np.uint8)
+    for off in scales:
+        d = (rng.random((rows, n // elems)) * 0.01).astype(np.float16)
+        blocks[:, :, off:off + 2] = d[..., None].view(np.uint8).reshape(rows, n // elems, 2)
+    if t == "Q8_0":
+        blocks[:, :, 2:][blocks[:, :, 2:] == 0x80] = 0x81  # int8 weights in [-127, 127], as ggml writes them
+    if t == "Q6_K":
+        sc = blocks[:, :, 192:208]
+        sc[sc == 0x80] = 0x81
+    return blocks.reshape(rows, -1)
+
+
+@needs_cross_tools
+def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
+    """The NEON kernels sum as llama.cpp's AVX2 build (the block formats' lanes, and the K-quants' lanes):
+    on the same rows, neon_i8mm under qemu and the x86 build give the same floats. Skips the comparison
+    where the x86 CPU has no AVX2."""
+    from edge_rt import _core
+
+    if _core.isa() == "scalar":
+        pytest.skip("this x86 CPU runs no AVX2: nothing to compare the NEON bits with")
+    rng = np.random.default_rng(7)
+    rows, n = 16, 2048
+    data = {"x": rng.standard_normal((rows, n)).astype(np.float32)}
+    data["x"][:, 100] = 9.5  # an outlier, as real activations have
+    for t in _LAYOUTS:
+        data[f"{t}.w"] = _random_rows(rng, t, rows, n)
+    np.savez(tmp_path / "in.npz", **data)
+    _run_arm(arm_build, [VEC_DOTS, tmp_path / "in.npz", tmp_path / "arm.npz"], tmp_path)
+    proc = python_child([str(VEC_DOTS), str(tmp_path / "in.npz"), str(tmp_path / "x86.npz")], capture_output=True,
+                        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    arm, x86 = np.load(tmp_path / "arm.npz"), np.load(tmp_path / "x86.npz")
+    assert str(arm["isa"]) == "neon_i8mm"
+    differ = [t for t in _LAYOUTS if not np.array_equal(arm[t].view(np.uint32), x86[t].view(np.uint32))]
+    assert not differ, {t: float(np.abs(arm[t] - x86[t]).max()) for t in differ}
 
 
 @needs_cross_tools

@@ -5,6 +5,7 @@
 
 #include "edge_rt/kernels.h"
 #include "neon_block_dots.h"
+#include "neon_kquant_dots.h"
 
 namespace edge_rt {
 
@@ -63,6 +64,12 @@ constexpr int kTypeSlots = 31;
 struct NeonTable {
     WeightKernels k[kTypeSlots] = {};
     bool present[kTypeSlots] = {};
+    // The type's entry, started as an overlay entry (its activation format, no functions) on first use.
+    WeightKernels& entry(GgmlType w) {
+        if (!present[(int)w]) k[(int)w] = overlay_entry(w);
+        present[(int)w] = true;
+        return k[(int)w];
+    }
     template <class Dots>
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t)) {
         k[(int)w] =
@@ -78,6 +85,7 @@ struct NeonTable {
         add<Q5_1Dots>(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q8_1_quantize);
         k[(int)T::Q4_0].dot_rows_blockwise = q4_0_dot_rows_blockwise<DotNeon>;
         k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8<DotNeon>;
+        add_kquant_dots<DotNeon>(*this);
     }
 };
 

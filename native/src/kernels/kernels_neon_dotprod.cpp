@@ -5,6 +5,7 @@
 
 #include "edge_rt/kernels.h"
 #include "neon_block_dots.h"
+#include "neon_kquant_dots.h"
 
 namespace edge_rt {
 
@@ -26,6 +27,12 @@ constexpr int kTypeSlots = 31;
 struct DotprodTable {
     WeightKernels k[kTypeSlots] = {};
     bool present[kTypeSlots] = {};
+    // The type's entry, started as an overlay entry (its activation format, no functions) on first use.
+    WeightKernels& entry(GgmlType w) {
+        if (!present[(int)w]) k[(int)w] = overlay_entry(w);
+        present[(int)w] = true;
+        return k[(int)w];
+    }
     template <class Dots>
     void add(GgmlType w) {
         k[(int)w] = overlay_entry(w);
@@ -42,6 +49,7 @@ struct DotprodTable {
         add<Q5_1Dots>(T::Q5_1);
         k[(int)T::Q4_0].dot_rows_blockwise = q4_0_dot_rows_blockwise<DotSdot>;
         k[(int)T::Q4_0].gemm_x8 = q4_0_gemm_x8<DotSdot>;
+        add_kquant_dots<DotSdot>(*this);
     }
 };
 
