@@ -9,6 +9,8 @@ packages=(
   chromium-driver  # tests/test_chat_page.py: chromedriver, which selenium drives chromium through
   openjdk-17-jdk-headless  # javac, java, jni.h: tests/test_android_jni.py builds and runs the JNI bridge
   gcc-aarch64-linux-gnu    # tests/test_android_jni.py cross-compiles the JNI bridge for aarch64
+  g++-aarch64-linux-gnu  # tests/test_aarch64.py: cross-compiles the core for aarch64 (tools/cross_aarch64.sh)
+  qemu-user              # tests/test_aarch64.py: runs the aarch64 tests and Python under qemu-aarch64
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()

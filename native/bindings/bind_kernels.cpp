@@ -28,7 +28,7 @@ using edge_rt::ErrorKind;
 using edge_rt::GgmlType;
 using edge_rt::Isa;
 
-constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni};
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDotprod, Isa::NeonI8mm};
 
 Isa parse_isa(const std::string& op, const std::string& name) {
     for (Isa i : kAllIsas)

@@ -89,15 +89,54 @@ const WeightKernels* isa_table(GgmlType t, Isa isa) {
         case Isa::Scalar: return scalar_weight_kernels(t);
         case Isa::Avx2: return avx2_weight_kernels(t);
         case Isa::Avx512Vnni: return avx512vnni_weight_kernels(t);
+        case Isa::Neon: return neon_weight_kernels(t);
+        case Isa::NeonDotprod: return neon_dotprod_weight_kernels(t);
+        case Isa::NeonI8mm: return neon_i8mm_weight_kernels(t);
     }
     return nullptr;
 }
 
+constexpr Isa kSimdIsas[] = {Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDotprod, Isa::NeonI8mm};
+
 std::vector<Isa> runnable_simd_isas() {
     std::vector<Isa> v;
-    for (Isa i : {Isa::Avx2, Isa::Avx512Vnni})
+    for (Isa i : kSimdIsas)
         if (isa_compiled(i) && cpu_supports(i)) v.push_back(i);
     return v;
+}
+
+// Which ISA's file provides `fn` in the merged table of `isa`: the lowest of isa and its ancestors
+// whose own table holds that very function.
+template <class Fn>
+const char* provider(GgmlType t, Isa isa, Fn WeightKernels::* field) {
+    const Fn fn = weight_kernels(t, isa)->*field;
+    if (fn == nullptr) return "-";
+    const char* name = "?";
+    for (Isa i = isa;; i = isa_parent(i)) {
+        const WeightKernels* own = isa_table(t, i);
+        if (own && own->*field == fn) name = isa_name(i);
+        if (i == Isa::Scalar) break;
+    }
+    return name;
+}
+
+// The kernel table dispatch chose on this CPU (what runs under EDGE_RT_ISA unset): per type, the ISA whose
+// kernel each entry is (tools/cross_aarch64.sh shows it for every emulated CPU model).
+void print_dispatch_table() {
+    const Isa isa = active_isa();
+    std::printf("dispatch (%s): type quantize_act vec_dot vec_dot_rows dot_rows_blockwise gemm_x8 dot_rows_tiled\n",
+                isa_name(isa));
+    for (const TypeInfo& ti : kTypes)
+        std::printf(
+            "  %-5s %s %s %s %s %s %s\n", ti.name, provider(ti.type, isa, &WeightKernels::quantize_act),
+            provider(ti.type, isa, &WeightKernels::vec_dot), provider(ti.type, isa, &WeightKernels::vec_dot_rows),
+            provider(ti.type, isa, &WeightKernels::dot_rows_blockwise), provider(ti.type, isa, &WeightKernels::gemm_x8),
+            provider(ti.type, isa, &WeightKernels::dot_rows_tiled));
+    const GgmlVecOps& ops = ggml_vec_ops(isa);
+    std::printf("  vec ops %s\n", &ops == scalar_ggml_vec_ops() ? "scalar"
+                                  : &ops == avx2_ggml_vec_ops() ? "avx2"
+                                  : &ops == neon_ggml_vec_ops() ? "neon"
+                                                                : "?");
 }
 
 // Random but valid weight rows: random quantized bits, scales of realistic magnitude.
@@ -270,8 +309,9 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
 // The 32-element block formats' scalar twins emulate the AVX2 kernels' lanes (kernels_scalar.cpp LaneSum),
 // so the two agree bit for bit: the scalar ISA then computes what llama.cpp's AVX2 build computes.
 bool bitwise_twin(GgmlType t, Isa isa) {
-    return isa == Isa::Avx2 && (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q5_0 ||
-                                t == GgmlType::Q4_1 || t == GgmlType::Q5_1);
+    const bool lanes_isa = isa == Isa::Avx2 || isa == Isa::Neon || isa == Isa::NeonDotprod || isa == Isa::NeonI8mm;
+    return lanes_isa && (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q4_1 ||
+                         t == GgmlType::Q5_1);
 }
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
@@ -878,7 +918,8 @@ void test_batched_attention_ops(std::mt19937& rng) {
 void test_dispatch_on_this_cpu() {
     const TypeInfo& ti = kTypes[3];  // Q8_0
     std::vector<float> x((size_t)ti.block_elems, 0.5f);
-    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni}) {
+    for (int i = 0; i < kIsaCount; ++i) {  // every name, also the other family's: lowered to a runnable ISA
+        const Isa isa = (Isa)i;
         const WeightKernels* k = weight_kernels(ti.type, isa);
         CHECK(k != nullptr && k->quantize_act != nullptr, "%s: no Q8_0 kernels for %s", ti.name, isa_name(isa));
         std::vector<uint8_t> a(k->act_row_bytes(ti.block_elems));
@@ -894,6 +935,7 @@ int main(int argc, char** argv) {
     std::printf("best_isa=%s active_isa=%s; SIMD ISAs tested:", isa_name(best_isa()), isa_name(active_isa()));
     for (Isa i : runnable_simd_isas()) std::printf(" %s", isa_name(i));
     std::printf("\n");
+    print_dispatch_table();
     test_dispatch_on_this_cpu();
     test_known_blocks();
     std::mt19937 rng(12345);

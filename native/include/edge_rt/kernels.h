@@ -10,7 +10,8 @@
 //
 // Every ISA variant has the Scalar variant as its reference twin; tests compare them under named
 // error limits. Variants live in one source file per ISA (kernels_scalar.cpp, kernels_avx2.cpp,
-// kernels_avx512vnni.cpp) compiled with that ISA's flags only; which one runs is decided at run time.
+// kernels_avx512vnni.cpp, kernels_neon.cpp, kernels_neon_dotprod.cpp, kernels_neon_i8mm.cpp) compiled with
+// that ISA's flags only; which one runs is decided at run time.
 //
 // Thread-safety: all functions are pure; call them from any thread.
 #pragma once
@@ -144,8 +145,11 @@ inline const WeightKernels* weight_kernels(GgmlType type) noexcept { return weig
 
 // Per-ISA tables, each defined in its own translation unit. Index by weight type; nullptr if absent.
 const WeightKernels* scalar_weight_kernels(GgmlType type) noexcept;
-const WeightKernels* avx2_weight_kernels(GgmlType type) noexcept;        // nullptr when not built
-const WeightKernels* avx512vnni_weight_kernels(GgmlType type) noexcept;  // nullptr when not built
+const WeightKernels* avx2_weight_kernels(GgmlType type) noexcept;          // nullptr when not built
+const WeightKernels* avx512vnni_weight_kernels(GgmlType type) noexcept;    // nullptr when not built
+const WeightKernels* neon_weight_kernels(GgmlType type) noexcept;          // nullptr when not built
+const WeightKernels* neon_dotprod_weight_kernels(GgmlType type) noexcept;  // nullptr when not built
+const WeightKernels* neon_i8mm_weight_kernels(GgmlType type) noexcept;     // nullptr when not built
 
 // ggml's float vector arithmetic outside the weight matmuls, reproduced bit for bit as llama.cpp's x86-64
 // AVX2 + FMA build computes it (ggml-cpu vec.h / vec.cpp, llamafile sgemm.cpp). A last-bit difference
@@ -192,7 +196,9 @@ void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept;
 
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept;
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept;  // nullptr when not built
-// The fastest variant `isa` may run (AVX-512 uses the AVX2 one: the bits are those of ggml's AVX2 build).
+const GgmlVecOps* neon_ggml_vec_ops() noexcept;  // nullptr when not built
+// The fastest variant `isa` may run (AVX-512 uses the AVX2 one, dotprod and i8mm the NEON one: the bits
+// are those of ggml's AVX2 build on every ISA).
 const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept;
 inline const GgmlVecOps& ggml_vec_ops() noexcept { return ggml_vec_ops(active_isa()); }
 

@@ -763,43 +763,6 @@ const ScalarTable& scalar_table() {
     return t;
 }
 
-// Per-ISA tables with every null entry filled from the next lower ISA, built once.
-struct MergedTables {
-    WeightKernels k[3][kTypeSlots];
-    bool present[kTypeSlots] = {};
-    static void overlay(WeightKernels& dst, const WeightKernels* src) {
-        if (src == nullptr) return;
-        if (src->quantize_act) dst.quantize_act = src->quantize_act;
-        if (src->vec_dot) dst.vec_dot = src->vec_dot;
-        if (src->vec_dot_rows) {  // a level's scaled twin only ever stands beside its own vec_dot_rows
-            dst.vec_dot_rows = src->vec_dot_rows;
-            dst.vec_dot_rows_scaled = src->vec_dot_rows_scaled;
-        }
-        if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
-        if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;
-        if (src->interleave_x8) dst.interleave_x8 = src->interleave_x8;
-        if (src->gemm_x8) dst.gemm_x8 = src->gemm_x8;
-        if (src->dot_rows_tiled) dst.dot_rows_tiled = src->dot_rows_tiled;
-    }
-    MergedTables() {
-        const ScalarTable& s = scalar_table();
-        for (int i = 0; i < kTypeSlots; ++i) {
-            present[i] = s.present[i];
-            if (!present[i]) continue;
-            const GgmlType t = (GgmlType)i;
-            k[0][i] = s.k[i];
-            // An ISA's table is only touched on a CPU that runs it: its static initializer is code of
-            // that ISA (GCC emits AVX-512 stores for the AVX-512 table), so even building the table
-            // faults with SIGILL elsewhere. Levels the CPU lacks repeat the level below; weight_kernels
-            // never returns them (it clamps to best_isa()).
-            k[1][i] = k[0][i];
-            if (cpu_supports(Isa::Avx2)) overlay(k[1][i], avx2_weight_kernels(t));
-            k[2][i] = k[1][i];
-            if (cpu_supports(Isa::Avx512Vnni)) overlay(k[2][i], avx512vnni_weight_kernels(t));
-        }
-    }
-};
-
 }  // namespace
 
 SumOrder sum_order_for(GgmlType type, int64_t rows) noexcept {
@@ -831,26 +794,6 @@ const WeightKernels* scalar_weight_kernels(GgmlType type) noexcept {
     if (i < 0 || i >= kTypeSlots) return nullptr;
     const ScalarTable& t = scalar_table();
     return t.present[i] ? &t.k[i] : nullptr;
-}
-
-// Stand-ins for ISA files that this build does not compile (non-x86 hosts): "not built" = nullptr.
-#if !defined(EDGE_RT_HAVE_AVX2)
-const WeightKernels* avx2_weight_kernels(GgmlType) noexcept { return nullptr; }
-#endif
-#if !defined(EDGE_RT_HAVE_AVX512VNNI)
-const WeightKernels* avx512vnni_weight_kernels(GgmlType) noexcept { return nullptr; }
-#endif
-
-// The requested ISA is clamped to best_isa(): asking for kernels the CPU cannot execute returns the
-// best runnable ones instead of code that would fault with SIGILL.
-const WeightKernels* weight_kernels(GgmlType type, Isa isa) noexcept {
-    const int i = (int)type;
-    if (i < 0 || i >= kTypeSlots) return nullptr;
-    static const MergedTables merged;
-    if (!merged.present[i]) return nullptr;
-    const Isa best = best_isa();
-    const int level = (int)isa < (int)best ? (int)isa : (int)best;
-    return &merged.k[level][i];
 }
 
 }  // namespace edge_rt

@@ -168,15 +168,24 @@ const GgmlVecOps* scalar_ggml_vec_ops() noexcept {
 }
 
 const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept {
-    const Isa best = best_isa();
-    const int level = (int)isa < (int)best ? (int)isa : (int)best;
-    const GgmlVecOps* simd = level >= (int)Isa::Avx2 ? avx2_ggml_vec_ops() : nullptr;
+    const GgmlVecOps* simd = nullptr;
+    switch (runnable_isa(isa)) {
+        case Isa::Avx2:
+        case Isa::Avx512Vnni: simd = avx2_ggml_vec_ops(); break;
+        case Isa::Neon:
+        case Isa::NeonDotprod:
+        case Isa::NeonI8mm: simd = neon_ggml_vec_ops(); break;
+        case Isa::Scalar: break;
+    }
     return simd ? *simd : *scalar_ggml_vec_ops();
 }
 
-// Stand-in where the AVX2 file is not compiled (non-x86 hosts): "not built" = nullptr.
+// Stand-ins where an ISA's file is not compiled (the other architecture): "not built" = nullptr.
 #if !defined(EDGE_RT_HAVE_AVX2)
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept { return nullptr; }
+#endif
+#if !defined(EDGE_RT_HAVE_NEON)
+const GgmlVecOps* neon_ggml_vec_ops() noexcept { return nullptr; }
 #endif
 
 }  // namespace edge_rt

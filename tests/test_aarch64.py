@@ -1,0 +1,159 @@
+"""The aarch64 leg: the core cross-built with Debian's toolchain and run under qemu-aarch64
+(tools/cross_aarch64.sh). The C++ tests run on three CPU models, each of which must get its own kernels
+from run-time dispatch; and the arm64 CPython (Debian's, unpacked by tools/aarch64_sysroot.sh) runs the
+package built for it, whose greedy run of the default model is compared with this x86 build's
+(tests/aarch64_greedy.py). Nothing is timed: emulation says nothing about speed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+from helpers import edge_rt_env, python_child, requires_system_tool
+
+REPO = Path(__file__).resolve().parents[1]
+GREEDY = REPO / "tests" / "aarch64_greedy.py"
+VEC_DOTS = REPO / "tests" / "aarch64_vec_dots.py"
+ARM_PYTHON = REPO / "build" / "aarch64" / "python3"
+# Best kernels on both: tokens must agree up to the first step whose top-2 logits are this close (beyond
+# it, a last-bit difference may legitimately pick the other token).
+NEAR_TIE = 1e-3
+
+needs_cross_tools = requires_system_tool("aarch64-linux-gnu-g++", "qemu-aarch64")
+
+
+def _run(cmd, timeout: int) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def arm_build() -> Path:
+    """Cross-builds the core, its C++ tests and the aarch64 edge_rt._core (one build, both tests use it)."""
+    _run(["bash", "tools/cross_aarch64.sh", "--python"], timeout=1800)
+    return ARM_PYTHON
+
+
+@needs_cross_tools
+def test_cpp_tests_pass_under_qemu_on_three_cpu_models(arm_build):
+    out = _run(["bash", "tools/cross_aarch64.sh", "--test"], timeout=900).stdout
+    for cpu, isa in (("cortex-a53", "neon"), ("cortex-a76", "neon_dotprod"), ("max", "neon_i8mm")):
+        section = out.split(f"== qemu-aarch64 -cpu {cpu}\n", 1)[1]
+        assert section.startswith(f"best_isa={isa} active_isa={isa};"), section[:200]
+        assert "test_kernels: all passed" in section.split("== qemu-aarch64")[0]
+
+
+def _run_arm(arm_python: Path, args, cwd: Path, isa: str = "best", cpu: str = "max") -> None:
+    env = edge_rt_env()
+    env.pop("PYTHONPATH")  # the wrapper puts the aarch64 package first
+    env["QEMU_CPU"] = cpu
+    env.pop("EDGE_RT_ISA", None)
+    if isa != "best":
+        env["EDGE_RT_ISA"] = isa
+    # From a folder without an edge_rt/ in it: python puts the script's folder (tests/) first on sys.path.
+    proc = subprocess.run([str(arm_python), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def _greedy_arm(arm_python: Path, out: Path, isa: str) -> Dict[str, np.ndarray]:
+    _run_arm(arm_python, [GREEDY, out], out.parent, isa)
+    return dict(np.load(out))
+
+
+def _greedy_x86(out: Path, isa: str, monkeypatch) -> Dict[str, np.ndarray]:
+    if isa == "scalar":
+        monkeypatch.setenv("EDGE_RT_ISA", "scalar")
+    else:
+        monkeypatch.delenv("EDGE_RT_ISA", raising=False)
+    proc = python_child([str(GREEDY), str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return dict(np.load(out))
+
+
+@needs_cross_tools
+@pytest.mark.parametrize("isa", ["scalar", "best"])
+def test_arm64_python_under_qemu_matches_x86(arm_build, isa, tmp_path, monkeypatch):
+    arm = _greedy_arm(arm_build, tmp_path / "arm.npz", isa)
+    x86 = _greedy_x86(tmp_path / "x86.npz", isa, monkeypatch)
+    if isa == "scalar":
+        assert str(arm["isa"]) == str(x86["isa"]) == "scalar"
+        # One source for the scalar kernels, compiled without fp contraction on both: the same bits.
+        assert arm["tokens"].tolist() == x86["tokens"].tolist()
+        assert np.array_equal(arm["logits"].view(np.uint32), x86["logits"].view(np.uint32)), (
+            f"logits differ by up to {np.abs(arm['logits'] - x86['logits']).max():.3g}")
+        assert str(arm["text"]) == str(x86["text"])
+        return
+    assert str(arm["isa"]) == "neon_i8mm"
+    n_prompt = int(x86["n_prompt"])
+    top2 = np.sort(x86["logits"], axis=1)[:, -2:]
+    ties = [i for i in range(n_prompt - 1, len(top2)) if top2[i, 1] - top2[i, 0] < NEAR_TIE]
+    # Row i predicts token i + 1: tokens 0..i (and the logits computed from them) must agree, token i + 1
+    # may differ.
+    cut = ties[0] + 1 if ties else len(x86["tokens"])
+    assert arm["tokens"][:cut].tolist() == x86["tokens"][:cut].tolist()
+    assert np.abs(arm["logits"][:cut] - x86["logits"][:cut]).max() <= NEAR_TIE
+
+
+# Elements and bytes per block, and the offsets of the fp16 scale fields, which get finite values (random
+# bytes there could be inf or NaN).
+_LAYOUTS = {"Q8_0": (32, 34, (0,)), "Q4_0": (32, 18, (0,)), "Q4_1": (32, 20, (0, 2)), "Q5_0": (32, 22, (0,)),
+            "Q5_1": (32, 24, (0, 2)), "Q3_K": (256, 110, (108,)), "Q4_K": (256, 144, (0, 2)),
+            "Q5_K": (256, 176, (0, 2)), "Q6_K": (256, 210, (208,))}
+
+
+def _random_rows(rng: np.random.Generator, t: str, rows: int, n: int) -> np.ndarray:
+    elems, nbytes, scales = _LAYOUTS[t]
+    blocks = rng.integers(0, 256, (rows, n // elems, nbytes), dtype=np.uint8)
+    for off in scales:
+        d = (rng.random((rows, n // elems)) * 0.01).astype(np.float16)
+        blocks[:, :, off:off + 2] = d[..., None].view(np.uint8).reshape(rows, n // elems, 2)
+    if t == "Q8_0":
+        blocks[:, :, 2:][blocks[:, :, 2:] == 0x80] = 0x81  # int8 weights in [-127, 127], as ggml writes them
+    if t == "Q6_K":
+        sc = blocks[:, :, 192:208]
+        sc[sc == 0x80] = 0x81
+    return blocks.reshape(rows, -1)
+
+
+@needs_cross_tools
+def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
+    """The NEON kernels sum as llama.cpp's AVX2 build (the block formats' lanes, and the K-quants' lanes):
+    on the same rows, neon_i8mm under qemu and the x86 build give the same floats. Skips the comparison
+    where the x86 CPU has no AVX2."""
+    from edge_rt import _core
+
+    if _core.isa() == "scalar":
+        pytest.skip("this x86 CPU runs no AVX2: nothing to compare the NEON bits with")
+    rng = np.random.default_rng(7)
+    rows, n = 16, 2048
+    data = {"x": rng.standard_normal((rows, n)).astype(np.float32)}
+    data["x"][:, 100] = 9.5  # an outlier, as real activations have
+    for t in _LAYOUTS:
+        data[f"{t}.w"] = _random_rows(rng, t, rows, n)
+    np.savez(tmp_path / "in.npz", **data)
+    _run_arm(arm_build, [VEC_DOTS, tmp_path / "in.npz", tmp_path / "arm.npz"], tmp_path)
+    proc = python_child([str(VEC_DOTS), str(tmp_path / "in.npz"), str(tmp_path / "x86.npz")], capture_output=True,
+                        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    arm, x86 = np.load(tmp_path / "arm.npz"), np.load(tmp_path / "x86.npz")
+    assert str(arm["isa"]) == "neon_i8mm"
+    differ = [t for t in _LAYOUTS if not np.array_equal(arm[t].view(np.uint32), x86[t].view(np.uint32))]
+    assert not differ, {t: float(np.abs(arm[t] - x86[t]).max()) for t in differ}
+
+
+@needs_cross_tools
+def test_edge_rt_run_under_qemu_prints_the_x86_text(arm_build, tmp_path):
+    args = ["-m", "edge_rt.cli", "run", "--temp", "0", "-n", "24", "-p", "def main():"]
+    env = edge_rt_env()
+    env.pop("PYTHONPATH")
+    arm = subprocess.run([str(arm_build), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert arm.returncode == 0, arm.stderr[-4000:]
+    x86 = python_child(args, capture_output=True, text=True, timeout=600)
+    assert x86.returncode == 0, x86.stderr[-4000:]
+    assert arm.stdout == x86.stdout and arm.stdout.startswith("def main():")
