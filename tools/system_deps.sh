@@ -5,6 +5,8 @@
 # locally, and fail under CI=true (tests/helpers.py requires_system_tool), so CI never skips them.
 set -euo pipefail
 packages=(
+  clang              # tests/test_fuzz.py: libFuzzer harnesses and the ASan/UBSan build (tools/fuzz.sh)
+  libclang-rt-dev    # tests/test_fuzz.py: clang's libFuzzer, ASan and UBSan runtimes
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()
