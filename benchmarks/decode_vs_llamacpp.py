@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from edge_rt.atomic_io import atomic_write, write_text_atomic
 from edge_rt.synthetic import PRESETS, ensure_synthetic_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,11 +205,10 @@ def llama_quantized_model(preset: str, mixture: str, log: Callable[[str], None])
     log(f"[{mixture}] quantizing {src.name} with llama.cpp")
     qp = llama_cpp.llama_model_quantize_default_params()
     qp.ftype = LLAMA_MIXTURES[mixture]
-    tmp = dst.with_suffix(".tmp")
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(qp))
-    if rc != 0:
-        raise RuntimeError(f"llama_model_quantize returned {rc}")
-    tmp.rename(dst)
+    with atomic_write(dst) as tmp:  # llama.cpp replaces the (empty, unpredictably named) file
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(qp))
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize returned {rc}")
     return dst
 
 
@@ -372,7 +372,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "types": types,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2))
+    write_text_atomic(a.out, json.dumps(report, indent=2))
     print(markdown(report))
     log(f"wrote {a.out}")
     return 0 if all(not t["errors"] for t in types) else 1

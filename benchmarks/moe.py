@@ -659,7 +659,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["duration_s"] = time.time() - t_start
         report["caches_dropped"] = drop_caches()
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=1, default=str))
+        from edge_rt.atomic_io import write_text_atomic
+
+        write_text_atomic(a.out, json.dumps(report, indent=1, default=str))
         log(f"wrote {a.out}")
     print(markdown(report))
     if report.get("tiny") and a.plot:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_rt.atomic_io import write_text_atomic
 from edge_rt.quantize import codec
 from edge_rt.quantize.calibrate import CalibStats, token_windows
 from edge_rt.quantize.evaluate import LogitsRunner, Reference, compare
@@ -301,7 +302,7 @@ def main() -> None:
 
     results["_machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "python": platform.python_version(), "quantizer": codec.implementation()}
-    (a.out / "quant_quality.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(a.out / "quant_quality.json", json.dumps(results, indent=1))
     plot({k: v for k, v in results.items() if not k.startswith("_")}, a.plot)
     for kind, res in results.items():
         if kind.startswith("_"):

@@ -716,7 +716,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             "models": models, "complete": len(models) == len(a.models),
         }
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=1))  # after each model: a cut-off run keeps its results
+        # After each model: a cut-off run keeps its results (and never leaves a half-written file).
+        from edge_rt.atomic_io import write_text_atomic
+
+        write_text_atomic(a.out, json.dumps(report, indent=1))
     print(markdown(report))
     log(f"wrote {a.out}")
     tl = next((m["timeline"] for m in models if m.get("timeline")), None)

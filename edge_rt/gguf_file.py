@@ -15,24 +15,23 @@ Header bytes
     layout), for writers that copy metadata records byte for byte (``edge_rt.convert``).
 
 Writing
-    :func:`atomic_write` -- every GGUF (or other output file) edge_rt writes goes through it: a
-    temporary file with an unpredictable name in the destination's folder, flushed and fsynced, then
-    renamed onto the destination; on any failure (KeyboardInterrupt included) the temporary file is
-    removed and an existing destination is left untouched. :func:`save_writer` does that for a
-    ``gguf.GGUFWriter`` filled in memory.
+    :func:`atomic_write` (from ``edge_rt.atomic_io``, the one helper for every output file) -- a
+    temporary file with an unpredictable name in the destination's folder, created exclusively without
+    following symlinks, fsynced, then renamed onto the destination; on any failure (ENOSPC,
+    KeyboardInterrupt included) the temporary file is removed and an existing destination is left
+    untouched. :func:`save_writer` does that for a ``gguf.GGUFWriter`` filled in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 
+from .atomic_io import atomic_write
 from .errors import ModelFormatError, ModelIOError
 
 __all__ = [
@@ -234,45 +233,6 @@ def split_kv_records(header: bytes, n_kv: int, where: str, op: str = "[convert]"
 
 # ---- writing -------------------------------------------------------------------------------------
 
-def _default_file_mode() -> int:
-    """The permissions ``open(path, "w")`` gives a new file: 0o666 minus the process umask."""
-    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_write(dest: PathLike) -> Iterator[Path]:
-    """Write ``dest`` all at once or not at all.
-
-    Yields the path of a new, empty temporary file in ``dest``'s folder (named
-    ``.<dest name>.<random>.tmp``, created exclusively so no other process's file is reused). The body
-    writes it, by name or through ``open(tmp, "wb")``, and closes what it opened. When the body returns,
-    the file is fsynced, given the permissions a plain ``open`` would have given it, and renamed onto
-    ``dest`` (``os.replace``: readers see the old file or the new one, never a partial one), and the
-    folder is fsynced so the rename survives a crash. When the body raises anything (KeyboardInterrupt
-    included), the temporary file is removed, ``dest`` is untouched and the exception propagates.
-
-    Raises FileNotFoundError when ``dest``'s folder does not exist (nothing is created).
-    """
-    dest_p = Path(os.fspath(dest))
-    folder = dest_p.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest_p.name}.", suffix=".tmp", dir=str(folder))
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, dest_p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(folder)
-
-
 def save_writer(writer: Any, dest: PathLike) -> None:
     """Write a ``gguf.GGUFWriter`` made without a path (``GGUFWriter(None, arch)``) and filled in memory
     (metadata, ``add_tensor``) to ``dest`` through :func:`atomic_write`; the writer is closed either way."""
@@ -283,17 +243,3 @@ def save_writer(writer: Any, dest: PathLike) -> None:
             writer.write_tensors_to_file()
         finally:
             writer.close()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename in ``folder``; best effort (some filesystems refuse fsync on a directory)."""
-    try:
-        fd = os.open(str(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+from .atomic_io import atomic_write
 from .errors import InvalidArgumentError
 
 
@@ -31,7 +32,8 @@ def _save(plt: Any, fig: Any, out: Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, dpi=110, format=out.suffix[1:] or "png")
     plt.close(fig)
     return out
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..atomic_io import atomic_write
 from ..errors import InvalidArgumentError, ModelFormatError
 from ..observer import EvalObserver
 
@@ -159,7 +160,7 @@ class CalibStats:
             arrays[f"gram_count/{key}"] = np.asarray(c, dtype=np.int64)
         arrays["meta"] = np.array(json.dumps(dict(self.meta, gram_alias=self.gram_alias)))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:  # np.savez appends .npz to a str path without the suffix
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz suffix
             np.savez(f, **arrays)
         return path
 

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..atomic_io import atomic_write, write_text_atomic
 from ..errors import InvalidArgumentError
 from .rules import llama_cpp_name
 from .sensitivity import Sensitivity
@@ -129,7 +130,7 @@ def write_recipe(path: Path, types: Dict[str, str], *, sens: Optional[Sensitivit
         d["sensitivity_method"] = sens.method
         d["candidates"] = list(sens.candidates)
     path = Path(path)
-    path.write_text(json.dumps(d, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(d, indent=1) + "\n")
     return path
 
 
@@ -148,7 +149,7 @@ def write_rules(path: Path, types: Dict[str, str], searchable: Sequence[str]) ->
              "#   llama-quantize $(grep -v '^#' THIS_FILE) MASTER.gguf OUT.gguf Q8_0",
              "# (every matrix is named, so the final ftype argument only sets general.file_type)"]
     lines += tensor_type_rules(types, searchable)
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return Path(path)
 
 
@@ -169,7 +170,7 @@ def write_sensitivity_table(path: Path, sens: Sensitivity, chosen: Optional[Dict
             cells.append("" if b is None else str(b))
         cells.append((chosen or {}).get(n, ""))
         rows.append("\t".join(cells))
-    Path(path).write_text("\n".join(rows) + "\n")
+    write_text_atomic(path, "\n".join(rows) + "\n")
     return Path(path)
 
 
@@ -202,6 +203,7 @@ def pareto_plot(path: Path, *, searched: Sequence[Tuple[float, float]], presets:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix[1:] or "png")
     plt.close(fig)
     return Path(path)

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..atomic_io import write_text_atomic
 from ..errors import EdgeRTError, InvalidArgumentError, ModelFormatError, ModelIOError
 from . import codec
 from .block_types import TYPE_NAMES
@@ -326,7 +327,7 @@ def quantize_model(inp: Path, out: Path, *, qtype: Optional[str] = None, target_
                                            [t.name for t in searchable(src)])
             outputs["sensitivity"] = write_sensitivity_table(Path(str(base) + ".sensitivity.tsv"), sens, types)
             p = Path(str(base) + ".sensitivity.json")
-            p.write_text(json.dumps(sens.to_json()) + "\n")
+            write_text_atomic(p, json.dumps(sens.to_json()) + "\n")
             outputs["sensitivity_json"] = p
         if plot is not None:
             outputs["plot"] = plot_predicted(sens, src, types, plot, title=f"{inp.name}: predicted size vs KL")

@@ -11,6 +11,8 @@ packages=(
   gcc-aarch64-linux-gnu    # tests/test_android_jni.py cross-compiles the JNI bridge for aarch64
   g++-aarch64-linux-gnu  # tests/test_aarch64.py: cross-compiles the core for aarch64 (tools/cross_aarch64.sh)
   qemu-user              # tests/test_aarch64.py: runs the aarch64 tests and Python under qemu-aarch64
+  clang              # tests/test_fuzz.py: libFuzzer harnesses and the ASan/UBSan build (tools/fuzz.sh)
+  libclang-rt-dev    # tests/test_fuzz.py: clang's libFuzzer, ASan and UBSan runtimes
 )
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 missing=()
