@@ -144,7 +144,7 @@ EDGE_RT_API int32_t edge_rt_token_is_eog(edge_rt_model* model, int32_t token); /
 /* Token ids of text (UTF-8, text_len bytes) into out[0..cap); *n_out = the count (or the size needed).
  * add_special: BOS/EOS where the vocabulary asks for them; parse_special: control-token text becomes the
  * token. Same ids as edge_rt's Python Tokenizer.tokenize; vocabularies whose pre-tokenizer the C tokenizer
- * lacks give EDGE_RT_ERR_UNSUPPORTED (see edge_rt_model_info.can_tokenize). */
+ * lacks (the regex ones, see edge_rt/tokenizer.h) give EDGE_RT_ERR_UNSUPPORTED (edge_rt_model_info.can_tokenize). */
 EDGE_RT_API edge_rt_status edge_rt_tokenize(edge_rt_model* model, const char* text, size_t text_len, int add_special,
                                             int parse_special, int32_t* out, size_t cap, size_t* n_out);
 /* The UTF-8 bytes of ids into out[0..cap) (not NUL-terminated); *n_out = the length (or the size needed).
