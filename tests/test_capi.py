@@ -616,3 +616,33 @@ def test_real_model_smollm2_parity():
         assert c.tokenize(prompt, parse_special=True) == ids
         assert c.generate_tokens(ids, max_tokens=16) == expected
         assert c.last_result["finish_reason"] == model.last_result.finish_reason
+
+
+def test_free_from_another_thread_during_generation():
+    status, h, _ = create(DEFAULT, n_ctx=256)
+    first = threading.Event()
+    done = threading.Event()
+
+    @ffi.callback("edge_rt_token_callback")
+    def on_token(token, piece, n, user):
+        first.set()
+        return 0
+
+    out = {}
+
+    def generate():
+        result = ffi.new("edge_rt_generate_result*")
+        result.struct_size = ffi.sizeof("edge_rt_generate_result")
+        out["status"] = status_name(lib.edge_rt_generate(h, ffi.new("int32_t[]", [1, 2, 3]), 3, -1, on_token,
+                                                         ffi.NULL, result))
+        out["n"] = result.n_tokens
+        done.set()
+
+    t = threading.Thread(target=generate)
+    t.start()
+    assert first.wait(30)
+    assert status_name(lib.edge_rt_model_free(h)) == "EDGE_RT_OK"
+    assert done.wait(30)
+    t.join()
+    assert out["status"] == "EDGE_RT_ERR_CANCELLED" and 0 < out["n"] < 253
+    assert status_name(lib.edge_rt_reset(h)) == "EDGE_RT_ERR_INVALID_HANDLE"
