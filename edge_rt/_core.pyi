@@ -279,3 +279,17 @@ class testing:
     @staticmethod
     def inject_io_fault(options: EngineOptions, after_bytes: int, short_read: bool = False) -> None:
         """Streaming reads fail (EIO, or a short read) once after_bytes have been read."""
+
+    @staticmethod
+    def c_pre_tokenizers() -> List[Dict[str, Any]]:
+        """The tokenizer.ggml.pre names the C tokenizer runs: name, split, ignore_merges, add_bos, bos_is_null."""
+
+    class CTokenizer:
+        """The C ABI's tokenizer (native/include/edge_rt/tokenizer.h), for parity tests on vocabulary files."""
+
+        def __init__(self, path: str) -> None: ...
+        def tokenize(self, text: bytes, add_special: bool = True, parse_special: bool = False) -> List[int]: ...
+        def detokenize(self, ids: List[int], special: bool = False) -> bytes: ...
+        @property
+        def can_tokenize(self) -> bool: ...
+        def is_eog(self, token: int) -> bool: ...

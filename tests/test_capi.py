@@ -198,17 +198,17 @@ def test_unsupported_pre_tokenizer_is_an_error_not_a_guess(tmp_path):
     detokenizes, but tokenize says UNSUPPORTED."""
     from edge_rt.synthetic import write_synthetic_gguf
 
-    path = write_synthetic_gguf(tmp_path / "qwen.gguf", n_vocab=512, n_embd=256, n_ff=512, n_layer=1, n_head=4,
+    path = write_synthetic_gguf(tmp_path / "gpt2.gguf", n_vocab=512, n_embd=256, n_ff=512, n_layer=1, n_head=4,
                                 tokenizer="gpt2")
     data = path.read_bytes()
     key = b"tokenizer.ggml.pre"
     at = data.index(key) + len(key) + 4 + 8  # key, value type, string length
     assert data[at:at + 5] == b"gpt-2"
-    patched = tmp_path / "llama-bpe.gguf"
-    patched.write_bytes(data[:at] + b"qwen2" + data[at + 5:])  # same length: offsets stay valid
+    patched = tmp_path / "bloom.gguf"
+    patched.write_bytes(data[:at] + b"bloom" + data[at + 5:])  # same length: offsets stay valid
     with capi.CModel(patched, threads=THREADS) as c:
         assert c.info()["can_tokenize"] is False
-        with pytest.raises(UnsupportedArchitectureError, match=r"pre-tokenizer 'qwen2'") as info:
+        with pytest.raises(UnsupportedArchitectureError, match=r"pre-tokenizer 'bloom'") as info:
             c.tokenize("hello")
         assert info.value.status == "EDGE_RT_ERR_UNSUPPORTED"
         assert len(c.generate_tokens([1, 2, 3], max_tokens=3)) <= 3
@@ -537,3 +537,112 @@ def test_tokenize_random_bytes_parity(synthetic_model, tokenizer):
             ids = tok.tokenize(text, add_special=add, parse_special=parse)
             assert c.tokenize(text, add, parse) == ids, text
             assert c.detokenize_bytes(ids, bool(i & 4)) == tok.detokenize_bytes(ids, bool(i & 4)), text
+
+
+# ---- the C tokenizer on llama.cpp's vocabulary files --------------------------------------------------
+
+def _vocab_names():
+    from vocab_data import has_cases, vocab_files
+
+    return [n for n in vocab_files() if has_cases(n)] or ["none"]
+
+
+@pytest.mark.parametrize("name", _vocab_names())
+def test_c_tokenizer_on_llama_cpp_vocabularies(name):
+    """Every llama.cpp test vocabulary the Python tokenizer loads, loads in C with the same EOG set and
+    detokenizes the same; those the C tokenizer covers give llama.cpp's expected ids on every test input
+    (as the Python tokenizer does), the others refuse to tokenize (UnsupportedArchitectureError)."""
+    from edge_rt import _core
+    from edge_rt.tokenizer import Tokenizer
+
+    from vocab_data import read_cases, unavailable_reason, vocab_dir
+
+    if vocab_dir() is None:
+        pytest.skip(unavailable_reason())
+    path = vocab_dir() / name
+    try:
+        py_tok = Tokenizer.from_gguf(path)
+    except (UnsupportedArchitectureError, ModelFormatError) as e:
+        with pytest.raises(type(e)):
+            _core.testing.CTokenizer(str(path))
+        return
+    c_tok = _core.testing.CTokenizer(str(path))
+    assert [t for t in range(py_tok.n_vocab) if c_tok.is_eog(t)] == sorted(py_tok.eog_ids)
+    cases = read_cases(name)
+    for text, expected in cases:
+        for special in (False, True):
+            assert c_tok.detokenize(expected, special) == py_tok.detokenize_bytes(expected, special), text
+    if not c_tok.can_tokenize:
+        with pytest.raises(UnsupportedArchitectureError, match=r"pre-tokenizer '"):
+            c_tok.tokenize(b"hello")
+        return
+    for text, expected in cases:
+        assert c_tok.tokenize(text.encode(), add_special=False, parse_special=False) == expected, text
+
+
+def test_c_pre_tokenizer_table_matches_python():
+    """The C tokenizer runs exactly the pre-tokenizers whose Python entry is one of the splitters it ports,
+    with the same settings; every other entry is one it refuses (tested above on the vocabulary files)."""
+    from edge_rt import _core
+    from edge_rt.tokenizer import pretokenize as p
+
+    splits = {(p._RE_GPT2,): "gpt2", (p._RE_DIGIT, p._RE_GPT2): "digits+gpt2", (p._RE_LLAMA3,): "llama3",
+              (p._RE_QWEN2,): "qwen2", (p._RE_QWEN35,): "qwen35"}
+    expected = {}
+    for name, e in p.PRE_TYPES.items():
+        split = splits.get(tuple(e.regexes))
+        plain = e.byte_encode and not (e.escape_whitespaces or e.newline_words or e.force_bos or e.merges_optional)
+        if split and plain:
+            expected[name] = {"name": name, "split": split, "ignore_merges": e.ignore_merges, "add_bos": e.add_bos,
+                              "bos_is_null": e.bos_is_null}
+    got = {d["name"]: d for d in _core.testing.c_pre_tokenizers()}
+    assert got == expected
+
+
+def test_real_model_smollm2_parity():
+    """SmolLM2-135M-Instruct (a real model, pre-tokenizer 'smollm': digits, then GPT-2's splitter) through the
+    C ABI: a chat prompt with special tokens tokenizes and generates as the Python API does."""
+    import real_models
+
+    path = real_models.model_path("smollm2-135m-instruct-q4_1")
+    if path is None:
+        pytest.skip(real_models.unavailable_reason("smollm2-135m-instruct-q4_1"))
+    prompt = "<|im_start|>user\nWhat is 12 + 345? Answer in one word.<|im_end|>\n<|im_start|>assistant\n"
+    model = edge_rt.load(path, threads=THREADS, n_ctx=256)
+    ids = model.tokenize(prompt, parse_special=True)
+    expected = list(model.generate_tokens(ids, max_tokens=16, temperature=0))
+    with capi.CModel(path, threads=THREADS, n_ctx=256) as c:
+        assert c.info()["can_tokenize"]
+        assert c.tokenize(prompt, parse_special=True) == ids
+        assert c.generate_tokens(ids, max_tokens=16) == expected
+        assert c.last_result["finish_reason"] == model.last_result.finish_reason
+
+
+def test_free_from_another_thread_during_generation():
+    status, h, _ = create(DEFAULT, n_ctx=256)
+    first = threading.Event()
+    done = threading.Event()
+
+    @ffi.callback("edge_rt_token_callback")
+    def on_token(token, piece, n, user):
+        first.set()
+        return 0
+
+    out = {}
+
+    def generate():
+        result = ffi.new("edge_rt_generate_result*")
+        result.struct_size = ffi.sizeof("edge_rt_generate_result")
+        out["status"] = status_name(lib.edge_rt_generate(h, ffi.new("int32_t[]", [1, 2, 3]), 3, -1, on_token,
+                                                         ffi.NULL, result))
+        out["n"] = result.n_tokens
+        done.set()
+
+    t = threading.Thread(target=generate)
+    t.start()
+    assert first.wait(30)
+    assert status_name(lib.edge_rt_model_free(h)) == "EDGE_RT_OK"
+    assert done.wait(30)
+    t.join()
+    assert out["status"] == "EDGE_RT_ERR_CANCELLED" and 0 < out["n"] < 253
+    assert status_name(lib.edge_rt_reset(h)) == "EDGE_RT_ERR_INVALID_HANDLE"

@@ -55,4 +55,5 @@ PYBIND11_MODULE(_core, m) {
     edge_rt_bind::bind_gguf(m);
     edge_rt_bind::bind_kernels(m);
     edge_rt_bind::bind_engine(m);
+    edge_rt_bind::bind_tokenizer(m);  // after bind_engine, which makes the testing submodule
 }

@@ -73,56 +73,182 @@ const ByteTable& byte_table() {
     return table;
 }
 
-// pretokenize.py _split_gpt2 (llama.cpp unicode_regex_split_custom_gpt2): the words of text, as
-// [start, end) code point ranges.
-std::vector<std::pair<size_t, size_t>> split_gpt2(const std::vector<uint32_t>& t) {
-    const size_t n = t.size();
-    std::vector<uint32_t> fl(n + 1, 0);  // a 0 past the end, as llama.cpp's out-of-range flags
-    for (size_t i = 0; i < n; ++i) fl[i] = unicode_cpt_flags(t[i]);
+using Segments = std::vector<std::pair<size_t, size_t>>;  // [start, end) code point ranges
+
+// One segment's code points and flags, with a 0 flag after its end (what llama.cpp's splitters read past the
+// end of a segment), so the splitters below index them without bounds checks (positions relative to ini).
+struct Segment {
+    std::vector<uint32_t> t;
+    std::vector<uint32_t> f;
+    Segment(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& flags, size_t ini, size_t end)
+        : t(cps.begin() + (ptrdiff_t)ini, cps.begin() + (ptrdiff_t)end),
+          f(flags.begin() + (ptrdiff_t)ini, flags.begin() + (ptrdiff_t)end) {
+        f.push_back(0);
+    }
+};
+
+// pretokenize.py _split_gpt2 (llama.cpp unicode_regex_split_custom_gpt2).
+Segments split_gpt2(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& flags, const Segments& in) {
     const uint32_t wln = kCptWhitespace | kCptLetter | kCptNumber;
-    std::vector<std::pair<size_t, size_t>> out;
-    size_t pos = 0;
-    while (pos < n) {
-        const uint32_t c = t[pos];
-        if (c == '\'' && pos + 1 < n) {  // 's|'t|'re|'ve|'m|'ll|'d
-            const uint32_t c1 = t[pos + 1];
-            if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
-                out.emplace_back(pos, pos + 2);
-                pos += 2;
-                continue;
+    Segments out;
+    for (const auto& [ini, end] : in) {
+        const Segment seg(cps, flags, ini, end);
+        const std::vector<uint32_t>& t = seg.t;
+        const std::vector<uint32_t>& fl = seg.f;
+        const size_t n = end - ini;
+        size_t pos = 0;
+        auto add = [&out, ini = ini](size_t a, size_t b) { out.emplace_back(ini + a, ini + b); };
+        while (pos < n) {
+            const uint32_t c = t[pos];
+            if (c == '\'' && pos + 1 < n) {  // 's|'t|'re|'ve|'m|'ll|'d
+                const uint32_t c1 = t[pos + 1];
+                if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
+                    add(pos, pos + 2);
+                    pos += 2;
+                    continue;
+                }
+                if (pos + 2 < n) {
+                    const uint32_t c2 = t[pos + 2];
+                    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
+                        add(pos, pos + 3);
+                        pos += 3;
+                        continue;
+                    }
+                }
             }
-            if (pos + 2 < n) {
-                const uint32_t c2 = t[pos + 2];
-                if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
-                    out.emplace_back(pos, pos + 3);
-                    pos += 3;
+            const size_t start = pos;
+            const uint32_t f2 = c == ' ' ? fl[pos + 1] : fl[pos];
+            if (f2 & kCptLetter) {  // ' ?\p{L}+'
+                pos += c == ' ';
+                while (fl[pos] & kCptLetter) ++pos;
+            } else if (f2 & kCptNumber) {  // ' ?\p{N}+'
+                pos += c == ' ';
+                while (fl[pos] & kCptNumber) ++pos;
+            } else if (f2 && !(f2 & wln)) {  // ' ?[^\s\p{L}\p{N}]+'
+                pos += c == ' ';
+                while (fl[pos] && !(fl[pos] & wln)) ++pos;
+            } else {
+                size_t nws = 0;
+                while (fl[pos + nws] & kCptWhitespace) ++nws;
+                if (nws > 1 && pos + nws < n) {  // \s+(?!\S)
+                    pos += nws - 1;
+                } else if (nws > 0) {  // \s+
+                    pos += nws;
+                } else {  // no match: one character
+                    pos += 1;
+                }
+            }
+            add(start, pos);
+        }
+    }
+    return out;
+}
+
+// The regex \p{N} through llama.cpp's unicode_regex_split: every number code point a word of its own, and the
+// stretches between them words too.
+Segments split_digits(const std::vector<uint32_t>& flags, const Segments& in) {
+    Segments out;
+    for (const auto& [ini, end] : in) {
+        size_t last = ini;
+        for (size_t i = ini; i < end; ++i) {
+            if (!(flags[i] & kCptNumber)) continue;
+            if (i > last) out.emplace_back(last, i);
+            out.emplace_back(i, i + 1);
+            last = i + 1;
+        }
+        if (last < end) out.emplace_back(last, end);
+    }
+    return out;
+}
+
+bool ascii_lower_is(uint32_t c, char lower) { return c == (uint32_t)lower || c == (uint32_t)(lower - 'a' + 'A'); }
+
+// End of a case-insensitive 's 't 're 've 'm 'll 'd at pos (t[pos] is '), else 0 (pretokenize.py
+// _contraction_end: llama.cpp's unicode_tolower maps no other character to these ASCII letters).
+size_t contraction_end(const std::vector<uint32_t>& t, size_t pos, size_t n) {
+    if (pos + 1 < n) {
+        const uint32_t c1 = t[pos + 1];
+        if (ascii_lower_is(c1, 's') || ascii_lower_is(c1, 't') || ascii_lower_is(c1, 'm') || ascii_lower_is(c1, 'd'))
+            return pos + 2;
+        if (pos + 2 < n) {
+            const uint32_t c2 = t[pos + 2];
+            if ((ascii_lower_is(c1, 'r') && ascii_lower_is(c2, 'e')) ||
+                (ascii_lower_is(c1, 'v') && ascii_lower_is(c2, 'e')) ||
+                (ascii_lower_is(c1, 'l') && ascii_lower_is(c2, 'l')))
+                return pos + 3;
+        }
+    }
+    return 0;
+}
+
+// End of the llama3-family whitespace word at pos: \s*[\r\n]+ | \s+(?!\S) | \s+ | one char.
+size_t whitespace_end(const std::vector<uint32_t>& t, const std::vector<uint32_t>& fl, size_t pos, size_t n) {
+    size_t nws = 0, last_rn = 0;
+    while (fl[pos + nws] & kCptWhitespace) {
+        if (t[pos + nws] == '\r' || t[pos + nws] == '\n') last_rn = pos + nws + 1;
+        ++nws;
+    }
+    if (last_rn > 0) return last_rn;
+    if (nws > 1 && pos + nws < n) return pos + nws - 1;
+    if (nws > 0) return pos + nws;
+    return pos + 1;
+}
+
+// pretokenize.py _split_llama3 (llama.cpp unicode_regex_split_custom_llama3, digits in groups of `group`);
+// group 1 is unicode_regex_split_custom_qwen2, and with marks also _qwen35 (letter runs take in \p{M}).
+Segments split_llama3(const std::vector<uint32_t>& cps, const std::vector<uint32_t>& flags, const Segments& in,
+                      size_t group, bool marks) {
+    const uint32_t letter = kCptLetter | (marks ? kCptMark : 0);
+    const uint32_t not_punct = kCptWhitespace | kCptLetter | kCptNumber | (marks ? kCptMark : 0);
+    Segments out;
+    for (const auto& [ini, end] : in) {
+        const Segment seg(cps, flags, ini, end);
+        const std::vector<uint32_t>& t = seg.t;
+        const std::vector<uint32_t>& fl = seg.f;
+        const size_t n = end - ini;
+        auto add = [&out, ini = ini](size_t a, size_t b) { out.emplace_back(ini + a, ini + b); };
+        size_t pos = 0;
+        while (pos < n) {
+            const uint32_t c = t[pos];
+            const uint32_t f = fl[pos];
+            if (c == '\'') {  // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+                const size_t e = contraction_end(t, pos, n);
+                if (e) {
+                    add(pos, e);
+                    pos = e;
                     continue;
                 }
             }
-        }
-        const size_t start = pos;
-        const uint32_t f2 = c == ' ' ? fl[pos + 1] : fl[pos];
-        if (f2 & kCptLetter) {  // ' ?\p{L}+'
-            pos += c == ' ';
-            while (fl[pos] & kCptLetter) ++pos;
-        } else if (f2 & kCptNumber) {  // ' ?\p{N}+'
-            pos += c == ' ';
-            while (fl[pos] & kCptNumber) ++pos;
-        } else if (f2 && !(f2 & wln)) {  // ' ?[^\s\p{L}\p{N}]+'
-            pos += c == ' ';
-            while (fl[pos] && !(fl[pos] & wln)) ++pos;
-        } else {
-            size_t nws = 0;
-            while (fl[pos + nws] & kCptWhitespace) ++nws;
-            if (nws > 1 && pos + nws < n) {  // \s+(?!\S)
-                pos += nws - 1;
-            } else if (nws > 0) {  // \s+
-                pos += nws;
-            } else {  // no match: one character
-                pos += 1;
+            size_t start = pos;
+            // [^\r\n\p{L}\p{N}]?\p{L}+  (qwen35: [\p{L}\p{M}]+)
+            if (((f & letter) || (fl[pos + 1] & letter)) && !(c == '\r' || c == '\n' || (f & kCptNumber))) {
+                ++pos;
+                while (fl[pos] & letter) ++pos;
+                add(start, pos);
+                continue;
             }
+            if (f & kCptNumber) {  // \p{N}{1,3}  (qwen2, qwen35: \p{N})
+                while (fl[pos] & kCptNumber) {
+                    ++pos;
+                    if (pos - start >= group) {
+                        add(start, pos);
+                        start = pos;
+                    }
+                }
+                if (pos > start) add(start, pos);
+                continue;
+            }
+            // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+            const uint32_t f2 = c == ' ' ? fl[pos + 1] : f;
+            if (f && !(f2 & not_punct)) {
+                pos += c == ' ';
+                while (fl[pos] && !(fl[pos] & not_punct)) ++pos;
+                while (pos < n && (t[pos] == '\r' || t[pos] == '\n')) ++pos;
+            } else {
+                pos = whitespace_end(t, fl, pos, n);
+            }
+            add(start, pos);
         }
-        out.emplace_back(start, pos);
     }
     return out;
 }
@@ -238,7 +364,28 @@ void Tokenizer::spm(const std::string& text, std::vector<int32_t>& out) const {
     }
 }
 
+Tokenizer::Words Tokenizer::pre_split(const std::vector<uint32_t>& cps) const {
+    std::vector<uint32_t> flags(cps.size());
+    for (size_t i = 0; i < cps.size(); ++i) flags[i] = unicode_cpt_flags(cps[i]);
+    const Segments whole = {{0, cps.size()}};
+    switch (pre_split_) {
+        case PreSplit::Gpt2: return split_gpt2(cps, flags, whole);
+        case PreSplit::DigitsGpt2: return split_gpt2(cps, flags, split_digits(flags, whole));
+        case PreSplit::Llama3: return split_llama3(cps, flags, whole, 3, false);
+        case PreSplit::Qwen2: return split_llama3(cps, flags, whole, 1, false);
+        case PreSplit::Qwen35: return split_llama3(cps, flags, whole, 1, true);
+    }
+    return whole;
+}
+
 void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) const {
+    if (ignore_merges_) {
+        const int32_t whole = find(word);
+        if (whole >= 0) {
+            out.push_back(whole);
+            return;
+        }
+    }
     std::vector<std::string> sym = code_point_symbols(word);
     const int n = (int)sym.size();
     if (n > 1) {
@@ -329,7 +476,7 @@ std::vector<int32_t> Tokenizer::tokenize(const std::string& raw, bool add_specia
                 continue;
             }
             decode_utf8(f.text, cps, off);
-            for (const auto& [s, e] : split_gpt2(cps)) {
+            for (const auto& [s, e] : pre_split(cps)) {
                 std::string encoded;
                 for (size_t k = off[s]; k < off[e]; ++k) append_utf8(encoded, bt.enc[(uint8_t)f.text[k]]);
                 bpe_word(encoded, out);

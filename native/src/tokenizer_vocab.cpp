@@ -15,11 +15,6 @@ namespace {
 
 const char* const kPrefix = "tokenizer.ggml.";
 
-// llama.cpp's pre-tokenizer names that select its GPT-2 splitter (pretokenize.py: _names("GPT2", ...));
-// the three that also set add_sep are left out: edge_rt's Python tokenizer records add_sep, and the C
-// tokenizer would have to as well before claiming them.
-const char* const kGpt2Pre[] = {"gpt-2",      "phi-2",   "jina-es", "jina-de",     "gigachat", "jina-v2-es",
-                                "jina-v2-de", "a.x-4.0", "mellum",  "modern-bert", "exaone4"};
 // Pre-tokenizers whose vocabularies write spaces as U+2581 (pieces turn it back into a space).
 const char* const kEscapingPre[] = {"gemma4", "granite-embed-multi-311m", "sarvam-moe"};
 
@@ -144,6 +139,66 @@ std::string lower(std::string s) {
 
 }  // namespace
 
+// pretokenize.py's PRE_TYPES entries whose regexes are one of llama.cpp's hand-written splitters (and whose
+// other settings are the defaults); tests/test_capi.py checks this table against PRE_TYPES.
+const std::vector<Tokenizer::PreTokenizer>& Tokenizer::pre_tokenizers() {
+    using S = PreSplit;
+    static const std::vector<PreTokenizer> table = {
+        {"gpt-2", S::Gpt2, false, false, false},
+        {"phi-2", S::Gpt2, false, false, false},
+        {"jina-es", S::Gpt2, false, false, false},
+        {"jina-de", S::Gpt2, false, false, false},
+        {"gigachat", S::Gpt2, false, false, false},
+        {"jina-v2-es", S::Gpt2, false, false, false},
+        {"jina-v2-de", S::Gpt2, false, false, false},
+        {"a.x-4.0", S::Gpt2, false, false, false},
+        {"mellum", S::Gpt2, false, false, false},
+        {"modern-bert", S::Gpt2, false, false, false},
+        {"exaone4", S::Gpt2, false, false, false},
+        {"jina-v1-en", S::Gpt2, false, false, false},
+        {"jina-v2-code", S::Gpt2, false, false, false},
+        {"roberta-bpe", S::Gpt2, false, false, false},
+        {"mpt", S::Gpt2, false, false, false},
+        {"olmo", S::Gpt2, false, false, false},
+        {"jais", S::Gpt2, false, false, false},
+        {"trillion", S::Gpt2, false, false, false},
+        {"granite-docling", S::Gpt2, false, false, false},
+        {"starcoder", S::DigitsGpt2, false, false, false},
+        {"refact", S::DigitsGpt2, false, false, false},
+        {"command-r", S::DigitsGpt2, false, false, false},
+        {"smollm", S::DigitsGpt2, false, false, false},
+        {"codeshell", S::DigitsGpt2, false, false, false},
+        {"exaone", S::DigitsGpt2, false, false, false},
+        {"minerva-7b", S::DigitsGpt2, false, false, false},
+        {"mellum2", S::DigitsGpt2, false, false, false},
+        {"llama3", S::Llama3, true, true, false},
+        {"llama-v3", S::Llama3, true, true, false},
+        {"llama-bpe", S::Llama3, true, true, false},
+        {"falcon3", S::Llama3, true, true, false},
+        {"falcon-h1", S::Llama3, true, true, false},
+        {"pixtral", S::Llama3, true, true, false},
+        {"midm-2.0", S::Llama3, true, true, false},
+        {"lfm2", S::Llama3, true, true, false},
+        {"jina-v5-nano", S::Llama3, true, true, false},
+        {"dbrx", S::Llama3, false, false, false},
+        {"smaug-bpe", S::Llama3, false, false, false},
+        {"chatglm-bpe", S::Llama3, false, false, true},
+        {"glm4", S::Llama3, true, false, true},
+        {"glm5", S::Llama3, true, false, true},
+        {"qwen2", S::Qwen2, false, false, false},
+        {"deepseek-r1-qwen", S::Qwen2, false, false, false},
+        {"kormo", S::Qwen2, false, false, false},
+        {"f2llmv2", S::Qwen2, false, false, false},
+        {"megrez", S::Qwen2, false, false, false},
+        {"stablelm2", S::Qwen2, false, false, false},
+        {"hunyuan", S::Qwen2, false, false, false},
+        {"solar-open", S::Qwen2, false, false, false},
+        {"grok-2", S::Qwen2, false, false, false},
+        {"qwen35", S::Qwen35, false, false, false},
+    };
+    return table;
+}
+
 Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
     Tokenizer t;
     const std::string k_model = std::string(kPrefix) + "model";
@@ -208,8 +263,18 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
     const GgufValue* pre = find_key(f, "pre");
     t.pre_ = pre && pre->type == GgufValueType::STRING ? pre->s : "";
     t.escaped_spaces_ = is_spm || contains(kEscapingPre, t.pre_);
+    bool add_bos_default = is_spm, bos_is_null = false;
     if (!is_spm) {
-        if (!contains(kGpt2Pre, t.pre_)) t.unsupported_pre_ = t.pre_.empty() ? "(none: 'default')" : t.pre_;
+        const auto& table = pre_tokenizers();
+        auto it = std::find_if(table.begin(), table.end(), [&t](const PreTokenizer& p) { return t.pre_ == p.name; });
+        if (it == table.end()) {
+            t.unsupported_pre_ = t.pre_.empty() ? "(none: 'default')" : t.pre_;
+        } else {
+            t.pre_split_ = it->split;
+            t.ignore_merges_ = it->ignore_merges;
+            add_bos_default = it->add_bos;
+            bos_is_null = it->bos_is_null;
+        }
         const std::string k_merges = std::string(kPrefix) + "merges";
         if (f.find(k_merges)) {
             const std::vector<std::string>& merges = f.get_string_array(k_merges);
@@ -231,7 +296,7 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
 
     auto in_range = [n](int64_t v) { return v >= 0 && v < (int64_t)n; };
     auto by_default = [&](int64_t v) { return in_range(v) ? (int32_t)v : -1; };
-    t.bos_ = by_default(is_spm ? 1 : 11);
+    t.bos_ = bos_is_null ? -1 : by_default(is_spm ? 1 : 11);
     t.eos_ = by_default(is_spm ? 2 : 11);
     for (int which = 0; which < 2; ++which) {
         const std::string key = std::string(kPrefix) + (which == 0 ? "bos_token_id" : "eos_token_id");
@@ -256,7 +321,7 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
     int32_t fim_rep = optional_id("fim_rep_token_id"), fim_sep = optional_id("fim_sep_token_id");
 
     t.add_space_prefix_ = get_bool(f, "add_space_prefix", is_spm);
-    t.add_bos_ = get_bool(f, "add_bos_token", is_spm);  // the GPT-2 pre-tokenizer's default is false too
+    t.add_bos_ = get_bool(f, "add_bos_token", add_bos_default);
     t.add_eos_ = get_bool(f, "add_eos_token", false);
     if (t.add_bos_ && t.bos_ < 0)
         bad_key(std::string(kPrefix) + "add_bos_token",

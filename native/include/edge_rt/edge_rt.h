@@ -10,11 +10,13 @@
  *    e.g. "[gguf] tensor 'blk.0.attn_q.weight': data range ... lies past end of file".
  *  - Handles: an edge_rt_model* is an opaque handle, never a pointer to memory. Live handles are kept in a
  *    registry; a handle that was freed (or never created, or NULL) gives EDGE_RT_ERR_INVALID_HANDLE, never
- *    undefined behaviour. Handles are not reused within a process (a 64-bit counter; 2^32 creations on 32-bit
- *    targets). edge_rt_model_free on a freed handle is a no-op returning EDGE_RT_ERR_INVALID_HANDLE.
+ *    undefined behaviour. Handles come from a counter and are not reused within a process (on 32-bit targets
+ *    until 2^32 creations). edge_rt_model_free on a freed handle is a no-op returning
+ *    EDGE_RT_ERR_INVALID_HANDLE.
  *  - Threads: a model may be shared by threads; calls on one model run one at a time (a mutex), except
- *    edge_rt_cancel, which never waits. Freeing a model while another thread is inside a call on it is safe:
- *    the call finishes, then the model is released.
+ *    edge_rt_cancel, which never waits. Freeing a model while a call on it runs (on another thread, or from
+ *    its token callback) is safe: the call is cancelled (EDGE_RT_ERR_CANCELLED, or EDGE_RT_OK if it was
+ *    finishing), and the model is released when it returns.
  *  - Pointers: NULL where an array or output pointer is required gives EDGE_RT_ERR_INVALID_ARGUMENT.
  *    Buffers are caller-owned; when one is too small the call returns EDGE_RT_ERR_BUFFER_TOO_SMALL and stores
  *    the size it needs in *n_out (query with cap 0).
@@ -33,11 +35,7 @@
 extern "C" {
 #endif
 
-#if defined(_WIN32)
-#define EDGE_RT_API __declspec(dllexport)
-#else
-#define EDGE_RT_API __attribute__((visibility("default")))
-#endif
+#define EDGE_RT_API __attribute__((visibility("default"))) /* GCC/Clang: Linux, Android */
 
 #define EDGE_RT_ABI_VERSION 1
 
@@ -144,7 +142,7 @@ EDGE_RT_API int32_t edge_rt_token_is_eog(edge_rt_model* model, int32_t token); /
 /* Token ids of text (UTF-8, text_len bytes) into out[0..cap); *n_out = the count (or the size needed).
  * add_special: BOS/EOS where the vocabulary asks for them; parse_special: control-token text becomes the
  * token. Same ids as edge_rt's Python Tokenizer.tokenize; vocabularies whose pre-tokenizer the C tokenizer
- * lacks give EDGE_RT_ERR_UNSUPPORTED (see edge_rt_model_info.can_tokenize). */
+ * lacks (the regex ones, see edge_rt/tokenizer.h) give EDGE_RT_ERR_UNSUPPORTED (edge_rt_model_info.can_tokenize). */
 EDGE_RT_API edge_rt_status edge_rt_tokenize(edge_rt_model* model, const char* text, size_t text_len, int add_special,
                                             int parse_special, int32_t* out, size_t cap, size_t* n_out);
 /* The UTF-8 bytes of ids into out[0..cap) (not NUL-terminated); *n_out = the length (or the size needed).

@@ -6,10 +6,12 @@
 //  * from_gguf(file) reads tokenizer.ggml.* and validates it as edge_rt.tokenizer.Vocabulary does (the same
 //    checks, Error(ModelFormat) naming the key; an unknown tokenizer model is UnsupportedArchitecture).
 //  * Coverage: every vocabulary loads and detokenizes. tokenize() runs 'llama' (SentencePiece BPE)
-//    vocabularies and 'gpt2' (byte-level BPE) ones whose pre-tokenizer is llama.cpp's GPT-2 splitter
-//    (tokenizer.ggml.pre 'gpt-2' and its aliases: the embedded default model and edge_rt's synthetic
-//    models); any other pre-tokenizer throws Error(UnsupportedArchitecture) naming it: those regex
-//    splitters exist only in Python (edge_rt/tokenizer/pretokenize.py) so far.
+//    vocabularies and 'gpt2' (byte-level BPE) ones whose pre-tokenizer is one of llama.cpp's hand-written
+//    splitters: GPT-2's (gpt-2 and its aliases, also after splitting digits: starcoder, smollm, command-r,
+//    ...), Llama 3's (llama-bpe, ...) and Qwen 2's / Qwen 3.5's (pre_tokenizers() lists the names). Any other
+//    pre-tokenizer (the regex ones: default, deepseek-*, falcon, gpt-4o, ...) throws
+//    Error(UnsupportedArchitecture) naming it from tokenize(): those exist only in Python so far
+//    (edge_rt/tokenizer/pretokenize.py).
 //  * tokenize(text): text is UTF-8; each invalid part becomes one U+FFFD, as Python's
 //    bytes.decode("utf-8", "replace") makes them (Unicode's maximal-subpart practice).
 //    add_special: BOS/EOS where the vocabulary asks; parse_special: control-token text becomes the token
@@ -24,6 +26,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "edge_rt/gguf_reader.h"
@@ -43,6 +46,24 @@ public:
         kAttrLstrip = 1u << 7,
         kAttrRstrip = 1u << 8,
     };
+
+    // How a 'gpt2' vocabulary's text is cut into words before merging (pretokenize.py's custom splitters).
+    enum class PreSplit {
+        Gpt2,        // unicode_regex_split_custom_gpt2
+        DigitsGpt2,  // every \p{N} its own word, then GPT-2's splitter
+        Llama3,      // unicode_regex_split_custom_llama3 (digits in groups of 3)
+        Qwen2,       // llama3's with single digits
+        Qwen35,      // qwen2's with combining marks in letter runs
+    };
+    // A tokenizer.ggml.pre name tokenize() runs, with the settings llama.cpp gives it.
+    struct PreTokenizer {
+        const char* name;
+        PreSplit split;
+        bool ignore_merges;  // a word that is itself a token is that token
+        bool add_bos;        // default of tokenizer.ggml.add_bos_token
+        bool bos_is_null;    // no default BOS id
+    };
+    static const std::vector<PreTokenizer>& pre_tokenizers();
 
     static Tokenizer from_gguf(const GgufFile& file);
 
@@ -65,7 +86,9 @@ private:
         int32_t token = -1;
     };
     std::vector<Fragment> partition(const std::string& text, bool parse_special) const;
-    void spm(const std::string& text, std::vector<int32_t>& out) const;       // text has spaces escaped
+    void spm(const std::string& text, std::vector<int32_t>& out) const;  // text has spaces escaped
+    using Words = std::vector<std::pair<size_t, size_t>>;                // [start, end) code point ranges
+    Words pre_split(const std::vector<uint32_t>& cps) const;             // the pre-tokenizer's words of a text fragment
     void bpe_word(const std::string& word, std::vector<int32_t>& out) const;  // word GPT-2 byte-encoded
     int32_t byte_token(uint8_t b) const;
     int32_t find(const std::string& text) const;  // -1: no such token
@@ -74,6 +97,8 @@ private:
     std::string model_;
     std::string pre_;
     std::string unsupported_pre_;  // non-empty: tokenize() throws, naming this pre-tokenizer
+    PreSplit pre_split_ = PreSplit::Gpt2;
+    bool ignore_merges_ = false;
     bool escaped_spaces_ = false;  // U+2581 stands for a space in pieces (SPM; whitespace-escaping BPE)
     std::vector<std::string> texts_;
     std::vector<float> scores_;
