@@ -154,6 +154,33 @@ def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
     assert not differ, {t: float(np.abs(arm[t] - x86[t]).max()) for t in differ}
 
 
+# Golden-logit cases (tests/golden_logits.py) whose matmuls take NEON kernels the default model (Q8_0) does
+# not: float types, the repacked Q4_0 and Q4_K layouts, Q5_1, K-quants in the lanes and tiled orders.
+GOLDEN_CASES = ["llama-gqa-F16", "llama-gqa-BF16", "llama-gqa-Q4_0", "llama-gqa-Q5_1", "llama-gqa-Q6_K",
+                "llama-mixed-Q4_K-Q6_K", "qwen3-hd128-Q4_K"]
+
+
+@needs_cross_tools
+def test_golden_logits_under_qemu_equal_the_avx2_column(arm_build, tmp_path):
+    """Whole forward passes (140-token prefill, then decode steps) on neon_i8mm give the digests the golden
+    table holds for avx2: the ARM build computes llama.cpp's x86 bits."""
+    import json
+
+    import golden_logits
+
+    table = json.loads(golden_logits.TABLE.read_text())["avx2"]
+    env = edge_rt_env()
+    env.pop("PYTHONPATH")
+    env["QEMU_CPU"] = "max"
+    env.pop("EDGE_RT_ISA", None)
+    proc = subprocess.run([str(arm_build), str(REPO / "tests" / "golden_logits.py"), "--cases", ",".join(GOLDEN_CASES)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout)
+    assert sorted(k.split("@")[0] for k in got) == sorted(GOLDEN_CASES)
+    assert {k: v for k, v in got.items() if table[k] != v} == {}
+
+
 @needs_cross_tools
 def test_edge_rt_run_under_qemu_prints_the_x86_text(arm_build, tmp_path):
     args = ["-m", "edge_rt.cli", "run", "--temp", "0", "-n", "24", "-p", "def main():"]
