@@ -13,6 +13,7 @@ the test computes each in a child process:
 
     python tests/golden_logits.py --isa scalar           # prints the digests as JSON
     python tests/golden_logits.py --update               # rewrites the table for every ISA this CPU has
+    python tests/golden_logits.py --cases ID,ID          # those cases' digests under the active ISA (any)
 
 Run against the edge_rt on ``sys.path`` (an installed package, or ``PYTHONPATH=.`` after
 ``tools/devbuild.sh``).
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 TABLE = Path(__file__).resolve().parent / "data" / "golden_logits.json"
 ISAS = ("scalar", "avx2", "avx512vnni")
@@ -82,8 +83,9 @@ def _digest(model, ids: List[int]) -> str:
     return h.hexdigest()
 
 
-def compute(folder: Path) -> Dict[str, str]:
-    """Digest of every case (and '<id>@stream' for the streamed ones) under this process's ISA."""
+def compute(folder: Path, only: Optional[List[str]] = None) -> Dict[str, str]:
+    """Digest of every case (and '<id>@stream' for the streamed ones) under this process's ISA; with
+    ``only``, of those case ids alone."""
     import numpy as np
 
     import edge_rt
@@ -91,6 +93,8 @@ def compute(folder: Path) -> Dict[str, str]:
 
     result: Dict[str, str] = {}
     for id_, params, stream in cases():
+        if only is not None and id_ not in only:
+            continue
         path = write_synthetic_gguf(folder / f"{id_}.gguf", **params)
         rng = np.random.default_rng(99)
         ids = rng.integers(259, params["n_vocab"] - 3, PREFILL + DECODE).tolist()
@@ -118,16 +122,20 @@ def run_isa(isa: str) -> Dict[str, str]:
 def available_isas() -> List[str]:
     from edge_rt import _core
 
-    best = _core.best_isa()
-    return list(ISAS[: ISAS.index(best) + 1])
+    compiled = _core.compiled_isas()
+    return [isa for isa in ISAS if isa in compiled and _core.cpu_supports(isa)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--isa", choices=ISAS, help="compute under this ISA (in this process; EDGE_RT_ISA must match)")
     ap.add_argument("--update", action="store_true", help="rewrite the table for every ISA this CPU has")
+    ap.add_argument("--cases", help="comma-separated case ids: print their digests under the active ISA")
     args = ap.parse_args()
-    if args.isa:
+    if args.cases:
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps(compute(Path(d), args.cases.split(",")), indent=1, sort_keys=True))
+    elif args.isa:
         from edge_rt import _core
 
         active = _core.isa()

@@ -123,7 +123,7 @@ def _random_rows(rng: np.random.Generator, t: str, rows: int, n: int) -> np.ndar
 
 @needs_cross_tools
 def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
-    """The NEON kernels sum as llama.cpp's AVX2 build (the block formats' lanes, and the K-quants' lanes):
+    """The NEON kernels sum as llama.cpp's AVX2 build (the block formats', K-quants' and float types' lanes):
     on the same rows, neon_i8mm under qemu and the x86 build give the same floats. Skips the comparison
     where the x86 CPU has no AVX2."""
     from edge_rt import _core
@@ -132,10 +132,16 @@ def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
         pytest.skip("this x86 CPU runs no AVX2: nothing to compare the NEON bits with")
     rng = np.random.default_rng(7)
     rows, n = 16, 2048
-    data = {"x": rng.standard_normal((rows, n)).astype(np.float32)}
-    data["x"][:, 100] = 9.5  # an outlier, as real activations have
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    x[:, 100] = 9.5  # an outlier, as real activations have
+    data = {}
     for t in _LAYOUTS:
-        data[f"{t}.w"] = _random_rows(rng, t, rows, n)
+        data[f"{t}.w"], data[f"{t}.x"] = _random_rows(rng, t, rows, n), x
+    # Float rows of 2045 elements: steps of 32, of 8, and a tail of 5.
+    wf = rng.standard_normal((rows, 2045)).astype(np.float32)
+    bf16 = (wf.view(np.uint32) >> 16).astype(np.uint16)  # truncated: any bf16 bits will do
+    for t, w in (("F32", wf), ("F16", wf.astype(np.float16)), ("BF16", bf16)):
+        data[f"{t}.w"], data[f"{t}.x"] = w.view(np.uint8).reshape(rows, -1), x[:, :2045].copy()
     np.savez(tmp_path / "in.npz", **data)
     _run_arm(arm_build, [VEC_DOTS, tmp_path / "in.npz", tmp_path / "arm.npz"], tmp_path)
     proc = python_child([str(VEC_DOTS), str(tmp_path / "in.npz"), str(tmp_path / "x86.npz")], capture_output=True,
@@ -143,8 +149,46 @@ def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     arm, x86 = np.load(tmp_path / "arm.npz"), np.load(tmp_path / "x86.npz")
     assert str(arm["isa"]) == "neon_i8mm"
-    differ = [t for t in _LAYOUTS if not np.array_equal(arm[t].view(np.uint32), x86[t].view(np.uint32))]
+    types = [*_LAYOUTS, "F32", "F16", "BF16"]
+    differ = [t for t in types if not np.array_equal(arm[t].view(np.uint32), x86[t].view(np.uint32))]
     assert not differ, {t: float(np.abs(arm[t] - x86[t]).max()) for t in differ}
+
+
+# Golden-logit cases (tests/golden_logits.py) whose matmuls take NEON kernels the default model (Q8_0) does
+# not: float types, the repacked Q4_0 and Q4_K layouts, Q5_1, K-quants in the lanes and tiled orders.
+GOLDEN_CASES = ["llama-gqa-F16", "llama-gqa-BF16", "llama-gqa-Q4_0", "llama-gqa-Q5_1", "llama-gqa-Q6_K",
+                "llama-mixed-Q4_K-Q6_K", "qwen3-hd128-Q4_K"]
+
+
+# With EDGE_RT_ISA=scalar: the MoE case runs code (routing weights, expert sums) whose a * b + c GCC fused on
+# aarch64 until the build said -ffp-contract=off; its digests then differed from x86's scalar column.
+SCALAR_GOLDEN_CASES = ["tiny-moe-Q8_0"]
+
+
+@needs_cross_tools
+@pytest.mark.parametrize("isa, column, cases", [("best", "avx2", GOLDEN_CASES),
+                                                ("scalar", "scalar", SCALAR_GOLDEN_CASES)])
+def test_golden_logits_under_qemu_equal_the_x86_column(arm_build, tmp_path, isa, column, cases):
+    """Whole forward passes (140-token prefill, then decode steps) under qemu give the digests the golden
+    table holds for x86: neon_i8mm those of avx2 (the ARM build computes llama.cpp's x86 bits), scalar
+    those of scalar."""
+    import json
+
+    import golden_logits
+
+    table = json.loads(golden_logits.TABLE.read_text())[column]
+    env = edge_rt_env()
+    env.pop("PYTHONPATH")
+    env["QEMU_CPU"] = "max"
+    env.pop("EDGE_RT_ISA", None)
+    if isa != "best":
+        env["EDGE_RT_ISA"] = isa
+    proc = subprocess.run([str(arm_build), str(REPO / "tests" / "golden_logits.py"), "--cases", ",".join(cases)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout)
+    assert sorted({k.split("@")[0] for k in got}) == sorted(cases)
+    assert {k: v for k, v in got.items() if table[k] != v} == {}
 
 
 @needs_cross_tools

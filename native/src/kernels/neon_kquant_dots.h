@@ -279,7 +279,100 @@ struct KquantDots {
     }
 };
 
-// Adds the four K-quant types' entries to a table's row for each (vec_dot, vec_dot_rows, dot_rows_tiled).
+// ---- Q4_K in Blockwise order (kernels.h SumOrder): per output, exact sums of `step` sub-blocks (2 for the
+// rows llama.cpp's gemm sums, 8 for its gemv), each step's float terms fma'd into acc and acc_min; out =
+// acc - acc_min. The scalar twin's steps, bit for bit.
+
+template <class Dot>
+void q4_K_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t stride, int n_act, int n_gemm,
+                             float* out) {
+    const auto* x = static_cast<const BlockQ4_K*>(w);
+    for (int r = 0; r < n_act; ++r) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+        const int step = r < n_gemm ? 2 : 8;
+        float acc = 0.f, acc_min = 0.f;
+        for (int64_t b = 0; b < n / QK_K; ++b) {
+            KCodes k;
+            decode_q4_K(x[b], k);
+            int sc[8], m[8];
+            q4_K_scales_mins(x[b].scales, sc, m);
+            int32_t sumi = 0, summ = 0;
+            for (int j = 0; j < 8; ++j) {
+                const I8x32 qy = load_i8x32(y[b].qs + 32 * j);
+                sumi += sc[j] * vaddvq_s32(Dot::dot4(Dot::dot4(vdupq_n_s32(0), k.q[j].lo, qy.lo), k.q[j].hi, qy.hi));
+                summ += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+                if ((j + 1) % step == 0) {
+                    acc = std::fma((float)sumi, h2f(x[b].d) * y[b].d, acc);
+                    acc_min = std::fma((float)summ, h2f(x[b].dmin) * y[b].d, acc_min);
+                    sumi = summ = 0;
+                }
+            }
+        }
+        out[r] = acc - acc_min;
+    }
+}
+
+// One interleaved Q4_K group (kernels.h x8 layout) times n_act rows, the 8 weight rows in the lanes of two
+// vectors (rows 0..3, 4..7): qs[k][g] holds 4 bytes of each row, so a dot4 against the activation bytes
+// repeated per lane gives 4 rows' partial sums of sub-blocks 2k (low nibbles) and 2k + 1 (high nibbles).
+template <class Dot>
+void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t stride, const int16_t* /*a_sums*/, int n_act,
+                  int n_gemm, float* out, size_t out_stride) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    for (int r = 0; r < n_act; ++r) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+        const int step = r < n_gemm ? 2 : 8;
+        const uint8_t* g = static_cast<const uint8_t*>(group);
+        float32x4_t acc[2] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f)}, acc_min[2] = {acc[0], acc[0]};
+        for (int64_t b = 0; b < n / QK_K; ++b, g += kQ4_Kx8BlockBytes) {
+            int32_t sc[8][8], m[8][8];  // [sub-block][row]
+            for (int j = 0; j < 8; ++j)
+                for (int c = 0; c < 8; ++c) {
+                    const int hi2 = g[96 + 8 * (j / 2) + c] >> (4 * (j % 2));
+                    sc[j][c] = (g[32 + 8 * j + c] & 15) | (hi2 & 3) << 4;
+                    m[j][c] = (g[32 + 8 * j + c] >> 4) | ((hi2 >> 2) & 3) << 4;
+                }
+            const uint16x8_t dh = vld1q_u16(reinterpret_cast<const uint16_t*>(g));
+            const uint16x8_t mh = vld1q_u16(reinterpret_cast<const uint16_t*>(g + 16));
+            const float32x4_t d[2] = {vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(dh))), y[b].d),
+                                      vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(dh))), y[b].d)};
+            const float32x4_t dm[2] = {vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(mh))), y[b].d),
+                                       vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(mh))), y[b].d)};
+            int32x4_t sumi[2] = {vdupq_n_s32(0), vdupq_n_s32(0)}, summ[2] = {sumi[0], sumi[0]};
+            for (int kk = 0; kk < 4; ++kk) {
+                int32x4_t dj[2][2] = {{vdupq_n_s32(0), vdupq_n_s32(0)}, {vdupq_n_s32(0), vdupq_n_s32(0)}};
+                for (int gi = 0; gi < 8; ++gi) {
+                    const uint8_t* q = g + 128 + 256 * kk + 32 * gi;
+                    const int8x16_t ylo = bcast4(y[b].qs + 64 * kk, gi), yhi = bcast4(y[b].qs + 64 * kk + 32, gi);
+                    for (int h = 0; h < 2; ++h) {
+                        const uint8x16_t v = vld1q_u8(q + 16 * h);
+                        dj[0][h] = Dot::dot4(dj[0][h], u8s8(vandq_u8(v, m4)), ylo);
+                        dj[1][h] = Dot::dot4(dj[1][h], u8s8(vshrq_n_u8(v, 4)), yhi);
+                    }
+                }
+                for (int s = 0; s < 2; ++s) {  // sub-block j = 2kk + s
+                    const int j = 2 * kk + s;
+                    const int bsum = y[b].bsums[2 * j] + y[b].bsums[2 * j + 1];
+                    for (int h = 0; h < 2; ++h) {
+                        sumi[h] = vmlaq_s32(sumi[h], vld1q_s32(sc[j] + 4 * h), dj[s][h]);
+                        summ[h] = vmlaq_n_s32(summ[h], vld1q_s32(m[j] + 4 * h), bsum);
+                    }
+                    if ((j + 1) % step == 0) {
+                        for (int h = 0; h < 2; ++h) {
+                            acc[h] = vfmaq_f32(acc[h], vcvtq_f32_s32(sumi[h]), d[h]);
+                            acc_min[h] = vfmaq_f32(acc_min[h], vcvtq_f32_s32(summ[h]), dm[h]);
+                            sumi[h] = summ[h] = vdupq_n_s32(0);
+                        }
+                    }
+                }
+            }
+        }
+        for (int h = 0; h < 2; ++h) vst1q_f32(out + (size_t)r * out_stride + 4 * h, vsubq_f32(acc[h], acc_min[h]));
+    }
+}
+
+// Adds the four K-quant types' entries to a table (vec_dot, vec_dot_rows, dot_rows_tiled; Q4_K's Blockwise
+// kernels).
 template <class Dot, class Table>
 void add_kquant_dots(Table& t) {
     using K = KTypes<Dot>;
@@ -294,6 +387,8 @@ void add_kquant_dots(Table& t) {
     put(GgmlType::Q4_K, KquantDots<Dot, typename K::Q4K>{});
     put(GgmlType::Q5_K, KquantDots<Dot, typename K::Q5K>{});
     put(GgmlType::Q6_K, KquantDots<Dot, typename K::Q6K>{});
+    t.entry(GgmlType::Q4_K).dot_rows_blockwise = q4_K_dot_rows_blockwise<Dot>;
+    t.entry(GgmlType::Q4_K).gemm_x8 = q4_K_gemm_x8<Dot>;
 }
 
 }  // namespace
