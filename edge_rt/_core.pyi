@@ -52,7 +52,10 @@ class GGUFFile:
     when it is not a valid GGUF.
     """
 
-    def __init__(self, path: Union[str, bytes, "os.PathLike[str]"]) -> None: ...
+    def __init__(self, path: Union[str, bytes, "os.PathLike[str]"], max_metadata_bytes: int = 0) -> None: ...
+    @property
+    def metadata_bytes(self) -> int: ...
+    def get(self, key: str, default: Any = None) -> Any: ...
     @property
     def path(self) -> str: ...
     @property
@@ -195,6 +198,7 @@ class BudgetFloor(TypedDict):
     expert_predictor: int  # the predictor's weights; 0 without one
     kv_cache: int
     scratch: int
+    metadata: int          # parsed GGUF metadata the engine keeps + EngineOptions.host_metadata_bytes
     total: int             # the least mem_budget that loads
 
 MAX_THREADS: int  # Engine's threads are in [1, MAX_THREADS]
@@ -219,6 +223,7 @@ class EngineOptions:
     prediction_width: int  # experts predicted per token and layer; 0 = n_expert_used
     expert_predictor: str  # sidecar GGUF for next-layer prediction; "" = the router
     expert_predictor_optional: bool  # found next to the model: left out (see Engine.notes) when unused or unusable
+    host_metadata_bytes: int  # caller-held metadata (the Python tokenizer), counted in the metadata class
     def __init__(self) -> None: ...
 
 def check_options(options: EngineOptions) -> None:

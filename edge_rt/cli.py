@@ -313,7 +313,8 @@ def _print_inspect(d: Dict[str, Any]) -> None:
         parts = [f"weights {_fmt_bytes(mb['weights'])}"]
         if mb["expert_predictor"]:
             parts.append(f"expert predictor {_fmt_bytes(mb['expert_predictor'])}")
-        parts += [f"KV cache {_fmt_bytes(mb['kv_cache'])}", f"scratch {_fmt_bytes(mb['scratch'])}"]
+        parts += [f"KV cache {_fmt_bytes(mb['kv_cache'])}", f"scratch {_fmt_bytes(mb['scratch'])}",
+                  f"metadata {_fmt_bytes(mb['metadata'])}"]
         w(f"min budget    {_fmt_bytes(mb['total'])} ({mb['total']:,} bytes) for --mem-budget at n_ctx {mb['n_ctx']}, "
           f"{mb['threads']} thread{'' if mb['threads'] == 1 else 's'}: "
           + " + ".join(parts))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import InvalidArgumentError, ModelFormatError, ModelIOError
+from .errors import InvalidArgumentError, ModelFormatError, ModelIOError, OutOfMemoryError
 
 if TYPE_CHECKING:
     from .model import Model
@@ -90,14 +90,25 @@ def parse_size(value: Union[int, str], what: str = "[load] memory size") -> int:
     return size
 
 
+#: What the Python side holds per byte of parsed C++ metadata (GGUFFile.metadata_bytes) while a model
+#: loads: the metadata as Python objects plus the Tokenizer built from it. Measured as RSS growth of
+#: ``dict(header.metadata)`` + ``Tokenizer.from_metadata`` over metadata_bytes: 8.4x (llama.cpp's gpt-2
+#: vocabulary), 8.3x (llama-bpe), 5.8x (llama-spm), 7.4x and 5.6x (synthetic one-million-token gpt2 and
+#: llama vocabularies); rounded up for margin. ``load(mem_budget=...)`` counts it in the ``metadata`` class.
+HOST_METADATA_FACTOR = 10
+
+
 def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[int], opts: Any
-                       ) -> Tuple[Path, Dict[str, Any], str]:
+                       ) -> Tuple[Path, Any, str]:
     """What :func:`load` and :func:`minimum_budget` share: the path checked; ``threads`` and ``n_ctx``
     set on ``opts`` (defaulted: n_ctx from the training context) and every option in ``opts`` checked
     by the core before the header is read (so a bad value is reported ahead of the warning for an
-    n_ctx past the training context); the header's metadata and architecture. Reads the GGUF header
-    only."""
-    from .gguf_file import existing_file, read_header
+    n_ctx past the training context); the parsed header (an ``_core.GGUFFile``, its metadata not yet
+    converted to Python) and the architecture; ``opts.host_metadata_bytes`` set to what the Python
+    metadata and tokenizer will hold (:data:`HOST_METADATA_FACTOR`). Under ``opts.mem_budget`` the
+    C++ reader refuses metadata that alone would exceed it, before allocating it
+    (OutOfMemoryError stating what it needs). Reads the GGUF header only."""
+    from .gguf_file import existing_file
 
     p = existing_file(path, "[load]")
     core = _core()
@@ -105,9 +116,10 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
     _set_option(opts, "n_ctx", DEFAULT_N_CTX if n_ctx is None else n_ctx)
     core.check_options(opts)
 
-    header = read_header(p, "[load]")  # header only: fails fast and clearly on a non-GGUF file
-    md: Dict[str, Any] = dict(header.metadata)
-    arch = md.get("general.architecture")
+    # Header only: fails fast and clearly on a non-GGUF file.
+    header = core.GGUFFile(str(p), max_metadata_bytes=opts.mem_budget)
+    opts.host_metadata_bytes = HOST_METADATA_FACTOR * header.metadata_bytes
+    arch = header.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise ModelFormatError(f"[load] {p}: metadata key 'general.architecture' is missing or not a non-empty "
                                f"string (got {arch!r:.60})")
@@ -115,7 +127,7 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
         raise InvalidArgumentError(f"[load] {p} is an expert predictor (edge-rt fit-predictor), not a model: load the "
                                    "model it was fitted for, with expert_predictor= this file (or next to it as "
                                    "MODEL.predictor.gguf)")
-    raw_ctx = md.get(f"{arch}.context_length")
+    raw_ctx = header.get(f"{arch}.context_length")
     n_ctx_train: Optional[int] = None
     if isinstance(raw_ctx, (int, np.integer)) and not isinstance(raw_ctx, bool) and raw_ctx >= 1:
         n_ctx_train = int(raw_ctx)
@@ -124,7 +136,7 @@ def _open_model_header(path: PathLike, threads: Optional[int], n_ctx: Optional[i
     elif n_ctx_train and n_ctx > n_ctx_train:
         warnings.warn(f"n_ctx={n_ctx} exceeds the model's training context ({n_ctx_train}); "
                       "output quality may degrade past it", stacklevel=3)
-    return p, md, arch
+    return p, header, arch
 
 
 def _set_option(opts: Any, name: str, value: Any, label: Optional[str] = None) -> None:
@@ -166,10 +178,12 @@ def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optiona
     predictor's), not the weights.
 
     Returns:
-        Bytes ``{"weights", "expert_predictor", "kv_cache", "scratch", "total"}``: one window slot for
-        the largest streamed unit and the embedding row buffer (MoE: also the routers and one expert),
-        the fitted predictor's weights (0 without one), the KV cache for ``n_ctx`` tokens, the scratch
-        buffers, and their sum; and the ``threads`` and ``n_ctx`` they are for (the defaults resolved).
+        Bytes ``{"weights", "expert_predictor", "kv_cache", "scratch", "metadata", "total"}``: one window
+        slot for the largest streamed unit and the embedding row buffer (MoE: also the routers and one
+        expert), the fitted predictor's weights (0 without one), the KV cache for ``n_ctx`` tokens, the
+        scratch buffers, the metadata (the parsed GGUF key/values and the tokenizer built from them,
+        :data:`HOST_METADATA_FACTOR`), and their sum; and the ``threads`` and ``n_ctx`` they are for
+        (the defaults resolved).
         ``load(..., mem_budget=total)`` with those loads; one byte less raises OutOfMemoryError.
 
     Raises:
@@ -179,7 +193,8 @@ def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optiona
     opts = core.EngineOptions()
     opts.prefetch = bool(prefetch)
     opts.expert_prefetch = str(expert_prefetch)
-    p, _, _ = _open_model_header(path, threads, n_ctx, opts)
+    p, header, _ = _open_model_header(path, threads, n_ctx, opts)
+    del header  # one parsed copy at a time: core.minimum_budget parses its own
     _predictor_options(opts, p, expert_predictor)
     floor = dict(core.minimum_budget(str(p), opts))
     return {**floor, "threads": opts.threads, "n_ctx": opts.n_ctx}
@@ -198,7 +213,8 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         n_ctx: KV cache capacity in tokens; default ``min(2048, n_ctx_train)``. A value above the
             model's training context is allowed but warns (quality usually degrades past it).
         mem_budget: Hard cap on the engine's memory (pinned weights + window slots + KV cache +
-            scratch), bytes (> 0) or a string like ``"1.5GB"``. Without it (``None``) every weight is
+            scratch + metadata: the tokenizer and GGUF key/values), bytes (> 0) or a string like
+            ``"1.5GB"``. Without it (``None``) every weight is
             read into RAM.
             With it, the largest layers that fit stay pinned and the rest stream from the file
             through a window of layer slots, read ahead by I/O threads (see :meth:`Model.memory_report`).
@@ -257,13 +273,31 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
     opts.expert_prefetch = str(expert_prefetch)
     if expert_prediction_width is not None:
         _set_option(opts, "prediction_width", expert_prediction_width, "expert_prediction_width")
-    p, md, arch = _open_model_header(path, threads, n_ctx, opts)
+    try:
+        p, header, arch = _open_model_header(path, threads, n_ctx, opts)
+    except OutOfMemoryError:
+        if not opts.mem_budget:
+            raise
+        # The metadata alone exceeds the budget (the reader stopped before allocating past it). The
+        # engine states the whole minimum; measuring it takes unbounded parses, one at a time.
+        p = Path(os.fspath(path)).expanduser()
+        opts.host_metadata_bytes = HOST_METADATA_FACTOR * core.GGUFFile(str(p)).metadata_bytes
+        _predictor_options(opts, p, expert_predictor)
+        core.Engine(str(p), opts)
+        raise
     _predictor_options(opts, p, expert_predictor)
+    if opts.mem_budget and opts.mem_budget < core.minimum_budget(str(p), opts)["total"]:
+        # Refuse before the Python metadata and tokenizer are built: the engine refuses this budget
+        # with the message that states the minimum, before it allocates anything past the metadata.
+        del header
+        core.Engine(str(p), opts)
 
     from .tokenizer import Tokenizer
 
     # Same as Tokenizer.from_gguf(p), without parsing the header (and its vocabulary) a second time.
+    md: Dict[str, Any] = dict(header.metadata)
     tokenizer = Tokenizer.from_metadata(md)
+    del header  # the engine parses its own copy (counted in the metadata class); drop this one first
     engine = core.Engine(str(p), opts)
     for note in engine.notes:
         warnings.warn(note, stacklevel=2)

@@ -504,7 +504,9 @@ class Model:
         """The engine's memory by class and the weight placement.
 
         Keys: ``budget`` (bytes, 0 = none), ``classes`` (``pinned_weights``, ``window_slots``,
-        ``expert_cache``, ``kv_cache``, ``scratch``: bytes each), ``total``, ``streaming``, ``window``
+        ``expert_cache``, ``kv_cache``, ``scratch``, ``metadata``: bytes each; ``metadata`` is the GGUF
+        key/values the engine keeps plus the tokenizer's estimate,
+        ``edge_rt.loading.HOST_METADATA_FACTOR``), ``total``, ``streaming``, ``window``
         (slots), ``slot_bytes``, ``pinned_units`` / ``streamed_units`` (layer ids; ``n_layer`` is the
         output head), ``streamed_bytes_per_token`` and ``io`` (``direct`` or ``buffered``); MoE under a
         budget: ``expert_cache_slots`` (experts the cache holds), ``expert_slot_bytes`` and

@@ -375,7 +375,7 @@ def test_invalid_streaming_arguments(llama_small) -> None:
 
 def _check_report(rep: Dict[str, Any], n_units: int, budget: int) -> None:
     classes = rep["classes"]
-    assert set(classes) == {"pinned_weights", "window_slots", "expert_cache", "kv_cache", "scratch"}
+    assert set(classes) == {"pinned_weights", "window_slots", "expert_cache", "kv_cache", "scratch", "metadata"}
     assert sum(classes.values()) == rep["total"], rep
     assert rep["budget"] == budget
     assert rep["total"] <= budget, f"total {rep['total']} exceeds the budget {budget}: {rep}"
@@ -389,7 +389,7 @@ def _check_report(rep: Dict[str, Any], n_units: int, budget: int) -> None:
         assert rep["io"] in ("direct", "buffered"), rep
     else:
         assert rep["streamed_bytes_per_token"] == 0, rep
-    assert classes["kv_cache"] > 0 and classes["scratch"] > 0
+    assert classes["kv_cache"] > 0 and classes["scratch"] > 0 and classes["metadata"] > 0
 
 
 @pytest.mark.parametrize("params", [MODEL_CASES[0], MODEL_CASES[3]])
@@ -535,7 +535,8 @@ def test_minimum_budget_is_the_smallest_budget_that_loads(which, micro_model, ll
     path, n_ctx = (micro_model, 64) if which == "micro" else (llama_small, N_CTX)
     floor = edge_rt.minimum_budget(path, threads=THREADS, n_ctx=n_ctx)
     assert floor["total"] == _true_minimum(path, n_ctx), floor
-    assert floor["total"] == floor["weights"] + floor["expert_predictor"] + floor["kv_cache"] + floor["scratch"]
+    assert floor["total"] == (floor["weights"] + floor["expert_predictor"] + floor["kv_cache"] + floor["scratch"]
+                              + floor["metadata"])
     assert floor["expert_predictor"] == 0 and (floor["threads"], floor["n_ctx"]) == (THREADS, n_ctx), floor
     with pytest.raises(OutOfMemoryError, match=f"below the minimum {floor['total']} bytes"):
         edge_rt.load(path, threads=THREADS, n_ctx=n_ctx, mem_budget=floor["total"] - 1)

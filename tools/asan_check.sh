@@ -17,6 +17,11 @@ ln -s "$PWD/quantize" "$pkg/edge_rt/quantize"
 ln -s "$PWD/devices" "$pkg/edge_rt/devices"
 ln -s "$PWD/edge_rt/models" "$pkg/edge_rt/models"
 cp build/asan/native/_core*.so build/asan/native/libedge_rt.so "$pkg/edge_rt/"
+ln -s "$PWD/tests" "$pkg/tests"
+root=$PWD
+# From $pkg: `python -m` puts the working directory first on sys.path, where the checkout's own edge_rt
+# (with a devbuild _core) would shadow the ASan one.
+cd "$pkg"
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
 ASAN_OPTIONS=detect_leaks=0 PYTHONPATH="$pkg" \
-  python3 -m pytest -q -p no:cacheprovider "${@:-tests/test_gguf_hostile.py}"
+  python3 -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" "${@:-tests/test_gguf_hostile.py}"

@@ -119,10 +119,17 @@ sanitized_pytest() {
   ln -s "$root/quantize" "$pkg/edge_rt/quantize"
   ln -s "$root/devices" "$pkg/edge_rt/devices"
   cp "$dir"/native/_core*.so "$pkg/edge_rt/"
+  ln -s "$root/tests" "$pkg/tests"
+  # Run from $pkg: `python -m` puts the working directory first on sys.path, and the checkout's own
+  # edge_rt (with a devbuild _core, or none) must not shadow the sanitized one; checked before pytest.
   # Leaks: CPython's own allocations at exit are not ours to judge; everything else is fatal.
-  LD_PRELOAD="$(clang++ -print-file-name=libclang_rt.asan-x86_64.so)" \
-    ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 PYTHONPATH="$pkg" \
-    python3 -m pytest -q -p no:cacheprovider "${@:-tests/test_gguf_hostile.py}"
+  (
+    cd "$pkg"
+    export LD_PRELOAD="$(clang++ -print-file-name=libclang_rt.asan-x86_64.so)"
+    export ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 PYTHONPATH="$pkg"
+    python3 -c "import sys, edge_rt._core as c; sys.exit(None if c.__file__.startswith('$pkg/') else 'not the sanitized _core: ' + c.__file__)"
+    python3 -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" "${@:-tests/test_gguf_hostile.py}"
+  )
 }
 
 case ${1:-} in

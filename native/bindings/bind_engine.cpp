@@ -126,6 +126,9 @@ void bind_engine_options(py::module_& m) {
             "mem_budget", [](const EngineOptions& o) { return o.model.mem_budget; },
             [](EngineOptions& o, uint64_t v) { o.model.mem_budget = v; })
         .def_property(
+            "host_metadata_bytes", [](const EngineOptions& o) { return o.model.host_metadata_bytes; },
+            [](EngineOptions& o, uint64_t v) { o.model.host_metadata_bytes = v; })
+        .def_property(
             "window", [](const EngineOptions& o) { return o.model.streaming.window; },
             [](EngineOptions& o, int v) { o.model.streaming.window = v; })
         .def_property(
@@ -191,13 +194,15 @@ void bind_engine(py::module_& m) {
             d["expert_predictor"] = f.predictor;
             d["kv_cache"] = f.kv_cache;
             d["scratch"] = f.scratch;
+            d["metadata"] = f.metadata;
             d["total"] = f.total();
             return d;
         },
         py::arg("path"), py::arg("options"),
         "The least mem_budget (bytes) Engine(path, options) loads with (default window and expert cache), by what "
         "needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
-        "expert_predictor, kv_cache, scratch, total. Reads the GGUF header only.");
+        "expert_predictor, kv_cache, scratch, metadata (the parsed GGUF metadata + options.host_metadata_bytes), "
+        "total. Reads the GGUF header only.");
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
         .def(py::init([](const std::string& path, const edge_rt::EngineOptions& options) {
                  auto pe = std::make_unique<PyEngine>();

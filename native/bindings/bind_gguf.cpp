@@ -103,17 +103,25 @@ void bind_gguf(py::module_& m) {
         m, "GGUFFile",
         "A parsed, validated GGUF v2/v3 file: header, metadata and tensor infos (no tensor data).\n"
         "Raises edge_rt.ModelFormatError for a malformed file, edge_rt.ModelIOError if it cannot be read.")
-        .def(py::init([](py::object path) {
+        .def(py::init([](py::object path, uint64_t max_metadata_bytes) {
                  // fsencode accepts str, bytes and os.PathLike and keeps non-UTF-8 file names intact.
                  std::string p = py::module_::import("os").attr("fsencode")(path).cast<std::string>();
                  auto h = std::make_unique<PyGgufFile>();
+                 edge_rt::GgufOpenLimits limits;
+                 limits.max_metadata_bytes = max_metadata_bytes;
                  {
                      py::gil_scoped_release nogil;
-                     h->file = GgufFile::open(p);
+                     h->file = GgufFile::open(p, limits);
                  }
                  return h;
              }),
-             py::arg("path"))
+             py::arg("path"), py::arg("max_metadata_bytes") = 0,
+             "max_metadata_bytes: refuse (edge_rt.OutOfMemoryError, stating the need) a file whose parsed metadata "
+             "would hold more RAM than this, before allocating it; 0 = only the reader's ceiling (8x the file size)")
+        .def_property_readonly(
+            "metadata_bytes", [](const PyGgufFile& h) { return h.file->metadata_bytes(); },
+            "Bytes of RAM the parsed metadata and tensor infos hold in C++ (not counting the Python dict built on "
+            "first access to .metadata)")
         .def_property_readonly(
             "path",
             [](const PyGgufFile& h) { return py::module_::import("os").attr("fsdecode")(py::bytes(h.file->path())); })
@@ -132,6 +140,17 @@ void bind_gguf(py::module_& m) {
                 return h.metadata;
             },
             "dict key -> value in file order (int/float/bool/str or a list of them). Cached: do not mutate.")
+        .def(
+            "get",
+            [](const PyGgufFile& h, const py::str& key, py::object fallback) -> py::object {
+                // Keys come back from .metadata with surrogateescape: encode them the same way.
+                PyObject* b = PyUnicode_AsEncodedString(key.ptr(), "utf-8", "surrogateescape");
+                if (!b) throw py::error_already_set();
+                const GgufValue* v = h.file->find(py::reinterpret_steal<py::bytes>(b).cast<std::string>());
+                return v ? to_python(*v) : fallback;
+            },
+            py::arg("key"), py::arg("default") = py::none(),
+            "One metadata value (as in .metadata) without converting the others, or default when absent")
         .def_property_readonly(
             "metadata_types",
             [](PyGgufFile& h) {

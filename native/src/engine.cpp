@@ -20,6 +20,20 @@ uint64_t rope_factor_bytes(const ModelConfig& cfg, int64_t n_ctx) {
     return cfg.rope_factors_tensor(n_ctx).empty() ? 0 : (uint64_t)(cfg.n_rot / 2) * sizeof(float);
 }
 
+// The error for a budget below the minimum `least`: every class of the minimum, exact bytes first (a
+// rounded size could itself be below the minimum).
+std::string below_minimum(const std::string& path, const EngineOptions& options, const BudgetFloor& least, bool moe) {
+    const uint64_t budget = options.model.mem_budget, minimum = least.total();
+    return "[budget] memory budget " + std::to_string(budget) + " bytes (" + format_bytes(budget) +
+           ") is below the minimum " + std::to_string(minimum) + " bytes (" + format_bytes(minimum) + ") for '" + path +
+           "': one window slot for the largest layer and the embedding row buffer" +
+           (moe ? std::string(", the routers and one expert") : std::string()) + " (" + format_bytes(least.weights) +
+           ")" + (least.predictor ? " + expert predictor (" + format_bytes(least.predictor) + ")" : std::string()) +
+           " + KV cache (" + format_bytes(least.kv_cache) + ", n_ctx=" + std::to_string(options.context.n_ctx) +
+           ") + scratch (" + format_bytes(least.scratch) + ") + metadata (" + format_bytes(least.metadata) +
+           ": tokenizer and GGUF key/values)";
+}
+
 // The KV cache: K and V for every layer, n_ctx rows of kv_dim fp16 values each.
 uint64_t kv_bytes(const ModelConfig& cfg, int64_t n_ctx) {
     return (uint64_t)cfg.n_layer * 2 * (uint64_t)n_ctx * (uint64_t)cfg.kv_dim() * sizeof(uint16_t);
@@ -63,6 +77,7 @@ BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, c
     f.weights = StreamingWeights::min_weight_bytes(file, cfg) + rope_factor_bytes(cfg, options.context.n_ctx);
     f.kv_cache = kv_bytes(cfg, options.context.n_ctx);
     f.scratch = scratch_bytes(cfg, n_ubatch, options.context.n_ctx, options.context.n_threads);
+    f.metadata = file.metadata_bytes() + options.model.host_metadata_bytes;
     if (predictor) {
         f.predictor = predictor->bytes();
         // Its hidden and correction rows, and converted hidden rows where wider than the converted
@@ -76,6 +91,7 @@ BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, c
 
 BudgetFloor Engine::minimum_budget(const std::string& path, const EngineOptions& options) {
     check_options(options);
+    // Unlimited here (up to the expansion ceiling): the floor is what is being asked for.
     const auto file = GgufFile::open(path);
     const ModelConfig cfg = ModelConfig::from_gguf(*file);
     // The floor is that of a budgeted load, whatever options.model.mem_budget says.
@@ -85,7 +101,22 @@ BudgetFloor Engine::minimum_budget(const std::string& path, const EngineOptions&
 
 Engine::Engine(const std::string& path, const EngineOptions& options) {
     check_options(options);
-    file_ = GgufFile::open(path);
+    // Under a budget the metadata is refused before it is allocated past the budget (the error states
+    // what it needs); the whole minimum, metadata included, is checked below once the config is known.
+    GgufOpenLimits limits;
+    limits.max_metadata_bytes = options.model.mem_budget;
+    try {
+        file_ = GgufFile::open(path, limits);
+    } catch (const Error& e) {
+        if (e.kind() != ErrorKind::OutOfMemory || !options.model.mem_budget) throw;
+        // The metadata alone exceeds the budget, and was not allocated past it: state the whole minimum,
+        // from one unbounded parse (this engine's own copy was never made).
+        const auto full = GgufFile::open(path);
+        const ModelConfig cfg = ModelConfig::from_gguf(*full);
+        const std::unique_ptr<ExpertPredictor> predictor = load_predictor(options, cfg, true, nullptr);
+        const BudgetFloor least = budget_floor(*full, cfg, options, ubatch_for(options, cfg, true), predictor.get());
+        fail(ErrorKind::OutOfMemory, below_minimum(path, options, least, cfg.is_moe()) + " (" + e.what() + ")");
+    }
     cfg_ = ModelConfig::from_gguf(*file_);
     block_ = block_recipe(cfg_.arch);
     if (!block_) fail(ErrorKind::Internal, "[load] no block recipe for architecture '" + cfg_.arch + "'");
@@ -101,23 +132,11 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     }
     predictor_ = load_predictor(options, cfg_, options.model.mem_budget != 0, &notes_);
     const BudgetFloor least = budget_floor(*file_, cfg_, options, n_ubatch_, predictor_.get());
-    if (options.model.mem_budget) {
-        // Check the whole minimum first so the error states it, whichever class would overflow.
-        const uint64_t minimum = least.total();
-        if (options.model.mem_budget < minimum) {
-            // Exact bytes first: a rounded size could itself be below the minimum.
-            fail(ErrorKind::OutOfMemory,
-                 "[budget] memory budget " + std::to_string(options.model.mem_budget) + " bytes (" +
-                     format_bytes(options.model.mem_budget) + ") is below the minimum " + std::to_string(minimum) +
-                     " bytes (" + format_bytes(minimum) + ") for '" + path +
-                     "': one window slot for the largest layer and the embedding row buffer" +
-                     (cfg_.is_moe() ? std::string(", the routers and one expert") : std::string()) + " (" +
-                     format_bytes(least.weights) + ")" +
-                     (predictor_ ? " + expert predictor (" + format_bytes(least.predictor) + ")" : std::string()) +
-                     " + KV cache (" + format_bytes(least.kv_cache) + ", n_ctx=" + std::to_string(n_ctx_) +
-                     ") + scratch (" + format_bytes(least.scratch) + ")");
-        }
+    // Check the whole minimum first so the error states it, whichever class would overflow.
+    if (options.model.mem_budget && options.model.mem_budget < least.total()) {
+        fail(ErrorKind::OutOfMemory, below_minimum(path, options, least, cfg_.is_moe()));
     }
+    accountant_.reserve(MemClass::Metadata, least.metadata, "metadata");
     accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
     const std::string rope_factors = cfg_.rope_factors_tensor(n_ctx_);
     if (!rope_factors.empty()) {

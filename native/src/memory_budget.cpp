@@ -13,6 +13,7 @@ const char* mem_class_name(MemClass c) noexcept {
         case MemClass::ExpertCache: return "expert_cache";
         case MemClass::KvCache: return "kv_cache";
         case MemClass::Scratch: return "scratch";
+        case MemClass::Metadata: return "metadata";
         case MemClass::kCount: break;
     }
     return "?";

@@ -64,7 +64,8 @@ struct BudgetFloor {
     uint64_t predictor = 0;  // the expert predictor's weights (0 without one); its scratch is in scratch
     uint64_t kv_cache = 0;
     uint64_t scratch = 0;
-    uint64_t total() const noexcept { return weights + predictor + kv_cache + scratch; }
+    uint64_t metadata = 0;  // the parsed metadata the engine keeps + ModelParams::host_metadata_bytes
+    uint64_t total() const noexcept { return weights + predictor + kv_cache + scratch + metadata; }
 };
 
 class Engine {

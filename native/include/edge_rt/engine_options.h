@@ -29,6 +29,9 @@ struct ModelParams {
     // prefetch would use it and the file is usable, and otherwise left out with a note in
     // Engine::notes() instead of an error (it only changes what is read ahead, never the output).
     bool expert_predictor_optional = false;
+    // Bytes the caller holds for this model's metadata outside the engine (edge_rt.load: the Python
+    // tokenizer and the metadata it was built from), counted in MemClass::Metadata against mem_budget.
+    uint64_t host_metadata_bytes = 0;
 };
 
 struct ContextParams {

@@ -11,6 +11,12 @@
 //    unique and non-empty; n_dims in 1..4; every dimension >= 1; ne[0] a multiple of the type's block
 //    size; general.alignment (u32) a power of two in [1, 1 MiB] (default 32); tensor offsets aligned,
 //    data ranges inside the file and not overlapping one another.
+//  * Metadata is held in RAM: metadata_bytes() is what the parsed key/values and tensor infos hold
+//    (objects, heap strings, widened array elements: an int64 per integer element, a double per float,
+//    a std::string per string). The parser counts it as it goes and refuses, with Error(OutOfMemory)
+//    naming the key, before the allocation that would take it past GgufOpenLimits::max_metadata_bytes,
+//    or past kMaxMetadataExpansion times the file's size plus kMetadataSlackBytes (a backstop: by
+//    construction the widening stays below 8x the encoded bytes, see gguf_reader.cpp).
 //  * A GgufFile is immutable after open() and safe to read from several threads.
 #pragma once
 
@@ -71,10 +77,20 @@ struct GgufTensorInfo {
     uint64_t row_bytes() const noexcept;  // bytes of one ne[0] row
 };
 
+// Ceiling on the RAM the parsed metadata may hold, whatever the limit asked for: this many times the
+// file's size, plus kMetadataSlackBytes (the containers' fixed costs).
+constexpr uint64_t kMaxMetadataExpansion = 8;
+constexpr uint64_t kMetadataSlackBytes = 1u << 20;
+
+struct GgufOpenLimits {
+    uint64_t max_metadata_bytes = 0;  // 0 = only the expansion ceiling above (e.g. the memory budget)
+};
+
 class GgufFile {
 public:
-    // Parses and validates; throws Error (ModelFormat or Io) on any problem.
-    static std::shared_ptr<const GgufFile> open(const std::string& path);
+    // Parses and validates; throws Error (ModelFormat or Io) on any problem, Error(OutOfMemory) when
+    // the metadata would need more than `limits` allow (see the contract above).
+    static std::shared_ptr<const GgufFile> open(const std::string& path, const GgufOpenLimits& limits = {});
 
     const std::string& path() const noexcept { return path_; }
     uint32_t version() const noexcept { return version_; }
@@ -104,6 +120,10 @@ public:
     const std::vector<GgufTensorInfo>& tensors() const noexcept { return tensors_; }
     const GgufTensorInfo* find_tensor(const std::string& name) const noexcept;
 
+    // Bytes of RAM the metadata and tensor infos hold (see the contract; an estimate of the heap
+    // blocks, never below what was allocated for the elements themselves).
+    uint64_t metadata_bytes() const noexcept { return metadata_bytes_; }
+
 private:
     GgufFile() = default;
     friend class GgufParser;
@@ -112,6 +132,7 @@ private:
     uint64_t file_size_ = 0;
     uint64_t alignment_ = 32;
     uint64_t data_offset_ = 0;
+    uint64_t metadata_bytes_ = 0;
     std::vector<std::pair<std::string, GgufValue>> kv_;
     std::unordered_map<std::string, size_t> kv_index_;
     std::vector<GgufTensorInfo> tensors_;

@@ -12,7 +12,10 @@
 
 namespace edge_rt {
 
-enum class MemClass { PinnedWeights = 0, WindowSlots, ExpertCache, KvCache, Scratch, kCount };
+// Metadata: the parsed GGUF key/values and tensor infos the engine keeps (GgufFile::metadata_bytes) plus
+// what the caller declares it holds for the same model (ModelParams::host_metadata_bytes: the Python
+// tokenizer and its copy of the metadata).
+enum class MemClass { PinnedWeights = 0, WindowSlots, ExpertCache, KvCache, Scratch, Metadata, kCount };
 
 const char* mem_class_name(MemClass c) noexcept;  // "pinned_weights", "window_slots", ...
 
