@@ -250,6 +250,13 @@ def test_bad_input(synthetic_model, tmp_path, monkeypatch):
     moe = synthetic_model(**{**SMALL, "n_expert": 4, "n_expert_used": 2})
     r = _cli("export", str(moe), str(tmp_path / "moe"))
     assert r.returncode == 1 and "Mixture-of-Experts" in r.stderr, r.stderr
+    # hostile input is refused as `quantize` refuses it: a truncated GGUF, and a file that is not one
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(Path(src).read_bytes()[:5000])
+    for f in (bad, short):
+        r = _cli("export", str(f), str(tmp_path / "x"))
+        assert r.returncode == 1 and r.stderr.startswith("edge-rt: error:") and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "x").exists()
     # --check htp without the extra names it
     import builtins
 
