@@ -106,6 +106,9 @@ def test_export_folder_and_eval(export_of):
     res = json.loads(r.stdout)
     assert res["backend"] == "ort_cpu" and res["n_tokens"] == 8 * (CTX - 1)
     assert res["kl_mean"] < 0.05 and res["top1"] > 0.8
+    # a GGUF still needs its reference named
+    r = _cli("eval", m["source"]["path"], "--text", str(tf))
+    assert r.returncode == 1 and "--reference is required" in r.stderr, r.stderr
 
 
 def test_w4a8_and_w8a16_layouts(export_of):
