@@ -190,11 +190,14 @@ def main() -> None:
             if f"{who}_qdq_ref" not in r:
                 continue
             q = r[f"{who}_qdq_ref"]
-            c = r.get(f"{who}_ort_cpu", q)
+            c = r.get(f"{who}_ort_cpu")
+            kl_cpu = f"{c['kl_mean']:.5f}" if c else "-"
             name = "edge_rt export" if who == "edge_rt" else "ORT quantize_static (QNN config)"
+            dec = r.get(f"{who}_decode_htp_legal")
+            legal = r[f"{who}_htp_legal"] + (f" / {dec}" if dec else "")
             print(f"| {r['model']} | {r['scheme']} | {name} | {q['ppl']:.3f} ({q['ref_ppl']:.3f}) | "
-                  f"{q['kl_mean']:.5f} | {100 * q['top1']:.1f}% | {c['kl_mean']:.5f} | "
-                  f"{r[f'{who}_bytes'] / 1e6:.1f} | {r[f'{who}_htp_legal']} | {r[f'{who}_export_s']} |")
+                  f"{q['kl_mean']:.5f} | {100 * q['top1']:.1f}% | {kl_cpu} | "
+                  f"{r[f'{who}_bytes'] / 1e6:.1f} | {legal} | {r[f'{who}_export_s']} |")
 
 
 if __name__ == "__main__":

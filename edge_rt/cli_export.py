@@ -56,8 +56,8 @@ def export_command(
         if r.check:
             for g, c in r.check["graphs"].items():
                 lg = c["logits_vs_cpu_ep"]
-                _err(f"check htp: {g}: all nodes on the emulated HTP ({r.check['soc']}); vs ORT CPU EP: top-1 "
-                     f"{100 * c['top1_vs_cpu_ep']:.1f}%, logits within 3 LSB {100 * lg['within_3_lsb']:.1f}% "
+                _err(f"check htp: {g}: all nodes on the emulated HTP ({r.check['soc']}); vs ORT's QDQ reference: "
+                     f"top-1 {100 * c['top1_vs_cpu_ep']:.1f}%, logits within 3 LSB {100 * lg['within_3_lsb']:.1f}% "
                      f"(max {lg['max_lsb']:.0f}), cache codes within 3 LSB "
                      f"{100 * c['cache_codes_vs_cpu_ep']['within_3_lsb']:.2f}%")
 

@@ -106,6 +106,9 @@ def test_export_folder_and_eval(export_of):
     res = json.loads(r.stdout)
     assert res["backend"] == "ort_cpu" and res["n_tokens"] == 8 * (CTX - 1)
     assert res["kl_mean"] < 0.05 and res["top1"] > 0.8
+    # a GGUF still needs its reference named
+    r = _cli("eval", m["source"]["path"], "--text", str(tf))
+    assert r.returncode == 1 and "--reference is required" in r.stderr, r.stderr
 
 
 def test_w4a8_and_w8a16_layouts(export_of):
@@ -250,6 +253,13 @@ def test_bad_input(synthetic_model, tmp_path, monkeypatch):
     moe = synthetic_model(**{**SMALL, "n_expert": 4, "n_expert_used": 2})
     r = _cli("export", str(moe), str(tmp_path / "moe"))
     assert r.returncode == 1 and "Mixture-of-Experts" in r.stderr, r.stderr
+    # hostile input is refused as `quantize` refuses it: a truncated GGUF, and a file that is not one
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(Path(src).read_bytes()[:5000])
+    for f in (bad, short):
+        r = _cli("export", str(f), str(tmp_path / "x"))
+        assert r.returncode == 1 and r.stderr.startswith("edge-rt: error:") and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "x").exists()
     # --check htp without the extra names it
     import builtins
 
