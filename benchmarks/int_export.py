@@ -30,20 +30,21 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT  # noqa: E402
-from edge_rt.quantize.evaluate import Reference, compare  # noqa: E402
-from edge_rt.quantize.onnx_export import (  # noqa: E402
+# edge_rt comes from the environment (the installed package, or PYTHONPATH=. on a built checkout): the
+# checkout itself has no compiled core (tests/test_fresh_checkout.py).
+from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
+from edge_rt.quantize.evaluate import Reference, compare
+from edge_rt.quantize.onnx_export import (
     calibration_ids,
     export_onnx,
     model_dims,
     open_export_source,
 )
-from edge_rt.quantize.onnx_export_folder import ExportFolder  # noqa: E402
-from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder  # noqa: E402
-from edge_rt.quantize.onnx_runner import GraphRunner, float_session  # noqa: E402
+from edge_rt.quantize.onnx_export_folder import ExportFolder
+from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+from edge_rt.quantize.onnx_runner import GraphRunner, float_session
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHUNK, CTX, WINDOW = 64, 256, 256
 #: (name, ORT graph optimizations): ORT's fused integer kernels, and plain QDQ semantics
