@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,11 @@ CHUNK, CTX = 8, 32
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    from helpers import edge_rt_env
+    # python_child starts it in the folder holding the edge_rt under test: from the repository root,
+    # `python -m` would import the checkout's sources instead of the installed package (as in CI)
+    from helpers import python_child
 
-    return subprocess.run([sys.executable, "-m", "edge_rt", *args], capture_output=True, text=True,
-                          env=edge_rt_env(), timeout=600)
+    return python_child(["-m", "edge_rt", *args], capture_output=True, text=True, timeout=600)
 
 
 def _qnn_available() -> bool:
