@@ -638,6 +638,15 @@ def eval_(
         typer.echo(f"top-1      {100 * r['top1']:.2f}% agreement")
 
 
+if __name__ == "__main__":
+    # `python -m edge_rt.cli`: run the package's edge_rt.cli instead of this __main__ copy. The command
+    # modules below import their helpers from edge_rt.cli; importing them from here would load a second
+    # edge_rt.cli whose own registration imports would meet them half-initialized.
+    from edge_rt.cli import main as _package_main
+
+    _package_main()
+    sys.exit(0)
+
 from .cli_export import EXPORT_HELP, eval_export, export_command  # noqa: E402 (uses the helpers above)
 
 app.command(name="export", help=EXPORT_HELP)(export_command)
@@ -651,6 +660,3 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``edge-rt`` script."""
     app(args=argv, prog_name="edge-rt")
 
-
-if __name__ == "__main__":
-    main()

@@ -382,3 +382,13 @@ def test_main_entry_point(monkeypatch, capsys) -> None:
         cli.main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.strip() == f"edge-rt {edge_rt.__version__}"
+
+
+@pytest.mark.parametrize("module", ["edge_rt", "edge_rt.cli"])
+def test_python_m_runs_every_command(module: str) -> None:
+    # `python -m edge_rt.cli` once died in a circular import: the command modules (export, chat, serve)
+    # import their helpers from edge_rt.cli, which then was the half-run __main__ copy.
+    r = python_child(["-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for command in ("run", "quantize", "export", "chat", "serve"):
+        assert re.search(rf"^\W*{command}\b", r.stdout, re.M), (command, r.stdout)
