@@ -78,6 +78,7 @@ typedef struct edge_rt_memory_report {
     uint64_t expert_cache;
     uint64_t kv_cache;
     uint64_t scratch;
+    uint64_t metadata;
     int32_t streaming;
     int32_t window;
     uint64_t streamed_bytes_per_token;
@@ -289,7 +290,8 @@ class CModel:
         r = ffi.new("edge_rt_memory_report*")
         r.struct_size = ffi.sizeof("edge_rt_memory_report")
         self._check(self._lib.edge_rt_memory_report_get(self._handle(), r))
-        classes = {k: getattr(r, k) for k in ("pinned_weights", "window_slots", "expert_cache", "kv_cache", "scratch")}
+        classes = {k: getattr(r, k) for k in ("pinned_weights", "window_slots", "expert_cache", "kv_cache", "scratch",
+                                               "metadata")}
         return {"budget": r.budget, "total": r.total, "classes": classes, "streaming": bool(r.streaming),
                 "window": r.window, "streamed_bytes_per_token": r.streamed_bytes_per_token}
 

@@ -34,6 +34,10 @@ using edge_rt::ErrorKind;
 
 constexpr int64_t kEvalChunk = 512;     // prompt tokens per Engine::eval call (edge_rt/model.py _EVAL_CHUNK)
 constexpr int64_t kDefaultNCtx = 2048;  // edge_rt/loading.py DEFAULT_N_CTX
+// The tokenizer's tables, declared to the budget as a multiple of the parsed metadata, the bound
+// edge_rt/loading.py HOST_METADATA_FACTOR measured for the Python tokenizer. The C tokenizer holds no
+// more than that, so a C ABI model and a Python one with the same options place the same weights.
+constexpr uint64_t kHostMetadataFactor = 10;
 
 struct Model {
     std::unique_ptr<edge_rt::Engine> engine;
@@ -255,6 +259,7 @@ edge_rt_status edge_rt_model_create(const edge_rt_options* options, edge_rt_mode
         eo.context.n_ubatch = options->n_ubatch;
         const std::string path = options->model_path;
         auto file = edge_rt::GgufFile::open(path);
+        eo.model.host_metadata_bytes = kHostMetadataFactor * file->metadata_bytes();
         if (options->n_ctx) {
             eo.context.n_ctx = options->n_ctx;
         } else {
@@ -336,6 +341,7 @@ edge_rt_status edge_rt_memory_report_get(edge_rt_model* handle, edge_rt_memory_r
         report->expert_cache = r.classes[(size_t)MemClass::ExpertCache];
         report->kv_cache = r.classes[(size_t)MemClass::KvCache];
         report->scratch = r.classes[(size_t)MemClass::Scratch];
+        report->metadata = r.classes[(size_t)MemClass::Metadata];
         report->streaming = r.streaming ? 1 : 0;
         report->window = r.window;
         report->streamed_bytes_per_token = r.streamed_bytes_per_token;

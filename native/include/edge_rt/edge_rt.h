@@ -79,6 +79,7 @@ typedef struct edge_rt_memory_report {
     uint64_t expert_cache;
     uint64_t kv_cache;
     uint64_t scratch;
+    uint64_t metadata;                 /* the parsed GGUF metadata and the tokenizer's tables */
     int32_t streaming;                 /* 1 when weights stream from flash */
     int32_t window;                    /* slots in the ring (streaming only) */
     uint64_t streamed_bytes_per_token; /* flash bytes read per decoded token (streaming only) */
