@@ -44,7 +44,7 @@ def test_chat_page_streams_a_reply_and_stops_it(browser):
     from selenium.webdriver.support.ui import WebDriverWait
 
     # A streaming budget and a long context keep the first reply going long enough to stop it.
-    with ServerProcess(DEFAULT_MODEL, "--ctx", "1024", "--mem-budget", "8MB") as s:
+    with ServerProcess(DEFAULT_MODEL, "--ctx", "1024", "--mem-budget", "12MB") as s:
         browser.get(s.url + "/")
         wait = WebDriverWait(browser, 60, poll_frequency=0.05)
         wait.until(lambda d: "memory" in d.find_element(By.ID, "status").text)

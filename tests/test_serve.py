@@ -212,7 +212,7 @@ def _wait_for(predicate, timeout=30.0):
 
 def test_a_client_that_disconnects_cancels_its_generation():
     # A long context and a streaming budget keep one generation running for seconds.
-    with ServerProcess(DEFAULT_MODEL, "--ctx", "2048", "--mem-budget", "12MB") as s:
+    with ServerProcess(DEFAULT_MODEL, "--ctx", "2048", "--mem-budget", "16MB") as s:
         def cancelled():
             return _metric(httpx.get(s.url + "/metrics").text, "generations_total", '{outcome="cancelled"}')
 
@@ -239,7 +239,7 @@ def test_a_client_that_disconnects_cancels_its_generation():
 
 
 def test_sigint_mid_generation_finishes_the_reply_and_exits_cleanly():
-    with ServerProcess(DEFAULT_MODEL, "--ctx", "1024", "--mem-budget", "8MB") as s:
+    with ServerProcess(DEFAULT_MODEL, "--ctx", "1024", "--mem-budget", "12MB") as s:
         body = {"prompt": "class A:\n", "max_tokens": 400, "stream": True, "temperature": 1.0, "seed": 1}
         events = []
         with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
@@ -259,7 +259,7 @@ def test_sigint_mid_generation_finishes_the_reply_and_exits_cleanly():
 def test_model_file_truncated_while_serving_fails_requests_by_name(tmp_path):
     model = tmp_path / "model.gguf"
     shutil.copyfile(DEFAULT_MODEL, model)
-    with ServerProcess(model, "--mem-budget", "5MB", "--model-id", MODEL_ID) as s:
+    with ServerProcess(model, "--mem-budget", "9MB", "--model-id", MODEL_ID) as s:
         client = _client(s)
         assert client.completions.create(model=MODEL_ID, prompt="x", max_tokens=4).choices
         os.truncate(model, model.stat().st_size // 3)
