@@ -201,3 +201,25 @@ def test_edge_rt_run_under_qemu_prints_the_x86_text(arm_build, tmp_path):
     x86 = python_child(args, capture_output=True, text=True, timeout=600)
     assert x86.returncode == 0, x86.stderr[-4000:]
     assert arm.stdout == x86.stdout and arm.stdout.startswith("def main():")
+
+
+@needs_cross_tools
+def test_jetson_device_test_under_qemu(arm_build, tmp_path):
+    # apps/jetson/test.sh as the device runs it (its parity against the x86-64 reference.json: scalar bit
+    # for bit, best kernels up to a near-tie), with the arm64 CPython; --no-bench: nothing timed under qemu.
+    import json
+
+    env = edge_rt_env()
+    env.pop("PYTHONPATH")
+    env.pop("EDGE_RT_ISA", None)
+    env["QEMU_CPU"] = "max"
+    env["EDGE_RT_PYTHON"] = str(arm_build)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(REPO / "apps" / "jetson" / "test.sh"), "--no-bench", str(out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    scalar = json.loads((out / "parity_scalar.json").read_text())
+    best = json.loads((out / "parity_best.json").read_text())
+    assert scalar["ok"] and scalar["isa"] == "scalar" and scalar["logits_equal"], scalar
+    assert best["ok"] and best["isa"] == "neon_i8mm", best
+    assert not (out / "bench.json").exists()
