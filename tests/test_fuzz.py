@@ -67,7 +67,9 @@ def test_cpp_unit_tests_under_asan_and_ubsan(sanitized_build) -> None:
 
 @requires_system_tool("clang++")
 def test_hostile_input_pytest_under_asan_and_ubsan(sanitized_build) -> None:
-    out = fuzz_sh("pytest", "tests/test_gguf_hostile.py", "tests/test_metadata_budget.py", timeout=900).stdout
+    # Not tests/test_metadata_budget.py: it measures process growth, which ASan's shadow memory and
+    # redzones inflate, and its children import the package by its resolved path, not the sanitized one.
+    out = fuzz_sh("pytest", "tests/test_gguf_hostile.py", timeout=900).stdout
     assert " passed" in out and "failed" not in out, out[-3000:]
 
 
