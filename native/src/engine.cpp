@@ -192,6 +192,8 @@ uint64_t Engine::scratch_bytes(const ModelConfig& c, int64_t n_ubatch, int64_t n
              (uint64_t)c.n_expert;  // prediction (width <= n_expert)
     }
     b += n * widest * sizeof(float);  // converted activations (F32 is widest)
+    // per Q8_0 activation block: its int8 sum (x8 kernels) and its fp32 scale (vec_dot_rows_scaled)
+    b += n * (widest / 32) * (sizeof(int16_t) + sizeof(float));
     b += (uint64_t)n_threads * ((uint64_t)n_ctx * 6 + (uint64_t)c.head_dim * 2);  // attention scores, fp16 copies
     b += (uint64_t)c.n_vocab * sizeof(float);                                     // one row of logits
     b += (uint64_t)std::max(c.n_embd, c.head_dim) * sizeof(float) * 2;            // dequantized norms / biases
