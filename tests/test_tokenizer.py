@@ -566,6 +566,19 @@ def test_synthetic_spm() -> None:
     assert ids["<ud>"] in tok.tokenize("a<ud>b", parse_special=False)
 
 
+def test_spm_without_byte_tokens_loads_and_names_the_missing_byte() -> None:
+    """A vocabulary without some <0xNN> tokens loads (llama.cpp too); text needing one fails with a named
+    ModelFormatError, not a KeyError (fuzz_tokenizer regression spm-missing-byte-token)."""
+    md = _spm_md()
+    keep = [i for i, t in enumerate(md["tokenizer.ggml.tokens"]) if t != "<0xC3>"]
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
+        md[key] = [md[key][i] for i in keep]
+    tok = Tokenizer.from_metadata(md)
+    assert tok.detokenize(tok.tokenize("abc")) == "abc"
+    with pytest.raises(ModelFormatError, match="no byte token <0xC3>"):
+        tok.tokenize("é", add_special=False)
+
+
 def test_synthetic_bpe() -> None:
     md = _bpe_md()
     tok = Tokenizer.from_metadata(md)
