@@ -96,6 +96,23 @@ def vec_dot(type_name: str, w_bytes: Buffer, x: npt.ArrayLike, isa: Optional[str
     are first quantized to the paired activation format. ``isa`` picks a kernel variant (default: the
     active one); asking for an ISA the CPU lacks raises InvalidArgumentError."""
 
+RATE_MATRIX_BYTES: int  # kernel_rate's in-cache matrix (arithmetic)
+RATE_RAM_MATRIX_BYTES: int  # kernel_rate's matrix streamed from RAM
+
+class KernelRate(TypedDict):
+    decode_per_s: float  # weight elements x 1 activation row per second, one thread
+    prefill_per_s: float  # weight elements x 8 activation rows per second; 0 unless the matrix fits in cache
+    rows: int
+    cols: int
+    decode_kernel: str  # "gemm_x8", "dot_rows_blockwise" or "vec_dot"
+    prefill_kernel: str
+
+def kernel_rate(type_name: str, isa: str, min_seconds: float = 0.05,
+                matrix_bytes: int = ...) -> KernelRate:
+    """Single-thread throughput of the type's matmul kernels on the ISA, as the engine runs them
+    (native/include/edge_rt/kernel_rate.h); the GIL is released while it runs."""
+    ...
+
 # ---- engine -----------------------------------------------------------------------------------------
 
 class EngineInfo(TypedDict):
@@ -234,6 +251,40 @@ def minimum_budget(path: str, options: EngineOptions) -> BudgetFloor:
     cache) loads with (GGUF header only).
 
     Raises as ``Engine(...)`` for the options, the file, the model and the predictor."""
+    ...
+
+IO_CHUNK_BYTES: int  # one streaming read request
+IO_THREADS: int  # streaming reads in flight
+
+class PlannedUnit(TypedDict):
+    unit: int  # layer id; n_layer = the output head
+    tensors: List[str]
+    bytes: int  # packed bytes of its 4096-aligned runs
+    runs: int
+    pinned: bool
+
+class Plan(TypedDict):
+    streaming: bool  # a mem_budget was set (else every unit pinned: a resident load)
+    units: List[PlannedUnit]
+    streamed: List[int]
+    window: int
+    slot_bytes: int
+    pinned_bytes: int
+    embd_buf_bytes: int
+    moe: bool
+    router_bytes: int
+    expert_slot_bytes: int
+    expert_slots: int
+    total_experts: int
+    pinned_class_bytes: int
+    window_class_bytes: int
+    expert_class_bytes: int
+    reserved: int  # bytes the other classes hold before the weights are placed
+    minimum_budget: BudgetFloor
+
+def plan(path: str, options: EngineOptions) -> Plan:
+    """The placement ``Engine(path, options)`` would make (GGUF header only). Raises as ``Engine(...)``,
+    including OutOfMemoryError below the minimum budget."""
     ...
 
 class Engine:

@@ -178,6 +178,9 @@ void bind_engine_options(py::module_& m) {
 void bind_engine(py::module_& m) {
     m.attr("MAX_THREADS") = edge_rt::kMaxThreads;
     m.attr("MAX_N_CTX") = edge_rt::kMaxContext;
+    // How streaming reads flash (what `edge-rt profile` measures the flash at): request size and depth.
+    m.attr("IO_CHUNK_BYTES") = edge_rt::kIoChunkBytes;
+    m.attr("IO_THREADS") = edge_rt::StreamingOptions{}.io_threads;
     bind_engine_options(m);
     m.def("check_options", &edge_rt::check_options, py::arg("options"),
           "Raises InvalidArgumentError for an option out of range (the checks Engine's constructor makes first).");
@@ -203,6 +206,58 @@ void bind_engine(py::module_& m) {
         "needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
         "expert_predictor, kv_cache, scratch, metadata (the parsed GGUF metadata + options.host_metadata_bytes), "
         "total. Reads the GGUF header only.");
+    m.def(
+        "plan",
+        [](const std::string& path, const edge_rt::EngineOptions& options) {
+            edge_rt::PlannedLoad p;
+            {
+                py::gil_scoped_release release;
+                p = edge_rt::Engine::plan(path, options);
+            }
+            const edge_rt::Placement& pl = p.placement;
+            py::list units;
+            for (size_t u = 0; u < pl.units.size(); ++u) {
+                py::list names;
+                for (const auto* t : pl.units[u].tensors) names.append(t->name);
+                py::dict d;
+                d["unit"] = (int)u;
+                d["tensors"] = names;
+                d["bytes"] = pl.units[u].packed_bytes;
+                d["runs"] = pl.units[u].runs.size();
+                d["pinned"] = pl.units[u].pinned;
+                units.append(d);
+            }
+            py::dict floor;
+            floor["weights"] = p.floor.weights;
+            floor["expert_predictor"] = p.floor.predictor;
+            floor["kv_cache"] = p.floor.kv_cache;
+            floor["scratch"] = p.floor.scratch;
+            floor["metadata"] = p.floor.metadata;
+            floor["total"] = p.floor.total();
+            py::dict d;
+            d["streaming"] = p.streaming;
+            d["units"] = units;
+            d["streamed"] = pl.streamed;
+            d["window"] = pl.window;
+            d["slot_bytes"] = pl.slot_bytes;
+            d["pinned_bytes"] = pl.pinned_bytes;
+            d["embd_buf_bytes"] = pl.embd_buf_bytes;
+            d["moe"] = pl.moe;
+            d["router_bytes"] = pl.router_bytes;
+            d["expert_slot_bytes"] = pl.expert_slot_bytes;
+            d["expert_slots"] = pl.expert_slots;
+            d["total_experts"] = pl.total_experts;
+            d["pinned_class_bytes"] = pl.pinned_class_bytes();
+            d["window_class_bytes"] = pl.window_class_bytes();
+            d["expert_class_bytes"] = pl.expert_class_bytes();
+            d["reserved"] = p.reserved;
+            d["minimum_budget"] = floor;
+            return d;
+        },
+        py::arg("path"), py::arg("options"),
+        "The placement Engine(path, options) would make (Engine::plan), from the header alone: units (layers, then "
+        "the head: tensors, packed bytes, runs, pinned), the streamed order, window and slot size, the expert cache "
+        "(MoE), the bytes per class, the bytes other classes reserve, and the minimum budget.");
     py::class_<PyEngine>(m, "Engine", "Forward pass of a llama-family GGUF model (private; use edge_rt.load).")
         .def(py::init([](const std::string& path, const edge_rt::EngineOptions& options) {
                  auto pe = std::make_unique<PyEngine>();

@@ -16,6 +16,7 @@
 #include "edge_rt/cpu_features.h"
 #include "edge_rt/error.h"
 #include "edge_rt/ggml_types.h"
+#include "edge_rt/kernel_rate.h"
 #include "edge_rt/kernels.h"
 
 namespace py = pybind11;
@@ -197,6 +198,37 @@ void bind_kernels(py::module_& m) {
         },
         py::arg("type_name"), py::arg("w_bytes"), py::arg("x"), py::arg("isa") = py::none(),
         "Quantize x to the type's activation format, then dot it with one weight row (optionally on a given ISA).");
+
+    m.def(
+        "kernel_rate",
+        [](const std::string& type_name, const std::string& isa_name, double min_seconds, uint64_t matrix_bytes) {
+            const std::string op = "kernel_rate";
+            const GgmlType type = parse_compute_type(op, type_name);
+            const Isa isa = parse_isa(op, isa_name);
+            if (!(min_seconds > 0) || min_seconds > 60)
+                edge_rt::fail(ErrorKind::InvalidArgument, "[" + op + "] min_seconds must be in (0, 60]");
+            edge_rt::KernelRate r;
+            {
+                py::gil_scoped_release nogil;
+                r = edge_rt::measure_kernel_rate(type, isa, min_seconds, matrix_bytes);
+            }
+            py::dict d;
+            d["decode_per_s"] = r.decode_per_s;
+            d["prefill_per_s"] = r.prefill_per_s;
+            d["rows"] = r.rows;
+            d["cols"] = r.cols;
+            d["decode_kernel"] = r.decode_kernel;
+            d["prefill_kernel"] = r.prefill_kernel;
+            return d;
+        },
+        py::arg("type_name"), py::arg("isa"), py::arg("min_seconds") = 0.05,
+        py::arg("matrix_bytes") = edge_rt::kRateMatrixBytes,
+        "Single-thread weight elements per second of the type's matmul kernels on the ISA "
+        "(native/include/edge_rt/kernel_rate.h): decode (one activation row) and prefill (8 rows; 0 unless the "
+        "matrix fits RATE_MATRIX_BYTES), on a matrix of about matrix_bytes: RATE_MATRIX_BYTES stays in L2 "
+        "(arithmetic), RATE_RAM_MATRIX_BYTES streams from RAM.");
+    m.attr("RATE_MATRIX_BYTES") = edge_rt::kRateMatrixBytes;
+    m.attr("RATE_RAM_MATRIX_BYTES") = edge_rt::kRateRamMatrixBytes;
 }
 
 }  // namespace edge_rt_bind

@@ -68,6 +68,18 @@ struct BudgetFloor {
     uint64_t total() const noexcept { return weights + predictor + kv_cache + scratch + metadata; }
 };
 
+// What Engine(path, options) would place, decided without reading a weight (Engine::plan): the classes
+// besides the weights (as the constructor reserves them) and place_weights() for what they leave of the
+// budget. placement's tensor pointers point into file, which the plan keeps alive.
+struct PlannedLoad {
+    std::shared_ptr<const GgufFile> file;
+    ModelConfig cfg;
+    BudgetFloor floor;       // the minimum budget, by class (Engine::minimum_budget)
+    uint64_t reserved = 0;   // bytes the non-weight classes hold before the weights are placed
+    bool streaming = false;  // options.model.mem_budget set: the placement below applies
+    Placement placement;     // for a resident load (no budget): units sized, every one pinned
+};
+
 class Engine {
 public:
     Engine(const std::string& path, const EngineOptions& options);
@@ -79,6 +91,10 @@ public:
     // weights. A budget below total() fails to load with OutOfMemory; at total() it loads. Errors as
     // the constructor's for the arguments, the file, the model and the predictor.
     static BudgetFloor minimum_budget(const std::string& path, const EngineOptions& options);
+    // The placement a load with options would make (PlannedLoad), from the GGUF header (and the expert
+    // predictor's) alone. Errors as the constructor's, including OutOfMemory below the minimum budget and
+    // for a window or expert cache that does not fit.
+    static PlannedLoad plan(const std::string& path, const EngineOptions& options);
 
     void eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
               const std::function<bool()>& should_abort = {});
