@@ -53,7 +53,7 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
           plot: Optional[PathLike] = None, expert_cache: Optional[Union[int, str]] = None,
           expert_policy: str = "lfu", expert_prefetch: str = "next",
           expert_prediction_width: Optional[int] = None, expert_predictor: Optional[PathLike] = "auto",
-          ) -> Dict[str, Any]:
+          profile: Any = None) -> Dict[str, Any]:
     """Measure prefill and decode speed of the GGUF ``model`` (see the module docstring).
 
     The model is loaded with ``n_ctx = prompt_tokens + gen_tokens`` and the given ``threads``,
@@ -65,10 +65,14 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
     (into ``plot`` itself when no layer streams, else next to it as ``<stem>_experts<suffix>``).
     Needs matplotlib. The check that something streams comes before any timed run.
 
+    ``profile``: a device profile (as :func:`edge_rt.planner.plan` takes; ``"local"`` is used only when this
+    machine has one): the result then has ``predicted``, the planner's prediction for the same options
+    (``profile``, ``decode_tok_s``, ``prefill_tok_s``, ``ttft_s``, ``flash_bytes_per_token``).
+
     Returns a dict: ``model``, ``arch``, ``n_params``, ``isa``, ``threads``, ``n_prompt``, ``n_gen``,
     ``repetitions``, ``prefill_tok_s`` and ``decode_tok_s`` (medians) with ``_min``/``_max``; with a
     ``mem_budget`` also ``telemetry`` (:func:`telemetry` after the last run); with ``plot`` also
-    ``plots`` (the files written).
+    ``plots`` (the files written); with a ``profile``, ``predicted``.
 
     Raises InvalidArgumentError for counts below 1 or a ``plot`` with nothing streaming, and what
     :func:`edge_rt.load` raises.
@@ -103,6 +107,8 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
             extra["telemetry"] = telemetry(m, n_tokens=gen_tokens + 1)
         if plot is not None:
             extra["plots"] = _plot(m, Path(plot), model, mem_budget, gen_tokens)
+        if profile is not None:
+            extra["predicted"] = _predicted(m, profile, prompt_tokens)
         threads_used = m.threads
     pre = [r["prefill_tok_s"] for r in runs]
     dec = [r["decode_tok_s"] for r in runs]
@@ -123,6 +129,19 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
         "decode_tok_s_max": max(dec),
         **extra,
     }
+
+
+def _predicted(m: Any, profile: Any, prompt_tokens: int) -> Optional[Dict[str, Any]]:
+    """The planner's prediction for the loaded model (None for ``"local"`` when this machine has no profile)."""
+    from .devices.profile_schema import default_profile_path
+    from .planner import predict_for_model
+
+    if profile == "local" and not default_profile_path().is_file():
+        return None
+    r = predict_for_model(m, profile, prompt_tokens)
+    p = r["predicted"]
+    return {"profile": r["profile"], "decode_tok_s": p["decode_tok_s"], "prefill_tok_s": p["prefill_tok_s"],
+            "ttft_s": p["ttft_s"], "flash_bytes_per_token": r["flash_bytes_per_token"]}
 
 
 def _plot(m: Any, plot: Path, model: PathLike, mem_budget: Any, gen_tokens: int) -> List[Path]:

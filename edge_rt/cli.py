@@ -177,6 +177,16 @@ def _predictor_choice(value: str) -> Optional[str]:
     return None if value.lower() == "none" else value
 
 
+_PROFILE_DEFAULT = "local"
+_PROFILE_HELP = ("Device profile to print the planner's predicted speeds against (a JSON file or a shipped "
+                 "profile's name); 'local' (default): this machine's, when `edge-rt profile` has made one; "
+                 "'none': no prediction.")
+
+
+def _profile_choice(value: str) -> Optional[str]:
+    return None if value.lower() == "none" else value
+
+
 @app.command()
 def run(
     model: Optional[Path] = typer.Argument(
@@ -209,6 +219,7 @@ def run(
     expert_prefetch: str = _EXPERT_PREFETCH,
     expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
     expert_predictor: str = _EXPERT_PREDICTOR,
+    profile: str = typer.Option(_PROFILE_DEFAULT, "--profile", help=_PROFILE_HELP),
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
@@ -244,6 +255,9 @@ def run(
                 from .benchmark import telemetry
 
                 _print_telemetry(telemetry(m, n_tokens=max(1, res.n_decode + 1)))
+                cli_plan.predicted_beside_measured(m, _profile_choice(profile), res.n_prompt,
+                                                   {"decode_tok_s": res.decode_tok_s,
+                                                    "prefill_tok_s": res.prefill_tok_s})
 
 
 def _print_telemetry(t: Dict[str, Any]) -> None:
@@ -387,6 +401,7 @@ def bench(
     expert_prefetch: str = _EXPERT_PREFETCH,
     expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
     expert_predictor: str = _EXPERT_PREDICTOR,
+    profile: str = typer.Option(_PROFILE_DEFAULT, "--profile", help=_PROFILE_HELP),
 ) -> None:
     """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
     with _user_errors():
@@ -399,7 +414,7 @@ def bench(
                            repetitions=repetitions, seed=seed, mem_budget=mem_budget, plot=plot,
                            expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
                            expert_prediction_width=expert_prediction_width,
-                           expert_predictor=_predictor_choice(expert_predictor))
+                           expert_predictor=_predictor_choice(expert_predictor), profile=_profile_choice(profile))
         if "telemetry" in result:
             _print_telemetry(result.pop("telemetry"))
         if "plots" in result:
@@ -414,6 +429,10 @@ def bench(
             [[name, n, f"{result[k]:.2f}", f"{result[k + '_min']:.2f}", f"{result[k + '_max']:.2f}"]
              for name, n, k in (("prefill", prompt_tokens, "prefill_tok_s"), ("decode", gen_tokens, "decode_tok_s"))],
             indent=""))
+        if result.get("predicted"):
+            p = result["predicted"]
+            typer.echo(f"predicted (profile {p['profile']}): prefill {p['prefill_tok_s']:.2f}, "
+                       f"decode {p['decode_tok_s']:.2f} tok/s")
 
 
 # ---- convert ---------------------------------------------------------------------------------------
@@ -651,9 +670,10 @@ from .cli_export import EXPORT_HELP, eval_export, export_command  # noqa: E402 (
 
 app.command(name="export", help=EXPORT_HELP)(export_command)
 
-from . import cli_chat  # noqa: E402  (its commands use this module's helpers)
+from . import cli_chat, cli_plan  # noqa: E402  (their commands use this module's helpers)
 
 cli_chat.register(app)
+cli_plan.register(app)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -204,7 +204,8 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
          mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
          prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lfu",
          expert_prefetch: str = "next", expert_prediction_width: Optional[int] = None,
-         expert_predictor: Optional[PathLike] = "auto") -> "Model":
+         expert_predictor: Optional[PathLike] = "auto", plan: Optional[str] = None,
+         profile: Optional[Union[PathLike, Dict[str, Any]]] = None) -> "Model":
     """Load a GGUF model for inference.
 
     Args:
@@ -247,6 +248,12 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             unusable; ``None`` always uses the router; a path requires that file (an unusable one is an
             error). The predictor's bytes count as pinned weights. ``info()["expert_predictor"]``
             names the file in use.
+        plan: ``"auto"``: let the planner (:func:`edge_rt.planner.choose`) pick what is not given: without
+            ``mem_budget``, resident when the model fits the profile's usable memory, else that memory as
+            the budget; the window with the fastest predicted decode; ``threads`` the profile's cores.
+            The plan, with its predicted speeds, is :attr:`Model.plan`. Reads the header only.
+        profile: The device profile ``plan="auto"`` plans for: a dict, a JSON file, a shipped profile's
+            name (``edge-rt plan --help`` lists them); default this machine's (``edge-rt profile``).
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
@@ -257,6 +264,18 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             minimum (one layer slot + KV cache + scratch; the message states it, and
             :func:`minimum_budget` gives it without loading).
     """
+    chosen = None
+    if plan is not None:
+        if plan != "auto":
+            raise InvalidArgumentError(f"[load] plan must be 'auto' or None, got {plan!r}")
+        from .planner import choose
+
+        chosen = choose(path, profile, mem_budget=mem_budget, threads=threads, n_ctx=n_ctx, window=window,
+                        prefetch=prefetch, expert_cache=expert_cache, expert_prefetch=expert_prefetch,
+                        expert_predictor=expert_predictor)
+        mem_budget, window, threads = (chosen["choice"][k] for k in ("mem_budget", "window", "threads"))
+    elif profile is not None:
+        raise InvalidArgumentError("[load] profile= is what plan='auto' plans for: pass plan='auto' too")
     core = _core()
     opts = core.EngineOptions()
     if mem_budget is not None:
@@ -308,8 +327,13 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
 
     tok_model = md.get("tokenizer.ggml.model")
     template = md.get("tokenizer.chat_template")
-    return Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None,
-                 chat_template=template if isinstance(template, str) and template else None)
+    model = Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None,
+                  chat_template=template if isinstance(template, str) and template else None)
+    model.load_options = {"mem_budget": opts.mem_budget or None, "window": window, "prefetch": bool(prefetch),
+                          "expert_cache": expert_cache, "expert_prefetch": expert_prefetch,
+                          "expert_predictor": expert_predictor}
+    model.plan = chosen
+    return model
 
 
 def predictor_path_for(model_path: PathLike) -> Path:

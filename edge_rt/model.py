@@ -99,6 +99,11 @@ class Model:
     KV cache deterministically.
     """
 
+    #: The placement options :func:`edge_rt.load` was given (the planner's inputs: mem_budget, window,
+    #: prefetch, expert_cache, expert_prefetch, expert_predictor), and the plan ``load(plan="auto")`` applied.
+    load_options: Dict[str, Any] = {}
+    plan: Optional[Dict[str, Any]] = None
+
     def __init__(self, engine: Any, tokenizer: "Tokenizer", *, path: Optional[Path] = None,
                  tokenizer_model: Optional[str] = None, chat_template: Optional[str] = None) -> None:
         """Wrap an engine (the ``_core.Engine`` contract) and a tokenizer. Prefer :func:`load`.
