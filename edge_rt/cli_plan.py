@@ -86,7 +86,8 @@ def profile_command(
 
         with atomic_write(target) as tmp:
             tmp.write_text(json.dumps(prof, indent=2) + "\n", encoding="utf-8")
-        err = _err_fn()
+        from .cli import _err as err
+
         mem, flash = prof["memory"]["read_bandwidth"], prof["flash"]
         rates = prof["dot"][prof["cpu"]["isa"]]
         err(f"memory read {_fmt_rate(mem['single_thread'])} (1 thread), {_fmt_rate(mem['all_threads'])} "
@@ -97,12 +98,6 @@ def profile_command(
         err(f"profile written to {target}")
         if as_json:
             typer.echo(json.dumps(prof, indent=2))
-
-
-def _err_fn() -> Any:
-    from .cli import _err
-
-    return _err
 
 
 def _print_plan(r: Dict[str, Any]) -> None:
@@ -178,9 +173,9 @@ def predicted_beside_measured(m: Any, profile: Optional[str], n_prompt: int, mea
 
     if profile is None or (profile == "local" and not default_profile_path().is_file()):
         return None
+    from .cli import _err as err
     from .errors import EdgeRTError
 
-    err = _err_fn()
     try:
         pr = predict_for_model(m, profile, n_prompt)["predicted"]
     except EdgeRTError as e:  # the run itself succeeded: say why there is no prediction, do not fail it
