@@ -120,13 +120,10 @@ def measure(case: Dict[str, Any], threads: int, n_gen: int, reps: int, base: Dic
                                       **case["options"])["predicted"]["decode_tok_s"])
                 profiles.append(paired_profile_summary(pp))
             m.stream_stats(reset=True)
-            before = m.expert_stats()["bytes_read"] if case["options"].get("expert_cache") else 0
             r = m.bench(n_prompt=N_PROMPT, n_gen=n_gen, seed=i)
             runs.append(r["decode_tok_s"])
-            read = m.stream_stats()["bytes_read"]
-            if case["options"].get("expert_cache"):
-                read += m.expert_stats()["bytes_read"] - before
-            flash_per_pass.append(read / (n_gen + 1))  # per pass: the prompt's and each decode step's
+            # Layers and experts (stream_stats counts both); per pass: the prompt's and each decode step's.
+            flash_per_pass.append(m.stream_stats()["bytes_read"] / (n_gen + 1))
         rep = m.memory_report()
     out = {"decode_tok_s": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs,
            "flash_bytes_per_pass": statistics.median(flash_per_pass), "memory_report": rep}
