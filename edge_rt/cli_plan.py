@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -33,24 +32,15 @@ def _shipped() -> str:
     return ", ".join(shipped_profiles()) or "none"
 
 
-class _Progress:
-    """One progress bar per measurement stage on stderr."""
+def _progress(stack: contextlib.ExitStack) -> Any:
+    """One progress bar per measurement stage on stderr (cli._StageBars with this command's labels)."""
+    from .cli import _StageBars
 
-    LABELS = {"memory": "memory bandwidth", "flash": "flash bandwidth", "kernels": "kernels", "npu": "NPU backends"}
+    class Progress(_StageBars):
+        LABELS = {"memory": "memory bandwidth", "flash": "flash bandwidth", "kernels": "kernels",
+                  "npu": "NPU backends"}
 
-    def __init__(self, stack: contextlib.ExitStack) -> None:
-        self._stack, self._stage, self._bar, self._last = stack, None, None, 0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self._stage:
-            if self._bar is not None:
-                self._bar.render_finish()
-            self._stage, self._last = stage, 0
-            self._bar = self._stack.enter_context(typer.progressbar(
-                length=max(total, 1), label=self.LABELS.get(stage, stage).ljust(17), file=sys.stderr,
-                show_pos=True, show_percent=False))
-        self._bar.update(done - self._last)
-        self._last = done
+    return Progress(stack)
 
 
 def _fmt_rate(bytes_per_s: float) -> str:
@@ -79,7 +69,7 @@ def profile_command(
             raise FileNotFoundError(2, "No such file", str(flash_file))
         with contextlib.ExitStack() as stack:
             prof = measure_profile(name=name, threads=threads, flash_file=flash_file, flash_dir=flash_dir,
-                                   progress=_Progress(stack))
+                                   progress=_progress(stack))
         target = out or default_profile_path()
         target.parent.mkdir(parents=True, exist_ok=True)
         from .atomic_io import atomic_write
