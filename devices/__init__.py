@@ -1,7 +1,8 @@
 """edge_rt.devices: device profiles and execution backends (installed from the top-level ``devices/``).
 
-Today: a description of the local CPU (cores, memory, the SIMD kernels the core selected). Device
-profiles (JSON), ``edge-rt profile`` and the ONNX Runtime NPU backends land here in later issues.
+A description of the local CPU (cores, memory, the SIMD kernels the core selected); device profiles:
+their schema and validator (``profile_schema``), the measurements of ``edge-rt profile`` (``profiler``) and
+the shipped profiles (``profiles/*.json``); the QNN HTP backend (``qnn_htp``).
 """
 
 from __future__ import annotations
