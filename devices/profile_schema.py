@@ -108,7 +108,8 @@ SCHEMA: Dict[str, Field] = {
         "request_bytes": (_positive_int, True, "read size (the engine's chunk: 4 MiB)"),
         "queue_depth": (_positive_int, True, "reads in flight (the engine's I/O threads: 4)"),
     }, True, "the storage models are read from"),
-    "dot": ("dot", True, "per ISA, per weight type: {decode, prefill, decode_ram} weight elements/s on one thread"),
+    "dot": ("dot", True, "per ISA, per weight type: {decode, prefill, decode_ram} weight elements/s on one thread, "
+                         "{repack} bytes/s"),
     "npu": ({
         "backends": (_list_of(NPU_BACKENDS), True, "accelerator backends present ([] for none)"),
         "kind": (_string, False, "what the accelerator is"),
@@ -123,6 +124,8 @@ _DOT_RATE: Dict[str, Field] = {
     "decode": (_positive_number, True, "weight elements/s, one activation row, matrix in L2 (arithmetic)"),
     "prefill": (_positive_number, True, "weight elements/s x 8 activation rows, matrix in L2"),
     "decode_ram": (_positive_number, False, "weight elements/s, one activation row, matrix streamed from RAM"),
+    "repack": (_positive_number, False, "bytes/s a streamed slot of this type is repacked into groups of 8 rows "
+                                        "(absent: the engine does not repack this type on this ISA)"),
 }
 
 

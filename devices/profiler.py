@@ -171,7 +171,8 @@ def kernel_rates(wtype: str, isa: str, seconds: float, ram: bool, ram_matrix_byt
                  ) -> Dict[str, float]:
     """The ``dot`` entry of one weight type and ISA: medians of three runs of ``seconds`` each (on a shared
     machine the median keeps one unlucky or lucky run out) of the in-cache decode and prefill rates, and
-    with ``ram`` the decode rate streaming a matrix from RAM (``decode_ram``, one run of 3 x ``seconds``)."""
+    with ``ram`` the decode rate streaming a matrix from RAM (``decode_ram``, one run of 3 x ``seconds``) and,
+    for types the engine repacks into groups of 8 rows, that repack's bytes/s on the same matrix (``repack``)."""
     from edge_rt import _core
 
     runs = [_core.kernel_rate(wtype, isa, seconds) for _ in range(3)]
@@ -180,7 +181,10 @@ def kernel_rates(wtype: str, isa: str, seconds: float, ram: bool, ram_matrix_byt
     if ram:
         big = int(ram_matrix_bytes or _core.RATE_RAM_MATRIX_BYTES)
         # One longer run: setting up a matrix this large costs more than timing it.
-        out["decode_ram"] = _core.kernel_rate(wtype, isa, 3 * seconds, big)["decode_per_s"]
+        r = _core.kernel_rate(wtype, isa, 3 * seconds, big)
+        out["decode_ram"] = r["decode_per_s"]
+        if r["repack_bytes_per_s"]:  # a slot fresh from flash, repacked through RAM as the engine does
+            out["repack"] = r["repack_bytes_per_s"]
     return out
 
 

@@ -102,6 +102,7 @@ RATE_RAM_MATRIX_BYTES: int  # kernel_rate's matrix streamed from RAM
 class KernelRate(TypedDict):
     decode_per_s: float  # weight elements x 1 activation row per second, one thread
     prefill_per_s: float  # weight elements x 8 activation rows per second; 0 unless the matrix fits in cache
+    repack_bytes_per_s: float  # bytes/s of the gemm_x8 repack a streamed slot gets; 0: the type is not repacked
     rows: int
     cols: int
     decode_kernel: str  # "gemm_x8", "dot_rows_blockwise" or "vec_dot"

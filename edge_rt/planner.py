@@ -12,8 +12,10 @@ decode, one token (threads ``T``; rates from the profile are per thread):
   - flash: every streamed unit is read once per token, and expert-cache misses are read too: with a
     cache of ``S`` of the model's ``L * E`` experts and routing assumed uniform, a fraction
     ``1 - S / (L * E)`` of the ``L * k`` experts a token uses are read (``flash_bytes_per_token``);
+  - a streamed layer of a type the engine repacks into groups of 8 rows (Q4_0, Q4_K) is repacked on the
+    I/O thread after its read: ``bytes / repack`` joins the flash time;
   - the engine overlaps flash reads with compute when it prefetches (window >= 2, or expert prefetch on),
-    so a token costs ``max(compute, flash)``; without prefetch ``compute + flash``.
+    so a token costs ``max(compute, flash + repack)``; without prefetch ``compute + flash + repack``.
 prefill, ``n_prompt`` tokens: the same with the profile's prefill rates (8 activation rows per weight
 row), every streamed unit read once per micro-batch, attention's ``n^2`` products at the F32 rate.
 TTFT is the prefill's time; ``ttft_cold_s`` adds reading the pinned weights from flash at load.
@@ -226,6 +228,13 @@ def _predict(prof: Dict[str, Any], opts: Any, placed: Dict[str, Any], tensors: D
 
     unit_tensors = [[tensors[n] for n in u["tensors"]] for u in placed["units"]]
     streamed_bytes = sum(int(u["bytes"]) for u in placed["units"] if streaming and not u["pinned"])
+    # Streamed matrices the engine keeps in groups of 8 rows are repacked after every read (the profile's
+    # repack rate exists for the types its ISA repacks; a tied head stays in the file's layout).
+    rates = _rates(prof)
+    repack_per_pass = sum(t["n_bytes"] / rates[t["type"]]["repack"]
+                          for u, ts in zip(placed["units"], unit_tensors) if streaming and not u["pinned"]
+                          for t in ts if len(t["shape"]) == 2 and t["shape"][1] % 8 == 0
+                          and "repack" in rates.get(t["type"], {}) and t["name"] != "token_embd.weight")
 
     # Experts: per layer the three matrices of one expert (elements, bytes), k used per token.
     moe = bool(placed["moe"])
@@ -253,13 +262,17 @@ def _predict(prof: Dict[str, Any], opts: Any, placed: Dict[str, Any], tensors: D
         layer_flash = passes * streamed_bytes
         expert_flash = passes * n_layer * experts_used * miss * expert_bytes
         flash_s = (layer_flash + expert_flash) / flash_bw
-        # Reads the engine issues ahead run beside compute; on-demand reads (no prefetch) wait.
+        repack_s = passes * repack_per_pass
+        # Reads the engine issues ahead (and the repack that follows them on the I/O thread) run beside
+        # compute; on-demand reads (no prefetch) wait.
         hidden = (layer_flash if overlap else 0) + (expert_flash if expert_overlap else 0)
-        total = max(compute_s, hidden / flash_bw) + (layer_flash + expert_flash - hidden) / flash_bw
+        total = (max(compute_s, hidden / flash_bw + (repack_s if overlap else 0))
+                 + (layer_flash + expert_flash - hidden) / flash_bw + (0 if overlap else repack_s))
         kernels_s, memory_s = sum(c for c, _ in weights), sum(m for _, m in weights)
         bound = "flash" if streaming and flash_s >= compute_s else "memory" if memory_s >= kernels_s else "compute"
         return {"seconds": total, "compute_s": compute_s, "kernels_s": kernels_s, "memory_s": memory_s,
-                "attention_s": attention_s, "flash_s": flash_s, "flash_bytes": int(layer_flash + expert_flash),
+                "attention_s": attention_s, "flash_s": flash_s, "repack_s": repack_s,
+                "flash_bytes": int(layer_flash + expert_flash),
                 "bound": bound}
 
     decode = phase(1, "decode", 1)

@@ -215,6 +215,7 @@ void bind_kernels(py::module_& m) {
             py::dict d;
             d["decode_per_s"] = r.decode_per_s;
             d["prefill_per_s"] = r.prefill_per_s;
+            d["repack_bytes_per_s"] = r.repack_bytes_per_s;
             d["rows"] = r.rows;
             d["cols"] = r.cols;
             d["decode_kernel"] = r.decode_kernel;

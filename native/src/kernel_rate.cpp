@@ -83,11 +83,14 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
     const bool blockwise = order == SumOrder::Blockwise && k.dot_rows_blockwise;
     const bool x8 = blockwise && k.interleave_x8 && k.gemm_x8;
     std::vector<uint8_t> groups;
-    if (x8) {  // the layout the engine keeps such a matrix in (interleave.cpp)
+    double repack_per_s = 0;
+    if (x8) {  // the layout the engine keeps such a matrix in (interleave.cpp), timed: streaming repeats it
         groups.resize(w.size());
-        for (int64_t g = 0; g < rows / 8; ++g)
-            k.interleave_x8(w.data() + (size_t)g * 8 * row_bytes, row_bytes, n,
-                            groups.data() + (size_t)g * 8 * row_bytes);
+        repack_per_s = (double)w.size() * passes_per_second(min_seconds, [&] {
+                           for (int64_t g = 0; g < rows / 8; ++g)
+                               k.interleave_x8(w.data() + (size_t)g * 8 * row_bytes, row_bytes, n,
+                                               groups.data() + (size_t)g * 8 * row_bytes);
+                       });
         std::vector<uint8_t>().swap(w);  // the file layout is no longer read
     }
     const int16_t* a_sums = k.act_type == GgmlType::Q8_0 ? sums.data() : nullptr;
@@ -128,6 +131,7 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
     KernelRate rate;
     rate.rows = rows;
     rate.cols = n;
+    rate.repack_bytes_per_s = repack_per_s;
     const double elements = (double)rows * (double)n;
     rate.decode_per_s = elements * passes_per_second(min_seconds, [&] { run(1); });
     if (matrix_bytes <= kRateMatrixBytes)

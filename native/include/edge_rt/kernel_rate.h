@@ -9,6 +9,9 @@
 // (kRateRamMatrixBytes) the decode rate is that of a GEMV streaming its weights from RAM on one thread:
 // arithmetic and memory traffic as they overlap in the engine's decode (prefill is then not measured).
 //
+// Types the engine repacks into groups of 8 rows (gemm_x8) are repacked again in every window slot a
+// streamed layer is read into; repack_bytes_per_s times that repack on the same matrix.
+//
 // Contract: measure_kernel_rate() runs on the calling thread only, allocates its own buffers (about
 // 2 x matrix_bytes), and returns weight elements multiplied per second (one multiply-add with each
 // activation row counts once per row: prefill counts 8 per weight element). Errors: Error(InvalidArgument)
@@ -28,8 +31,9 @@ constexpr int64_t kRateCols = 2048;                     // a row as wide as a 1B
 constexpr int64_t kPrefillPeerRows = 128;               // prompt length the prefill kernel choice assumes
 
 struct KernelRate {
-    double decode_per_s = 0;   // weight elements x 1 activation row per second
-    double prefill_per_s = 0;  // weight elements x 8 activation rows per second (8 per element); 0 from RAM
+    double decode_per_s = 0;        // weight elements x 1 activation row per second
+    double prefill_per_s = 0;       // weight elements x 8 activation rows per second (8 per element); 0 from RAM
+    double repack_bytes_per_s = 0;  // bytes/s interleave_x8 repacks (a streamed slot's cost); 0: not repacked
     int64_t rows = 0, cols = 0;
     const char* decode_kernel = "";  // "gemm_x8", "dot_rows_blockwise", "vec_dot"
     const char* prefill_kernel = "";
