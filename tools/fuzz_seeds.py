@@ -2,7 +2,7 @@
 
 Writes OUT/<harness>/ for each harness:
 
-* fuzz_gguf, fuzz_streaming: synthetic models (edge_rt.synthetic) of every architecture, every weight
+* fuzz_gguf, fuzz_streaming, fuzz_capi: synthetic models (edge_rt.synthetic) of every architecture, every weight
   type and the MoE variants, shrunk to one layer and the smallest rows each type allows, plus
   truncations of a few of them (inside the header, the metadata, the tensor infos and the data);
   fuzz_gguf also gets the header of every real vocabulary (tokenizer metadata, no tensors).
@@ -178,7 +178,8 @@ def main(argv: List[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     out = Path(argv[0])
-    dirs = {h: out / h for h in ("fuzz_gguf", "fuzz_streaming", "fuzz_tokenizer", "fuzz_safetensors")}
+    dirs = {h: out / h for h in ("fuzz_gguf", "fuzz_streaming", "fuzz_capi", "fuzz_tokenizer",
+                                          "fuzz_safetensors")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,6 +187,7 @@ def main(argv: List[str]) -> int:
             raw = path.read_bytes()
             (dirs["fuzz_gguf"] / f"{name}.gguf").write_bytes(raw)
             (dirs["fuzz_streaming"] / f"{name}.gguf").write_bytes(raw)
+            (dirs["fuzz_capi"] / f"{name}.gguf").write_bytes(raw)
             if i % 7 == 0:  # truncations of a spread of architectures and types
                 for cut, data in truncations(raw):
                     (dirs["fuzz_gguf"] / f"{name}.cut-{cut}.gguf").write_bytes(data)
