@@ -413,6 +413,37 @@ BITWISE_VARIANTS = {
                                    embed_type="Q4_K", tie_embeddings=False),
 }
 
+# With logits wanted for the last token only (llama-cpp-python's default, and every generate call),
+# llama.cpp keeps only that row after the last layer's attention (inp_out_ids): the last FFN multiplies one
+# row, in the single-row orders (vec_dot, the repacked gemv), and the other rows' FFN is never computed.
+# edge_rt does the same (forward.h last_layer_rows_from), so the prompt's final logits are its bits too.
+LAST_ROW_VARIANTS = ("q4_0-untied", "q4_1-tied-q8_0", "q4_k-untied", "q6_k-tied")
+# 16 and 32: the last row inside a group of 4 (Q4_K's repacked gemm sums it per 64 elements, its gemv per 256)
+LAST_ROW_PROMPT_LENGTHS = (1, 7, 16, 17, 32, 33)
+
+
+@pytest.mark.parametrize("variant", LAST_ROW_VARIANTS)
+def test_parity_bitwise_last_row_only(synthetic_model, llama_cpp_peer, variant):
+    from edge_rt import _core
+    from edge_rt import _testing as edge_rt_testing
+
+    if _core.isa() != "avx2" or not _llama_cpp_mirrors_avx2():
+        pytest.skip(f"bitwise parity is defined against llama.cpp's AVX2 build (edge_rt isa {_core.isa()})")
+    path = synthetic_model(**{**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]})
+    llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS, logits_all=False)
+    eng = edge_rt_testing.engine(path, THREADS, N_CTX)
+    rng = np.random.default_rng(11)
+    for n in LAST_ROW_PROMPT_LENGTHS:
+        ids = rng.integers(259, llm.n_vocab() - 3, n).tolist()
+        llm.reset()
+        llm.eval(ids)
+        # llama-cpp-python keeps no scores without logits_all: the context's one output row
+        want = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float32)
+        eng.reset()
+        have = np.asarray(eng.eval(np.array(ids, dtype=np.int32), all_logits=False)).reshape(-1)
+        assert np.array_equal(have, want), f"prompt {n}: max|diff|/std {np.abs(have - want).max() / want.std():.3g}"
+
+
 # Phi-3-mini's shapes scaled down (MHA, head_dim 96, n_ff / n_embd 2.67), fewer layers, Q4_1 as above,
 # with the 128k variants' long/short RoPE factors and attention factor. The original context 300 is not
 # a multiple of 256: llama.cpp rounds its context up to one, so n_ctx 290 already selects the long

@@ -304,6 +304,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, int64_t 
                   n_past_,
                   prompt,
                   peer_rows};
+    // Rows the head will read after the last layer (forward.h); an observer sees every row.
+    if (!all_logits && !observer_) f.last_layer_rows_from = out ? n - 1 : n;
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
     if (cfg_.embedding_scale != 1.0f) {                  // Gemma: ggml_scale, one float product each
