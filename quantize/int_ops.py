@@ -1,0 +1,207 @@
+"""The integer ops of an exported QDQ graph, read off the ONNX model, and how to run one on codes.
+
+An exported graph is a chain of DequantizeLinear -> float op -> QuantizeLinear with only layout ops
+(Reshape, Transpose, Concat) in between. ``graph_ops`` lists every float op as the integer op
+docs/integer_spec.md defines for it (``IntOp``): GEMM (MatMul by a per-channel weight), MatMul of two
+activations, Add, Mul, RMSNorm (SimplifiedLayerNormalization), Softmax, Sigmoid (a table), and
+Requantize (a DequantizeLinear -> layout -> QuantizeLinear to another encoding, e.g. V into the cache).
+``run_op`` computes one op's output codes with an implementation module: ``edge_rt.quantize.intref``
+(NumPy) or ``edge_rt.quantize.intkernels`` (the C++ kernels); both have the same signatures.
+
+Used by the per-op checks (tests/test_intref.py) and as the op list of an integer-only graph runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .onnx_graph import Encoding
+
+#: Float ops of the exported graphs and the integer op each becomes (MatMul: gemm or matmul).
+COMPUTE_OPS = {"MatMul": "matmul", "Add": "add", "Mul": "mul", "Softmax": "softmax", "Sigmoid": "sigmoid",
+               "SimplifiedLayerNormalization": "rmsnorm"}
+LAYOUT_OPS = ("Reshape", "Transpose", "Concat")
+
+
+@dataclass
+class Operand:
+    """One input of an op: an activation (``tensor``: the dequantized float tensor ORT feeds the op) or
+    a constant (``codes`` from the initializer: a norm weight, a bias, a projection weight)."""
+
+    enc: Encoding
+    tensor: Optional[str] = None
+    codes: Optional[np.ndarray] = None
+
+
+@dataclass
+class IntOp:
+    kind: str                  # gemm, matmul, add, mul, rmsnorm, softmax, sigmoid, requantize
+    name: str                  # the ONNX node (for requantize: the QuantizeLinear)
+    operands: List[Operand]
+    out: str                   # the QuantizeLinear output that holds the op's codes
+    out_enc: Encoding
+    layout: List[Tuple[str, Any]] = field(default_factory=list)   # Reshape/Transpose from the op to that Q
+    weight: Optional[Tuple[np.ndarray, np.ndarray, int]] = None    # gemm: codes (N, K) int8, scales (N,), bits
+    eps: float = 0.0                                                # rmsnorm
+
+    @property
+    def inputs(self) -> List[str]:
+        """The activation tensors the op reads (float, as dequantized by ORT)."""
+        return [o.tensor for o in self.operands if o.tensor is not None]
+
+
+class _Graph:
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
+
+        g = model.graph
+        self.init = {i.name: i for i in g.initializer}
+        self.arr = {n: numpy_helper.to_array(i) for n, i in self.init.items()}
+        self.producer = {o: n for n in g.node for o in n.output}
+        self.consumers: Dict[str, List[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def encoding(self, dq: Any) -> Encoding:
+        from onnx import TensorProto
+
+        zp = self.init[dq.input[2]]
+        bits = {TensorProto.UINT8: 8, TensorProto.UINT16: 16}.get(zp.data_type)
+        if bits is None or self.arr[dq.input[1]].size != 1:
+            raise ValueError(f"[int_ops] {dq.name}: not a per-tensor uint8/uint16 encoding")
+        return Encoding(bits, float(self.arr[dq.input[1]].reshape(-1)[0]), int(self.arr[dq.input[2]].reshape(-1)[0]))
+
+    def source_dq(self, tensor: str) -> Optional[Any]:
+        """The DequantizeLinear a tensor comes from through layout ops (None: a graph input or an op)."""
+        n = self.producer.get(tensor)
+        while n is not None and n.op_type in LAYOUT_OPS:
+            n = self.producer.get(n.input[0])
+        return n if n is not None and n.op_type == "DequantizeLinear" else None
+
+    def operand(self, tensor: str, node: Any) -> Operand:
+        dq = self.source_dq(tensor)
+        if dq is None:
+            raise ValueError(f"[int_ops] {node.name}: input {tensor} does not come from a DequantizeLinear")
+        enc = self.encoding(dq)
+        if dq.input[0] in self.init:
+            if self.producer.get(tensor) is not dq:
+                raise ValueError(f"[int_ops] {node.name}: constant {tensor} behind layout ops")
+            return Operand(enc, codes=self.arr[dq.input[0]])
+        return Operand(enc, tensor=tensor)
+
+    def output_q(self, tensor: str, node: Any) -> Tuple[Any, List[Tuple[str, Any]]]:
+        """The QuantizeLinear consuming ``tensor`` through layout ops, and those ops."""
+        from onnx import helper
+
+        layout: List[Tuple[str, Any]] = []
+        while True:
+            cons = self.consumers.get(tensor, [])
+            if len(cons) != 1:
+                raise ValueError(f"[int_ops] {node.name}: output {tensor} has {len(cons)} consumers, expected 1")
+            c = cons[0]
+            if c.op_type == "QuantizeLinear":
+                return c, layout
+            if c.op_type == "Reshape":
+                layout.append(("reshape", tuple(int(v) for v in self.arr[c.input[1]])))
+            elif c.op_type == "Transpose":
+                layout.append(("transpose", tuple(helper.get_attribute_value(a) for a in c.attribute
+                                                  if a.name == "perm")[0]))
+            else:
+                raise ValueError(f"[int_ops] {node.name}: output reaches {c.op_type} before a QuantizeLinear")
+            tensor = c.output[0]
+
+    def q_encoding(self, q: Any) -> Encoding:
+        zp = self.arr[q.input[2]].reshape(-1)
+        return Encoding(16 if zp.dtype == np.uint16 else 8, float(self.arr[q.input[1]].reshape(-1)[0]), int(zp[0]))
+
+
+def graph_ops(model: Any) -> List[IntOp]:
+    """Every integer op of an exported QDQ graph (an onnx ModelProto), in graph order."""
+    from onnx import TensorProto, helper
+
+    g = _Graph(model)
+    ops: List[IntOp] = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            dq = g.source_dq(node.input[0])
+            if dq is not None and dq.input[0] not in g.init:     # DQ -> layout -> Q: a requantization
+                ops.append(IntOp("requantize", node.name or node.output[0],
+                                 [Operand(g.encoding(dq), tensor=node.input[0])], node.output[0], g.q_encoding(node)))
+            continue
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        kind = COMPUTE_OPS[node.op_type]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in ("Softmax", "SimplifiedLayerNormalization") and attrs.get("axis", -1) != -1:
+            raise ValueError(f"[int_ops] {node.name}: only the last axis is supported")
+        q, layout = g.output_q(node.output[0], node)
+        op = IntOp(kind, node.name, [], q.output[0], g.q_encoding(q), layout, eps=float(attrs.get("epsilon", 0.0)))
+        wdq = g.producer.get(node.input[1]) if len(node.input) > 1 else None
+        if kind == "matmul" and wdq is not None and wdq.op_type == "DequantizeLinear" and wdq.input[0] in g.init:
+            wq = g.init[wdq.input[0]]
+            bits = 4 if wq.data_type == TensorProto.INT4 else 8
+            codes = np.ascontiguousarray(g.arr[wdq.input[0]].astype(np.int8).T)       # (N, K)
+            op.kind, op.weight = "gemm", (codes, g.arr[wdq.input[1]].astype(np.float32), bits)
+            op.operands = [g.operand(node.input[0], node)]
+        else:
+            op.operands = [g.operand(t, node) for t in node.input]
+        ops.append(op)
+    return ops
+
+
+def codes_of(x: np.ndarray, enc: Encoding) -> np.ndarray:
+    """The codes behind a dequantized float32 tensor (exact: |q - z| < 2^16 survives float32 rounding)."""
+    q = np.round(x.astype(np.float64) / enc.scale) + enc.zero_point
+    return q.astype(np.int64).astype(enc.dtype)
+
+
+def _layout(y: np.ndarray, layout: List[Tuple[str, Any]]) -> np.ndarray:
+    for kind, arg in layout:
+        y = y.reshape(arg) if kind == "reshape" else y.transpose(arg)
+    return np.ascontiguousarray(y)
+
+
+def run_op(op: IntOp, acts: Dict[str, np.ndarray], impl: Any, tables: Optional[Dict[str, np.ndarray]] = None
+           ) -> np.ndarray:
+    """Output codes of ``op`` (in the layout of its QuantizeLinear) from the codes of its activation
+    inputs (``acts``: tensor name -> codes), computed by ``impl`` (intref or intkernels). ``tables``
+    caches the op's lookup table by op name (built with intref's table builders)."""
+    from . import intref
+
+    x = [o.codes if o.tensor is None else acts[o.tensor] for o in op.operands]
+    e = [o.enc for o in op.operands]
+    y = op.out_enc
+    tables = {} if tables is None else tables
+    if op.kind == "gemm":
+        w, s_w, w_bits = op.weight
+        r = impl.gemm(x[0], e[0].scale, e[0].zero_point, e[0].bits, w, s_w, w_bits, y.scale, y.zero_point, y.bits)
+    elif op.kind == "matmul":
+        r = impl.matmul(x[0], e[0].scale, e[0].zero_point, e[0].bits, np.swapaxes(x[1], -1, -2), e[1].scale,
+                        e[1].zero_point, e[1].bits, y.scale, y.zero_point, y.bits)
+    elif op.kind == "add":
+        r = impl.add(x[0], e[0].scale, e[0].zero_point, e[0].bits, x[1], e[1].scale, e[1].zero_point, e[1].bits,
+                     y.scale, y.zero_point, y.bits)
+    elif op.kind == "mul":
+        r = impl.mul(x[0], e[0].scale, e[0].zero_point, x[1], e[1].scale, e[1].zero_point,
+                     y.scale, y.zero_point, y.bits)
+    elif op.kind == "requantize":
+        r = impl.requantize(x[0], e[0].scale, e[0].zero_point, y.scale, y.zero_point, y.bits)
+    elif op.kind == "rmsnorm":
+        r = impl.rmsnorm(x[0], e[0].scale, e[0].zero_point, x[1], e[1].scale, e[1].zero_point, op.eps,
+                         y.scale, y.zero_point, y.bits)
+    elif op.kind == "softmax":
+        if op.name not in tables:
+            tables[op.name] = intref.exp_table(e[0].scale, e[0].bits)
+        r = impl.softmax(x[0], tables[op.name], y.scale, y.zero_point, y.bits)
+    elif op.kind == "sigmoid":
+        if op.name not in tables:
+            tables[op.name] = intref.sigmoid_table(e[0].scale, e[0].zero_point, e[0].bits,
+                                                   y.scale, y.zero_point, y.bits)
+        r = impl.lut(x[0], tables[op.name])
+    else:
+        raise ValueError(f"[int_ops] unknown op kind {op.kind}")
+    return _layout(r, op.layout)
