@@ -136,7 +136,8 @@ def rmsnorm(a: np.ndarray, s_a: float, z_a: int, g: np.ndarray, s_g: float, z_g:
             s_y: float, z_y: int, y_bits: int) -> np.ndarray:
     """RMSNorm over the last axis of ``a`` (..., D) with weight codes ``g`` (D,) (spec: RMSNorm)."""
     d = a.shape[-1]
-    e_term = int(np.round(float(eps) * d / (float(np.float64(s_a)) ** 2)))
+    sa = float(np.float64(s_a))
+    e_term = int(np.round(float(eps) * d / (sa * sa)))
     if e_term >= 1 << 61:
         raise ValueError(f"[intref] rmsnorm: eps {eps} is too large against the input scale {s_a}")
     m, s = multiplier(float(np.float64(s_g) * math.sqrt(d) / np.float64(s_y)), 30)
