@@ -8,12 +8,15 @@ Requantize (a DequantizeLinear -> layout -> QuantizeLinear to another encoding, 
 ``run_op`` computes one op's output codes with an implementation module: ``edge_rt.quantize.intref``
 (NumPy) or ``edge_rt.quantize.intkernels`` (the C++ kernels); both have the same signatures.
 
-Used by the per-op checks (tests/test_intref.py) and as the op list of an integer-only graph runner.
+``ort_op_values`` runs an export folder's graphs on ONNX Runtime's CPU EP with QDQ semantics and keeps
+every op's input and output values, and ``agreement`` counts how far an implementation's codes are from
+ORT's: the per-op checks of tests/test_intref.py and benchmarks/int_ops_agreement.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -205,3 +208,57 @@ def run_op(op: IntOp, acts: Dict[str, np.ndarray], impl: Any, tables: Optional[D
     else:
         raise ValueError(f"[int_ops] unknown op kind {op.kind}")
     return _layout(r, op.layout)
+
+
+def input_codes(op: IntOp, values: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The codes of ``op``'s activation inputs from ORT's (dequantized) values of them."""
+    return {o.tensor: codes_of(values[o.tensor], o.enc) for o in op.operands if o.tensor is not None}
+
+
+def ort_op_values(folder: Path, ids: Optional[List[int]] = None) -> List[Tuple[str, List[IntOp], Dict[str, Any]]]:
+    """[(graph, ops, values)] for both graphs of an export folder, run on ORT's CPU EP with no graph
+    rewrites (DequantizeLinear -> float op -> QuantizeLinear): the values of every op's inputs (float)
+    and output (codes) on the prefill graph's second chunk (it attends to the first through the cache)
+    and the decode graph's third token. ``ids``: the tokens (default: the folder's sample text)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .onnx_export_folder import ExportFolder
+    from .onnx_runner import float_session
+
+    f = ExportFolder(folder)
+    ids = f.sample_ids() if ids is None else ids
+    res = []
+    for graph, n in (("prefill", 2 * f.n_tokens("prefill")), ("decode", 3)):
+        m = onnx.load(str(f.graph_path(graph)))
+        ops = graph_ops(m)
+        have = {o.name for o in m.graph.output}
+        want = {t: TensorProto.FLOAT for op in ops for t in op.inputs}
+        want.update({op.out: TensorProto.UINT16 if op.out_enc.bits == 16 else TensorProto.UINT8 for op in ops})
+        m.graph.output.extend(helper.make_tensor_value_info(t, ty, None) for t, ty in want.items() if t not in have)
+        values: Dict[str, Any] = {}
+        f.runner(float_session(m.SerializeToString(), optimize=False), graph).window(
+            ids[:n], on_outputs=lambda r: values.update(r))
+        res.append((graph, ops, values))
+    return res
+
+
+def agreement(pairs: List[Tuple[IntOp, np.ndarray, np.ndarray]]) -> Dict[Tuple[str, int], Dict[str, float]]:
+    """Per (op kind, output bits): element count, the fractions of codes exact / within 1 / within 3 LSB
+    of the reference, and the largest difference, over (op, codes, reference codes) triples."""
+    acc: Dict[Tuple[str, int], List[int]] = {}
+    for op, mine, ref in pairs:
+        d = np.abs(mine.astype(np.int64) - ref.astype(np.int64))
+        s = acc.setdefault((op.kind, op.out_enc.bits), [0, 0, 0, 0, 0])
+        s[0] += d.size
+        s[1] += int((d == 0).sum())
+        s[2] += int((d <= 1).sum())
+        s[3] += int((d <= 3).sum())
+        s[4] = max(s[4], int(d.max()))
+    return {k: {"n": s[0], "exact": s[1] / s[0], "within_1": s[2] / s[0], "within_3": s[3] / s[0], "max": s[4]}
+            for k, s in sorted(acc.items())}
+
+
+def format_agreement(stats: Dict[Tuple[str, int], Dict[str, float]]) -> List[str]:
+    return [f"{k:10s} A{b:<2d} n={s['n']:8d} exact={s['exact']:.5f} <=1={s['within_1']:.5f} "
+            f"<=3={s['within_3']:.5f} max={s['max']}" for (k, b), s in stats.items()]

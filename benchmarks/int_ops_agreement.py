@@ -1,0 +1,106 @@
+"""Integer ops of real exports: docs/integer_spec.md (intref) against ONNX Runtime, the C++ kernels
+against intref, and the kernels' speed per ISA.
+
+For each model and scheme: export (min/max ranges, prefill chunk 8, KV length 32: the ops are those of
+any export, the range method only changes scales), run both graphs on ORT's CPU EP with QDQ semantics
+(``int_ops.ort_op_values``), feed every op ORT's input codes and print, per op kind and output width,
+how far intref's codes are from ORT's (exact / within 1 / within 3 LSB, max); then count the ops whose
+C++ kernel output differs from intref's at each ISA this machine runs (must be 0). Last, the prefill
+graph's GEMMs (all projections and lm_head of one chunk) timed per ISA through ``intkernels.gemm`` (so
+with the wrapper's work: argument checks, and packing int4 codes two per byte on every call): runs
+interleaved A B A B after a warm-up, medians and min-max of the total, and the ratio scalar / SIMD.
+
+    python benchmarks/int_ops_agreement.py [--models dense,smollm2] [--schemes w8a8,w4a8,w8a16] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def model_paths() -> Dict[str, Path]:
+    out = {"dense": ROOT / "models" / "tiny-code-dense-f16.gguf"}
+    sys.path.insert(0, str(ROOT / "tests"))
+    from real_models import model_path
+
+    out["smollm2"] = model_path("smollm2-135m-instruct-q4_1")
+    return out
+
+
+class OnIsa:
+    """An implementation module with every call pinned to one ISA."""
+
+    def __init__(self, mod, isa: str) -> None:
+        self.mod, self.isa = mod, isa
+
+    def __getattr__(self, name: str):
+        fn = getattr(self.mod, name)
+        return lambda *a, **k: fn(*a, isa=self.isa, **k)
+
+
+def main() -> None:
+    import numpy as np
+
+    from edge_rt import _core
+    from edge_rt.quantize import intkernels, intref
+    from edge_rt.quantize.int_ops import agreement, format_agreement, input_codes, ort_op_values, run_op
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="dense,smollm2")
+    ap.add_argument("--schemes", default="w8a8,w4a8,w8a16")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    isas = [i for i in ("scalar", "avx2", "avx512vnni") if i in _core.compiled_isas() and _core.cpu_supports(i)]
+    paths = model_paths()
+    print(f"ISAs: {', '.join(isas)}")
+    for model in args.models.split(","):
+        if paths.get(model) is None:
+            print(f"{model}: not available, skipped")
+            continue
+        for scheme in args.schemes.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "export"
+                export_onnx(paths[model], out, scheme=scheme, chunk=8, ctx=32, max_calib_tokens=128,
+                            range_method="minmax")
+                data = ort_op_values(out)
+            pairs, mismatches, gemms = [], {i: 0 for i in isas}, []
+            for graph, ops, vals in data:
+                for op in ops:
+                    codes = input_codes(op, vals)
+                    ref = run_op(op, codes, intref)
+                    pairs.append((op, ref, vals[op.out]))
+                    for isa in isas:
+                        mismatches[isa] += not np.array_equal(run_op(op, codes, OnIsa(intkernels, isa)), ref)
+                    if graph == "prefill" and op.kind == "gemm":
+                        gemms.append((op, codes))
+            print(f"\n{model} {scheme}: intref vs ORT CPU EP, {len(pairs)} ops of prefill + decode")
+            print("\n".join("  " + line for line in format_agreement(agreement(pairs))))
+            differ = ", ".join(f"{i} {n}" for i, n in mismatches.items())
+            print(f"  ops whose kernel codes differ from intref: {differ}")
+            times: Dict[str, list] = {i: [] for i in isas}
+            for rep in range(args.runs + 1):
+                for isa in isas:
+                    impl = OnIsa(intkernels, isa)
+                    t = time.perf_counter()
+                    for op, codes in gemms:
+                        run_op(op, codes, impl)
+                    if rep:                    # the first round warms up
+                        times[isa].append(time.perf_counter() - t)
+            med = {i: statistics.median(v) for i, v in times.items()}
+            print(f"  prefill GEMMs ({len(gemms)}, one chunk of 8 tokens), median of {args.runs}: " + ", ".join(
+                f"{i} {med[i] * 1e3:.1f} ms ({min(times[i]) * 1e3:.1f}-{max(times[i]) * 1e3:.1f})" for i in isas))
+            for i in isas[1:]:
+                print(f"  scalar / {i}: {med['scalar'] / med[i]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
