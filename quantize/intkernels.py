@@ -62,8 +62,13 @@ def pack_int4(w: np.ndarray) -> np.ndarray:
 
 def gemm(a: np.ndarray, s_a: float, z_a: int, a_bits: int, w: np.ndarray, s_w: np.ndarray, w_bits: int,
          s_y: float, z_y: int, y_bits: int, isa: Optional[str] = None) -> np.ndarray:
-    """Projection GEMM (T, N) from a (T, K) and int8 weight codes w (N, K); 4-bit weights run packed."""
-    wq = pack_int4(w) if w_bits == 4 else np.ascontiguousarray(w, np.int8)
+    """Projection GEMM (T, N) from a (T, K) and int8 weight codes w (N, K); 4-bit weights run packed: pass
+    ``pack_int4(w)`` (uint8, (N, (K + 1) // 2)) to pack them once instead of on every call."""
+    w = np.asarray(w)
+    if w.dtype == np.uint8:
+        wq = np.ascontiguousarray(w)                 # already packed int4 (the kernel checks the width)
+    else:
+        wq = pack_int4(w) if w_bits == 4 else np.ascontiguousarray(w, np.int8)
     return _core().int_gemm(_codes(a, a_bits), (float(s_a), int(z_a), a_bits), wq, int(w_bits),
                             np.ascontiguousarray(s_w, np.float32), (float(s_y), int(z_y), y_bits), isa)
 

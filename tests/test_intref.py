@@ -108,6 +108,22 @@ class _OnIsa:
         return lambda *a, **k: fn(*a, isa=self.isa, **k)
 
 
+def test_int4_packed_once_equals_unpacked():
+    """gemm on weights packed once (pack_int4) equals gemm on the int8 codes, odd K included."""
+    from edge_rt.quantize import intkernels, intref
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 65536, (5, 37)).astype(np.uint16)
+    w = rng.integers(-7, 8, (9, 37)).astype(np.int8)
+    s_w = (rng.random(9) * 0.01 + 1e-3).astype(np.float32)
+    args = (1e-4, 30000, 16)
+    want = intref.gemm(a, *args, w, s_w, 4, 0.02, 32768, 16)
+    for isa in _isas():
+        assert np.array_equal(intkernels.gemm(a, *args, intkernels.pack_int4(w), s_w, 4, 0.02, 32768, 16, isa=isa),
+                              want)
+        assert np.array_equal(intkernels.gemm(a, *args, w, s_w, 4, 0.02, 32768, 16, isa=isa), want)
+
+
 def test_int_kernels_refuse_bad_input():
     """Codes of the wrong dtype, weights outside the symmetric range, an ISA the CPU lacks: named errors."""
     from edge_rt.errors import InvalidArgumentError
