@@ -10,7 +10,11 @@ graph's GEMMs (all projections and lm_head of one chunk) timed per ISA through `
 with the wrapper's work: argument checks, and packing int4 codes two per byte on every call): runs
 interleaved A B A B after a warm-up, medians and min-max of the total, and the ratio scalar / SIMD.
 
-    python benchmarks/int_ops_agreement.py [--models dense,smollm2] [--schemes w8a8,w4a8,w8a16] [--runs 5]
+With ``--htp`` (needs ``pip install ".[qnn]"``), each op of the prefill graph is also cut out as its own
+QDQ graph (``int_ops.single_op_model``) and run alone on the HTP emulator (CPU fallback disabled) on the
+same input codes, and the emulator's codes are compared with intref's.
+
+    python benchmarks/int_ops_agreement.py [--models dense,smollm2] [--schemes w8a8,w4a8,w8a16] [--runs 5] [--htp]
 """
 
 from __future__ import annotations
@@ -48,17 +52,29 @@ class OnIsa:
 
 def main() -> None:
     import numpy as np
+    import onnx
 
     from edge_rt import _core
     from edge_rt.quantize import intkernels, intref
-    from edge_rt.quantize.int_ops import agreement, format_agreement, input_codes, ort_op_values, run_op
+    from edge_rt.quantize.int_ops import (
+        agreement,
+        format_agreement,
+        input_codes,
+        ort_op_values,
+        output_layout,
+        run_op,
+        single_op_model,
+    )
     from edge_rt.quantize.onnx_export import export_onnx
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="dense,smollm2")
     ap.add_argument("--schemes", default="w8a8,w4a8,w8a16")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--htp", action="store_true", help="also run every prefill op alone on the HTP emulator")
     args = ap.parse_args()
+    if args.htp:
+        from edge_rt.devices.qnn_htp import htp_session
     isas = [i for i in ("scalar", "avx2", "avx512vnni") if i in _core.compiled_isas() and _core.cpu_supports(i)]
     paths = model_paths()
     print(f"ISAs: {', '.join(isas)}")
@@ -72,7 +88,8 @@ def main() -> None:
                 export_onnx(paths[model], out, scheme=scheme, chunk=8, ctx=32, max_calib_tokens=128,
                             range_method="minmax")
                 data = ort_op_values(out)
-            pairs, mismatches, gemms = [], {i: 0 for i in isas}, []
+                prefill = onnx.load(str(out / "prefill.onnx")) if args.htp else None
+            pairs, mismatches, gemms, htp = [], {i: 0 for i in isas}, [], []
             for graph, ops, vals in data:
                 for op in ops:
                     codes = input_codes(op, vals)
@@ -82,8 +99,14 @@ def main() -> None:
                         mismatches[isa] += not np.array_equal(run_op(op, codes, OnIsa(intkernels, isa)), ref)
                     if graph == "prefill" and op.kind == "gemm":
                         gemms.append((op, codes))
+                    if graph == "prefill" and args.htp and op.kind != "requantize":
+                        m, feeds = single_op_model(prefill, op, codes)
+                        htp.append((op, output_layout(htp_session(m.SerializeToString()).run(None, feeds)[0], op), ref))
             print(f"\n{model} {scheme}: intref vs ORT CPU EP, {len(pairs)} ops of prefill + decode")
             print("\n".join("  " + line for line in format_agreement(agreement(pairs))))
+            if htp:
+                print(f"  HTP emulator vs intref, each of the {len(htp)} prefill ops run alone:")
+                print("\n".join("  " + line for line in format_agreement(agreement(htp))))
             differ = ", ".join(f"{i} {n}" for i, n in mismatches.items())
             print(f"  ops whose kernel codes differ from intref: {differ}")
             times: Dict[str, list] = {i: [] for i in isas}

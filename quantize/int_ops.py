@@ -10,7 +10,9 @@ Requantize (a DequantizeLinear -> layout -> QuantizeLinear to another encoding, 
 
 ``ort_op_values`` runs an export folder's graphs on ONNX Runtime's CPU EP with QDQ semantics and keeps
 every op's input and output values, and ``agreement`` counts how far an implementation's codes are from
-ORT's: the per-op checks of tests/test_intref.py and benchmarks/int_ops_agreement.py.
+ORT's: the per-op checks of tests/test_intref.py and benchmarks/int_ops_agreement.py. ``single_op_model``
+cuts one op out as its own QDQ graph (codes in, codes out), to run it alone on another backend (the HTP
+emulator) with exactly the inputs the other implementations saw.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class IntOp:
 
 
 class _Graph:
+    """Producers, consumers and initializers of an ONNX graph."""
+
     def __init__(self, model: Any) -> None:
         from onnx import numpy_helper
 
@@ -262,3 +266,51 @@ def agreement(pairs: List[Tuple[IntOp, np.ndarray, np.ndarray]]) -> Dict[Tuple[s
 def format_agreement(stats: Dict[Tuple[str, int], Dict[str, float]]) -> List[str]:
     return [f"{k:10s} A{b:<2d} n={s['n']:8d} exact={s['exact']:.5f} <=1={s['within_1']:.5f} "
             f"<=3={s['within_3']:.5f} max={s['max']}" for (k, b), s in stats.items()]
+
+
+def single_op_model(model: Any, op: IntOp, codes: Dict[str, np.ndarray]) -> Tuple[Any, Dict[str, np.ndarray]]:
+    """One op of ``model`` (not a requantize) as its own QDQ graph: each activation input a uint8/uint16
+    graph input ``in{i}`` (its codes in the op's input layout) -> DequantizeLinear, constants with their
+    own DequantizeLinear, the op with its attributes, QuantizeLinear to the op's output encoding -> graph
+    output ``y`` (in the op's output layout: apply ``op.layout`` to compare with ``op.out``). Returns the
+    model and its feeds from ``codes`` (``input_codes``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if op.kind == "requantize":
+        raise ValueError("[int_ops] a requantize is a DequantizeLinear -> QuantizeLinear pair, not an op node")
+    g = _Graph(model)
+    node = next(n for n in model.graph.node if n.name == op.name)
+    nodes, inits, inputs, feeds, names = [], [], [], {}, []
+    for i, t in enumerate(node.input):
+        dq = g.source_dq(t)
+        if dq is not None and dq.input[0] in g.init and g.producer.get(t) is dq:     # a constant
+            inits += [g.init[n] for n in dq.input]
+            nodes.append(dq)
+            names.append(t)
+            continue
+        e = next(o.enc for o in op.operands if o.tensor == t)
+        name = f"in{i}"
+        feeds[name] = codes[t]
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.UINT16 if e.bits == 16 else TensorProto.UINT8,
+                                                    list(codes[t].shape)))
+        inits += [numpy_helper.from_array(np.float32(e.scale), name + ".scale"),
+                  numpy_helper.from_array(np.asarray(e.zero_point, e.dtype), name + ".zero_point")]
+        nodes.append(helper.make_node("DequantizeLinear", [name, name + ".scale", name + ".zero_point"], [name + ".dq"],
+                                      name=name + ".dq"))
+        names.append(name + ".dq")
+    y = op.out_enc
+    nodes.append(helper.make_node(node.op_type, names, ["y.float"], name=node.name,
+                                  **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
+    inits += [numpy_helper.from_array(np.float32(y.scale), "y.scale"),
+              numpy_helper.from_array(np.asarray(y.zero_point, y.dtype), "y.zero_point")]
+    nodes.append(helper.make_node("QuantizeLinear", ["y.float", "y.scale", "y.zero_point"], ["y"], name="y.q"))
+    out = helper.make_tensor_value_info("y", TensorProto.UINT16 if y.bits == 16 else TensorProto.UINT8, None)
+    m = helper.make_model(helper.make_graph(nodes, node.name, inputs, [out], inits),
+                          opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = model.ir_version
+    return m, feeds
+
+
+def output_layout(y: np.ndarray, op: IntOp) -> np.ndarray:
+    """An op's output codes (in the op's layout) moved to its QuantizeLinear's layout."""
+    return _layout(y, op.layout)

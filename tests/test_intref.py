@@ -51,6 +51,7 @@ def op_data(synthetic_model, tmp_path_factory):
                                       for g, ops, vals in ort_op_values(out)]
         return cache[(model, scheme)]
 
+    make.root = root      # the export folders: root / f"{model}-{scheme}"
     return make
 
 
@@ -146,3 +147,45 @@ def test_int_kernels_refuse_bad_input():
     if missing:
         with pytest.raises(InvalidArgumentError, match="not available"):
             intkernels.requantize(a, 1.0, 0, 1.0, 0, 8, isa=missing[-1])
+
+
+def _requires_qnn(test):
+    """Skips without onnxruntime-qnn locally; under CI (the test extra installs it) a missing one fails."""
+    import os
+
+    try:
+        import onnxruntime_qnn  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") != "true":
+            return pytest.mark.skip(reason='onnxruntime-qnn not installed (pip install "edge-rt[qnn]")')(test)
+    return test
+
+
+@_requires_qnn
+def test_intref_matches_htp_emulator_per_op(op_data):
+    """Each op of the qwen2 w8a8 prefill graph, cut out as its own QDQ graph and run alone on the emulated
+    HTP (CPU fallback disabled) on the input codes intref saw: 8-bit outputs within 3 LSB of intref for
+    >= 99.9% of the elements (the issue's target; measured: all within 1 LSB). The 16-bit distribution is
+    wider and printed (measured: 16-bit MatMul 94.7% within 3 LSB, a tail to 60; Mul 96.9%, to 19): the
+    emulator's 16-bit arithmetic is not ORT's either."""
+    import onnx
+
+    from edge_rt.devices.qnn_htp import htp_session
+    from edge_rt.quantize.int_ops import agreement, format_agreement, input_codes, output_layout, single_op_model
+
+    graph, ops, vals, ref = op_data("qwen2", "w8a8")[0]
+    assert graph == "prefill"
+    model = onnx.load(str(op_data.root / "qwen2-w8a8" / "prefill.onnx"))
+    pairs = []
+    for op, want in zip(ops, ref):
+        if op.kind == "requantize":
+            continue
+        m, feeds = single_op_model(model, op, input_codes(op, vals))
+        got = output_layout(htp_session(m.SerializeToString()).run(None, feeds)[0], op)
+        pairs.append((op, got, want))
+    stats = agreement(pairs)
+    lines = format_agreement(stats)
+    print("\nHTP emulator vs intref, qwen2 w8a8 prefill\n" + "\n".join(lines))
+    assert {k for k, _ in stats} >= {"gemm", "matmul", "add", "mul", "rmsnorm", "softmax", "sigmoid"}
+    for (_, bits), s in stats.items():
+        assert s["within_3"] >= (0.999 if bits == 8 else 0.9), lines
