@@ -163,10 +163,10 @@ def _requires_qnn(test):
 
 @_requires_qnn
 def test_intref_matches_htp_emulator_per_op(op_data):
-    """Each op of the qwen2 w8a8 prefill graph, cut out as its own QDQ graph and run alone on the emulated
+    """Each op of layer 0 of the qwen2 w8a8 prefill graph, cut out as its own QDQ graph and run alone on the emulated
     HTP (CPU fallback disabled) on the input codes intref saw: 8-bit outputs within 3 LSB of intref for
     >= 99.9% of the elements (the issue's target; measured: all within 1 LSB). The 16-bit distribution is
-    wider and printed (measured: 16-bit MatMul 94.7% within 3 LSB, a tail to 60; Mul 96.9%, to 19): the
+    wider and printed (measured: 16-bit MatMul 94.5% within 3 LSB, a tail to 60; Mul 97.5%, to 19): the
     emulator's 16-bit arithmetic is not ORT's either."""
     import onnx
 
@@ -178,7 +178,7 @@ def test_intref_matches_htp_emulator_per_op(op_data):
     model = onnx.load(str(op_data.root / "qwen2-w8a8" / "prefill.onnx"))
     pairs = []
     for op, want in zip(ops, ref):
-        if op.kind == "requantize":
+        if op.kind == "requantize" or not op.name.startswith("l0."):      # layer 0 holds every kind of op
             continue
         m, feeds = single_op_model(model, op, input_codes(op, vals))
         got = output_layout(htp_session(m.SerializeToString()).run(None, feeds)[0], op)
