@@ -8,8 +8,9 @@
 //
 // Two layers:
 //  * ops (int_gemm, int_matmul, int_add, ...): take the float scales, derive the spec's multipliers
-//    (fixed_multiplier, in float64 exactly as intref does) and tables' use, validate every argument
-//    (edge_rt::Error InvalidArgument, message "[int_kernels] ..."), and run the ISA's kernels;
+//    (fixed_multiplier, in float64 exactly as intref does; the exp and sigmoid tables are inputs built by
+//    intref), validate every argument (edge_rt::Error InvalidArgument, message "[int_kernels] ..."),
+//    and run the ISA's kernels;
 //  * IntKernels: the per-ISA table of inner loops (int_kernels_scalar.cpp, int_kernels_avx2.cpp), merged
 //    over the scalar table like WeightKernels; every entry computes exact integers, so each ISA's result
 //    equals the scalar twin's bit for bit (native/tests/test_int_kernels.cpp checks it).
