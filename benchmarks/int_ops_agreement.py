@@ -40,17 +40,6 @@ def model_paths() -> Dict[str, Path]:
     return out
 
 
-class OnIsa:
-    """An implementation module with every call pinned to one ISA."""
-
-    def __init__(self, mod, isa: str) -> None:
-        self.mod, self.isa = mod, isa
-
-    def __getattr__(self, name: str):
-        fn = getattr(self.mod, name)
-        return lambda *a, **k: fn(*a, isa=self.isa, **k)
-
-
 def main() -> None:
     import numpy as np
     import onnx
@@ -97,7 +86,7 @@ def main() -> None:
                     ref = run_op(op, codes, intref)
                     pairs.append((op, ref, vals[op.out]))
                     for isa in isas:
-                        mismatches[isa] += not np.array_equal(run_op(op, codes, OnIsa(intkernels, isa)), ref)
+                        mismatches[isa] += not np.array_equal(run_op(op, codes, intkernels.on_isa(isa)), ref)
                     if graph == "prefill" and op.kind == "gemm":
                         w, s_w, w_bits = op.weight
                         packed = intkernels.pack_int4(w) if w_bits == 4 else w

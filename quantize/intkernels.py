@@ -18,6 +18,7 @@ Example (one projection)::
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from .intref import exp_table, sigmoid_table  # noqa: F401  (the tables the kernels take)
 
 __all__ = ["multiplier", "precision_for", "gemm", "matmul", "add", "mul", "requantize", "rmsnorm", "softmax",
-           "lut", "exp_table", "sigmoid_table", "pack_int4"]
+           "lut", "exp_table", "sigmoid_table", "pack_int4", "on_isa"]
 
 
 def _core():
@@ -127,3 +128,24 @@ def softmax(a: np.ndarray, table: np.ndarray, s_y: float, z_y: int, y_bits: int,
 def lut(a: np.ndarray, table: np.ndarray, isa: Optional[str] = None) -> np.ndarray:
     a_bits = 8 * np.asarray(a).dtype.itemsize
     return _core().int_lut(_codes(a, a_bits), np.ascontiguousarray(table), isa)
+
+
+#: The functions that run kernels (and take ``isa``).
+_KERNEL_OPS = ("gemm", "matmul", "add", "mul", "requantize", "rmsnorm", "softmax", "lut")
+
+
+class _OnIsa:
+    def __init__(self, isa: str) -> None:
+        self.isa = isa
+
+    def __getattr__(self, name: str):
+        if name not in __all__:
+            raise AttributeError(f"intkernels has no {name!r}")
+        fn = globals()[name]
+        return functools.partial(fn, isa=self.isa) if name in _KERNEL_OPS else fn
+
+
+def on_isa(isa: str) -> "_OnIsa":
+    """This module with every kernel call pinned to one ISA, e.g. ``int_ops.run_op(op, codes,
+    intkernels.on_isa("scalar"))``."""
+    return _OnIsa(isa)

@@ -92,21 +92,10 @@ def test_kernels_equal_intref_per_op(op_data, model, scheme):
     for graph, ops, vals, ref in op_data(model, scheme):
         tables: dict = {}
         for isa in isas:
-            impl = _OnIsa(intkernels, isa)
+            impl = intkernels.on_isa(isa)
             for op, want in zip(ops, ref):
                 got = run_op(op, input_codes(op, vals), impl, tables)
                 assert got.dtype == want.dtype and np.array_equal(got, want), (graph, op.name, op.kind, isa)
-
-
-class _OnIsa:
-    """intkernels with every call pinned to one ISA."""
-
-    def __init__(self, mod, isa: str) -> None:
-        self.mod, self.isa = mod, isa
-
-    def __getattr__(self, name: str):
-        fn = getattr(self.mod, name)
-        return lambda *a, **k: fn(*a, isa=self.isa, **k)
 
 
 def test_int4_packed_once_equals_unpacked():
