@@ -96,6 +96,47 @@ def vec_dot(type_name: str, w_bytes: Buffer, x: npt.ArrayLike, isa: Optional[str
     are first quantized to the paired activation format. ``isa`` picks a kernel variant (default: the
     active one); asking for an ISA the CPU lacks raises InvalidArgumentError."""
 
+# ---- integer kernels (docs/integer_spec.md; wrapped by edge_rt.quantize.intkernels) ------------------
+# Codes are C-contiguous numpy arrays of exactly their width's dtype (uint8 / uint16; weights int8 codes
+# or uint8 packed int4); encodings are (scale, zero_point, bits). ``isa`` None runs the active ISA.
+
+Encoding = tuple  # (scale: float, zero_point: int, bits: int)
+
+def int_fixed_multiplier(real: float, precision: int) -> tuple:
+    """(m, s) with real ~= m * 2^-s and m of ``precision`` bits."""
+
+def int_precision_for(acc_bound: int) -> int:
+    """Multiplier bits for an accumulator bound."""
+
+def int_gemm(a: np.ndarray, ea: Encoding, w: np.ndarray, w_bits: int, s_w: np.ndarray, ey: Encoding,
+             isa: Optional[str] = None) -> np.ndarray:
+    """Codes (M, N) of a (M, K) . w^T; w (N, K) int8 codes or (N, (K + 1) // 2) uint8 packed int4."""
+
+def int_matmul(a: np.ndarray, ea: Encoding, b: np.ndarray, eb: Encoding, ey: Encoding,
+               isa: Optional[str] = None) -> np.ndarray:
+    """Codes (M, N) of a (M, K) . b (N, K)^T, both activations."""
+
+def int_add(a: np.ndarray, ea: Encoding, b: np.ndarray, eb: Encoding, ey: Encoding,
+            isa: Optional[str] = None) -> np.ndarray:
+    """Elementwise Add of two code arrays of one shape."""
+
+def int_mul(a: np.ndarray, ea: Encoding, b: np.ndarray, eb: Encoding, ey: Encoding,
+            isa: Optional[str] = None) -> np.ndarray:
+    """Elementwise Mul of two code arrays of one shape."""
+
+def int_requantize(a: np.ndarray, ea: Encoding, ey: Encoding, isa: Optional[str] = None) -> np.ndarray:
+    """Codes of ``a`` in another encoding."""
+
+def int_rmsnorm(a: np.ndarray, ea: Encoding, g: np.ndarray, eg: Encoding, eps: float, ey: Encoding,
+                isa: Optional[str] = None) -> np.ndarray:
+    """RMSNorm over the last axis; g (D,) uint16 weight codes."""
+
+def int_softmax(a: np.ndarray, table: np.ndarray, ey: Encoding, isa: Optional[str] = None) -> np.ndarray:
+    """Softmax over the last axis with the input's exp table (uint32, 2^bits entries)."""
+
+def int_lut(a: np.ndarray, table: np.ndarray, isa: Optional[str] = None) -> np.ndarray:
+    """table[a] elementwise (2^bits entries of uint8 or uint16)."""
+
 # ---- engine -----------------------------------------------------------------------------------------
 
 class EngineInfo(TypedDict):
