@@ -273,9 +273,9 @@ void bind_engine(py::module_& m) {
                 const int64_t kv_dim = self.engine->kv_dim();
                 if (k.ndim() != 2 || v.ndim() != 2 || k.shape(1) != kv_dim || v.shape(0) != k.shape(0) ||
                     v.shape(1) != kv_dim) {
-                    throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument,
-                                         "[write_kv] k and v must both be (n, " + std::to_string(kv_dim) +
-                                             ") float32 arrays");
+                    throw edge_rt::Error(
+                        edge_rt::ErrorKind::InvalidArgument,
+                        "[write_kv] k and v must both be (n, " + std::to_string(kv_dim) + ") float32 arrays");
                 }
                 auto lock = lock_engine(self, "write_kv");
                 py::gil_scoped_release release;

@@ -31,8 +31,8 @@ void Engine::write_kv(int il, int64_t first, int64_t n, const float* k, const fl
     }
     const int64_t held = kv_rows_[(size_t)il];
     if (n < 1 || first < 0 || first > held || n > n_ctx_ - first) {
-        fail(ErrorKind::InvalidArgument, "[write_kv] layer " + std::to_string(il) + ": rows [" +
-                                             std::to_string(first) + ", " + std::to_string(first + n) +
+        fail(ErrorKind::InvalidArgument, "[write_kv] layer " + std::to_string(il) + ": rows [" + std::to_string(first) +
+                                             ", " + std::to_string(first + n) +
                                              ") must be non-empty, start at or before the " + std::to_string(held) +
                                              " rows it holds and end at or before n_ctx " + std::to_string(n_ctx_));
     }
