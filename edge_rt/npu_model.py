@@ -98,7 +98,8 @@ class NpuModel(Model):
 
     def memory_report(self) -> Dict[str, Any]:
         """:meth:`Model.memory_report` (its ``npu`` class counts the stage against the budget) plus
-        ``npu``: that estimate by part (``weights``, ``embeddings``, ``kv``, ``activations``)."""
+        ``npu``: that estimate by part (``weights``, ``embeddings``, ``kv``, ``activations``,
+        ``dequantized``: see :func:`~edge_rt.npu_stage.estimate_bytes`)."""
         d = super().memory_report()
         d["npu"] = dict(self._stage.bytes)
         return d

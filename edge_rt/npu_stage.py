@@ -117,17 +117,20 @@ def _check_embeddings(folder: Any, header: Any, info: Dict[str, Any], where: str
 def estimate_bytes(folder: Any) -> Dict[str, int]:
     """What the stage holds, by part (an estimate of the ORT session plus the host's buffers):
     ``weights`` (the prefill graph file, nearly all initializers), ``embeddings`` (the host's gather
-    table), ``kv`` (the graph's quantized cache, kept by the host, plus one chunk's new rows) and
+    table), ``kv`` (the graph's quantized cache, kept by the host, plus one chunk's new rows),
     ``activations`` (four live float tensors of the widest activation row, for T tokens; the
-    attention scores over C + T slots are the widest at long contexts)."""
+    attention scores over C + T slots are the widest at long contexts) and ``dequantized`` (the
+    largest weight as float32: ONNX Runtime's CPU EP runs each QDQ weight through DequantizeLinear
+    before its MatMul; an NPU keeps weights as integers, so there it over-counts)."""
     d, T, C = folder.dims, folder.n_tokens("prefill"), folder.n_cache
     code = 2 if folder.manifest["scheme"]["kv_cache"] == "uint16" else 1
     n_ff = int(folder.manifest["weights"].get("blk.0.ffn_gate.weight", {}).get("shape", [d.n_embd])[0])
     widest = max(d.n_head * (C + T), n_ff, d.n_vocab, 3 * d.n_embd)
+    largest = max((int(np.prod(w["shape"])) for w in folder.manifest["weights"].values()), default=0)
     return {"weights": folder.graph_path("prefill").stat().st_size,
             "embeddings": (folder.path / "embeddings.npy").stat().st_size,
             "kv": d.n_layer * 2 * d.n_head_kv * (C + T) * d.head_dim * code,
-            "activations": 4 * T * widest * 4}
+            "activations": 4 * T * widest * 4, "dequantized": 4 * largest}
 
 
 class NpuStage:

@@ -175,7 +175,7 @@ def test_npu_memory_class_against_the_budget(export):
     from edge_rt.quantize.onnx_export_folder import ExportFolder
 
     est = estimate_bytes(ExportFolder(export))
-    assert est["weights"] > 0 and est["kv"] > 0 and est["activations"] > 0
+    assert all(est[k] > 0 for k in ("weights", "embeddings", "kv", "activations", "dequantized"))
     floor = edge_rt.minimum_budget(DENSE, threads=THREADS, npu_model=export)
     plain = edge_rt.minimum_budget(DENSE, threads=THREADS, n_ctx=CTX)
     assert floor["npu"] == sum(est.values()) and floor["total"] == plain["total"] + floor["npu"]
