@@ -84,7 +84,9 @@ def _int_ref(graph: Path, threads: Optional[int]) -> PrefillBackend:
 
 
 #: npu= name -> factory(prefill graph path, threads) -> PrefillBackend. Raises BackendUnavailableError
-#: when the backend cannot load here (its reason and, where one exists, the package to install).
+#: when the backend cannot load here (its reason and, where one exists, the package to install). The
+#: graph's folder is the export folder: a backend that runs its own kernels (int-ref) reads the weights'
+#: and activations' encodings from manifest.json there (quantize/onnx_export_folder.py ExportFolder).
 BACKENDS: Dict[str, Callable[[Path, Optional[int]], PrefillBackend]] = {
     "qnn-htp": _qnn_htp, "cpu-ep": _cpu_ep, "int-ref": _int_ref}
 
