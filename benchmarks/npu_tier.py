@@ -20,7 +20,9 @@ Per backend and prompt, against the all-CPU run of the same GGUF (same threads, 
 * TTFT of a 512-token prompt (reset, then the time to the first generated token), interleaved with
   the all-CPU run, medians with min-max; the per-chunk split backend / host (the Python driver's
   share); the NPU stage's memory estimate (the ``npu`` class) against the RSS growth measured when its
-  session loads and runs one chunk (cpu-ep only).
+  session loads and runs one chunk (cpu-ep only);
+* with ``--kv-rounding-prompts N``: no NPU graph at all, the CPU's own K/V rounded to the export's
+  static cache encoding (what the 8-bit KV cache alone costs).
 
 The HTP backend is onnxruntime-qnn's x86 emulator: its speed says nothing about a phone's NPU, and it is
 slow enough here that it gets ``--htp-prompts`` prompts and ``--htp-reps`` TTFT runs.
@@ -134,6 +136,33 @@ def stage_rss(folder: Any, backend: str, threads: int) -> Dict[str, int]:
             **{f"estimate_{k}": v for k, v in stage.bytes.items()}}
 
 
+def kv_rounding_only(cpu: Any, folder: Any, prompts: List[List[int]], ref: List[Any], n_gen: int) -> Dict[str, Any]:
+    """No NPU graph: the CPU's own K/V of each prompt (all but its last token) rounded to the export's
+    static cache encoding and written back (Engine.read_kv / write_kv), then the last token and the
+    greedy continuation on the CPU. What the 8-bit cache encoding alone costs."""
+    acts = folder.manifest["activations"]
+    top = 65535 if acts["l0.cache_k"]["dtype"] == "uint16" else 255
+    first = same = 0
+    kls = []
+    for p, (r_logits, r_toks) in zip(prompts, ref):
+        cpu.reset()
+        cpu._eval(p[:-1], False)
+        for il in range(folder.dims.n_layer):
+            rows = []
+            for kind, x in zip("kv", cpu._engine.read_kv(il, 0, len(p) - 1)):
+                e = acts[f"l{il}.cache_{kind}"]
+                q = np.clip(np.round(x / e["scale"]) + e["zero_point"], 0, top)
+                rows.append(((q - e["zero_point"]) * np.float32(e["scale"])).astype(np.float32))
+            cpu._engine.write_kv(il, 0, *rows)
+        logits = cpu._eval([p[-1]], False)[0]
+        toks = list(cpu.generate_tokens(p, max_tokens=n_gen, temperature=0))   # reuses the rounded cache
+        first += int(toks[:1] == r_toks[:1])
+        same += int(toks == r_toks)
+        kls.append(kl(r_logits, logits))
+    return {"prompts": len(prompts), "first_token_agreement": first / len(prompts),
+            "first16_identical": same / len(prompts), "kl_mean": float(np.mean(kls))}
+
+
 def run_model(name: str, gguf: Path, export: Path, args: argparse.Namespace) -> Dict[str, Any]:
     import edge_rt
     from edge_rt.quantize.onnx_export_folder import ExportFolder
@@ -147,6 +176,10 @@ def run_model(name: str, gguf: Path, export: Path, args: argparse.Namespace) -> 
     ttft_ids = cpu.tokenize((ROOT / "benchmarks" / "data" / "quant_eval.txt").read_text()[-40000:],
                             add_special=False)[:args.ttft_tokens]
     out: Dict[str, Any] = {"model": str(gguf), "export": str(export), "backends": {}}
+    if args.kv_rounding_prompts:
+        n = args.kv_rounding_prompts
+        out["kv_rounding_only"] = kv_rounding_only(cpu, ExportFolder(export), prompts[:n], ref[:n], args.gen)
+        print(f"[{name}] KV rounding only: {json.dumps(out['kv_rounding_only'])}", file=sys.stderr)
     for backend in args.backends:
         n = args.htp_prompts if backend == "qnn-htp" else args.prompts
         reps = args.htp_reps if backend == "qnn-htp" else args.reps
@@ -225,6 +258,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--htp-prompts", type=int, default=32)
     ap.add_argument("--variant-prompts", type=int, default=64, help="prompts for the graph-logits variant")
+    ap.add_argument("--kv-rounding-prompts", type=int, default=0,
+                    help="also measure the CPU with its own K/V rounded to the export's cache encoding")
     ap.add_argument("--gen", type=int, default=16)
     ap.add_argument("--ttft-tokens", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5)
