@@ -9,8 +9,10 @@ in by adding a factory to :data:`BACKENDS`.
   disabled (devices/qnn_htp.py; on x86-64 Linux the ``onnxruntime-qnn`` wheel emulates the HTP);
 * ``cpu-ep``: the same graph on ONNX Runtime's CPU execution provider. It is not an NPU: it stands in for
   one where none is present, and says so (``stand_in``);
-* ``int-ref``: the C++ integer kernels that follow docs/integer_spec.md bit for bit. They are not built
-  yet; asking for them is an error saying so, never a silent swap to another backend.
+* ``int-ref``: the C++ integer kernels that follow docs/integer_spec.md bit for bit, run over the whole
+  graph. No runner chains them through a graph yet (they are callable per op); asking for it is an
+  error saying so, never a silent swap to another backend. The runner plugs in here: a factory that
+  walks the graph's ops (quantize/int_ops.py ``graph_ops``) on codes and returns the outputs above.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def _cpu_ep(graph: Path, threads: Optional[int]) -> PrefillBackend:
 
 def _int_ref(graph: Path, threads: Optional[int]) -> PrefillBackend:
     raise BackendUnavailableError(
-        "[npu] backend 'int-ref' (the C++ integer kernels of docs/integer_spec.md) is not available yet in this "
-        "build; use npu='cpu-ep' (ONNX Runtime's CPU EP standing in for an NPU) or 'qnn-htp'")
+        "[npu] backend 'int-ref' is not available yet: nothing runs a whole prefill graph on the integer kernels "
+        "of docs/integer_spec.md (they exist per op); use npu='cpu-ep' (ONNX Runtime's CPU EP standing in for "
+        "an NPU) or 'qnn-htp'")
 
 
 #: npu= name -> factory(prefill graph path, threads) -> PrefillBackend. Raises BackendUnavailableError
