@@ -7,7 +7,7 @@ raises the exception its Python signal handler raised (``KeyboardInterrupt`` for
 """
 
 import os
-from typing import Any, Dict, List, Optional, TypedDict, Union
+from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -172,7 +172,7 @@ class EngineInfo(TypedDict):
 
 class MemoryReport(TypedDict):
     budget: int  # bytes; 0 = none
-    classes: Dict[str, int]  # pinned_weights, window_slots, expert_cache, kv_cache, scratch
+    classes: Dict[str, int]  # pinned_weights, window_slots, expert_cache, kv_cache, scratch, metadata, npu
     total: int
     streaming: bool
     window: int
@@ -240,6 +240,7 @@ class BudgetFloor(TypedDict):
     kv_cache: int
     scratch: int
     metadata: int          # parsed GGUF metadata the engine keeps + EngineOptions.host_metadata_bytes
+    npu: int               # EngineOptions.npu_bytes: the NPU prefill stage
     total: int             # the least mem_budget that loads
 
 MAX_THREADS: int  # Engine's threads are in [1, MAX_THREADS]
@@ -265,6 +266,7 @@ class EngineOptions:
     expert_predictor: str  # sidecar GGUF for next-layer prediction; "" = the router
     expert_predictor_optional: bool  # found next to the model: left out (see Engine.notes) when unused or unusable
     host_metadata_bytes: int  # caller-held metadata (the Python tokenizer), counted in the metadata class
+    npu_bytes: int  # the caller's NPU prefill stage (graph weights and buffers), counted in the npu class
     def __init__(self) -> None: ...
 
 def check_options(options: EngineOptions) -> None:
@@ -300,6 +302,16 @@ class Engine:
         """Clear the KV cache (``n_past`` becomes 0)."""
     def truncate(self, n_past: int) -> None:
         """Keep only the first ``n_past`` positions of the KV cache (``0 <= n_past <= self.n_past``)."""
+    def write_kv(self, layer: int, first: int, k: npt.NDArray[np.float32], v: npt.NDArray[np.float32]) -> None:
+        """Store K and V rows ``(n, kv_dim)`` (K after RoPE, in the model's rotation layout) at positions
+        ``[first, first + n)`` of ``layer`` as fp16. ``first`` may not leave a gap past the rows the layer
+        holds; ``first + n <= n_ctx``. InvalidArgumentError otherwise."""
+    def commit_kv(self, n_past: int) -> None:
+        """Append the rows write_kv stored: ``n_past`` advances to the argument (every layer must hold them)."""
+    def read_kv(self, layer: int, first: int, n: int) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(k, v) ``(n, kv_dim)`` float32: cached rows ``[first, first + n)`` of ``layer`` (within ``n_past``)."""
+    @property
+    def kv_dim(self) -> int: ...
     @property
     def n_past(self) -> int: ...
     @property
