@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .errors import (
+    BackendUnavailableError,
     ChatTemplateError,
     EdgeRTError,
     InvalidArgumentError,
@@ -90,5 +91,6 @@ __all__ = [
     "InvalidArgumentError",
     "ModelIOError",
     "OutOfMemoryError",
+    "BackendUnavailableError",
     "ChatTemplateError",
 ]

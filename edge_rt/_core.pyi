@@ -7,7 +7,7 @@ raises the exception its Python signal handler raised (``KeyboardInterrupt`` for
 """
 
 import os
-from typing import Any, Dict, List, Optional, TypedDict, Union
+from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -114,6 +114,47 @@ def kernel_rate(type_name: str, isa: str, min_seconds: float = 0.05,
     (native/include/edge_rt/kernel_rate.h); the GIL is released while it runs."""
     ...
 
+# ---- integer kernels (docs/integer_spec.md; wrapped by edge_rt.quantize.intkernels) ------------------
+# Codes are C-contiguous numpy arrays of exactly their width's dtype (uint8 / uint16; weights int8 codes
+# or uint8 packed int4); encodings are (scale, zero_point, bits). ``isa`` None runs the active ISA.
+
+Encoding = tuple  # (scale: float, zero_point: int, bits: int)
+
+def int_fixed_multiplier(real: float, precision: int) -> tuple:
+    """(m, s) with real ~= m * 2^-s and m of ``precision`` bits."""
+
+def int_precision_for(acc_bound: int) -> int:
+    """Multiplier bits for an accumulator bound."""
+
+def int_gemm(a: np.ndarray, ea: Encoding, w: np.ndarray, w_bits: int, s_w: np.ndarray, ey: Encoding,
+             isa: Optional[str] = None) -> np.ndarray:
+    """Codes (M, N) of a (M, K) . w^T; w (N, K) int8 codes or (N, (K + 1) // 2) uint8 packed int4."""
+
+def int_matmul(a: np.ndarray, ea: Encoding, b: np.ndarray, eb: Encoding, ey: Encoding,
+               isa: Optional[str] = None) -> np.ndarray:
+    """Codes (M, N) of a (M, K) . b (N, K)^T, both activations."""
+
+def int_add(a: np.ndarray, ea: Encoding, b: np.ndarray, eb: Encoding, ey: Encoding,
+            isa: Optional[str] = None) -> np.ndarray:
+    """Elementwise Add of two code arrays of one shape."""
+
+def int_mul(a: np.ndarray, ea: Encoding, b: np.ndarray, eb: Encoding, ey: Encoding,
+            isa: Optional[str] = None) -> np.ndarray:
+    """Elementwise Mul of two code arrays of one shape."""
+
+def int_requantize(a: np.ndarray, ea: Encoding, ey: Encoding, isa: Optional[str] = None) -> np.ndarray:
+    """Codes of ``a`` in another encoding."""
+
+def int_rmsnorm(a: np.ndarray, ea: Encoding, g: np.ndarray, eg: Encoding, eps: float, ey: Encoding,
+                isa: Optional[str] = None) -> np.ndarray:
+    """RMSNorm over the last axis; g (D,) uint16 weight codes."""
+
+def int_softmax(a: np.ndarray, table: np.ndarray, ey: Encoding, isa: Optional[str] = None) -> np.ndarray:
+    """Softmax over the last axis with the input's exp table (uint32, 2^bits entries)."""
+
+def int_lut(a: np.ndarray, table: np.ndarray, isa: Optional[str] = None) -> np.ndarray:
+    """table[a] elementwise (2^bits entries of uint8 or uint16)."""
+
 # ---- engine -----------------------------------------------------------------------------------------
 
 class EngineInfo(TypedDict):
@@ -149,7 +190,7 @@ class EngineInfo(TypedDict):
 
 class MemoryReport(TypedDict):
     budget: int  # bytes; 0 = none
-    classes: Dict[str, int]  # pinned_weights, window_slots, expert_cache, kv_cache, scratch
+    classes: Dict[str, int]  # pinned_weights, window_slots, expert_cache, kv_cache, scratch, metadata, npu
     total: int
     streaming: bool
     window: int
@@ -217,6 +258,7 @@ class BudgetFloor(TypedDict):
     kv_cache: int
     scratch: int
     metadata: int          # parsed GGUF metadata the engine keeps + EngineOptions.host_metadata_bytes
+    npu: int               # EngineOptions.npu_bytes: the NPU prefill stage
     total: int             # the least mem_budget that loads
 
 MAX_THREADS: int  # Engine's threads are in [1, MAX_THREADS]
@@ -242,6 +284,7 @@ class EngineOptions:
     expert_predictor: str  # sidecar GGUF for next-layer prediction; "" = the router
     expert_predictor_optional: bool  # found next to the model: left out (see Engine.notes) when unused or unusable
     host_metadata_bytes: int  # caller-held metadata (the Python tokenizer), counted in the metadata class
+    npu_bytes: int  # the caller's NPU prefill stage (graph weights and buffers), counted in the npu class
     def __init__(self) -> None: ...
 
 def check_options(options: EngineOptions) -> None:
@@ -311,6 +354,16 @@ class Engine:
         """Clear the KV cache (``n_past`` becomes 0)."""
     def truncate(self, n_past: int) -> None:
         """Keep only the first ``n_past`` positions of the KV cache (``0 <= n_past <= self.n_past``)."""
+    def write_kv(self, layer: int, first: int, k: npt.NDArray[np.float32], v: npt.NDArray[np.float32]) -> None:
+        """Store K and V rows ``(n, kv_dim)`` (K after RoPE, in the model's rotation layout) at positions
+        ``[first, first + n)`` of ``layer`` as fp16. ``first`` may not leave a gap past the rows the layer
+        holds; ``first + n <= n_ctx``. InvalidArgumentError otherwise."""
+    def commit_kv(self, n_past: int) -> None:
+        """Append the rows write_kv stored: ``n_past`` advances to the argument (every layer must hold them)."""
+    def read_kv(self, layer: int, first: int, n: int) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(k, v) ``(n, kv_dim)`` float32: cached rows ``[first, first + n)`` of ``layer`` (within ``n_past``)."""
+    @property
+    def kv_dim(self) -> int: ...
     @property
     def n_past(self) -> int: ...
     @property

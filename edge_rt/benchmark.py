@@ -27,7 +27,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 def telemetry(model: Any, n_tokens: int) -> Dict[str, Any]:
     """What the engine measured since the counters were last reset, per token of ``n_tokens``.
 
-    Returns a dict with ``memory`` (:meth:`Model.memory_report`), ``n_tokens``, ``experts`` (None
+    Returns a dict with ``memory`` (:meth:`Model.memory_report`), ``n_tokens``, ``npu`` (None without
+    an NPU stage: its ``info()["npu"]`` and :class:`~edge_rt.npu_stage.ChunkTimes` since load), ``experts`` (None
     unless an expert cache is in use: ``{"stats": Model.expert_stats(), "predictor": the fitted
     predictor's path or None}``) and ``streaming`` (None unless layers stream:
     :func:`edge_rt.timeline.summarize` of the stream events, per token).
@@ -35,7 +36,10 @@ def telemetry(model: Any, n_tokens: int) -> Dict[str, Any]:
     from .timeline import summarize
 
     rep = model.memory_report()
-    out: Dict[str, Any] = {"memory": rep, "n_tokens": n_tokens, "experts": None, "streaming": None}
+    out: Dict[str, Any] = {"memory": rep, "n_tokens": n_tokens, "experts": None, "streaming": None, "npu": None}
+    stage = getattr(model, "npu_stage", None)
+    if stage is not None:
+        out["npu"] = {**stage.describe(), **stage.times.as_dict()}
     if rep.get("expert_cache_slots"):
         out["experts"] = {"stats": model.expert_stats(), "predictor": model.info().get("expert_predictor")}
     if rep["streaming"] and rep["streamed_units"]:
@@ -53,12 +57,16 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
           plot: Optional[PathLike] = None, expert_cache: Optional[Union[int, str]] = None,
           expert_policy: str = "lfu", expert_prefetch: str = "next",
           expert_prediction_width: Optional[int] = None, expert_predictor: Optional[PathLike] = "auto",
+          npu: Optional[str] = None, npu_model: Optional[PathLike] = None, npu_scheme: Optional[str] = None,
           profile: Any = None) -> Dict[str, Any]:
     """Measure prefill and decode speed of the GGUF ``model`` (see the module docstring).
 
     The model is loaded with ``n_ctx = prompt_tokens + gen_tokens`` and the given ``threads``,
     ``mem_budget`` and expert options (as :func:`edge_rt.load`; a context above the training context
-    is fine for timing and not warned about), and closed afterwards.
+    is fine for timing and not warned about), and closed afterwards. With ``npu`` (and ``npu_model``,
+    ``npu_scheme``, as in :func:`edge_rt.load`) the prefill runs on that NPU backend, the context is
+    the export's, and the result adds ``npu``: the stage (``info()["npu"]``) and the last run's
+    per-chunk times (backend and host).
 
     ``plot``: a PNG path; draws the per-layer I/O and compute timeline of the last run's first decode
     tokens (needs a ``mem_budget`` under which layers stream) and, for MoE models, the expert reads
@@ -87,9 +95,10 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
                                    "(mem_budget=) below the model's size so that layers stream")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_ctx above the training context is fine for timing
-        m = load(model, threads=threads, n_ctx=prompt_tokens + gen_tokens, mem_budget=mem_budget,
+        m = load(model, threads=threads, n_ctx=None if npu else prompt_tokens + gen_tokens, mem_budget=mem_budget,
                  expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
-                 expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor)
+                 expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor, npu=npu,
+                 npu_model=npu_model, npu_scheme=npu_scheme)
     with m:
         info = m.info()
         rep = m.memory_report()
@@ -105,6 +114,8 @@ def bench(model: PathLike, *, threads: Optional[int] = None, prompt_tokens: int 
         extra: Dict[str, Any] = {}
         if mem_budget is not None:
             extra["telemetry"] = telemetry(m, n_tokens=gen_tokens + 1)
+        if npu:
+            extra["npu"] = {**info["npu"], **runs[-1]["npu"]}
         if plot is not None:
             extra["plots"] = _plot(m, Path(plot), model, mem_budget, gen_tokens)
         if profile is not None:

@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import typer
 
 from . import __version__
+from .cli_plan import PROFILE_OPTION, profile_choice
 from .errors import EdgeRTError, InvalidArgumentError
 from .quantize.block_types import QUANTIZED_TYPES, TYPE_NAMES
 
@@ -173,18 +174,19 @@ _EXPERT_PREDICTOR = typer.Option(
          "(MODEL.predictor.gguf when it exists).")
 
 
+# NPU prefill options shared by run, bench, chat and serve.
+_NPU = typer.Option(None, "--npu", help="Prefill prompts on an NPU backend: qnn-htp (Qualcomm HTP; its emulator on "
+                    "x86), cpu-ep (ONNX Runtime's CPU EP standing in for an NPU) or int-ref; needs --npu-model. "
+                    "Decode stays on the CPU.")
+_NPU_MODEL = typer.Option(None, "--npu-model", help="The folder `edge-rt export MODEL DIR` wrote for this model; "
+                          "--ctx defaults to its --ctx.")
+_NPU_SCHEME = typer.Option(None, "--npu-scheme", help="Require the export's scheme (w8a8, w4a8, ...).")
+
+
 def _predictor_choice(value: str) -> Optional[str]:
     return None if value.lower() == "none" else value
 
 
-_PROFILE_DEFAULT = "local"
-_PROFILE_HELP = ("Device profile to print the planner's predicted speeds against (a JSON file or a shipped "
-                 "profile's name); 'local' (default): this machine's, when `edge-rt profile` has made one; "
-                 "'none': no prediction.")
-
-
-def _profile_choice(value: str) -> Optional[str]:
-    return None if value.lower() == "none" else value
 
 
 @app.command()
@@ -219,7 +221,10 @@ def run(
     expert_prefetch: str = _EXPERT_PREFETCH,
     expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
     expert_predictor: str = _EXPERT_PREDICTOR,
-    profile: str = typer.Option(_PROFILE_DEFAULT, "--profile", help=_PROFILE_HELP),
+    npu: Optional[str] = _NPU,
+    npu_model: Optional[Path] = _NPU_MODEL,
+    npu_scheme: Optional[str] = _NPU_SCHEME,
+    profile: str = PROFILE_OPTION,
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
@@ -229,7 +234,8 @@ def run(
         path = _resolve_model(model)
         m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window, expert_cache=expert_cache,
                  expert_policy=expert_policy, expert_prefetch=expert_prefetch,
-                 expert_prediction_width=expert_prediction_width, expert_predictor=_predictor_choice(expert_predictor))
+                 expert_prediction_width=expert_prediction_width, expert_predictor=_predictor_choice(expert_predictor),
+                 npu=npu, npu_model=npu_model, npu_scheme=npu_scheme)
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,
@@ -255,7 +261,7 @@ def run(
                 from .benchmark import telemetry
 
                 _print_telemetry(telemetry(m, n_tokens=max(1, res.n_decode + 1)))
-                cli_plan.predicted_beside_measured(m, _profile_choice(profile), res.n_prompt,
+                cli_plan.predicted_beside_measured(m, profile_choice(profile), res.n_prompt,
                                                    {"decode_tok_s": res.decode_tok_s,
                                                     "prefill_tok_s": res.prefill_tok_s})
 
@@ -267,6 +273,11 @@ def _print_telemetry(t: Dict[str, Any]) -> None:
     classes = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in rep["classes"].items() if v)
     budget = _fmt_bytes(rep["budget"]) if rep["budget"] else "none"
     _err(f"memory {_fmt_bytes(rep['total'])} (budget {budget}): {classes}")
+    if t.get("npu"):
+        n = t["npu"]
+        _err(f"npu prefill on {n['backend']} ({n['device']}): {n['chunks']} chunks of {n['chunk']} tokens, "
+             f"{n['backend_ms_per_chunk']:.1f} ms/chunk on the backend + {n['host_ms_per_chunk']:.1f} ms/chunk "
+             "host (Python: feeds, dequantization, KV hand-off)")
     if t["experts"] is not None:
         _print_experts(rep, t["experts"]["stats"], t["experts"]["predictor"], n_tokens)
     if t["streaming"] is None:
@@ -401,9 +412,13 @@ def bench(
     expert_prefetch: str = _EXPERT_PREFETCH,
     expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
     expert_predictor: str = _EXPERT_PREDICTOR,
-    profile: str = typer.Option(_PROFILE_DEFAULT, "--profile", help=_PROFILE_HELP),
+    npu: Optional[str] = _NPU,
+    npu_model: Optional[Path] = _NPU_MODEL,
+    npu_scheme: Optional[str] = _NPU_SCHEME,
+    profile: str = PROFILE_OPTION,
 ) -> None:
-    """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown)."""
+    """Measure prefill and decode speed (tokens/s, median of the repetitions, min-max shown). With --npu the
+    prefill runs on that backend and the model's context is the export's."""
     with _user_errors():
         from .benchmark import bench as run_bench
 
@@ -414,7 +429,8 @@ def bench(
                            repetitions=repetitions, seed=seed, mem_budget=mem_budget, plot=plot,
                            expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
                            expert_prediction_width=expert_prediction_width,
-                           expert_predictor=_predictor_choice(expert_predictor), profile=_profile_choice(profile))
+                           expert_predictor=_predictor_choice(expert_predictor), npu=npu, npu_model=npu_model,
+                           npu_scheme=npu_scheme, profile=profile_choice(profile))
         if "telemetry" in result:
             _print_telemetry(result.pop("telemetry"))
         if "plots" in result:
@@ -424,15 +440,16 @@ def bench(
             return
         typer.echo(f"model    {model} ({result['arch']}, {_fmt_count(int(result['n_params'] or 0))} params)")
         typer.echo(f"threads  {result['threads']}, isa {result['isa']}, {repetitions} runs after a warm-up")
+        if "npu" in result:
+            n = result["npu"]
+            typer.echo(f"prefill  on {n['backend']} ({n['device']}), {n['chunks']} chunks of {n['chunk']}: "
+                       f"{n['backend_ms_per_chunk']:.1f} ms/chunk backend + {n['host_ms_per_chunk']:.1f} ms/chunk host")
         typer.echo(_table(
             ["test", "tokens", "tok/s (median)", "min", "max"],
             [[name, n, f"{result[k]:.2f}", f"{result[k + '_min']:.2f}", f"{result[k + '_max']:.2f}"]
              for name, n, k in (("prefill", prompt_tokens, "prefill_tok_s"), ("decode", gen_tokens, "decode_tok_s"))],
             indent=""))
-        if result.get("predicted"):
-            p = result["predicted"]
-            typer.echo(f"predicted (profile {p['profile']}): prefill {p['prefill_tok_s']:.2f}, "
-                       f"decode {p['decode_tok_s']:.2f} tok/s")
+        cli_plan.echo_predicted(result.get("predicted"))
 
 
 # ---- convert ---------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def _resolve_chat_model(model: Optional[Path]) -> Path:
 
 
 def _load(model: Optional[Path], threads: Optional[int], ctx: Optional[int], mem_budget: Optional[str],
-          window: Optional[int], experts: Dict[str, Any]) -> Any:
-    """Load as ``edge-rt run`` does; ``experts`` holds the --expert-* options."""
+          window: Optional[int], experts: Dict[str, Any], npu: Dict[str, Any]) -> Any:
+    """Load as ``edge-rt run`` does; ``experts`` holds the --expert-* options, ``npu`` the --npu* ones."""
     from .cli import _check_budget_option, _predictor_choice
     from .loading import load
 
@@ -60,7 +60,7 @@ def _load(model: Optional[Path], threads: Optional[int], ctx: Optional[int], mem
                 expert_cache=experts["expert_cache"], expert_policy=experts["expert_policy"],
                 expert_prefetch=experts["expert_prefetch"],
                 expert_prediction_width=experts["expert_prediction_width"],
-                expert_predictor=_predictor_choice(experts["expert_predictor"]))
+                expert_predictor=_predictor_choice(experts["expert_predictor"]), **npu)
 
 
 def _print_stats(m: Any) -> None:
@@ -76,6 +76,11 @@ def _print_stats(m: Any) -> None:
     budget = _fmt_bytes(rep["budget"]) if rep["budget"] else "none"
     _err(f"memory {_fmt_bytes(rep['total'])} (budget {budget}): {classes}; KV cache holds {m.n_cached} of "
          f"{m.n_ctx} tokens")
+    stage = getattr(m, "npu_stage", None)
+    if stage is not None:
+        t = stage.times
+        _err(f"prompts prefilled on {stage.backend.name} ({stage.backend.device}): {t.tokens} tokens in {t.chunks} "
+             f"chunks, {1e3 * t.backend_s / max(t.chunks, 1):.1f} ms/chunk")
 
 
 def chat_loop(m: Any, system: Optional[str], sampling: Dict[str, Any], template: Optional[str]) -> None:
@@ -140,6 +145,9 @@ def register(app: typer.Typer) -> None:
         _EXPERT_PREDICTION_WIDTH,
         _EXPERT_PREDICTOR,
         _EXPERT_PREFETCH,
+        _NPU,
+        _NPU_MODEL,
+        _NPU_SCHEME,
         _user_errors,
     )
 
@@ -183,13 +191,17 @@ def register(app: typer.Typer) -> None:
         expert_prefetch: str = _EXPERT_PREFETCH,
         expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
         expert_predictor: str = _EXPERT_PREDICTOR,
+        npu: Optional[str] = _NPU,
+        npu_model: Optional[Path] = _NPU_MODEL,
+        npu_scheme: Optional[str] = _NPU_SCHEME,
     ) -> None:
         """Chat with an instruct model in the terminal: streamed replies, history, /reset, /stats."""
         with _user_errors():
             source = template_source(template)
             experts = dict(expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
                            expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor)
-            with _load(model, threads, ctx, mem_budget, window, experts) as m:
+            npu_opts = dict(npu=npu, npu_model=npu_model, npu_scheme=npu_scheme)
+            with _load(model, threads, ctx, mem_budget, window, experts, npu_opts) as m:
                 m.chat_template(source)  # a broken template fails now, not at the first reply
                 from .cli import _err
 
@@ -221,6 +233,9 @@ def register(app: typer.Typer) -> None:
         expert_prefetch: str = _EXPERT_PREFETCH,
         expert_prediction_width: Optional[int] = _EXPERT_PREDICTION_WIDTH,
         expert_predictor: str = _EXPERT_PREDICTOR,
+        npu: Optional[str] = _NPU,
+        npu_model: Optional[Path] = _NPU_MODEL,
+        npu_scheme: Optional[str] = _NPU_SCHEME,
     ) -> None:
         """Serve a model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models),
         /health, /metrics and a chat page at /. Generations run one at a time, in arrival order."""
@@ -235,7 +250,8 @@ def register(app: typer.Typer) -> None:
                 _err(f"warning: listening on {host} without --api-key: anyone who can reach it can use the model")
             experts = dict(expert_cache=expert_cache, expert_policy=expert_policy, expert_prefetch=expert_prefetch,
                            expert_prediction_width=expert_prediction_width, expert_predictor=expert_predictor)
-            with _load(model, threads, ctx, mem_budget, window, experts) as m:
+            npu_opts = dict(npu=npu, npu_model=npu_model, npu_scheme=npu_scheme)
+            with _load(model, threads, ctx, mem_budget, window, experts, npu_opts) as m:
                 source = template_source(template)
                 try:
                     m.chat_template(source)

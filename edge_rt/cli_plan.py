@@ -26,6 +26,24 @@ PLAN_HELP = (
     "'local' (default; made by `edge-rt profile`).")
 
 
+PROFILE_OPTION = typer.Option(
+    "local", "--profile", help="Device profile to print the planner's predicted speeds against (a JSON file or a "
+    "shipped profile's name); 'local' (default): this machine's, when `edge-rt profile` has made one; 'none': no "
+    "prediction.")
+
+
+def profile_choice(value: str) -> Optional[str]:
+    """``--profile`` of run and bench: None for 'none'."""
+    return None if value.lower() == "none" else value
+
+
+def echo_predicted(p: Optional[Dict[str, Any]]) -> None:
+    """bench's table line for its ``predicted`` entry (nothing without one)."""
+    if p:
+        typer.echo(f"predicted (profile {p['profile']}): prefill {p['prefill_tok_s']:.2f}, "
+                   f"decode {p['decode_tok_s']:.2f} tok/s")
+
+
 def _shipped() -> str:
     from .devices.profile_schema import shipped_profiles
 

@@ -36,6 +36,11 @@ class OutOfMemoryError(EdgeRTError, MemoryError):
     """An allocation failed or the memory budget is too small."""
 
 
+class BackendUnavailableError(EdgeRTError, ImportError):
+    """An execution backend that was asked for cannot run here (its package is missing, or it is not
+    built yet); the message says why and what to install. Never replaced by another backend silently."""
+
+
 class ChatTemplateError(EdgeRTError, ValueError):
     """A chat template failed: a syntax error, a sandbox violation, a size or time limit, or the
     template's own ``raise_exception``."""
@@ -49,5 +54,6 @@ __all__ = [
     "InvalidArgumentError",
     "ModelIOError",
     "OutOfMemoryError",
+    "BackendUnavailableError",
     "ChatTemplateError",
 ]

@@ -169,20 +169,23 @@ def _predictor_options(opts: Any, model: Path, choice: Optional[PathLike]) -> No
 
 def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = None, *,
                    prefetch: bool = True, expert_prefetch: str = "next",
-                   expert_predictor: Optional[PathLike] = "auto") -> Dict[str, int]:
+                   expert_predictor: Optional[PathLike] = "auto", npu_model: Optional[PathLike] = None,
+                   ) -> Dict[str, int]:
     """The least ``mem_budget`` with which :func:`load` loads this model, in bytes, by what needs it.
 
     The arguments as in :func:`load` (``prefetch`` and ``expert_prefetch`` decide whether a fitted
     expert predictor is used, and so counted); with ``load``'s default ``window`` and ``expert_cache``
     (an explicit window or expert cache needs room for what it asks). Reads the GGUF header (and the
-    predictor's), not the weights.
+    predictor's), not the weights. ``npu_model``: an export folder whose NPU prefill stage is counted
+    too (``load(npu=..., npu_model=...)``; ``n_ctx`` then defaults to the export's).
 
     Returns:
-        Bytes ``{"weights", "expert_predictor", "kv_cache", "scratch", "metadata", "total"}``: one window
+        Bytes ``{"weights", "expert_predictor", "kv_cache", "scratch", "metadata", "npu", "total"}``: one window
         slot for the largest streamed unit and the embedding row buffer (MoE: also the routers and one
         expert), the fitted predictor's weights (0 without one), the KV cache for ``n_ctx`` tokens, the
         scratch buffers, the metadata (the parsed GGUF key/values and the tokenizer built from them,
-        :data:`HOST_METADATA_FACTOR`), and their sum; and the ``threads`` and ``n_ctx`` they are for
+        :data:`HOST_METADATA_FACTOR`), the NPU stage (0 without ``npu_model``), and their sum; and the
+        ``threads`` and ``n_ctx`` they are for
         (the defaults resolved).
         ``load(..., mem_budget=total)`` with those loads; one byte less raises OutOfMemoryError.
 
@@ -193,6 +196,12 @@ def minimum_budget(path: PathLike, threads: Optional[int] = None, n_ctx: Optiona
     opts = core.EngineOptions()
     opts.prefetch = bool(prefetch)
     opts.expert_prefetch = str(expert_prefetch)
+    if npu_model is not None:
+        from .npu_stage import estimate_bytes, open_export
+
+        folder = open_export(npu_model)
+        n_ctx = folder.n_cache if n_ctx is None else n_ctx
+        opts.npu_bytes = sum(estimate_bytes(folder).values())
     p, header, _ = _open_model_header(path, threads, n_ctx, opts)
     del header  # one parsed copy at a time: core.minimum_budget parses its own
     _predictor_options(opts, p, expert_predictor)
@@ -204,7 +213,8 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
          mem_budget: Optional[Union[int, str]] = None, window: Optional[int] = None, io_mode: str = "auto",
          prefetch: bool = True, expert_cache: Optional[Union[int, str]] = None, expert_policy: str = "lfu",
          expert_prefetch: str = "next", expert_prediction_width: Optional[int] = None,
-         expert_predictor: Optional[PathLike] = "auto", plan: Optional[str] = None,
+         expert_predictor: Optional[PathLike] = "auto", npu: Optional[str] = None,
+         npu_model: Optional[PathLike] = None, npu_scheme: Optional[str] = None, plan: Optional[str] = None,
          profile: Optional[Union[PathLike, Dict[str, Any]]] = None) -> "Model":
     """Load a GGUF model for inference.
 
@@ -248,6 +258,17 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             unusable; ``None`` always uses the router; a path requires that file (an unusable one is an
             error). The predictor's bytes count as pinned weights. ``info()["expert_predictor"]``
             names the file in use.
+        npu: Prefill prompts on an NPU backend: ``"qnn-htp"`` (ONNX Runtime's QNN EP on the
+            Hexagon NPU; on x86-64 its emulator), ``"cpu-ep"`` (ONNX Runtime's CPU EP, standing in
+            for an NPU, and saying so in ``info()``) or ``"int-ref"`` (the C++ integer kernels over the
+            whole graph; no runner for that yet, so an error). The prompt runs in chunks through
+            ``npu_model``'s prefill graph and its K/V is handed to the engine's cache; the last prompt
+            token and decode run on the CPU from this GGUF (see :mod:`edge_rt.npu_model`). A backend
+            that cannot load is an error, never replaced by another.
+        npu_model: The folder ``edge-rt export`` wrote for this model (needed with ``npu``). It must
+            be of this model (architecture, shapes and embeddings are compared) and for ``n_ctx``
+            cache slots (``n_ctx`` defaults to the export's ``--ctx``).
+        npu_scheme: Require the export's scheme (``"w8a8"``, ...); default: any.
         plan: ``"auto"``: let the planner (:func:`edge_rt.planner.choose`) pick what is not given: without
             ``mem_budget``, resident when the model fits the profile's usable memory, else that memory as
             the budget; the window with the fastest predicted decode; ``threads`` the profile's cores.
@@ -261,8 +282,9 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         UnsupportedArchitectureError, UnsupportedTypeError: the model cannot run on edge_rt.
         InvalidArgumentError: ``threads``, ``n_ctx``, ``mem_budget`` or another option is out of range.
         OutOfMemoryError: weights or KV cache do not fit, or ``mem_budget`` is below the model's
-            minimum (one layer slot + KV cache + scratch; the message states it, and
-            :func:`minimum_budget` gives it without loading).
+            minimum (one layer slot + KV cache + scratch, + the NPU stage's ``npu`` class; the
+            message states it, and :func:`minimum_budget` gives it without loading).
+        BackendUnavailableError: the ``npu`` backend cannot run here (the message says what to install).
     """
     chosen = None
     if plan is not None:
@@ -278,6 +300,19 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         raise InvalidArgumentError("[load] profile= is what plan='auto' plans for: pass plan='auto' too")
     core = _core()
     opts = core.EngineOptions()
+    stage_folder = None
+    if npu is not None or npu_model is not None:
+        from .devices.npu import check_backend_name
+        from .npu_stage import estimate_bytes, open_export
+
+        if npu is None:
+            raise InvalidArgumentError("[npu] npu_model= needs npu=: the backend to prefill on (qnn-htp, cpu-ep, "
+                                       "int-ref)")
+        check_backend_name(npu)
+        stage_folder = open_export(npu_model)
+        if n_ctx is None:
+            n_ctx = stage_folder.n_cache
+        opts.npu_bytes = sum(estimate_bytes(stage_folder).values())
     if mem_budget is not None:
         opts.mem_budget = parse_size(mem_budget, "[load] mem_budget")
         if opts.mem_budget == 0:
@@ -315,6 +350,13 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
 
     # Same as Tokenizer.from_gguf(p), without parsing the header (and its vocabulary) a second time.
     md: Dict[str, Any] = dict(header.metadata)
+    stage = None
+    if stage_folder is not None:
+        from .devices.npu import open_backend
+        from .npu_stage import NpuStage, check_export
+
+        check_export(stage_folder, header, md, opts.n_ctx, npu_scheme)
+        stage = NpuStage(stage_folder, open_backend(str(npu), stage_folder.graph_path("prefill"), opts.threads))
     tokenizer = Tokenizer.from_metadata(md)
     del header  # the engine parses its own copy (counted in the metadata class); drop this one first
     engine = core.Engine(str(p), opts)
@@ -327,8 +369,14 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
 
     tok_model = md.get("tokenizer.ggml.model")
     template = md.get("tokenizer.chat_template")
-    model = Model(engine, tokenizer, path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None,
-                  chat_template=template if isinstance(template, str) and template else None)
+    kwargs: Dict[str, Any] = dict(path=p, tokenizer_model=tok_model if isinstance(tok_model, str) else None,
+                                  chat_template=template if isinstance(template, str) and template else None)
+    if stage is not None:
+        from .npu_model import NpuModel
+
+        model: "Model" = NpuModel(engine, tokenizer, stage, **kwargs)
+    else:
+        model = Model(engine, tokenizer, **kwargs)
     model.load_options = {"mem_budget": opts.mem_budget or None, "window": window, "prefetch": bool(prefetch),
                           "expert_cache": expert_cache, "expert_prefetch": expert_prefetch,
                           "expert_predictor": expert_predictor}

@@ -146,12 +146,14 @@ def _describe(p: Path, prof: Dict[str, Any], opts: Any, placed: Dict[str, Any], 
     resident_weights = sum(int(t["n_bytes"]) for t in tensors.values())
     # The memory classes as Model.memory_report() names them. Besides the placed weights, pinned weights hold
     # what the load reserves before placing them: the expert predictor and RoPE factors.
-    extra_pinned = int(placed["reserved"]) - floor["metadata"] - floor["kv_cache"] - floor["scratch"]
+    extra_pinned = (int(placed["reserved"]) - floor["metadata"] - floor["kv_cache"] - floor["scratch"]
+                    - floor.get("npu", 0))
     memory = {
         "pinned_weights": extra_pinned + (int(placed["pinned_class_bytes"]) if streaming else resident_weights),
         "window_slots": int(placed["window_class_bytes"]) if streaming else 0,
         "expert_cache": int(placed["expert_class_bytes"]) if streaming else 0,
         "kv_cache": floor["kv_cache"], "scratch": floor["scratch"], "metadata": floor["metadata"],
+        "npu": floor.get("npu", 0),  # the NPU prefill stage's (ModelParams::npu_bytes); the planner places none
     }
     memory["total"] = sum(memory.values())
     return {

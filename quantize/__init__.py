@@ -14,7 +14,9 @@ through them:
 * evaluate.py -- perplexity, KL divergence and top-1 agreement against a reference;
 * onnx_export.py (+ onnx_graph.py, onnx_ranges.py, onnx_runner.py, onnx_export_folder.py, onnx_check.py,
   onnx_eval.py) -- integer-only ONNX QDQ export for NPUs, its HTP emulator check and evaluation;
-  intref.py -- the NumPy reference of docs/integer_spec.md.
+  intref.py -- the NumPy reference of docs/integer_spec.md; intkernels.py -- the C++ integer kernels with
+  intref's signatures; int_ops.py -- an exported graph's ops as those integer ops, and their check
+  against ONNX Runtime.
 """
 
 from __future__ import annotations

@@ -79,14 +79,14 @@ def python_child(args: List[str], popen: bool = False, **kwargs: Any):
     return subprocess.run(cmd, cwd=pkg_parent, env=edge_rt_env(), **kwargs)
 
 
-def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1):
-    """llama.cpp peer configured for exact comparisons: every position's logits, no flash attention, its
-    default fp16 KV cache (as edge_rt's), one batch for any prompt that fits the context. One thread by
-    default: ggml's results do not depend on the thread count, and its spinning barrier crawls on a busy
-    machine."""
+def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1, logits_all: bool = True):
+    """llama.cpp peer configured for exact comparisons: every position's logits (``logits_all=False``: the
+    last token's only, as llama-cpp-python's default), no flash attention, its default fp16 KV cache (as
+    edge_rt's), one batch for any prompt that fits the context. One thread by default: ggml's results do not
+    depend on the thread count, and its spinning barrier crawls on a busy machine."""
     import llama_cpp
 
     return llama_cpp.Llama(
         model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
-        n_threads_batch=n_threads, logits_all=True, flash_attn=False, verbose=False, seed=0,
+        n_threads_batch=n_threads, logits_all=logits_all, flash_attn=False, verbose=False, seed=0,
     )

@@ -26,7 +26,7 @@ from helpers import edge_rt_env, requires_system_tool
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = REPO / "tools" / "fuzz.sh"
 SECONDS = int(os.environ.get("EDGE_RT_FUZZ_SECONDS", "30"))
-CPP_HARNESSES = ["fuzz_gguf", "fuzz_streaming"]
+CPP_HARNESSES = ["fuzz_gguf", "fuzz_streaming", "fuzz_capi"]
 PY_HARNESSES = ["fuzz_tokenizer", "fuzz_safetensors"]
 
 requires_atheris = pytest.mark.skipif(

@@ -375,7 +375,8 @@ def test_invalid_streaming_arguments(llama_small) -> None:
 
 def _check_report(rep: Dict[str, Any], n_units: int, budget: int) -> None:
     classes = rep["classes"]
-    assert set(classes) == {"pinned_weights", "window_slots", "expert_cache", "kv_cache", "scratch", "metadata"}
+    assert set(classes) == {"pinned_weights", "window_slots", "expert_cache", "kv_cache", "scratch", "metadata",
+                            "npu"}
     assert sum(classes.values()) == rep["total"], rep
     assert rep["budget"] == budget
     assert rep["total"] <= budget, f"total {rep['total']} exceeds the budget {budget}: {rep}"

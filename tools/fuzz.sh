@@ -14,7 +14,7 @@
 #   tools/fuzz.sh regress [HARNESS...]       every input of native/fuzz/regressions/HARNESS/ once
 #   tools/fuzz.sh list                       the harness names
 #
-# Harnesses: fuzz_gguf, fuzz_streaming (C++, libFuzzer), fuzz_tokenizer, fuzz_safetensors (Python,
+# Harnesses: fuzz_gguf, fuzz_streaming, fuzz_capi (C++, libFuzzer), fuzz_tokenizer, fuzz_safetensors (Python,
 # atheris; they import the edge_rt on PYTHONPATH, e.g. a tree built by tools/devbuild.sh, or the
 # installed one). A crash, a sanitizer report, an uncaught exception, an input slower than
 # EDGE_RT_FUZZ_TIMEOUT seconds (default 10) or more than EDGE_RT_FUZZ_RSS_MB (default 2048) of memory
@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 dir=build/fuzz
-cpp_harnesses=(fuzz_gguf fuzz_streaming)
+cpp_harnesses=(fuzz_gguf fuzz_streaming fuzz_capi)
 py_harnesses=(fuzz_tokenizer fuzz_safetensors)
 timeout_s=${EDGE_RT_FUZZ_TIMEOUT:-10}
 rss_mb=${EDGE_RT_FUZZ_RSS_MB:-2048}
@@ -40,7 +40,7 @@ build() {
   (
     flock 9
     # No libedge_rt.so (EDGE_RT_C_API=OFF): a shared library of sanitized objects would need the sanitizer
-    # runtimes linked into it, and no harness drives the C ABI yet.
+    # runtimes linked into it; fuzz_capi compiles the C ABI's source into itself instead.
     cmake -S . -B "$dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DEDGE_RT_FUZZ=ON -DEDGE_RT_BUILD_TESTS=ON -DEDGE_RT_PYTHON=ON -DEDGE_RT_C_API=OFF \
       -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
@@ -73,7 +73,7 @@ max_len() {
     # The GGUF reader's logic is all in the header: small inputs run ~10x faster. The streaming
     # reader needs whole models (its seeds are below this).
     fuzz_gguf) echo 65536 ;;
-    fuzz_streaming) echo 1048576 ;;
+    fuzz_streaming | fuzz_capi) echo 1048576 ;;
     fuzz_safetensors) echo 262144 ;;
     *) echo 65536 ;;
   esac

@@ -2,12 +2,14 @@
 
 Writes OUT/<harness>/ for each harness:
 
-* fuzz_gguf, fuzz_streaming: synthetic models (edge_rt.synthetic) of every architecture, every weight
+* fuzz_gguf, fuzz_streaming, fuzz_capi: synthetic models (edge_rt.synthetic) of every architecture, every weight
   type and the MoE variants, shrunk to one layer and the smallest rows each type allows, plus
   truncations of a few of them (inside the header, the metadata, the tensor infos and the data);
   fuzz_gguf also gets the header of every real vocabulary (tokenizer metadata, no tensors).
 * fuzz_tokenizer: mode byte + text for every real vocabulary (llama.cpp's test inputs, .inp files),
-  and mode 255 + a header-only GGUF holding a synthetic model's tokenizer metadata + text.
+  and mode 255 + a header-only GGUF holding a tiny vocabulary (SPM, and BPE with several pre-tokenizers;
+  a dozen tokens each, so an input costs a few milliseconds, not the 25 ms a 400-token one does under
+  atheris) + text.
 * fuzz_safetensors: tiny Hugging Face checkpoints (config.json, tokenizer.json, one shard) of every
   model_type the reader supports, in the harness's framing.
 
@@ -86,13 +88,40 @@ def synthetic_models(tmp: Path) -> Iterator[Tuple[str, Path]]:
     yield p.stem, p
 
 
-def tokenizer_header(model: Path) -> bytes:
-    """A GGUF v3 with no tensors and only the model's general.architecture and tokenizer.* keys."""
-    raw = model.read_bytes()
-    _, _, n_kv = struct.unpack_from("<IQQ", raw, 4)
-    records = split_kv_records(raw, n_kv, str(model), "[fuzz_seeds]")
-    keep = [r for k, r in records if k.startswith("tokenizer.") or k == "general.architecture"]
-    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(keep)) + b"".join(keep)
+_TINY_TEXT = b"Hello world! \xc3\xa9 abc <ctl><ud> <|end|>\n12345  \t"
+
+
+def tiny_vocabularies(tmp: Path) -> Iterator[Tuple[str, bytes]]:
+    """Header-only GGUFs of a dozen-token vocabulary each: SPM (with a few byte tokens, controls and a
+    user-defined token) and BPE under several pre-tokenizers. Small on purpose: fuzz_tokenizer builds a
+    tokenizer from every input, and the constructor's cost grows with the vocabulary."""
+    import gguf
+    spm = (["<unk>", "<s>", "</s>", "<0x0A>", "<0xC3>", "<0xA9>", "\u2581", "a", "b", "c", "\u2581a", "ab",
+            "\u2581ab", "abc", "<ctl>", "<ud>"], [2, 3, 3, 6, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1, 3, 4])
+    bpe_tokens = ["h", "e", "l", "o", "w", "r", "d", "\u0120", "he", "ll", "hell", "hello", "\u0120w", "<|end|>"]
+    bpe_merges = ["h e", "l l", "he ll", "hell o", "\u0120 w"]
+    variants = [("spm", "llama", None, spm[0], spm[1], None)]
+    for pre in ("gpt-2", "llama-bpe", "qwen2", "smollm", "deepseek-llm", "falcon", "default"):
+        variants.append((f"bpe-{pre}", "gpt2", pre, bpe_tokens, [1] * 13 + [3], bpe_merges))
+    for name, model, pre, tokens, types, merges in variants:
+        path = tmp / f"tiny-{name}.gguf"
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_tokenizer_model(model)
+        if pre:
+            w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        if model == "llama":
+            w.add_token_scores([0.0] * 6 + [-1.0, -2.0, -2.0, -2.0, -3.0, -3.0, -4.0, -5.0, 0.0, 0.0])
+            w.add_bos_token_id(1)
+            w.add_eos_token_id(2)
+        else:
+            w.add_token_merges(merges)
+            w.add_eos_token_id(len(tokens) - 1)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        yield name, path.read_bytes()
 
 
 def header_only(path: Path) -> bytes:
@@ -178,7 +207,8 @@ def main(argv: List[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     out = Path(argv[0])
-    dirs = {h: out / h for h in ("fuzz_gguf", "fuzz_streaming", "fuzz_tokenizer", "fuzz_safetensors")}
+    dirs = {h: out / h for h in ("fuzz_gguf", "fuzz_streaming", "fuzz_capi", "fuzz_tokenizer",
+                                          "fuzz_safetensors")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,15 +216,14 @@ def main(argv: List[str]) -> int:
             raw = path.read_bytes()
             (dirs["fuzz_gguf"] / f"{name}.gguf").write_bytes(raw)
             (dirs["fuzz_streaming"] / f"{name}.gguf").write_bytes(raw)
+            (dirs["fuzz_capi"] / f"{name}.gguf").write_bytes(raw)
             if i % 7 == 0:  # truncations of a spread of architectures and types
                 for cut, data in truncations(raw):
                     (dirs["fuzz_gguf"] / f"{name}.cut-{cut}.gguf").write_bytes(data)
                     (dirs["fuzz_streaming"] / f"{name}.cut-{cut}.gguf").write_bytes(data)
-            if name.endswith("Q8_0") or name.endswith("spm") or name.endswith("moe"):
-                hdr = tokenizer_header(path)
-                text = b"Hello world! \xe4\xbd\xa0\xe5\xa5\xbd <|im_start|>user\n12345  \t"
-                (dirs["fuzz_tokenizer"] / f"{name}.tok").write_bytes(
-                    b"\xff" + struct.pack("<I", len(hdr)) + hdr + text)
+        for name, hdr in tiny_vocabularies(Path(tmp)):
+            (dirs["fuzz_tokenizer"] / f"tiny-{name}.tok").write_bytes(
+                b"\xff" + struct.pack("<I", len(hdr)) + hdr + _TINY_TEXT)
     vocabs = real_vocabs()
     if not vocabs:
         print("fuzz_seeds: no real vocabularies found (EDGE_RT_VOCAB_DIR); their seeds are skipped", file=sys.stderr)

@@ -129,6 +129,9 @@ void bind_engine_options(py::module_& m) {
             "host_metadata_bytes", [](const EngineOptions& o) { return o.model.host_metadata_bytes; },
             [](EngineOptions& o, uint64_t v) { o.model.host_metadata_bytes = v; })
         .def_property(
+            "npu_bytes", [](const EngineOptions& o) { return o.model.npu_bytes; },
+            [](EngineOptions& o, uint64_t v) { o.model.npu_bytes = v; })
+        .def_property(
             "window", [](const EngineOptions& o) { return o.model.streaming.window; },
             [](EngineOptions& o, int v) { o.model.streaming.window = v; })
         .def_property(
@@ -198,6 +201,7 @@ void bind_engine(py::module_& m) {
             d["kv_cache"] = f.kv_cache;
             d["scratch"] = f.scratch;
             d["metadata"] = f.metadata;
+            d["npu"] = f.npu;
             d["total"] = f.total();
             return d;
         },
@@ -205,7 +209,7 @@ void bind_engine(py::module_& m) {
         "The least mem_budget (bytes) Engine(path, options) loads with (default window and expert cache), by what "
         "needs it: weights (one window slot + the embedding row buffer; MoE: + routers and one expert), "
         "expert_predictor, kv_cache, scratch, metadata (the parsed GGUF metadata + options.host_metadata_bytes), "
-        "total. Reads the GGUF header only.");
+        "npu (options.npu_bytes), total. Reads the GGUF header only.");
     m.def(
         "plan",
         [](const std::string& path, const edge_rt::EngineOptions& options) {
@@ -233,6 +237,7 @@ void bind_engine(py::module_& m) {
             floor["kv_cache"] = p.floor.kv_cache;
             floor["scratch"] = p.floor.scratch;
             floor["metadata"] = p.floor.metadata;
+            floor["npu"] = p.floor.npu;
             floor["total"] = p.floor.total();
             py::dict d;
             d["streaming"] = p.streaming;
@@ -316,6 +321,50 @@ void bind_engine(py::module_& m) {
                 self.engine->truncate(n_past);
             },
             py::arg("n_past"))
+        .def(
+            "write_kv",
+            [](PyEngine& self, int layer, int64_t first,
+               py::array_t<float, py::array::c_style | py::array::forcecast> k,
+               py::array_t<float, py::array::c_style | py::array::forcecast> v) {
+                const int64_t kv_dim = self.engine->kv_dim();
+                if (k.ndim() != 2 || v.ndim() != 2 || k.shape(1) != kv_dim || v.shape(0) != k.shape(0) ||
+                    v.shape(1) != kv_dim) {
+                    throw edge_rt::Error(
+                        edge_rt::ErrorKind::InvalidArgument,
+                        "[write_kv] k and v must both be (n, " + std::to_string(kv_dim) + ") float32 arrays");
+                }
+                auto lock = lock_engine(self, "write_kv");
+                py::gil_scoped_release release;
+                self.engine->write_kv(layer, first, (int64_t)k.shape(0), k.data(), v.data());
+            },
+            py::arg("layer"), py::arg("first"), py::arg("k"), py::arg("v"),
+            "Stores K and V rows (n, kv_dim) float32 (K after RoPE, this model's rotation layout) at positions "
+            "[first, first + n) of one layer, as fp16 (engine.h write_kv; no gaps, within n_ctx).")
+        .def(
+            "commit_kv",
+            [](PyEngine& self, int64_t n_past) {
+                auto lock = lock_engine(self, "commit_kv");
+                self.engine->commit_kv(n_past);
+            },
+            py::arg("n_past"), "Makes the rows write_kv stored part of the sequence: n_past advances to n_past.")
+        .def(
+            "read_kv",
+            [](PyEngine& self, int layer, int64_t first, int64_t n) {
+                const int64_t kv_dim = self.engine->kv_dim();
+                if (n < 1) throw edge_rt::Error(edge_rt::ErrorKind::InvalidArgument, "[read_kv] n must be >= 1");
+                py::array_t<float> k({n, kv_dim}), v({n, kv_dim});
+                float* kd = k.mutable_data();
+                float* vd = v.mutable_data();
+                {
+                    auto lock = lock_engine(self, "read_kv");
+                    py::gil_scoped_release release;
+                    self.engine->read_kv(layer, first, n, kd, vd);
+                }
+                return py::make_tuple(k, v);
+            },
+            py::arg("layer"), py::arg("first"), py::arg("n"),
+            "(k, v): the cached rows [first, first + n) of one layer, (n, kv_dim) float32 each.")
+        .def_property_readonly("kv_dim", [](const PyEngine& self) { return self.engine->kv_dim(); })
         .def_property_readonly("n_past", [](const PyEngine& self) { return self.engine->n_past(); })
         .def_property_readonly("n_ctx", [](const PyEngine& self) { return self.engine->n_ctx(); })
         .def_property_readonly("n_vocab", [](const PyEngine& self) { return self.engine->config().n_vocab; })

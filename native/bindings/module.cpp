@@ -54,6 +54,7 @@ PYBIND11_MODULE(_core, m) {
     edge_rt_bind::bind_system(m);
     edge_rt_bind::bind_gguf(m);
     edge_rt_bind::bind_kernels(m);
+    edge_rt_bind::bind_int_kernels(m);
     edge_rt_bind::bind_engine(m);
     edge_rt_bind::bind_tokenizer(m);  // after bind_engine, which makes the testing submodule
 }

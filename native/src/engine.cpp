@@ -31,7 +31,9 @@ std::string below_minimum(const std::string& path, const EngineOptions& options,
            ")" + (least.predictor ? " + expert predictor (" + format_bytes(least.predictor) + ")" : std::string()) +
            " + KV cache (" + format_bytes(least.kv_cache) + ", n_ctx=" + std::to_string(options.context.n_ctx) +
            ") + scratch (" + format_bytes(least.scratch) + ") + metadata (" + format_bytes(least.metadata) +
-           ": tokenizer and GGUF key/values)";
+           ": tokenizer and GGUF key/values)" +
+           (least.npu ? " + npu (" + format_bytes(least.npu) + ": the NPU prefill graph's weights and buffers)"
+                      : std::string());
 }
 
 // The KV cache: K and V for every layer, n_ctx rows of kv_dim fp16 values each.
@@ -78,6 +80,7 @@ BudgetFloor Engine::budget_floor(const GgufFile& file, const ModelConfig& cfg, c
     f.kv_cache = kv_bytes(cfg, options.context.n_ctx);
     f.scratch = scratch_bytes(cfg, n_ubatch, options.context.n_ctx, options.context.n_threads);
     f.metadata = file.metadata_bytes() + options.model.host_metadata_bytes;
+    f.npu = options.model.npu_bytes;
     if (predictor) {
         f.predictor = predictor->bytes();
         // Its hidden and correction rows, and converted hidden rows where wider than the converted
@@ -138,6 +141,7 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
     }
     accountant_.reserve(MemClass::Metadata, least.metadata, "metadata");
     accountant_.reserve(MemClass::KvCache, least.kv_cache, "KV cache");
+    if (least.npu) accountant_.reserve(MemClass::Npu, least.npu, "NPU prefill stage");
     const std::string rope_factors = cfg_.rope_factors_tensor(n_ctx_);
     if (!rope_factors.empty()) {
         // Read once, kept beside the weights (it belongs to no layer unit, so no provider serves it).
@@ -173,6 +177,7 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
             kv_->k[(size_t)il].assign((size_t)(n_ctx_ * cfg_.kv_dim()), 0);
             kv_->v[(size_t)il].assign((size_t)(n_ctx_ * cfg_.kv_dim()), 0);
         }
+        kv_rows_.assign((size_t)cfg_.n_layer, 0);
     } catch (const std::bad_alloc&) {
         fail(ErrorKind::OutOfMemory, "[load] cannot allocate the KV cache for n_ctx=" + std::to_string(n_ctx_));
     }
@@ -243,14 +248,6 @@ uint64_t Engine::n_params() const noexcept {
 
 uint64_t Engine::kv_cache_bytes() const noexcept { return kv_bytes(cfg_, n_ctx_); }
 
-void Engine::truncate(int64_t n_past) {
-    if (n_past < 0 || n_past > n_past_) {
-        fail(ErrorKind::InvalidArgument,
-             "[truncate] n_past " + std::to_string(n_past) + " outside [0, " + std::to_string(n_past_) + "]");
-    }
-    n_past_ = n_past;
-}
-
 void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
                   const std::function<bool()>& should_abort) {
     if (n <= 0) fail(ErrorKind::InvalidArgument, "[eval] no tokens to evaluate");
@@ -279,9 +276,11 @@ void Engine::eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
         }
     } catch (...) {
         n_past_ = start;
+        std::fill(kv_rows_.begin(), kv_rows_.end(), start);  // rows from start on may be half overwritten
         if (observer_) observer_->end_eval(false);
         throw;
     }
+    std::fill(kv_rows_.begin(), kv_rows_.end(), n_past_.load());  // rows staged by write_kv are overwritten
     if (observer_) observer_->end_eval(true);
 }
 
@@ -304,6 +303,8 @@ void Engine::eval_ubatch(const int32_t* tokens, int64_t n, bool prompt, int64_t 
                   n_past_,
                   prompt,
                   peer_rows};
+    // Rows the head will read after the last layer (forward.h); an observer sees every row.
+    if (!all_logits && !observer_) f.last_layer_rows_from = out ? n - 1 : n;
 
     weights_->read_embeddings(tokens, n, f.s.x.data());  // only the rows of this batch's tokens
     if (cfg_.embedding_scale != 1.0f) {                  // Gemma: ggml_scale, one float product each

@@ -93,6 +93,12 @@ struct ForwardPass {
     // for the output head when only the last row's logits are wanted (llama.cpp multiplies only the rows
     // that return logits).
     int64_t peer_rows;
+    // The first row the output head reads after the last layer: n - 1 when only the last token's logits are
+    // wanted, n when none; -1 when every row's are (or an observer watches every row). llama.cpp keeps only
+    // the output rows after the last layer's attention (its graph's inp_out_ids), so its last FFN multiplies
+    // those rows alone, in the matmul orders of that row count: the dense blocks do the same (ops.h FfnRows;
+    // a Mixture-of-Experts FFN still routes every row).
+    int64_t last_layer_rows_from = -1;
 
     bool observing(Observed kind) const { return observer && observer->wants(kind); }
 };

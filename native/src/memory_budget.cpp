@@ -14,6 +14,7 @@ const char* mem_class_name(MemClass c) noexcept {
         case MemClass::KvCache: return "kv_cache";
         case MemClass::Scratch: return "scratch";
         case MemClass::Metadata: return "metadata";
+        case MemClass::Npu: return "npu";
         case MemClass::kCount: break;
     }
     return "?";

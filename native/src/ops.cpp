@@ -28,11 +28,20 @@ void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
 }
 
-void norm_rows(ForwardPass& f, const float* src, const TensorView& w, float* dst) {
+void norm_rows(ForwardPass& f, const float* src, const TensorView& w, float* dst, int64_t first) {
     const int64_t E = f.cfg.n_embd;
     const float* weight = f32_of(w, f.s.norm_w);
-    for (int64_t t = 0; t < f.n; ++t) rms_norm(src + t * E, weight, dst + t * E, E, f.cfg.rms_eps);
+    for (int64_t t = first; t < f.n; ++t) rms_norm(src + t * E, weight, dst + t * E, E, f.cfg.rms_eps);
 }
+
+FfnRows::FfnRows(ForwardPass& f, int il) : f_(f), saved_peer_rows_(f.peer_rows) {
+    const bool selects = il == f.cfg.n_layer - 1 && !f.cfg.is_moe() && f.last_layer_rows_from >= 0;
+    first = selects ? f.last_layer_rows_from : 0;
+    count = f.n - first;
+    if (selects) f.peer_rows = count;
+}
+
+FfnRows::~FfnRows() { f_.peer_rows = saved_peer_rows_; }
 
 void add_bias(ForwardPass& f, const TensorView& b, float* y, int64_t width) {
     if (!b.present()) return;

@@ -27,8 +27,24 @@ const float* f32_of(const TensorView& t, std::vector<float>& tmp);
 // y may alias x.
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 
-// dst <- RMSNorm of the f.n rows of src (n_embd wide) with weight w.
-void norm_rows(ForwardPass& f, const float* src, const TensorView& w, float* dst);
+// dst <- RMSNorm of rows first .. f.n - 1 of src (n_embd wide) with weight w.
+void norm_rows(ForwardPass& f, const float* src, const TensorView& w, float* dst, int64_t first = 0);
+
+// The rows layer il's FFN computes, first .. f.n - 1: every row, except in the last layer of a dense model when
+// the head reads only some (forward.h last_layer_rows_from). Then llama.cpp's matmuls see those rows alone,
+// so while this object lives f.peer_rows is their count (ops.cpp matmul picks its orders from it).
+class FfnRows {
+public:
+    FfnRows(ForwardPass& f, int il);
+    ~FfnRows();
+    FfnRows(const FfnRows&) = delete;
+    FfnRows& operator=(const FfnRows&) = delete;
+    int64_t first = 0, count = 0;
+
+private:
+    ForwardPass& f_;
+    int64_t saved_peer_rows_;
+};
 
 // y (f.n rows of width) += bias b; nothing when b is absent.
 void add_bias(ForwardPass& f, const TensorView& b, float* y, int64_t width);

@@ -65,7 +65,8 @@ struct BudgetFloor {
     uint64_t kv_cache = 0;
     uint64_t scratch = 0;
     uint64_t metadata = 0;  // the parsed metadata the engine keeps + ModelParams::host_metadata_bytes
-    uint64_t total() const noexcept { return weights + predictor + kv_cache + scratch + metadata; }
+    uint64_t npu = 0;       // ModelParams::npu_bytes: the caller's NPU prefill stage
+    uint64_t total() const noexcept { return weights + predictor + kv_cache + scratch + metadata + npu; }
 };
 
 // What Engine(path, options) would place, decided without reading a weight (Engine::plan): the classes
@@ -99,8 +100,23 @@ public:
     void eval(const int32_t* tokens, int64_t n, bool all_logits, float* out,
               const std::function<bool()>& should_abort = {});
 
-    void reset() noexcept { n_past_ = 0; }
+    void reset() noexcept;
     void truncate(int64_t n_past);  // keep positions [0, n_past); InvalidArgument if n_past > n_past()
+
+    // KV hand-off from a prefill that ran outside the engine (an NPU graph, edge_rt/npu_stage.py), so
+    // decode continues here. write_kv stores positions [first, first + n) of layer il: k and v are n
+    // rows of kv_dim() floats each, row-major (heads contiguous, head_dim each; K after RoPE in this
+    // model's rotation layout, ModelConfig::rope_kind), rounded to fp16 as eval() stores its own rows.
+    // Rows must not leave a gap: first <= the rows layer il holds (n_past() after eval, reset or
+    // truncate, extended by earlier write_kv calls), and first + n <= n_ctx(). commit_kv(n_past) then
+    // appends positions [n_past(), n_past) to the sequence; every layer must hold them. Both throw
+    // Error(InvalidArgument) naming the violated bound, with nothing changed. Not during eval().
+    void write_kv(int il, int64_t first, int64_t n, const float* k, const float* v);
+    void commit_kv(int64_t n_past);
+    // k, v (n rows of kv_dim() floats each, write_kv's layout) <- positions [first, first + n) of layer
+    // il, which must lie in [0, n_past()): what attention reads. InvalidArgument otherwise.
+    void read_kv(int il, int64_t first, int64_t n, float* k, float* v) const;
+    int64_t kv_dim() const noexcept { return cfg_.kv_dim(); }
 
     int64_t n_past() const noexcept { return n_past_; }
     int64_t n_ctx() const noexcept { return n_ctx_; }
@@ -159,6 +175,9 @@ private:
     int64_t n_ctx_ = 0;
     int64_t n_ubatch_ = 256;
     std::atomic<int64_t> n_past_{0};  // atomic: Python may read n_past while another thread evaluates
+    // Per layer: positions [0, kv_rows_[il]) hold this sequence's K/V (>= n_past_; past it only rows
+    // write_kv staged for commit_kv). Set back to n_past_ by eval, reset and truncate.
+    std::vector<int64_t> kv_rows_;
 };
 
 }  // namespace edge_rt

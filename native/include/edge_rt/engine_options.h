@@ -32,6 +32,10 @@ struct ModelParams {
     // Bytes the caller holds for this model's metadata outside the engine (edge_rt.load: the Python
     // tokenizer and the metadata it was built from), counted in MemClass::Metadata against mem_budget.
     uint64_t host_metadata_bytes = 0;
+    // Bytes of an NPU prefill stage the caller runs for this model (edge_rt.load(npu=...): the exported
+    // graph's weights and its activation and KV buffers), counted in MemClass::Npu against mem_budget:
+    // the NPUs edge_rt targets (phones, Jetson, the emulator) share the device's RAM.
+    uint64_t npu_bytes = 0;
 };
 
 struct ContextParams {

@@ -15,7 +15,9 @@ namespace edge_rt {
 // Metadata: the parsed GGUF key/values and tensor infos the engine keeps (GgufFile::metadata_bytes) plus
 // what the caller declares it holds for the same model (ModelParams::host_metadata_bytes: the Python
 // tokenizer and its copy of the metadata).
-enum class MemClass { PinnedWeights = 0, WindowSlots, ExpertCache, KvCache, Scratch, Metadata, kCount };
+// Npu: what a prefill stage outside the engine holds for the same model on an NPU that shares RAM
+// (ModelParams::npu_bytes: the exported graph's weights and its activation and KV buffers).
+enum class MemClass { PinnedWeights = 0, WindowSlots, ExpertCache, KvCache, Scratch, Metadata, Npu, kCount };
 
 const char* mem_class_name(MemClass c) noexcept;  // "pinned_weights", "window_slots", ...
 

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "edge_rt/fp16.h"
 #include "edge_rt/kernels.h"
@@ -124,6 +125,21 @@ ERT_INLINE __m256i isum_groups16(const Groups16& g, const BlockQ8_K& yb) {
     return _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, Shift));
 }
 
+// Q3_K as ggml's AVX2 vec_dot sums it: the bias taken off each element (code & 3 minus 4 where the high bit is
+// clear, two vpmaddubsw subtracted in int16), so every lane holds its own 4 elements' exact products; the
+// bsums correction above would move the same total between lanes and round differently in float.
+ERT_INLINE __m256i isum_q3_K(const Groups16& g, const BlockQ8_K& yb) {
+    const __m256i m3 = _mm256_set1_epi8(0x03), four = _mm256_set1_epi8(0x04);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c));
+        const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(g.q[c], m3), qy);
+        const __m256i hi = _mm256_maddubs_epi16(_mm256_andnot_si256(g.q[c], four), qy);
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_sub_epi16(lo, hi), g.scv[c]));
+    }
+    return sumi;
+}
+
 template <int NA, class Block, int Shift, class Decode>
 ERT_INLINE void rows_groups16(int64_t n, const void* w, const void* a, size_t stride, float* out,
                               const Decode& decode) {
@@ -135,7 +151,11 @@ ERT_INLINE void rows_groups16(int64_t n, const void* w, const void* a, size_t st
         decode(x[b], g);
         const float d = h2f(x[b].d);
         for (int r = 0; r < NA; ++r) {
-            const __m256i sumi = isum_groups16<Shift>(g, y[r][b]);
+            __m256i sumi;
+            if constexpr (std::is_same_v<Block, BlockQ3_K>)
+                sumi = isum_q3_K(g, y[r][b]);
+            else
+                sumi = isum_groups16<Shift>(g, y[r][b]);
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * y[r][b].d), acc[r]);
         }
     };
@@ -191,13 +211,27 @@ ERT_INLINE __m128i msum_kquant(__m128i mins, const BlockQ8_K& yb) {
     return _mm_madd_epi16(pairs, mins);
 }
 
-template <int NA, class Block, class Decode>
+// How ggml's AVX2 vec_dot keeps the mins term (-dmin * dy * msum per super-block) apart from the 8 lanes of
+// scale sums: Q4_K in 4 float lanes, acc_m = fma(-dmin * dy, float(msum lanes), acc_m), reduced as
+// (m0 + m2) + (m1 + m3); Q5_K in one float, summs = fma(-dmin * dy, float(msum total), summs) (its
+// summs += dmin * x, contracted by GCC). Either is added to the lanes' hsum8 at the end.
+enum class MinsAcc { Lanes4, Scalar };
+
+template <int NA, class Block, MinsAcc Mins, class Decode>
 ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t stride, float* out,
                                 const Decode& decode) {
     const auto* x = static_cast<const Block*>(w);
     const BlockQ8_K* y[NA];
-    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-    auto block = [&](int64_t b, __m256* acc) {
+    __m256 acc[NA];
+    __m128 acc_m[NA];
+    float summs[NA];
+    for (int r = 0; r < NA; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+        acc[r] = _mm256_setzero_ps();
+        acc_m[r] = _mm_setzero_ps();
+        summs[r] = 0.f;
+    }
+    for (int64_t b = 0; b < n / QK_K; ++b) {
         const Block& xb = x[b];
         uint32_t sm[4];
         q4k_unpack_scales(xb.scales, sm);
@@ -208,25 +242,37 @@ ERT_INLINE void rows_kquant_min(int64_t n, const void* w, const void* a, size_t 
         decode(xb, q);
         for (int r = 0; r < NA; ++r) {
             const BlockQ8_K& yb = y[r][b];
-            const __m256i sumi = isum_kquant(q, sc, yb);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum_kquant(q, sc, yb)), _mm256_set1_ps(d * yb.d), acc[r]);
             const __m128i pm = msum_kquant(mins, yb);  // 4 x int32, sum = sum_j m[j]*bsum pair j
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * yb.d), acc[r]);
-            const __m256 pmf = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(pm));
-            acc[r] = _mm256_fmadd_ps(pmf, _mm256_set1_ps(-dmin * yb.d), acc[r]);
+            if constexpr (Mins == MinsAcc::Lanes4) {
+                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(-dmin * yb.d), _mm_cvtepi32_ps(pm), acc_m[r]);
+            } else {
+                __m128i t = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(1, 0, 3, 2)));
+                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+                summs[r] = std::fma(-dmin * yb.d, (float)_mm_cvtsi128_si32(t), summs[r]);
+            }
         }
-    };
-    run_blocks<NA>(n / QK_K, block, out);
+    }
+    for (int r = 0; r < NA; ++r) {
+        float m = summs[r];
+        if constexpr (Mins == MinsAcc::Lanes4) {
+            __m128 s = _mm_add_ps(acc_m[r], _mm_movehl_ps(acc_m[r], acc_m[r]));
+            s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            m = _mm_cvtss_f32(s);
+        }
+        out[r] = hsum8(acc[r]) + m;
+    }
 }
 
 template <int NA>
 void q4_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    rows_kquant_min<NA, BlockQ4_K>(n, w, a, stride, out, decode_q4_K);
+    rows_kquant_min<NA, BlockQ4_K, MinsAcc::Lanes4>(n, w, a, stride, out, decode_q4_K);
 }
 ERT_DEFINE_DOTS(q4_K)
 
 template <int NA>
 void q5_K_rows(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-    rows_kquant_min<NA, BlockQ5_K>(n, w, a, stride, out, decode_q5_K);
+    rows_kquant_min<NA, BlockQ5_K, MinsAcc::Scalar>(n, w, a, stride, out, decode_q5_K);
 }
 ERT_DEFINE_DOTS(q5_K)
 

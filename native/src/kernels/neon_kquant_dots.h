@@ -5,13 +5,15 @@
 // Lanes order (vec_dot, vec_dot_rows): the bits of the AVX2 kernels (kernels_avx2.cpp rows_groups16,
 // rows_kquant_min), i.e. llama.cpp's x86 build: per super-block, 8 int32 lanes whose values are the AVX2
 // lanes' exactly (lane j of a 32-element chunk sums the products of its elements 4j..4j+3; the bias of
-// Q3_K/Q6_K codes is removed per lane through the bsums as AVX2 does), converted and added with one fma
-// per lane, then hsum8. The scalar twins sum in another order, so these are compared with them under the
+// Q6_K codes is removed per lane through the bsums, Q3_K's per element, as AVX2 does), converted and added
+// with one fma per lane, then hsum8; the Q4_K/Q5_K mins term in its own accumulator (4 float lanes for
+// Q4_K, one float for Q5_K, as kernels_avx2.cpp MinsAcc says), added after. The scalar twins sum in another order, so these are compared with them under the
 // K-quant error limit.
 // Tiled order (dot_rows_tiled): exact per-super-block integer sums, then the scalar twin's float steps:
 // bit for bit the twin.
 #pragma once
 
+#include <cmath>
 #include <type_traits>
 
 #include "neon_block_dots.h"
@@ -126,6 +128,20 @@ ERT_INLINE Lanes8 lanes_groups16(const KCodes& k, const int8_t* sc, const BlockQ
     return {vsubq_s32(lo, vld1q_s32(corr)), vsubq_s32(hi, vld1q_s32(corr + 4))};
 }
 
+// Q3_K: each code minus its bias 4 (values -4..3), so lane j holds its own elements' products as AVX2's
+// isum_q3_K does; no bsums correction.
+template <class Dot>
+ERT_INLINE Lanes8 lanes_q3_K(const KCodes& k, const int8_t* sc, const BlockQ8_K& y) {
+    int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+    const int8x16_t four = vdupq_n_s8(4);
+    for (int c = 0; c < 8; ++c) {
+        const I8x32 qy = load_i8x32(y.qs + 32 * c);
+        lo = vmlaq_n_s32(lo, Dot::dot4(vdupq_n_s32(0), vsubq_s8(k.q[c].lo, four), qy.lo), sc[2 * c]);
+        hi = vmlaq_n_s32(hi, Dot::dot4(vdupq_n_s32(0), vsubq_s8(k.q[c].hi, four), qy.hi), sc[2 * c + 1]);
+    }
+    return {lo, hi};
+}
+
 // Q4_K / Q5_K: sub-block j's scale on all 8 lanes of its chunk (unsigned codes, no bias).
 template <class Dot>
 ERT_INLINE Lanes8 lanes_kquant(const KCodes& k, const int* sc, const BlockQ8_K& y) {
@@ -171,6 +187,7 @@ struct KTypes {
     struct Q4K {
         using Block = BlockQ4_K;
         static constexpr bool kHasMin = true;
+        static constexpr bool kMinsInLanes = true;  // 4 float lanes (Q5_K: one float)
         static ERT_INLINE void prepare(const Block& x, KCodes& k, int8_t*, int* sc, int* m) {
             decode_q4_K(x, k);
             q4_K_scales_mins(x.scales, sc, m);
@@ -179,6 +196,7 @@ struct KTypes {
     struct Q5K {
         using Block = BlockQ5_K;
         static constexpr bool kHasMin = true;
+        static constexpr bool kMinsInLanes = false;
         static ERT_INLINE void prepare(const Block& x, KCodes& k, int8_t*, int* sc, int* m) {
             decode_q5_K(x, k);
             q4_K_scales_mins(x.scales, sc, m);
@@ -196,6 +214,9 @@ ERT_INLINE Lanes8 block_lanes(const KCodes& k, const int8_t* sc8, const int* sc,
     if constexpr (T::kHasMin) {
         *mins = mins_lanes(m, y);
         return lanes_kquant<Dot>(k, sc, y);
+    } else if constexpr (std::is_same_v<typename T::Block, BlockQ3_K>) {
+        *mins = vdupq_n_s32(0);
+        return lanes_q3_K<Dot>(k, sc8, y);
     } else {
         *mins = vdupq_n_s32(0);
         return lanes_groups16<Dot, kBiasShift<T>>(k, sc8, y);
@@ -207,10 +228,12 @@ template <int NA, class Dot, class T>
 void rows_kquant(int64_t n, const void* w, const void* a, size_t stride, float* out) {
     const auto* x = static_cast<const typename T::Block*>(w);
     const BlockQ8_K* y[NA];
-    float32x4_t lo[NA], hi[NA];
+    float32x4_t lo[NA], hi[NA], acc_m[NA];
+    float summs[NA];
     for (int r = 0; r < NA; ++r) {
         y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-        lo[r] = hi[r] = vdupq_n_f32(0.f);
+        lo[r] = hi[r] = acc_m[r] = vdupq_n_f32(0.f);
+        summs[r] = 0.f;
     }
     for (int64_t b = 0; b < n / QK_K; ++b) {
         KCodes k;
@@ -224,14 +247,27 @@ void rows_kquant(int64_t n, const void* w, const void* a, size_t stride, float* 
             const float32x4_t s = vdupq_n_f32(d * y[r][b].d);
             lo[r] = vfmaq_f32(lo[r], vcvtq_f32_s32(l.lo), s);
             hi[r] = vfmaq_f32(hi[r], vcvtq_f32_s32(l.hi), s);
-            if constexpr (T::kHasMin) {  // AVX2 adds the 4 mins lanes (and 4 zero lanes) in a second fma
-                const float32x4_t sm = vdupq_n_f32(-h2f(x[b].dmin) * y[r][b].d);
-                lo[r] = vfmaq_f32(lo[r], vcvtq_f32_s32(mins), sm);
-                hi[r] = vfmaq_f32(hi[r], vdupq_n_f32(0.f), sm);
+            if constexpr (T::kHasMin) {
+                const float sm = -h2f(x[b].dmin) * y[r][b].d;
+                if constexpr (T::kMinsInLanes)
+                    acc_m[r] = vfmaq_f32(acc_m[r], vcvtq_f32_s32(mins), vdupq_n_f32(sm));
+                else
+                    summs[r] = std::fma(sm, (float)vaddvq_s32(mins), summs[r]);
             }
         }
     }
-    for (int r = 0; r < NA; ++r) out[r] = hsum8(lo[r], hi[r]);
+    for (int r = 0; r < NA; ++r) {
+        float m = 0.f;
+        if constexpr (T::kHasMin) {
+            if constexpr (T::kMinsInLanes) {  // (m0 + m2) + (m1 + m3), as SSE's movehl / movehdup reduction
+                m = (vgetq_lane_f32(acc_m[r], 0) + vgetq_lane_f32(acc_m[r], 2)) +
+                    (vgetq_lane_f32(acc_m[r], 1) + vgetq_lane_f32(acc_m[r], 3));
+            } else {
+                m = summs[r];
+            }
+        }
+        out[r] = T::kHasMin ? hsum8(lo[r], hi[r]) + m : hsum8(lo[r], hi[r]);
+    }
 }
 
 // Tiled order (kernels.h takes_tiled): s1 = the lanes' total, s2 = the mins lanes' total (exact), then

@@ -19,11 +19,14 @@ void gemma3_block(ForwardPass& f, int il, const LayerWeights& w) {
     norm_rows(f, s.cur.data(), w.attn_post_norm, s.cur.data());
     add_into(s.x.data(), s.cur.data(), rows);
     ffn_boundary(f, il);
-    norm_rows(f, s.x.data(), w.ffn_norm, s.cur.data());
-    gated_ffn(f, il, w.ffn_gate, w.ffn_up, w.ffn_down, 0, s.cur.data(), f.n, f.cfg.n_ff, s.ffn_out.data(),
-              GateActivation::GeluTanh);
-    norm_rows(f, s.ffn_out.data(), w.ffn_post_norm, s.ffn_out.data());
-    add_into(s.x.data(), s.ffn_out.data(), rows);
+    const FfnRows ffn_rows(f, il);
+    const int64_t t0 = ffn_rows.first, m = ffn_rows.count, E = f.cfg.n_embd;
+    if (m == 0) return;
+    norm_rows(f, s.x.data(), w.ffn_norm, s.cur.data(), t0);
+    gated_ffn(f, il, w.ffn_gate, w.ffn_up, w.ffn_down, 0, s.cur.data() + t0 * E, m, f.cfg.n_ff,
+              s.ffn_out.data() + t0 * E, GateActivation::GeluTanh);
+    norm_rows(f, s.ffn_out.data(), w.ffn_post_norm, s.ffn_out.data(), t0);
+    add_into(s.x.data() + t0 * E, s.ffn_out.data() + t0 * E, m * E);
 }
 
 }  // namespace edge_rt

@@ -15,11 +15,16 @@ void llama_block(ForwardPass& f, int il, const LayerWeights& w) {
     attention(f, il, w, s.cur.data(), s.cur.data());
     add_into(s.x.data(), s.cur.data(), rows);
     ffn_boundary(f, il);
-    norm_rows(f, s.x.data(), w.ffn_norm, s.cur.data());
     if (!f.cfg.is_moe()) {
-        gated_ffn(f, il, w.ffn_gate, w.ffn_up, w.ffn_down, 0, s.cur.data(), f.n, f.cfg.n_ff, s.ffn_out.data());
-        add_into(s.x.data(), s.ffn_out.data(), rows);
+        const FfnRows ffn_rows(f, il);
+        const int64_t t0 = ffn_rows.first, m = ffn_rows.count, E = f.cfg.n_embd;
+        if (m == 0) return;
+        norm_rows(f, s.x.data(), w.ffn_norm, s.cur.data(), t0);
+        gated_ffn(f, il, w.ffn_gate, w.ffn_up, w.ffn_down, 0, s.cur.data() + t0 * E, m, f.cfg.n_ff,
+                  s.ffn_out.data() + t0 * E);
+        add_into(s.x.data() + t0 * E, s.ffn_out.data() + t0 * E, m * E);
     } else {
+        norm_rows(f, s.x.data(), w.ffn_norm, s.cur.data());
         moe_ffn(f, il, w);
         add_into(s.x.data(), s.moe.data(), rows);
     }
