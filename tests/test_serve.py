@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import statistics
+import threading
 import time
 
 import pytest
@@ -143,37 +144,75 @@ def _peak_rss(pid: int) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
+class _MetricsSampler:
+    """Reads /metrics every ``period`` seconds on a thread while a load runs: the highest value each memory
+    class and the queue depth reached (a reading taken only after the load would miss a transient)."""
+
+    def __init__(self, url: str, period: float = 0.05) -> None:
+        self.url, self.period = url, period
+        self.memory: dict = {}
+        self.queue_depth = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self._stop.is_set():
+                text = http.get(self.url + "/metrics").text
+                for cls, value in re.findall(r'^edge_rt_memory_bytes\{class="([^"]+)"\} (\S+)$', text, re.M):
+                    self.memory[cls] = max(self.memory.get(cls, 0.0), float(value))
+                self.queue_depth = max(self.queue_depth, _metric(text, "queue_depth"))
+                self.samples += 1
+                self._stop.wait(self.period)
+
+    def __enter__(self) -> "_MetricsSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
 def test_load_32_clients_x_4_requests_under_a_memory_budget():
     """Every request bounded in time; every reply complete (finish_reason, usage) and its own request's:
-    greedy replies equal the engine's for that request's prompt. Memory classes within the budget,
-    peak RSS within budget + 64 MiB."""
+    greedy replies equal the engine's for that request's prompt (completions, streamed and not, and one
+    request in four a chat). Memory classes within the budget at every reading taken during the load,
+    peak RSS within budget + 64 MiB; the queue visibly filled."""
     budget = 10_000_000
     clients, per_client, n_tokens = 32, 4, 8
     prompts = {(c, i): f"# worker {c} task {i}\ndef job_{c}_{i}(" for c in range(clients) for i in range(per_client)}
+    is_chat = {k: k[1] == 2 for k in prompts}
     with edge_rt.load(DEFAULT_MODEL, threads=1) as m:
-        expected = {k: m.generate(p, max_tokens=n_tokens, temperature=0) for k, p in prompts.items()}
+        expected = {k: (m.chat([{"role": "user", "content": p}], max_tokens=n_tokens, temperature=0) if is_chat[k]
+                        else m.generate(p, max_tokens=n_tokens, temperature=0)) for k, p in prompts.items()}
 
     async def client(c, http, url, latencies, texts):
         for i in range(per_client):
             t0 = time.monotonic()
-            body = {"model": MODEL_ID, "prompt": prompts[(c, i)], "max_tokens": n_tokens, "temperature": 0,
-                    "stream": i % 2 == 1}
+            body = {"model": MODEL_ID, "max_tokens": n_tokens, "temperature": 0, "stream": i % 2 == 1}
+            if is_chat[(c, i)]:
+                path, body["messages"] = "/v1/chat/completions", [{"role": "user", "content": prompts[(c, i)]}]
+            else:
+                path, body["prompt"] = "/v1/completions", prompts[(c, i)]
             if body["stream"]:
                 parts, reason = [], None
-                async with http.stream("POST", url + "/v1/completions", json=body) as r:
+                async with http.stream("POST", url + path, json=body) as r:
                     assert r.status_code == 200
                     async for line in r.aiter_lines():
                         if line.startswith("data: {"):
                             choice = json.loads(line[6:])["choices"][0]
-                            parts.append(choice["text"])
+                            parts.append(choice["delta"].get("content", "") if is_chat[(c, i)] else choice["text"])
                             reason = choice["finish_reason"] or reason
                     assert line == "data: [DONE]" or parts
                 texts[(c, i)] = ("".join(parts), reason)
             else:
-                r = await http.post(url + "/v1/completions", json=body)
+                r = await http.post(url + path, json=body)
                 assert r.status_code == 200, r.text
                 choice = r.json()["choices"][0]
-                texts[(c, i)] = (choice["text"], choice["finish_reason"])
+                text = choice["message"]["content"] if is_chat[(c, i)] else choice["text"]
+                texts[(c, i)] = (text, choice["finish_reason"])
             latencies.append(time.monotonic() - t0)
 
     async def run(url):
@@ -184,21 +223,25 @@ def test_load_32_clients_x_4_requests_under_a_memory_budget():
         return latencies, texts
 
     with ServerProcess(DEFAULT_MODEL, "--mem-budget", str(budget), "--max-queue", "64") as s:
-        latencies, texts = asyncio.run(run(s.url))
+        with _MetricsSampler(s.url) as sampled:
+            latencies, texts = asyncio.run(run(s.url))
         metrics = httpx.get(s.url + "/metrics").text
         rss = _peak_rss(s.proc.pid)
     assert len(texts) == clients * per_client
     for key, (text, reason) in texts.items():
         assert reason in ("stop", "length"), key
         assert text == expected[key], key
-    assert _metric(metrics, "memory_bytes", '{class="total"}') <= budget
+    assert sampled.samples >= 10 and "total" in sampled.memory, sampled.samples
+    assert all(v <= budget for v in sampled.memory.values()), sampled.memory
+    assert sampled.queue_depth >= 1  # 32 clients, one model: requests waited, and the gauge said so
     assert _metric(metrics, "memory_budget_bytes") == budget
     assert _metric(metrics, "weights_streamed_bytes_total") > 0  # the budget made layers stream
     assert rss <= budget + 64 * 2**20, f"peak RSS {rss / 2**20:.1f} MiB"
     q = statistics.quantiles(latencies, n=100)
     ttft = [_metric(metrics, "time_to_first_token_seconds", '{quantile="%s"}' % p) for p in ("0.5", "0.99")]
     print(f"\n{len(latencies)} requests: latency p50 {q[49]:.3f} s, p99 {q[98]:.3f} s; TTFT p50 {ttft[0]:.3f} s, "
-          f"p99 {ttft[1]:.3f} s; peak RSS {rss / 2**20:.1f} MiB (budget {budget / 2**20:.1f} MiB)")
+          f"p99 {ttft[1]:.3f} s; peak RSS {rss / 2**20:.1f} MiB (budget {budget / 2**20:.1f} MiB); highest "
+          f"memory classes during the load {sampled.memory} over {sampled.samples} readings")
 
 
 def _wait_for(predicate, timeout=30.0):
@@ -269,6 +312,67 @@ def test_model_file_truncated_while_serving_fails_requests_by_name(tmp_path):
         assert err["type"] in ("ModelIOError", "ModelFormatError") and "model.gguf" in err["message"], err
         assert httpx.get(s.url + "/health").json()["status"] == "ok"  # the server stays up
         assert s.proc.poll() is None
+
+
+def test_model_file_truncated_mid_stream_ends_the_stream_with_a_named_error(tmp_path):
+    """Headers are out when the file breaks under a streamed reply: the stream carries an OpenAI-shaped
+    error event naming the file, then [DONE]; the server stays up and answers the next request by name."""
+    model = tmp_path / "model.gguf"
+    shutil.copyfile(DEFAULT_MODEL, model)
+    with ServerProcess(model, "--mem-budget", "16MB", "--ctx", "2048", "--model-id", MODEL_ID) as s:
+        body = {"prompt": "class A:\n", "max_tokens": 2000, "stream": True, "temperature": 1.0, "seed": 1}
+        events = []
+        with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 3:
+                        os.truncate(model, model.stat().st_size // 3)
+        assert events[-1] == "[DONE]"
+        err = json.loads(events[-2])["error"]
+        assert err["type"] in ("ModelIOError", "ModelFormatError") and "model.gguf" in err["message"], err
+        assert len(events) < 2000  # it stopped at the failure, not after the whole reply
+        assert httpx.get(s.url + "/health").json()["status"] == "ok"
+        r = httpx.post(s.url + "/v1/completions", json={"prompt": "x", "max_tokens": 4}, timeout=60)
+        assert r.status_code == 500 and r.json()["error"]["type"] in ("ModelIOError", "ModelFormatError")
+        assert s.proc.poll() is None
+
+
+def test_sigterm_drains_the_running_and_the_queued_requests_then_exits_cleanly():
+    """Requests received before SIGTERM are answered in full (the running one and those waiting behind
+    it), new connections are refused, and the exit status is 0."""
+    with ServerProcess(DEFAULT_MODEL, "--ctx", "1024", "--mem-budget", "12MB") as s:
+        queued = {}
+
+        def wait_behind(i):
+            r = httpx.post(s.url + "/v1/completions", json={"prompt": f"def f{i}(", "max_tokens": 6,
+                                                             "temperature": 0}, timeout=120)
+            queued[i] = r
+
+        body = {"prompt": "class A:\n", "max_tokens": 400, "stream": True, "temperature": 1.0, "seed": 1}
+        events, waiters = [], [threading.Thread(target=wait_behind, args=(i,)) for i in range(2)]
+        with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 2:
+                        for w in waiters:
+                            w.start()
+                        assert _wait_for(lambda: _metric(httpx.get(s.url + "/metrics").text, "queue_depth") == 2)
+                        s.send_signal(signal.SIGTERM)
+        for w in waiters:
+            w.join(120)
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["choices"][0]["finish_reason"] in ("stop", "length")
+        assert sorted(queued) == [0, 1]
+        for r in queued.values():
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["finish_reason"] in ("stop", "length")
+        assert s.wait(60) == 0, s.output
+        assert "Traceback" not in s.output
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(s.url + "/health", timeout=5)
 
 
 @pytest.mark.parametrize("template, message", [
