@@ -48,6 +48,16 @@ def test_chat_in_a_terminal_streams_replies_and_survives_ctrl_c():
         child.sendline("/stats")
         child.expect(r"finish: aborted")
         child.expect("> ")
+        child.sendintr()  # Ctrl-C at the input line: a fresh line, the program goes on
+        child.expect("> ")
+        child.sendline("and a test")  # the conversation goes on after a stopped reply
+        child.expect("and a test\r\n")
+        child.expect("> ", timeout=120)
+        child.sendline("/stats")
+        child.expect(r"last reply: (\d+) tokens")
+        assert int(child.match.group(1)) > 0
+        child.expect(r"finish: (?!aborted)\w+")
+        child.expect("> ")
         child.sendline("/reset")
         child.expect("conversation cleared")
         child.expect("> ")
@@ -73,6 +83,34 @@ def test_stats_show_the_kv_cache_reused_across_turns():
         child.expect(r"prompt (\d+) tokens \((\d+) reused")
         n_prompt, n_reused = (int(x) for x in child.match.groups())
         assert 0 < n_reused < n_prompt  # the first turn was not evaluated again
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_system_message_opens_the_conversation():
+    """--system is the conversation's first turn: the first prompt has exactly the tokens of the template
+    rendering [system, user] (as Model.chat counts them), more than [user] alone."""
+    import edge_rt
+
+    system, user = "You write Python.", "import os"
+    with edge_rt.load(DEFAULT_MODEL, threads=1) as m:
+        m.chat([{"role": "system", "content": system}, {"role": "user", "content": user}], max_tokens=1)
+        with_system = m.last_result.n_prompt
+        m.reset()
+        m.chat([{"role": "user", "content": user}], max_tokens=1)
+        without = m.last_result.n_prompt
+    assert with_system > without
+    child = _spawn([str(DEFAULT_MODEL), "-t", "1", "-n", "4", "--system", system])
+    try:
+        child.expect("> ")
+        child.sendline(user)
+        child.expect("> ")
+        child.sendline("/stats")
+        child.expect(r"prompt (\d+) tokens")
+        assert int(child.match.group(1)) == with_system
         child.sendline("/quit")
         child.expect(pexpect.EOF)
     finally:
