@@ -141,9 +141,11 @@ class LlamaCppRunner:
         import llama_cpp
 
         self.version = getattr(llama_cpp, "__version__", "?")
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                                   n_threads=threads, n_threads_batch=threads, logits_all=False,
-                                   verbose=False, seed=0)
+        from edge_rt.llama_cpp_peer import open_llama, peer_note
+
+        self.note = peer_note()
+        self.llm = open_llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=threads,
+                              n_threads_batch=threads, logits_all=False, verbose=False, seed=0)
 
     def run(self, prompt: List[int], gen: List[int]) -> Dict[str, float]:
         llm = self.llm
@@ -262,7 +264,8 @@ def bench_type(weight_type: str, preset: str, threads: int, n_prompt: int, n_gen
     bound = bound_bw / wb["bytes_per_token"]
     out: Dict[str, Any] = {"model": str(path), "weight_type": weight_type, **wb,
                            "decode_bound_tok_s": bound, "engines": {}, "errors": errors,
-                           "versions": {r.name: r.version for r in runners}}
+                           "versions": {r.name: r.version for r in runners},
+                           "peer": next((r.note for r in runners if hasattr(r, "note")), None)}
     for name, res in results.items():
         e = {k: _stats(v) for k, v in res.items()}
         e["decode_fraction_of_bound"] = e["decode_tok_s"]["median"] / bound
@@ -294,6 +297,7 @@ def markdown(report: Dict[str, Any]) -> str:
         f"Model: {', '.join(p['models']) or p['preset'] + ' synthetic'}; prefill {p['n_prompt']} tokens, "
         f"decode {p['n_gen']} tokens, "
         f"{p['threads']} threads, {p['reps']} interleaved runs each after a warm-up; median [min-max].",
+        *sorted({f"Peer: {t['peer']}." for t in report["types"] if t.get("peer")}),
         "",
         "| type | engine | prefill tok/s | decode tok/s | decode bound tok/s | decode / bound |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -259,24 +259,15 @@ def _emit(d: Dict[str, Any]) -> None:
 
 
 def worker_llama(a: Dict[str, Any]) -> None:
-    import llama_cpp
-    import llama_cpp.llama_cpp as llcpp
     import numpy as np
 
-    if a.get("no_repack"):
-        # llama.cpp's --no-repack (model param use_extra_bufts = false), which llama-cpp-python does not
-        # expose: Q4_0 weights then stay in the mmap'd file instead of being copied (repacked) to RAM.
-        default_params = llcpp.llama_model_default_params
+    from edge_rt.llama_cpp_peer import open_llama
 
-        def no_repack_params():
-            p = default_params()
-            p.use_extra_bufts = False
-            return p
-
-        llcpp.llama_model_default_params = no_repack_params
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=a["path"], n_ctx=N_CTX, n_threads=a["threads"],
-                          n_threads_batch=a["threads"], verbose=False, seed=0)
+    # no_repack: llama.cpp's --no-repack, so Q4_0 weights stay in the mmap'd file instead of being copied
+    # (repacked) to RAM; otherwise its default, except on an AMX build (see edge_rt/llama_cpp_peer.py).
+    llm = open_llama(a["path"], extra_buffers=False if a.get("no_repack") else None, n_ctx=N_CTX,
+                     n_threads=a["threads"], n_threads_batch=a["threads"], verbose=False, seed=0)
     t_load = time.perf_counter()
     _emit({"event": "loaded", "load_s": t_load - t0, "status": proc_status()})
     llm.eval(a["prompt"])

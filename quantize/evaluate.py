@@ -44,7 +44,7 @@ class LogitsRunner:
             self.n_vocab = self._m.n_vocab
         else:
             try:
-                import llama_cpp
+                import llama_cpp  # noqa: F401
             except ImportError as e:
                 raise ImportError("[eval] backend 'llama_cpp' needs llama-cpp-python "
                                   "(pip install llama-cpp-python)") from e
@@ -54,9 +54,11 @@ class LogitsRunner:
                 n_ctx = _train_ctx(self.path)
             self.n_ctx = int(n_ctx)
             t = threads or 1
-            self._m = llama_cpp.Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=self.n_ctx,
-                                      n_ubatch=self.n_ctx, n_threads=t, n_threads_batch=t, logits_all=True,
-                                      flash_attn=False, verbose=False, seed=0)
+            from ..llama_cpp_peer import open_llama
+
+            self._m = open_llama(self.path, n_ctx=self.n_ctx, n_batch=self.n_ctx, n_ubatch=self.n_ctx,
+                                 n_threads=t, n_threads_batch=t, logits_all=True, flash_attn=False,
+                                 verbose=False, seed=0)
             self.n_vocab = int(self._m.n_vocab())
             self._tok = Tokenizer.from_gguf(self.path)
 

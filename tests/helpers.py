@@ -84,9 +84,9 @@ def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1, logits_all:
     last token's only, as llama-cpp-python's default), no flash attention, its default fp16 KV cache (as
     edge_rt's), one batch for any prompt that fits the context. One thread by default: ggml's results do not
     depend on the thread count, and its spinning barrier crawls on a busy machine."""
-    import llama_cpp
+    from edge_rt.llama_cpp_peer import open_llama
 
-    return llama_cpp.Llama(
-        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
+    return open_llama(  # on an AMX build, without its (crashing) AMX buffers: see edge_rt/llama_cpp_peer.py
+        path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
         n_threads_batch=n_threads, logits_all=logits_all, flash_attn=False, verbose=False, seed=0,
     )

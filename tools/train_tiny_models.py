@@ -499,10 +499,11 @@ def stage_export(work: Path):
 # ------------------------------------------------------------------------------------------------
 
 def llama_cpp_nll(path: Path, windows: np.ndarray, threads: int = 1):
-    import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=threads,
-                          n_threads_batch=threads, logits_all=True, flash_attn=False, verbose=False, seed=0)
+    from edge_rt.llama_cpp_peer import open_llama
+
+    llm = open_llama(path, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=threads,
+                     n_threads_batch=threads, logits_all=True, flash_attn=False, verbose=False, seed=0)
     nll, n = 0.0, 0
     for w in windows:
         llm.reset()
@@ -596,12 +597,12 @@ def torch_vs_llamacpp(work: Path, which: str, llm, windows: np.ndarray):
 def edge_rt_parity(path: Path, windows: np.ndarray, tok):
     """edge_rt vs llama.cpp logits (max |diff| / std) on held-out snippets of a few lengths."""
     sys.path.insert(0, str(ROOT))
-    import llama_cpp
 
     import edge_rt
+    from edge_rt.llama_cpp_peer import open_llama
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=1,
-                          n_threads_batch=1, logits_all=True, flash_attn=False, verbose=False, seed=0)
+    llm = open_llama(path, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=1,
+                     n_threads_batch=1, logits_all=True, flash_attn=False, verbose=False, seed=0)
     m = edge_rt.load(str(path), threads=2, n_ctx=N_CTX)
     res = []
     for k, L in ((1, 16), (5, 64), (9, 256)):
