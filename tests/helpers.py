@@ -68,15 +68,17 @@ def python_child(args: List[str], popen: bool = False, **kwargs: Any):
 
     The child starts in the folder holding that edge_rt: ``python -c`` and ``python -m`` put the cwd
     first on sys.path, so a child started in a source checkout would import the unbuilt sources instead
-    of the installed package. ``popen`` returns a Popen, else run()'s result.
+    of the installed package. ``popen`` returns a Popen, else run()'s result. An ``env`` argument replaces
+    :func:`edge_rt_env` (build it from that).
     """
     import edge_rt
 
     pkg_parent = str(Path(edge_rt.__file__).resolve().parent.parent)
     cmd = [sys.executable, *args]
+    env = kwargs.pop("env", None) or edge_rt_env()
     if popen:
-        return subprocess.Popen(cmd, cwd=pkg_parent, env=edge_rt_env(), **kwargs)
-    return subprocess.run(cmd, cwd=pkg_parent, env=edge_rt_env(), **kwargs)
+        return subprocess.Popen(cmd, cwd=pkg_parent, env=env, **kwargs)
+    return subprocess.run(cmd, cwd=pkg_parent, env=env, **kwargs)
 
 
 def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1, logits_all: bool = True):

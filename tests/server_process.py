@@ -17,11 +17,13 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge_rt" / "models" / 
 
 
 class ServerProcess:
-    """A running ``python -m edge_rt serve MODEL --port 0 ARGS``; ``url`` is its base URL."""
+    """A running ``python -m edge_rt serve MODEL --port 0 ARGS`` (no MODEL argument when ``model`` is None);
+    ``url`` is its base URL."""
 
-    def __init__(self, model: Path = DEFAULT_MODEL, *args: str, threads: int = 1, start_timeout: float = 60.0,
-                 env: Optional[dict] = None) -> None:
-        cmd = ["-m", "edge_rt", "serve", str(model), "--port", "0", "-t", str(threads), *args]
+    def __init__(self, model: Optional[Path] = DEFAULT_MODEL, *args: str, threads: int = 1,
+                 start_timeout: float = 60.0, env: Optional[dict] = None) -> None:
+        model_arg = [] if model is None else [str(model)]
+        cmd = ["-m", "edge_rt", "serve", *model_arg, "--port", "0", "-t", str(threads), *args]
         kwargs = {"env": env} if env is not None else {}
         self.proc = python_child(cmd, popen=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                  **kwargs)

