@@ -28,20 +28,35 @@ CONVERSATION = [
 WITH_SYSTEM = [{"role": "system", "content": "Be brief."}] + CONVERSATION
 
 
-def _reference_render(source: str, messages, bos: str = "<s>", eos: str = "</s>") -> str:
+def _reference_render(source: str, messages, bos: str = "<s>", eos: str = "</s>", add_generation_prompt=True) -> str:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    return Jinja2ChatFormatter(source, eos_token=eos, bos_token=bos)(messages=messages).prompt
+    return Jinja2ChatFormatter(source, eos_token=eos, bos_token=bos,
+                               add_generation_prompt=add_generation_prompt)(messages=messages).prompt
 
 
 @requires_llama_cpp
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_templates_render_as_llama_cpp_python(name):
     source = REAL[name]
-    messages = CONVERSATION if "gemma" in name else WITH_SYSTEM  # Gemma 2 refuses a system role
+    messages = CONVERSATION if "gemma-2" in name else WITH_SYSTEM  # Gemma 2 refuses a system role
     ours = ChatTemplate(source, bos_token="<s>", eos_token="</s>").render(messages)
     assert ours == _reference_render(source, messages)
     assert "Name a prime number: ünïcode 日本" in ours
+
+
+@requires_llama_cpp
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_templates_without_the_generation_prompt(name):
+    """add_generation_prompt=False (a conversation rendered for its own sake, e.g. to count its tokens):
+    the same text as llama-cpp-python's renderer with that flag (what a template does without it is its
+    own: Phi-3.5 closes with the EOS instead, Mistral Nemo's ignores the flag)."""
+    source = REAL[name]
+    messages = CONVERSATION if "gemma-2" in name else WITH_SYSTEM
+    template = ChatTemplate(source, bos_token="<s>", eos_token="</s>")
+    without = template.render(messages, add_generation_prompt=False)
+    assert without == _reference_render(source, messages, add_generation_prompt=False)
+    assert (without != template.render(messages)) == ("add_generation_prompt" in source)
 
 
 def test_template_raise_exception_is_a_chat_template_error():
@@ -58,6 +73,7 @@ def test_llama3_template_calls_strftime_now():
 @pytest.mark.parametrize("builtin, real, messages", [
     ("chatml", "Qwen-Qwen2.5-7B-Instruct", WITH_SYSTEM),
     ("gemma", "google-gemma-2-2b-it", CONVERSATION),
+    ("gemma", "google-gemma-3-270m-it", WITH_SYSTEM),
     ("phi3", "microsoft-Phi-3.5-mini-instruct", WITH_SYSTEM),
 ])
 def test_builtin_templates_match_their_families(builtin, real, messages):
