@@ -30,19 +30,17 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import edge_rt  # noqa: E402
-from edge_rt.devices.profiler import (  # noqa: E402
+# edge_rt from the environment (installed, or PYTHONPATH=. over a built tree), never the checkout itself:
+# a fresh clone's edge_rt/ has no compiled core (tests/test_fresh_checkout.py).
+import edge_rt
+from edge_rt.devices.profiler import (
     flash_read_bandwidth,
     kernel_rates,
     measure_profile,
     memory_read_bandwidth,
 )
-from edge_rt.planner import plan  # noqa: E402
-from edge_rt.synthetic import ensure_synthetic_model  # noqa: E402
+from edge_rt.planner import plan
+from edge_rt.synthetic import ensure_synthetic_model
 
 MB = 10**6
 MiB = 1 << 20
