@@ -9,7 +9,10 @@ decode steps, resident and, for the streamed cases, under a budget an eighth of 
 minimum.
 
 The ISA is fixed per process (``EDGE_RT_ISA`` is read once), so the table has one column per ISA and
-the test computes each in a child process:
+the test computes each in a child process. The avx512vnni column (recorded at 2026-12-07 on the first
+AVX-512 machine, after its weight kernels were put in the AVX2 order) differs from avx2 only through the
+AVX-512 flavour of ggml's float vector ops (kernels.h GgmlVecOps); tests/test_x86_isa_bits.py checks the
+weight kernels alone are the AVX2 bits.
 
     python tests/golden_logits.py --isa scalar           # prints the digests as JSON
     python tests/golden_logits.py --update               # rewrites the table for every ISA this CPU has

@@ -208,13 +208,14 @@ def test_model_without_a_template_uses_chatml(tiny_model):
 @requires_llama_cpp
 def test_smollm2_chat_is_greedy_identical_to_llama_cpp_python(request):
     import real_models
-    from test_real_models import _mirrors_avx2
+    from test_real_models import _mirrors
 
-    if not _mirrors_avx2():
-        # As in tests/test_real_models.py: token for token only against llama.cpp's AVX2 build at edge_rt's
-        # avx2 ISA; against its AVX-512 build the greedy reply can turn at a near tie (seen: the 5th token).
-        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt mirrors llama.cpp's AVX2 build only; "
-                                              "this peer or ISA is another"))
+    if not _mirrors():
+        # As in tests/test_real_models.py: token for token where edge_rt's ISA mirrors the llama.cpp build
+        # installed; against another (e.g. EDGE_RT_ISA=avx2 and an AVX-512 build) the greedy reply can turn
+        # at a near tie (seen: the 5th token).
+        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt's ISA does not mirror this "
+                                              "llama.cpp build"))
 
     path = real_models.model_path("smollm2-135m-instruct-q4_1")
     if path is None:

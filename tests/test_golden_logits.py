@@ -37,14 +37,3 @@ def test_scalar_twins_compute_the_avx2_bits():
     differ = [k for k in SCALAR_EQUALS_AVX2 if TABLE["scalar"][k] != TABLE["avx2"][k]]
     assert not differ, f"scalar and avx2 digests differ for {differ}"
 
-
-def test_avx512vnni_computes_the_avx2_bits():
-    """Every x86 ISA computes llama.cpp's AVX2 bits (kernels.h); the table has no avx512vnni column of its
-    own (no AVX-512 CPU recorded it), so the AVX2 column is that ISA's golden (before the avx512vnni table
-    kept only kernels in the AVX2 order, 15 of 33 cases differed)."""
-    if "avx512vnni" not in golden_logits.available_isas():
-        pytest.skip("this CPU does not run avx512vnni")
-    assert "avx512vnni" not in TABLE, "an avx512vnni column would have to equal the avx2 one: drop it"
-    got = golden_logits.run_isa("avx512vnni")
-    changed = sorted(k for k in TABLE["avx2"] if got[k] != TABLE["avx2"][k])
-    assert not changed, f"avx512vnni differs from the avx2 column for {changed}"

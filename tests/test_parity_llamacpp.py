@@ -369,8 +369,9 @@ def test_matrix_covers_the_contract():
 # The tolerances above cannot see last-bit differences, and trained weights amplify them: one float
 # rounded differently (RoPE, SiLU, softmax, the fp16 attention sums) flips an int8 activation in the next
 # quantized matmul, and on SmolLM2-135M (Q4_1) that grew to 0.2-0.35 std at 30 layers and changed the
-# greedy tokens, while random weights stayed within TOL_Q8_ACT. So where edge_rt's kernels can mirror
-# llama.cpp's build (x86-64 AVX2 + FMA, llamafile on, no AVX-512) logits must be equal bit for bit: at
+# greedy tokens, while random weights stayed within TOL_Q8_ACT. So where edge_rt's kernels mirror the
+# llama.cpp build installed (peer_mirrored: edge_rt's avx2 ISA against llama.cpp's AVX2 + FMA build with
+# llamafile and no AVX-512, its avx512vnni ISA against the AVX-512 build) logits must be equal bit for bit: at
 # every prompt position (tinyBLAS attention sums) and at every single-token decode step
 # (ggml_vec_dot_f16 sums, one accumulator per matmul row). Prompt lengths 17 and 18 leave 1 and 2 rows in
 # the last group of 8 matmul rows. Shapes of SmolLM2-135M (GQA 9/3, head_dim 64, rope base 1e5), fewer
@@ -381,12 +382,37 @@ BITWISE_PROMPT_LENGTHS = (1, 7, 17, 18, 33)
 N_DECODE_STEPS = 16
 
 
-def _llama_cpp_mirrors_avx2() -> bool:
+def _llama_cpp_system_info() -> str:
     import llama_cpp
 
     info = llama_cpp.llama_print_system_info()
-    info = info.decode() if isinstance(info, bytes) else str(info)
+    return info.decode() if isinstance(info, bytes) else str(info)
+
+
+def _llama_cpp_mirrors_avx2() -> bool:
+    info = _llama_cpp_system_info()
     return all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")) and "AVX512" not in info
+
+
+def peer_mirrored(repacked: bool = False) -> bool:
+    """Whether edge_rt at its active ISA computes the installed llama.cpp's bits (kernels.h GgmlVecOps):
+    its avx2 ISA those of llama.cpp's AVX2 build, its avx512vnni ISA those of llama.cpp's AVX-512 build.
+    ``repacked``: the model has matrices llama.cpp repacks (Q4_0, Q4_K), mirrored against the AVX2 build
+    only (on an AMX build the peer runs without repacking, edge_rt/llama_cpp_peer.py, and the AVX-512
+    repacked kernels are not mirrored)."""
+    from edge_rt import _core
+
+    isa, info = _core.isa(), _llama_cpp_system_info()
+    if isa == "avx2":
+        return _llama_cpp_mirrors_avx2()
+    if isa == "avx512vnni":
+        return (not repacked and "AVX512 = 1" in info
+                and all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")))
+    return False
+
+
+def _repacked(params: dict) -> bool:
+    return any(params.get(k) in ("Q4_0", "Q4_K") for k in ("weight_type", "embed_type"))
 
 
 # Q4_0 and Q4_K as well: llama.cpp repacks those matrices (rows a multiple of 8, the tied head's duplicate
@@ -427,9 +453,10 @@ def test_parity_bitwise_last_row_only(synthetic_model, llama_cpp_peer, variant):
     from edge_rt import _core
     from edge_rt import _testing as edge_rt_testing
 
-    if _core.isa() != "avx2" or not _llama_cpp_mirrors_avx2():
-        pytest.skip(f"bitwise parity is defined against llama.cpp's AVX2 build (edge_rt isa {_core.isa()})")
-    path = synthetic_model(**{**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]})
+    params = {**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]}
+    if not peer_mirrored(_repacked(params)):
+        pytest.skip(f"edge_rt's isa {_core.isa()} does not mirror this llama.cpp build (see peer_mirrored)")
+    path = synthetic_model(**params)
     llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS, logits_all=False)
     eng = edge_rt_testing.engine(path, THREADS, N_CTX)
     rng = np.random.default_rng(11)
@@ -454,7 +481,8 @@ PHI3_LIKE = dict(arch="phi3", tokenizer="llama", n_embd=384, n_ff=1024, n_head=4
 
 @pytest.mark.parametrize("variant", sorted(BITWISE_VARIANTS))
 def test_parity_bitwise_smollm_like(synthetic_model, llama_cpp_peer, variant):
-    _check_bitwise(synthetic_model(**{**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]}), N_CTX, llama_cpp_peer)
+    params = {**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]}
+    _check_bitwise(synthetic_model(**params), N_CTX, llama_cpp_peer, _repacked(params))
 
 
 @pytest.mark.parametrize("n_ctx", [256, 290], ids=["rope-short", "rope-long"])
@@ -491,12 +519,12 @@ def test_parity_bitwise_gemma3_like(synthetic_model, llama_cpp_peer):
     _check_bitwise(synthetic_model(**GEMMA3_270M_LIKE), N_CTX, llama_cpp_peer)
 
 
-def _check_bitwise(path, n_ctx: int, llama_cpp_peer) -> None:
+def _check_bitwise(path, n_ctx: int, llama_cpp_peer, repacked: bool = False) -> None:
     from edge_rt import _core
     from edge_rt import _testing as edge_rt_testing
 
-    if _core.isa() != "avx2" or not _llama_cpp_mirrors_avx2():
-        pytest.skip(f"bitwise parity is defined against llama.cpp's AVX2 build (edge_rt isa {_core.isa()})")
+    if not peer_mirrored(repacked):
+        pytest.skip(f"edge_rt's isa {_core.isa()} does not mirror this llama.cpp build (see peer_mirrored)")
     llm = llama_cpp_peer(path, n_ctx=n_ctx, n_threads=LLAMA_CPP_THREADS)
     eng = edge_rt_testing.engine(path, THREADS, n_ctx)
     rng = np.random.default_rng(7)

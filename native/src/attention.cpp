@@ -101,7 +101,7 @@ void softmax_v_batched(ForwardPass& f, int il, const WeightKernels& k16, float k
     const int64_t tokens_per_item = std::max<int64_t>(1, 8 / heads_per_item);
     const int64_t token_blocks = (f.n + tokens_per_item - 1) / tokens_per_item;
     const int64_t n_kv = f.n_past + f.n;
-    const int64_t stride = (n_kv + 7) & ~(int64_t)7;  // one row of scores / probabilities, padded to 8
+    const int64_t stride = (n_kv + 15) & ~(int64_t)15;  // one row of scores / probabilities, padded to 16
     const int64_t window = c.is_swa(il) ? c.n_swa : 0;
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
@@ -169,7 +169,7 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
     const uint16_t* kc = f.kv.k[(size_t)il].data();
     const uint16_t* vc = f.kv.v[(size_t)il].data();
     const int64_t n_past = f.n_past;
-    const bool batched = f.prompt && D % 8 == 0;  // tinyBLAS needs k % 8 == 0
+    const bool batched = f.prompt && D % vec_ops.tinyblas_lanes == 0;  // tinyBLAS needs k % lanes == 0
     if (batched) return softmax_v_batched(f, il, k16, kq_scale);
     f.pool.parallel_for(f.n * c.n_head, 1, [&](int64_t b, int64_t e) {
         // Per-thread workspace: scores, and fp16 copies of q and of the probabilities.
@@ -195,8 +195,10 @@ void softmax_v(ForwardPass& f, int il, const WeightKernels& k16) {
             softmax_row(vec_ops, sc, first, len, kq_scale);
             k16.quantize_act(sc, p16, len);
             float* o = &s.attn[(size_t)(t * Q + h * D)];
-            const int64_t len32 = (len + 31) & ~(int64_t)31;
-            for (int64_t d = 0; d < D; ++d) o[d] = vec_ops.dot_f16_ggml(len, vc + (hk * D + d) * n_ctx, p16, len32);
+            // llama.cpp's n_kv, padded to 256: all of [0, len) inside the SIMD steps of either flavour
+            const int64_t n_kv_padded = (len + 255) & ~(int64_t)255;
+            for (int64_t d = 0; d < D; ++d)
+                o[d] = vec_ops.dot_f16_ggml(len, vc + (hk * D + d) * n_ctx, p16, n_kv_padded);
         }
     });
 }

@@ -133,10 +133,12 @@ void print_dispatch_table() {
             provider(ti.type, isa, &WeightKernels::dot_rows_blockwise), provider(ti.type, isa, &WeightKernels::gemm_x8),
             provider(ti.type, isa, &WeightKernels::dot_rows_tiled));
     const GgmlVecOps& ops = ggml_vec_ops(isa);
-    std::printf("  vec ops %s\n", &ops == scalar_ggml_vec_ops() ? "scalar"
-                                  : &ops == avx2_ggml_vec_ops() ? "avx2"
-                                  : &ops == neon_ggml_vec_ops() ? "neon"
-                                                                : "?");
+    std::printf("  vec ops %s\n", &ops == scalar_ggml_vec_ops()          ? "scalar"
+                                  : &ops == scalar_avx512_ggml_vec_ops() ? "scalar (avx512 flavour)"
+                                  : &ops == avx2_ggml_vec_ops()          ? "avx2"
+                                  : &ops == avx512_ggml_vec_ops()        ? "avx512"
+                                  : &ops == neon_ggml_vec_ops()          ? "neon"
+                                                                         : "?");
 }
 
 // Random but valid weight rows: random quantized bits, scales of realistic magnitude.
@@ -617,14 +619,52 @@ int bench(double mb) {
     return 0;
 }
 
-// ggml vector ops: every ISA must return the scalar twin's bits exactly (both are ggml's AVX2 numerics).
+// The attention kernels (kq_tinyblas, pv_tinyblas, kq_ggml) against the twin, head dims with and without a
+// tail past whole SIMD steps, causal-length probability rows zero past their length.
+void test_attention_vec_ops(Isa isa, const GgmlVecOps& ops, const GgmlVecOps& ref, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+    const int64_t n_pos = 37, stride = 48;  // stride: n_pos rounded up to 16
+    for (int64_t D : {64, 80, 96, 128}) {
+        std::vector<uint16_t> k((size_t)(n_pos * D)), v((size_t)(D * n_pos));
+        std::vector<float> q((size_t)(8 * D)), p((size_t)(8 * stride), 0.0f);
+        for (auto& h : k) h = fp32_to_fp16(nd(rng));
+        for (auto& h : v) h = fp32_to_fp16(nd(rng));
+        for (auto& f : q) f = fp16_to_fp32(fp32_to_fp16(nd(rng)));
+        for (int i = 0; i < 8; ++i)
+            for (int64_t e = 0; e < n_pos - 7 + i; ++e) p[(size_t)(i * stride + e)] = fp16_to_fp32(fp32_to_fp16(nd(rng)));
+        std::vector<float> a((size_t)(8 * n_pos)), b((size_t)(8 * n_pos));
+        if (D % ops.tinyblas_lanes == 0) {
+            ref.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 8, a.data(), n_pos);
+            ops.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 8, b.data(), n_pos);
+            for (size_t i = 0; i < a.size(); ++i)
+                CHECK(same(a[i], b[i]), "kq_tinyblas %s D=%lld i=%zu: %g vs %g", isa_name(isa), (long long)D, i, a[i],
+                      b[i]);
+        }
+        ref.kq_ggml(D, k.data(), D, n_pos, q.data(), 8, a.data(), n_pos);
+        ops.kq_ggml(D, k.data(), D, n_pos, q.data(), 8, b.data(), n_pos);
+        for (size_t i = 0; i < a.size(); ++i)
+            CHECK(same(a[i], b[i]), "kq_ggml %s D=%lld i=%zu: %g vs %g", isa_name(isa), (long long)D, i, a[i], b[i]);
+        std::vector<float> oa((size_t)(8 * D)), ob((size_t)(8 * D));
+        ref.pv_tinyblas(n_pos, v.data(), n_pos, D, p.data(), stride, 8, oa.data());
+        ops.pv_tinyblas(n_pos, v.data(), n_pos, D, p.data(), stride, 8, ob.data());
+        for (size_t i = 0; i < oa.size(); ++i)
+            CHECK(same(oa[i], ob[i]), "pv_tinyblas %s D=%lld i=%zu: %g vs %g", isa_name(isa), (long long)D, i, oa[i],
+                  ob[i]);
+    }
+}
+
+// ggml vector ops: every ISA must return its flavour's scalar twin's bits exactly (kernels.h GgmlVecOps).
 void test_ggml_vec_ops(std::mt19937& rng) {
-    const GgmlVecOps& ref = *scalar_ggml_vec_ops();
     std::normal_distribution<float> nd(0.f, 1.f);
     auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
     for (Isa isa : runnable_simd_isas()) {
         const GgmlVecOps& ops = ggml_vec_ops(isa);
-        for (int64_t n : {1, 7, 8, 13, 31, 32, 33, 64, 100, 1536}) {
+        const GgmlVecOps& ref = ggml_vec_ops_scalar_twin(isa);
+        CHECK(ops.tinyblas_lanes == ref.tinyblas_lanes, "%s: tinyblas_lanes %d vs its twin's %d", isa_name(isa),
+              ops.tinyblas_lanes, ref.tinyblas_lanes);
+        test_attention_vec_ops(isa, ops, ref, rng);
+        for (int64_t n : {1, 7, 8, 13, 15, 16, 17, 31, 32, 33, 64, 65, 100, 1536}) {
             std::vector<float> x((size_t)n), g((size_t)n), y0((size_t)n), y1((size_t)n);
             std::vector<uint16_t> hx((size_t)n), hy((size_t)n);
             for (int64_t i = 0; i < n; ++i) {
@@ -656,7 +696,7 @@ void test_ggml_vec_ops(std::mt19937& rng) {
             for (int64_t i = 0; i < n; ++i)
                 CHECK(same(y0[(size_t)i], y1[(size_t)i]), "geglu %s n=%lld i=%lld", isa_name(isa), (long long)n,
                       (long long)i);
-            for (int64_t n_total : {n, (n + 31) / 32 * 32, (int64_t)256}) {
+            for (int64_t n_total : {n, (n + 31) / 32 * 32, (n + 63) / 64 * 64, (int64_t)256}) {
                 if (n_total < n) continue;
                 const float d0 = ref.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
                 const float d1 = ops.dot_f16_ggml(n, hx.data(), hy.data(), n_total);

@@ -151,10 +151,18 @@ const WeightKernels* neon_weight_kernels(GgmlType type) noexcept;          // nu
 const WeightKernels* neon_dotprod_weight_kernels(GgmlType type) noexcept;  // nullptr when not built
 const WeightKernels* neon_i8mm_weight_kernels(GgmlType type) noexcept;     // nullptr when not built
 
-// ggml's float vector arithmetic outside the weight matmuls, reproduced bit for bit as llama.cpp's x86-64
-// AVX2 + FMA build computes it (ggml-cpu vec.h / vec.cpp, llamafile sgemm.cpp). A last-bit difference
-// here flips int8 activation roundings in the next quantized matmul, which trained weights amplify (see
-// engine.cpp). Every ISA computes the same bits: the scalar twin emulates the AVX2 lanes with std::fma.
+// ggml's float vector arithmetic outside the weight matmuls, reproduced bit for bit as llama.cpp computes
+// it (ggml-cpu vec.h / vec.cpp, llamafile sgemm.cpp). A last-bit difference here flips int8 activation
+// roundings in the next quantized matmul, which trained weights amplify (see engine.cpp). Two flavours,
+// as llama.cpp's x86-64 builds differ here (and only here: their quantized dot products sum alike):
+//  - AVX2 + FMA (8 lanes): the scalar, avx2 and every NEON ISA compute these bits (the scalar twin
+//    emulates the AVX2 lanes with std::fma);
+//  - AVX-512 (16 lanes, and an expf that adds the 1 before scaling by 2^n with vscalefps): the
+//    avx512vnni ISA computes these bits, those of llama.cpp built on an AVX-512 CPU (its own scalar twin:
+//    scalar_avx512_ggml_vec_ops). F32/F16/BF16 weight matmuls stay in the AVX2 order at every ISA.
+// Each member's comment states the AVX2 flavour; the AVX-512 one has 16 where it says 8 (steps of 64 where
+// it says 32), GCC's _mm512_reduce_add_ps tree where it says hsum, and tail elements past whole vectors
+// of 16 in swiglu.
 struct GgmlVecOps {
     // y[i] = silu(x[i]) * g[i] as ggml_vec_swiglu_f32: ggml_v_silu on whole groups of 8, x/(1+expf(-x))
     // (libm) on the tail. y may alias x.
@@ -189,17 +197,24 @@ struct GgmlVecOps {
     // position.
     void (*kq_ggml)(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq, float* out,
                     int64_t out_stride);
+    // Lanes of the tinyBLAS accumulators: tinyBLAS takes a batched F16 matmul only when its inner dimension
+    // is a multiple of this (else ggml's mul_mat sums it with dot_f16_ggml); 8 (AVX2) or 16 (AVX-512).
+    int tinyblas_lanes;
 };
 
 // The geglu of every GgmlVecOps (see there).
 void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept;
 
-const GgmlVecOps* scalar_ggml_vec_ops() noexcept;
-const GgmlVecOps* avx2_ggml_vec_ops() noexcept;  // nullptr when not built
-const GgmlVecOps* neon_ggml_vec_ops() noexcept;  // nullptr when not built
-// The fastest variant `isa` may run (AVX-512 uses the AVX2 one, dotprod and i8mm the NEON one: the bits
-// are those of ggml's AVX2 build on every ISA).
+const GgmlVecOps* scalar_ggml_vec_ops() noexcept;         // the AVX2 flavour's scalar twin
+const GgmlVecOps* scalar_avx512_ggml_vec_ops() noexcept;  // the AVX-512 flavour's scalar twin
+const GgmlVecOps* avx2_ggml_vec_ops() noexcept;           // nullptr when not built
+const GgmlVecOps* avx512_ggml_vec_ops() noexcept;         // nullptr when not built
+const GgmlVecOps* neon_ggml_vec_ops() noexcept;           // nullptr when not built
+// The fastest variant `isa` may run: the AVX-512 flavour for avx512vnni, the AVX2 flavour for every other
+// ISA (dotprod and i8mm use the NEON one).
 const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept;
+// The scalar twin of the flavour ggml_vec_ops(isa) computes (what tests compare it with).
+const GgmlVecOps& ggml_vec_ops_scalar_twin(Isa isa) noexcept;
 inline const GgmlVecOps& ggml_vec_ops() noexcept { return ggml_vec_ops(active_isa()); }
 
 }  // namespace edge_rt

@@ -11,9 +11,21 @@
 // F16 rows in 16 lanes, were faster but changed the float sums (the golden digests of Q8_0, Q4_0, Q6_K and
 // F16 models differed from AVX2's) and were removed; a 512-bit kernel must put two rows, not two blocks,
 // in a register to keep the bits.
+// The float vector ops outside the matmuls are where llama.cpp's AVX-512 build does differ (16 lanes, its
+// own expf): this file also holds that flavour of GgmlVecOps, which the avx512vnni ISA runs.
+// GCC 12's AVX-512 headers seed some intrinsics with _mm512_undefined_*(), which -Wuninitialized
+// reports at every inlined call site (GCC bug 105593); the values are fully overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
+#include "edge_rt/fp16.h"
 #include "edge_rt/kernels.h"
 #include "x86_simd_common.h"
 
@@ -63,6 +75,164 @@ float q4_0_dot(int64_t n, const void* w, const void* a) {
     return o;
 }
 
+
+// ------------------------------------------------------------------ ggml vector ops, AVX-512 flavour
+// llama.cpp built on an AVX-512 CPU (kernels.h GgmlVecOps): ggml-cpu vec.h's AVX-512 ggml_v_expf and
+// ggml_v_silu, vec.cpp's 16-lane ggml_vec_swiglu_f32 / ggml_vec_soft_max_f32 / ggml_vec_dot_f16
+// (GGML_F32x16_REDUCE), tinyBLAS<16, __m512>. Scalar twin: vec_ops_scalar.cpp (*_scalar_avx512).
+
+ERT_INLINE __m512 ggml_v_expf512(__m512 x) {
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b =
+        _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 res = _mm512_scalef_ps(j, n);
+    if (d == 0) return res;
+    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                            _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(d, res, alt);
+}
+
+// GCC's _mm512_reduce_add_ps, written out so the tree does not depend on this file's compiler: the
+// upper 8 lanes onto the lower, 4 onto 4, then (0 + 2) + (1 + 3).
+ERT_INLINE float hsum16(__m512 v) {
+    const __m256 t3 = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+    const __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(t8) + _mm_cvtss_f32(_mm_shuffle_ps(t8, t8, _MM_SHUFFLE(1, 1, 1, 1)));
+}
+
+ERT_INLINE __m512 load_f16x16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+
+void ggml_swiglu_avx512(const float* x, const float* g, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 15 < n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __m512 silu =
+            _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1), ggml_v_expf512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(silu, _mm512_loadu_ps(g + i)));
+    }
+    for (; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
+}
+
+double ggml_softmax_exp_avx512(const float* x, float* y, int64_t n, float max) {
+    double sum = 0.0;
+    const __m512 vmax = _mm512_set1_ps(max);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = ggml_v_expf512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax));
+        _mm512_storeu_ps(y + i, v);
+        sum += (double)hsum16(v);
+    }
+    if (i < n) {  // the masked lanes of ggml's padded row: exp(-inf) = 0
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 t = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i);
+        const __m512 v = ggml_v_expf512(_mm512_sub_ps(t, vmax));
+        _mm512_mask_storeu_ps(y + i, m, v);
+        sum += (double)hsum16(v);
+    }
+    return sum;
+}
+
+// n fp16 values from p, zeros past them (up to 16).
+ERT_INLINE __m512 load_f16x16_tail(const uint16_t* p, int64_t n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p));
+}
+
+float ggml_dot_f16_tinyblas_avx512(int64_t n, const uint16_t* x, const uint16_t* y) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(load_f16x16(x + i), load_f16x16(y + i), acc);
+    if (i < n) acc = _mm512_fmadd_ps(load_f16x16_tail(x + i, n - i), load_f16x16_tail(y + i, n - i), acc);
+    return hsum16(acc);
+}
+
+// Each output is ggml_dot_f16_tinyblas_avx512(D, k_j, q_i) exactly (D % 16 == 0).
+void ggml_kq_tinyblas_avx512(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                             float* out, int64_t out_stride) {
+    const int64_t chunks = D / 16;
+    for (int64_t j = 0; j < n_pos; ++j) {
+        const uint16_t* kr = k + j * k_stride;
+        for (int i = 0; i < nq; ++i) {
+            const float* qi = q + i * D;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t c = 0; c < chunks; ++c)
+                acc = _mm512_fmadd_ps(load_f16x16(kr + 16 * c), _mm512_loadu_ps(qi + 16 * c), acc);
+            out[i * out_stride + j] = hsum16(acc);
+        }
+    }
+}
+
+// GGML_F32x16_REDUCE of 4 accumulators into a double.
+ERT_INLINE double reduce4x16(__m512* s) {
+    s[0] = _mm512_add_ps(s[0], s[2]);
+    s[1] = _mm512_add_ps(s[1], s[3]);
+    s[0] = _mm512_add_ps(s[0], s[1]);
+    return (double)hsum16(s[0]);
+}
+
+void ggml_kq_ggml_avx512(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                         float* out, int64_t out_stride) {
+    const int64_t np = D & ~(int64_t)63;
+    for (int64_t j = 0; j < n_pos; ++j) {
+        const uint16_t* kr = k + j * k_stride;
+        for (int i = 0; i < nq; ++i) {
+            const float* qi = q + i * D;
+            __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int64_t e = 0; e < np; e += 64)
+                for (int c = 0; c < 4; ++c)
+                    s[c] = _mm512_fmadd_ps(load_f16x16(kr + e + 16 * c), _mm512_loadu_ps(qi + e + 16 * c), s[c]);
+            double sum = reduce4x16(s);
+            for (int64_t e = np; e < D; ++e) sum += (double)(h2f(kr[e]) * qi[e]);
+            out[i * out_stride + j] = (float)sum;
+        }
+    }
+}
+
+// One V row (d) widened 16 positions at a time against up to 8 probability rows.
+void ggml_pv_tinyblas_avx512(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p,
+                             int64_t p_stride, int np, float* out) {
+    for (int64_t d = 0; d < D; ++d) {
+        const uint16_t* vr = v + d * v_stride;
+        __m512 acc[8];
+        for (int i = 0; i < np; ++i) acc[i] = _mm512_setzero_ps();
+        int64_t e = 0;
+        for (; e + 16 <= n; e += 16) {
+            const __m512 vv = load_f16x16(vr + e);
+            for (int i = 0; i < np; ++i) acc[i] = _mm512_fmadd_ps(vv, _mm512_loadu_ps(p + i * p_stride + e), acc[i]);
+        }
+        if (e < n) {  // p rows are zero past n up to p_stride (a multiple of 16)
+            const __m512 vv = load_f16x16_tail(vr + e, n - e);
+            for (int i = 0; i < np; ++i) acc[i] = _mm512_fmadd_ps(vv, _mm512_loadu_ps(p + i * p_stride + e), acc[i]);
+        }
+        for (int i = 0; i < np; ++i) out[i * D + d] = hsum16(acc[i]);
+    }
+}
+
+float ggml_dot_f16_avx512(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
+    const int64_t np = n_total & ~(int64_t)63;
+    const int64_t m = n < np ? n : np;
+    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= m; i += 64)
+        for (int c = 0; c < 4; ++c)
+            s[c] = _mm512_fmadd_ps(load_f16x16(x + i + 16 * c), load_f16x16(y + i + 16 * c), s[c]);
+    for (int c = 0; c < 4 && i + 16 * c < m; ++c) {  // a partial step: zero products past m
+        const int64_t left = std::min<int64_t>(16, m - i - 16 * c);
+        s[c] = _mm512_fmadd_ps(load_f16x16_tail(x + i + 16 * c, left), load_f16x16_tail(y + i + 16 * c, left), s[c]);
+    }
+    double sum = reduce4x16(s);
+    for (int64_t k = np; k < n; ++k) sum += (double)(h2f(x[k]) * h2f(y[k]));
+    return (float)sum;
+}
+
 // ------------------------------------------------------------------ table
 
 struct Avx512Table {
@@ -85,6 +255,13 @@ struct Avx512Table {
 };
 
 }  // namespace
+
+const GgmlVecOps* avx512_ggml_vec_ops() noexcept {
+    static const GgmlVecOps ops{ggml_swiglu_avx512,      ggml_softmax_exp_avx512, ggml_dot_f16_tinyblas_avx512,
+                                ggml_dot_f16_avx512,     ggml_geglu,              ggml_kq_tinyblas_avx512,
+                                ggml_pv_tinyblas_avx512, ggml_kq_ggml_avx512,     16};
+    return &ops;
+}
 
 const WeightKernels* avx512vnni_weight_kernels(GgmlType type) noexcept {
     static const Avx512Table t;
