@@ -5,12 +5,13 @@ fetched by tests/real_models.py) on 8 chat prompts, 128 greedy steps each. Both 
 together, each fed llama.cpp's greedy token, so edge_rt's greedy output equals llama.cpp's exactly when
 its argmax agrees at every step. At the best ISA:
   * the prompt tokenizes to the same ids;
-  * where llama.cpp is the AVX2 build edge_rt mirrors (tests/test_parity_llamacpp.py), every logit of
-    every prompt position and step is bit for bit llama.cpp's; elsewhere within LOGIT_TOL (max|diff|/std)
-    and the argmax equal up to the first near tie (llama.cpp's top two within NEAR_TIE);
+  * where edge_rt's ISA mirrors the llama.cpp build installed (test_parity_llamacpp.peer_mirrored: avx2
+    with its AVX2 build, avx512vnni, the default on an AVX-512 CPU, with its AVX-512 build), every logit
+    of every prompt position and step is bit for bit llama.cpp's; elsewhere within LOGIT_TOL
+    (max|diff|/std) and the argmax equal up to the first near tie (llama.cpp's top two within NEAR_TIE);
   * under a budget of half the file, the logits are bitwise those of the resident run.
-Against a llama.cpp that is not that AVX2 build (an AVX-512 machine) the logits test is reported but
-not yet required (non-strict xfail): its 16-lane expf and sums are not reproduced.
+A pairing edge_rt does not mirror (EDGE_RT_ISA=avx2 or scalar against an AVX-512 build) is reported,
+not required (non-strict xfail): one last bit flips int8 roundings downstream, 0.12 std on SmolLM2.
 The scalar ISA is held to the same limits (in a child process): its kernels emulate the AVX2 lanes, so
 its logits are bitwise llama.cpp's AVX2 build's too.
 
@@ -297,12 +298,18 @@ def test_gemma3_q8_0_lockstep_with_llama_cpp(gemma3_q8_0, request):
         llm.close()
 
 
-def test_gemma3_q4_k_m_lockstep(gemma3, gemma3_llm):
+def test_gemma3_q4_k_m_lockstep(gemma3, gemma3_llm, request):
     import edge_rt
 
+    bitwise = _mirrors(repacked=True)
+    if not bitwise:
+        # Its Q4_K matrices are repacked by llama.cpp's AVX2 build, whose order edge_rt mirrors; an AMX
+        # build's peer runs unrepacked (edge_rt/llama_cpp_peer.py) and AVX-512 repacking is not mirrored.
+        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt's ISA does not mirror this "
+                                              "llama.cpp build's Q4_K layout"))
     with edge_rt.load(gemma3, threads=THREADS, n_ctx=N_CTX) as m:
         for q in QUESTIONS:
-            r = _lockstep(gemma3_llm, m._engine, _prompt_ids(gemma3_llm, q, _gemma_chat), _mirrors(repacked=True))
+            r = _lockstep(gemma3_llm, m._engine, _prompt_ids(gemma3_llm, q, _gemma_chat), bitwise)
             print(f"[real] gemma3 Q4_K_M {q[:40]!r}: worst max|diff|/std {r['worst']:.3g}")
 
 
