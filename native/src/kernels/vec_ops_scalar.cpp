@@ -48,86 +48,7 @@ float ggml_expf_lane(float x) {
 // hsum_float_8 / tinyBLAS hsum: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
 inline float hsum8_lanes(const float* l) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); }
 
-void ggml_swiglu_scalar(const float* x, const float* g, float* y, int64_t n) {
-    const int64_t n8 = n & ~(int64_t)7;
-    for (int64_t i = 0; i < n8; ++i) y[i] = x[i] / (1.0f + ggml_expf_lane(0.0f - x[i])) * g[i];
-    for (int64_t i = n8; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
-}
-
-double ggml_softmax_exp_scalar(const float* x, float* y, int64_t n, float max) {
-    double sum = 0.0;
-    for (int64_t i0 = 0; i0 < n; i0 += 8) {
-        float l[8] = {};  // masked lanes: exp(-inf) = 0
-        for (int64_t i = i0; i < std::min(n, i0 + 8); ++i) l[i - i0] = y[i] = ggml_expf_lane(x[i] - max);
-        sum += (double)hsum8_lanes(l);
-    }
-    return sum;
-}
-
-float ggml_dot_f16_tinyblas_scalar(int64_t n, const uint16_t* x, const uint16_t* y) {
-    float acc[8] = {};
-    for (int64_t i = 0; i < n; ++i) acc[i & 7] = std::fma(fp16_to_fp32(x[i]), fp16_to_fp32(y[i]), acc[i & 7]);
-    return hsum8_lanes(acc);
-}
-
-float ggml_dot_f16_scalar(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
-    const int64_t np = n_total & ~(int64_t)31;
-    float acc[4][8] = {};
-    for (int64_t i = 0; i < std::min(n, np); ++i) {
-        float& a = acc[(i >> 3) & 3][i & 7];
-        a = std::fma(fp16_to_fp32(x[i]), fp16_to_fp32(y[i]), a);
-    }
-    float l[8];
-    for (int k = 0; k < 8; ++k) l[k] = (acc[0][k] + acc[2][k]) + (acc[1][k] + acc[3][k]);
-    // GGML_F32x8_REDUCE: (lo + hi), then two hadds
-    double sum = (double)(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])));
-    for (int64_t i = np; i < n; ++i) sum += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
-    return (float)sum;
-}
-
-void ggml_kq_tinyblas_scalar(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
-                             float* out, int64_t out_stride) {
-    for (int i = 0; i < nq; ++i)
-        for (int64_t j = 0; j < n_pos; ++j) {
-            float acc[8] = {};
-            for (int64_t e = 0; e < D; ++e)
-                acc[e & 7] = std::fma(fp16_to_fp32(k[j * k_stride + e]), q[i * D + e], acc[e & 7]);
-            out[i * out_stride + j] = hsum8_lanes(acc);
-        }
-}
-
-void ggml_kq_ggml_scalar(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
-                         float* out, int64_t out_stride) {
-    const int64_t np = D & ~(int64_t)31;
-    for (int i = 0; i < nq; ++i)
-        for (int64_t j = 0; j < n_pos; ++j) {
-            const uint16_t* kr = k + j * k_stride;
-            const float* qi = q + i * D;
-            float acc[4][8] = {};
-            for (int64_t e = 0; e < np; ++e) {
-                float& a = acc[(e >> 3) & 3][e & 7];
-                a = std::fma(fp16_to_fp32(kr[e]), qi[e], a);
-            }
-            float l[8];
-            for (int c = 0; c < 8; ++c) l[c] = (acc[0][c] + acc[2][c]) + (acc[1][c] + acc[3][c]);
-            double sum = (double)(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])));
-            for (int64_t e = np; e < D; ++e) sum += (double)(fp16_to_fp32(kr[e]) * qi[e]);
-            out[i * out_stride + j] = (float)sum;
-        }
-}
-
-void ggml_pv_tinyblas_scalar(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p,
-                             int64_t p_stride, int np, float* out) {
-    for (int i = 0; i < np; ++i)
-        for (int64_t d = 0; d < D; ++d) {
-            float acc[8] = {};
-            for (int64_t e = 0; e < n; ++e)
-                acc[e & 7] = std::fma(fp16_to_fp32(v[d * v_stride + e]), p[i * p_stride + e], acc[e & 7]);
-            out[i * D + d] = hsum8_lanes(acc);
-        }
-}
-
-// ---- The AVX-512 flavour (kernels.h GgmlVecOps): llama.cpp built on an AVX-512 CPU.
+// ---- The AVX-512 flavour's expf lane and reduction (kernels.h GgmlVecOps): llama.cpp built on an AVX-512 CPU.
 
 // One lane of ggml_v_expf (AVX-512): the AVX2 polynomial, but its last fma adds the 1 (j = 1 + ...),
 // then vscalefps multiplies by 2^n exactly (ldexp: n is an integer here, |n| <= 192, and both round a
@@ -155,83 +76,104 @@ inline float hsum16_lanes(const float* l) {
     return (t6[0] + t6[2]) + (t6[1] + t6[3]);
 }
 
-void ggml_swiglu_scalar_avx512(const float* x, const float* g, float* y, int64_t n) {
-    const int64_t n16 = n & ~(int64_t)15;
-    for (int64_t i = 0; i < n16; ++i) y[i] = x[i] / (1.0f + ggml_expf_lane_avx512(0.0f - x[i])) * g[i];
-    for (int64_t i = n16; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
+inline float widen(uint16_t h) { return fp16_to_fp32(h); }
+inline float widen(float f) { return f; }
+
+// ---- The twins, one template per op over the flavour's lanes and reductions.
+
+// llama.cpp's AVX2 build: 8 lanes; GGML_F32x8_REDUCE ends in two hadds, ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)).
+struct Avx2Flavour {
+    static constexpr int kLanes = 8;
+    static float expf(float x) { return ggml_expf_lane(x); }
+    static float hsum(const float* l) { return hsum8_lanes(l); }
+    static float reduce(const float* l) { return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])); }
+};
+
+// llama.cpp's AVX-512 build: 16 lanes; both reductions are _mm512_reduce_add_ps.
+struct Avx512Flavour {
+    static constexpr int kLanes = 16;
+    static float expf(float x) { return ggml_expf_lane_avx512(x); }
+    static float hsum(const float* l) { return hsum16_lanes(l); }
+    static float reduce(const float* l) { return hsum16_lanes(l); }
+};
+
+// ggml_vec_swiglu_f32: whole vectors with ggml_v_silu, the tail with libm's expf.
+template <class F>
+void swiglu_twin(const float* x, const float* g, float* y, int64_t n) {
+    const int64_t nv = n & ~(int64_t)(F::kLanes - 1);
+    for (int64_t i = 0; i < nv; ++i) y[i] = x[i] / (1.0f + F::expf(0.0f - x[i])) * g[i];
+    for (int64_t i = nv; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i])) * g[i];
 }
 
-double ggml_softmax_exp_scalar_avx512(const float* x, float* y, int64_t n, float max) {
+template <class F>
+double softmax_exp_twin(const float* x, float* y, int64_t n, float max) {
+    constexpr int L = F::kLanes;
     double sum = 0.0;
-    for (int64_t i0 = 0; i0 < n; i0 += 16) {
-        float l[16] = {};  // masked lanes: exp(-inf) = 0
-        for (int64_t i = i0; i < std::min(n, i0 + 16); ++i) l[i - i0] = y[i] = ggml_expf_lane_avx512(x[i] - max);
-        sum += (double)hsum16_lanes(l);
+    for (int64_t i0 = 0; i0 < n; i0 += L) {
+        float l[L] = {};  // masked lanes: exp(-inf) = 0
+        for (int64_t i = i0; i < std::min(n, i0 + L); ++i) l[i - i0] = y[i] = F::expf(x[i] - max);
+        sum += (double)F::hsum(l);
     }
     return sum;
 }
 
-float ggml_dot_f16_tinyblas_scalar_avx512(int64_t n, const uint16_t* x, const uint16_t* y) {
-    float acc[16] = {};
-    for (int64_t i = 0; i < n; ++i) acc[i & 15] = std::fma(fp16_to_fp32(x[i]), fp16_to_fp32(y[i]), acc[i & 15]);
-    return hsum16_lanes(acc);
+// One tinyBLAS accumulator along the row (element i in lane i % L), then hsum. x is fp16, y fp16 or the
+// widened floats (Y = float).
+template <class F, class Y>
+float tinyblas_twin(int64_t n, const uint16_t* x, const Y* y) {
+    constexpr int L = F::kLanes;
+    float acc[L] = {};
+    for (int64_t i = 0; i < n; ++i) acc[i % L] = std::fma(fp16_to_fp32(x[i]), widen(y[i]), acc[i % L]);
+    return F::hsum(acc);
 }
 
-// GGML_F32x16_REDUCE over 4 accumulators of 16 lanes (steps of 64), then the tail in double.
-float ggml_dot_f16_scalar_avx512(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
-    const int64_t np = n_total & ~(int64_t)63;
-    float acc[4][16] = {};
+// ggml_vec_dot_f16 over a row of n_total elements whose products past n are zero: 4 accumulators over
+// steps of 4 L, GGML_F32xL_REDUCE, then the elements past the last whole step (below n) in double.
+template <class F, class Y>
+float dot_f16_ggml_twin(int64_t n, const uint16_t* x, const Y* y, int64_t n_total) {
+    constexpr int L = F::kLanes;
+    const int64_t np = n_total & ~(int64_t)(4 * L - 1);
+    float acc[4][L] = {};
     for (int64_t i = 0; i < std::min(n, np); ++i) {
-        float& a = acc[(i >> 4) & 3][i & 15];
-        a = std::fma(fp16_to_fp32(x[i]), fp16_to_fp32(y[i]), a);
+        float& a = acc[(i / L) & 3][i % L];
+        a = std::fma(fp16_to_fp32(x[i]), widen(y[i]), a);
     }
-    float l[16];
-    for (int k = 0; k < 16; ++k) l[k] = (acc[0][k] + acc[2][k]) + (acc[1][k] + acc[3][k]);
-    double sum = (double)hsum16_lanes(l);
-    for (int64_t i = np; i < n; ++i) sum += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+    float l[L];
+    for (int k = 0; k < L; ++k) l[k] = (acc[0][k] + acc[2][k]) + (acc[1][k] + acc[3][k]);
+    double sum = (double)F::reduce(l);
+    for (int64_t i = np; i < n; ++i) sum += (double)(fp16_to_fp32(x[i]) * widen(y[i]));
     return (float)sum;
 }
 
-void ggml_kq_tinyblas_scalar_avx512(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q,
-                                    int nq, float* out, int64_t out_stride) {
-    for (int i = 0; i < nq; ++i)
-        for (int64_t j = 0; j < n_pos; ++j) {
-            float acc[16] = {};
-            for (int64_t e = 0; e < D; ++e)
-                acc[e & 15] = std::fma(fp16_to_fp32(k[j * k_stride + e]), q[i * D + e], acc[e & 15]);
-            out[i * out_stride + j] = hsum16_lanes(acc);
-        }
+template <class F>
+float dot_f16_tinyblas_twin(int64_t n, const uint16_t* x, const uint16_t* y) {
+    return tinyblas_twin<F>(n, x, y);
 }
 
-void ggml_kq_ggml_scalar_avx512(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
-                                float* out, int64_t out_stride) {
-    const int64_t np = D & ~(int64_t)63;
-    for (int i = 0; i < nq; ++i)
-        for (int64_t j = 0; j < n_pos; ++j) {
-            const uint16_t* kr = k + j * k_stride;
-            const float* qi = q + i * D;
-            float acc[4][16] = {};
-            for (int64_t e = 0; e < np; ++e) {
-                float& a = acc[(e >> 4) & 3][e & 15];
-                a = std::fma(fp16_to_fp32(kr[e]), qi[e], a);
-            }
-            float l[16];
-            for (int c = 0; c < 16; ++c) l[c] = (acc[0][c] + acc[2][c]) + (acc[1][c] + acc[3][c]);
-            double sum = (double)hsum16_lanes(l);
-            for (int64_t e = np; e < D; ++e) sum += (double)(fp16_to_fp32(kr[e]) * qi[e]);
-            out[i * out_stride + j] = (float)sum;
-        }
+template <class F>
+float dot_f16_twin(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_total) {
+    return dot_f16_ggml_twin<F>(n, x, y, n_total);
 }
 
-void ggml_pv_tinyblas_scalar_avx512(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p,
-                                    int64_t p_stride, int np, float* out) {
+template <class F>
+void kq_tinyblas_twin(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
+                      float* out, int64_t out_stride) {
+    for (int i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < n_pos; ++j) out[i * out_stride + j] = tinyblas_twin<F>(D, k + j * k_stride, q + i * D);
+}
+
+template <class F>
+void kq_ggml_twin(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq, float* out,
+                  int64_t out_stride) {
+    for (int i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < n_pos; ++j) out[i * out_stride + j] = dot_f16_ggml_twin<F>(D, k + j * k_stride, q + i * D, D);
+}
+
+template <class F>
+void pv_tinyblas_twin(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D, const float* p, int64_t p_stride,
+                      int np, float* out) {
     for (int i = 0; i < np; ++i)
-        for (int64_t d = 0; d < D; ++d) {
-            float acc[16] = {};
-            for (int64_t e = 0; e < n; ++e)
-                acc[e & 15] = std::fma(fp16_to_fp32(v[d * v_stride + e]), p[i * p_stride + e], acc[e & 15]);
-            out[i * D + d] = hsum16_lanes(acc);
-        }
+        for (int64_t d = 0; d < D; ++d) out[i * D + d] = tinyblas_twin<F>(n, v + d * v_stride, p + i * p_stride);
 }
 
 // ggml_table_gelu_f16 (ggml_cpu_init): entry h = fp16(gelu(fp16_to_fp32(h))) with ggml_gelu_f32's tanh
@@ -267,19 +209,21 @@ void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept {
     }
 }
 
+namespace {
+template <class F>
+GgmlVecOps twin_table() {
+    return GgmlVecOps{swiglu_twin<F>,     softmax_exp_twin<F>, dot_f16_tinyblas_twin<F>, dot_f16_twin<F>, ggml_geglu,
+                      kq_tinyblas_twin<F>, pv_tinyblas_twin<F>, kq_ggml_twin<F>,          F::kLanes};
+}
+}  // namespace
+
 const GgmlVecOps* scalar_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_scalar,      ggml_softmax_exp_scalar, ggml_dot_f16_tinyblas_scalar,
-                                ggml_dot_f16_scalar,     ggml_geglu,              ggml_kq_tinyblas_scalar,
-                                ggml_pv_tinyblas_scalar, ggml_kq_ggml_scalar,     8};
+    static const GgmlVecOps ops = twin_table<Avx2Flavour>();
     return &ops;
 }
 
 const GgmlVecOps* scalar_avx512_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_scalar_avx512,      ggml_softmax_exp_scalar_avx512,
-                                ggml_dot_f16_tinyblas_scalar_avx512,
-                                ggml_dot_f16_scalar_avx512,     ggml_geglu,
-                                ggml_kq_tinyblas_scalar_avx512, ggml_pv_tinyblas_scalar_avx512,
-                                ggml_kq_ggml_scalar_avx512,     16};
+    static const GgmlVecOps ops = twin_table<Avx512Flavour>();
     return &ops;
 }
 
