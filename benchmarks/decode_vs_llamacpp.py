@@ -34,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -42,6 +41,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from edge_rt.atomic_io import atomic_write, write_text_atomic
+from edge_rt.devices.profiler import memory_read_bandwidth as profiler_read_bandwidth
 from edge_rt.synthetic import PRESETS, ensure_synthetic_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,27 +90,9 @@ def machine_info(model_dir: Path) -> Dict[str, Any]:
 
 
 def memory_read_bandwidth(threads: int, size: int = 1 << 30, passes: int = 5) -> float:
-    """Best read bandwidth (bytes/s) over ``passes`` passes each with 1 and with ``threads`` threads,
-    each thread reducing a contiguous slice with ``np.max`` over uint8 (a SIMD compare that keeps
-    up with memory; float sums are compute-bound below memory speed on small cores). numpy
-    reductions release the GIL, so the threads run in parallel."""
-    buf = np.ones(size, dtype=np.uint8)  # written: pages are resident before timing
-    best = 0.0
-    for n in sorted({1, threads}):
-        parts = np.array_split(buf, n)
-        for _ in range(passes):
-            barrier = threading.Barrier(n + 1)
-            ths = [threading.Thread(target=lambda p=p: (barrier.wait(), p.max())) for p in parts]
-            for t in ths:
-                t.start()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in ths:
-                t.join()
-            best = max(best, buf.nbytes / (time.perf_counter() - t0))
-        del parts
-    del buf
-    return best
+    """Best read bandwidth (bytes/s) with 1 and with ``threads`` threads, ``passes`` passes each
+    (edge_rt.devices.profiler's measurement: threads reducing slices with ``np.max``)."""
+    return max(profiler_read_bandwidth(n, size, passes) for n in sorted({1, threads}))
 
 
 def weight_bytes_per_token(path: Path) -> Dict[str, int]:
