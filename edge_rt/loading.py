@@ -150,6 +150,22 @@ def _set_option(opts: Any, name: str, value: Any, label: Optional[str] = None) -
         raise InvalidArgumentError(f"[load] {label or name} {value!r} is out of range") from None
 
 
+def _memory_options(opts: Any, op: str, mem_budget: Optional[Union[int, str]], window: Optional[int], prefetch: bool,
+                    expert_cache: Optional[Union[int, str]], expert_prefetch: str) -> None:
+    """Sets the placement options load() and plan() share on ``opts`` (errors name ``op``), so a plan
+    places a model exactly as loading it would."""
+    if mem_budget is not None:
+        opts.mem_budget = parse_size(mem_budget, f"[{op}] mem_budget")
+        if opts.mem_budget == 0:
+            raise InvalidArgumentError(f"[{op}] mem_budget must be > 0 bytes (None, the default, means no budget)")
+    if window is not None:
+        _set_option(opts, "window", window)
+    opts.prefetch = bool(prefetch)
+    if expert_cache is not None:
+        opts.expert_cache_bytes = parse_size(expert_cache, f"[{op}] expert_cache")
+    opts.expert_prefetch = str(expert_prefetch)
+
+
 def _predictor_options(opts: Any, model: Path, choice: Optional[PathLike]) -> None:
     """Sets the expert predictor of ``load(expert_predictor=choice)``: None = the router; "auto" =
     ``<model>.predictor.gguf`` when it exists, used only if next-layer prefetch would use it and the
@@ -313,18 +329,9 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         if n_ctx is None:
             n_ctx = stage_folder.n_cache
         opts.npu_bytes = sum(estimate_bytes(stage_folder).values())
-    if mem_budget is not None:
-        opts.mem_budget = parse_size(mem_budget, "[load] mem_budget")
-        if opts.mem_budget == 0:
-            raise InvalidArgumentError("[load] mem_budget must be > 0 bytes (None, the default, means no budget)")
-    if window is not None:
-        _set_option(opts, "window", window)
+    _memory_options(opts, "load", mem_budget, window, prefetch, expert_cache, expert_prefetch)
     opts.io_mode = str(io_mode)
-    opts.prefetch = bool(prefetch)
-    if expert_cache is not None:
-        opts.expert_cache_bytes = parse_size(expert_cache, "[load] expert_cache")
     opts.expert_policy = str(expert_policy)
-    opts.expert_prefetch = str(expert_prefetch)
     if expert_prediction_width is not None:
         _set_option(opts, "prediction_width", expert_prediction_width, "expert_prediction_width")
     try:

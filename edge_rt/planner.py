@@ -53,20 +53,10 @@ def _options(path: PathLike, threads: Optional[int], n_ctx: Optional[int], mem_b
              window: Optional[int], prefetch: bool, expert_cache: Optional[Union[int, str]], expert_prefetch: str,
              expert_predictor: Optional[PathLike]) -> Any:
     """EngineOptions exactly as :func:`edge_rt.load` builds them (same reserved classes, same placement)."""
-    from .loading import _core, _open_model_header, _predictor_options, _set_option, parse_size
+    from .loading import _core, _memory_options, _open_model_header, _predictor_options
 
-    core = _core()
-    opts = core.EngineOptions()
-    if mem_budget is not None:
-        opts.mem_budget = parse_size(mem_budget, "[plan] mem_budget")
-        if opts.mem_budget == 0:
-            raise InvalidArgumentError("[plan] mem_budget must be > 0 bytes (None means no budget)")
-    if window is not None:
-        _set_option(opts, "window", window)
-    opts.prefetch = bool(prefetch)
-    if expert_cache is not None:
-        opts.expert_cache_bytes = parse_size(expert_cache, "[plan] expert_cache")
-    opts.expert_prefetch = str(expert_prefetch)
+    opts = _core().EngineOptions()
+    _memory_options(opts, "plan", mem_budget, window, prefetch, expert_cache, expert_prefetch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_ctx above the training context: the plan is still right
         try:
