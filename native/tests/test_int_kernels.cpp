@@ -137,8 +137,9 @@ void test_matmul_acc() {
                 }
 }
 
-// A16 x W8 at K = 4096: |acc| reaches 65535 * 127 * 4096 > 2^31 (the spec's int64 row); and a K past the
-// AVX2 kernel's int32 chunk (131072 codes) with every product at its maximum.
+// A16 x W8 at K = 4096: |acc| reaches 65535 * 127 * 4096 > 2^31 (the spec's int64 row); and K past the
+// AVX2 kernel's int32 chunk (131072 codes) and the AVX512-VNNI one's (524288 codes) with every product at
+// its maximum.
 void test_wide_accumulators() {
     struct Case {
         CodeType ta, tb;
@@ -146,7 +147,9 @@ void test_wide_accumulators() {
     };
     const Case cases[] = {{CodeType::U16, CodeType::I8, 4096, 65535LL * 127 * 4096},
                           {CodeType::U16, CodeType::U16, 4096, 65535LL * 65535 * 4096},
-                          {CodeType::U8, CodeType::U8, 140000, 255LL * 255 * 140000}};
+                          {CodeType::U8, CodeType::U8, 140000, 255LL * 255 * 140000},
+                          {CodeType::U8, CodeType::I8, 600000, 255LL * 127 * 600000},
+                          {CodeType::U16, CodeType::I4, 600000, 65535LL * 7 * 600000}};
     for (const Case& c : cases) {
         auto a = make_codes(c.ta, 1, c.K, 1), b = make_codes(c.tb, 1, c.K, 1);
         const CodeMatrix A{a.data(), c.ta, 0}, B{b.data(), c.tb, 0};

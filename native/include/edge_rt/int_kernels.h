@@ -15,8 +15,8 @@
 //    over the scalar table like WeightKernels; every entry computes exact integers, so each ISA's result
 //    equals the scalar twin's bit for bit (native/tests/test_int_kernels.cpp checks it).
 //
-// AVX512-VNNI: no kernel (this project's machines have no AVX-512 to test one on); the Avx512Vnni level
-// runs the AVX2 kernels. ARM levels run the scalar ones.
+// AVX512-VNNI: matmul_acc with vpdpbusd for unsigned activations times signed weights
+// (int_kernels_avx512vnni.cpp); its other entries are the AVX2 ones. ARM levels run the scalar ones.
 //
 // Thread-safety: all functions are pure; call them from any thread.
 #pragma once
@@ -86,7 +86,8 @@ struct IntKernels {
 };
 
 const IntKernels* scalar_int_kernels() noexcept;
-const IntKernels* avx2_int_kernels() noexcept;  // nullptr where not built
+const IntKernels* avx2_int_kernels() noexcept;        // nullptr where not built
+const IntKernels* avx512vnni_int_kernels() noexcept;  // nullptr where not built
 // The table the given ISA runs (lowered by runnable_isa; levels without their own kernels use their parent's).
 const IntKernels& int_kernels(Isa isa) noexcept;
 

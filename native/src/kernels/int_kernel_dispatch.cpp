@@ -10,7 +10,8 @@ const IntKernels* own_table(Isa isa) {
     switch (isa) {
         case Isa::Scalar: return scalar_int_kernels();
         case Isa::Avx2: return avx2_int_kernels();
-        default: return nullptr;  // AVX512-VNNI and the ARM levels have no integer kernels of their own
+        case Isa::Avx512Vnni: return avx512vnni_int_kernels();
+        default: return nullptr;  // the ARM levels have no integer kernels of their own
     }
 }
 
@@ -43,6 +44,9 @@ struct MergedIntTables {
 
 #if !defined(EDGE_RT_HAVE_AVX2)
 const IntKernels* avx2_int_kernels() noexcept { return nullptr; }
+#endif
+#if !defined(EDGE_RT_HAVE_AVX512VNNI)
+const IntKernels* avx512vnni_int_kernels() noexcept { return nullptr; }
 #endif
 
 const IntKernels& int_kernels(Isa isa) noexcept {
