@@ -219,6 +219,59 @@ def test_edge_rt_run_under_qemu_prints_the_x86_text(arm_build, tmp_path):
     assert arm.stdout == x86.stdout and arm.stdout.startswith("def main():")
 
 
+# The C ABI as an app on a board calls it: libedge_rt.so through cffi (edge_rt.capi), no _core involved.
+_CAPI_CHILD = r"""
+import json, sys
+from edge_rt import capi
+from edge_rt.errors import EdgeRTError
+model, hostile = sys.argv[1], sys.argv[2]
+texts = ["def fib(n):\n    ", "import sys\n\nclass Parser:\n", "x"]
+out = {"tokens": [], "hostile": None}
+with capi.CModel(model, threads=1) as c:
+    for t in texts:
+        out["tokens"].append(c.generate_tokens(c.tokenize(t, True, False), max_tokens=32))
+try:
+    capi.CModel(hostile, threads=1)
+except EdgeRTError as e:
+    out["hostile"] = [type(e).__name__, str(e)]
+print(json.dumps(out))
+"""
+
+
+@needs_cross_tools
+def test_c_abi_under_qemu_generates_the_x86_tokens(arm_build, tmp_path):
+    """The aarch64 libedge_rt.so called through cffi by the arm64 CPython under qemu (a53, a76 and max: plain
+    NEON, dotprod, i8mm): greedy tokens equal the x86 library's at avx2 (whose bits NEON computes), and a
+    truncated GGUF is a named error through the ABI, never a crash."""
+    import json
+
+    from server_process import DEFAULT_MODEL
+
+    hostile = tmp_path / "truncated.gguf"
+    hostile.write_bytes(DEFAULT_MODEL.read_bytes()[:4096])
+    args = ["-c", _CAPI_CHILD, str(DEFAULT_MODEL), str(hostile)]
+    x86_env = edge_rt_env()
+    x86_env.pop("EDGE_RT_ISA", None)
+    if _x86_isa_of_the_arm_bits("best"):
+        x86_env["EDGE_RT_ISA"] = _x86_isa_of_the_arm_bits("best")
+    x86 = python_child(args, capture_output=True, text=True, timeout=600, env=x86_env)
+    assert x86.returncode == 0, x86.stderr[-4000:]
+    want = json.loads(x86.stdout)
+    assert want["hostile"] and want["hostile"][0] == "ModelFormatError", want["hostile"]
+    for cpu in ("cortex-a53", "cortex-a76", "max"):
+        env = edge_rt_env()
+        env.pop("PYTHONPATH")
+        env.pop("EDGE_RT_ISA", None)
+        env["QEMU_CPU"] = cpu
+        env["EDGE_RT_LIB"] = str(REPO / "build" / "aarch64" / "libedge_rt.so")
+        arm = subprocess.run([str(arm_build), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=900)
+        assert arm.returncode == 0, f"{cpu}: {arm.stderr[-4000:]}"
+        got = json.loads(arm.stdout)
+        assert got["tokens"] == want["tokens"], cpu
+        assert got["hostile"] == want["hostile"], cpu
+
+
 @needs_cross_tools
 def test_jetson_device_test_under_qemu(arm_build, tmp_path):
     # apps/jetson/test.sh as the device runs it (its parity against the x86-64 reference.json: scalar bit

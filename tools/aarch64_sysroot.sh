@@ -3,7 +3,8 @@
 # touching the host's packages: apt-get runs against a private state folder (arm64 indices of the host's
 # Debian release, an empty dpkg status), downloads python3.11, libpython3.11-dev (headers, pyconfig.h)
 # and libstdc++6 with their dependency closure, and dpkg-deb -x unpacks them into root/; pip then puts
-# the aarch64 wheels of edge_rt's dependencies (pyproject.toml [project] dependencies) into site/.
+# the aarch64 wheels of edge_rt's dependencies (pyproject.toml [project] dependencies) and of cffi (the
+# C ABI's Python binding, edge_rt.capi, which tests/test_aarch64.py runs under qemu) into site/.
 # qemu-aarch64 -L root runs root/usr/bin/python3.11. Reuses what an earlier run left.
 # Usage: tools/aarch64_sysroot.sh
 set -euo pipefail
@@ -11,7 +12,12 @@ cd "$(dirname "$0")/.."
 top=$PWD/build/aarch64-sysroot
 root=$top/root
 python_version=3.11  # bookworm's python3; the module is built for this ABI (cpython-311-aarch64-linux-gnu)
-if [[ -x $root/usr/bin/python$python_version && -f $top/site/.complete ]]; then exit 0; fi
+deps=$(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+deps+=$'\ncffi'
+# site/.complete holds the requirements it was made for: a changed list makes it again.
+if [[ -x $root/usr/bin/python$python_version && -f $top/site/.complete && $(<"$top/site/.complete") == "$deps" ]]; then
+  exit 0
+fi
 command -v apt-get >/dev/null || { echo "aarch64_sysroot.sh: needs apt-get (Debian)" >&2; exit 2; }
 . /etc/os-release
 mkdir -p "$top/apt/lists/partial" "$top/apt/cache/archives/partial"
@@ -31,10 +37,9 @@ apt-get "${apt_opts[@]}" -qq install -y --download-only --no-install-recommends 
 rm -rf "$root" && mkdir -p "$root"
 for deb in "$top"/apt/cache/archives/*.deb; do dpkg-deb -x "$deb" "$root"; done
 echo "aarch64_sysroot.sh: aarch64 wheels of edge_rt's dependencies"
-deps=$(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 rm -rf "$top/site"
 mapfile -t dep_list <<<"$deps"
 python3 -m pip install -q --disable-pip-version-check --no-warn-conflicts --target "$top/site" \
   --platform manylinux2014_aarch64 --only-binary=:all: --python-version "$python_version" --implementation cp \
   "${dep_list[@]}"
-touch "$top/site/.complete"
+printf '%s' "$deps" >"$top/site/.complete"
