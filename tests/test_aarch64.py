@@ -273,6 +273,24 @@ def test_c_abi_under_qemu_generates_the_x86_tokens(arm_build, tmp_path):
 
 
 @needs_cross_tools
+@requires_system_tool("aarch64-linux-gnu-gcc", "javac")
+def test_jni_bridge_links_against_the_aarch64_library(arm_build, tmp_path):
+    """The Android app's JNI bridge as its CMakeLists builds it: a shared library linked against the
+    aarch64 libedge_rt.so with every symbol resolved (-Wl,--no-undefined). No arm64 JVM here to run it;
+    tests/test_android_jni.py runs the same bridge on x86."""
+    import shutil
+
+    jh = Path(shutil.which("javac")).resolve().parents[1]
+    bridge = REPO / "apps" / "android" / "edgert" / "src" / "main" / "cpp" / "edge_rt_jni.c"
+    out = tmp_path / "libedge_rt_jni.so"
+    _run(["aarch64-linux-gnu-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+          f"-I{jh / 'include'}", f"-I{jh / 'include' / 'linux'}", f"-I{REPO / 'native' / 'include'}", str(bridge),
+          "-o", str(out), f"-L{REPO / 'build' / 'aarch64'}", "-ledge_rt", "-Wl,--no-undefined"], timeout=300)
+    elf = out.read_bytes()
+    assert elf[:4] == b"\x7fELF" and elf[18] == 183  # e_machine EM_AARCH64
+
+
+@needs_cross_tools
 def test_jetson_device_test_under_qemu(arm_build, tmp_path):
     # apps/jetson/test.sh as the device runs it (its parity against the x86-64 reference.json: scalar bit
     # for bit, best kernels up to a near-tie), with the arm64 CPython; --no-bench: nothing timed under qemu.
