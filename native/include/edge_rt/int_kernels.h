@@ -16,7 +16,8 @@
 //    equals the scalar twin's bit for bit (native/tests/test_int_kernels.cpp checks it).
 //
 // AVX512-VNNI: matmul_acc with vpdpbusd for unsigned activations times signed weights
-// (int_kernels_avx512vnni.cpp); its other entries are the AVX2 ones. ARM levels run the scalar ones.
+// (int_kernels_avx512vnni.cpp); its other entries are the AVX2 ones. NEON (every ARM level): matmul_acc
+// on int16 planes (int_kernels_neon.cpp); its other entries are the scalar ones.
 //
 // Thread-safety: all functions are pure; call them from any thread.
 #pragma once
@@ -88,6 +89,7 @@ struct IntKernels {
 const IntKernels* scalar_int_kernels() noexcept;
 const IntKernels* avx2_int_kernels() noexcept;        // nullptr where not built
 const IntKernels* avx512vnni_int_kernels() noexcept;  // nullptr where not built
+const IntKernels* neon_int_kernels() noexcept;        // nullptr where not built
 // The table the given ISA runs (lowered by runnable_isa; levels without their own kernels use their parent's).
 const IntKernels& int_kernels(Isa isa) noexcept;
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "edge_rt/int_kernels.h"
+#include "int_code_planes.h"
 
 namespace edge_rt {
 
@@ -23,51 +24,9 @@ namespace {
 
 #define ERT_INLINE inline __attribute__((always_inline))
 
-constexpr int64_t kStep = 16;             // codes per madd step
-constexpr int64_t kChunk = 8192 * kStep;  // per-lane int32 sum: 8192 steps x <= 2 * 255 * 255 < 2^31
-constexpr int64_t kBlockRows = 64;        // right-operand rows converted to planes at a time
+constexpr int64_t kChunk = 8192 * 16;  // per-lane int32 sum: 8192 steps x <= 2 * 255 * 255 < 2^31
 
 const IntKernels& scalar() { return *scalar_int_kernels(); }
-
-int n_planes(CodeType t) { return t == CodeType::U16 ? 2 : 1; }
-
-// Row `row` of x as int16 planes of Kp codes each (zero-padded past K): for U16, plane 0 holds the low
-// bytes and plane 1 the high bytes; other types have one plane holding the code. Returns the raw code sum.
-int64_t to_planes(const CodeMatrix& x, int64_t row, int64_t K, int64_t Kp, int16_t* planes) {
-    int64_t sum = 0;
-    switch (x.type) {
-        case CodeType::U8: {
-            const uint8_t* p = static_cast<const uint8_t*>(x.data) + row * K;
-            for (int64_t k = 0; k < K; ++k) planes[k] = p[k], sum += p[k];
-            break;
-        }
-        case CodeType::U16: {
-            const uint16_t* p = static_cast<const uint16_t*>(x.data) + row * K;
-            for (int64_t k = 0; k < K; ++k) {
-                planes[k] = (int16_t)(p[k] & 0xFF);
-                planes[Kp + k] = (int16_t)(p[k] >> 8);
-                sum += p[k];
-            }
-            std::fill(planes + Kp + K, planes + 2 * Kp, (int16_t)0);
-            break;
-        }
-        case CodeType::I8: {
-            const int8_t* p = static_cast<const int8_t*>(x.data) + row * K;
-            for (int64_t k = 0; k < K; ++k) planes[k] = p[k], sum += p[k];
-            break;
-        }
-        case CodeType::I4: {
-            const uint8_t* p = static_cast<const uint8_t*>(x.data) + row * ((K + 1) / 2);
-            for (int64_t k = 0; k < K; ++k) {
-                planes[k] = (int16_t)((((p[k / 2] >> (4 * (k & 1))) & 0xF) ^ 8) - 8);
-                sum += planes[k];
-            }
-            break;
-        }
-    }
-    std::fill(planes + K, planes + Kp, (int16_t)0);
-    return sum;
-}
 
 ERT_INLINE int64_t hsum_epi32_wide(__m256i v) {
     const __m256i w = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)),
@@ -77,75 +36,45 @@ ERT_INLINE int64_t hsum_epi32_wide(__m256i v) {
     return l[0] + l[1] + l[2] + l[3];
 }
 
-// out[r] += sum_k a[k] * b_r[k] for 4 plane rows b_r (rows Kp apart in `b`); Kp a multiple of kStep.
-void plane_dot4(const int16_t* a, const int16_t* b, int64_t b_stride, int64_t Kp, int64_t out[4]) {
-    for (int64_t c0 = 0; c0 < Kp; c0 += kChunk) {
-        const int64_t c1 = std::min(Kp, c0 + kChunk);
-        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-        for (int64_t k = c0; k < c1; k += kStep) {
-            const __m256i va = _mm256_loadu_si256((const __m256i*)(a + k));
-            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + k))));
-            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + b_stride + k))));
-            s2 =
-                _mm256_add_epi32(s2, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + 2 * b_stride + k))));
-            s3 =
-                _mm256_add_epi32(s3, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + 3 * b_stride + k))));
+// Plane dots (int_code_planes.h): 16 int16 codes per madd_epi16 step.
+struct MaddDot {
+    static constexpr int64_t kStep = 16;
+    static void dot4(const int16_t* a, const int16_t* b, int64_t b_stride, int64_t Kp, int64_t out[4]) {
+        for (int64_t c0 = 0; c0 < Kp; c0 += kChunk) {
+            const int64_t c1 = std::min(Kp, c0 + kChunk);
+            __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+            for (int64_t k = c0; k < c1; k += kStep) {
+                const __m256i va = _mm256_loadu_si256((const __m256i*)(a + k));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + k))));
+                s1 = _mm256_add_epi32(s1,
+                                      _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + b_stride + k))));
+                s2 = _mm256_add_epi32(
+                    s2, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + 2 * b_stride + k))));
+                s3 = _mm256_add_epi32(
+                    s3, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + 3 * b_stride + k))));
+            }
+            out[0] += hsum_epi32_wide(s0);
+            out[1] += hsum_epi32_wide(s1);
+            out[2] += hsum_epi32_wide(s2);
+            out[3] += hsum_epi32_wide(s3);
         }
-        out[0] += hsum_epi32_wide(s0);
-        out[1] += hsum_epi32_wide(s1);
-        out[2] += hsum_epi32_wide(s2);
-        out[3] += hsum_epi32_wide(s3);
     }
-}
-
-int64_t plane_dot(const int16_t* a, const int16_t* b, int64_t Kp) {
-    int64_t total = 0;
-    for (int64_t c0 = 0; c0 < Kp; c0 += kChunk) {
-        const int64_t c1 = std::min(Kp, c0 + kChunk);
-        __m256i s = _mm256_setzero_si256();
-        for (int64_t k = c0; k < c1; k += kStep)
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(a + k)),
-                                                      _mm256_loadu_si256((const __m256i*)(b + k))));
-        total += hsum_epi32_wide(s);
+    static int64_t dot(const int16_t* a, const int16_t* b, int64_t Kp) {
+        int64_t total = 0;
+        for (int64_t c0 = 0; c0 < Kp; c0 += kChunk) {
+            const int64_t c1 = std::min(Kp, c0 + kChunk);
+            __m256i s = _mm256_setzero_si256();
+            for (int64_t k = c0; k < c1; k += kStep)
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(a + k)),
+                                                          _mm256_loadu_si256((const __m256i*)(b + k))));
+            total += hsum_epi32_wide(s);
+        }
+        return total;
     }
-    return total;
-}
+};
 
 void matmul_acc(const CodeMatrix& a, const CodeMatrix& b, int64_t M, int64_t N, int64_t K, int64_t* acc) {
-    const int64_t Kp = (K + kStep - 1) / kStep * kStep;
-    const int pa = n_planes(a.type), pb = n_planes(b.type);
-    std::vector<int16_t> ap((size_t)(M * pa * Kp)), bp((size_t)(kBlockRows * pb * Kp));
-    std::vector<int64_t> a_sum(M), b_sum(kBlockRows);
-    for (int64_t i = 0; i < M; ++i) a_sum[i] = to_planes(a, i, K, Kp, &ap[(size_t)(i * pa * Kp)]);
-    for (int64_t j0 = 0; j0 < N; j0 += kBlockRows) {
-        const int64_t nb = std::min(kBlockRows, N - j0);
-        // plane q of block row r lives at bp[(q * nb + r) * Kp]: rows of one plane are Kp apart
-        std::vector<int16_t> row(pb * Kp);
-        for (int64_t r = 0; r < nb; ++r) {
-            b_sum[r] = to_planes(b, j0 + r, K, Kp, row.data());
-            for (int q = 0; q < pb; ++q)
-                std::memcpy(&bp[(size_t)((q * nb + r) * Kp)], &row[(size_t)(q * Kp)], (size_t)Kp * sizeof(int16_t));
-        }
-        for (int64_t i = 0; i < M; ++i) {
-            int64_t* out = acc + i * N + j0;
-            std::fill(out, out + nb, (int64_t)0);
-            for (int p = 0; p < pa; ++p)
-                for (int q = 0; q < pb; ++q) {
-                    const int16_t* av = &ap[(size_t)((i * pa + p) * Kp)];
-                    const int16_t* bv = &bp[(size_t)(q * nb * Kp)];
-                    const int shift = 8 * (p + q);
-                    int64_t r = 0;
-                    for (; r + 4 <= nb; r += 4) {
-                        int64_t part[4] = {0, 0, 0, 0};
-                        plane_dot4(av, bv + r * Kp, Kp, Kp, part);
-                        for (int t = 0; t < 4; ++t) out[r + t] += part[t] * ((int64_t)1 << shift);
-                    }
-                    for (; r < nb; ++r) out[r] += plane_dot(av, bv + r * Kp, Kp) * ((int64_t)1 << shift);
-                }
-            for (int64_t r = 0; r < nb; ++r)
-                out[r] += -b.zero_point * a_sum[i] - a.zero_point * b_sum[r] + K * a.zero_point * b.zero_point;
-        }
-    }
+    int_planes::matmul_acc<MaddDot>(a, b, M, N, K, acc);
 }
 
 // ---------------------------------------------------------------- int64-lane requantization helpers
