@@ -9,6 +9,10 @@ in by adding a factory to :data:`BACKENDS`.
   disabled (devices/qnn_htp.py; on x86-64 Linux the ``onnxruntime-qnn`` wheel emulates the HTP);
 * ``cpu-ep``: the same graph on ONNX Runtime's CPU execution provider. It is not an NPU: it stands in for
   one where none is present, and says so (``stand_in``);
+* ``cuda`` / ``tensorrt``: ONNX Runtime's CUDA or TensorRT execution provider on an NVIDIA GPU (a Jetson's
+  integrated one: the jetson image's onnxruntime-gpu), with the CPU fallback disabled like ``qnn-htp``, so a
+  graph the GPU cannot run whole is an error. Where that provider is absent (this x86 machine), an error
+  naming it and what the installed ONNX Runtime offers;
 * ``int-ref``: the C++ integer kernels that follow docs/integer_spec.md bit for bit, run over the whole
   graph. No runner chains them through a graph yet (they are callable per op); asking for it is an
   error saying so, never a silent swap to another backend. The runner plugs in here: a factory that
@@ -79,6 +83,37 @@ def _cpu_ep(graph: Path, threads: Optional[int]) -> PrefillBackend:
                 float_session(str(graph), threads, optimize=CPU_EP_OPTIMIZE))
 
 
+#: npu= name -> the ONNX Runtime execution provider of the GPU backends (TensorRT runs beside CUDA, which
+#: takes what TensorRT does not).
+GPU_PROVIDERS = {"cuda": ("CUDAExecutionProvider",),
+                 "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider")}
+
+
+def _ort_gpu(name: str) -> Callable[[Path, Optional[int]], PrefillBackend]:
+    def factory(graph: Path, threads: Optional[int]) -> PrefillBackend:
+        providers = GPU_PROVIDERS[name]
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendUnavailableError(f"[npu] backend '{name}' cannot load: onnxruntime is not installed "
+                                          "(a GPU build: onnxruntime-gpu, as the Jetson image has)") from e
+        have = ort.get_available_providers()
+        if providers[0] not in have:
+            raise BackendUnavailableError(
+                f"[npu] backend '{name}' cannot load: this ONNX Runtime ({ort.__version__}) has no "
+                f"{providers[0]} (it offers {', '.join(have)}); a GPU build (onnxruntime-gpu, or the Jetson "
+                "image's) provides it")
+        so = ort.SessionOptions()
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # all of the graph on the GPU
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(str(graph), so, providers=list(providers))
+        return _ort(name, f"NVIDIA GPU through ONNX Runtime's {' + '.join(providers)}, CPU fallback disabled",
+                    False, session)
+
+    return factory
+
+
 def _int_ref(graph: Path, threads: Optional[int]) -> PrefillBackend:
     raise BackendUnavailableError(
         "[npu] backend 'int-ref' is not available yet: nothing runs a whole prefill graph on the integer kernels "
@@ -91,7 +126,8 @@ def _int_ref(graph: Path, threads: Optional[int]) -> PrefillBackend:
 #: graph's folder is the export folder: a backend that runs its own kernels (int-ref) reads the weights'
 #: and activations' encodings from manifest.json there (quantize/onnx_export_folder.py ExportFolder).
 BACKENDS: Dict[str, Callable[[Path, Optional[int]], PrefillBackend]] = {
-    "qnn-htp": _qnn_htp, "cpu-ep": _cpu_ep, "int-ref": _int_ref}
+    "qnn-htp": _qnn_htp, "cpu-ep": _cpu_ep, "cuda": _ort_gpu("cuda"), "tensorrt": _ort_gpu("tensorrt"),
+    "int-ref": _int_ref}
 
 
 def check_backend_name(name: Any) -> str:

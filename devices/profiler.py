@@ -149,8 +149,9 @@ def flash_read_bandwidth(request: int, depth: int, flash_file: Optional[Path] = 
 
 
 def npu_backends() -> Dict[str, Any]:
-    """The accelerator backends importable here: ``qnn-htp`` (onnxruntime-qnn's QNN EP) and ``cpu-ep`` (ONNX
-    Runtime's CPU EP, which stands in for an NPU), with the ONNX Runtime version."""
+    """The accelerator backends importable here: ``qnn-htp`` (onnxruntime-qnn's QNN EP), ``cpu-ep`` (ONNX
+    Runtime's CPU EP, which stands in for an NPU), ``cuda`` and ``tensorrt`` (its GPU providers), with the
+    ONNX Runtime version."""
     backends: List[str] = []
     version = None
     try:
@@ -162,6 +163,10 @@ def npu_backends() -> Dict[str, Any]:
             backends.append("qnn-htp")
         if "CPUExecutionProvider" in providers:
             backends.append("cpu-ep")
+        if "CUDAExecutionProvider" in providers:
+            backends.append("cuda")
+        if "TensorrtExecutionProvider" in providers:
+            backends.append("tensorrt")
     except Exception:  # ONNX Runtime absent or broken: no backend
         pass
     return {"backends": backends, "onnxruntime": version}

@@ -176,7 +176,8 @@ _EXPERT_PREDICTOR = typer.Option(
 
 # NPU prefill options shared by run, bench, chat and serve.
 _NPU = typer.Option(None, "--npu", help="Prefill prompts on an NPU backend: qnn-htp (Qualcomm HTP; its emulator on "
-                    "x86), cpu-ep (ONNX Runtime's CPU EP standing in for an NPU) or int-ref; needs --npu-model. "
+                    "x86), cpu-ep (ONNX Runtime's CPU EP standing in for an NPU), cuda or tensorrt (ONNX Runtime's GPU "
+                    "providers, e.g. on a Jetson) or int-ref; needs --npu-model. "
                     "Decode stays on the CPU.")
 _NPU_MODEL = typer.Option(None, "--npu-model", help="The folder `edge-rt export MODEL DIR` wrote for this model; "
                           "--ctx defaults to its --ctx.")

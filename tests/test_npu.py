@@ -133,7 +133,8 @@ def test_engine_write_kv_bounds(tiny_model):
 
 
 def test_bad_backend_and_export(export, tmp_path, synthetic_model, monkeypatch):
-    with pytest.raises(InvalidArgumentError, match="unknown backend 'tpu'; available: qnn-htp, cpu-ep, int-ref"):
+    with pytest.raises(InvalidArgumentError,
+                       match="unknown backend 'tpu'; available: qnn-htp, cpu-ep, cuda, tensorrt, int-ref"):
         edge_rt.load(DENSE, npu="tpu", npu_model=export)
     with pytest.raises(BackendUnavailableError, match="'int-ref'.*not available yet"):
         edge_rt.load(DENSE, npu="int-ref", npu_model=export)
@@ -166,6 +167,20 @@ def test_bad_backend_and_export(export, tmp_path, synthetic_model, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_qnn)
     with pytest.raises(BackendUnavailableError, match=r"'qnn-htp' cannot load.*pip install \"edge-rt\[qnn\]\""):
         edge_rt.load(DENSE, npu="qnn-htp", npu_model=export)
+
+
+@pytest.mark.parametrize("backend, provider", [("cuda", "CUDAExecutionProvider"),
+                                               ("tensorrt", "TensorrtExecutionProvider")])
+def test_gpu_backend_without_its_provider_names_it(export, backend, provider):
+    """The Jetson image's GPU backends: where the installed ONNX Runtime lacks the provider (a CPU build,
+    as here), loading says which provider is missing and what this ONNX Runtime offers; never a silent
+    CPU run."""
+    import onnxruntime as ort
+
+    if provider in ort.get_available_providers():
+        pytest.skip(f"this ONNX Runtime has {provider}")
+    with pytest.raises(BackendUnavailableError, match=rf"'{backend}' cannot load: .* has no {provider} \(it offers "):
+        edge_rt.load(DENSE, npu=backend, npu_model=export)
 
 
 def test_npu_memory_class_against_the_budget(export):
