@@ -14,9 +14,8 @@ in by adding a factory to :data:`BACKENDS`.
   graph the GPU cannot run whole is an error. Where that provider is absent (this x86 machine), an error
   naming it and what the installed ONNX Runtime offers;
 * ``int-ref``: the C++ integer kernels that follow docs/integer_spec.md bit for bit, run over the whole
-  graph. No runner chains them through a graph yet (they are callable per op); asking for it is an
-  error saying so, never a silent swap to another backend. The runner plugs in here: a factory that
-  walks the graph's ops (quantize/int_ops.py ``graph_ops``) on codes and returns the outputs above.
+  graph on codes (quantize/int_graph.py ``IntGraph``): the integer reference of what an NPU computes, on
+  the CPU (a stand-in, and it says so).
 """
 
 from __future__ import annotations
@@ -115,10 +114,17 @@ def _ort_gpu(name: str) -> Callable[[Path, Optional[int]], PrefillBackend]:
 
 
 def _int_ref(graph: Path, threads: Optional[int]) -> PrefillBackend:
-    raise BackendUnavailableError(
-        "[npu] backend 'int-ref' is not available yet: nothing runs a whole prefill graph on the integer kernels "
-        "of docs/integer_spec.md (they exist per op); use npu='cpu-ep' (ONNX Runtime's CPU EP standing in for "
-        "an NPU) or 'qnn-htp'")
+    try:
+        from ..quantize import intkernels
+        from ..quantize.int_graph import IntGraph
+    except ImportError as e:
+        raise BackendUnavailableError(f"[npu] backend 'int-ref' cannot load: {e} (pip install \"edge-rt[onnx]\")"
+                                      ) from e
+    from .._core import isa
+
+    runner = IntGraph(graph, intkernels)
+    return PrefillBackend("int-ref", f"edge_rt's C++ integer kernels (docs/integer_spec.md) on the CPU, ISA {isa()}, "
+                          "standing in for an NPU", True, runner.run)
 
 
 #: npu= name -> factory(prefill graph path, threads) -> PrefillBackend. Raises BackendUnavailableError

@@ -277,8 +277,8 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
         npu: Prefill prompts on an NPU backend: ``"qnn-htp"`` (ONNX Runtime's QNN EP on the
             Hexagon NPU; on x86-64 its emulator), ``"cpu-ep"`` (ONNX Runtime's CPU EP, standing in
             for an NPU, and saying so in ``info()``), ``"cuda"`` / ``"tensorrt"`` (ONNX Runtime's GPU
-            providers, e.g. a Jetson's, CPU fallback disabled) or ``"int-ref"`` (the C++ integer kernels over the
-            whole graph; no runner for that yet, so an error). The prompt runs in chunks through
+            providers, e.g. a Jetson's, CPU fallback disabled) or ``"int-ref"`` (the C++ integer kernels of
+            docs/integer_spec.md over the whole graph, on the CPU). The prompt runs in chunks through
             ``npu_model``'s prefill graph and its K/V is handed to the engine's cache; the last prompt
             token and decode run on the CPU from this GGUF (see :mod:`edge_rt.npu_model`). A backend
             that cannot load is an error, never replaced by another.

@@ -136,8 +136,6 @@ def test_bad_backend_and_export(export, tmp_path, synthetic_model, monkeypatch):
     with pytest.raises(InvalidArgumentError,
                        match="unknown backend 'tpu'; available: qnn-htp, cpu-ep, cuda, tensorrt, int-ref"):
         edge_rt.load(DENSE, npu="tpu", npu_model=export)
-    with pytest.raises(BackendUnavailableError, match="'int-ref'.*not available yet"):
-        edge_rt.load(DENSE, npu="int-ref", npu_model=export)
     with pytest.raises(InvalidArgumentError, match="needs npu_model"):
         edge_rt.load(DENSE, npu="cpu-ep")
     with pytest.raises(InvalidArgumentError, match="npu_model= needs npu="):
@@ -167,6 +165,46 @@ def test_bad_backend_and_export(export, tmp_path, synthetic_model, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_qnn)
     with pytest.raises(BackendUnavailableError, match=r"'qnn-htp' cannot load.*pip install \"edge-rt\[qnn\]\""):
         edge_rt.load(DENSE, npu="qnn-htp", npu_model=export)
+
+
+def test_int_ref_prefill_is_the_integer_reference(export, cpu_model):
+    """int-ref runs the whole prefill graph on the C++ integer kernels (quantize/int_graph.py): every output
+    of a chunk (logits, new K/V codes) equals the NumPy reference's (intref) bit for bit, stays within a few
+    LSB of ONNX Runtime's CPU EP, and the hand-off then decodes as cpu-ep's does."""
+    from edge_rt.quantize import intkernels, intref
+    from edge_rt.quantize.int_graph import IntGraph
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+    from edge_rt.quantize.onnx_runner import float_session
+
+    folder = ExportFolder(export)
+    graph = folder.graph_path("prefill")
+    p = _prompts(cpu_model, [CHUNK + 9])[0]
+    feeds = []
+    with edge_rt.load(DENSE, threads=THREADS, npu="cpu-ep", npu_model=export) as npu:
+        stage = npu.npu_stage
+        real_run = stage.backend._run
+        stage.backend._run = lambda feed: (feeds.append({k: v.copy() for k, v in feed.items()}), real_run(feed))[1]
+        list(npu.generate_tokens(p, max_tokens=1, temperature=0))
+    assert len(feeds) == 2  # a whole chunk, then a padded one attending to it through the cache
+    kernels, reference = IntGraph(graph, intkernels), IntGraph(graph, intref)
+    ort = float_session(str(graph), THREADS, optimize=False)
+    names = [o.name for o in ort.get_outputs()]
+    for feed in feeds:
+        got, want = kernels.run(feed), reference.run(feed)
+        assert sorted(got) == sorted(names)
+        for name in names:
+            assert got[name].dtype == want[name].dtype and np.array_equal(got[name], want[name]), name
+        theirs = dict(zip(names, ort.run(None, feed)))
+        for name in names:
+            if name.startswith("new_"):
+                assert np.abs(got[name].astype(np.int64) - theirs[name].astype(np.int64)).max() <= 3, name
+        lg, lt = got["logits"], theirs["logits"]
+        assert np.abs(lg - lt).max() <= 0.05 * lt.std(), float(np.abs(lg - lt).max() / lt.std())
+    with edge_rt.load(DENSE, threads=THREADS, npu="int-ref", npu_model=export) as npu:
+        info = npu.info()["npu"]
+        assert info["backend"] == "int-ref" and info["stand_in"]
+        ref = list(cpu_model.generate_tokens(p, max_tokens=4, temperature=0))
+        assert list(npu.generate_tokens(p, max_tokens=4, temperature=0))[0] == ref[0]
 
 
 @pytest.mark.parametrize("backend, provider", [("cuda", "CUDAExecutionProvider"),
@@ -212,8 +250,10 @@ def test_cli_npu_options(export):
              "--npu-model", str(export), "--stats")
     assert r.returncode == 0, r.stderr
     assert "npu prefill on cpu-ep (ONNX Runtime CPU EP, standing in for an NPU" in r.stderr
-    r = _cli("run", str(DENSE), "--npu", "int-ref", "--npu-model", str(export))
-    assert r.returncode == 1 and "not available yet" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("run", str(DENSE), "-p", "def main():", "-n", "4", "--temp", "0", "--npu", "int-ref",
+             "--npu-model", str(export), "--stats")
+    assert r.returncode == 0, r.stderr
+    assert "npu prefill on int-ref (edge_rt's C++ integer kernels" in r.stderr
 
 
 @requires_qnn
