@@ -32,6 +32,9 @@ def test_jetson_test_sh_runs_on_x86(tmp_path):
     bench = json.loads((out / "bench.json").read_text())
     assert bench["decode_tok_s"] > 0 and bench["n_gen"] == 8 and bench["threads"] == 2
     assert "onnxruntime" in json.loads((out / "onnxruntime.json").read_text())
+    npu = json.loads((out / "npu.json").read_text())  # no GPU here: ONNX Runtime's CPU EP stands in
+    assert npu["backend"] == "cpu-ep" and "standing in" in npu["device"], npu
+    assert npu["prompts"] == 20 and npu["first_token_equal"] >= 16, npu
 
 
 def test_jetson_parity_fails_on_a_wrong_reference(tmp_path):

@@ -6,17 +6,24 @@
 #   2. edge-rt bench --json on the default model -> OUT/bench.json (skipped with --no-bench: never time
 #      anything under emulation);
 #   3. the execution providers ONNX Runtime offers in the image (CUDA, TensorRT), for the NPU/GPU stage, or
-#      that it is absent -> OUT/onnxruntime.json.
-# Usage: apps/jetson/test.sh [--no-bench] [OUT_DIR]   (OUT_DIR default: ./jetson-test-out)
+#      that it is absent -> OUT/onnxruntime.json;
+#   4. the prefill stage (apps/jetson/npu_stage.py): the default model exported (w8a8), prompts prefilled on
+#      the best backend the image has (tensorrt, cuda, else cpu-ep standing in) and decoded on the CPU,
+#      first tokens against the all-CPU run -> OUT/npu.json (skipped with --no-npu; needs ONNX Runtime).
+# Usage: apps/jetson/test.sh [--no-bench] [--no-npu] [OUT_DIR]   (OUT_DIR default: ./jetson-test-out)
 # Environment: EDGE_RT_PYTHON (interpreter, default python3), EDGE_RT_THREADS (bench threads, default: all
 # CPUs), EDGE_RT_BENCH_ARGS (extra bench options, e.g. "-p 64 -n 32 -r 5").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-bench=1
-if [[ "${1:-}" == "--no-bench" ]]; then
-  bench=0
+bench=1 npu=1
+while [[ "${1:-}" == --no-* ]]; do
+  case $1 in
+    --no-bench) bench=0 ;;
+    --no-npu) npu=0 ;;
+    *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
+  esac
   shift
-fi
+done
 out=${1:-jetson-test-out}
 py=${EDGE_RT_PYTHON:-python3}
 mkdir -p "$out"
@@ -47,6 +54,16 @@ else:
     print(json.dumps({"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}))
 PY
 cat "$out/onnxruntime.json"
+
+if [[ $npu -eq 1 ]]; then
+  echo "== prefill stage on the image's accelerator (cpu-ep where it has none)"
+  if "$py" -c 'import onnxruntime' 2>/dev/null; then
+    "$py" "$here/npu_stage.py" > "$out/npu.json" || status=1
+    cat "$out/npu.json"
+  else
+    echo '{"backend": null, "note": "onnxruntime not installed"}' > "$out/npu.json"
+  fi
+fi
 
 if [[ $status -ne 0 ]]; then
   echo "test.sh: parity FAILED (see $out/parity_*.json)" >&2
