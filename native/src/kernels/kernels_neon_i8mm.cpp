@@ -5,11 +5,12 @@
 // SMMLA multiplies a 2x8 by an 8x2 int8 matrix into 2x2 int32: four 8-element dot products in one
 // instruction. That gives whole-block integer sums, which is what the Blockwise order (kernels.h SumOrder)
 // adds per block; the Lanes order needs sums of 4 products per AVX2 lane, which SDOT gives and SMMLA
-// does not, so vec_dot stays the dotprod table's. Reference twin: kernels_scalar.cpp (bit for bit).
+// does not, so vec_dot stays the dotprod table's. The repacked Q4_0 and Q4_K gemms use it (Q4_K's sums per
+// sub-block are exact integers too). Reference twin: kernels_scalar.cpp (bit for bit).
 #include <arm_neon.h>
 
 #include "edge_rt/kernels.h"
-#include "neon_block_dots.h"
+#include "neon_kquant_dots.h"
 
 namespace edge_rt {
 
@@ -79,6 +80,84 @@ void q4_0_gemm_x8_i8mm(int64_t n, const void* group, const void* a, size_t strid
     }
 }
 
+// One interleaved Q4_K group (kernels.h x8 layout) times activation rows two at a time, with SMMLA: per
+// sub-block, the exact integer dot of each (activation row, weight row) pair, then the dotprod kernel's
+// integer and float steps per activation row (q4_K_gemm_x8 in neon_kquant_dots.h), so the bits are its.
+// Row c's elements 8t..8t+7 of a sub-block are 4 bytes of group 2t and 4 of group 2t + 1 (qs[k][g][c]):
+// zipping the two groups' 32-bit lanes puts rows (c, c + 1) side by side, SMMLA's 8x2 operand; the low
+// nibbles are sub-block 2k, the high ones 2k + 1. An odd last activation row is paired with itself.
+void q4_K_gemm_x8_i8mm(int64_t n, const void* group, const void* a, size_t stride, const int16_t* /*a_sums*/,
+                       int n_act, int n_gemm, float* out, size_t out_stride) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    for (int r = 0; r < n_act; r += 2) {
+        const int rows[2] = {r, r + 1 < n_act ? r + 1 : r};
+        const BlockQ8_K* y[2] = {reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, rows[0])),
+                                 reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, rows[1]))};
+        const int step[2] = {rows[0] < n_gemm ? 2 : 8, rows[1] < n_gemm ? 2 : 8};
+        const uint8_t* g = static_cast<const uint8_t*>(group);
+        float32x4_t acc[2][2], acc_min[2][2];  // [activation row][weight rows 0..3, 4..7]
+        for (int j = 0; j < 2; ++j) acc[j][0] = acc[j][1] = acc_min[j][0] = acc_min[j][1] = vdupq_n_f32(0.f);
+        for (int64_t b = 0; b < n / QK_K; ++b, g += kQ4_Kx8BlockBytes) {
+            int32_t sc[8][8], m[8][8];  // [sub-block][row]
+            q4_K_x8_scales_mins(g, sc, m);
+            float32x4_t d[2][2], dm[2][2];
+            int32x4_t sumi[2][2], summ[2][2];
+            for (int j = 0; j < 2; ++j) {
+                q4_K_x8_scaled(g, 0, y[j][b].d, d[j]);
+                q4_K_x8_scaled(g, 1, y[j][b].d, dm[j]);
+                sumi[j][0] = sumi[j][1] = summ[j][0] = summ[j][1] = vdupq_n_s32(0);
+            }
+            for (int kk = 0; kk < 4; ++kk) {
+                int32x4_t p[2][4];  // [sub-block 2kk + s][row pair]: [r0.c, r0.c', r1.c, r1.c']
+                for (auto& ps : p)
+                    for (auto& v : ps) v = vdupq_n_s32(0);
+                for (int t = 0; t < 4; ++t) {
+                    const uint8_t* q = g + 128 + 256 * kk + 64 * t;  // groups 2t and 2t + 1
+                    uint8x16_t pair[4];
+                    for (int half = 0; half < 2; ++half) {  // rows 0..3, 4..7
+                        const uint32x4_t g0 = vreinterpretq_u32_u8(vld1q_u8(q + 16 * half));
+                        const uint32x4_t g1 = vreinterpretq_u32_u8(vld1q_u8(q + 32 + 16 * half));
+                        pair[2 * half] = vreinterpretq_u8_u32(vzip1q_u32(g0, g1));
+                        pair[2 * half + 1] = vreinterpretq_u8_u32(vzip2q_u32(g0, g1));
+                    }
+                    for (int s = 0; s < 2; ++s) {
+                        const int64_t off = 64 * kk + 32 * s + 8 * t;
+                        const int8x16_t ya = vcombine_s8(vld1_s8(y[0][b].qs + off), vld1_s8(y[1][b].qs + off));
+                        for (int i = 0; i < 4; ++i) {
+                            const uint8x16_t w = s == 0 ? vandq_u8(pair[i], m4) : vshrq_n_u8(pair[i], 4);
+                            p[s][i] = vmmlaq_s32(p[s][i], ya, vreinterpretq_s8_u8(w));
+                        }
+                    }
+                }
+                for (int s = 0; s < 2; ++s) {
+                    const int jb = 2 * kk + s;  // sub-block
+                    const int32x4_t dots[2][2] = {{vcombine_s32(vget_low_s32(p[s][0]), vget_low_s32(p[s][1])),
+                                                   vcombine_s32(vget_low_s32(p[s][2]), vget_low_s32(p[s][3]))},
+                                                  {vcombine_s32(vget_high_s32(p[s][0]), vget_high_s32(p[s][1])),
+                                                   vcombine_s32(vget_high_s32(p[s][2]), vget_high_s32(p[s][3]))}};
+                    for (int j = 0; j < 2; ++j) {
+                        const int bsum = y[j][b].bsums[2 * jb] + y[j][b].bsums[2 * jb + 1];
+                        for (int h = 0; h < 2; ++h) {
+                            sumi[j][h] = vmlaq_s32(sumi[j][h], vld1q_s32(sc[jb] + 4 * h), dots[j][h]);
+                            summ[j][h] = vmlaq_n_s32(summ[j][h], vld1q_s32(m[jb] + 4 * h), bsum);
+                        }
+                        if ((jb + 1) % step[j] == 0) {
+                            for (int h = 0; h < 2; ++h) {
+                                acc[j][h] = vfmaq_f32(acc[j][h], vcvtq_f32_s32(sumi[j][h]), d[j][h]);
+                                acc_min[j][h] = vfmaq_f32(acc_min[j][h], vcvtq_f32_s32(summ[j][h]), dm[j][h]);
+                                sumi[j][h] = summ[j][h] = vdupq_n_s32(0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < (rows[1] > rows[0] ? 2 : 1); ++j)
+            for (int h = 0; h < 2; ++h)
+                vst1q_f32(out + (size_t)rows[j] * out_stride + 4 * h, vsubq_f32(acc[j][h], acc_min[j][h]));
+    }
+}
+
 constexpr int kTypeSlots = 31;
 
 struct I8mmTable {
@@ -89,6 +168,10 @@ struct I8mmTable {
         k[q4_0] = overlay_entry(GgmlType::Q4_0);
         k[q4_0].gemm_x8 = q4_0_gemm_x8_i8mm;
         present[q4_0] = true;
+        const int q4_K = (int)GgmlType::Q4_K;
+        k[q4_K] = overlay_entry(GgmlType::Q4_K);
+        k[q4_K].gemm_x8 = q4_K_gemm_x8_i8mm;
+        present[q4_K] = true;
     }
 };
 

@@ -348,6 +348,24 @@ void q4_K_dot_rows_blockwise(int64_t n, const void* w, const void* a, size_t str
     }
 }
 
+// The 6-bit scales and mins of one interleaved Q4_K super-block (kernels.h x8 layout), [sub-block][row].
+ERT_INLINE void q4_K_x8_scales_mins(const uint8_t* g, int32_t sc[8][8], int32_t m[8][8]) {
+    for (int j = 0; j < 8; ++j)
+        for (int c = 0; c < 8; ++c) {
+            const int hi2 = g[96 + 8 * (j / 2) + c] >> (4 * (j % 2));
+            sc[j][c] = (g[32 + 8 * j + c] & 15) | (hi2 & 3) << 4;
+            m[j][c] = (g[32 + 8 * j + c] >> 4) | ((hi2 >> 2) & 3) << 4;
+        }
+}
+
+// d (h = 0) or dmin (h = 1) of the 8 rows of an interleaved Q4_K super-block times the activation's d:
+// rows 0..3 in out[0], 4..7 in out[1].
+ERT_INLINE void q4_K_x8_scaled(const uint8_t* g, int h, float dy, float32x4_t out[2]) {
+    const uint16x8_t v = vld1q_u16(reinterpret_cast<const uint16_t*>(g + 16 * h));
+    out[0] = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(v))), dy);
+    out[1] = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(v))), dy);
+}
+
 // One interleaved Q4_K group (kernels.h x8 layout) times n_act rows, the 8 weight rows in the lanes of two
 // vectors (rows 0..3, 4..7): qs[k][g] holds 4 bytes of each row, so a dot4 against the activation bytes
 // repeated per lane gives 4 rows' partial sums of sub-blocks 2k (low nibbles) and 2k + 1 (high nibbles).
@@ -362,18 +380,10 @@ void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t stride, co
         float32x4_t acc[2] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f)}, acc_min[2] = {acc[0], acc[0]};
         for (int64_t b = 0; b < n / QK_K; ++b, g += kQ4_Kx8BlockBytes) {
             int32_t sc[8][8], m[8][8];  // [sub-block][row]
-            for (int j = 0; j < 8; ++j)
-                for (int c = 0; c < 8; ++c) {
-                    const int hi2 = g[96 + 8 * (j / 2) + c] >> (4 * (j % 2));
-                    sc[j][c] = (g[32 + 8 * j + c] & 15) | (hi2 & 3) << 4;
-                    m[j][c] = (g[32 + 8 * j + c] >> 4) | ((hi2 >> 2) & 3) << 4;
-                }
-            const uint16x8_t dh = vld1q_u16(reinterpret_cast<const uint16_t*>(g));
-            const uint16x8_t mh = vld1q_u16(reinterpret_cast<const uint16_t*>(g + 16));
-            const float32x4_t d[2] = {vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(dh))), y[b].d),
-                                      vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(dh))), y[b].d)};
-            const float32x4_t dm[2] = {vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(mh))), y[b].d),
-                                       vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(mh))), y[b].d)};
+            q4_K_x8_scales_mins(g, sc, m);
+            float32x4_t d[2], dm[2];
+            q4_K_x8_scaled(g, 0, y[b].d, d);
+            q4_K_x8_scaled(g, 1, y[b].d, dm);
             int32x4_t sumi[2] = {vdupq_n_s32(0), vdupq_n_s32(0)}, summ[2] = {sumi[0], sumi[0]};
             for (int kk = 0; kk < 4; ++kk) {
                 int32x4_t dj[2][2] = {{vdupq_n_s32(0), vdupq_n_s32(0)}, {vdupq_n_s32(0), vdupq_n_s32(0)}};
