@@ -632,7 +632,8 @@ void test_attention_vec_ops(Isa isa, const GgmlVecOps& ops, const GgmlVecOps& re
         for (auto& h : v) h = fp32_to_fp16(nd(rng));
         for (auto& f : q) f = fp16_to_fp32(fp32_to_fp16(nd(rng)));
         for (int i = 0; i < 8; ++i)
-            for (int64_t e = 0; e < n_pos - 7 + i; ++e) p[(size_t)(i * stride + e)] = fp16_to_fp32(fp32_to_fp16(nd(rng)));
+            for (int64_t e = 0; e < n_pos - 7 + i; ++e)
+                p[(size_t)(i * stride + e)] = fp16_to_fp32(fp32_to_fp16(nd(rng)));
         std::vector<float> a((size_t)(8 * n_pos)), b((size_t)(8 * n_pos));
         if (D % ops.tinyblas_lanes == 0) {
             ref.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 8, a.data(), n_pos);
@@ -823,26 +824,26 @@ void test_blockwise_rows_match_twin(std::mt19937& rng) {
                 // n_gemm 3 splits a pair of activation rows (the i8mm kernels take two at a time), n_act 7
                 // leaves an odd last row
                 for (int na : {8, 7})
-                for (int n_gemm : {0, 3, 4, 8}) {
-                    float want[8][8];
-                    for (int c = 0; c < 8; ++c) {
-                        float col[8];
-                        ref->dot_rows_blockwise(n, w8.data() + c * rb, acts.data(), arb, 8, n_gemm, col);
-                        for (int r = 0; r < 8; ++r) want[r][c] = col[r];
+                    for (int n_gemm : {0, 3, 4, 8}) {
+                        float want[8][8];
+                        for (int c = 0; c < 8; ++c) {
+                            float col[8];
+                            ref->dot_rows_blockwise(n, w8.data() + c * rb, acts.data(), arb, 8, n_gemm, col);
+                            for (int r = 0; r < 8; ++r) want[r][c] = col[r];
+                        }
+                        std::vector<Isa> isas = runnable_simd_isas();
+                        isas.insert(isas.begin(), Isa::Scalar);
+                        for (Isa isa : isas) {
+                            const WeightKernels* k = weight_kernels(ti.type, isa);
+                            float got[64];
+                            k->gemm_x8(n, group.data(), acts.data(), arb, sums.data(), na, n_gemm, got, 8);
+                            for (int r = 0; r < na; ++r)
+                                for (int c = 0; c < 8; ++c)
+                                    CHECK(same_bits(got[r * 8 + c], want[r][c]),
+                                          "%s/%s n=%lld n_gemm=%d gemm_x8[%d][%d] %.9g != twin %.9g", ti.name,
+                                          isa_name(isa), (long long)n, n_gemm, r, c, got[r * 8 + c], want[r][c]);
+                        }
                     }
-                    std::vector<Isa> isas = runnable_simd_isas();
-                    isas.insert(isas.begin(), Isa::Scalar);
-                    for (Isa isa : isas) {
-                        const WeightKernels* k = weight_kernels(ti.type, isa);
-                        float got[64];
-                        k->gemm_x8(n, group.data(), acts.data(), arb, sums.data(), na, n_gemm, got, 8);
-                        for (int r = 0; r < na; ++r)
-                            for (int c = 0; c < 8; ++c)
-                                CHECK(same_bits(got[r * 8 + c], want[r][c]),
-                                      "%s/%s n=%lld n_gemm=%d gemm_x8[%d][%d] %.9g != twin %.9g", ti.name,
-                                      isa_name(isa), (long long)n, n_gemm, r, c, got[r * 8 + c], want[r][c]);
-                    }
-                }
             }
             for (int n_gemm : {0, 3, 8}) {
                 float want[8];

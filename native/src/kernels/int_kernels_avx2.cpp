@@ -46,8 +46,8 @@ struct MaddDot {
             for (int64_t k = c0; k < c1; k += kStep) {
                 const __m256i va = _mm256_loadu_si256((const __m256i*)(a + k));
                 s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + k))));
-                s1 = _mm256_add_epi32(s1,
-                                      _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + b_stride + k))));
+                s1 =
+                    _mm256_add_epi32(s1, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + b_stride + k))));
                 s2 = _mm256_add_epi32(
                     s2, _mm256_madd_epi16(va, _mm256_loadu_si256((const __m256i*)(b + 2 * b_stride + k))));
                 s3 = _mm256_add_epi32(

@@ -29,9 +29,9 @@ namespace edge_rt {
 
 namespace {
 
-constexpr int64_t kStep = 64;                // bytes per vpdpbusd
-constexpr int64_t kChunkSteps = 8192;        // per-lane int32 sum: 8192 x 4 x 255 x 127 < 2^31
-constexpr int64_t kBlockRows = 64;           // weight rows converted to bytes at a time
+constexpr int64_t kStep = 64;          // bytes per vpdpbusd
+constexpr int64_t kChunkSteps = 8192;  // per-lane int32 sum: 8192 x 4 x 255 x 127 < 2^31
+constexpr int64_t kBlockRows = 64;     // weight rows converted to bytes at a time
 
 // Row `row` of the activations as byte planes of Kp bytes (zero-padded past K): U8 one plane, U16 the
 // low bytes then the high bytes. Returns the raw code sum.
@@ -105,7 +105,8 @@ int64_t dot1(const uint8_t* a, const int8_t* w, int64_t Kp) {
         const int64_t c1 = std::min(Kp, c0 + kChunkSteps * kStep);
         __m512i s = _mm512_setzero_si512();
         for (int64_t k = c0; k < c1; k += kStep)
-            s = _mm512_dpbusd_epi32(s, _mm512_loadu_si512((const void*)(a + k)), _mm512_loadu_si512((const void*)(w + k)));
+            s = _mm512_dpbusd_epi32(s, _mm512_loadu_si512((const void*)(a + k)),
+                                    _mm512_loadu_si512((const void*)(w + k)));
         total += hsum_epi32_wide(s);
     }
     return total;
@@ -141,8 +142,9 @@ void matmul_acc(const CodeMatrix& a, const CodeMatrix& b, int64_t M, int64_t N, 
                 for (; r < nb; ++r) out[r] += dot1(av, &wb[(size_t)(r * Kp)], Kp) * ((int64_t)1 << shift);
             }
             // weights are symmetric (zero point 0): only the activations' zero point remains
-            for (int64_t r = 0; r < nb; ++r) out[r] += -b.zero_point * a_sum[(size_t)i] - a.zero_point * b_sum[(size_t)r] +
-                                                      K * a.zero_point * b.zero_point;
+            for (int64_t r = 0; r < nb; ++r)
+                out[r] += -b.zero_point * a_sum[(size_t)i] - a.zero_point * b_sum[(size_t)r] +
+                          K * a.zero_point * b.zero_point;
         }
     }
 }

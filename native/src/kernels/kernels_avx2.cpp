@@ -947,9 +947,15 @@ struct Avx2Table {
 }  // namespace
 
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_avx2,      ggml_softmax_exp_avx2, ggml_dot_f16_tinyblas_avx2,
-                                ggml_dot_f16_avx2,     ggml_geglu,            ggml_kq_tinyblas_avx2,
-                                ggml_pv_tinyblas_avx2, ggml_kq_ggml_avx2,     8};
+    static const GgmlVecOps ops{ggml_swiglu_avx2,
+                                ggml_softmax_exp_avx2,
+                                ggml_dot_f16_tinyblas_avx2,
+                                ggml_dot_f16_avx2,
+                                ggml_geglu,
+                                ggml_kq_tinyblas_avx2,
+                                ggml_pv_tinyblas_avx2,
+                                ggml_kq_ggml_avx2,
+                                8};
     return &ops;
 }
 

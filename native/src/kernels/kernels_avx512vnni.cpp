@@ -75,7 +75,6 @@ float q4_0_dot(int64_t n, const void* w, const void* a) {
     return o;
 }
 
-
 // ------------------------------------------------------------------ ggml vector ops, AVX-512 flavour
 // llama.cpp built on an AVX-512 CPU (kernels.h GgmlVecOps): ggml-cpu vec.h's AVX-512 ggml_v_expf and
 // ggml_v_silu, vec.cpp's 16-lane ggml_vec_swiglu_f32 / ggml_vec_soft_max_f32 / ggml_vec_dot_f16
@@ -257,9 +256,15 @@ struct Avx512Table {
 }  // namespace
 
 const GgmlVecOps* avx512_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{ggml_swiglu_avx512,      ggml_softmax_exp_avx512, ggml_dot_f16_tinyblas_avx512,
-                                ggml_dot_f16_avx512,     ggml_geglu,              ggml_kq_tinyblas_avx512,
-                                ggml_pv_tinyblas_avx512, ggml_kq_ggml_avx512,     16};
+    static const GgmlVecOps ops{ggml_swiglu_avx512,
+                                ggml_softmax_exp_avx512,
+                                ggml_dot_f16_tinyblas_avx512,
+                                ggml_dot_f16_avx512,
+                                ggml_geglu,
+                                ggml_kq_tinyblas_avx512,
+                                ggml_pv_tinyblas_avx512,
+                                ggml_kq_ggml_avx512,
+                                16};
     return &ops;
 }
 

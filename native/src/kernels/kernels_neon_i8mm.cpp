@@ -86,8 +86,8 @@ void q4_0_gemm_x8_i8mm(int64_t n, const void* group, const void* a, size_t strid
 // Row c's elements 8t..8t+7 of a sub-block are 4 bytes of group 2t and 4 of group 2t + 1 (qs[k][g][c]):
 // zipping the two groups' 32-bit lanes puts rows (c, c + 1) side by side, SMMLA's 8x2 operand; the low
 // nibbles are sub-block 2k, the high ones 2k + 1. An odd last activation row is paired with itself.
-void q4_K_gemm_x8_i8mm(int64_t n, const void* group, const void* a, size_t stride, const int16_t* /*a_sums*/,
-                       int n_act, int n_gemm, float* out, size_t out_stride) {
+void q4_K_gemm_x8_i8mm(int64_t n, const void* group, const void* a, size_t stride, const int16_t* /*a_sums*/, int n_act,
+                       int n_gemm, float* out, size_t out_stride) {
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     for (int r = 0; r < n_act; r += 2) {
         const int rows[2] = {r, r + 1 < n_act ? r + 1 : r};

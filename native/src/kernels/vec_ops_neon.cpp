@@ -205,8 +205,9 @@ void pv_tinyblas_neon(int64_t n, const uint16_t* v, int64_t v_stride, int64_t D,
 }  // namespace
 
 const GgmlVecOps* neon_ggml_vec_ops() noexcept {
-    static const GgmlVecOps ops{swiglu_neon,      softmax_exp_neon, dot_f16_tinyblas_neon, dot_f16_ggml_neon, ggml_geglu,
-                                kq_tinyblas_neon, pv_tinyblas_neon, kq_ggml_neon,          8};
+    static const GgmlVecOps ops{swiglu_neon,       softmax_exp_neon, dot_f16_tinyblas_neon,
+                                dot_f16_ggml_neon, ggml_geglu,       kq_tinyblas_neon,
+                                pv_tinyblas_neon,  kq_ggml_neon,     8};
     return &ops;
 }
 

@@ -156,8 +156,8 @@ float dot_f16_twin(int64_t n, const uint16_t* x, const uint16_t* y, int64_t n_to
 }
 
 template <class F>
-void kq_tinyblas_twin(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq,
-                      float* out, int64_t out_stride) {
+void kq_tinyblas_twin(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq, float* out,
+                      int64_t out_stride) {
     for (int i = 0; i < nq; ++i)
         for (int64_t j = 0; j < n_pos; ++j) out[i * out_stride + j] = tinyblas_twin<F>(D, k + j * k_stride, q + i * D);
 }
@@ -166,7 +166,8 @@ template <class F>
 void kq_ggml_twin(int64_t D, const uint16_t* k, int64_t k_stride, int64_t n_pos, const float* q, int nq, float* out,
                   int64_t out_stride) {
     for (int i = 0; i < nq; ++i)
-        for (int64_t j = 0; j < n_pos; ++j) out[i * out_stride + j] = dot_f16_ggml_twin<F>(D, k + j * k_stride, q + i * D, D);
+        for (int64_t j = 0; j < n_pos; ++j)
+            out[i * out_stride + j] = dot_f16_ggml_twin<F>(D, k + j * k_stride, q + i * D, D);
 }
 
 template <class F>
@@ -212,7 +213,7 @@ void ggml_geglu(const float* x, const float* g, float* y, int64_t n) noexcept {
 namespace {
 template <class F>
 GgmlVecOps twin_table() {
-    return GgmlVecOps{swiglu_twin<F>,     softmax_exp_twin<F>, dot_f16_tinyblas_twin<F>, dot_f16_twin<F>, ggml_geglu,
+    return GgmlVecOps{swiglu_twin<F>,      softmax_exp_twin<F>, dot_f16_tinyblas_twin<F>, dot_f16_twin<F>, ggml_geglu,
                       kq_tinyblas_twin<F>, pv_tinyblas_twin<F>, kq_ggml_twin<F>,          F::kLanes};
 }
 }  // namespace
