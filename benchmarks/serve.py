@@ -63,7 +63,10 @@ def start(name: str, model: Path, threads: int, n_ctx: int) -> Dict[str, Any]:
         cmd = [sys.executable, "-m", "edge_rt", "serve", str(model), "--port", str(port), "-t", str(threads),
                "--ctx", str(n_ctx), "--model-id", "model", "--max-queue", "1024"]
     else:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
+        # llama_cpp.server as the peer, opened as edge_rt/llama_cpp_peer.py opens llama.cpp (no AMX buffers on an
+        # AMX build, where they segfault)
+        cmd = [sys.executable, "-c", "import sys; from edge_rt.llama_cpp_peer import run_module; "
+               "run_module('llama_cpp.server', sys.argv[1:])", "--model", str(model), "--port", str(port),
                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx),
                "--model_alias", "model", "--verbose", "False", "--interrupt_requests", "False"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -170,7 +173,10 @@ def main() -> None:
 
     print(f"\n{args.model.name}, {args.threads} thread(s), {args.clients} clients x {args.requests} streamed chat "
           f"requests per run, {args.max_tokens} greedy tokens max, {args.runs} interleaved runs each; "
-          "median [min-max]\n")
+          "median [min-max]")
+    from edge_rt.llama_cpp_peer import peer_note
+
+    print(f"Peer: {peer_note()}.\n")
     print("| server | requests/s | TTFT p50 s | TTFT p99 s | tok/s per client | peak RSS MiB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, runs in results.items():

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, List, Optional, Union
 
-__all__ = ["amx_build", "open_llama", "peer_note"]
+__all__ = ["amx_build", "open_llama", "peer_note", "run_module"]
 
 _patch_lock = threading.Lock()
 
@@ -71,6 +71,17 @@ def open_llama(path: Union[str, Path], *, extra_buffers: Optional[bool] = None, 
         extra_buffers = not amx_build()
     with _model_params(extra_buffers):
         return llama_cpp.Llama(model_path=str(path), **kwargs)
+
+
+def run_module(module: str, argv: List[str]) -> None:
+    """``python -m module ARGV`` (e.g. ``llama_cpp.server``, the peer of benchmarks/serve.py) with the
+    weight buffers :func:`open_llama` would choose: on an AMX build, none (for the whole process)."""
+    import runpy
+    import sys
+
+    with _model_params(not amx_build()):
+        sys.argv = [module, *argv]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def peer_note() -> str:
