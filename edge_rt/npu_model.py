@@ -13,13 +13,10 @@ stays on the CPU.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, List
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .loading import is_int
 from .model import Model
 from .npu_stage import NpuStage, common_prefix
 
@@ -53,40 +50,21 @@ class NpuModel(Model):
         self._npu_tokens = seq[:end]
         return self._eval([seq[-1]], all_logits=False)[0]
 
-    def bench(self, n_prompt: int = 128, n_gen: int = 64, seed: int = 0) -> Dict[str, float]:
+    def bench(self, n_prompt: int = 128, n_gen: int = 64, seed: int = 0) -> Dict[str, Any]:
         """As :meth:`Model.bench`, with the prefill on the NPU stage (all ``n_prompt`` tokens) and
         ``npu``: the stage's :class:`~edge_rt.npu_stage.ChunkTimes` of this run."""
-        eng = self._require_engine("bench")
-        for name, v in (("n_prompt", n_prompt), ("n_gen", n_gen)):
-            if not is_int(v) or v < 1:
-                raise InvalidArgumentError(f"[bench] {name} must be an integer >= 1, got {v!r}")
-        if n_prompt + n_gen > self.n_ctx:
-            raise InvalidArgumentError(f"[bench] n_prompt + n_gen = {n_prompt + n_gen} exceeds n_ctx = {self.n_ctx}")
-        rng = np.random.default_rng(seed)
-        prompt = rng.integers(0, self.n_vocab, size=n_prompt, dtype=np.int32)
-        gen = rng.integers(0, self.n_vocab, size=(n_gen, 1), dtype=np.int32)
-        self._epoch += 1
-        eng.reset()
-        self._cache, self._npu_tokens = [], []
         before = self._stage.times.as_dict()
-        try:
-            t0 = time.perf_counter()
-            self._stage.prefill(eng, prompt.tolist(), 0, n_prompt)
-            prefill_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for i in range(n_gen):
-                eng.eval(gen[i], False)
-            decode_s = time.perf_counter() - t0
-        finally:
-            eng.reset()
+        res: Dict[str, Any] = super().bench(n_prompt, n_gen, seed)
         after = self._stage.times.as_dict()
         run = {k: after[k] - before[k] for k in ("chunks", "tokens", "backend_s", "host_s")}
         run["host_ms_per_chunk"] = 1e3 * run["host_s"] / max(run["chunks"], 1)
         run["backend_ms_per_chunk"] = 1e3 * run["backend_s"] / max(run["chunks"], 1)
-        return {"prefill_tok_s": n_prompt / prefill_s if prefill_s > 0 else float("inf"),
-                "decode_tok_s": n_gen / decode_s if decode_s > 0 else float("inf"),
-                "n_prompt": n_prompt, "n_gen": n_gen, "prefill_s": prefill_s, "decode_s": decode_s,
-                "threads": self.threads, "npu": run}
+        res["npu"] = run
+        return res
+
+    def _bench_prefill(self, eng: Any, prompt: np.ndarray) -> None:
+        self._npu_tokens = []
+        self._stage.prefill(eng, prompt.tolist(), 0, len(prompt))
 
     def info(self) -> Dict[str, Any]:
         """:meth:`Model.info` plus ``npu``: the prefill backend (``backend``, ``device``, ``stand_in``
