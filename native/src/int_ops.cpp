@@ -114,13 +114,21 @@ void int_matmul(const void* a, const QuantEncoding& ea, const void* b, const Qua
     k.requant_rows(acc.data(), M, N, m.data(), s.data(), ey.zero_point, ey.bits, y);
 }
 
-void int_add(const void* a, const QuantEncoding& ea, const void* b, const QuantEncoding& eb, int64_t n,
-             const QuantEncoding& ey, void* y, Isa isa) {
-    const std::string op = "add";
+namespace {
+// The arguments of an elementwise op of two inputs (add, mul).
+void check_binary(const std::string& op, const QuantEncoding& ea, const QuantEncoding& eb, const QuantEncoding& ey,
+                  int64_t n) {
     check_encoding(op, "left input", ea);
     check_encoding(op, "right input", eb);
     check_encoding(op, "output", ey);
     check_count(op, "n", n);
+}
+}  // namespace
+
+void int_add(const void* a, const QuantEncoding& ea, const void* b, const QuantEncoding& eb, int64_t n,
+             const QuantEncoding& ey, void* y, Isa isa) {
+    const std::string op = "add";
+    check_binary(op, ea, eb, ey, n);
     const FixedMultiplier fa = fixed_multiplier(ea.scale / ey.scale, 31);
     const double mb = std::nearbyint(std::ldexp(eb.scale / ey.scale, fa.s));
     if (!(mb < std::ldexp(1.0, 46))) bad(op, "scale ratio of the inputs is too large");
@@ -131,10 +139,7 @@ void int_add(const void* a, const QuantEncoding& ea, const void* b, const QuantE
 void int_mul(const void* a, const QuantEncoding& ea, const void* b, const QuantEncoding& eb, int64_t n,
              const QuantEncoding& ey, void* y, Isa isa) {
     const std::string op = "mul";
-    check_encoding(op, "left input", ea);
-    check_encoding(op, "right input", eb);
-    check_encoding(op, "output", ey);
-    check_count(op, "n", n);
+    check_binary(op, ea, eb, ey, n);
     const FixedMultiplier f = fixed_multiplier(ea.scale * eb.scale / ey.scale, 30);
     int_kernels(isa).mul(a, ea.bits, ea.zero_point, b, eb.bits, eb.zero_point, f.m, f.s, ey.zero_point, ey.bits, y, n);
 }
