@@ -76,6 +76,20 @@ def fake_chat_extra_env(tmp_path: Path, model: Path) -> Dict[str, str]:
     return env
 
 
+def hide_module(monkeypatch: Any, module: str) -> None:
+    """Makes ``import module`` fail with ImportError for the rest of the test, as on a machine without it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without(name, *a, **k):
+        if name == module:
+            raise ImportError(f"No module named '{module}'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", without)
+
+
 def python_child(args: List[str], popen: bool = False, **kwargs: Any):
     """Runs ``python ARGS`` against the edge_rt under test (see :func:`edge_rt_env`).
 

@@ -12,6 +12,8 @@ import pytest
 
 from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
 
+from helpers import hide_module
+
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
@@ -261,18 +263,9 @@ def test_bad_input(synthetic_model, tmp_path, monkeypatch):
         assert r.returncode == 1 and r.stderr.startswith("edge-rt: error:") and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "x").exists()
     # --check htp without the extra names it
-    import builtins
-
     from edge_rt.quantize.onnx_export import export_onnx
 
-    real_import = builtins.__import__
-
-    def no_qnn(name, *a, **k):
-        if name == "onnxruntime_qnn":
-            raise ImportError("No module named 'onnxruntime_qnn'")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_qnn)
+    hide_module(monkeypatch, "onnxruntime_qnn")
     with pytest.raises(ImportError, match=r'pip install "edge-rt\[qnn\]"'):
         export_onnx(src, tmp_path / "q", check="htp")
     assert not (tmp_path / "q").exists()

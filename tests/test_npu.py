@@ -4,7 +4,6 @@ error of a missing or mismatched export or backend, and the ``npu`` memory class
 
 from __future__ import annotations
 
-import builtins
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from test_export import requires_qnn  # noqa: E402  (same skip rule as the export's HTP tests)
+
+from helpers import hide_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DENSE = ROOT / "models" / "tiny-code-dense-f16.gguf"
@@ -155,14 +156,7 @@ def test_bad_backend_and_export(export, tmp_path, synthetic_model, monkeypatch):
     with pytest.raises(InvalidArgumentError, match="token embedding row .* another model with the same shapes"):
         edge_rt.load(twin, npu="cpu-ep", npu_model=export)
 
-    real_import = builtins.__import__
-
-    def no_qnn(name, *a, **k):
-        if name == "onnxruntime_qnn":
-            raise ImportError("No module named 'onnxruntime_qnn'")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_qnn)
+    hide_module(monkeypatch, "onnxruntime_qnn")
     with pytest.raises(BackendUnavailableError, match=r"'qnn-htp' cannot load.*pip install \"edge-rt\[qnn\]\""):
         edge_rt.load(DENSE, npu="qnn-htp", npu_model=export)
 
