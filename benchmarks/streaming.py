@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import statistics
 import subprocess
@@ -56,6 +55,8 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:  # the sibling scripts, also when this one is imported
     sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from edge_rt.devices.profiler import read_pass  # noqa: E402
 
 from decode_vs_llamacpp import machine_info  # noqa: E402
 
@@ -140,41 +141,7 @@ def odirect_read_bandwidth(path: Path, block: int = 8 * MiB, depths=(1, 2, 4), m
     for depth in depths:
         for _ in range(passes):
             drop_caches()
-            fd = os.open(str(path), os.O_RDONLY | os.O_DIRECT)
-            try:
-                cursor = [0]
-                lock = threading.Lock()
-                err: List[BaseException] = []
-
-                def worker() -> None:
-                    buf = mmap.mmap(-1, block)  # anonymous mmap: page aligned, as O_DIRECT needs
-                    try:
-                        while True:
-                            with lock:
-                                off = cursor[0]
-                                if off >= size:
-                                    return
-                                cursor[0] += block
-                            n = os.preadv(fd, [buf], off)
-                            if n != block:
-                                raise OSError(f"short O_DIRECT read at {off}: {n} of {block}")
-                    except BaseException as e:  # surfaced after join
-                        err.append(e)
-                    finally:
-                        buf.close()
-
-                ths = [threading.Thread(target=worker) for _ in range(depth)]
-                t0 = time.perf_counter()
-                for t in ths:
-                    t.start()
-                for t in ths:
-                    t.join()
-                dt = time.perf_counter() - t0
-                if err:
-                    raise err[0]
-            finally:
-                os.close(fd)
-            bw = size / dt
+            bw = read_pass(path, size, block, depth, direct=True)
             results[str(depth)] = max(results.get(str(depth), 0.0), bw)
     best_depth = max(results, key=results.get)
     return {"bytes_per_s": results[best_depth], "best_depth": int(best_depth), "by_depth": results,

@@ -33,7 +33,7 @@ import psutil
 from .cpu import _cpu_model
 from .profile_schema import SCHEMA_ID, WEIGHT_TYPES, validate
 
-__all__ = ["measure_profile", "memory_read_bandwidth", "flash_read_bandwidth", "npu_backends"]
+__all__ = ["measure_profile", "memory_read_bandwidth", "flash_read_bandwidth", "read_pass", "npu_backends"]
 
 Progress = Callable[[str, int, int], None]
 MiB = 1 << 20
@@ -64,9 +64,10 @@ def memory_read_bandwidth(threads: int, size: int = 512 * MiB, passes: int = 3) 
     return best
 
 
-def _read_pass(path: Path, size: int, request: int, depth: int, direct: bool) -> float:
+def read_pass(path: Path, size: int, request: int, depth: int, direct: bool) -> float:
     """One front-to-back pass over ``size`` bytes of ``path`` with ``depth`` reads of ``request`` bytes in
-    flight; returns bytes/s."""
+    flight (``depth`` threads taking consecutive requests from a shared cursor, each into its own page-aligned
+    buffer), with O_DIRECT or, without it, the page cache dropped as it goes; returns bytes/s."""
     fd = os.open(str(path), os.O_RDONLY | (os.O_DIRECT if direct else 0))
     cursor, lock, errors = [0], threading.Lock(), []  # type: ignore[var-annotated]
 
@@ -139,7 +140,7 @@ def flash_read_bandwidth(request: int, depth: int, flash_file: Optional[Path] = 
             direct = False
         best = 0.0
         for p in range(passes):
-            best = max(best, _read_pass(flash_file, size, request, depth, direct))
+            best = max(best, read_pass(flash_file, size, request, depth, direct))
             progress("flash", writes + p + 1, writes + passes)
         return {"bytes_per_s": best, "direct": direct, "bytes_read": size, "passes": passes,
                 "file": None if made else str(flash_file)}
