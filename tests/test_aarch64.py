@@ -48,13 +48,19 @@ def test_cpp_tests_pass_under_qemu_on_three_cpu_models(arm_build):
         assert "test_kernels: all passed" in section.split("== qemu-aarch64")[0]
 
 
-def _run_arm(arm_python: Path, args, cwd: Path, isa: str = "best", cpu: str = "max") -> None:
+def _arm_env(cpu: str = "max", isa: str = "best") -> Dict[str, str]:
+    """The environment of build/aarch64/python3 on an emulated ``cpu`` at ``isa`` ("best": its choice)."""
     env = edge_rt_env()
     env.pop("PYTHONPATH")  # the wrapper puts the aarch64 package first
     env["QEMU_CPU"] = cpu
     env.pop("EDGE_RT_ISA", None)
     if isa != "best":
         env["EDGE_RT_ISA"] = isa
+    return env
+
+
+def _run_arm(arm_python: Path, args, cwd: Path, isa: str = "best", cpu: str = "max") -> None:
+    env = _arm_env(cpu, isa)
     # From a folder without an edge_rt/ in it: python puts the script's folder (tests/) first on sys.path.
     proc = subprocess.run([str(arm_python), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -75,6 +81,15 @@ def _x86_isa_of_the_arm_bits(isa: str) -> Optional[str]:
     if isa == "scalar":
         return "scalar"
     return "avx2" if _core.cpu_supports("avx2") and "avx2" in _core.compiled_isas() else None
+
+
+def _x86_env_of_the_arm_bits() -> Dict[str, str]:
+    """The environment of an x86 child at the ISA whose bits the ARM build's best kernels compute."""
+    env = edge_rt_env()
+    env.pop("EDGE_RT_ISA", None)
+    if _x86_isa_of_the_arm_bits("best"):
+        env["EDGE_RT_ISA"] = _x86_isa_of_the_arm_bits("best")
+    return env
 
 
 def _greedy_x86(out: Path, isa: str, monkeypatch) -> Dict[str, np.ndarray]:
@@ -189,12 +204,7 @@ def test_golden_logits_under_qemu_equal_the_x86_column(arm_build, tmp_path, isa,
     import golden_logits
 
     table = json.loads(golden_logits.TABLE.read_text())[column]
-    env = edge_rt_env()
-    env.pop("PYTHONPATH")
-    env["QEMU_CPU"] = "max"
-    env.pop("EDGE_RT_ISA", None)
-    if isa != "best":
-        env["EDGE_RT_ISA"] = isa
+    env = _arm_env(isa=isa)
     proc = subprocess.run([str(arm_build), str(REPO / "tests" / "golden_logits.py"), "--cases", ",".join(cases)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -206,15 +216,10 @@ def test_golden_logits_under_qemu_equal_the_x86_column(arm_build, tmp_path, isa,
 @needs_cross_tools
 def test_edge_rt_run_under_qemu_prints_the_x86_text(arm_build, tmp_path):
     args = ["-m", "edge_rt.cli", "run", "--temp", "0", "-n", "24", "-p", "def main():"]
-    env = edge_rt_env()
-    env.pop("PYTHONPATH")
-    arm = subprocess.run([str(arm_build), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    arm = subprocess.run([str(arm_build), *args], cwd=tmp_path, env=_arm_env(), capture_output=True, text=True,
+                         timeout=600)
     assert arm.returncode == 0, arm.stderr[-4000:]
-    x86_env = edge_rt_env()
-    x86_env.pop("EDGE_RT_ISA", None)
-    if _x86_isa_of_the_arm_bits("best"):
-        x86_env["EDGE_RT_ISA"] = _x86_isa_of_the_arm_bits("best")
-    x86 = python_child(args, capture_output=True, text=True, timeout=600, env=x86_env)
+    x86 = python_child(args, capture_output=True, text=True, timeout=600, env=_x86_env_of_the_arm_bits())
     assert x86.returncode == 0, x86.stderr[-4000:]
     assert arm.stdout == x86.stdout and arm.stdout.startswith("def main():")
 
@@ -250,19 +255,12 @@ def test_c_abi_under_qemu_generates_the_x86_tokens(arm_build, tmp_path):
     hostile = tmp_path / "truncated.gguf"
     hostile.write_bytes(DEFAULT_MODEL.read_bytes()[:4096])
     args = ["-c", _CAPI_CHILD, str(DEFAULT_MODEL), str(hostile)]
-    x86_env = edge_rt_env()
-    x86_env.pop("EDGE_RT_ISA", None)
-    if _x86_isa_of_the_arm_bits("best"):
-        x86_env["EDGE_RT_ISA"] = _x86_isa_of_the_arm_bits("best")
-    x86 = python_child(args, capture_output=True, text=True, timeout=600, env=x86_env)
+    x86 = python_child(args, capture_output=True, text=True, timeout=600, env=_x86_env_of_the_arm_bits())
     assert x86.returncode == 0, x86.stderr[-4000:]
     want = json.loads(x86.stdout)
     assert want["hostile"] and want["hostile"][0] == "ModelFormatError", want["hostile"]
     for cpu in ("cortex-a53", "cortex-a76", "max"):
-        env = edge_rt_env()
-        env.pop("PYTHONPATH")
-        env.pop("EDGE_RT_ISA", None)
-        env["QEMU_CPU"] = cpu
+        env = _arm_env(cpu)
         env["EDGE_RT_LIB"] = str(REPO / "build" / "aarch64" / "libedge_rt.so")
         arm = subprocess.run([str(arm_build), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=900)
@@ -298,10 +296,7 @@ def test_jetson_device_test_under_qemu(arm_build, tmp_path):
     # the best kernels are the ones an Orin picks (test_arm64_python_under_qemu_matches_x86 covers i8mm).
     import json
 
-    env = edge_rt_env()
-    env.pop("PYTHONPATH")
-    env.pop("EDGE_RT_ISA", None)
-    env["QEMU_CPU"] = "cortex-a76"
+    env = _arm_env("cortex-a76")
     env["EDGE_RT_PYTHON"] = str(arm_build)
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(REPO / "apps" / "jetson" / "test.sh"), "--no-bench", "--no-npu", str(out)],
