@@ -132,10 +132,34 @@ def test_int_kernels_refuse_bad_input():
         intkernels.softmax(a, np.zeros(256, np.uint32), 1.0 / 255, 0, 8)
     from edge_rt import _core
 
+    with pytest.raises(InvalidArgumentError, match="must be a numpy array of uint16"):
+        _core.int_requantize(a.astype(">u2"), (1.0, 0, 16), (1.0, 0, 16), None)
     missing = [i for i in ("avx2", "avx512vnni") if not _core.cpu_supports(i)]
     if missing:
         with pytest.raises(InvalidArgumentError, match="not available"):
             intkernels.requantize(a, 1.0, 0, 1.0, 0, 8, isa=missing[-1])
+
+
+def test_int_kernels_take_unpickled_arrays():
+    """An unpickled array's dtype is a distinct (equal) object; the kernels took only the canonical one and
+    refused such codes with "must be a numpy array of uint16, got uint16" (found by the aarch64 test, whose
+    ops travel to qemu as a pickle)."""
+    import pickle
+
+    from edge_rt.quantize import intkernels, intref
+
+    rng = np.random.default_rng(3)
+    a = pickle.loads(pickle.dumps(rng.integers(0, 65536, (3, 40), dtype=np.uint16)))
+    w = pickle.loads(pickle.dumps(rng.integers(-127, 128, (5, 40), dtype=np.int8)))
+    s_w = pickle.loads(pickle.dumps(np.full(5, 0.01, np.float32)))
+    assert a.dtype is not np.dtype(np.uint16)
+    assert np.array_equal(intkernels.requantize(a, 0.5, 7, 0.25, 9, 16), intref.requantize(a, 0.5, 7, 0.25, 9, 16))
+    args = (a, 1e-3, 100, 16, w, s_w, 8, 0.05, 3, 8)
+    assert np.array_equal(intkernels.gemm(*args), intref.gemm(*args))
+    table = pickle.loads(pickle.dumps(intref.exp_table(1e-3, 16)))
+    assert np.array_equal(intkernels.softmax(a, table, 1 / 255, 0, 8), intref.softmax(a, table, 1 / 255, 0, 8))
+    sig = pickle.loads(pickle.dumps(intref.sigmoid_table(1e-3, 100, 16, 1 / 65535, 0, 16)))
+    assert np.array_equal(intkernels.lut(a, sig), intref.lut(a, sig))
 
 
 def _requires_qnn(test):

@@ -46,10 +46,17 @@ Isa pick_isa(const std::string& op, const py::object& name) {
     bad(op, "unknown ISA '" + s + "'");
 }
 
+// Whether arr's dtype is T's exactly: native byte order and T's type number. Not dtype identity: an
+// unpickled array's dtype is an equal but distinct object.
+template <class T>
+bool has_dtype(const py::array& arr) {
+    return py::isinstance<py::array_t<T>>(arr) && py::dtype::of<T>().num() == arr.dtype().num();
+}
+
 // A C-contiguous array of dtype T (exactly), or an error naming the argument.
 template <class T>
 py::array_t<T> exact(const std::string& op, const char* name, const py::array& arr) {
-    if (!py::isinstance<py::array_t<T>>(arr) || !py::dtype::of<T>().is(arr.dtype()))
+    if (!has_dtype<T>(arr))
         bad(op, std::string(name) + " must be a numpy array of " + std::string(py::str(py::dtype::of<T>())) + ", got " +
                     std::string(py::str(arr.dtype())));
     if (!(arr.flags() & py::array::c_style)) bad(op, std::string(name) + " must be C-contiguous");
@@ -99,7 +106,7 @@ void bind_int_kernels(py::module_& m) {
             const void* ap = codes(op, "a", a, A.bits);
             if (a.ndim() != 2 || w.ndim() != 2) bad(op, "a (M, K) and w must be 2-D");
             const int64_t M = a.shape(0), K = a.shape(1), N = w.shape(0);
-            const bool packed = py::dtype::of<uint8_t>().is(w.dtype());
+            const bool packed = has_dtype<uint8_t>(w);
             const void* wp = packed ? (const void*)exact<uint8_t>(op, "w", w).data() : exact<int8_t>(op, "w", w).data();
             if (w.shape(1) != (packed ? (K + 1) / 2 : K))
                 bad(op, std::string("w must be (N, ") + (packed ? "(K + 1) / 2) packed int4 bytes" : "K) int8 codes") +
@@ -221,7 +228,7 @@ void bind_int_kernels(py::module_& m) {
         [](const py::array& a, const py::array& table, const Enc& ey, const py::object& isa_name) {
             const std::string op = "softmax";
             const QuantEncoding Y = encoding(ey);
-            const int bits = py::dtype::of<uint16_t>().is(a.dtype()) ? 16 : 8;
+            const int bits = has_dtype<uint16_t>(a) ? 16 : 8;
             const void* ap = codes(op, "a", a, bits);
             const int64_t n = last_dim(op, a);
             py::array_t<uint32_t> t = exact<uint32_t>(op, "table", table);
@@ -244,10 +251,10 @@ void bind_int_kernels(py::module_& m) {
         "int_lut",
         [](const py::array& a, const py::array& table, const py::object& isa_name) {
             const std::string op = "lut";
-            const int bits = py::dtype::of<uint16_t>().is(a.dtype()) ? 16 : 8;
+            const int bits = has_dtype<uint16_t>(a) ? 16 : 8;
             const void* ap = codes(op, "a", a, bits);
             last_dim(op, a);
-            const int y_bits = py::dtype::of<uint16_t>().is(table.dtype()) ? 16 : 8;
+            const int y_bits = has_dtype<uint16_t>(table) ? 16 : 8;
             const void* tp = codes(op, "table", table, y_bits);
             if (table.ndim() != 1 || table.shape(0) != ((py::ssize_t)1 << bits))
                 bad(op, "the table must hold 2^bits entries for " + std::to_string(bits) + "-bit codes");
