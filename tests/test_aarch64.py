@@ -6,6 +6,7 @@ package built for it, whose greedy run of the default model is compared with thi
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Dict, Optional
@@ -179,6 +180,44 @@ def test_neon_dots_equal_the_avx2_bits(arm_build, tmp_path):
     types = [*_LAYOUTS, "F32", "F16", "BF16"]
     differ = [t for t in types if not np.array_equal(arm[t].view(np.uint32), x86[t].view(np.uint32))]
     assert not differ, {t: float(np.abs(arm[t] - x86[t]).max()) for t in differ}
+
+
+INT_OPS = REPO / "tests" / "aarch64_int_ops.py"
+DENSE = REPO / "models" / "tiny-code-dense-f16.gguf"
+
+
+@needs_cross_tools
+def test_integer_kernels_under_qemu_equal_intref(arm_build, tmp_path):
+    """Every integer op of the trained dense model's w8a8, w4a8 and w8a16 exports (prefill and decode
+    graphs), fed the input codes ORT's CPU EP computes, through the NEON integer kernels under qemu (max:
+    neon, neon_dotprod and neon_i8mm's USDOT GEMM): each output equal to intref's bit for bit."""
+    pytest.importorskip("onnxruntime")
+    import pickle
+
+    from edge_rt.quantize import intref
+    from edge_rt.quantize.int_ops import input_codes, ort_op_values, run_op
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    graphs, kinds = [], set()
+    for scheme in ("w8a8", "w4a8", "w8a16"):
+        out = tmp_path / scheme
+        export_onnx(DENSE, out, scheme=scheme, chunk=8, ctx=32, max_calib_tokens=128, range_method="minmax")
+        for graph, ops, vals in ort_op_values(out):
+            triples = []
+            for op in ops:
+                codes = input_codes(op, vals)
+                triples.append((op, codes, run_op(op, codes, intref)))
+                kinds.add(op.kind)
+            graphs.append((f"{scheme}/{graph}", triples))
+    assert kinds >= {"gemm", "matmul", "add", "mul", "rmsnorm", "softmax", "sigmoid"}
+    with open(tmp_path / "ops.pickle", "wb") as f:
+        pickle.dump(graphs, f)
+    isas = ["scalar", "neon", "neon_dotprod", "neon_i8mm"]
+    _run_arm(arm_build, [INT_OPS, tmp_path / "ops.pickle", tmp_path / "arm.json", *isas], tmp_path)
+    result = json.loads((tmp_path / "arm.json").read_text())
+    assert result["isas"] == isas
+    assert result["ops"] == len(isas) * sum(len(t) for _, t in graphs)
+    assert not result["differ"], result["differ"][:20]
 
 
 # Golden-logit cases (tests/golden_logits.py) whose matmuls take NEON kernels the default model (Q8_0) does

@@ -153,7 +153,7 @@ void test_wide_accumulators() {
     for (const Case& c : cases) {
         auto a = make_codes(c.ta, 1, c.K, 1), b = make_codes(c.tb, 1, c.K, 1);
         const CodeMatrix A{a.data(), c.ta, 0}, B{b.data(), c.tb, 0};
-        for (Isa isa : std::vector<Isa>{Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon}) {
+        for (Isa isa : std::vector<Isa>{Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonI8mm}) {
             int64_t acc = 0;
             int_kernels(isa).matmul_acc(A, B, 1, 1, c.K, &acc);
             CHECK(acc == c.expect, "%s %s x %s K=%lld: %lld != %lld", isa_name(isa), type_name(c.ta), type_name(c.tb),
@@ -300,6 +300,19 @@ int main() {
         CHECK(int_kernels(Isa::Avx2).matmul_acc != scalar_int_kernels()->matmul_acc &&
                   int_kernels(Isa::Avx2).requant_rows != scalar_int_kernels()->requant_rows,
               "the avx2 level runs its own integer kernels");
+    if (isa_compiled(Isa::Avx512Vnni) && cpu_supports(Isa::Avx512Vnni))
+        CHECK(int_kernels(Isa::Avx512Vnni).matmul_acc != int_kernels(Isa::Avx2).matmul_acc,
+              "the avx512vnni level runs its own GEMM");
+    if (isa_compiled(Isa::Neon) && cpu_supports(Isa::Neon))
+        CHECK(int_kernels(Isa::Neon).matmul_acc != scalar_int_kernels()->matmul_acc &&
+                  int_kernels(Isa::Neon).requant_rows != scalar_int_kernels()->requant_rows &&
+                  int_kernels(Isa::Neon).add != scalar_int_kernels()->add &&
+                  int_kernels(Isa::Neon).scaled_product != scalar_int_kernels()->scaled_product,
+              "the neon level runs its own integer kernels");
+    if (isa_compiled(Isa::NeonI8mm) && cpu_supports(Isa::NeonI8mm))
+        CHECK(int_kernels(Isa::NeonI8mm).matmul_acc != int_kernels(Isa::Neon).matmul_acc &&
+                  int_kernels(Isa::NeonI8mm).add == int_kernels(Isa::Neon).add,
+              "the neon_i8mm level runs its own GEMM over the neon table");
     test_fixed_point();
     test_matmul_acc();
     test_wide_accumulators();

@@ -11,13 +11,16 @@
 //    (fixed_multiplier, in float64 exactly as intref does; the exp and sigmoid tables are inputs built by
 //    intref), validate every argument (edge_rt::Error InvalidArgument, message "[int_kernels] ..."),
 //    and run the ISA's kernels;
-//  * IntKernels: the per-ISA table of inner loops (int_kernels_scalar.cpp, int_kernels_avx2.cpp), merged
+//  * IntKernels: the per-ISA table of inner loops (int_kernels_scalar.cpp, int_kernels_<isa>.cpp), merged
 //    over the scalar table like WeightKernels; every entry computes exact integers, so each ISA's result
 //    equals the scalar twin's bit for bit (native/tests/test_int_kernels.cpp checks it).
 //
 // AVX512-VNNI: matmul_acc with vpdpbusd for unsigned activations times signed weights
-// (int_kernels_avx512vnni.cpp); its other entries are the AVX2 ones. NEON (every ARM level): matmul_acc
-// on int16 planes (int_kernels_neon.cpp); its other entries are the scalar ones.
+// (int_kernels_avx512vnni.cpp); its other entries are the AVX2 ones. NEON (every ARM level): every entry
+// but lut (int_kernels_neon.cpp: the GEMM on int16 planes, the requantizing ops in int64 lanes); the
+// dotprod level runs it as is; i8mm: matmul_acc with USDOT for unsigned activations times signed weights
+// (int_kernels_neon_i8mm.cpp), the other entries NEON's. The u8 x s8 GEMM of both byte-dot ISAs is
+// int_byte_planes.h's.
 //
 // Thread-safety: all functions are pure; call them from any thread.
 #pragma once
@@ -90,6 +93,7 @@ const IntKernels* scalar_int_kernels() noexcept;
 const IntKernels* avx2_int_kernels() noexcept;        // nullptr where not built
 const IntKernels* avx512vnni_int_kernels() noexcept;  // nullptr where not built
 const IntKernels* neon_int_kernels() noexcept;        // nullptr where not built
+const IntKernels* neon_i8mm_int_kernels() noexcept;   // nullptr where not built
 // The table the given ISA runs (lowered by runnable_isa; levels without their own kernels use their parent's).
 const IntKernels& int_kernels(Isa isa) noexcept;
 

@@ -11,7 +11,8 @@ const IntKernels* own_table(Isa isa) {
         case Isa::Scalar: return scalar_int_kernels();
         case Isa::Avx2: return avx2_int_kernels();
         case Isa::Avx512Vnni: return avx512vnni_int_kernels();
-        case Isa::Neon: return neon_int_kernels();  // dotprod and i8mm inherit it
+        case Isa::Neon: return neon_int_kernels();  // dotprod inherits it
+        case Isa::NeonI8mm: return neon_i8mm_int_kernels();
         default: return nullptr;
     }
 }
@@ -51,6 +52,7 @@ const IntKernels* avx512vnni_int_kernels() noexcept { return nullptr; }
 #endif
 #if !defined(EDGE_RT_HAVE_NEON)
 const IntKernels* neon_int_kernels() noexcept { return nullptr; }
+const IntKernels* neon_i8mm_int_kernels() noexcept { return nullptr; }
 #endif
 
 const IntKernels& int_kernels(Isa isa) noexcept {
