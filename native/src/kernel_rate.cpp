@@ -8,6 +8,7 @@
 
 #include "edge_rt/error.h"
 #include "edge_rt/kernels.h"
+#include "weight_prefetch.h"
 
 namespace edge_rt {
 
@@ -104,6 +105,7 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
         float acc = 0;
         if (x8) {
             for (int64_t g = 0; g < rows / 8; ++g) {
+                prefetch_ahead(groups.data() + (size_t)g * 8 * row_bytes, 8 * row_bytes, groups.data() + groups.size());
                 k.gemm_x8(n, groups.data() + (size_t)g * 8 * row_bytes, act.data(), act_stride, a_sums, n_act,
                           n_act > 1 ? n_act : 0, out, 8);
                 acc += out[0];
@@ -111,6 +113,7 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
         } else {
             for (int64_t r = 0; r < rows; ++r) {
                 const uint8_t* wrow = w.data() + (size_t)r * row_bytes;
+                prefetch_ahead(wrow, row_bytes, w.data() + w.size());  // as ops.cpp's matmul streams rows
                 if (blockwise) {
                     k.dot_rows_blockwise(n, wrow, act.data(), act_stride, n_act, n_act > 1 ? n_act : 0, out);
                 } else if (tiled) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "edge_rt/error.h"
+#include "weight_prefetch.h"
 
 namespace edge_rt {
 
@@ -89,6 +90,8 @@ void matmul_x8(ForwardPass& f, const TensorView& W, const WeightKernels& k, size
             for (int64_t t = 0; t < n_tok; t += kActTile) {
                 const int n_act = (int)std::min<int64_t>(kActTile, n_tok - t);
                 for (int64_t g = gb; g < ge; ++g) {
+                    if (t == 0)
+                        prefetch_ahead(W.data + (size_t)g * group_bytes, group_bytes, W.data + g1 * group_bytes);
                     const int gemm_rows = (int)std::clamp<int64_t>(n_gemm - t, 0, n_act);
                     k.gemm_x8(width, W.data + (size_t)g * group_bytes, act + (size_t)t * act_stride, act_stride,
                               k.act_type == GgmlType::Q8_0 ? sums.data() + (size_t)(t * nb) : nullptr, n_act, gemm_rows,
@@ -130,6 +133,7 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                 const uint8_t* a = act + (size_t)t * act_stride;
                 for (int64_t r = rb; r < re; ++r) {
                     const uint8_t* wrow = W.row(r);
+                    if (t == 0) prefetch_ahead(wrow, W.row_bytes, W.row(r1));  // the first sweep streams W
                     if (blockwise) {
                         const int gemm_rows = (int)std::clamp<int64_t>(n_gemm - t, 0, n_act);
                         k.dot_rows_blockwise(width, wrow, a, act_stride, n_act, gemm_rows, tmp);
