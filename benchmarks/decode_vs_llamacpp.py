@@ -86,6 +86,23 @@ def machine_info(model_dir: Path) -> Dict[str, Any]:
     }
 
 
+def edge_rt_source() -> str:
+    """Which edge_rt this run measures: a checkout (with its commit) or an installed package. Run from a
+    checkout without ``PYTHONPATH=.``, Python imports the installed package, not the checkout's code."""
+    import edge_rt
+
+    pkg = Path(edge_rt.__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=10)
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0 or git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+        return f"{pkg} (installed package)"  # not a git tree, or one that does not track it (site-packages)
+    modified = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return f"{pkg} (checkout at {head.stdout.strip()}{', with uncommitted changes' if modified else ''})"
+
+
 # ---- bandwidth --------------------------------------------------------------------------------------
 
 
@@ -279,6 +296,7 @@ def markdown(report: Dict[str, Any]) -> str:
         f"Model: {', '.join(p['models']) or p['preset'] + ' synthetic'}; prefill {p['n_prompt']} tokens, "
         f"decode {p['n_gen']} tokens, "
         f"{p['threads']} threads, {p['reps']} interleaved runs each after a warm-up; median [min-max].",
+        f"edge_rt: {report['edge_rt']}",
         *sorted({f"Peer: {t['peer']}." for t in report["types"] if t.get("peer")}),
         "",
         "| type | engine | prefill tok/s | decode tok/s | decode bound tok/s | decode / bound |",
@@ -350,6 +368,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
+        "edge_rt": edge_rt_source(),
         "params": {"preset": a.preset, "models": [str(m) for m in a.model],
                    "threads": a.threads, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                    "reps": a.reps, "bw_passes": a.bw_passes},
