@@ -822,30 +822,6 @@ void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, 
 // activation's sub-block 2k, high nibbles sub-block 2k + 1, 4 bytes broadcast per vpmaddubsw (i16 sums of
 // 8 <= 8 * 2 * 15 * 127, no saturation); vpmaddwd with each row's 6-bit scale in both i16 halves gives
 // sc * dot per lane, exact. Mins: the chunk's two bsum pairs (i16) against each row's two mins.
-struct Q4KChunkScales {
-    __m256i sc_lo, sc_hi, mins;  // lane c: (sc[2k], sc[2k]), (sc[2k+1], sc[2k+1]), (m[2k], m[2k+1]) as i16
-};
-
-ERT_INLINE void q4_K_x8_scales(const uint8_t* g, Q4KChunkScales* out) {
-    const __m128i low4 = _mm_set1_epi8(0x0F), low2 = _mm_set1_epi8(0x03);
-    for (int k = 0; k < 4; ++k) {
-        const __m128i l0 = _mm_loadl_epi64((const __m128i*)(g + 32 + 16 * k));      // low4[2k][c]
-        const __m128i l1 = _mm_loadl_epi64((const __m128i*)(g + 32 + 16 * k + 8));  // low4[2k+1][c]
-        const __m128i h = _mm_loadl_epi64((const __m128i*)(g + 96 + 8 * k));        // high2[k][c]
-        const __m128i sc0 = _mm_or_si128(_mm_and_si128(l0, low4), _mm_slli_epi16(_mm_and_si128(h, low2), 4));
-        const __m128i m0 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l0, 4), low4),
-                                        _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), low2), 4));
-        const __m128i sc1 =
-            _mm_or_si128(_mm_and_si128(l1, low4), _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), low2), 4));
-        const __m128i m1 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l1, 4), low4),
-                                        _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), low2), 4));
-        const __m256i s0 = _mm256_cvtepu8_epi32(sc0), s1 = _mm256_cvtepu8_epi32(sc1);
-        out[k].sc_lo = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16));
-        out[k].sc_hi = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
-        out[k].mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m0, m1));
-    }
-}
-
 void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* /*a_sums*/, int n_act,
                   int n_gemm, float* out, size_t out_stride) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);

@@ -243,6 +243,32 @@ ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
     out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
 }
 
+// The scales and mins of 64-element chunk k of an interleaved Q4_K x8 super-block (interleave.cpp's
+// layout), for the gemm_x8 kernels of both x86 files.
+struct Q4KChunkScales {
+    __m256i sc_lo, sc_hi, mins;  // lane c: (sc[2k], sc[2k]), (sc[2k+1], sc[2k+1]), (m[2k], m[2k+1]) as i16
+};
+
+ERT_INLINE void q4_K_x8_scales(const uint8_t* g, Q4KChunkScales* out) {
+    const __m128i low4 = _mm_set1_epi8(0x0F), low2 = _mm_set1_epi8(0x03);
+    for (int k = 0; k < 4; ++k) {
+        const __m128i l0 = _mm_loadl_epi64((const __m128i*)(g + 32 + 16 * k));      // low4[2k][c]
+        const __m128i l1 = _mm_loadl_epi64((const __m128i*)(g + 32 + 16 * k + 8));  // low4[2k+1][c]
+        const __m128i h = _mm_loadl_epi64((const __m128i*)(g + 96 + 8 * k));        // high2[k][c]
+        const __m128i sc0 = _mm_or_si128(_mm_and_si128(l0, low4), _mm_slli_epi16(_mm_and_si128(h, low2), 4));
+        const __m128i m0 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l0, 4), low4),
+                                        _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), low2), 4));
+        const __m128i sc1 =
+            _mm_or_si128(_mm_and_si128(l1, low4), _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), low2), 4));
+        const __m128i m1 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l1, 4), low4),
+                                        _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), low2), 4));
+        const __m256i s0 = _mm256_cvtepu8_epi32(sc0), s1 = _mm256_cvtepu8_epi32(sc1);
+        out[k].sc_lo = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16));
+        out[k].sc_hi = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
+        out[k].mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m0, m1));
+    }
+}
+
 // Unpacks the 12 packed bytes of a Q3_K super-block into its 16 signed scales s[j] - 32 (int8). Built in
 // registers (vpinsrd) rather than through a stack array: a 16-byte load of four fresh 4-byte stores
 // cannot be store-forwarded and stalls every super-block.
