@@ -438,6 +438,26 @@ void test_type(const TypeInfo& ti, std::mt19937& rng) {
                               "%s/%s n=%lld: vec_dot_rows_scaled(n_act=%d)[%d] %.9g is not vec_dot_rows' %.9g", ti.name,
                               isa_name(isa), (long long)n, na, r, got[r], want[r]);
                 }
+                if (k->vec_dot2_rows_scaled) {       // two rows at once: each row's vec_dot_rows_scaled bits
+                    std::mt19937 rng2((unsigned)n);  // its own generator: the other tests' draws stay the same
+                    std::vector<uint8_t> two_rows = w;
+                    const auto w1 = random_weights(ti, n, rng2);
+                    two_rows.insert(two_rows.end(), w1.begin(), w1.end());
+                    for (int na = 1; na <= kActs; ++na) {
+                        float want[2][kActs], got[16];
+                        for (int i = 0; i < 2; ++i)
+                            k->vec_dot_rows_scaled(n, two_rows.data() + (size_t)i * w.size(), acts.data(), arb,
+                                                   scales.data(), (size_t)nb, na, want[i]);
+                        k->vec_dot2_rows_scaled(n, two_rows.data(), w.size(), acts.data(), arb, scales.data(),
+                                                (size_t)nb, na, got);
+                        for (int i = 0; i < 2; ++i)
+                            for (int r = 0; r < na; ++r)
+                                CHECK(same_bits(got[i * 8 + r], want[i][r]),
+                                      "%s/%s n=%lld: vec_dot2_rows_scaled(n_act=%d) row %d [%d] %.9g is not "
+                                      "vec_dot_rows_scaled's %.9g",
+                                      ti.name, isa_name(isa), (long long)n, na, i, r, got[i * 8 + r], want[i][r]);
+                    }
+                }
             }
         }
     }

@@ -72,6 +72,12 @@ struct WeightKernels {
     // instructions). Pairs with the vec_dot_rows of its own ISA's table.
     void (*vec_dot_rows_scaled)(int64_t n, const void* w, const void* a, size_t a_stride, const float* a_scales,
                                 size_t scale_stride, int n_act, float* out);
+    // vec_dot_rows_scaled of two weight rows at once, w and w + w_stride: out[i * 8 + j] = row i . a_j for
+    // i < 2, j < n_act <= 8, each bit for bit what vec_dot_rows_scaled gives for that row (an ISA whose
+    // registers hold two rows' lanes side by side shares each activation load between them). nullptr
+    // where an ISA has none: callers then take rows one at a time.
+    void (*vec_dot2_rows_scaled)(int64_t n, const void* w, size_t w_stride, const void* a, size_t a_stride,
+                                 const float* a_scales, size_t scale_stride, int n_act, float* out);
 
     size_t act_row_bytes(int64_t n) const noexcept { return (size_t)(n / act_block_elems * act_block_bytes); }
 };

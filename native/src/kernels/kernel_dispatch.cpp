@@ -32,6 +32,7 @@ struct MergedTables {
         if (src->vec_dot_rows) {  // a level's scaled twin only ever stands beside its own vec_dot_rows
             dst.vec_dot_rows = src->vec_dot_rows;
             dst.vec_dot_rows_scaled = src->vec_dot_rows_scaled;
+            dst.vec_dot2_rows_scaled = src->vec_dot2_rows_scaled;
         }
         if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
         if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;

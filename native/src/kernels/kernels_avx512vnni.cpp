@@ -7,8 +7,8 @@
 // the integer part (vpmaddubsw + vpmaddwd), whose block sums are exact either way. So this table holds the
 // 32-element block formats' single-row dots (Q8_0, Q4_0, Q5_0), their multi-row prompt dots where those
 // keep the AVX2 order (Q5_0, Q4_1, Q5_1), and 512-bit prompt kernels for the signed formats with fp32
-// activation scales that put two activation rows, each in its AVX2 lanes, in one register
-// (dot_rows_scaled_x2); everything else falls back to the AVX2 table (kernel_dispatch.cpp overlays per
+// activation scales that put two weight rows, each in its AVX2 lanes, in one register
+// (dot2_rows_scaled); everything else falls back to the AVX2 table (kernel_dispatch.cpp overlays per
 // entry). Wider kernels that paired two blocks in one 512-bit register, or summed K-quant and F16 rows in
 // 16 lanes, were faster but changed the float sums (the golden digests of Q8_0, Q4_0, Q6_K and F16 models
 // differed from AVX2's) and were removed: two rows, not two blocks, per register keeps the bits.
@@ -65,64 +65,55 @@ ERT_DEFINE_DOTS(q5_0)
 ERT_DEFINE_DOTS(q4_1)
 ERT_DEFINE_DOTS(q5_1)
 
-// Prompt rows of the signed 32-element formats with fp32 activation scales (vec_dot_rows_scaled), two
-// activation rows per 512-bit register: lanes 0-7 are row 2p's AVX2 lanes, lanes 8-15 row 2p + 1's. Each
-// lane does what the AVX2 kernel's does (rows_q8_0_act_scaled: the exact 4-product integer sums, the
-// float dx * dy, one fma into the row's accumulator, block after block), and each row's half is summed
-// by the AVX2 hsum8: the AVX2 table's bits, at half the instructions. sign(qy, qx) is a masked negate
-// (AVX-512 has no vpsignb); where qx is 0 the unsigned side |qx| is 0 too, so the product is the same.
-template <int NP, class D>
-ERT_INLINE void rows_scaled_x2(int64_t n, const void* w, const void* a, size_t stride, const float* scales,
-                               size_t scale_stride, float* out) {
-    const auto* x = static_cast<const typename D::Block*>(w);
-    const BlockQ8_0* y[2 * NP];
-    const float* dy[2 * NP];
-    for (int r = 0; r < 2 * NP; ++r) {
+// Prompt rows with fp32 activation scales, one weight row at a time (vec_dot_rows_scaled: a matrix's odd
+// last row), in the AVX2 kernel's order with vpdpbusd.
+ERT_DEFINE_SCALED_DOTS(q8_0, DecQ8_0, DotVnni)
+ERT_DEFINE_SCALED_DOTS(q4_0, DecQ4_0, DotVnni)
+ERT_DEFINE_SCALED_DOTS(q5_0, DecQ5_0, DotVnni)
+
+// Two weight rows against NA activation rows (vec_dot2_rows_scaled): lanes 0-7 are weight row 0's AVX2
+// lanes, lanes 8-15 row 1's, each doing what rows_q8_0_act_scaled's lanes do (the exact 4-product sums,
+// dx * dy, one fma per block into the pair's accumulator), so each row's half summed by hsum8 is the
+// AVX2 kernel's output bit for bit. Each activation block is loaded once, broadcast to both halves, for
+// two weight rows. (Pairing two activation rows instead, with one weight row, measured 38.9 G weights/s
+// against this kernel's 57.9 and the AVX2 kernel's 35: every activation block was loaded again per
+// weight row, and each pair's scales took an insert.)
+template <int NA, class D>
+ERT_INLINE void rows2_scaled(int64_t n, const void* w, size_t w_stride, const void* a, size_t stride,
+                             const float* scales, size_t scale_stride, float* out) {
+    const auto* x0 = static_cast<const typename D::Block*>(w);
+    const auto* x1 = reinterpret_cast<const typename D::Block*>(static_cast<const uint8_t*>(w) + w_stride);
+    const BlockQ8_0* y[NA];
+    const float* dy[NA];
+    __m512 acc[NA];
+    for (int r = 0; r < NA; ++r) {
         y[r] = reinterpret_cast<const BlockQ8_0*>(act_row(a, stride, r));
         dy[r] = scales + (size_t)r * scale_stride;
+        acc[r] = _mm512_setzero_ps();
     }
-    __m512 acc[NP];
-    for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
     const int64_t nb = n / QK8_0;
     for (int64_t b = 0; b < nb; ++b) {
-        const __m512i qx = _mm512_broadcast_i64x4(D::q(x[b]));
+        const __m512i qx = _mm512_inserti64x4(_mm512_castsi256_si512(D::q(x0[b])), D::q(x1[b]), 1);
         const __m512i ax = _mm512_abs_epi8(qx);
         const __mmask64 negative = _mm512_movepi8_mask(qx);
-        const __m512 dx = _mm512_set1_ps(h2f(x[b].d));
-        for (int p = 0; p < NP; ++p) {
-            const __m512i qy =
-                _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)y[2 * p][b].qs)),
-                                   _mm256_loadu_si256((const __m256i*)y[2 * p + 1][b].qs), 1);
+        const __m512 dx = _mm512_insertf32x8(_mm512_set1_ps(h2f(x0[b].d)), _mm256_set1_ps(h2f(x1[b].d)), 1);
+        for (int r = 0; r < NA; ++r) {
+            const __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)y[r][b].qs));
             const __m512i sy = _mm512_mask_sub_epi8(qy, negative, _mm512_setzero_si512(), qy);
             const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy);
-            const __m512 dy2 =
-                _mm512_insertf32x8(_mm512_set1_ps(dy[2 * p][b]), _mm256_broadcast_ss(&dy[2 * p + 1][b]), 1);
-            acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dx, dy2), acc[p]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dx, _mm512_set1_ps(dy[r][b])), acc[r]);
         }
     }
-    for (int p = 0; p < NP; ++p) {
-        out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
-        out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
+    for (int r = 0; r < NA; ++r) {
+        out[r] = hsum8(_mm512_castps512_ps256(acc[r]));
+        out[8 + r] = hsum8(_mm512_extractf32x8_ps(acc[r], 1));
     }
 }
 
-// Runs of up to 8 activation rows as pairs (runs of 4, which spill no row pointers, measured slower:
-// 36.5 against 38.9 G weights/s, the weight block decoded twice as often); an odd last row takes the
-// AVX2 kernel's single-row loop.
 template <class D>
-void dot_rows_scaled_x2(int64_t n, const void* w, const void* a, size_t st, const float* sc, size_t sst, int na,
-                        float* out) {
-    const uint8_t* ap = static_cast<const uint8_t*>(a);
-    int j = 0;
-    for (; j + 8 <= na; j += 8) rows_scaled_x2<4, D>(n, w, ap + (size_t)j * st, st, sc + (size_t)j * sst, sst, out + j);
-    switch ((na - j) / 2) {
-        case 3: rows_scaled_x2<3, D>(n, w, ap + (size_t)j * st, st, sc + (size_t)j * sst, sst, out + j); break;
-        case 2: rows_scaled_x2<2, D>(n, w, ap + (size_t)j * st, st, sc + (size_t)j * sst, sst, out + j); break;
-        case 1: rows_scaled_x2<1, D>(n, w, ap + (size_t)j * st, st, sc + (size_t)j * sst, sst, out + j); break;
-        default: break;
-    }
-    j += (na - j) / 2 * 2;
-    if (j < na) rows_q8_0_act_scaled<1, D, DotVnni>(n, w, ap + (size_t)j * st, st, sc + (size_t)j * sst, sst, out + j);
+void dot2_rows_scaled(int64_t n, const void* w, size_t w_stride, const void* a, size_t st, const float* sc, size_t sst,
+                      int na, float* out) {
+    act_runs(na, [&](auto k, int) { rows2_scaled<decltype(k)::value, D>(n, w, w_stride, a, st, sc, sst, out); });
 }
 
 // Repacked Q4_K (gemm_x8) for prompts: the AVX2 kernel's float steps, in its order, on the same exact
@@ -389,9 +380,12 @@ struct Avx512Table {
         add(T::Q8_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q8_0_dot, q8_0_dot_rows);
         add(T::Q4_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q4_0_dot, q4_0_dot_rows);
         add(T::Q5_0, T::Q8_0, QK8_0, sizeof(BlockQ8_0), q5_0_dot, q5_0_dot_rows);
-        k[(int)T::Q8_0].vec_dot_rows_scaled = dot_rows_scaled_x2<DecQ8_0>;
-        k[(int)T::Q4_0].vec_dot_rows_scaled = dot_rows_scaled_x2<DecQ4_0>;
-        k[(int)T::Q5_0].vec_dot_rows_scaled = dot_rows_scaled_x2<DecQ5_0>;
+        k[(int)T::Q8_0].vec_dot_rows_scaled = q8_0_dot_rows_scaled;
+        k[(int)T::Q4_0].vec_dot_rows_scaled = q4_0_dot_rows_scaled;
+        k[(int)T::Q5_0].vec_dot_rows_scaled = q5_0_dot_rows_scaled;
+        k[(int)T::Q8_0].vec_dot2_rows_scaled = dot2_rows_scaled<DecQ8_0>;
+        k[(int)T::Q4_0].vec_dot2_rows_scaled = dot2_rows_scaled<DecQ4_0>;
+        k[(int)T::Q5_0].vec_dot2_rows_scaled = dot2_rows_scaled<DecQ5_0>;
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), nullptr, nullptr);  // only the prompt gemm is its own
         k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q4_1_dot, q4_1_dot_rows);
