@@ -104,8 +104,18 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
         const bool scaled = n_act > 1 && !blockwise && !tiled && k.vec_dot_rows_scaled;
         float acc = 0;
         if (x8) {
+            float out16[kActRows * 16];
             for (int64_t g = 0; g < rows / 8; ++g) {
                 prefetch_ahead(groups.data() + (size_t)g * 8 * row_bytes, 8 * row_bytes, groups.data() + groups.size());
+                if (k.gemm_x16 && g + 1 < rows / 8) {  // as ops.cpp's matmul_x8 pairs groups
+                    prefetch_ahead(groups.data() + (size_t)(g + 1) * 8 * row_bytes, 8 * row_bytes,
+                                   groups.data() + groups.size());
+                    k.gemm_x16(n, groups.data() + (size_t)g * 8 * row_bytes, act.data(), act_stride, a_sums, n_act,
+                               n_act > 1 ? n_act : 0, out16, 16);
+                    acc += out16[0];
+                    ++g;
+                    continue;
+                }
                 k.gemm_x8(n, groups.data() + (size_t)g * 8 * row_bytes, act.data(), act_stride, a_sums, n_act,
                           n_act > 1 ? n_act : 0, out, 8);
                 acc += out[0];

@@ -84,7 +84,7 @@ void matmul_x8(ForwardPass& f, const TensorView& W, const WeightKernels& k, size
     }
     const size_t group_bytes = 8 * W.row_bytes;
     f.pool.parallel_for(W.ne1 / 8, 2, [&](int64_t g0, int64_t g1) {
-        float tmp[kActTile * 8];
+        float tmp[kActTile * 16];
         for (int64_t gb = g0; gb < g1; gb += kGroupTile) {
             const int64_t ge = std::min(g1, gb + kGroupTile);
             for (int64_t t = 0; t < n_tok; t += kActTile) {
@@ -93,6 +93,18 @@ void matmul_x8(ForwardPass& f, const TensorView& W, const WeightKernels& k, size
                     if (t == 0)
                         prefetch_ahead(W.data + (size_t)g * group_bytes, group_bytes, W.data + g1 * group_bytes);
                     const int gemm_rows = (int)std::clamp<int64_t>(n_gemm - t, 0, n_act);
+                    if (k.gemm_x16 && g + 1 < ge) {  // groups g and g + 1 in one call
+                        if (t == 0)
+                            prefetch_ahead(W.data + (size_t)(g + 1) * group_bytes, group_bytes,
+                                           W.data + g1 * group_bytes);
+                        k.gemm_x16(width, W.data + (size_t)g * group_bytes, act + (size_t)t * act_stride, act_stride,
+                                   k.act_type == GgmlType::Q8_0 ? sums.data() + (size_t)(t * nb) : nullptr, n_act,
+                                   gemm_rows, tmp, 16);
+                        for (int j = 0; j < n_act; ++j)
+                            std::memcpy(&y[(t + j) * y_stride + g * 8], &tmp[j * 16], 16 * sizeof(float));
+                        ++g;
+                        continue;
+                    }
                     k.gemm_x8(width, W.data + (size_t)g * group_bytes, act + (size_t)t * act_stride, act_stride,
                               k.act_type == GgmlType::Q8_0 ? sums.data() + (size_t)(t * nb) : nullptr, n_act, gemm_rows,
                               tmp, 8);

@@ -864,6 +864,30 @@ void test_blockwise_rows_match_twin(std::mt19937& rng) {
                                           isa_name(isa), (long long)n, n_gemm, r, c, got[r * 8 + c], want[r][c]);
                         }
                     }
+                // two groups at once (gemm_x16, where an ISA has it): each group's gemm_x8 bits
+                std::mt19937 rng2((unsigned)n + 16);  // its own generator: the other tests' draws stay the same
+                const auto w16 = random_weights(ti, 16 * n, rng2);
+                std::vector<uint8_t> groups(16 * rb);
+                for (int h = 0; h < 2; ++h)
+                    ref->interleave_x8(w16.data() + h * 8 * rb, rb, n, groups.data() + h * 8 * rb);
+                for (Isa isa : runnable_simd_isas()) {
+                    const WeightKernels* k = weight_kernels(ti.type, isa);
+                    if (!k->gemm_x16) continue;
+                    for (int na : {8, 7, 5})
+                        for (int n_gemm : {0, 3, 4, 8}) {
+                            float want[2][64], got[8 * 16];
+                            for (int h = 0; h < 2; ++h)
+                                k->gemm_x8(n, groups.data() + h * 8 * rb, acts.data(), arb, sums.data(), na, n_gemm,
+                                           want[h], 8);
+                            k->gemm_x16(n, groups.data(), acts.data(), arb, sums.data(), na, n_gemm, got, 16);
+                            for (int r = 0; r < na; ++r)
+                                for (int c = 0; c < 16; ++c)
+                                    CHECK(same_bits(got[r * 16 + c], want[c / 8][r * 8 + c % 8]),
+                                          "%s/%s n=%lld n_gemm=%d gemm_x16[%d][%d] %.9g != gemm_x8's %.9g", ti.name,
+                                          isa_name(isa), (long long)n, n_gemm, r, c, got[r * 16 + c],
+                                          want[c / 8][r * 8 + c % 8]);
+                        }
+                }
             }
             for (int n_gemm : {0, 3, 8}) {
                 float want[8];

@@ -78,6 +78,11 @@ struct WeightKernels {
     // where an ISA has none: callers then take rows one at a time.
     void (*vec_dot2_rows_scaled)(int64_t n, const void* w, size_t w_stride, const void* a, size_t a_stride,
                                  const float* a_scales, size_t scale_stride, int n_act, float* out);
+    // gemm_x8 of two consecutive interleaved groups (groups, and groups + the 8 rows' bytes):
+    // out[j * out_stride + c] for c < 16 (c < 8: the first group's rows), each group's gemm_x8 bits.
+    // nullptr where an ISA has none: callers then take groups one at a time. Pairs with its table's gemm_x8.
+    void (*gemm_x16)(int64_t n, const void* groups, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
+                     int n_gemm, float* out, size_t out_stride);
 
     size_t act_row_bytes(int64_t n) const noexcept { return (size_t)(n / act_block_elems * act_block_bytes); }
 };

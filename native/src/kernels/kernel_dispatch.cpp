@@ -37,7 +37,10 @@ struct MergedTables {
         if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
         if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;
         if (src->interleave_x8) dst.interleave_x8 = src->interleave_x8;
-        if (src->gemm_x8) dst.gemm_x8 = src->gemm_x8;
+        if (src->gemm_x8) {  // like the scaled twin: a two-group kernel only beside its own gemm_x8
+            dst.gemm_x8 = src->gemm_x8;
+            dst.gemm_x16 = src->gemm_x16;
+        }
         if (src->dot_rows_tiled) dst.dot_rows_tiled = src->dot_rows_tiled;
     }
     MergedTables() {
