@@ -124,11 +124,14 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
             for (int64_t r = 0; r < rows; ++r) {
                 const uint8_t* wrow = w.data() + (size_t)r * row_bytes;
                 prefetch_ahead(wrow, row_bytes, w.data() + w.size());  // as ops.cpp's matmul streams rows
-                if (scaled && k.vec_dot2_rows_scaled && r + 1 < rows) {
+                if (r + 1 < rows && ((scaled && k.vec_dot2_rows_scaled) || (tiled && k.dot2_rows_tiled))) {
                     prefetch_ahead(wrow + row_bytes, row_bytes, w.data() + w.size());
                     float two[16];
-                    k.vec_dot2_rows_scaled(n, wrow, row_bytes, act.data(), act_stride, scales.data(), (size_t)nb, n_act,
-                                           two);
+                    if (tiled)
+                        k.dot2_rows_tiled(n, wrow, row_bytes, act.data(), act_stride, n_act, two);
+                    else
+                        k.vec_dot2_rows_scaled(n, wrow, row_bytes, act.data(), act_stride, scales.data(), (size_t)nb,
+                                               n_act, two);
                     acc += two[0] + two[8];
                     ++r;
                     continue;
@@ -160,13 +163,14 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
         rate.prefill_per_s = elements * kActRows * passes_per_second(min_seconds, [&] { run(kActRows); });
     rate.decode_kernel = x8 ? "gemm_x8" : blockwise ? "dot_rows_blockwise" : "vec_dot";
     const bool tiled = k.dot_rows_tiled && takes_tiled(type, order, kPrefillPeerRows);
-    rate.prefill_kernel = x8                       ? "gemm_x8"
-                          : blockwise              ? "dot_rows_blockwise"
-                          : tiled                  ? "dot_rows_tiled"
-                          : k.vec_dot2_rows_scaled ? "vec_dot2_rows_scaled"
-                          : k.vec_dot_rows_scaled  ? "vec_dot_rows_scaled"
-                          : k.vec_dot_rows         ? "vec_dot_rows"
-                                                   : "vec_dot";
+    rate.prefill_kernel = x8                           ? "gemm_x8"
+                          : blockwise                  ? "dot_rows_blockwise"
+                          : tiled && k.dot2_rows_tiled ? "dot2_rows_tiled"
+                          : tiled                      ? "dot_rows_tiled"
+                          : k.vec_dot2_rows_scaled     ? "vec_dot2_rows_scaled"
+                          : k.vec_dot_rows_scaled      ? "vec_dot_rows_scaled"
+                          : k.vec_dot_rows             ? "vec_dot_rows"
+                                                       : "vec_dot";
     return rate;
 }
 

@@ -146,11 +146,15 @@ void matmul(ForwardPass& f, const TensorView& W, const WeightKernels& k, size_t 
                 for (int64_t r = rb; r < re; ++r) {
                     const uint8_t* wrow = W.row(r);
                     if (t == 0) prefetch_ahead(wrow, W.row_bytes, W.row(r1));  // the first sweep streams W
-                    if (scaled && k.vec_dot2_rows_scaled && r + 1 < re) {      // rows r and r + 1 in one call
+                    if (r + 1 < re && ((scaled && k.vec_dot2_rows_scaled) || (tiled && k.dot2_rows_tiled))) {
+                        // rows r and r + 1 in one call
                         if (t == 0) prefetch_ahead(W.row(r + 1), W.row_bytes, W.row(r1));
                         float two[16];
-                        k.vec_dot2_rows_scaled(width, wrow, W.row_bytes, a, act_stride, &scales[(size_t)(t * nb)],
-                                               (size_t)nb, n_act, two);
+                        if (tiled)
+                            k.dot2_rows_tiled(width, wrow, W.row_bytes, a, act_stride, n_act, two);
+                        else
+                            k.vec_dot2_rows_scaled(width, wrow, W.row_bytes, a, act_stride, &scales[(size_t)(t * nb)],
+                                                   (size_t)nb, n_act, two);
                         for (int j = 0; j < n_act; ++j) {
                             y[(t + j) * y_stride + r] = two[j];
                             y[(t + j) * y_stride + r + 1] = two[8 + j];

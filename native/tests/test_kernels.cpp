@@ -945,6 +945,25 @@ void test_tiled_rows_match_twin(std::mt19937& rng) {
                         CHECK(same_bits(got[r], want[8 - na + r]), "%s/%s n=%lld n_act=%d row %d: %.9g != twin %.9g",
                               ti.name, isa_name(isa), (long long)n, na, r, got[r], want[8 - na + r]);
                 }
+                if (k->dot2_rows_tiled) {                // two rows at once: each row's dot_rows_tiled bits
+                    std::mt19937 rng2((unsigned)n + 2);  // its own generator: the other tests' draws stay the same
+                    std::vector<uint8_t> two_rows = w;
+                    const auto w1 = random_weights(ti, n, rng2);
+                    two_rows.insert(two_rows.end(), w1.begin(), w1.end());
+                    for (int na = 1; na <= 8; ++na) {
+                        float want2[2][8], got[16];
+                        for (int i = 0; i < 2; ++i)
+                            k->dot_rows_tiled(n, two_rows.data() + (size_t)i * w.size(), acts.data(), arb, na,
+                                              want2[i]);
+                        k->dot2_rows_tiled(n, two_rows.data(), w.size(), acts.data(), arb, na, got);
+                        for (int i = 0; i < 2; ++i)
+                            for (int r = 0; r < na; ++r)
+                                CHECK(
+                                    same_bits(got[i * 8 + r], want2[i][r]),
+                                    "%s/%s n=%lld: dot2_rows_tiled(n_act=%d) row %d [%d] %.9g != dot_rows_tiled's %.9g",
+                                    ti.name, isa_name(isa), (long long)n, na, i, r, got[i * 8 + r], want2[i][r]);
+                    }
+                }
             }
         }
     }

@@ -42,6 +42,9 @@ struct MergedTables {
             dst.gemm_x16 = src->gemm_x16;
         }
         if (src->dot_rows_tiled) dst.dot_rows_tiled = src->dot_rows_tiled;
+        // the Tiled order is one per type (every ISA's dot_rows_tiled has the twin's bits), so a level may
+        // add a two-row kernel over its parent's single-row one
+        if (src->dot2_rows_tiled) dst.dot2_rows_tiled = src->dot2_rows_tiled;
     }
     MergedTables() {
         for (int i = 0; i < kTypeSlots; ++i) {

@@ -65,10 +65,6 @@ ERT_INLINE __m256i word_pair_shuffle(int lo, int hi) {
 // One Q3_K or Q6_K super-block decoded for vpmaddubsw: q[c] holds chunk c's 32 codes (elements
 // 32c..32c+31) as unsigned bytes, value + bias; scv[c] the scales of groups 2c (low 128 bits) and 2c + 1
 // (high 128 bits) as int16; sc16 the 16 scales as int16.
-struct Groups16 {
-    __m256i q[8], scv[8], sc16;
-};
-
 // Q3_K: chunk c = 4h + t holds q + 4 in 0..7 (bits 2t..2t+1 of qs[32h + l], bit 4h + t of hmask[l] as
 // bit 2); scales s - 32, chunk c takes s[2c] and s[2c+1] (one vpshufb each).
 ERT_INLINE void decode_q3_K(const BlockQ3_K& xb, Groups16& g) {
@@ -89,27 +85,6 @@ ERT_INLINE void decode_q3_K(const BlockQ3_K& xb, Groups16& g) {
     }
     for (int c = 0; c < 8; ++c)
         g.scv[c] = _mm256_shuffle_epi8(c < 4 ? sc_lo : sc_hi, word_pair_shuffle((2 * c) & 7, (2 * c + 1) & 7));
-}
-
-// Q6_K: q in 0..63 (value + 32), 16 int8 scales.
-ERT_INLINE void decode_q6_K(const BlockQ6_K& xb, Groups16& g) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int h = 0; h < 2; ++h) {
-        const __m256i l0 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h));
-        const __m256i l1 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h + 32));
-        const __m256i hb = _mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h));
-        g.q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
-        g.q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
-        g.q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                         _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
-        g.q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2));
-    }
-    for (int c = 0; c < 8; ++c)
-        g.scv[c] = _mm256_set_m128i(_mm_set1_epi16(xb.scales[2 * c + 1]), _mm_set1_epi16(xb.scales[2 * c]));
-    g.sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
 }
 
 // sum_g s[g] * dot_g(q - bias, qy) over a decoded super-block, bias = 1 << Shift, in 8 int32 lanes (exact):

@@ -116,6 +116,59 @@ void dot2_rows_scaled(int64_t n, const void* w, size_t w_stride, const void* a, 
     act_runs(na, [&](auto k, int) { rows2_scaled<decltype(k)::value, D>(n, w, w_stride, a, st, sc, sst, out); });
 }
 
+// Q6_K prompts in the Tiled order (dot2_rows_tiled), two weight rows per 512-bit register: each row's
+// super-block is decoded as the AVX2 kernel decodes it (decode_q6_K) and the two put side by side; each
+// activation chunk, broadcast to both halves, meets both rows in one vpmaddubsw + vpmaddwd. The integer
+// sum of each half is the row's exact super-block sum, and the float steps per row are the AVX2 kernel's
+// (res = d * float(sum), acc = fma(res, dy, acc)), so each row's output is dot_rows_tiled's bit for bit.
+template <int NA>
+ERT_INLINE void q6_K_tiled_rows2(int64_t n, const void* w, size_t w_stride, const void* a, size_t stride, float* out) {
+    const auto* x0 = static_cast<const BlockQ6_K*>(w);
+    const auto* x1 = reinterpret_cast<const BlockQ6_K*>(static_cast<const uint8_t*>(w) + w_stride);
+    auto pair = [](__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); };
+    const BlockQ8_K* y[NA];
+    float acc[2][NA];
+    for (int r = 0; r < NA; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+        acc[0][r] = acc[1][r] = 0.f;
+    }
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        Groups16 g0, g1;
+        decode_q6_K(x0[b], g0);
+        decode_q6_K(x1[b], g1);
+        __m512i q[8], scv[8];
+        for (int c = 0; c < 8; ++c) {
+            q[c] = pair(g0.q[c], g1.q[c]);
+            scv[c] = pair(g0.scv[c], g1.scv[c]);
+        }
+        const __m512i sc16 = pair(g0.sc16, g1.sc16);
+        const float d0 = h2f(x0[b].d), d1 = h2f(x1[b].d);
+        for (int r = 0; r < NA; ++r) {
+            const BlockQ8_K& yb = y[r][b];
+            __m512i sumi = _mm512_setzero_si512();
+            for (int c = 0; c < 8; ++c) {
+                const __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c)));
+                sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q[c], qy), scv[c]));
+            }
+            const __m512i corr =
+                _mm512_madd_epi16(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)yb.bsums)), sc16);
+            sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(corr, 5));
+            const float res0 = d0 * (float)hsum8_epi32(_mm512_castsi512_si256(sumi));
+            const float res1 = d1 * (float)hsum8_epi32(_mm512_extracti64x4_epi64(sumi, 1));
+            acc[0][r] = std::fma(res0, yb.d, acc[0][r]);
+            acc[1][r] = std::fma(res1, yb.d, acc[1][r]);
+        }
+    }
+    for (int r = 0; r < NA; ++r) {
+        out[r] = acc[0][r];
+        out[8 + r] = acc[1][r];
+    }
+}
+
+void q6_K_tiled_dot2_rows(int64_t n, const void* w, size_t w_stride, const void* a, size_t st, int na, float* out) {
+    act_runs(na, [&](auto k, int) { q6_K_tiled_rows2<decltype(k)::value>(n, w, w_stride, a, st, out); });
+}
+
 // Repacked Q4_K (gemm_x8) for prompts: the AVX2 kernel's float steps, in its order, on the same exact
 // integer chunk sums, computed with fewer instructions. Chunk k of a super-block is unpacked to 16
 // nibble vectors once for all activation rows (the AVX2 kernel unpacks it again per row: it has 16
@@ -472,6 +525,8 @@ struct Avx512Table {
         add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), nullptr, nullptr);  // only the prompt gemm is its own
         k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
         k[(int)T::Q4_K].gemm_x16 = q4_K_gemm_x16;
+        add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), nullptr, nullptr);  // only the two-row tiled kernel
+        k[(int)T::Q6_K].dot2_rows_tiled = q6_K_tiled_dot2_rows;
         add(T::Q4_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q4_1_dot, q4_1_dot_rows);
         add(T::Q5_1, T::Q8_1, QK8_1, sizeof(BlockQ8_1), q5_1_dot, q5_1_dot_rows);
     }

@@ -243,6 +243,33 @@ ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
     out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
 }
 
+// A decoded super-block of the 16-element-group K-quants (Q3_K, Q6_K): 8 chunks of 32 codes, each
+// chunk's two group scales as int16 pairs, and the 16 scales as int16.
+struct Groups16 {
+    __m256i q[8], scv[8], sc16;
+};
+
+// Q6_K: q in 0..63 (value + 32), 16 int8 scales.
+ERT_INLINE void decode_q6_K(const BlockQ6_K& xb, Groups16& g) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i*)(xb.ql + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256((const __m256i*)(xb.qh + 32 * h));
+        g.q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
+        g.q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
+        g.q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                         _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+        g.q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2));
+    }
+    for (int c = 0; c < 8; ++c)
+        g.scv[c] = _mm256_set_m128i(_mm_set1_epi16(xb.scales[2 * c + 1]), _mm_set1_epi16(xb.scales[2 * c]));
+    g.sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)xb.scales));
+}
+
 // The scales and mins of 64-element chunk k of an interleaved Q4_K x8 super-block (interleave.cpp's
 // layout), for the gemm_x8 kernels of both x86 files.
 struct Q4KChunkScales {
