@@ -864,7 +864,8 @@ struct Avx2Table {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*),
              void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
-        k[(int)w] = WeightKernels{w, act, abe, abb, q, dot, rows, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+        k[(int)w] = WeightKernels{w,       act,     abe,     abb,     q,       dot,     rows,    nullptr,
+                                  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
         present[(int)w] = true;
     }
     Avx2Table() {

@@ -507,8 +507,8 @@ struct Avx512Table {
     bool present[31] = {};
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, float (*dot)(int64_t, const void*, const void*),
              void (*rows)(int64_t, const void*, const void*, size_t, int, float*)) {
-        k[(int)w] =
-            WeightKernels{w, act, abe, abb, nullptr, dot, rows, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+        k[(int)w] = WeightKernels{w,       act,     abe,     abb,     nullptr, dot,     rows,    nullptr,
+                                  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
         present[(int)w] = true;
     }
     Avx512Table() {

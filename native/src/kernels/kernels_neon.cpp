@@ -145,8 +145,8 @@ struct NeonTable {
     }
     template <class Dots>
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t)) {
-        k[(int)w] = WeightKernels{w,       act,     abe,     abb,     q,       Dots::dot, Dots::dot_rows,
-                                  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+        k[(int)w] = WeightKernels{w,       act,     abe,     abb,     q,       Dots::dot, Dots::dot_rows, nullptr,
+                                  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,   nullptr,        nullptr};
         present[(int)w] = true;
     }
     NeonTable() {

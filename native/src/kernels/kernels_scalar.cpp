@@ -727,7 +727,8 @@ struct ScalarTable {
     void add(GgmlType w, GgmlType act, int64_t abe, int64_t abb, void (*q)(const float*, void*, int64_t),
              float (*dot)(int64_t, const void*, const void*), void (*dq)(const void*, float*, int64_t)) {
         const int i = (int)w;
-        k[i] = WeightKernels{w, act, abe, abb, q, dot, nullptr, dq, nullptr, nullptr, nullptr, nullptr, nullptr};
+        k[i] = WeightKernels{w,       act,     abe,     abb,     q,       dot,     nullptr, dq,
+                             nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
         present[i] = true;
     }
     ScalarTable() {
