@@ -96,7 +96,10 @@ def edge_rt_source() -> str:
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=10)
 
-    head = git("rev-parse", "--short", "HEAD")
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+    except OSError:  # no git on this machine
+        return f"{pkg} (not known whether a checkout: git is not installed)"
     if head.returncode != 0 or git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
         return f"{pkg} (installed package)"  # not a git tree, or one that does not track it (site-packages)
     modified = git("status", "--porcelain", "--untracked-files=no").stdout.strip()

@@ -163,7 +163,8 @@ KernelRate measure_kernel_rate(GgmlType type, Isa isa, double min_seconds, uint6
         rate.prefill_per_s = elements * kActRows * passes_per_second(min_seconds, [&] { run(kActRows); });
     rate.decode_kernel = x8 ? "gemm_x8" : blockwise ? "dot_rows_blockwise" : "vec_dot";
     const bool tiled = k.dot_rows_tiled && takes_tiled(type, order, kPrefillPeerRows);
-    rate.prefill_kernel = x8                           ? "gemm_x8"
+    rate.prefill_kernel = x8 && k.gemm_x16             ? "gemm_x16"
+                          : x8                         ? "gemm_x8"
                           : blockwise                  ? "dot_rows_blockwise"
                           : tiled && k.dot2_rows_tiled ? "dot2_rows_tiled"
                           : tiled                      ? "dot_rows_tiled"

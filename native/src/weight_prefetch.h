@@ -22,9 +22,11 @@ constexpr size_t kWeightPrefetchAhead = 2048;
 constexpr size_t kCacheLine = 64;
 
 inline void prefetch_ahead(const uint8_t* p, size_t bytes, const uint8_t* end) {
-    const uint8_t* q = p + kWeightPrefetchAhead;
-    const uint8_t* e = q + bytes < end ? q + bytes : end;
-    for (; q < e; q += kCacheLine) __builtin_prefetch(q, 0, 3);
+    // distances, not pointers past end (forming those would be undefined behaviour)
+    const size_t left = end > p ? (size_t)(end - p) : 0;
+    if (left <= kWeightPrefetchAhead) return;
+    const size_t stop = left - kWeightPrefetchAhead < bytes ? left : kWeightPrefetchAhead + bytes;
+    for (size_t off = kWeightPrefetchAhead; off < stop; off += kCacheLine) __builtin_prefetch(p + off, 0, 3);
 }
 
 }  // namespace edge_rt

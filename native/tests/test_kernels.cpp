@@ -309,9 +309,11 @@ int compare_act(GgmlType act, const uint8_t* a, const uint8_t* b, int64_t n, std
 }
 
 // The 32-element block formats' scalar twins emulate the AVX2 kernels' lanes (kernels_scalar.cpp LaneSum),
-// so the two agree bit for bit: the scalar ISA then computes what llama.cpp's AVX2 build computes.
+// so the two agree bit for bit: the scalar ISA then computes what llama.cpp's AVX2 build computes. The
+// avx512vnni weight kernels keep the AVX2 lanes (kernels_avx512vnni.cpp), so they are held to it too.
 bool bitwise_twin(GgmlType t, Isa isa) {
-    const bool lanes_isa = isa == Isa::Avx2 || isa == Isa::Neon || isa == Isa::NeonDotprod || isa == Isa::NeonI8mm;
+    const bool lanes_isa = isa == Isa::Avx2 || isa == Isa::Avx512Vnni || isa == Isa::Neon || isa == Isa::NeonDotprod ||
+                           isa == Isa::NeonI8mm;
     return lanes_isa && (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q4_1 ||
                          t == GgmlType::Q5_1);
 }

@@ -65,7 +65,7 @@ struct IntKernels {
     // b any type (I8/I4: symmetric codes, |w| <= 127 / 7, zero point 0); M, N >= 1, 1 <= K < 2^31.
     void (*matmul_acc)(const CodeMatrix& a, const CodeMatrix& b, int64_t M, int64_t N, int64_t K, int64_t* acc);
     // y[i * N + j] = clamp(z + round_shift(x[i * N + j] * m[j], s[j]), 0, 2^bits - 1) for i < rows, j < N;
-    // |x * m| < 2^62, 1 <= s <= 63, m >= 0. y is uint8_t (bits 8) or uint16_t (16).
+    // |x * m| < 2^62, 1 <= s <= 63, 0 <= m < 2^32. y is uint8_t (bits 8) or uint16_t (16).
     void (*requant_rows)(const int64_t* x, int64_t rows, int64_t N, const int64_t* m, const int32_t* s, int64_t z,
                          int bits, void* y);
     // y = clamp(z_y + round_shift(m_a (a - z_a) + m_b (b - z_b), s)): m_a < 2^31, m_b < 2^46, 1 <= s <= 62.

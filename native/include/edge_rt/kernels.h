@@ -83,7 +83,8 @@ struct WeightKernels {
     // nullptr where an ISA has none: callers then take groups one at a time. Pairs with its table's gemm_x8.
     void (*gemm_x16)(int64_t n, const void* groups, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
                      int n_gemm, float* out, size_t out_stride);
-    // dot_rows_tiled of two weight rows at once, w and w + w_stride: out[i * 8 + j] = row i . a_j, each
+    // dot_rows_tiled of two weight rows at once, w and w + w_stride: out[i * 8 + j] = row i . a_j for
+    // i < 2, j < n_act <= 8, each
     // dot_rows_tiled's bits (the Tiled order's sums are exact integers, one order per type, so a level may
     // add this over its parent's dot_rows_tiled). nullptr where an ISA has none.
     void (*dot2_rows_tiled)(int64_t n, const void* w, size_t w_stride, const void* a, size_t a_stride, int n_act,

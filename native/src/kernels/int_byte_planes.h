@@ -8,14 +8,14 @@
 // widening to int64. Zero points are applied afterwards from the rows' code sums (weights are symmetric,
 // zero point 0): sum (a - z_a) w = sum a w - z_a sum w.
 // Header-only: included by int_kernels_avx512vnni.cpp and int_kernels_neon_i8mm.cpp, each compiled with
-// its own ISA flags; everything here has internal linkage, so no other file's build can link to a copy
-// compiled with another ISA's instructions.
+// its own ISA flags. Everything here has internal linkage, and it instantiates no standard-library
+// template with loops (no std::vector or std::fill, whose instantiations the linker shares between
+// files: another file could end up calling a copy compiled with these instructions).
 #pragma once
 
-#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "edge_rt/int_kernels.h"
 
@@ -23,7 +23,18 @@ namespace edge_rt {
 namespace int_bytes {
 namespace {
 
-constexpr int64_t kChunkSteps = 8192;  // per-lane int32 sum: 8192 x 4 x 255 x 127 < 2^31
+constexpr int64_t kChunkSteps = 8192;
+
+// A zeroed heap array (in place of std::vector, see above).
+template <class T>
+struct Buffer {
+    T* p;
+    explicit Buffer(size_t n) : p(new T[n]()) {}
+    ~Buffer() { delete[] p; }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    T& operator[](size_t i) { return p[i]; }
+};  // per-lane int32 sum: 8192 x 4 x 255 x 127 < 2^31
 
 // Whether matmul_acc below handles these operands (else the caller's parent kernel does).
 inline bool applies(const CodeMatrix& a, const CodeMatrix& b) {
@@ -38,7 +49,7 @@ inline int64_t activation_planes(const CodeMatrix& a, int64_t row, int64_t K, in
         const uint8_t* p = static_cast<const uint8_t*>(a.data) + row * K;
         std::memcpy(planes, p, (size_t)K);
         for (int64_t k = 0; k < K; ++k) sum += p[k];
-        std::fill(planes + K, planes + Kp, (uint8_t)0);
+        std::memset(planes + K, 0, (size_t)(Kp - K));
         return sum;
     }
     const uint16_t* p = static_cast<const uint16_t*>(a.data) + row * K;
@@ -47,8 +58,8 @@ inline int64_t activation_planes(const CodeMatrix& a, int64_t row, int64_t K, in
         planes[Kp + k] = (uint8_t)(p[k] >> 8);
         sum += p[k];
     }
-    std::fill(planes + K, planes + Kp, (uint8_t)0);
-    std::fill(planes + Kp + K, planes + 2 * Kp, (uint8_t)0);
+    std::memset(planes + K, 0, (size_t)(Kp - K));
+    std::memset(planes + Kp + K, 0, (size_t)(Kp - K));
     return sum;
 }
 
@@ -66,7 +77,7 @@ inline int64_t weight_bytes(const CodeMatrix& b, int64_t row, int64_t K, int64_t
             sum += out[k];
         }
     }
-    std::fill(out + K, out + Kp, (int8_t)0);
+    std::memset(out + K, 0, (size_t)(Kp - K));
     return sum;
 }
 
@@ -80,7 +91,7 @@ template <class Dot>
 void dot4(const uint8_t* a, const int8_t* w, int64_t Kp, int64_t out[4]) {
     for (int r = 0; r < 4; ++r) out[r] = 0;
     for (int64_t c0 = 0; c0 < Kp; c0 += kChunkSteps * Dot::kStep) {
-        const int64_t c1 = std::min(Kp, c0 + kChunkSteps * Dot::kStep);
+        const int64_t c1 = (Kp < c0 + kChunkSteps * Dot::kStep ? Kp : c0 + kChunkSteps * Dot::kStep);
         typename Dot::Acc s0 = Dot::zero(), s1 = s0, s2 = s0, s3 = s0;
         for (int64_t k = c0; k < c1; k += Dot::kStep) {
             s0 = Dot::step(s0, a + k, w + k);
@@ -99,7 +110,7 @@ template <class Dot>
 int64_t dot1(const uint8_t* a, const int8_t* w, int64_t Kp) {
     int64_t total = 0;
     for (int64_t c0 = 0; c0 < Kp; c0 += kChunkSteps * Dot::kStep) {
-        const int64_t c1 = std::min(Kp, c0 + kChunkSteps * Dot::kStep);
+        const int64_t c1 = (Kp < c0 + kChunkSteps * Dot::kStep ? Kp : c0 + kChunkSteps * Dot::kStep);
         typename Dot::Acc s = Dot::zero();
         for (int64_t k = c0; k < c1; k += Dot::kStep) s = Dot::step(s, a + k, w + k);
         total += Dot::wide_sum(s);
@@ -114,16 +125,16 @@ void matmul_acc(const CodeMatrix& a, const CodeMatrix& b, int64_t M, int64_t N, 
     constexpr int64_t kBlockRows = 64;  // weight rows converted to bytes at a time
     const int64_t Kp = (K + Dot::kStep - 1) / Dot::kStep * Dot::kStep;
     const int pa = a.type == CodeType::U16 ? 2 : 1;
-    std::vector<uint8_t> ap((size_t)(M * pa * Kp));
-    std::vector<int8_t> wb((size_t)(kBlockRows * Kp));
-    std::vector<int64_t> a_sum((size_t)M), b_sum((size_t)kBlockRows);
+    Buffer<uint8_t> ap((size_t)(M * pa * Kp));
+    Buffer<int8_t> wb((size_t)(kBlockRows * Kp));
+    Buffer<int64_t> a_sum((size_t)M), b_sum((size_t)kBlockRows);
     for (int64_t i = 0; i < M; ++i) a_sum[(size_t)i] = activation_planes(a, i, K, Kp, &ap[(size_t)(i * pa * Kp)]);
     for (int64_t j0 = 0; j0 < N; j0 += kBlockRows) {
-        const int64_t nb = std::min(kBlockRows, N - j0);
+        const int64_t nb = (N - j0 < kBlockRows ? N - j0 : kBlockRows);
         for (int64_t r = 0; r < nb; ++r) b_sum[(size_t)r] = weight_bytes(b, j0 + r, K, Kp, &wb[(size_t)(r * Kp)]);
         for (int64_t i = 0; i < M; ++i) {
             int64_t* out = acc + i * N + j0;
-            std::fill(out, out + nb, (int64_t)0);
+            for (int64_t r = 0; r < nb; ++r) out[r] = 0;
             for (int p = 0; p < pa; ++p) {
                 const uint8_t* av = &ap[(size_t)((i * pa + p) * Kp)];
                 const int64_t scale = (int64_t)1 << (8 * p);

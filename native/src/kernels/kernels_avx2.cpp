@@ -62,9 +62,6 @@ ERT_INLINE __m256i word_pair_shuffle(int lo, int hi) {
                             _mm_set1_epi16((short)(((2 * lo + 1) << 8) | (2 * lo))));
 }
 
-// One Q3_K or Q6_K super-block decoded for vpmaddubsw: q[c] holds chunk c's 32 codes (elements
-// 32c..32c+31) as unsigned bytes, value + bias; scv[c] the scales of groups 2c (low 128 bits) and 2c + 1
-// (high 128 bits) as int16; sc16 the 16 scales as int16.
 // Q3_K: chunk c = 4h + t holds q + 4 in 0..7 (bits 2t..2t+1 of qs[32h + l], bit 4h + t of hmask[l] as
 // bit 2); scales s - 32, chunk c takes s[2c] and s[2c+1] (one vpshufb each).
 ERT_INLINE void decode_q3_K(const BlockQ3_K& xb, Groups16& g) {

@@ -5,13 +5,14 @@
 // Every ISA computes the bits of llama.cpp's AVX2 build (kernels.h), and llama.cpp's AVX-512 build still
 // sums its quantized dot products in the AVX2 code's order: vpdpbusd on 256-bit registers replaces only
 // the integer part (vpmaddubsw + vpmaddwd), whose block sums are exact either way. So this table holds the
-// 32-element block formats' single-row dots (Q8_0, Q4_0, Q5_0), their multi-row prompt dots where those
-// keep the AVX2 order (Q5_0, Q4_1, Q5_1), and 512-bit prompt kernels for the signed formats with fp32
-// activation scales that put two weight rows, each in its AVX2 lanes, in one register
-// (dot2_rows_scaled); everything else falls back to the AVX2 table (kernel_dispatch.cpp overlays per
-// entry). Wider kernels that paired two blocks in one 512-bit register, or summed K-quant and F16 rows in
-// 16 lanes, were faster but changed the float sums (the golden digests of Q8_0, Q4_0, Q6_K and F16 models
-// differed from AVX2's) and were removed: two rows, not two blocks, per register keeps the bits.
+// 32-element block formats' single- and multi-row dots (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1) and their
+// fp32-scaled prompt dots in that order, and prompt kernels that put two weight rows (Q8_0, Q4_0, Q5_0:
+// vec_dot2_rows_scaled; Q6_K: dot2_rows_tiled) or two repacked Q4_K groups (gemm_x16; gemm_x8 with
+// vpdpbusd) in one 512-bit register, each in its AVX2 lanes, so every output keeps the AVX2 kernels' bits.
+// Everything else falls back to the AVX2 table (kernel_dispatch.cpp overlays per entry). Wider kernels
+// that paired two blocks in one 512-bit register, or summed K-quant and F16 rows in 16 lanes, were faster
+// but changed the float sums (the golden digests of Q8_0, Q4_0, Q6_K and F16 models differed from AVX2's)
+// and were removed: two rows, not two blocks, per register keeps the bits.
 // The float vector ops outside the matmuls are where llama.cpp's AVX-512 build does differ (16 lanes, its
 // own expf): this file also holds that flavour of GgmlVecOps, which the avx512vnni ISA runs.
 // GCC 12's AVX-512 headers seed some intrinsics with _mm512_undefined_*(), which -Wuninitialized
@@ -110,10 +111,20 @@ ERT_INLINE void rows2_scaled(int64_t n, const void* w, size_t w_stride, const vo
     }
 }
 
+// 1 <= na <= 8 (the entry's contract): one run, no row offsets.
 template <class D>
 void dot2_rows_scaled(int64_t n, const void* w, size_t w_stride, const void* a, size_t st, const float* sc, size_t sst,
                       int na, float* out) {
-    act_runs(na, [&](auto k, int) { rows2_scaled<decltype(k)::value, D>(n, w, w_stride, a, st, sc, sst, out); });
+    switch (na) {
+        case 1: return rows2_scaled<1, D>(n, w, w_stride, a, st, sc, sst, out);
+        case 2: return rows2_scaled<2, D>(n, w, w_stride, a, st, sc, sst, out);
+        case 3: return rows2_scaled<3, D>(n, w, w_stride, a, st, sc, sst, out);
+        case 4: return rows2_scaled<4, D>(n, w, w_stride, a, st, sc, sst, out);
+        case 5: return rows2_scaled<5, D>(n, w, w_stride, a, st, sc, sst, out);
+        case 6: return rows2_scaled<6, D>(n, w, w_stride, a, st, sc, sst, out);
+        case 7: return rows2_scaled<7, D>(n, w, w_stride, a, st, sc, sst, out);
+        default: return rows2_scaled<8, D>(n, w, w_stride, a, st, sc, sst, out);
+    }
 }
 
 // Q6_K prompts in the Tiled order (dot2_rows_tiled), two weight rows per 512-bit register: each row's
@@ -165,8 +176,18 @@ ERT_INLINE void q6_K_tiled_rows2(int64_t n, const void* w, size_t w_stride, cons
     }
 }
 
+// 1 <= na <= 8 (the entry's contract): one run, no row offsets.
 void q6_K_tiled_dot2_rows(int64_t n, const void* w, size_t w_stride, const void* a, size_t st, int na, float* out) {
-    act_runs(na, [&](auto k, int) { q6_K_tiled_rows2<decltype(k)::value>(n, w, w_stride, a, st, out); });
+    switch (na) {
+        case 1: return q6_K_tiled_rows2<1>(n, w, w_stride, a, st, out);
+        case 2: return q6_K_tiled_rows2<2>(n, w, w_stride, a, st, out);
+        case 3: return q6_K_tiled_rows2<3>(n, w, w_stride, a, st, out);
+        case 4: return q6_K_tiled_rows2<4>(n, w, w_stride, a, st, out);
+        case 5: return q6_K_tiled_rows2<5>(n, w, w_stride, a, st, out);
+        case 6: return q6_K_tiled_rows2<6>(n, w, w_stride, a, st, out);
+        case 7: return q6_K_tiled_rows2<7>(n, w, w_stride, a, st, out);
+        default: return q6_K_tiled_rows2<8>(n, w, w_stride, a, st, out);
+    }
 }
 
 // Repacked Q4_K (gemm_x8) for prompts: the AVX2 kernel's float steps, in its order, on the same exact
@@ -256,8 +277,9 @@ void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, 
     q4_K_gemm_x8_runs_of_4(n, group, a, a_stride, n4, n_gemm, out, out_stride);
     if (n4 < n_act)
         avx2_weight_kernels(GgmlType::Q4_K)
-            ->gemm_x8(n, group, static_cast<const uint8_t*>(a) + (size_t)n4 * a_stride, a_stride, a_sums, n_act - n4,
-                      std::max(0, n_gemm - n4), out + (size_t)n4 * out_stride, out_stride);
+            ->gemm_x8(n, group, static_cast<const uint8_t*>(a) + (size_t)n4 * a_stride, a_stride,
+                      a_sums ? a_sums + (size_t)n4 * (size_t)(n / 32) : nullptr, n_act - n4, std::max(0, n_gemm - n4),
+                      out + (size_t)n4 * out_stride, out_stride);
 }
 
 // Two repacked Q4_K groups (16 weight rows) per 512-bit register, runs of 4 prompt rows that are all gemm
@@ -339,8 +361,9 @@ void q4_K_gemm_x16(int64_t n, const void* groups, const void* a, size_t a_stride
     if (n4 == n_act) return;
     const uint8_t* rest = static_cast<const uint8_t*>(a) + (size_t)n4 * a_stride;
     for (int h = 0; h < 2; ++h)
-        q4_K_gemm_x8(n, g + (size_t)h * (n / QK_K) * kQ4_Kx8BlockBytes, rest, a_stride, a_sums, n_act - n4,
-                     std::max(0, n_gemm - n4), out + (size_t)n4 * out_stride + 8 * h, out_stride);
+        q4_K_gemm_x8(n, g + (size_t)h * (n / QK_K) * kQ4_Kx8BlockBytes, rest, a_stride,
+                     a_sums ? a_sums + (size_t)n4 * (size_t)(n / 32) : nullptr, n_act - n4, std::max(0, n_gemm - n4),
+                     out + (size_t)n4 * out_stride + 8 * h, out_stride);
 }
 
 // ------------------------------------------------------------------ ggml vector ops, AVX-512 flavour

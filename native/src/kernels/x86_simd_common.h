@@ -243,8 +243,9 @@ ERT_INLINE void q4k_unpack_scales(const uint8_t* s12, uint32_t out[4]) {
     out[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);  // m[4..7]
 }
 
-// A decoded super-block of the 16-element-group K-quants (Q3_K, Q6_K): 8 chunks of 32 codes, each
-// chunk's two group scales as int16 pairs, and the 16 scales as int16.
+// One Q3_K or Q6_K super-block decoded for vpmaddubsw: q[c] holds chunk c's 32 codes (elements
+// 32c..32c+31) as unsigned bytes, value + bias; scv[c] the scales of groups 2c (low 128 bits) and 2c + 1
+// (high 128 bits) as int16; sc16 the 16 scales as int16.
 struct Groups16 {
     __m256i q[8], scv[8], sc16;
 };
