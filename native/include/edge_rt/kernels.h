@@ -80,7 +80,8 @@ struct WeightKernels {
                                  const float* a_scales, size_t scale_stride, int n_act, float* out);
     // gemm_x8 of two consecutive interleaved groups (groups, and groups + the 8 rows' bytes):
     // out[j * out_stride + c] for c < 16 (c < 8: the first group's rows), each group's gemm_x8 bits.
-    // nullptr where an ISA has none: callers then take groups one at a time. Pairs with its table's gemm_x8.
+    // nullptr where an ISA has none: callers then take groups one at a time. (The Blockwise order is one
+    // per type, so a level may add this over its parent's gemm_x8.)
     void (*gemm_x16)(int64_t n, const void* groups, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
                      int n_gemm, float* out, size_t out_stride);
     // dot_rows_tiled of two weight rows at once, w and w + w_stride: out[i * 8 + j] = row i . a_j for

@@ -37,13 +37,11 @@ struct MergedTables {
         if (src->dequantize_row) dst.dequantize_row = src->dequantize_row;
         if (src->dot_rows_blockwise) dst.dot_rows_blockwise = src->dot_rows_blockwise;
         if (src->interleave_x8) dst.interleave_x8 = src->interleave_x8;
-        if (src->gemm_x8) {  // like the scaled twin: a two-group kernel only beside its own gemm_x8
-            dst.gemm_x8 = src->gemm_x8;
-            dst.gemm_x16 = src->gemm_x16;
-        }
+        if (src->gemm_x8) dst.gemm_x8 = src->gemm_x8;
         if (src->dot_rows_tiled) dst.dot_rows_tiled = src->dot_rows_tiled;
-        // the Tiled order is one per type (every ISA's dot_rows_tiled has the twin's bits), so a level may
-        // add a two-row kernel over its parent's single-row one
+        // the Blockwise and Tiled orders are one per type (every ISA's gemm_x8 and dot_rows_tiled have the
+        // twin's bits), so a level may add a two-group or two-row kernel over its parent's single one
+        if (src->gemm_x16) dst.gemm_x16 = src->gemm_x16;
         if (src->dot2_rows_tiled) dst.dot2_rows_tiled = src->dot2_rows_tiled;
     }
     MergedTables() {

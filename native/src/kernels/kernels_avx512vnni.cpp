@@ -7,8 +7,8 @@
 // the integer part (vpmaddubsw + vpmaddwd), whose block sums are exact either way. So this table holds the
 // 32-element block formats' single- and multi-row dots (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1) and their
 // fp32-scaled prompt dots in that order, and prompt kernels that put two weight rows (Q8_0, Q4_0, Q5_0:
-// vec_dot2_rows_scaled; Q6_K: dot2_rows_tiled) or two repacked Q4_K groups (gemm_x16; gemm_x8 with
-// vpdpbusd) in one 512-bit register, each in its AVX2 lanes, so every output keeps the AVX2 kernels' bits.
+// vec_dot2_rows_scaled; Q6_K: dot2_rows_tiled) or two repacked Q4_K groups (gemm_x16) in one 512-bit
+// register, each in its AVX2 lanes, so every output keeps the AVX2 kernels' bits.
 // Everything else falls back to the AVX2 table (kernel_dispatch.cpp overlays per entry). Wider kernels
 // that paired two blocks in one 512-bit register, or summed K-quant and F16 rows in 16 lanes, were faster
 // but changed the float sums (the golden digests of Q8_0, Q4_0, Q6_K and F16 models differed from AVX2's)
@@ -190,104 +190,16 @@ void q6_K_tiled_dot2_rows(int64_t n, const void* w, size_t w_stride, const void*
     }
 }
 
-// Repacked Q4_K (gemm_x8) for prompts: the AVX2 kernel's float steps, in its order, on the same exact
-// integer chunk sums, computed with fewer instructions. Chunk k of a super-block is unpacked to 16
-// nibble vectors once for all activation rows (the AVX2 kernel unpacks it again per row: it has 16
-// registers, AVX-512VL has 32), and each row's chunk sum is 16 vpdpbusd with the activation's 4 bytes
-// broadcast from memory (lane c gains the 4 products of row c, exact), times the sub-block scales
-// (vpmulld) instead of vpmaddubsw + vpmaddwd. Per row the fmas meet the chunks in the same order (gemm
-// rows per chunk, the other rows per super-block), so every output is the AVX2 kernel's bit for bit.
-// Runs of 4 rows only: the unpacking pays off over 4 rows, and for one row (a decode step) this kernel
-// measured 24 G weights/s against the AVX2 one's 34; q4_K_gemm_x8 hands the last n_act % 4 rows to that.
-void q4_K_gemm_x8_runs_of_4(int64_t n, const void* group, const void* a, size_t a_stride, int n_act, int n_gemm,
-                            float* out, size_t out_stride) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F), low16 = _mm256_set1_epi32(0xFFFF);
-    const int64_t nb = n / QK_K;
-    const auto* ap = static_cast<const uint8_t*>(a);
-    for (int r0 = 0; r0 + 4 <= n_act; r0 += 4) {
-        constexpr int nr = 4;
-        const BlockQ8_K* y[4];
-        __m256 acc[4], acc_min[4];
-        for (int r = 0; r < 4; ++r) {
-            y[r] = reinterpret_cast<const BlockQ8_K*>(ap + (size_t)(r0 + r) * a_stride);
-            acc[r] = acc_min[r] = _mm256_setzero_ps();
-        }
-        for (int64_t b = 0; b < nb; ++b) {
-            const uint8_t* g = static_cast<const uint8_t*>(group) + b * kQ4_Kx8BlockBytes;
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)g));
-            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(g + 16)));
-            Q4KChunkScales s[4];
-            q4_K_x8_scales(g, s);
-            __m256 scale[4], scale_min[4];
-            __m256i sumi[4], summ[4];
-            for (int r = 0; r < nr; ++r) {
-                const __m256 dy = _mm256_set1_ps(y[r][b].d);
-                scale[r] = _mm256_mul_ps(d, dy);
-                scale_min[r] = _mm256_mul_ps(dmin, dy);
-                sumi[r] = summ[r] = _mm256_setzero_si256();
-            }
-            for (int k = 0; k < 4; ++k) {
-                const uint8_t* q = g + 128 + 256 * k;
-                __m256i lo[8], hi[8];
-                for (int gi = 0; gi < 8; ++gi) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * gi));
-                    lo[gi] = _mm256_and_si256(v, low4);
-                    hi[gi] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                }
-                const __m256i sc_lo = _mm256_and_si256(s[k].sc_lo, low16), sc_hi = _mm256_and_si256(s[k].sc_hi, low16);
-                for (int r = 0; r < nr; ++r) {
-                    const BlockQ8_K& yb = y[r][b];
-                    __m256i plo = _mm256_setzero_si256(), phi = _mm256_setzero_si256();
-                    for (int gi = 0; gi < 8; ++gi) {
-                        int32_t y_lo, y_hi;
-                        std::memcpy(&y_lo, yb.qs + 64 * k + 4 * gi, 4);
-                        std::memcpy(&y_hi, yb.qs + 64 * k + 32 + 4 * gi, 4);
-                        plo = _mm256_dpbusd_epi32(plo, lo[gi], _mm256_set1_epi32(y_lo));
-                        phi = _mm256_dpbusd_epi32(phi, hi[gi], _mm256_set1_epi32(y_hi));
-                    }
-                    const __m256i chunk =
-                        _mm256_add_epi32(_mm256_mullo_epi32(plo, sc_lo), _mm256_mullo_epi32(phi, sc_hi));
-                    const int pair0 = yb.bsums[4 * k] + yb.bsums[4 * k + 1],
-                              pair1 = yb.bsums[4 * k + 2] + yb.bsums[4 * k + 3];
-                    const __m256i chunk_min = _mm256_madd_epi16(
-                        _mm256_set1_epi32((int)((uint32_t)(uint16_t)pair0 | (uint32_t)pair1 << 16)), s[k].mins);
-                    if (r0 + r < n_gemm) {
-                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk), scale[r], acc[r]);
-                        acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_min), scale_min[r], acc_min[r]);
-                    } else {
-                        sumi[r] = _mm256_add_epi32(sumi[r], chunk);
-                        summ[r] = _mm256_add_epi32(summ[r], chunk_min);
-                    }
-                }
-            }
-            for (int r = 0; r < nr; ++r)
-                if (r0 + r >= n_gemm) {
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), scale[r], acc[r]);
-                    acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[r]), scale_min[r], acc_min[r]);
-                }
-        }
-        for (int r = 0; r < nr; ++r)
-            _mm256_storeu_ps(out + (size_t)(r0 + r) * out_stride, _mm256_sub_ps(acc[r], acc_min[r]));
-    }
-}
-
-void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
-                  int n_gemm, float* out, size_t out_stride) {
-    const int n4 = n_act / 4 * 4;
-    q4_K_gemm_x8_runs_of_4(n, group, a, a_stride, n4, n_gemm, out, out_stride);
-    if (n4 < n_act)
-        avx2_weight_kernels(GgmlType::Q4_K)
-            ->gemm_x8(n, group, static_cast<const uint8_t*>(a) + (size_t)n4 * a_stride, a_stride,
-                      a_sums ? a_sums + (size_t)n4 * (size_t)(n / 32) : nullptr, n_act - n4, std::max(0, n_gemm - n4),
-                      out + (size_t)n4 * out_stride, out_stride);
-}
-
-// Two repacked Q4_K groups (16 weight rows) per 512-bit register, runs of 4 prompt rows that are all gemm
-// rows: lanes 0-7 are the first group's lanes of q4_K_gemm_x8_runs_of_4 above, lanes 8-15 the second's,
-// each doing the same integer and float steps in the same order (the scale d * dy is recomputed per chunk,
-// the same product), so each group's half is gemm_x8's output bit for bit. One activation dword, broadcast
-// to all 16 lanes, meets 16 weight rows per vpdpbusd instead of 8 (this CPU runs 512-bit vpdpbusd at
-// about two thirds of the 256-bit rate: 1.33x the products per second).
+// Repacked Q4_K prompts, two interleaved groups (16 weight rows) per 512-bit register (gemm_x16), runs
+// of 4 prompt rows that are all gemm rows. Lanes 0-7 are the first group's lanes of the AVX2 gemm_x8,
+// lanes 8-15 the second's, each computing the same exact integer chunk sums and the same float steps in
+// the same order (the scale d * dy is recomputed per chunk, the same product), so each group's half is
+// gemm_x8's output bit for bit. A chunk's nibbles are unpacked once for the 4 rows (AVX-512's 32
+// registers; the AVX2 kernel unpacks them per row), and each row's chunk sum is 16 vpdpbusd with the
+// activation's 4 bytes broadcast to all 16 lanes (16 weight rows each), times the sub-block scales
+// (vpmulld). This CPU runs 512-bit vpdpbusd at about two thirds of the 256-bit rate: 1.33x the products
+// per second. (A 256-bit version of the same kernel, 8 rows per vpdpbusd, measured 60.9 G weights/s
+// against this one's 103.7 and the AVX2 kernel's 46.0.)
 void q4_K_gemm_x16_runs_of_4(int64_t n, const uint8_t* groups, const void* a, size_t a_stride, int n_rows, float* out,
                              size_t out_stride) {
     const __m512i low4 = _mm512_set1_epi8(0x0F), low16 = _mm512_set1_epi32(0xFFFF);
@@ -351,8 +263,8 @@ void q4_K_gemm_x16_runs_of_4(int64_t n, const uint8_t* groups, const void* a, si
     }
 }
 
-// The leading gemm rows in runs of 4 as above; the rest (fewer than 4, or gemv rows) through gemm_x8, one
-// group at a time.
+// The leading gemm rows in runs of 4 as above; the rest (fewer than 4, or gemv rows, a decode step among
+// them) through the AVX2 gemm_x8, one group at a time.
 void q4_K_gemm_x16(int64_t n, const void* groups, const void* a, size_t a_stride, const int16_t* a_sums, int n_act,
                    int n_gemm, float* out, size_t out_stride) {
     const auto* g = static_cast<const uint8_t*>(groups);
@@ -360,10 +272,11 @@ void q4_K_gemm_x16(int64_t n, const void* groups, const void* a, size_t a_stride
     q4_K_gemm_x16_runs_of_4(n, g, a, a_stride, n4, out, out_stride);
     if (n4 == n_act) return;
     const uint8_t* rest = static_cast<const uint8_t*>(a) + (size_t)n4 * a_stride;
+    const WeightKernels* avx2 = avx2_weight_kernels(GgmlType::Q4_K);
     for (int h = 0; h < 2; ++h)
-        q4_K_gemm_x8(n, g + (size_t)h * (n / QK_K) * kQ4_Kx8BlockBytes, rest, a_stride,
-                     a_sums ? a_sums + (size_t)n4 * (size_t)(n / 32) : nullptr, n_act - n4, std::max(0, n_gemm - n4),
-                     out + (size_t)n4 * out_stride + 8 * h, out_stride);
+        avx2->gemm_x8(n, g + (size_t)h * (n / QK_K) * kQ4_Kx8BlockBytes, rest, a_stride,
+                      a_sums ? a_sums + (size_t)n4 * (size_t)(n / 32) : nullptr, n_act - n4, std::max(0, n_gemm - n4),
+                      out + (size_t)n4 * out_stride + 8 * h, out_stride);
 }
 
 // ------------------------------------------------------------------ ggml vector ops, AVX-512 flavour
@@ -545,8 +458,7 @@ struct Avx512Table {
         k[(int)T::Q8_0].vec_dot2_rows_scaled = dot2_rows_scaled<DecQ8_0>;
         k[(int)T::Q4_0].vec_dot2_rows_scaled = dot2_rows_scaled<DecQ4_0>;
         k[(int)T::Q5_0].vec_dot2_rows_scaled = dot2_rows_scaled<DecQ5_0>;
-        add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), nullptr, nullptr);  // only the prompt gemm is its own
-        k[(int)T::Q4_K].gemm_x8 = q4_K_gemm_x8;
+        add(T::Q4_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), nullptr, nullptr);  // only the two-group prompt gemm
         k[(int)T::Q4_K].gemm_x16 = q4_K_gemm_x16;
         add(T::Q6_K, T::Q8_K, QK_K, sizeof(BlockQ8_K), nullptr, nullptr);  // only the two-row tiled kernel
         k[(int)T::Q6_K].dot2_rows_tiled = q6_K_tiled_dot2_rows;
