@@ -23,6 +23,12 @@ def isa() -> str:
 def best_isa() -> str:
     """Highest ISA both compiled into the library and supported by this CPU (ignores EDGE_RT_ISA)."""
 
+def vec_ops_flavour() -> str:
+    """Which llama.cpp x86 build's float vector arithmetic (SiLU, softmax, F16 attention dots) runs:
+    "avx2" or "avx512". That of llama.cpp built natively on this CPU (avx512 where the best ISA is
+    avx512vnni) unless ``EDGE_RT_VEC_OPS`` names one; every ISA computes it (a scalar twin where the ISA
+    lacks its SIMD code), so ``EDGE_RT_ISA`` changes speed, not these bits."""
+
 def cpu_supports(name: str) -> bool:
     """Whether this CPU (and OS register state) supports the ISA ``name``, whether or not it was
     compiled in. An unknown name raises InvalidArgumentError."""

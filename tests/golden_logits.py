@@ -12,7 +12,9 @@ The ISA is fixed per process (``EDGE_RT_ISA`` is read once), so the table has on
 the test computes each in a child process. The avx512vnni column (recorded at 2026-12-07 on the first
 AVX-512 machine, after its weight kernels were put in the AVX2 order) differs from avx2 only through the
 AVX-512 flavour of ggml's float vector ops (kernels.h GgmlVecOps); tests/test_x86_isa_bits.py checks the
-weight kernels alone are the AVX2 bits.
+weight kernels alone are the AVX2 bits. The flavour is a choice of its own (EDGE_RT_VEC_OPS, by default
+the CPU's): the scalar and avx2 columns are computed with the AVX2 one, the avx512vnni column with the
+AVX-512 one (VEC_OPS_OF_COLUMN).
 
     python tests/golden_logits.py --isa scalar           # prints the digests as JSON
     python tests/golden_logits.py --update               # rewrites the table for every ISA this CPU has
@@ -36,6 +38,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 TABLE = Path(__file__).resolve().parent / "data" / "golden_logits.json"
 ISAS = ("scalar", "avx2", "avx512vnni")
+# The flavour of ggml's float vector ops (kernels.h GgmlVecOps, EDGE_RT_VEC_OPS) each column is computed with.
+VEC_OPS_OF_COLUMN = {"scalar": "avx2", "avx2": "avx2", "avx512vnni": "avx512"}
 PREFILL, DECODE = 140, 2
 
 _BASE: Dict[str, Any] = dict(arch="llama", n_vocab=512, n_embd=256, n_ff=512, n_layer=2, n_head=8, n_head_kv=2,
@@ -113,10 +117,13 @@ def compute(folder: Path, only: Optional[List[str]] = None) -> Dict[str, str]:
     return result
 
 
-def run_isa(isa: str) -> Dict[str, str]:
-    """compute() in a child process with EDGE_RT_ISA=isa."""
-    env = {**os.environ, "EDGE_RT_ISA": isa}
-    proc = subprocess.run([sys.executable, __file__, "--isa", isa], env=env, capture_output=True, text=True)
+def run_isa(isa: str, vec_ops: Optional[str] = None, case_ids: Optional[List[str]] = None) -> Dict[str, str]:
+    """compute() in a child process with EDGE_RT_ISA=isa and the float vector ops of the column's
+    flavour (VEC_OPS_OF_COLUMN; the host's default would be the AVX-512 one at every ISA of an AVX-512
+    CPU), or of ``vec_ops``; only the cases ``case_ids`` when given."""
+    env = {**os.environ, "EDGE_RT_ISA": isa, "EDGE_RT_VEC_OPS": vec_ops or VEC_OPS_OF_COLUMN[isa]}
+    args = ["--cases", ",".join(case_ids)] if case_ids else ["--isa", isa]
+    proc = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"golden logits child for {isa} failed:\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout)
@@ -144,6 +151,9 @@ def main() -> None:
         active = _core.isa()
         if active != args.isa:
             sys.exit(f"EDGE_RT_ISA={args.isa} requested but the active ISA is {active}")
+        if _core.vec_ops_flavour() != VEC_OPS_OF_COLUMN[args.isa]:
+            sys.exit(f"the {args.isa} column takes EDGE_RT_VEC_OPS={VEC_OPS_OF_COLUMN[args.isa]}, "
+                     f"this process runs {_core.vec_ops_flavour()}")
         with tempfile.TemporaryDirectory() as d:
             print(json.dumps(compute(Path(d)), indent=1, sort_keys=True))
     elif args.update:

@@ -74,9 +74,9 @@ def _greedy_arm(arm_python: Path, out: Path, isa: str) -> Dict[str, np.ndarray]:
 
 
 def _x86_isa_of_the_arm_bits(isa: str) -> Optional[str]:
-    """The x86 ISA whose bits the ARM build's `isa` computes: scalar for scalar, else avx2 (NEON sums as
-    llama.cpp's AVX2 build; an AVX-512 host's default avx512vnni ISA mirrors its AVX-512 build instead,
-    kernels.h GgmlVecOps). None: this host runs no AVX2, use its default."""
+    """The x86 ISA whose bits the ARM build's `isa` computes, given the AVX2 flavour of float vector ops
+    (EDGE_RT_VEC_OPS=avx2, which the ARM build computes; an AVX-512 host defaults to the AVX-512 one,
+    kernels.h GgmlVecOps): scalar for scalar, else avx2. None: this host runs no AVX2, use its default."""
     from edge_rt import _core
 
     if isa == "scalar":
@@ -88,6 +88,7 @@ def _x86_env_of_the_arm_bits() -> Dict[str, str]:
     """The environment of an x86 child at the ISA whose bits the ARM build's best kernels compute."""
     env = edge_rt_env()
     env.pop("EDGE_RT_ISA", None)
+    env["EDGE_RT_VEC_OPS"] = "avx2"
     if _x86_isa_of_the_arm_bits("best"):
         env["EDGE_RT_ISA"] = _x86_isa_of_the_arm_bits("best")
     return env
@@ -95,6 +96,7 @@ def _x86_env_of_the_arm_bits() -> Dict[str, str]:
 
 def _greedy_x86(out: Path, isa: str, monkeypatch) -> Dict[str, np.ndarray]:
     x86_isa = _x86_isa_of_the_arm_bits(isa)
+    monkeypatch.setenv("EDGE_RT_VEC_OPS", "avx2")
     if x86_isa:
         monkeypatch.setenv("EDGE_RT_ISA", x86_isa)
     else:

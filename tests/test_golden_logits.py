@@ -37,3 +37,14 @@ def test_scalar_twins_compute_the_avx2_bits():
     differ = [k for k in SCALAR_EQUALS_AVX2 if TABLE["scalar"][k] != TABLE["avx2"][k]]
     assert not differ, f"scalar and avx2 digests differ for {differ}"
 
+
+
+def test_scalar_twins_compute_the_avx512_bits_in_that_flavour():
+    """The scalar ISA with the AVX-512 flavour of the float vector ops (EDGE_RT_VEC_OPS=avx512, the default
+    on an AVX-512 CPU) computes the avx512vnni column's bits: on one machine every ISA gives the bits of
+    the llama.cpp built for it."""
+    if "avx512vnni" not in TABLE:
+        pytest.skip("the table lacks an avx512vnni column")
+    got = golden_logits.run_isa("scalar", vec_ops="avx512", case_ids=SCALAR_EQUALS_AVX2)
+    differ = [k for k in SCALAR_EQUALS_AVX2 if got[k] != TABLE["avx512vnni"][k]]
+    assert not differ, f"scalar (avx512 flavour) and avx512vnni digests differ for {differ}"

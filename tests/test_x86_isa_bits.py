@@ -1,6 +1,6 @@
 """Every x86 ISA's weight kernels compute the bits of llama.cpp's AVX2 code: the avx512vnni ones too, since
 llama.cpp's AVX-512 build sums its quantized dot products in the AVX2 code's order (only its float vector
-ops differ, which the avx512vnni ISA mirrors separately: kernels.h GgmlVecOps). Before this test, the
+ops differ, which edge_rt mirrors separately at every ISA: kernels.h GgmlVecOps, EDGE_RT_VEC_OPS). Before this test, the
 avx512vnni table paired two blocks per 512-bit register (Q4_0, Q8_0 prompts) and summed K-quant and F16 rows
 in 16 lanes: single rows of 7 types differed from AVX2, and so did the aarch64 build's NEON bits compared
 with an AVX-512 host's. The golden table's avx512vnni column checks whole forward passes."""

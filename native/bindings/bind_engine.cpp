@@ -96,6 +96,7 @@ py::dict engine_info(const edge_rt::Engine& e) {
     d["kv_cache_bytes"] = e.kv_cache_bytes();
     d["tensor_types"] = hist;
     d["isa"] = edge_rt::isa_name(edge_rt::active_isa());
+    d["vec_ops"] = edge_rt::vec_ops_flavour_name(edge_rt::vec_ops_flavour());
     d["threads"] = e.n_threads();
     d["expert_predictor"] = e.expert_predictor() ? py::cast(e.expert_predictor()->path()) : py::none();
     return d;

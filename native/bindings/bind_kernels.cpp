@@ -103,6 +103,10 @@ void bind_system(py::module_& m) {
         "best_isa", [] { return std::string(edge_rt::isa_name(edge_rt::best_isa())); },
         "Highest ISA both compiled in and supported by this CPU.");
     m.def(
+        "vec_ops_flavour", [] { return std::string(edge_rt::vec_ops_flavour_name(edge_rt::vec_ops_flavour())); },
+        "Which llama.cpp x86 build's float vector arithmetic runs: 'avx2' or 'avx512' (kernels.h GgmlVecOps; "
+        "the native build's for this CPU unless EDGE_RT_VEC_OPS names one).");
+    m.def(
         "cpu_supports", [](const std::string& name) { return edge_rt::cpu_supports(parse_isa("cpu_supports", name)); },
         py::arg("name"), "Whether the CPU and OS support the ISA, regardless of the build.");
     m.def(

@@ -133,12 +133,13 @@ void print_dispatch_table() {
             provider(ti.type, isa, &WeightKernels::dot_rows_blockwise), provider(ti.type, isa, &WeightKernels::gemm_x8),
             provider(ti.type, isa, &WeightKernels::dot_rows_tiled));
     const GgmlVecOps& ops = ggml_vec_ops(isa);
-    std::printf("  vec ops %s\n", &ops == scalar_ggml_vec_ops()          ? "scalar"
-                                  : &ops == scalar_avx512_ggml_vec_ops() ? "scalar (avx512 flavour)"
-                                  : &ops == avx2_ggml_vec_ops()          ? "avx2"
-                                  : &ops == avx512_ggml_vec_ops()        ? "avx512"
-                                  : &ops == neon_ggml_vec_ops()          ? "neon"
-                                                                         : "?");
+    std::printf("  vec ops (%s flavour) %s\n", vec_ops_flavour_name(vec_ops_flavour()),
+                &ops == scalar_ggml_vec_ops()          ? "scalar"
+                : &ops == scalar_avx512_ggml_vec_ops() ? "scalar (avx512 flavour)"
+                : &ops == avx2_ggml_vec_ops()          ? "avx2"
+                : &ops == avx512_ggml_vec_ops()        ? "avx512"
+                : &ops == neon_ggml_vec_ops()          ? "neon"
+                                                       : "?");
 }
 
 // Random but valid weight rows: random quantized bits, scales of realistic magnitude.
@@ -677,57 +678,61 @@ void test_attention_vec_ops(Isa isa, const GgmlVecOps& ops, const GgmlVecOps& re
     }
 }
 
-// ggml vector ops: every ISA must return its flavour's scalar twin's bits exactly (kernels.h GgmlVecOps).
+constexpr VecOpsFlavour kVecOpsFlavours[] = {VecOpsFlavour::Avx2, VecOpsFlavour::Avx512};
+
+// ggml vector ops: every ISA, for either flavour, must return that flavour's scalar twin's bits exactly
+// (kernels.h GgmlVecOps): an ISA without the flavour's SIMD code runs the twin itself.
 void test_ggml_vec_ops(std::mt19937& rng) {
     std::normal_distribution<float> nd(0.f, 1.f);
     auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
-    for (Isa isa : runnable_simd_isas()) {
-        const GgmlVecOps& ops = ggml_vec_ops(isa);
-        const GgmlVecOps& ref = ggml_vec_ops_scalar_twin(isa);
-        CHECK(ops.tinyblas_lanes == ref.tinyblas_lanes, "%s: tinyblas_lanes %d vs its twin's %d", isa_name(isa),
-              ops.tinyblas_lanes, ref.tinyblas_lanes);
-        test_attention_vec_ops(isa, ops, ref, rng);
-        for (int64_t n : {1, 7, 8, 13, 15, 16, 17, 31, 32, 33, 64, 65, 100, 1536}) {
-            std::vector<float> x((size_t)n), g((size_t)n), y0((size_t)n), y1((size_t)n);
-            std::vector<uint16_t> hx((size_t)n), hy((size_t)n);
-            for (int64_t i = 0; i < n; ++i) {
-                // wide range: exp over/underflow and the special-case lanes (|n| > 126, > 192)
-                x[(size_t)i] = nd(rng) * (i % 5 == 0 ? 60.f : 4.f);
-                g[(size_t)i] = nd(rng);
-                hx[(size_t)i] = fp32_to_fp16(nd(rng));
-                hy[(size_t)i] = fp32_to_fp16(std::fabs(nd(rng)));
-            }
-            ref.swiglu(x.data(), g.data(), y0.data(), n);
-            ops.swiglu(x.data(), g.data(), y1.data(), n);
-            for (int64_t i = 0; i < n; ++i)
-                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "swiglu %s n=%lld i=%lld: %g vs %g", isa_name(isa),
-                      (long long)n, (long long)i, y0[(size_t)i], y1[(size_t)i]);
-            std::vector<float> sx(x);
-            if (n > 1) sx[0] = -INFINITY;  // a masked score (a row always keeps its own position)
-            const float mx = *std::max_element(sx.begin(), sx.end());
-            const double s0 = ref.softmax_exp(sx.data(), y0.data(), n, mx),
-                         s1 = ops.softmax_exp(sx.data(), y1.data(), n, mx);
-            CHECK(s0 == s1, "softmax_exp %s n=%lld: sum %.17g vs %.17g", isa_name(isa), (long long)n, s0, s1);
-            for (int64_t i = 0; i < n; ++i)
-                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "softmax_exp %s n=%lld i=%lld", isa_name(isa), (long long)n,
-                      (long long)i);
-            const float t0 = ref.dot_f16_tinyblas(n, hx.data(), hy.data()),
-                        t1 = ops.dot_f16_tinyblas(n, hx.data(), hy.data());
-            CHECK(same(t0, t1), "dot_f16_tinyblas %s n=%lld: %g vs %g", isa_name(isa), (long long)n, t0, t1);
-            ref.geglu(x.data(), g.data(), y0.data(), n);
-            ops.geglu(x.data(), g.data(), y1.data(), n);
-            for (int64_t i = 0; i < n; ++i)
-                CHECK(same(y0[(size_t)i], y1[(size_t)i]), "geglu %s n=%lld i=%lld", isa_name(isa), (long long)n,
-                      (long long)i);
-            for (int64_t n_total : {n, (n + 31) / 32 * 32, (n + 63) / 64 * 64, (int64_t)256}) {
-                if (n_total < n) continue;
-                const float d0 = ref.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
-                const float d1 = ops.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
-                CHECK(same(d0, d1), "dot_f16_ggml %s n=%lld n_total=%lld: %g vs %g", isa_name(isa), (long long)n,
-                      (long long)n_total, d0, d1);
+    for (Isa isa : runnable_simd_isas())
+        for (VecOpsFlavour flavour : kVecOpsFlavours) {
+            const GgmlVecOps& ops = ggml_vec_ops(isa, flavour);
+            const GgmlVecOps& ref = ggml_vec_ops_scalar_twin(flavour);
+            CHECK(ops.tinyblas_lanes == ref.tinyblas_lanes, "%s: tinyblas_lanes %d vs its twin's %d", isa_name(isa),
+                  ops.tinyblas_lanes, ref.tinyblas_lanes);
+            test_attention_vec_ops(isa, ops, ref, rng);
+            for (int64_t n : {1, 7, 8, 13, 15, 16, 17, 31, 32, 33, 64, 65, 100, 1536}) {
+                std::vector<float> x((size_t)n), g((size_t)n), y0((size_t)n), y1((size_t)n);
+                std::vector<uint16_t> hx((size_t)n), hy((size_t)n);
+                for (int64_t i = 0; i < n; ++i) {
+                    // wide range: exp over/underflow and the special-case lanes (|n| > 126, > 192)
+                    x[(size_t)i] = nd(rng) * (i % 5 == 0 ? 60.f : 4.f);
+                    g[(size_t)i] = nd(rng);
+                    hx[(size_t)i] = fp32_to_fp16(nd(rng));
+                    hy[(size_t)i] = fp32_to_fp16(std::fabs(nd(rng)));
+                }
+                ref.swiglu(x.data(), g.data(), y0.data(), n);
+                ops.swiglu(x.data(), g.data(), y1.data(), n);
+                for (int64_t i = 0; i < n; ++i)
+                    CHECK(same(y0[(size_t)i], y1[(size_t)i]), "swiglu %s n=%lld i=%lld: %g vs %g", isa_name(isa),
+                          (long long)n, (long long)i, y0[(size_t)i], y1[(size_t)i]);
+                std::vector<float> sx(x);
+                if (n > 1) sx[0] = -INFINITY;  // a masked score (a row always keeps its own position)
+                const float mx = *std::max_element(sx.begin(), sx.end());
+                const double s0 = ref.softmax_exp(sx.data(), y0.data(), n, mx),
+                             s1 = ops.softmax_exp(sx.data(), y1.data(), n, mx);
+                CHECK(s0 == s1, "softmax_exp %s n=%lld: sum %.17g vs %.17g", isa_name(isa), (long long)n, s0, s1);
+                for (int64_t i = 0; i < n; ++i)
+                    CHECK(same(y0[(size_t)i], y1[(size_t)i]), "softmax_exp %s n=%lld i=%lld", isa_name(isa),
+                          (long long)n, (long long)i);
+                const float t0 = ref.dot_f16_tinyblas(n, hx.data(), hy.data()),
+                            t1 = ops.dot_f16_tinyblas(n, hx.data(), hy.data());
+                CHECK(same(t0, t1), "dot_f16_tinyblas %s n=%lld: %g vs %g", isa_name(isa), (long long)n, t0, t1);
+                ref.geglu(x.data(), g.data(), y0.data(), n);
+                ops.geglu(x.data(), g.data(), y1.data(), n);
+                for (int64_t i = 0; i < n; ++i)
+                    CHECK(same(y0[(size_t)i], y1[(size_t)i]), "geglu %s n=%lld i=%lld", isa_name(isa), (long long)n,
+                          (long long)i);
+                for (int64_t n_total : {n, (n + 31) / 32 * 32, (n + 63) / 64 * 64, (int64_t)256}) {
+                    if (n_total < n) continue;
+                    const float d0 = ref.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
+                    const float d1 = ops.dot_f16_ggml(n, hx.data(), hy.data(), n_total);
+                    CHECK(same(d0, d1), "dot_f16_ggml %s n=%lld n_total=%lld: %g vs %g", isa_name(isa), (long long)n,
+                          (long long)n_total, d0, d1);
+                }
             }
         }
-    }
 }
 
 // geglu as ggml_vec_geglu_f32: the saturated ranges, and table entries read from llama-cpp-python
@@ -991,37 +996,38 @@ void test_batched_attention_ops(std::mt19937& rng) {
         for (int64_t j = 0; j < lens[i]; ++j)
             p[(size_t)(i * stride + j)] =
                 fp16_to_fp32(p16[(size_t)(i * stride + j)] = fp32_to_fp16(std::fabs(nd(rng))));
-    for (Isa isa : isas) {
-        const GgmlVecOps& ops = ggml_vec_ops(isa);
-        std::vector<float> kq((size_t)(5 * stride)), pv((size_t)(5 * D));
-        ops.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 5, kq.data(), stride);
-        ops.pv_tinyblas(n_pos, v.data(), v_stride, D, p.data(), stride, 5, pv.data());
-        for (int64_t Dg : {(int64_t)64, (int64_t)40}) {  // a whole number of 32-steps, and a tail in double
-            std::vector<float> kq2((size_t)(2 * n_pos));
-            std::vector<float> q2((size_t)(2 * Dg));
-            for (int i = 0; i < 2; ++i)
-                for (int64_t e = 0; e < Dg; ++e) q2[(size_t)(i * Dg + e)] = q[(size_t)(i * D + e)];
-            ops.kq_ggml(Dg, k.data(), D, n_pos, q2.data(), 2, kq2.data(), n_pos);
-            for (int i = 0; i < 2; ++i)
+    for (Isa isa : isas)
+        for (VecOpsFlavour flavour : kVecOpsFlavours) {
+            const GgmlVecOps& ops = ggml_vec_ops(isa, flavour);
+            std::vector<float> kq((size_t)(5 * stride)), pv((size_t)(5 * D));
+            ops.kq_tinyblas(D, k.data(), D, n_pos, q.data(), 5, kq.data(), stride);
+            ops.pv_tinyblas(n_pos, v.data(), v_stride, D, p.data(), stride, 5, pv.data());
+            for (int64_t Dg : {(int64_t)64, (int64_t)40}) {  // a whole number of 32-steps, and a tail in double
+                std::vector<float> kq2((size_t)(2 * n_pos));
+                std::vector<float> q2((size_t)(2 * Dg));
+                for (int i = 0; i < 2; ++i)
+                    for (int64_t e = 0; e < Dg; ++e) q2[(size_t)(i * Dg + e)] = q[(size_t)(i * D + e)];
+                ops.kq_ggml(Dg, k.data(), D, n_pos, q2.data(), 2, kq2.data(), n_pos);
+                for (int i = 0; i < 2; ++i)
+                    for (int64_t j = 0; j < n_pos; ++j) {
+                        const float want = ops.dot_f16_ggml(Dg, k.data() + j * D, q16.data() + i * D, Dg);
+                        CHECK(same_bits(kq2[(size_t)(i * n_pos + j)], want), "kq_ggml %s D=%lld [%d][%lld]",
+                              isa_name(isa), (long long)Dg, i, (long long)j);
+                    }
+            }
+            for (int i = 0; i < 5; ++i) {
                 for (int64_t j = 0; j < n_pos; ++j) {
-                    const float want = ops.dot_f16_ggml(Dg, k.data() + j * D, q16.data() + i * D, Dg);
-                    CHECK(same_bits(kq2[(size_t)(i * n_pos + j)], want), "kq_ggml %s D=%lld [%d][%lld]", isa_name(isa),
-                          (long long)Dg, i, (long long)j);
+                    const float want = ops.dot_f16_tinyblas(D, k.data() + j * D, q16.data() + i * D);
+                    CHECK(same_bits(kq[(size_t)(i * stride + j)], want), "kq_tinyblas %s [%d][%lld]", isa_name(isa), i,
+                          (long long)j);
                 }
-        }
-        for (int i = 0; i < 5; ++i) {
-            for (int64_t j = 0; j < n_pos; ++j) {
-                const float want = ops.dot_f16_tinyblas(D, k.data() + j * D, q16.data() + i * D);
-                CHECK(same_bits(kq[(size_t)(i * stride + j)], want), "kq_tinyblas %s [%d][%lld]", isa_name(isa), i,
-                      (long long)j);
-            }
-            for (int64_t d = 0; d < D; ++d) {
-                const float want = ops.dot_f16_tinyblas(lens[i], v.data() + d * v_stride, p16.data() + i * stride);
-                CHECK(same_bits(pv[(size_t)(i * D + d)], want), "pv_tinyblas %s [%d][%lld]", isa_name(isa), i,
-                      (long long)d);
+                for (int64_t d = 0; d < D; ++d) {
+                    const float want = ops.dot_f16_tinyblas(lens[i], v.data() + d * v_stride, p16.data() + i * stride);
+                    CHECK(same_bits(pv[(size_t)(i * D + d)], want), "pv_tinyblas %s [%d][%lld]", isa_name(isa), i,
+                          (long long)d);
+                }
             }
         }
-    }
 }
 
 void test_dispatch_on_this_cpu() {

@@ -173,11 +173,14 @@ const WeightKernels* neon_i8mm_weight_kernels(GgmlType type) noexcept;     // nu
 // it (ggml-cpu vec.h / vec.cpp, llamafile sgemm.cpp). A last-bit difference here flips int8 activation
 // roundings in the next quantized matmul, which trained weights amplify (see engine.cpp). Two flavours,
 // as llama.cpp's x86-64 builds differ here (and only here: their quantized dot products sum alike):
-//  - AVX2 + FMA (8 lanes): the scalar, avx2 and every NEON ISA compute these bits (the scalar twin
-//    emulates the AVX2 lanes with std::fma);
-//  - AVX-512 (16 lanes, and an expf that adds the 1 before scaling by 2^n with vscalefps): the
-//    avx512vnni ISA computes these bits, those of llama.cpp built on an AVX-512 CPU (its own scalar twin:
-//    scalar_avx512_ggml_vec_ops). F32/F16/BF16 weight matmuls stay in the AVX2 order at every ISA.
+//  - AVX2 + FMA (8 lanes): llama.cpp built on an AVX2 CPU, and on ARM (the NEON code sums alike);
+//  - AVX-512 (16 lanes, and an expf that adds the 1 before scaling by 2^n with vscalefps): llama.cpp
+//    built on an AVX-512 CPU.
+// Which flavour a process computes is a numeric choice, made once (vec_ops_flavour): by default that of
+// the llama.cpp a native build on this CPU would be, so that every ISA (scalar and avx2 too) gives the
+// same bits on one machine. The ISA only picks how they are computed: the flavour's SIMD code where the
+// ISA runs it (AVX2: avx2 and avx512vnni, AVX-512: avx512vnni), else its scalar twin (std::fma emulating
+// the lanes). F32/F16/BF16 weight matmuls stay in the AVX2 order at every ISA.
 // Each member's comment states the AVX2 flavour; the AVX-512 one has 16 where it says 8 (steps of 64 where
 // it says 32), GCC's _mm512_reduce_add_ps tree where it says hsum, and tail elements past whole vectors
 // of 16 in swiglu.
@@ -228,11 +231,18 @@ const GgmlVecOps* scalar_avx512_ggml_vec_ops() noexcept;  // the AVX-512 flavour
 const GgmlVecOps* avx2_ggml_vec_ops() noexcept;           // nullptr when not built
 const GgmlVecOps* avx512_ggml_vec_ops() noexcept;         // nullptr when not built
 const GgmlVecOps* neon_ggml_vec_ops() noexcept;           // nullptr when not built
-// The fastest variant `isa` may run: the AVX-512 flavour for avx512vnni, the AVX2 flavour for every other
-// ISA (dotprod and i8mm use the NEON one).
-const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept;
-// The scalar twin of the flavour ggml_vec_ops(isa) computes (what tests compare it with).
-const GgmlVecOps& ggml_vec_ops_scalar_twin(Isa isa) noexcept;
+enum class VecOpsFlavour : uint8_t { Avx2, Avx512 };
+const char* vec_ops_flavour_name(VecOpsFlavour flavour) noexcept;  // "avx2" / "avx512"
+// The flavour this process computes, decided once: the environment variable EDGE_RT_VEC_OPS (avx2 or
+// avx512; any other value is ignored) when set, else Avx512 where best_isa() is avx512vnni (the CPUs whose
+// native llama.cpp build runs the AVX-512 code; on an AVX-512 CPU without VNNI, name it) and Avx2
+// elsewhere (ARM included). Thread-safe.
+VecOpsFlavour vec_ops_flavour() noexcept;
+// The fastest code `isa` has for `flavour`: its SIMD variant (NEON for the AVX2 flavour on ARM) where
+// `isa` runs it, else the flavour's scalar twin.
+const GgmlVecOps& ggml_vec_ops(Isa isa, VecOpsFlavour flavour) noexcept;
+const GgmlVecOps& ggml_vec_ops_scalar_twin(VecOpsFlavour flavour) noexcept;
+inline const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept { return ggml_vec_ops(isa, vec_ops_flavour()); }
 inline const GgmlVecOps& ggml_vec_ops() noexcept { return ggml_vec_ops(active_isa()); }
 
 }  // namespace edge_rt

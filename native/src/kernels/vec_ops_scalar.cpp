@@ -228,21 +228,40 @@ const GgmlVecOps* scalar_avx512_ggml_vec_ops() noexcept {
     return &ops;
 }
 
-const GgmlVecOps& ggml_vec_ops(Isa isa) noexcept {
-    const GgmlVecOps* simd = nullptr;
-    switch (runnable_isa(isa)) {
-        case Isa::Avx2: simd = avx2_ggml_vec_ops(); break;
-        case Isa::Avx512Vnni: simd = avx512_ggml_vec_ops(); break;
-        case Isa::Neon:
-        case Isa::NeonDotprod:
-        case Isa::NeonI8mm: simd = neon_ggml_vec_ops(); break;
-        case Isa::Scalar: break;
-    }
-    return simd ? *simd : ggml_vec_ops_scalar_twin(isa);
+const char* vec_ops_flavour_name(VecOpsFlavour flavour) noexcept {
+    return flavour == VecOpsFlavour::Avx512 ? "avx512" : "avx2";
 }
 
-const GgmlVecOps& ggml_vec_ops_scalar_twin(Isa isa) noexcept {
-    return runnable_isa(isa) == Isa::Avx512Vnni ? *scalar_avx512_ggml_vec_ops() : *scalar_ggml_vec_ops();
+VecOpsFlavour vec_ops_flavour() noexcept {
+    static const VecOpsFlavour flavour = [] {
+        const char* env = std::getenv("EDGE_RT_VEC_OPS");
+        if (env && std::strcmp(env, "avx2") == 0) return VecOpsFlavour::Avx2;
+        if (env && std::strcmp(env, "avx512") == 0) return VecOpsFlavour::Avx512;
+        return best_isa() == Isa::Avx512Vnni ? VecOpsFlavour::Avx512 : VecOpsFlavour::Avx2;
+    }();
+    return flavour;
+}
+
+const GgmlVecOps& ggml_vec_ops(Isa isa, VecOpsFlavour flavour) noexcept {
+    const GgmlVecOps* simd = nullptr;
+    const Isa runs = runnable_isa(isa);
+    if (flavour == VecOpsFlavour::Avx512) {
+        if (runs == Isa::Avx512Vnni) simd = avx512_ggml_vec_ops();
+    } else {
+        switch (runs) {
+            case Isa::Avx2:
+            case Isa::Avx512Vnni: simd = avx2_ggml_vec_ops(); break;
+            case Isa::Neon:
+            case Isa::NeonDotprod:
+            case Isa::NeonI8mm: simd = neon_ggml_vec_ops(); break;
+            case Isa::Scalar: break;
+        }
+    }
+    return simd ? *simd : ggml_vec_ops_scalar_twin(flavour);
+}
+
+const GgmlVecOps& ggml_vec_ops_scalar_twin(VecOpsFlavour flavour) noexcept {
+    return flavour == VecOpsFlavour::Avx512 ? *scalar_avx512_ggml_vec_ops() : *scalar_ggml_vec_ops();
 }
 
 // Stand-ins where an ISA's file is not compiled (the other architecture): "not built" = nullptr.
