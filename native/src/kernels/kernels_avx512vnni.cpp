@@ -127,52 +127,71 @@ void dot2_rows_scaled(int64_t n, const void* w, size_t w_stride, const void* a, 
     }
 }
 
+// Lane i * 8 + r of the result: the sum of the 8 int32 lanes of half i (256 bits) of s[r], for 8 vectors
+// s[0..7]. A transposing add tree (22 instructions for the 16 sums, where 16 separate hsums take about 100):
+// integer sums are exact, so any order gives the same values.
+ERT_INLINE __m512i sum_halves_transposed(const __m512i* s) {
+    auto pair_sums = [](__m512i a, __m512i b) {  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+        return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    };
+    auto quad_sums = [](__m512i ab, __m512i cd) {  // per 128-bit lane: [sum a, sum b, sum c, sum d]
+        return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    };
+    const __m512i r0123 = quad_sums(pair_sums(s[0], s[1]), pair_sums(s[2], s[3]));
+    const __m512i r4567 = quad_sums(pair_sums(s[4], s[5]), pair_sums(s[6], s[7]));
+    // 128-bit lanes 0-1 are half 0, lanes 2-3 half 1: [h0 r0-3, h1 r0-3, h0 r4-7, h1 r4-7] ...
+    const __m512i mixed = _mm512_add_epi32(_mm512_shuffle_i32x4(r0123, r4567, _MM_SHUFFLE(2, 0, 2, 0)),
+                                           _mm512_shuffle_i32x4(r0123, r4567, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_shuffle_i32x4(mixed, mixed, _MM_SHUFFLE(3, 1, 2, 0));  // ... to [h0 r0-7, h1 r0-7]
+}
+
 // Q6_K prompts in the Tiled order (dot2_rows_tiled), two weight rows per 512-bit register: each row's
 // super-block is decoded as the AVX2 kernel decodes it (decode_q6_K) and the two put side by side; each
 // activation chunk, broadcast to both halves, meets both rows in one vpmaddubsw + vpmaddwd. The integer
-// sum of each half is the row's exact super-block sum, and the float steps per row are the AVX2 kernel's
-// (res = d * float(sum), acc = fma(res, dy, acc)), so each row's output is dot_rows_tiled's bit for bit.
+// sum of each half is the row's exact super-block sum; the 16 sums of a super-block (2 weight rows x up to
+// 8 activation rows) are reduced together (sum_halves_transposed) and take the AVX2 kernel's float steps
+// per output in the 16 lanes of one register (res = d * float(sum), acc = fma(res, dy, acc): vector
+// rounding is scalar rounding), so each output is dot_rows_tiled's bit for bit.
 template <int NA>
 ERT_INLINE void q6_K_tiled_rows2(int64_t n, const void* w, size_t w_stride, const void* a, size_t stride, float* out) {
     const auto* x0 = static_cast<const BlockQ6_K*>(w);
     const auto* x1 = reinterpret_cast<const BlockQ6_K*>(static_cast<const uint8_t*>(w) + w_stride);
     auto pair = [](__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); };
     const BlockQ8_K* y[NA];
-    float acc[2][NA];
-    for (int r = 0; r < NA; ++r) {
-        y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-        acc[0][r] = acc[1][r] = 0.f;
-    }
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    __m512 acc = _mm512_setzero_ps();  // lane i * 8 + r: weight row i times activation row r
     for (int64_t b = 0; b < n / QK_K; ++b) {
         Groups16 g0, g1;
         decode_q6_K(x0[b], g0);
         decode_q6_K(x1[b], g1);
-        __m512i q[8], scv[8];
+        // Chunk c of both rows paired once and met by each activation row in turn: NA accumulators live.
+        __m512i sums[8];
+        alignas(32) float dy[8] = {};
+        for (int r = 0; r < 8; ++r) sums[r] = _mm512_setzero_si512();
         for (int c = 0; c < 8; ++c) {
-            q[c] = pair(g0.q[c], g1.q[c]);
-            scv[c] = pair(g0.scv[c], g1.scv[c]);
+            const __m512i q = pair(g0.q[c], g1.q[c]), scv = pair(g0.scv[c], g1.scv[c]);
+            for (int r = 0; r < NA; ++r) {
+                const __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(y[r][b].qs + 32 * c)));
+                sums[r] = _mm512_dpwssd_epi32(sums[r], _mm512_maddubs_epi16(q, qy), scv);  // madd + add, exact
+            }
         }
         const __m512i sc16 = pair(g0.sc16, g1.sc16);
-        const float d0 = h2f(x0[b].d), d1 = h2f(x1[b].d);
         for (int r = 0; r < NA; ++r) {
             const BlockQ8_K& yb = y[r][b];
-            __m512i sumi = _mm512_setzero_si512();
-            for (int c = 0; c < 8; ++c) {
-                const __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(yb.qs + 32 * c)));
-                sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q[c], qy), scv[c]));
-            }
             const __m512i corr =
                 _mm512_madd_epi16(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)yb.bsums)), sc16);
-            sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(corr, 5));
-            const float res0 = d0 * (float)hsum8_epi32(_mm512_castsi512_si256(sumi));
-            const float res1 = d1 * (float)hsum8_epi32(_mm512_extracti64x4_epi64(sumi, 1));
-            acc[0][r] = std::fma(res0, yb.d, acc[0][r]);
-            acc[1][r] = std::fma(res1, yb.d, acc[1][r]);
+            sums[r] = _mm512_sub_epi32(sums[r], _mm512_slli_epi32(corr, 5));
+            dy[r] = yb.d;
         }
+        const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(h2f(x0[b].d)), _mm256_set1_ps(h2f(x1[b].d)), 1);
+        const __m512 res = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum_halves_transposed(sums)));
+        acc = _mm512_fmadd_ps(res, _mm512_broadcast_f32x8(_mm256_load_ps(dy)), acc);
     }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc);
     for (int r = 0; r < NA; ++r) {
-        out[r] = acc[0][r];
-        out[8 + r] = acc[1][r];
+        out[r] = lanes[r];
+        out[8 + r] = lanes[8 + r];
     }
 }
 
@@ -196,8 +215,8 @@ void q6_K_tiled_dot2_rows(int64_t n, const void* w, size_t w_stride, const void*
 // the same order (the scale d * dy is recomputed per chunk, the same product), so each group's half is
 // gemm_x8's output bit for bit. A chunk's nibbles are unpacked once for the 4 rows (AVX-512's 32
 // registers; the AVX2 kernel unpacks them per row), and each row's chunk sum is 16 vpdpbusd with the
-// activation's 4 bytes broadcast to all 16 lanes (16 weight rows each), times the sub-block scales
-// (vpmulld). This CPU runs 512-bit vpdpbusd at about two thirds of the 256-bit rate: 1.33x the products
+// activation's 4 bytes broadcast to all 16 lanes (16 weight rows each), times the sub-block scales (in
+// float, exactly: see there; vpmulld took 2 uops of port 0, the port vpdpbusd needs). This CPU runs 512-bit vpdpbusd at about two thirds of the 256-bit rate: 1.33x the products
 // per second. (A 256-bit version of the same kernel, 8 rows per vpdpbusd, measured 60.9 G weights/s
 // against this one's 103.7 and the AVX2 kernel's 46.0.)
 void q4_K_gemm_x16_runs_of_4(int64_t n, const uint8_t* groups, const void* a, size_t a_stride, int n_rows, float* out,
@@ -226,34 +245,39 @@ void q4_K_gemm_x16_runs_of_4(int64_t n, const uint8_t* groups, const void* a, si
             q4_K_x8_scales(g0, s0);
             q4_K_x8_scales(g1, s1);
             for (int k = 0; k < 4; ++k) {
-                __m512i lo[8], hi[8];
+                // Byte group gi of the chunk's weights unpacked once and met by the 4 rows' activation
+                // bytes in turn: 8 integer accumulators live, no spills (unpacking all 8 groups first
+                // kept 16 more registers live and spilled).
+                __m512i plo[4], phi[4];
+                for (int r = 0; r < 4; ++r) plo[r] = phi[r] = _mm512_setzero_si512();
                 for (int gi = 0; gi < 8; ++gi) {
                     const __m512i v = pair(_mm256_loadu_si256((const __m256i*)(g0 + 128 + 256 * k + 32 * gi)),
                                            _mm256_loadu_si256((const __m256i*)(g1 + 128 + 256 * k + 32 * gi)));
-                    lo[gi] = _mm512_and_si512(v, low4);
-                    hi[gi] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+                    const __m512i lo = _mm512_and_si512(v, low4);
+                    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+                    for (int r = 0; r < 4; ++r) {
+                        int32_t y_lo, y_hi;
+                        std::memcpy(&y_lo, y[r][b].qs + 64 * k + 4 * gi, 4);
+                        std::memcpy(&y_hi, y[r][b].qs + 64 * k + 32 + 4 * gi, 4);
+                        plo[r] = _mm512_dpbusd_epi32(plo[r], lo, _mm512_set1_epi32(y_lo));
+                        phi[r] = _mm512_dpbusd_epi32(phi[r], hi, _mm512_set1_epi32(y_hi));
+                    }
                 }
-                const __m512i sc_lo = _mm512_and_si512(pair(s0[k].sc_lo, s1[k].sc_lo), low16);
-                const __m512i sc_hi = _mm512_and_si512(pair(s0[k].sc_hi, s1[k].sc_hi), low16);
+                const __m512 sc_lo = _mm512_cvtepi32_ps(_mm512_and_si512(pair(s0[k].sc_lo, s1[k].sc_lo), low16));
+                const __m512 sc_hi = _mm512_cvtepi32_ps(_mm512_and_si512(pair(s0[k].sc_hi, s1[k].sc_hi), low16));
                 const __m512i mins = pair(s0[k].mins, s1[k].mins);
                 for (int r = 0; r < 4; ++r) {
                     const BlockQ8_K& yb = y[r][b];
-                    __m512i plo = _mm512_setzero_si512(), phi = _mm512_setzero_si512();
-                    for (int gi = 0; gi < 8; ++gi) {
-                        int32_t y_lo, y_hi;
-                        std::memcpy(&y_lo, yb.qs + 64 * k + 4 * gi, 4);
-                        std::memcpy(&y_hi, yb.qs + 64 * k + 32 + 4 * gi, 4);
-                        plo = _mm512_dpbusd_epi32(plo, lo[gi], _mm512_set1_epi32(y_lo));
-                        phi = _mm512_dpbusd_epi32(phi, hi[gi], _mm512_set1_epi32(y_hi));
-                    }
-                    const __m512i chunk =
-                        _mm512_add_epi32(_mm512_mullo_epi32(plo, sc_lo), _mm512_mullo_epi32(phi, sc_hi));
+                    // plo * sc_lo + phi * sc_hi in float, exact: |plo|, |phi| <= 32 * 15 * 128 < 2^16 and
+                    // sc < 2^6, so every product and the sum are integers below 2^24 (no vpmulld).
+                    const __m512 chunk = _mm512_fmadd_ps(_mm512_cvtepi32_ps(plo[r]), sc_lo,
+                                                         _mm512_mul_ps(_mm512_cvtepi32_ps(phi[r]), sc_hi));
                     const int pair0 = yb.bsums[4 * k] + yb.bsums[4 * k + 1],
                               pair1 = yb.bsums[4 * k + 2] + yb.bsums[4 * k + 3];
                     const __m512i chunk_min = _mm512_madd_epi16(
                         _mm512_set1_epi32((int)((uint32_t)(uint16_t)pair0 | (uint32_t)pair1 << 16)), mins);
                     const __m512 dy = _mm512_set1_ps(yb.d);
-                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk), _mm512_mul_ps(d, dy), acc[r]);
+                    acc[r] = _mm512_fmadd_ps(chunk, _mm512_mul_ps(d, dy), acc[r]);
                     acc_min[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_min), _mm512_mul_ps(dmin, dy), acc_min[r]);
                 }
             }
