@@ -291,6 +291,7 @@ class EngineOptions:
     expert_predictor_optional: bool  # found next to the model: left out (see Engine.notes) when unused or unusable
     host_metadata_bytes: int  # caller-held metadata (the Python tokenizer), counted in the metadata class
     npu_bytes: int  # the caller's NPU prefill stage (graph weights and buffers), counted in the npu class
+    repack: bool  # Q4_0/Q4_K summed as llama.cpp's repacked copies (default); False: as --no-repack
     def __init__(self) -> None: ...
 
 def check_options(options: EngineOptions) -> None:

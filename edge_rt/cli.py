@@ -226,6 +226,10 @@ def run(
     npu_model: Optional[Path] = _NPU_MODEL,
     npu_scheme: Optional[str] = _NPU_SCHEME,
     profile: str = PROFILE_OPTION,
+    repack: bool = typer.Option(
+        True, "--repack/--no-repack",
+        help="Sum Q4_0/Q4_K matrices as llama.cpp sums the copies it repacks them into (default), or, with "
+             "--no-repack, as llama.cpp --no-repack does in the file's layout (its bits; slower prompts)."),
 ) -> None:
     """Generate text from a prompt, streaming it to stdout (the prompt is echoed first)."""
     with _user_errors():
@@ -236,7 +240,7 @@ def run(
         m = load(path, threads=threads, n_ctx=ctx, mem_budget=mem_budget, window=window, expert_cache=expert_cache,
                  expert_policy=expert_policy, expert_prefetch=expert_prefetch,
                  expert_prediction_width=expert_prediction_width, expert_predictor=_predictor_choice(expert_predictor),
-                 npu=npu, npu_model=npu_model, npu_scheme=npu_scheme)
+                 npu=npu, npu_model=npu_model, npu_scheme=npu_scheme, repack=repack)
         with m:
             # stream() validates its arguments when called: fail before anything reaches stdout.
             pieces = m.stream(prompt, max_tokens=None if max_tokens < 0 else max_tokens,

@@ -231,7 +231,7 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
          expert_prefetch: str = "next", expert_prediction_width: Optional[int] = None,
          expert_predictor: Optional[PathLike] = "auto", npu: Optional[str] = None,
          npu_model: Optional[PathLike] = None, npu_scheme: Optional[str] = None, plan: Optional[str] = None,
-         profile: Optional[Union[PathLike, Dict[str, Any]]] = None) -> "Model":
+         profile: Optional[Union[PathLike, Dict[str, Any]]] = None, repack: bool = True) -> "Model":
     """Load a GGUF model for inference.
 
     Args:
@@ -292,6 +292,11 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
             The plan, with its predicted speeds, is :attr:`Model.plan`. Reads the header only.
         profile: The device profile ``plan="auto"`` plans for: a dict, a JSON file, a shipped profile's
             name (``edge-rt plan --help`` lists them); default this machine's (``edge-rt profile``).
+        repack: Sum Q4_0 and Q4_K matrices as llama.cpp's x86 build sums the interleaved copies it
+            repacks them into (default; edge_rt interleaves them in RAM too, for its prompt kernels).
+            False: as llama.cpp with ``--no-repack`` does, in the file's layout: the bits of such a
+            llama.cpp (an AMX build is opened that way by :mod:`edge_rt.llama_cpp_peer`); prompts of
+            those types run slower.
 
     Raises:
         ModelIOError: the file does not exist or cannot be read (the message names the path).
@@ -333,6 +338,7 @@ def load(path: PathLike, threads: Optional[int] = None, n_ctx: Optional[int] = N
     _memory_options(opts, "load", mem_budget, window, prefetch, expert_cache, expert_prefetch)
     opts.io_mode = str(io_mode)
     opts.expert_policy = str(expert_policy)
+    opts.repack = bool(repack)
     if expert_prediction_width is not None:
         _set_option(opts, "prediction_width", expert_prediction_width, "expert_prediction_width")
     try:

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -108,14 +108,16 @@ def python_child(args: List[str], popen: bool = False, **kwargs: Any):
     return subprocess.run(cmd, cwd=pkg_parent, env=env, **kwargs)
 
 
-def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1, logits_all: bool = True):
+def open_llama_cpp(path: Path, n_ctx: int = 256, n_threads: int = 1, logits_all: bool = True,
+                   extra_buffers: Optional[bool] = None):
     """llama.cpp peer configured for exact comparisons: every position's logits (``logits_all=False``: the
     last token's only, as llama-cpp-python's default), no flash attention, its default fp16 KV cache (as
     edge_rt's), one batch for any prompt that fits the context. One thread by default: ggml's results do not
-    depend on the thread count, and its spinning barrier crawls on a busy machine."""
+    depend on the thread count, and its spinning barrier crawls on a busy machine. ``extra_buffers``:
+    llama.cpp's repacked weight copies (False: --no-repack); None: its default, except on an AMX build."""
     from edge_rt.llama_cpp_peer import open_llama
 
     return open_llama(  # on an AMX build, without its (crashing) AMX buffers: see edge_rt/llama_cpp_peer.py
-        path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
+        path, extra_buffers=extra_buffers, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
         n_threads_batch=n_threads, logits_all=logits_all, flash_attn=False, verbose=False, seed=0,
     )

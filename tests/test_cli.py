@@ -190,6 +190,23 @@ def test_run_greedy_process(model_path: Path) -> None:
     assert "Traceback" not in p.stderr and "synthetic" not in p.stderr
 
 
+def test_run_no_repack_loads_without_repacking(model_path: Path, monkeypatch) -> None:
+    import edge_rt.loading
+
+    seen = []
+    real_load = edge_rt.loading.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("repack"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(edge_rt.loading, "load", spy)
+    for flag, want in (("--no-repack", False), ("--repack", True)):
+        r = invoke("run", model_path, "-p", "the", "-n", 2, "--temperature", 0, "-t", 1, flag)
+        assert r.exit_code == 0, r.output
+        assert seen[-1] is want
+
+
 def test_run_seeded_is_reproducible(model_path: Path) -> None:
     args = ["run", model_path, "-p", "once", "-n", 16, "--temperature", 3.0, "--top-p", 1.0, "--seed", 42, "-t", 1]
     a, b = invoke(*args), invoke(*args)

@@ -17,7 +17,7 @@ The llama.cpp side runs with flash attention off and its default fp16 KV cache
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -390,19 +390,29 @@ def _llama_cpp_system_info() -> str:
     return info.decode() if isinstance(info, bytes) else str(info)
 
 
+def peer_repacks() -> bool:
+    """Whether the peer (helpers.open_llama_cpp) repacks Q4_0/Q4_K matrices: not on an AMX build, opened
+    without its extra buffers (edge_rt/llama_cpp_peer.py). edge_rt is loaded with ``repack`` equal to
+    this (load(repack=...), llama.cpp's --no-repack) so that both sum those matrices alike."""
+    from edge_rt.llama_cpp_peer import amx_build
+
+    return not amx_build()
+
+
 def peer_mirrored(repacked: bool = False) -> bool:
-    """Whether edge_rt computes the installed llama.cpp's bits (kernels.h GgmlVecOps): the flavour of its
-    float vector ops (_core.vec_ops_flavour(), by default the CPU's, at every ISA) is that of the llama.cpp
-    build, AVX2 + FMA + F16C with llamafile, with AVX-512 or without. ``repacked``: the model has matrices
-    llama.cpp repacks (Q4_0, Q4_K), mirrored against the AVX2 build only (on an AMX build the peer runs
-    without repacking, edge_rt/llama_cpp_peer.py, and the AVX-512 repacked kernels are not mirrored)."""
+    """Whether edge_rt, loaded with repack=peer_repacks(), computes the installed llama.cpp's bits
+    (kernels.h GgmlVecOps): the flavour of its float vector ops (_core.vec_ops_flavour(), by default the
+    CPU's, at every ISA) is that of the llama.cpp build, AVX2 + FMA + F16C with llamafile, with AVX-512 or
+    without. ``repacked``: the model has matrices llama.cpp repacks (Q4_0, Q4_K); their repacked sums
+    are mirrored for the AVX2 build's kernels only (an AVX-512 build's repacked kernels are not), their
+    --no-repack sums for every build."""
     from edge_rt import _core
 
     info = _llama_cpp_system_info()
     if not all(f"{f} = 1" in info for f in ("AVX2", "FMA", "F16C", "LLAMAFILE")):
         return False
     if "AVX512 = 1" in info:
-        return _core.vec_ops_flavour() == "avx512" and not repacked
+        return _core.vec_ops_flavour() == "avx512" and not (repacked and peer_repacks())
     return _core.vec_ops_flavour() == "avx2"
 
 
@@ -453,7 +463,7 @@ def test_parity_bitwise_last_row_only(synthetic_model, llama_cpp_peer, variant):
         pytest.skip(f"edge_rt's isa {_core.isa()} does not mirror this llama.cpp build (see peer_mirrored)")
     path = synthetic_model(**params)
     llm = llama_cpp_peer(path, n_ctx=N_CTX, n_threads=LLAMA_CPP_THREADS, logits_all=False)
-    eng = edge_rt_testing.engine(path, THREADS, N_CTX)
+    eng = edge_rt_testing.engine(path, THREADS, N_CTX, repack=peer_repacks())
     rng = np.random.default_rng(11)
     for n in LAST_ROW_PROMPT_LENGTHS:
         ids = rng.integers(259, llm.n_vocab() - 3, n).tolist()
@@ -478,6 +488,15 @@ PHI3_LIKE = dict(arch="phi3", tokenizer="llama", n_embd=384, n_ff=1024, n_head=4
 def test_parity_bitwise_smollm_like(synthetic_model, llama_cpp_peer, variant):
     params = {**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]}
     _check_bitwise(synthetic_model(**params), N_CTX, llama_cpp_peer, _repacked(params))
+
+
+@pytest.mark.parametrize("variant", ["q4_0-tied", "q4_k-untied"])
+def test_parity_bitwise_without_repacking(synthetic_model, llama_cpp_peer, variant):
+    """load(repack=False) against llama.cpp with --no-repack (use_extra_bufts = false): Q4_0 and Q4_K in
+    the file's layout on both sides (vec_dot, tinyBLAS, the tiled K-quant matmul), bit for bit on every
+    build whose float vector ops edge_rt mirrors, an AVX-512 one included."""
+    params = {**SMOLLM_LIKE, **BITWISE_VARIANTS[variant]}
+    _check_bitwise(synthetic_model(**params), N_CTX, llama_cpp_peer, repacked=True, repack=False)
 
 
 @pytest.mark.parametrize("n_ctx", [256, 290], ids=["rope-short", "rope-long"])
@@ -514,14 +533,17 @@ def test_parity_bitwise_gemma3_like(synthetic_model, llama_cpp_peer):
     _check_bitwise(synthetic_model(**GEMMA3_270M_LIKE), N_CTX, llama_cpp_peer)
 
 
-def _check_bitwise(path, n_ctx: int, llama_cpp_peer, repacked: bool = False) -> None:
+def _check_bitwise(path, n_ctx: int, llama_cpp_peer, repacked: bool = False, repack: Optional[bool] = None) -> None:
+    """``repack``: whether both engines repack (None: as the peer would, peer_repacks())."""
     from edge_rt import _core
     from edge_rt import _testing as edge_rt_testing
 
-    if not peer_mirrored(repacked):
+    if repack is None:
+        repack = peer_repacks()
+    if not peer_mirrored(repacked and repack):
         pytest.skip(f"edge_rt's isa {_core.isa()} does not mirror this llama.cpp build (see peer_mirrored)")
-    llm = llama_cpp_peer(path, n_ctx=n_ctx, n_threads=LLAMA_CPP_THREADS)
-    eng = edge_rt_testing.engine(path, THREADS, n_ctx)
+    llm = llama_cpp_peer(path, n_ctx=n_ctx, n_threads=LLAMA_CPP_THREADS, extra_buffers=repack)
+    eng = edge_rt_testing.engine(path, THREADS, n_ctx, repack=repack)
     rng = np.random.default_rng(7)
     for n in BITWISE_PROMPT_LENGTHS:
         ids = rng.integers(259, llm.n_vocab() - 3, n).tolist()

@@ -20,8 +20,9 @@ the same questions in Gemma's turn format: the prompts tokenize as llama.cpp's (
 Gemma's settings); the file requantized to Q8_0 by llama.cpp runs bit for bit with it (prompt and 128
 greedy steps: the gemma3 graph itself is exact on trained weights); the Q4_K_M file as shipped is held to
 the same limits, bit for bit too where llama.cpp is the AVX2 build (its Q4_K matrices repacked, its Q6_K
-ones in llama.cpp's tiled matmul for prompts: kernels.h takes_tiled); a half-file budget is bitwise the
-resident run.
+ones in llama.cpp's tiled matmul for prompts: kernels.h takes_tiled) or runs without repacking (an AMX
+build, edge_rt/llama_cpp_peer.py: edge_rt is loaded with repack=False, llama.cpp's --no-repack, and its
+Q4_K matrices take the tiled matmul too); a half-file budget is bitwise the resident run.
 """
 
 from __future__ import annotations
@@ -298,15 +299,18 @@ def test_gemma3_q8_0_lockstep_with_llama_cpp(gemma3_q8_0, request):
 
 
 def test_gemma3_q4_k_m_lockstep(gemma3, gemma3_llm, request):
+    from test_parity_llamacpp import peer_repacks
+
     import edge_rt
 
     bitwise = _mirrors(repacked=True)
     if not bitwise:
-        # Its Q4_K matrices are repacked by llama.cpp's AVX2 build, whose order edge_rt mirrors; an AMX
-        # build's peer runs unrepacked (edge_rt/llama_cpp_peer.py) and AVX-512 repacking is not mirrored.
-        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt's ISA does not mirror this "
+        # Its Q4_K matrices are repacked by llama.cpp's AVX2 build, whose order edge_rt mirrors, or run
+        # in the file's layout where the peer does not repack (an AMX build, edge_rt/llama_cpp_peer.py;
+        # edge_rt then loads with repack=False); an AVX-512 build's repacked kernels are not mirrored.
+        request.applymarker(pytest.mark.xfail(strict=False, reason="edge_rt does not mirror this "
                                               "llama.cpp build's Q4_K layout"))
-    with edge_rt.load(gemma3, threads=THREADS, n_ctx=N_CTX) as m:
+    with edge_rt.load(gemma3, threads=THREADS, n_ctx=N_CTX, repack=peer_repacks()) as m:
         for q in QUESTIONS:
             r = _lockstep(gemma3_llm, m._engine, _prompt_ids(gemma3_llm, q, _gemma_chat), bitwise)
             print(f"[real] gemma3 Q4_K_M {q[:40]!r}: worst max|diff|/std {r['worst']:.3g}")

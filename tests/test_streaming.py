@@ -909,3 +909,22 @@ def test_slow_buffered_reads_drop_the_page_cache(tinyllama_q8) -> None:
     growth = d["cached_after"] - d["cached_before"]
     assert growth < PAGE_CACHE_GROWTH_LIMIT * size, f"page cache grew by {_mib(growth)}: {summary}"
     assert d["file_cached_after"] <= MODEL_PAGES_CACHED_LIMIT, f"model pages left in the page cache: {summary}"
+
+
+def test_without_repacking_streamed_is_resident_and_differs_from_repacked(synthetic_model) -> None:
+    """load(repack=False) (llama.cpp's --no-repack: Q4_0/Q4_K in the file's layout, Lanes order) under a
+    budget gives the resident run's bits, as the default does; and it is a different sum order from the
+    default's (so the parity tests that use it see which one ran)."""
+    path = _small(synthetic_model, arch="llama", weight_type="Q4_K", n_layer=4, n_head_kv=2)
+    ids = np.random.default_rng(5).integers(259, 500, 24).astype(np.int32)
+    floor = edge_rt.minimum_budget(path, threads=2, n_ctx=64)["total"]
+
+    def logits(repack: bool, mem_budget: Optional[int]) -> np.ndarray:
+        with edge_rt.load(path, threads=2, n_ctx=64, mem_budget=mem_budget, repack=repack) as m:
+            if mem_budget:
+                assert m.memory_report()["streamed_units"], "nothing streams at the floor"
+            return np.asarray(m._engine.eval(ids, True))
+
+    plain = logits(False, None)
+    assert np.array_equal(plain, logits(False, floor))
+    assert not np.array_equal(plain, logits(True, None))

@@ -133,6 +133,9 @@ void bind_engine_options(py::module_& m) {
             "npu_bytes", [](const EngineOptions& o) { return o.model.npu_bytes; },
             [](EngineOptions& o, uint64_t v) { o.model.npu_bytes = v; })
         .def_property(
+            "repack", [](const EngineOptions& o) { return o.model.repack; },
+            [](EngineOptions& o, bool v) { o.model.repack = v; })
+        .def_property(
             "window", [](const EngineOptions& o) { return o.model.streaming.window; },
             [](EngineOptions& o, int v) { o.model.streaming.window = v; })
         .def_property(

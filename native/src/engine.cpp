@@ -121,6 +121,7 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
         fail(ErrorKind::OutOfMemory, below_minimum(path, options, least, cfg.is_moe()) + " (" + e.what() + ")");
     }
     cfg_ = ModelConfig::from_gguf(*file_);
+    cfg_.repack = options.model.repack;
     block_ = block_recipe(cfg_.arch);
     if (!block_) fail(ErrorKind::Internal, "[load] no block recipe for architecture '" + cfg_.arch + "'");
     n_ctx_ = options.context.n_ctx;

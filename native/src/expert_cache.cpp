@@ -8,7 +8,7 @@ namespace edge_rt {
 
 ExpertCache::ExpertCache(const GgufFile& file, const ModelConfig& cfg, const Placement& placement, ExpertPolicy policy,
                          uint64_t speculative_cap_bytes, int prediction_width, IoQueue& io)
-    : n_expert_(cfg.n_expert), policy_(policy), io_(io), slot_bytes_(placement.expert_slot_bytes) {
+    : n_expert_(cfg.n_expert), repack_(cfg.repack), policy_(policy), io_(io), slot_bytes_(placement.expert_slot_bytes) {
     const int64_t L = cfg.n_layer;
     tensors_.resize((size_t)(3 * L));
     for (int il = 0; il < L; ++il)
@@ -220,7 +220,7 @@ void ExpertCache::issue(int slot, int il, int e, bool speculative) {
         const uint64_t off = t->offset + (uint64_t)e * matrix;
         const uint64_t begin = align_down_direct(off);
         spans[m] = IoSpan{es.buffer.get() + at, begin, align_up_direct(off + matrix) - begin};
-        *views[m] = TensorView::of(*t, es.buffer.get() + at + (off - begin));
+        *views[m] = TensorView::of(*t, es.buffer.get() + at + (off - begin), repack_);
         views[m]->ne2 = 1;  // expert e's matrix alone (info still names the whole 3-D tensor)
         at += part_bytes_[m];
     }

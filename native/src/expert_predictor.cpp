@@ -114,7 +114,7 @@ std::unique_ptr<ExpertPredictor> ExpertPredictor::parse(const std::string& path,
         Layer& L = p->layers_[1 + i / 4];
         const size_t role = i % 4;  // the order of `wants`
         if (role == 0 || role == 2) {
-            (role == 0 ? L.hidden_w : L.out_w) = TensorView::of(*t, reinterpret_cast<const uint8_t*>(dst));
+            (role == 0 ? L.hidden_w : L.out_w) = TensorView::of(*t, reinterpret_cast<const uint8_t*>(dst), cfg.repack);
         } else {
             (role == 1 ? L.hidden_b : L.out_b) = dst;
         }

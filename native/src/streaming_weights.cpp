@@ -44,7 +44,7 @@ void StreamingWeights::build(MemoryAccountant& accountant) {
     const GgufFile& f = *file_;
     io_ = std::make_unique<IoQueue>(f.path(), f.file_size(), options_.io_mode, options_.fault_after_bytes,
                                     options_.fault_short_read);
-    token_embd_ = TensorView::of(*f.find_tensor("token_embd.weight"), nullptr);  // rows read on demand
+    token_embd_ = TensorView::of(*f.find_tensor("token_embd.weight"), nullptr, cfg_.repack);  // rows read on demand
 
     PlacementRequest request;
     request.budget = accountant.budget();
@@ -111,7 +111,7 @@ void StreamingWeights::load_routers() {
             const uint64_t begin = align_down_direct(t->offset), len = align_up_direct(t->offset + t->n_bytes) - begin;
             io_->read_now(buf.get() + at, len, begin);
             (suffix[5] == 'n' ? router_norms_ : routers_)[(size_t)il] =
-                TensorView::of(*t, buf.get() + at + (t->offset - begin));
+                TensorView::of(*t, buf.get() + at + (t->offset - begin), cfg_.repack);
             at += len;
         }
     }
@@ -140,7 +140,7 @@ void StreamingWeights::bind_views(int unit, const uint8_t* base, LayerWeights& l
     const WeightUnit& u = placement_.units[(size_t)unit];
     const TensorLocator loc = [&](const GgufTensorInfo& t) { return locate(u, base, t); };
     if (unit < cfg_.n_layer)
-        layer = bind_layer_tensors(*file_, unit, loc);
+        layer = bind_layer_tensors(*file_, cfg_, unit, loc);
     else
         head = bind_head_tensors(*file_, cfg_, loc);
 }

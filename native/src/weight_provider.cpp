@@ -17,17 +17,17 @@ namespace edge_rt {
 
 namespace {
 
-TensorView view_of(const GgufFile& file, const std::string& name, const TensorLocator& locate) {
+TensorView view_of(const GgufFile& file, const ModelConfig& cfg, const std::string& name, const TensorLocator& locate) {
     const GgufTensorInfo* t = file.find_tensor(name);
     if (!t) return TensorView{};  // optional tensor; required ones were checked by ModelConfig::from_gguf
-    return TensorView::of(*t, locate(*t));
+    return TensorView::of(*t, locate(*t), cfg.repack);
 }
 
 }  // namespace
 
-LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocator& locate) {
+LayerWeights bind_layer_tensors(const GgufFile& file, const ModelConfig& cfg, int il, const TensorLocator& locate) {
     const std::string b = "blk." + std::to_string(il) + ".";
-    auto v = [&](const char* suffix) { return view_of(file, b + suffix, locate); };
+    auto v = [&](const char* suffix) { return view_of(file, cfg, b + suffix, locate); };
     LayerWeights w;
     w.attn_norm = v("attn_norm.weight");
     w.wq = v("attn_q.weight");
@@ -67,8 +67,8 @@ void WeightProvider::acquire_experts(int /*il*/, const LayerWeights& w, const in
 
 HeadWeights bind_head_tensors(const GgufFile& file, const ModelConfig& cfg, const TensorLocator& locate) {
     HeadWeights h;
-    h.output_norm = view_of(file, "output_norm.weight", locate);
-    h.output = view_of(file, cfg.tied_output ? "token_embd.weight" : "output.weight", locate);
+    h.output_norm = view_of(file, cfg, "output_norm.weight", locate);
+    h.output = view_of(file, cfg, cfg.tied_output ? "token_embd.weight" : "output.weight", locate);
     return h;
 }
 
@@ -141,14 +141,14 @@ ResidentWeights::ResidentWeights(std::shared_ptr<const GgufFile> file, const Mod
     const TensorLocator locate = [this](const GgufTensorInfo& t) { return buffer_ + (t.offset - base_offset_); };
     layers_.reserve((size_t)cfg.n_layer);
     for (int il = 0; il < cfg.n_layer; ++il) {
-        layers_.push_back(bind_layer_tensors(f, il, locate));
+        layers_.push_back(bind_layer_tensors(f, cfg, il, locate));
         interleave_layer(layers_.back());
     }
     head_ = bind_head_tensors(f, cfg, locate);
     // A tied head's bytes are also the embedding rows read_embeddings dequantizes: left in the file's
     // layout (its Blockwise kernel reads plain rows).
     if (!cfg.tied_output) interleave_in_place(head_.output);
-    token_embd_ = view_of(f, "token_embd.weight", locate);
+    token_embd_ = view_of(f, cfg, "token_embd.weight", locate);
 }
 
 ResidentWeights::~ResidentWeights() { std::free(buffer_); }

@@ -36,6 +36,12 @@ struct ModelParams {
     // graph's weights and its activation and KV buffers), counted in MemClass::Npu against mem_budget:
     // the NPUs edge_rt targets (phones, Jetson, the emulator) share the device's RAM.
     uint64_t npu_bytes = 0;
+    // Sum Q4_0 and Q4_K matrices (row counts a multiple of 8) as llama.cpp's x86 build sums the repacked
+    // copies it makes of them (kernels.h SumOrder::Blockwise; interleaved in RAM or in each window slot).
+    // false: as llama.cpp with --no-repack (use_extra_bufts = false), which runs them in the file's layout
+    // (SumOrder::Lanes: vec_dot, the tiled K-quant matmul, tinyBLAS), for bit-for-bit parity with such a
+    // llama.cpp (e.g. an AMX build opened without extra buffers, edge_rt/llama_cpp_peer.py).
+    bool repack = true;
 };
 
 struct ContextParams {

@@ -126,6 +126,7 @@ private:
 
     // Constants (set by the constructor).
     int64_t n_expert_ = 0;
+    bool repack_ = true;  // ModelConfig::repack: the sum order of the expert views it makes
     ExpertPolicy policy_ = ExpertPolicy::Lfu;
     IoQueue& io_;
     std::vector<const GgufTensorInfo*> tensors_;  // per layer: gate, up, down (3 entries each)

@@ -41,6 +41,9 @@ struct ModelConfig {
     bool has_qkv_bias = false;  // qwen2 (optional for llama)
     bool has_qk_norm = false;   // qwen3
     bool tied_output = false;   // output.weight absent: the token embedding is the output head
+    // Not from the file: the engine's ModelParams::repack, copied here by Engine before its weight
+    // providers bind tensors (every TensorView they make takes its sum order from it).
+    bool repack = true;
 
     // Gemma 3 (as llama.cpp's gemma3 graph; query_scale for phi3 too). The embedding rows are multiplied by embedding_scale
     // (sqrt(n_embd); 1 elsewhere). Sliding-window attention: layers with is_swa(il) see only the

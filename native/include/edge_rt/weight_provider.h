@@ -35,14 +35,17 @@ struct TensorView {
     int64_t ne2 = 1;  // experts (1 for a 2-D weight)
     size_t row_bytes = 0;
     // How its dot products are summed (kernels.h): decided from the type and row count as llama.cpp
-    // decides what to repack (a tied output head too: llama.cpp repacks its duplicate of the embedding).
+    // decides what to repack (a tied output head too: llama.cpp repacks its duplicate of the embedding);
+    // Lanes for every matrix when the engine does not repack (ModelParams::repack, llama.cpp's
+    // --no-repack).
     SumOrder sum_order = SumOrder::Lanes;
     // The bytes are groups of 8 rows in the type's x8 layout (kernels.h), rearranged in RAM by the
     // provider for the gemm_x8 kernels; row(r) is then meaningless. Only for Blockwise matrices.
     bool interleaved = false;
 
-    // The view of tensor t whose bytes are at data (t's type, shape and row size).
-    static TensorView of(const GgufTensorInfo& t, const uint8_t* data) noexcept {
+    // The view of tensor t whose bytes are at data (t's type, shape and row size); `repack`: the engine
+    // sums as llama.cpp sums its repacked copies where it makes them (ModelConfig::repack).
+    static TensorView of(const GgufTensorInfo& t, const uint8_t* data, bool repack) noexcept {
         TensorView v;
         v.info = &t;
         v.data = data;
@@ -51,7 +54,7 @@ struct TensorView {
         v.ne1 = t.ne[1];
         v.ne2 = t.ne[2];
         v.row_bytes = (size_t)t.row_bytes();
-        v.sum_order = sum_order_for(t.type, t.ne[1]);
+        v.sum_order = repack ? sum_order_for(t.type, t.ne[1]) : SumOrder::Lanes;
         return v;
     }
 
@@ -163,7 +166,7 @@ public:
 
 // Binds tensor names to views for layer il / the head, with data pointers from `locate`. Names and
 // shapes were validated by ModelConfig::from_gguf; optional tensors that are absent stay empty views.
-LayerWeights bind_layer_tensors(const GgufFile& file, int il, const TensorLocator& locate);
+LayerWeights bind_layer_tensors(const GgufFile& file, const ModelConfig& cfg, int il, const TensorLocator& locate);
 HeadWeights bind_head_tensors(const GgufFile& file, const ModelConfig& cfg, const TensorLocator& locate);
 
 // The tensors of layer il (every blk.<il>.* tensor) and of the head (output_norm, output or, when
