@@ -257,50 +257,72 @@ ERT_DEFINE_DOTS(q6_K)
 // ------------------------------------------------------------------ K-quants, Tiled order (kernels.h)
 // The integers above (each super-block's exact sums, lanes reduced), then llama.cpp's tiled float steps per
 // super-block: res = d * float(s1), res = fma(-dmin, float(s2), res) (Q4_K, Q5_K), acc = fma(res, dy, acc).
-// The weights of a super-block are decoded once for all n_act rows.
-template <int NA, class Block, class Ints>
-ERT_INLINE void rows_tiled(int64_t n, const void* w, const void* a, size_t stride, float* out, const Ints& ints) {
+// The weights of a super-block are decoded once for all n_act rows; the n_act outputs' float steps run in
+// the lanes of one register.
+// Lane r of the result: the sum of the 8 int32 lanes of s[r], for 8 vectors (a transposing vphaddd tree:
+// 9 instructions for the 8 sums, where 8 separate hsums take about 50; integer sums are exact in any order).
+ERT_INLINE __m256i sum8_transposed(const __m256i* s) {
+    const __m256i s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    const __m256i s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
+    // 128-bit lane 0 holds the sums of each vector's lanes 0-3, lane 1 those of lanes 4-7
+    return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                            _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+// The float steps of up to 8 rows in the lanes of one register (vector rounding is scalar rounding).
+template <int NA, int Shift, class Block, class Decode>
+void rows_tiled_groups16(int64_t n, const void* w, const void* a, size_t stride, float* out, const Decode& decode) {
     const auto* x = static_cast<const Block*>(w);
     const BlockQ8_K* y[NA];
     for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
-    float acc[NA];
-    for (int r = 0; r < NA; ++r) acc[r] = 0.f;
-    for (int64_t b = 0; b < n / QK_K; ++b) ints(x[b], y, b, acc);
-    for (int r = 0; r < NA; ++r) out[r] = acc[r];
-}
-
-template <int NA, int Shift, class Block, class Decode>
-void rows_tiled_groups16(int64_t n, const void* w, const void* a, size_t stride, float* out, const Decode& decode) {
-    rows_tiled<NA, Block>(n, w, a, stride, out, [&](const Block& xb, const BlockQ8_K* const* y, int64_t b, float* acc) {
+    __m256 acc = _mm256_setzero_ps();  // lane r: activation row r
+    for (int64_t b = 0; b < n / QK_K; ++b) {
         Groups16 g;
-        decode(xb, g);
-        const float d = h2f(xb.d);
+        decode(x[b], g);
+        __m256i sums[8];
+        alignas(32) float dy[8] = {};
+        for (int r = 0; r < 8; ++r) sums[r] = _mm256_setzero_si256();
         for (int r = 0; r < NA; ++r) {
-            const float res = d * (float)hsum8_epi32(isum_groups16<Shift>(g, y[r][b]));
-            acc[r] = std::fma(res, y[r][b].d, acc[r]);
+            sums[r] = isum_groups16<Shift>(g, y[r][b]);
+            dy[r] = y[r][b].d;
         }
-    });
+        const __m256 res = _mm256_mul_ps(_mm256_set1_ps(h2f(x[b].d)), _mm256_cvtepi32_ps(sum8_transposed(sums)));
+        acc = _mm256_fmadd_ps(res, _mm256_load_ps(dy), acc);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    for (int r = 0; r < NA; ++r) out[r] = lanes[r];
 }
 
 template <int NA, class Block, class Decode>
 void rows_tiled_kquant_min(int64_t n, const void* w, const void* a, size_t stride, float* out, const Decode& decode) {
-    rows_tiled<NA, Block>(n, w, a, stride, out, [&](const Block& xb, const BlockQ8_K* const* y, int64_t b, float* acc) {
+    const auto* x = static_cast<const Block*>(w);
+    const BlockQ8_K* y[NA];
+    for (int r = 0; r < NA; ++r) y[r] = reinterpret_cast<const BlockQ8_K*>(act_row(a, stride, r));
+    __m256 acc = _mm256_setzero_ps();  // lane r: activation row r
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const Block& xb = x[b];
         uint32_t sm[4];
         q4k_unpack_scales(xb.scales, sm);
         const uint8_t* sc = reinterpret_cast<const uint8_t*>(sm);
         const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)(sc + 8)));
-        const float d = h2f(xb.d), dmin = h2f(xb.dmin);
         __m256i q[8];
         decode(xb, q);
+        __m256i sums[8], min_sums[8];
+        alignas(32) float dy[8] = {};
+        for (int r = 0; r < 8; ++r) sums[r] = min_sums[r] = _mm256_setzero_si256();
         for (int r = 0; r < NA; ++r) {
-            __m128i pm = msum_kquant(mins, y[r][b]);
-            pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(1, 0, 3, 2)));
-            pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(2, 3, 0, 1)));
-            float res = d * (float)hsum8_epi32(isum_kquant(q, sc, y[r][b]));
-            res = std::fma(-dmin, (float)_mm_cvtsi128_si32(pm), res);
-            acc[r] = std::fma(res, y[r][b].d, acc[r]);
+            sums[r] = isum_kquant(q, sc, y[r][b]);
+            min_sums[r] = _mm256_zextsi128_si256(msum_kquant(mins, y[r][b]));
+            dy[r] = y[r][b].d;
         }
-    });
+        __m256 res = _mm256_mul_ps(_mm256_set1_ps(h2f(xb.d)), _mm256_cvtepi32_ps(sum8_transposed(sums)));
+        res = _mm256_fmadd_ps(_mm256_set1_ps(-h2f(xb.dmin)), _mm256_cvtepi32_ps(sum8_transposed(min_sums)), res);
+        acc = _mm256_fmadd_ps(res, _mm256_load_ps(dy), acc);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    for (int r = 0; r < NA; ++r) out[r] = lanes[r];
 }
 
 template <int NA>
@@ -794,62 +816,85 @@ void q4_0_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, 
 // activation's sub-block 2k, high nibbles sub-block 2k + 1, 4 bytes broadcast per vpmaddubsw (i16 sums of
 // 8 <= 8 * 2 * 15 * 127, no saturation); vpmaddwd with each row's 6-bit scale in both i16 halves gives
 // sc * dot per lane, exact. Mins: the chunk's two bsum pairs (i16) against each row's two mins.
-void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* /*a_sums*/, int n_act,
-                  int n_gemm, float* out, size_t out_stride) {
+// NR (1..4) activation rows of a run; rows r < n_gemm are gemm rows (see gemm_x8).
+template <int NR>
+void q4_K_x8_run(int64_t n, const uint8_t* group, const uint8_t* ap, size_t a_stride, int n_gemm, float* out,
+                 size_t out_stride) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const int64_t nb = n / QK_K;
-    const auto* ap = static_cast<const uint8_t*>(a);
-    for (int r0 = 0; r0 < n_act; r0 += 4) {
-        const int nr = n_act - r0 < 4 ? n_act - r0 : 4;
-        __m256 acc[4], acc_min[4];
-        for (int r = 0; r < nr; ++r) acc[r] = acc_min[r] = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-            const uint8_t* g = static_cast<const uint8_t*>(group) + b * kQ4_Kx8BlockBytes;
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)g));
-            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(g + 16)));
-            Q4KChunkScales s[4];
-            q4_K_x8_scales(g, s);
-            for (int r = 0; r < nr; ++r) {
-                const BlockQ8_K& y = reinterpret_cast<const BlockQ8_K*>(ap + (size_t)(r0 + r) * a_stride)[b];
-                const bool gemm_row = r0 + r < n_gemm;
-                const __m256 dy = _mm256_set1_ps(y.d);
-                const __m256 scale = _mm256_mul_ps(d, dy), scale_min = _mm256_mul_ps(dmin, dy);
-                __m256i sumi = _mm256_setzero_si256(), summ = _mm256_setzero_si256();
-                for (int k = 0; k < 4; ++k) {
-                    int32_t y4[16];
-                    std::memcpy(y4, y.qs + 64 * k, 64);
-                    const uint8_t* q = g + 128 + 256 * k;
-                    __m256i plo = _mm256_setzero_si256(), phi = _mm256_setzero_si256();
-                    for (int gi = 0; gi < 8; ++gi) {
-                        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * gi));
-                        plo = _mm256_add_epi16(
-                            plo, _mm256_maddubs_epi16(_mm256_and_si256(v, low4), _mm256_set1_epi32(y4[gi])));
-                        phi =
-                            _mm256_add_epi16(phi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
-                                                                       _mm256_set1_epi32(y4[8 + gi])));
-                    }
-                    const __m256i chunk =
-                        _mm256_add_epi32(_mm256_madd_epi16(plo, s[k].sc_lo), _mm256_madd_epi16(phi, s[k].sc_hi));
-                    const int pair0 = y.bsums[4 * k] + y.bsums[4 * k + 1],
-                              pair1 = y.bsums[4 * k + 2] + y.bsums[4 * k + 3];
-                    const __m256i chunk_min = _mm256_madd_epi16(
-                        _mm256_set1_epi32((int)((uint32_t)(uint16_t)pair0 | (uint32_t)pair1 << 16)), s[k].mins);
-                    if (gemm_row) {
-                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk), scale, acc[r]);
-                        acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_min), scale_min, acc_min[r]);
-                    } else {
-                        sumi = _mm256_add_epi32(sumi, chunk);
-                        summ = _mm256_add_epi32(summ, chunk_min);
-                    }
+    const BlockQ8_K* y[NR];
+    __m256 acc[NR], acc_min[NR];
+    for (int r = 0; r < NR; ++r) {
+        y[r] = reinterpret_cast<const BlockQ8_K*>(ap + (size_t)r * a_stride);
+        acc[r] = acc_min[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* g = group + b * kQ4_Kx8BlockBytes;
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)g));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(g + 16)));
+        Q4KChunkScales s[4];
+        q4_K_x8_scales(g, s);
+        __m256i sumi[NR], summ[NR];  // gemv rows: the super-block's integer sums
+        for (int r = 0; r < NR; ++r) sumi[r] = summ[r] = _mm256_setzero_si256();
+        for (int k = 0; k < 4; ++k) {
+            // Byte group gi unpacked once and met by the rows' activation bytes in turn (12 registers
+            // live; unpacking per row cost a third of the kernel's instructions).
+            const uint8_t* q = g + 128 + 256 * k;
+            __m256i plo[NR], phi[NR];
+            for (int r = 0; r < NR; ++r) plo[r] = phi[r] = _mm256_setzero_si256();
+            for (int gi = 0; gi < 8; ++gi) {
+                const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * gi));
+                const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                for (int r = 0; r < NR; ++r) {
+                    int32_t y_lo, y_hi;
+                    std::memcpy(&y_lo, y[r][b].qs + 64 * k + 4 * gi, 4);
+                    std::memcpy(&y_hi, y[r][b].qs + 64 * k + 32 + 4 * gi, 4);
+                    plo[r] = _mm256_add_epi16(plo[r], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(y_lo)));
+                    phi[r] = _mm256_add_epi16(phi[r], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(y_hi)));
                 }
-                if (!gemm_row) {
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), scale, acc[r]);
-                    acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ), scale_min, acc_min[r]);
+            }
+            for (int r = 0; r < NR; ++r) {
+                const BlockQ8_K& yb = y[r][b];
+                const __m256i chunk =
+                    _mm256_add_epi32(_mm256_madd_epi16(plo[r], s[k].sc_lo), _mm256_madd_epi16(phi[r], s[k].sc_hi));
+                const int pair0 = yb.bsums[4 * k] + yb.bsums[4 * k + 1],
+                          pair1 = yb.bsums[4 * k + 2] + yb.bsums[4 * k + 3];
+                const __m256i chunk_min = _mm256_madd_epi16(
+                    _mm256_set1_epi32((int)((uint32_t)(uint16_t)pair0 | (uint32_t)pair1 << 16)), s[k].mins);
+                if (r < n_gemm) {  // a gemm row: a float term per chunk
+                    const __m256 dy = _mm256_set1_ps(yb.d);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk), _mm256_mul_ps(d, dy), acc[r]);
+                    acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_min), _mm256_mul_ps(dmin, dy), acc_min[r]);
+                } else {
+                    sumi[r] = _mm256_add_epi32(sumi[r], chunk);
+                    summ[r] = _mm256_add_epi32(summ[r], chunk_min);
                 }
             }
         }
-        for (int r = 0; r < nr; ++r)
-            _mm256_storeu_ps(out + (size_t)(r0 + r) * out_stride, _mm256_sub_ps(acc[r], acc_min[r]));
+        for (int r = 0; r < NR; ++r) {
+            if (r < n_gemm) continue;
+            const __m256 dy = _mm256_set1_ps(y[r][b].d);  // a gemv row: one float term per super-block
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_mul_ps(d, dy), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[r]), _mm256_mul_ps(dmin, dy), acc_min[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) _mm256_storeu_ps(out + (size_t)r * out_stride, _mm256_sub_ps(acc[r], acc_min[r]));
+}
+
+void q4_K_gemm_x8(int64_t n, const void* group, const void* a, size_t a_stride, const int16_t* /*a_sums*/, int n_act,
+                  int n_gemm, float* out, size_t out_stride) {
+    const auto* g = static_cast<const uint8_t*>(group);
+    const auto* ap = static_cast<const uint8_t*>(a);
+    for (int r0 = 0; r0 < n_act; r0 += 4) {
+        const uint8_t* run = ap + (size_t)r0 * a_stride;
+        float* o = out + (size_t)r0 * out_stride;
+        const int gemm = n_gemm - r0;
+        switch (n_act - r0 < 4 ? n_act - r0 : 4) {
+            case 1: q4_K_x8_run<1>(n, g, run, a_stride, gemm, o, out_stride); break;
+            case 2: q4_K_x8_run<2>(n, g, run, a_stride, gemm, o, out_stride); break;
+            case 3: q4_K_x8_run<3>(n, g, run, a_stride, gemm, o, out_stride); break;
+            default: q4_K_x8_run<4>(n, g, run, a_stride, gemm, o, out_stride); break;
+        }
     }
 }
 
