@@ -6,9 +6,9 @@ AMX buffers, and in llama-cpp-python 0.3.36 that path crashes: ``ggml_backend_am
 the first ``llama_decode`` of SmolLM2-135M-Instruct (Q4_1), taking the whole test run with it (seen on
 2026-12-07 on an AMX Xeon). There the peer is opened without llama.cpp's extra weight buffers
 (``use_extra_bufts = false``, llama.cpp's ``--no-repack``): no AMX and no repacked Q4_0/Q4_K copies,
-the plain ggml kernels instead. Such a build is AVX-512 anyway, which edge_rt does not mirror bit for bit
-(tests/test_parity_llamacpp.py compares bits only against llama.cpp's AVX2 build), so no bitwise check is
-lost; speed comparisons made this way say so (:func:`peer_note`).
+the plain ggml kernels instead. edge_rt computes that llama.cpp's bits when loaded with ``repack=False``
+(the same sum orders; tests/test_parity_llamacpp.py peer_repacks), so no bitwise check is lost; speed
+comparisons made this way say so (:func:`peer_note`).
 
 llama-cpp-python does not expose ``use_extra_bufts``; :func:`open_llama` sets it by replacing
 ``llama_model_default_params`` while the model loads.
