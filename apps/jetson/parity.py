@@ -1,12 +1,16 @@
 """Parity check for edge_rt on a device (Jetson, or any other build): greedy generation on the embedded default
 model compared with the x86-64 reference in reference.json, which this script writes on x86-64.
 
-  EDGE_RT_ISA=scalar python parity.py --check scalar   the scalar kernels: the same tokens and the same logits,
+  EDGE_RT_ISA=scalar EDGE_RT_VEC_OPS=avx2 python parity.py --check scalar
+                                                       the scalar kernels: the same tokens and the same logits,
                                                        bit for bit (SHA-256 of the float32 logits)
   python parity.py --check best                        the best kernels: the same tokens up to the first
                                                        near-tie (a reference step whose top-2 logits are
                                                        within 1e-3); what follows a near-tie may differ
-  EDGE_RT_ISA=scalar python parity.py --write-reference   (x86-64) rewrites reference.json
+  EDGE_RT_ISA=scalar EDGE_RT_VEC_OPS=avx2 python parity.py --write-reference   (x86-64) rewrites reference.json
+
+The reference holds the AVX2 flavour of ggml's float vector ops (kernels.h GgmlVecOps), the one ARM builds
+compute; an AVX-512 x86 host computes the other by default, hence EDGE_RT_VEC_OPS=avx2 for the bitwise modes.
 
 Prints one JSON object; exits 1 when the check fails.
 """
@@ -74,6 +78,11 @@ def main(argv=None) -> int:
     scalar_env = os.environ.get("EDGE_RT_ISA") == "scalar"
     if (args.write_reference or args.check == "scalar") and not scalar_env:
         ap.error("set EDGE_RT_ISA=scalar for the scalar check and for --write-reference")
+    from edge_rt import _core
+
+    if (args.write_reference or args.check == "scalar") and _core.vec_ops_flavour() != "avx2":
+        ap.error("set EDGE_RT_VEC_OPS=avx2 for the scalar check and for --write-reference (the reference's "
+                 "float vector ops, which ARM builds compute)")
     got = measure()
     if args.write_reference:
         REFERENCE.write_text("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in got.items()) + "\n}\n")

@@ -2,7 +2,8 @@
 # Device test of edge_rt on a Jetson: run inside the image apps/jetson/Dockerfile builds (its default command).
 # Runs on any Linux machine with edge_rt installed too (x86-64 included: tests/test_apps.py runs it there).
 #   1. parity (apps/jetson/parity.py) on the embedded default model against the x86-64 reference:
-#      EDGE_RT_ISA=scalar bit for bit (tokens and logits), the best kernels token for token up to a near-tie;
+#      EDGE_RT_ISA=scalar bit for bit (tokens and logits; in the AVX2 flavour of float vector ops, which ARM
+#      computes and the reference holds: EDGE_RT_VEC_OPS=avx2), the best kernels token for token up to a near-tie;
 #   2. edge-rt bench --json on the default model -> OUT/bench.json (skipped with --no-bench: never time
 #      anything under emulation);
 #   3. the execution providers ONNX Runtime offers in the image (CUDA, TensorRT), for the NPU/GPU stage, or
@@ -30,7 +31,7 @@ mkdir -p "$out"
 
 status=0
 echo "== parity: scalar kernels vs the x86-64 reference"
-EDGE_RT_ISA=scalar "$py" "$here/parity.py" --check scalar | tee "$out/parity_scalar.json" || status=1
+EDGE_RT_ISA=scalar EDGE_RT_VEC_OPS=avx2 "$py" "$here/parity.py" --check scalar | tee "$out/parity_scalar.json" || status=1
 echo "== parity: best kernels vs the x86-64 reference"
 "$py" "$here/parity.py" --check best | tee "$out/parity_best.json" || status=1
 
