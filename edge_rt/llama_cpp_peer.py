@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Union
 
-__all__ = ["amx_build", "open_llama", "peer_note", "run_module"]
+__all__ = ["amx_build", "default_extra_buffers", "open_llama", "peer_note", "run_module"]
 
 _patch_lock = threading.Lock()
 
@@ -61,14 +61,20 @@ def _model_params(use_extra_bufts: bool) -> Iterator[None]:
             bindings.llama_model_default_params = default_params
 
 
+def default_extra_buffers() -> bool:
+    """Whether the peer keeps llama.cpp's extra weight buffers (its repacked Q4_0/Q4_K copies): yes, except
+    on an AMX build, where they crash (see the module docstring). edge_rt mirrors the peer's sums when
+    loaded with ``repack`` equal to this."""
+    return not amx_build()
+
+
 def open_llama(path: Union[str, Path], *, extra_buffers: Optional[bool] = None, **kwargs: Any) -> Any:
     """``llama_cpp.Llama(model_path=path, **kwargs)``. ``extra_buffers`` (llama.cpp's repacked and AMX weight
-    buffers): None keeps them except on an AMX build, where they crash (see the module docstring); False
-    is ``--no-repack``."""
+    buffers): None is :func:`default_extra_buffers`; False is ``--no-repack``."""
     import llama_cpp
 
     if extra_buffers is None:
-        extra_buffers = not amx_build()
+        extra_buffers = default_extra_buffers()
     with _model_params(extra_buffers):
         return llama_cpp.Llama(model_path=str(path), **kwargs)
 
@@ -79,7 +85,7 @@ def run_module(module: str, argv: List[str]) -> None:
     import runpy
     import sys
 
-    with _model_params(not amx_build()):
+    with _model_params(default_extra_buffers()):
         sys.argv = [module, *argv]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -391,12 +391,12 @@ def _llama_cpp_system_info() -> str:
 
 
 def peer_repacks() -> bool:
-    """Whether the peer (helpers.open_llama_cpp) repacks Q4_0/Q4_K matrices: not on an AMX build, opened
-    without its extra buffers (edge_rt/llama_cpp_peer.py). edge_rt is loaded with ``repack`` equal to
-    this (load(repack=...), llama.cpp's --no-repack) so that both sum those matrices alike."""
-    from edge_rt.llama_cpp_peer import amx_build
+    """Whether the peer (helpers.open_llama_cpp) repacks Q4_0/Q4_K matrices (llama_cpp_peer's
+    default_extra_buffers). edge_rt is loaded with ``repack`` equal to this (load(repack=...), llama.cpp's
+    --no-repack) so that both sum those matrices alike."""
+    from edge_rt.llama_cpp_peer import default_extra_buffers
 
-    return not amx_build()
+    return default_extra_buffers()
 
 
 def peer_mirrored(repacked: bool = False) -> bool:
