@@ -23,7 +23,7 @@ namespace edge_rt {
 namespace int_bytes {
 namespace {
 
-constexpr int64_t kChunkSteps = 8192;
+constexpr int64_t kChunkSteps = 8192;  // per-lane int32 sum: 8192 x 4 x 255 x 127 < 2^31
 
 // A zeroed heap array (in place of std::vector, see above).
 template <class T>
@@ -34,7 +34,7 @@ struct Buffer {
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
     T& operator[](size_t i) { return p[i]; }
-};  // per-lane int32 sum: 8192 x 4 x 255 x 127 < 2^31
+};
 
 // Whether matmul_acc below handles these operands (else the caller's parent kernel does).
 inline bool applies(const CodeMatrix& a, const CodeMatrix& b) {

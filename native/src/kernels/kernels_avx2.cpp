@@ -259,6 +259,7 @@ ERT_DEFINE_DOTS(q6_K)
 // super-block: res = d * float(s1), res = fma(-dmin, float(s2), res) (Q4_K, Q5_K), acc = fma(res, dy, acc).
 // The weights of a super-block are decoded once for all n_act rows; the n_act outputs' float steps run in
 // the lanes of one register.
+
 // Lane r of the result: the sum of the 8 int32 lanes of s[r], for 8 vectors (a transposing vphaddd tree:
 // 9 instructions for the 8 sums, where 8 separate hsums take about 50; integer sums are exact in any order).
 ERT_INLINE __m256i sum8_transposed(const __m256i* s) {
