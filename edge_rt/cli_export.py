@@ -17,7 +17,9 @@ EXPORT_HELP = (
     "and outputs, embeddings.npy (the embedding gather runs on the host CPU) and manifest.json (every "
     "tensor's encoding). Schemes: w8a8, w4a8, w8a16, w4a16 (weights int8/int4 per output channel; "
     "activations 8/16-bit static per tensor, with MobileQuant's 16-bit islands: residual stream, norms, "
-    "QK^T, softmax, lm_head). Ranges: min/max over calibration text run through the float graph, after a "
+    "QK^T, softmax, lm_head; more where the error on calibration text says so, --islands). The residual "
+    "stream is rotated by an orthogonal matrix folded into the weights (--no-rotate). Ranges: min/max over "
+    "calibration text run through the float graph, after a "
     "SmoothQuant migration searched per norm; weights clipped per row and rounded by GPTQ (--ranges).\n\n"
     "MODEL is a GGUF master (F32/F16/BF16), a quantized GGUF (dequantized first; the manifest says so) or a "
     "Hugging Face directory. --check htp loads and runs every graph on the Qualcomm HTP emulator "
@@ -39,6 +41,13 @@ def export_command(
     ranges: str = typer.Option("search", "--ranges", help="search: SmoothQuant alpha per norm (8-bit schemes), "
                                "weight clip per row and GPTQ rounding, from calibration statistics; minmax: "
                                "min/max ranges and round-to-nearest only (faster)."),
+    islands: str = typer.Option("auto", "--islands", help="Extra 16-bit activations of 8-bit schemes. auto: "
+                                "promote the groups whose 8-bit error on the calibration text is largest, until "
+                                "the KL against the float graph is <= 0.01 or no group removes 10% of it; none; "
+                                "or a comma list of attn_in, rope, ffn_in, ffn_act, kv (every layer) or "
+                                "l<i>.<group>."),
+    rotate: bool = typer.Option(True, "--rotate/--no-rotate", help="Rotate the residual stream by an orthogonal "
+                                "matrix folded into the weights (spreads massive activations; same function)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT_DIR."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Threads for calibration runs."),
 ) -> None:
@@ -48,7 +57,7 @@ def export_command(
         with contextlib.ExitStack() as stack:
             r = export_onnx(model, out_dir, scheme=scheme, calib=calib, chunk=chunk, ctx=ctx, force=force,
                             target=target, soc=soc, check=check, max_calib_tokens=calib_tokens, threads=threads,
-                            progress=_StageBars(stack), range_method=ranges)
+                            progress=_StageBars(stack), range_method=ranges, rotate=rotate, islands=islands)
         for n in r.notes:
             _err(f"note: {n}")
         _err(f"exported {model} -> {out_dir} ({r.scheme}): {', '.join(p.name for p in r.graphs.values())}, "

@@ -102,11 +102,14 @@ def _check_embeddings(folder: Any, header: Any, info: Dict[str, Any], where: str
     n_embd, n_vocab = int(info["shape"][0]), int(info["shape"][1])
     row_bytes = int(info["n_bytes"]) // n_vocab
     rows = np.linspace(0, n_vocab - 1, n_rows).astype(np.int64)
+    rotation = folder.rotation
     with open(header.path, "rb") as f:
         for r in rows:
             f.seek(int(info["offset"]) + int(r) * row_bytes)
             ours = np.asarray(_core.dequantize_row(info["type"], f.read(row_bytes), n_embd), np.float64)
             theirs = np.asarray(folder.embeddings[r], np.float64)
+            if rotation is not None:          # the export's rows are E Q (residual_rotation.py)
+                theirs = theirs @ rotation.T.astype(np.float64)
             denom = np.linalg.norm(ours) * np.linalg.norm(theirs)
             cos = float(ours @ theirs / denom) if denom > 0 else float(np.array_equal(ours, theirs))
             if cos < 0.9:

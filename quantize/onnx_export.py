@@ -1,13 +1,14 @@
 """``edge-rt export``: a dense llama/qwen2/qwen3 model as integer-only ONNX QDQ graphs for NPUs.
 
 Steps: read the model (GGUF master, Hugging Face folder, or a quantized GGUF dequantized to float);
-build the float graph (onnx_graph.py) and run it with ONNX Runtime's CPU EP over calibration text to
-measure every quantization point's range (with ``range_method="search"``: a first pass picks the
-SmoothQuant migration, the second also gathers each projection input's x x^T for the weights' clip
-search and GPTQ rounding, onnx_ranges.py); build the QDQ prefill (T tokens) and decode (1 token) graphs
-with those encodings; write them, the host's embedding table and ``manifest.json`` into a staging folder
-that becomes OUT_DIR only when complete. Optionally compile HTP context binaries (``target='htp'``) and
-check every graph on the HTP emulator (devices/qnn_htp.py).
+rotate the residual stream (residual_rotation.py); build the float graph (onnx_graph.py) and run it
+with ONNX Runtime's CPU EP over calibration text to measure every quantization point's range (with
+``range_method="search"``: a first pass picks the SmoothQuant migration, the second also gathers each
+projection input's x x^T for the weights' clip search and GPTQ rounding, onnx_ranges.py); choose the
+extra 16-bit islands by the error they remove (onnx_islands.py); build the QDQ prefill (T tokens) and
+decode (1 token) graphs with those encodings; write them, the host's embedding table and
+``manifest.json`` into a staging folder that becomes OUT_DIR only when complete. Optionally compile HTP
+context binaries (``target='htp'``) and check every graph on the HTP emulator (devices/qnn_htp.py).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InvalidArgumentError, ModelIOError, UnsupportedArchitectureError
+from .evaluate import log_softmax
 from .onnx_graph import MASK_VALUE, OPSET, SCHEMES, Dims, Encoding, GraphBuilder, encoding_from_range
+from .onnx_islands import KL_TARGET, MIN_GAIN, IslandSearch, mean_kl, parse_islands, search_islands
 from .onnx_runner import GraphRunner, float_session
+from .residual_rotation import ROTATION_FILE
 
 Progress = Callable[[str, int, int], None]
 
@@ -33,7 +37,11 @@ DENSE_ARCHS = ("llama", "qwen2", "qwen3")
 CALIB_WINDOW_CHUNKS = 4
 #: Calibration tokens used at most by default.
 DEFAULT_CALIB_TOKENS = 4096
-FORMAT = "edge_rt.onnx_export/1"
+#: Calibration windows the island search evaluates (each a full run of the QDQ graph per candidate).
+ISLAND_WINDOWS = 4
+FORMAT = "edge_rt.onnx_export/2"
+#: Manifests this version reads: /1 had no residual rotation and no extra islands.
+READABLE_FORMATS = (FORMAT, "edge_rt.onnx_export/1")
 
 
 @dataclass
@@ -167,7 +175,7 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
                 chunk: int = 64, ctx: int = 512, force: bool = False, target: Optional[str] = None,
                 soc: str = "sm8650", check: Optional[str] = None, max_calib_tokens: int = DEFAULT_CALIB_TOKENS,
                 threads: Optional[int] = None, progress: Optional[Progress] = None,
-                range_method: str = "search") -> ExportResult:
+                range_method: str = "search", rotate: bool = True, islands: str = "auto") -> ExportResult:
     """Export ``model`` to ``out_dir`` (see the module docstring). Raises on bad input before any
     folder is made; on any failure nothing is left at ``out_dir`` (an existing one is kept)."""
     t0 = time.perf_counter()
@@ -202,10 +210,17 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
 
     src, quantized = open_export_source(model)
     d = model_dims(src)
+    if islands not in ("auto", "none"):
+        parse_islands(islands, d.n_layer)          # a bad name fails before any work
     text = read_text(calib)
     tok = Tokenizer.from_metadata(src.metadata())
     windows, win = calibration_ids(tok, text, chunk, ctx, max_calib_tokens)
     weights = {t.name: t.load() for t in src.tensors}
+    rotation = None
+    if rotate:
+        from .residual_rotation import rotate_residual
+
+        rotation = rotate_residual(weights, d)
     alphas: Dict[str, Any] = {}
     grams: Dict[str, np.ndarray] = {}
     if range_method == "search":
@@ -222,9 +237,13 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
         grams = {t: st[pt].gram for t, (pt, _) in inputs.items()}
     else:
         ranges, points, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
-    enc = _encodings(ranges, points)
     clips: Dict[str, np.ndarray] = {}
     rounded: Dict[str, Any] = {}
+    chosen, search = _choose_islands(islands, d, weights, scheme, windows, chunk, ctx, ranges, clips, grams, rounded,
+                                     threads, progress)
+    if chosen:
+        points = GraphBuilder(d, weights, SCHEMES[scheme], chunk, ctx, islands=chosen).build("points").points
+    enc = _encodings(ranges, points)
 
     staging = _staging(out_dir)
     shutil.rmtree(staging, ignore_errors=True)
@@ -233,7 +252,7 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
         graphs, specs = {}, {}
         for gname, T in (("prefill", chunk), ("decode", 1)):
             spec = GraphBuilder(d, weights, SCHEMES[scheme], T, ctx, encodings=enc, clips=clips,
-                                grams=grams, rounded=rounded).build(gname)
+                                grams=grams, rounded=rounded, islands=chosen).build(gname)
             import onnx
 
             # (onnx.checker does not know SimplifiedLayerNormalization, which ONNX Runtime registers in the
@@ -244,6 +263,8 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
             if progress:
                 progress("write", len(graphs), 2)
         np.save(staging / "embeddings.npy", weights["token_embd.weight"].astype(np.float16))
+        if rotation is not None:
+            np.save(staging / ROTATION_FILE, rotation)
         notes = []
         if target == "htp":
             from ..devices.qnn_htp import htp_session
@@ -253,6 +274,15 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
             notes.append(f"HTP context binaries for {soc} written beside the graphs")
         manifest = _manifest(src, quantized, d, scheme, chunk, ctx, enc, specs, text_digest(text),
                              len(windows) * win, soc if target else None)
+        manifest["islands"] = {"extra_16_bit": sorted(chosen), "groups": search.groups if search else None,
+                               "chosen_by": islands if search is None else
+                               f"search: calibration KL vs the float graph, target {KL_TARGET}, "
+                               f"min gain {MIN_GAIN:.0%} per group",
+                               "trace": search.trace if search else []}
+        manifest["residual_rotation"] = (
+            {"file": ROTATION_FILE, "what": "the residual stream is rotated by this orthogonal Q (float32, "
+             "[n_embd, n_embd]): embeddings.npy holds E Q; a GGUF row r corresponds to row r of E = rows @ Q^T"}
+            if rotation is not None else None)
         manifest["calibration"]["ranges"] = (
             "SmoothQuant alpha searched per norm, then min/max (ORT CPU, float graph), weight clip per row "
             "minimizing output error" if range_method == "search" else "min/max (ORT CPU, float graph)")
@@ -276,11 +306,43 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
     return res
 
 
+def _choose_islands(spec: str, d: Dims, weights: Dict[str, np.ndarray], scheme: str, windows: List[List[int]],
+                    chunk: int, ctx: int, ranges: Dict[str, Tuple[float, float]], clips: Dict[str, np.ndarray],
+                    grams: Dict[str, np.ndarray], rounded: Dict[str, Any], threads: Optional[int],
+                    progress: Optional[Progress]) -> Tuple[FrozenSet[str], Optional[IslandSearch]]:
+    """The extra 16-bit islands: none, a list (``parse_islands``) or the search (``auto``)."""
+    s = SCHEMES[scheme]
+    if spec == "none" or s.a_bits == 16:
+        return frozenset(), None
+    if spec != "auto":
+        return parse_islands(spec, d.n_layer), None
+    sample = windows[:ISLAND_WINDOWS]
+    fspec = GraphBuilder(d, weights, s, chunk, ctx).build("float", calibration_outputs=False)
+    frun = GraphRunner(float_session(fspec.model.SerializeToString(), threads), d, weights["token_embd.weight"],
+                       chunk, ctx)
+    ref = [log_softmax(frun.window(w)) for w in sample]
+
+    def evaluate(islands: FrozenSet[str]) -> float:
+        pts = GraphBuilder(d, weights, s, chunk, ctx, islands=islands).build("points").points
+        enc = _encodings(ranges, pts)
+        g = GraphBuilder(d, weights, s, chunk, ctx, encodings=enc, clips=clips, grams=grams, rounded=rounded,
+                         islands=islands).build("prefill")
+        kv = enc["l0.cache_k"]
+        run = GraphRunner(float_session(g.model.SerializeToString(), threads, optimize=False), d,
+                          weights["token_embd.weight"], chunk, ctx, cache_dtype=kv.dtype,
+                          cache_zero=[(enc[f"l{i}.cache_k"].zero_point, enc[f"l{i}.cache_v"].zero_point)
+                                      for i in range(d.n_layer)])
+        return mean_kl(ref, [run.window(w) for w in sample])
+
+    found = search_islands(d, evaluate, progress)
+    return found.chosen, found
+
+
 def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: int, ctx: int,
               enc: Dict[str, Encoding], specs: Dict[str, Any], digest: str, n_calib: int,
               soc: Optional[str]) -> Dict[str, Any]:
     s = SCHEMES[scheme]
-    kv_dtype = "uint16" if s.a_bits == 16 else "uint8"
+    kv_dtype = enc["l0.cache_k"].to_json()["dtype"]
     graphs = {}
     for gname in specs:
         T = chunk if gname == "prefill" else 1

@@ -26,9 +26,9 @@ class ExportFolder:
             self.manifest: Dict[str, Any] = json.loads(mf.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise ModelFormatError(f"[onnx] {mf}: not valid JSON ({e})") from None
-        from .onnx_export import FORMAT
+        from .onnx_export import FORMAT, READABLE_FORMATS
 
-        if self.manifest.get("format") != FORMAT:
+        if self.manifest.get("format") not in READABLE_FORMATS:
             raise ModelFormatError(f"[onnx] {mf}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
         self.dims = Dims(**self.manifest["dims"])
         self._emb: Optional[np.ndarray] = None
@@ -39,6 +39,21 @@ class ExportFolder:
         if self._emb is None:
             self._emb = np.load(self.path / "embeddings.npy", mmap_mode="r")
         return self._emb
+
+    @property
+    def rotation(self) -> Optional[np.ndarray]:
+        """The residual stream's rotation Q (float32 [n_embd, n_embd]; residual_rotation.py), or None:
+        embeddings.npy rows are the model's rows times Q."""
+        entry = self.manifest.get("residual_rotation")
+        if not entry:
+            return None
+        path = self.path / entry["file"]
+        if not path.is_file():
+            raise ModelIOError(f"[onnx] {path} (the residual rotation named in the manifest) is missing")
+        q = np.load(path)
+        if q.shape != (self.dims.n_embd, self.dims.n_embd):
+            raise ModelFormatError(f"[onnx] {path}: shape {q.shape}, expected ({self.dims.n_embd}, {self.dims.n_embd})")
+        return q
 
     @property
     def source(self) -> Path:

@@ -27,14 +27,16 @@ Quantization layout (MobileQuant's): weights int8 or int4, symmetric, per output
 static per tensor at the scheme's bits (8 or 16), but 16-bit on the residual stream (o_proj and
 down_proj outputs and the sums), norm inputs and weights, QK^T and the masked scores, the softmax output,
 the lm_head input and output; and, because QNN takes per-channel MatMul weights only at equal input and
-output widths, the o_proj and down_proj inputs (and Q/K/V's input on models with Q/K norms). RMSNorm is
+output widths, the o_proj and down_proj inputs (and Q/K/V's input on models with Q/K norms). An export
+may promote more groups to 16 bits (``islands``: ``ISLAND_GROUPS`` per layer, ``KV_ISLAND``; chosen by
+onnx_islands.py). RMSNorm is
 ONNX Runtime's ``SimplifiedLayerNormalization`` (default domain; QNN maps it to RmsNorm, 16-bit input only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
@@ -53,6 +55,23 @@ class Scheme:
 
 SCHEMES: Dict[str, Scheme] = {s.name: s for s in (
     Scheme("w8a8", 8, 8), Scheme("w4a8", 4, 8), Scheme("w8a16", 8, 16), Scheme("w4a16", 4, 16))}
+
+
+#: Per-layer groups of activations an export may promote to 16 bits as one unit (``l<i>.<group>``). Each
+#: keeps QNN's rule that a per-channel MatMul weight's input and output have the same width:
+#: ``attn_in``: the attention norm's output and the Q/K/V projections' outputs (their common input);
+#: ``rope``: the RoPE products and the rotated Q; ``ffn_in``: the FFN norm's output and gate/up outputs;
+#: ``ffn_act``: the sigmoid and SiLU outputs.
+ISLAND_GROUPS = ("attn_in", "rope", "ffn_in", "ffn_act")
+#: The KV cache of every layer at 16 bits (one cache dtype for the whole graph: the host's cache layout).
+KV_ISLAND = "kv"
+
+
+def valid_island(name: str, n_layer: int) -> bool:
+    if name == KV_ISLAND:
+        return True
+    layer, _, group = name.partition(".")
+    return group in ISLAND_GROUPS and layer[:1] == "l" and layer[1:].isdigit() and int(layer[1:]) < n_layer
 
 
 @dataclass
@@ -176,8 +195,14 @@ class GraphBuilder:
                  encodings: Optional[Dict[str, Encoding]] = None,
                  clips: Optional[Dict[str, np.ndarray]] = None,
                  grams: Optional[Dict[str, np.ndarray]] = None,
-                 rounded: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None) -> None:
+                 rounded: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
+                 islands: FrozenSet[str] = frozenset()) -> None:
         self.d, self.w, self.scheme = d, weights, scheme
+        self.islands = frozenset(islands)
+        unknown = sorted(i for i in self.islands if not valid_island(i, d.n_layer))
+        if unknown:
+            raise ValueError(f"unknown 16-bit islands {unknown}; expected {', '.join(ISLAND_GROUPS)} as l<i>.<group>, "
+                             f"or {KV_ISLAND!r}")
         self.T, self.C = n_tokens, n_cache
         self.enc = encodings
         self.clips = clips if clips is not None else {}      # weight -> per-row clip factor (filled on demand)
@@ -189,6 +214,14 @@ class GraphBuilder:
         self._n = 0
 
     # ---- small helpers ------------------------------------------------------------------------------
+    def _bits(self, island: str) -> int:
+        """Width of the activations of one island group: 16 where promoted, else the scheme's."""
+        return 16 if island in self.islands else self.scheme.a_bits
+
+    @property
+    def kv_bits(self) -> int:
+        return 16 if KV_ISLAND in self.islands else self.scheme.a_bits
+
     def _name(self, base: str) -> str:
         self._n += 1
         return f"{base}__{self._n}"
@@ -286,12 +319,13 @@ class GraphBuilder:
         ``calibration_outputs`` is False (a plain float model, e.g. for other quantizers)."""
         from onnx import TensorProto, helper
 
-        d, T, C, A = self.d, self.T, self.C, self.scheme.a_bits
+        d, T, C = self.d, self.T, self.C
         S = C + T
+        kv_bits = self.kv_bits
         H, KV, D = d.n_head, d.n_head_kv, d.head_dim
         rep = H // KV
         kv_type = (TensorProto.FLOAT if self.enc is None
-                   else TensorProto.UINT16 if A == 16 else TensorProto.UINT8)
+                   else TensorProto.UINT16 if kv_bits == 16 else TensorProto.UINT8)
         inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [T, d.n_embd]),
                   helper.make_tensor_value_info("cos", TensorProto.FLOAT, [T, D]),
                   helper.make_tensor_value_info("sin", TensorProto.FLOAT, [T, D]),
@@ -307,7 +341,8 @@ class GraphBuilder:
             # QNN takes a per-channel MatMul weight only when its input and output have the same width: a
             # 16-bit projection output (Q/K before their norms, o_proj, down_proj) needs a 16-bit input
             has_qk_norm = p + "attn_q_norm.weight" in w
-            qkv_bits = 16 if has_qk_norm else A
+            qkv_bits = 16 if has_qk_norm else self._bits(L + "attn_in")
+            rope_bits = self._bits(L + "rope")
             h = self.rmsnorm(x, w[p + "attn_norm.weight"], p + "attn_norm.weight", L + "attn_norm", qkv_bits)
             heads = {}
             for kind, nh in (("q", H), ("k", KV), ("v", KV)):
@@ -331,15 +366,15 @@ class GraphBuilder:
                         g = _rope_layout(qk_norm, 1, D, d.neox) / (np.sqrt(D) if kind == "q" else 1.0)
                         if rot:
                             g = np.roll(g, D // 2)
-                        y = self.rmsnorm(y, g, p + f"attn_{tag}_norm.weight", L + tag + "_normed", A)
+                        y = self.rmsnorm(y, g, p + f"attn_{tag}_norm.weight", L + tag + "_normed", rope_bits)
                     pair.append(y)
                 yc = self._node("Mul", [pair[0], cos], L + kind + ".c")
                 ys = self._node("Mul", [pair[1], sin], L + kind + ".s")
-                yc = self.act(yc, L + kind + "_cos", A)
-                ys = self.act(ys, L + kind + "_sin", A)
+                yc = self.act(yc, L + kind + "_cos", rope_bits)
+                ys = self.act(ys, L + kind + "_sin", rope_bits)
                 heads[kind] = self._node("Add", [yc, ys], L + kind + ".rope")
             # q (T, H, D) -> (KV, rep, T, D); k, v (T, KV, D) -> (KV, T, D), quantized in the cache encoding
-            q = self.act(heads["q"], L + "q_rope", A)
+            q = self.act(heads["q"], L + "q_rope", rope_bits)
             q = self._node("Transpose", [self.reshape(q, (T, KV, rep, D), L + "q.g")], L + "q.t", perm=[1, 2, 0, 3])
             k = self._node("Transpose", [heads["k"]], L + "k.t", perm=[1, 0, 2])
             v = self._node("Transpose", [self.reshape(heads["v"], (T, KV, D), L + "v.heads")], L + "v.t",
@@ -360,11 +395,12 @@ class GraphBuilder:
             o = self.linear(o, p + "attn_output.weight", w[p + "attn_output.weight"], w.get(p + "attn_output.bias"),
                             L + "attn_out", 16)
             x = self.act(self._node("Add", [x, o], L + "resid1.add"), L + "resid1", 16)
-            h = self.rmsnorm(x, w[p + "ffn_norm.weight"], p + "ffn_norm.weight", L + "ffn_norm", A)
-            g = self.linear(h, p + "ffn_gate.weight", w[p + "ffn_gate.weight"], None, L + "gate", A)
-            u = self.linear(h, p + "ffn_up.weight", w[p + "ffn_up.weight"], None, L + "up", A)
-            sg = self.act(self._node("Sigmoid", [g], L + "sig.s"), L + "sig", A)
-            sl = self.act(self._node("Mul", [g, sg], L + "silu.m"), L + "silu", A)
+            ffn_bits, act_bits = self._bits(L + "ffn_in"), self._bits(L + "ffn_act")
+            h = self.rmsnorm(x, w[p + "ffn_norm.weight"], p + "ffn_norm.weight", L + "ffn_norm", ffn_bits)
+            g = self.linear(h, p + "ffn_gate.weight", w[p + "ffn_gate.weight"], None, L + "gate", ffn_bits)
+            u = self.linear(h, p + "ffn_up.weight", w[p + "ffn_up.weight"], None, L + "up", ffn_bits)
+            sg = self.act(self._node("Sigmoid", [g], L + "sig.s"), L + "sig", act_bits)
+            sl = self.act(self._node("Mul", [g, sg], L + "silu.m"), L + "silu", act_bits)
             gu = self.act(self._node("Mul", [sl, u], L + "gu.m"), L + "gu", 16)
             dn = self.linear(gu, p + "ffn_down.weight", w[p + "ffn_down.weight"], None, L + "ffn_out", 16)
             x = self.act(self._node("Add", [x, dn], L + "resid2.add"), L + "resid2", 16)
@@ -390,7 +426,7 @@ class GraphBuilder:
         d = self.d
         point = f"l{il}.cache_{kind}"
         outputs.append(helper.make_tensor_value_info(f"new_{kind}.{il}", kv_type, [d.n_head_kv, T, d.head_dim]))
-        self.spec.points[point] = self.scheme.a_bits
+        self.spec.points[point] = self.kv_bits
         if self.enc is None:
             self._node("Identity", [t], f"new_{kind}.{il}")
             return t

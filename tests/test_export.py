@@ -55,13 +55,13 @@ def export_of(synthetic_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     cache = {}
 
-    def make(arch: str = "llama", scheme: str = "w8a8") -> Path:
-        if (arch, scheme) not in cache:
+    def make(arch: str = "llama", scheme: str = "w8a8", islands: str = "auto") -> Path:
+        if (arch, scheme, islands) not in cache:
             src = synthetic_model(arch=arch, **SMALL)
-            out = root / f"{arch}-{scheme}"
-            export_onnx(src, out, scheme=scheme, chunk=CHUNK, ctx=CTX, max_calib_tokens=256)
-            cache[(arch, scheme)] = out
-        return cache[(arch, scheme)]
+            out = root / f"{arch}-{scheme}-{islands.replace(',', '+')}"
+            export_onnx(src, out, scheme=scheme, chunk=CHUNK, ctx=CTX, max_calib_tokens=256, islands=islands)
+            cache[(arch, scheme, islands)] = out
+        return cache[(arch, scheme, islands)]
 
     return make
 
@@ -92,12 +92,18 @@ def test_export_folder_and_eval(export_of):
     """The folder holds both graphs, the embeddings and a manifest with every encoding; `edge-rt eval`
     on it (ORT CPU EP) agrees closely with the float model."""
     out = export_of("llama", "w8a8")
-    assert sorted(p.name for p in out.iterdir()) == ["decode.onnx", "embeddings.npy", "manifest.json", "prefill.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["decode.onnx", "embeddings.npy", "manifest.json", "prefill.onnx",
+                                                     "residual_rotation.npy"]
     m = json.loads((out / "manifest.json").read_text())
     assert m["opset"] == 21 and m["scheme"]["name"] == "w8a8"
     assert m["graphs"]["prefill"]["n_tokens"] == CHUNK and m["graphs"]["decode"]["n_tokens"] == 1
-    assert m["graphs"]["prefill"]["inputs"]["past_k.{i}"] == ["uint8", [2, CTX, 16]]
-    assert m["activations"]["l0.qk"]["dtype"] == "uint16" and m["activations"]["l0.sig"]["dtype"] == "uint8"
+    isl = m["islands"]
+    assert isl["trace"][0]["step"] == "base" and len(isl["trace"]) >= 6
+    kv = "uint16" if "kv" in isl["extra_16_bit"] else "uint8"
+    assert m["graphs"]["prefill"]["inputs"]["past_k.{i}"] == [kv, [2, CTX, 16]] and m["scheme"]["kv_cache"] == kv
+    assert m["activations"]["l0.qk"]["dtype"] == "uint16"
+    assert m["activations"]["l0.sig"]["dtype"] == ("uint16" if "l0.ffn_act" in isl["extra_16_bit"] else "uint8")
+    assert m["residual_rotation"]["file"] == "residual_rotation.npy"
     assert m["weights"]["blk.0.ffn_up.weight"]["dtype"] == "int8"
     assert m["source"]["quantized"] is False
     text = DEFAULT_CALIBRATION_TEXT.read_text()[30000:40000]
@@ -182,13 +188,16 @@ def test_range_search_beats_minmax_on_trained_model(tmp_path):
 
 
 @requires_qnn
-@pytest.mark.parametrize("arch,scheme", [("llama", "w8a8"), ("llama", "w4a8"), ("llama", "w8a16"),
-                                         ("qwen2", "w8a8"), ("qwen3", "w4a8")])
-def test_check_htp_all_nodes_on_npu(export_of, arch, scheme):
+@pytest.mark.parametrize("arch,scheme,islands", [
+    ("llama", "w8a8", "auto"), ("llama", "w4a8", "auto"), ("llama", "w8a16", "auto"), ("qwen2", "w8a8", "auto"),
+    ("qwen3", "w4a8", "auto"),
+    # every island group at once, and the FFN's alone (what SmolLM2's search chooses)
+    ("llama", "w8a8", "attn_in,rope,ffn_in,ffn_act,kv"), ("qwen3", "w4a8", "ffn_in,ffn_act")])
+def test_check_htp_all_nodes_on_npu(export_of, arch, scheme, islands):
     """Every graph loads on the emulated HTP with CPU fallback disabled, and agrees with ORT's QDQ reference."""
     from edge_rt.quantize.onnx_check import check_htp
 
-    rep = check_htp(export_of(arch, scheme), n_decode=2)
+    rep = check_htp(export_of(arch, scheme, islands), n_decode=2)
     for g in ("prefill", "decode"):
         c = rep["graphs"][g]
         assert c["all_nodes_on_htp"]
@@ -251,6 +260,10 @@ def test_bad_input(synthetic_model, tmp_path, monkeypatch):
     r = _cli("export", str(src), str(out), "--chunk", "8", "--ctx", "32")
     assert r.returncode == 1 and "--force" in r.stderr
     assert (out / "keep").exists()
+    # an unknown island names the valid ones, before any work
+    r = _cli("export", str(src), str(tmp_path / "isl"), "--islands", "ffn_in,ffn")
+    assert r.returncode == 1 and "unknown island 'ffn'" in r.stderr and "ffn_act" in r.stderr, r.stderr
+    assert not (tmp_path / "isl").exists()
     # MoE is refused by name
     moe = synthetic_model(**{**SMALL, "n_expert": 4, "n_expert_used": 2})
     r = _cli("export", str(moe), str(tmp_path / "moe"))
@@ -386,3 +399,118 @@ def test_target_htp_writes_loadable_context_binaries(synthetic_model, tmp_path):
             a = f.runner(htp_session(str(ctx_model)), g).window(ids)
             b = f.runner(htp_session(str(out / "decode.onnx")), g).window(ids)
             assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_residual_rotation_keeps_the_function(synthetic_model, arch):
+    """Rotating the residual stream (norm weights folded, readers W Q, writers Q^T W, embeddings E Q,
+    a tied lm_head split off first) leaves the float graph's logits those of the NumPy forward pass."""
+    from edge_rt.quantize.onnx_export import model_dims, open_export_source
+    from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+    from edge_rt.quantize.onnx_runner import GraphRunner, float_session
+    from edge_rt.quantize.reference_forward import NumpyModel
+    from edge_rt.quantize.residual_rotation import rotate_residual
+
+    src, _ = open_export_source(synthetic_model(arch=arch, **SMALL))
+    d = model_dims(src)
+    w = {t.name: t.load() for t in src.tensors}
+    emb = w["token_embd.weight"].copy()
+    q = rotate_residual(w, d)
+    assert np.abs(q @ q.T - np.eye(d.n_embd)).max() < 1e-5
+    assert np.abs(w["token_embd.weight"] - emb @ q).max() < 1e-4
+    assert all(np.all(w[n] == 1) for n in w if n.endswith("norm.weight") and "attn_q_norm" not in n
+               and "attn_k_norm" not in n)
+    ids = list(np.random.default_rng(2).integers(0, SMALL["n_vocab"], 2 * CHUNK))
+    ref = NumpyModel(src).logits(ids)
+    spec = GraphBuilder(d, w, SCHEMES["w8a8"], CHUNK, CTX).build("f")
+    got = GraphRunner(float_session(spec.model.SerializeToString()), d, w["token_embd.weight"], CHUNK, CTX).window(ids)
+    assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max())), arch
+
+
+def test_export_without_rotation_and_with_listed_islands(synthetic_model, tmp_path):
+    """--no-rotate writes no rotation (embeddings.npy holds the model's rows); --islands LIST is taken as
+    given, without a search."""
+    from edge_rt.quantize.onnx_export import export_onnx
+    from edge_rt.quantize.onnx_export_folder import ExportFolder
+
+    src = synthetic_model(**SMALL)
+    export_onnx(src, tmp_path / "out", chunk=CHUNK, ctx=CTX, max_calib_tokens=64, rotate=False, islands="kv,l1.ffn_act")
+    f = ExportFolder(tmp_path / "out")
+    assert f.rotation is None and not (tmp_path / "out" / "residual_rotation.npy").exists()
+    m = f.manifest
+    assert m["islands"]["extra_16_bit"] == ["kv", "l1.ffn_act"] and m["islands"]["trace"] == []
+    assert m["scheme"]["kv_cache"] == "uint16" and m["activations"]["l1.sig"]["dtype"] == "uint16"
+    assert m["activations"]["l0.sig"]["dtype"] == "uint8"
+    from edge_rt.quantize.onnx_export import open_export_source
+
+    emb = {t.name: t for t in open_export_source(src)[0].tensors}["token_embd.weight"].load()
+    assert np.abs(np.asarray(f.embeddings, np.float32) - emb).max() < 1e-2
+
+
+def test_residual_rotation_spreads_a_massive_channel():
+    """One channel 1000x the others (SmolLM2's residual stream) ends up spread: the largest entry of the
+    rotated rows is at least 5x smaller (a random rotation: about 4 standard deviations of 1000 / 24),
+    their norms unchanged."""
+    from edge_rt.quantize.residual_rotation import random_orthogonal
+
+    x = np.random.default_rng(0).standard_normal((64, 576))
+    x[:, 7] = 1000.0
+    q = random_orthogonal(576)
+    y = x @ q
+    assert np.abs(y).max() * 5 < np.abs(x).max()
+    assert np.allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1))
+    assert np.array_equal(q, random_orthogonal(576))           # deterministic: an export can be reproduced
+
+
+def test_islands_promote_their_group_and_keep_qnn_widths(synthetic_model):
+    """An island group makes its points 16-bit in every layer named, and a projection's input and output
+    keep one width (QNN's per-channel MatMul rule); ``kv`` makes the cache uint16."""
+    from edge_rt.quantize.onnx_export import model_dims, open_export_source
+    from edge_rt.quantize.onnx_graph import SCHEMES, GraphBuilder
+    from edge_rt.quantize.onnx_islands import parse_islands
+
+    src, _ = open_export_source(synthetic_model(**SMALL))
+    d = model_dims(src)
+    w = {t.name: t.load() for t in src.tensors}
+    isl = parse_islands("ffn_in,l1.rope,kv", d.n_layer)
+    assert isl == {"l0.ffn_in", "l1.ffn_in", "l1.rope", "kv"}
+    pts = GraphBuilder(d, w, SCHEMES["w8a8"], 4, 8, islands=isl).build("f").points
+    for il in range(2):
+        assert pts[f"l{il}.ffn_norm"] == pts[f"l{il}.gate"] == pts[f"l{il}.up"] == 16
+        assert pts[f"l{il}.sig"] == pts[f"l{il}.silu"] == 8
+        assert pts[f"l{il}.attn_norm"] == pts[f"l{il}.q"] == pts[f"l{il}.k"] == pts[f"l{il}.v"] == 8
+        assert pts[f"l{il}.cache_k"] == pts[f"l{il}.cache_v"] == 16
+    assert pts["l1.q_cos"] == pts["l1.q_rope"] == 16 and pts["l0.q_cos"] == pts["l0.q_rope"] == 8
+    from edge_rt.errors import InvalidArgumentError
+
+    for bad in ("ffn", "l2.ffn_in", "lx.rope"):
+        with pytest.raises(InvalidArgumentError, match="unknown island"):
+            parse_islands(bad, d.n_layer)
+
+
+def test_island_search_keeps_groups_that_remove_error():
+    """Groups are tried in the order of the error each removes alone; one is kept when it removes >= 10%
+    of the current KL; the search stops at the KL target; groups that help nothing alone are skipped."""
+    from edge_rt.quantize.onnx_graph import Dims
+    from edge_rt.quantize.onnx_islands import KL_TARGET, search_islands
+
+    d = Dims("llama", 2, 64, 4, 2, 16, 16, 384, 1e-5, 1e4, 1.0, False)
+    # additive error per group, plus an error no group touches (weights)
+    cost = {"attn_in": 0.004, "rope": 0.0005, "ffn_in": 0.03, "ffn_act": 0.01, "kv": 0.0}
+    rest = 0.002
+    seen = []
+
+    def kl(islands):
+        groups = {i.split(".")[-1] if i != "kv" else "kv" for i in islands}
+        seen.append(frozenset(groups))
+        return rest + sum(c for g, c in cost.items() if g not in groups)
+
+    r = search_islands(d, kl)
+    assert r.groups == ["ffn_in", "ffn_act"]                   # 0.0465 -> 0.0165 -> 0.0065 <= target
+    assert r.trace[-1]["kl"] <= KL_TARGET
+    assert r.chosen == {"l0.ffn_in", "l1.ffn_in", "l0.ffn_act", "l1.ffn_act"}
+    assert seen[0] == frozenset() and len(seen) == 1 + 5 + 1   # base, each alone, one cumulative add
+    assert [t["step"] for t in r.trace] == ["base"] + ["alone"] * 5 + ["add"]
+    # the error is elsewhere (4-bit weights): no group removes 10% of it, none is kept
+    cost, rest = {"attn_in": 0.001, "rope": 0.0, "ffn_in": 0.003, "ffn_act": 0.001, "kv": 0.0}, 0.05
+    assert search_islands(d, kl).groups == []

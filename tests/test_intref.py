@@ -23,7 +23,9 @@ pytest.importorskip("onnxruntime")
 DENSE = Path(__file__).resolve().parent.parent / "models" / "tiny-code-dense-f16.gguf"
 SMALL = dict(n_vocab=384, n_embd=64, n_ff=128, n_layer=2, n_head=4, n_head_kv=2, weight_type="F16")
 CHUNK, CTX = 8, 32
-CASES = [("dense", "w8a8"), ("dense", "w4a8"), ("dense", "w8a16"), ("qwen2", "w8a8"), ("qwen3", "w4a8")]
+# "llama+islands": every extra 16-bit island group (onnx_islands.py) on, so 8- and 16-bit ops mix in new places
+CASES = [("dense", "w8a8"), ("dense", "w4a8"), ("dense", "w8a16"), ("qwen2", "w8a8"), ("qwen3", "w4a8"),
+         ("llama+islands", "w8a8")]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,10 @@ def op_data(synthetic_model, tmp_path_factory):
                 export_onnx(DENSE, out, scheme=scheme, chunk=CHUNK, ctx=CTX, max_calib_tokens=128,
                             range_method="minmax")
             else:
-                export_onnx(synthetic_model(arch=model, **SMALL), out, scheme=scheme, chunk=CHUNK, ctx=CTX,
-                            max_calib_tokens=256)
+                arch, _, islands = model.partition("+")
+                export_onnx(synthetic_model(arch=arch, **SMALL), out, scheme=scheme, chunk=CHUNK, ctx=CTX,
+                            max_calib_tokens=256,
+                            islands="attn_in,rope,ffn_in,ffn_act,kv" if islands else "auto")
             cache[(model, scheme)] = [(g, ops, vals, [run_op(op, input_codes(op, vals), intref) for op in ops])
                                       for g, ops, vals in ort_op_values(out)]
         return cache[(model, scheme)]
