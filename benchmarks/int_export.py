@@ -17,6 +17,8 @@ Metrics against the float source model (NumPy forward): perplexity, mean KL, top
 windows of 256 tokens (4 prefill chunks of 64 through the KV cache).
 
     python benchmarks/int_export.py [--models dense,smollm2] [--schemes w8a8,w4a8,w8a16] [--eval-tokens 2048]
+
+A scheme written ``w4a8@110MB`` is exported with ``--target-size 110MB`` (int4/int8 per layer; no baseline).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 # edge_rt comes from the environment (the installed package, or PYTHONPATH=. on a built checkout): the
 # checkout itself has no compiled core (tests/test_fresh_checkout.py).
+from edge_rt.loading import parse_size
 from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
 from edge_rt.quantize.evaluate import Reference, compare
 from edge_rt.quantize.onnx_export import (
@@ -154,14 +157,17 @@ def main() -> None:
         print(f"[{mname}] float reference on {len(windows)} windows: {time.perf_counter() - t0:.0f} s", flush=True)
         weights = {t.name: t.load() for t in src.tensors}
         calib_windows, _ = calibration_ids(tok, DEFAULT_CALIBRATION_TEXT.read_text(), CHUNK, CTX, a.calib_tokens)
-        for scheme in a.schemes.split(","):
-            out = a.out / f"{mname}-{scheme}"
+        for spec in a.schemes.split(","):
+            scheme, _, size = spec.partition("@")         # w4a8@110MB: per-layer widths under that size
+            out = a.out / f"{mname}-{spec}"
             t0 = time.perf_counter()
             export_onnx(paths[mname], out, scheme=scheme, chunk=CHUNK, ctx=CTX, force=True,
-                        max_calib_tokens=a.calib_tokens)
+                        max_calib_tokens=a.calib_tokens, target_size=parse_size(size) if size else None)
             t_export = time.perf_counter() - t0
             f = ExportFolder(out)
-            row: Dict[str, Any] = {"model": mname, "scheme": scheme, "source_quantized": quantized,
+            m = json.loads((out / "manifest.json").read_text())
+            row: Dict[str, Any] = {"model": mname, "scheme": spec, "source_quantized": quantized,
+                                   "islands": m["islands"]["groups"], "int8_layers": m["weight_bits"]["layers"],
                                    "edge_rt_export_s": round(t_export, 1),
                                    "edge_rt_bytes": (out / "prefill.onnx").stat().st_size,
                                    "edge_rt_htp_legal": _legal(out / "prefill.onnx"),
@@ -170,7 +176,7 @@ def main() -> None:
                 r = compare(_Logits(f.runner(float_session(str(out / "prefill.onnx"), optimize=opt),
                                              "prefill").window), ref)
                 row[f"edge_rt_{backend}"] = {k: r[k] for k in ("ppl", "ref_ppl", "kl_mean", "top1")}
-            if not a.no_baseline:
+            if not a.no_baseline and not size:
                 b = baseline(src, d, weights, scheme, calib_windows, out)
                 row["ort_export_s"] = round(b["seconds"], 1)
                 row["ort_bytes"] = b["path"].stat().st_size
@@ -183,9 +189,9 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     (a.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print("\n| model | scheme | exporter | ppl (F32 ref) | KL mean | top-1 | KL (ort_cpu) | graph MB | HTP legal | "
-          "export s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| model | scheme | exporter | extra 16-bit / int8 layers | ppl (F32 ref) | KL mean | top-1 | "
+          "KL (ort_cpu) | graph MB | HTP legal | export s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         for who in ("edge_rt", "ort"):
             if f"{who}_qdq_ref" not in r:
@@ -196,7 +202,13 @@ def main() -> None:
             name = "edge_rt export" if who == "edge_rt" else "ORT quantize_static (QNN config)"
             dec = r.get(f"{who}_decode_htp_legal")
             legal = r[f"{who}_htp_legal"] + (f" / {dec}" if dec else "")
-            print(f"| {r['model']} | {r['scheme']} | {name} | {q['ppl']:.3f} ({q['ref_ppl']:.3f}) | "
+            extra = "-"
+            if who == "edge_rt":
+                layers = r["int8_layers"]
+                int8 = (f"{sum(b == 8 for b in layers.values())}/{len(layers)} int8" if isinstance(layers, dict)
+                        else "")
+                extra = ", ".join(r["islands"] or ["none"]) + (f"; {int8}" if int8 else "")
+            print(f"| {r['model']} | {r['scheme']} | {name} | {extra} | {q['ppl']:.3f} ({q['ref_ppl']:.3f}) | "
                   f"{q['kl_mean']:.5f} | {100 * q['top1']:.1f}% | {kl_cpu} | "
                   f"{r[f'{who}_bytes'] / 1e6:.1f} | {legal} | {r[f'{who}_export_s']} |")
 

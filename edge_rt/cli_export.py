@@ -46,18 +46,25 @@ def export_command(
                                 "the KL against the float graph is <= 0.01 or no group removes 10% of it; none; "
                                 "or a comma list of attn_in, rope, ffn_in, ffn_act, kv (every layer) or "
                                 "l<i>.<group>."),
+    target_size: Optional[str] = typer.Option(None, "--target-size", help="Size of each graph (e.g. 60MB): every "
+                                              "layer's weights int4 or int8, chosen by measured sensitivity "
+                                              "(needs --ranges search). Default: the scheme's width everywhere."),
     rotate: bool = typer.Option(True, "--rotate/--no-rotate", help="Rotate the residual stream by an orthogonal "
                                 "matrix folded into the weights (spreads massive activations; same function)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT_DIR."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Threads for calibration runs."),
 ) -> None:
     with _user_errors():
+        from .loading import parse_size
         from .quantize.onnx_export import export_onnx
+
+        target_bytes = parse_size(target_size, "[export] --target-size") if target_size is not None else None
 
         with contextlib.ExitStack() as stack:
             r = export_onnx(model, out_dir, scheme=scheme, calib=calib, chunk=chunk, ctx=ctx, force=force,
                             target=target, soc=soc, check=check, max_calib_tokens=calib_tokens, threads=threads,
-                            progress=_StageBars(stack), range_method=ranges, rotate=rotate, islands=islands)
+                            progress=_StageBars(stack), range_method=ranges, rotate=rotate, islands=islands,
+                            target_size=target_bytes)
         for n in r.notes:
             _err(f"note: {n}")
         _err(f"exported {model} -> {out_dir} ({r.scheme}): {', '.join(p.name for p in r.graphs.values())}, "

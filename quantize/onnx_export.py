@@ -28,6 +28,7 @@ from .evaluate import log_softmax
 from .onnx_graph import MASK_VALUE, OPSET, SCHEMES, Dims, Encoding, GraphBuilder, encoding_from_range
 from .onnx_islands import KL_TARGET, MIN_GAIN, IslandSearch, mean_kl, parse_islands, search_islands
 from .onnx_runner import GraphRunner, float_session
+from .onnx_weight_bits import WeightBitsChoice, choose_weight_bits, layer_weights
 from .residual_rotation import ROTATION_FILE
 
 Progress = Callable[[str, int, int], None]
@@ -175,7 +176,8 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
                 chunk: int = 64, ctx: int = 512, force: bool = False, target: Optional[str] = None,
                 soc: str = "sm8650", check: Optional[str] = None, max_calib_tokens: int = DEFAULT_CALIB_TOKENS,
                 threads: Optional[int] = None, progress: Optional[Progress] = None,
-                range_method: str = "search", rotate: bool = True, islands: str = "auto") -> ExportResult:
+                range_method: str = "search", rotate: bool = True, islands: str = "auto",
+                target_size: Optional[int] = None) -> ExportResult:
     """Export ``model`` to ``out_dir`` (see the module docstring). Raises on bad input before any
     folder is made; on any failure nothing is left at ``out_dir`` (an existing one is kept)."""
     t0 = time.perf_counter()
@@ -212,6 +214,9 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
     d = model_dims(src)
     if islands not in ("auto", "none"):
         parse_islands(islands, d.n_layer)          # a bad name fails before any work
+    if target_size is not None and range_method != "search":
+        raise InvalidArgumentError("[export] --target-size measures sensitivity with the range search's statistics; "
+                                   "it needs --ranges search")
     text = read_text(calib)
     tok = Tokenizer.from_metadata(src.metadata())
     windows, win = calibration_ids(tok, text, chunk, ctx, max_calib_tokens)
@@ -237,10 +242,10 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
         grams = {t: st[pt].gram for t, (pt, _) in inputs.items()}
     else:
         ranges, points, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
-    clips: Dict[str, np.ndarray] = {}
-    rounded: Dict[str, Any] = {}
-    chosen, search = _choose_islands(islands, d, weights, scheme, windows, chunk, ctx, ranges, clips, grams, rounded,
-                                     threads, progress)
+    trials = _Trials(d, weights, scheme, windows, chunk, ctx, ranges, grams, threads)
+    chosen, search = _choose_islands(islands, trials, progress)
+    bits_choice = _choose_weight_bits(target_size, trials, chosen, progress) if target_size is not None else None
+    weight_bits = bits_choice.weight_bits(d) if bits_choice else None
     if chosen:
         points = GraphBuilder(d, weights, SCHEMES[scheme], chunk, ctx, islands=chosen).build("points").points
     enc = _encodings(ranges, points)
@@ -251,8 +256,7 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
     try:
         graphs, specs = {}, {}
         for gname, T in (("prefill", chunk), ("decode", 1)):
-            spec = GraphBuilder(d, weights, SCHEMES[scheme], T, ctx, encodings=enc, clips=clips,
-                                grams=grams, rounded=rounded, islands=chosen).build(gname)
+            spec = trials.builder(T, chosen, weight_bits, encodings=enc).build(gname)
             import onnx
 
             # (onnx.checker does not know SimplifiedLayerNormalization, which ONNX Runtime registers in the
@@ -279,6 +283,8 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
                                f"search: calibration KL vs the float graph, target {KL_TARGET}, "
                                f"min gain {MIN_GAIN:.0%} per group",
                                "trace": search.trace if search else []}
+        manifest["weight_bits"] = bits_choice.to_json() if bits_choice else {
+            "layers": "all int%d (the scheme's)" % SCHEMES[scheme].w_bits}
         manifest["residual_rotation"] = (
             {"file": ROTATION_FILE, "what": "the residual stream is rotated by this orthogonal Q (float32, "
              "[n_embd, n_embd]): embeddings.npy holds E Q; a GGUF row r corresponds to row r of E = rows @ Q^T"}
@@ -287,7 +293,6 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
             "SmoothQuant alpha searched per norm, then min/max (ORT CPU, float graph), weight clip per row "
             "minimizing output error" if range_method == "search" else "min/max (ORT CPU, float graph)")
         manifest["calibration"]["smoothquant_alpha"] = alphas
-        manifest["calibration"]["mean_clip"] = {k: float(v.mean()) for k, v in clips.items()}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         _commit(staging, out_dir)
     except BaseException:
@@ -297,6 +302,11 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
                        bytes=sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()),
                        n_calib_tokens=len(windows) * win, seconds=time.perf_counter() - t0,
                        quantized_source=quantized, notes=notes)
+    if bits_choice is not None:
+        int8 = sorted(il for il, b in bits_choice.bits.items() if b == 8)
+        res.notes.append(f"--target-size {target_size:,} bytes: {len(int8)} of {d.n_layer} layers int8 "
+                         f"({', '.join(map(str, int8)) or 'none'}), the rest int4; prefill.onnx is "
+                         f"{(out_dir / 'prefill.onnx').stat().st_size:,} bytes")
     if quantized:
         res.notes.append(f"the source was quantized ({quantized}); it was dequantized to float first")
     if check == "htp":
@@ -306,36 +316,66 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
     return res
 
 
-def _choose_islands(spec: str, d: Dims, weights: Dict[str, np.ndarray], scheme: str, windows: List[List[int]],
-                    chunk: int, ctx: int, ranges: Dict[str, Tuple[float, float]], clips: Dict[str, np.ndarray],
-                    grams: Dict[str, np.ndarray], rounded: Dict[str, Any], threads: Optional[int],
-                    progress: Optional[Progress]) -> Tuple[FrozenSet[str], Optional[IslandSearch]]:
-    """The extra 16-bit islands: none, a list (``parse_islands``) or the search (``auto``)."""
-    s = SCHEMES[scheme]
-    if spec == "none" or s.a_bits == 16:
-        return frozenset(), None
-    if spec != "auto":
-        return parse_islands(spec, d.n_layer), None
-    sample = windows[:ISLAND_WINDOWS]
-    fspec = GraphBuilder(d, weights, s, chunk, ctx).build("float", calibration_outputs=False)
-    frun = GraphRunner(float_session(fspec.model.SerializeToString(), threads), d, weights["token_embd.weight"],
-                       chunk, ctx)
-    ref = [log_softmax(frun.window(w)) for w in sample]
+class _Trials:
+    """Trial QDQ prefill graphs of the export in progress (some islands, some weight widths) and their
+    calibration KL against the float graph (QDQ semantics on ORT's CPU EP), on the first
+    ``ISLAND_WINDOWS`` calibration windows. Rounding and output errors are shared with the final build."""
 
-    def evaluate(islands: FrozenSet[str]) -> float:
-        pts = GraphBuilder(d, weights, s, chunk, ctx, islands=islands).build("points").points
-        enc = _encodings(ranges, pts)
-        g = GraphBuilder(d, weights, s, chunk, ctx, encodings=enc, clips=clips, grams=grams, rounded=rounded,
-                         islands=islands).build("prefill")
-        kv = enc["l0.cache_k"]
-        run = GraphRunner(float_session(g.model.SerializeToString(), threads, optimize=False), d,
-                          weights["token_embd.weight"], chunk, ctx, cache_dtype=kv.dtype,
+    def __init__(self, d: Dims, weights: Dict[str, np.ndarray], scheme: str, windows: List[List[int]], chunk: int,
+                 ctx: int, ranges: Dict[str, Tuple[float, float]], grams: Dict[str, np.ndarray],
+                 threads: Optional[int]) -> None:
+        self.d, self.w, self.s, self.chunk, self.ctx = d, weights, SCHEMES[scheme], chunk, ctx
+        self.windows, self.ranges, self.grams, self.threads = windows[:ISLAND_WINDOWS], ranges, grams, threads
+        self.clips: Dict[Any, np.ndarray] = {}
+        self.rounded: Dict[Any, Any] = {}
+        self.errors: Dict[Any, float] = {}
+        self._ref: Optional[List[np.ndarray]] = None
+
+    def builder(self, T: int, islands: FrozenSet[str] = frozenset(), weight_bits: Optional[Dict[str, int]] = None,
+                encodings: Optional[Dict[str, Encoding]] = None, rounding: bool = True) -> GraphBuilder:
+        if encodings is None:
+            pts = GraphBuilder(self.d, self.w, self.s, T, self.ctx, islands=islands).build("points").points
+            encodings = _encodings(self.ranges, pts)
+        return GraphBuilder(self.d, self.w, self.s, T, self.ctx, encodings=encodings,
+                            clips=self.clips if rounding else {}, grams=self.grams if rounding else {},
+                            rounded=self.rounded if rounding else {}, islands=islands, weight_bits=weight_bits,
+                            errors=self.errors)
+
+    def kl(self, islands: FrozenSet[str] = frozenset(), weight_bits: Optional[Dict[str, int]] = None) -> float:
+        d, chunk, ctx = self.d, self.chunk, self.ctx
+        if self._ref is None:
+            fspec = GraphBuilder(d, self.w, self.s, chunk, ctx).build("float", calibration_outputs=False)
+            frun = GraphRunner(float_session(fspec.model.SerializeToString(), self.threads), d,
+                               self.w["token_embd.weight"], chunk, ctx)
+            self._ref = [log_softmax(frun.window(w)) for w in self.windows]
+        b = self.builder(chunk, islands, weight_bits)
+        g = b.build("prefill")
+        enc = b.enc
+        run = GraphRunner(float_session(g.model.SerializeToString(), self.threads, optimize=False), d,
+                          self.w["token_embd.weight"], chunk, ctx, cache_dtype=enc["l0.cache_k"].dtype,
                           cache_zero=[(enc[f"l{i}.cache_k"].zero_point, enc[f"l{i}.cache_v"].zero_point)
                                       for i in range(d.n_layer)])
-        return mean_kl(ref, [run.window(w) for w in sample])
+        return mean_kl(self._ref, [run.window(w) for w in self.windows])
 
-    found = search_islands(d, evaluate, progress)
+
+def _choose_islands(spec: str, trials: _Trials,
+                    progress: Optional[Progress]) -> Tuple[FrozenSet[str], Optional[IslandSearch]]:
+    """The extra 16-bit islands: none, a list (``parse_islands``) or the search (``auto``)."""
+    if spec == "none" or trials.s.a_bits == 16:
+        return frozenset(), None
+    if spec != "auto":
+        return parse_islands(spec, trials.d.n_layer), None
+    found = search_islands(trials.d, trials.kl, progress)
     return found.chosen, found
+
+
+def _choose_weight_bits(target_bytes: int, trials: _Trials, islands: FrozenSet[str],
+                        progress: Optional[Progress]) -> WeightBitsChoice:
+    d = trials.d
+    every4 = {w: 4 for il in range(d.n_layer) for w in layer_weights(d, il)}
+    smallest = trials.builder(trials.chunk, islands, every4, rounding=False).build("size").model.ByteSize()
+    return choose_weight_bits(d, trials.w, target_bytes, smallest, lambda bits: trials.kl(islands, bits),
+                              lambda g, b: trials.errors[(g, b)], progress)
 
 
 def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: int, ctx: int,

@@ -193,11 +193,14 @@ class GraphBuilder:
 
     def __init__(self, d: Dims, weights: Dict[str, np.ndarray], scheme: Scheme, n_tokens: int, n_cache: int,
                  encodings: Optional[Dict[str, Encoding]] = None,
-                 clips: Optional[Dict[str, np.ndarray]] = None,
+                 clips: Optional[Dict[Tuple[str, int], np.ndarray]] = None,
                  grams: Optional[Dict[str, np.ndarray]] = None,
-                 rounded: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
-                 islands: FrozenSet[str] = frozenset()) -> None:
+                 rounded: Optional[Dict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]] = None,
+                 islands: FrozenSet[str] = frozenset(),
+                 weight_bits: Optional[Dict[str, int]] = None,
+                 errors: Optional[Dict[Tuple[str, int], float]] = None) -> None:
         self.d, self.w, self.scheme = d, weights, scheme
+        self.weight_bits = weight_bits or {}     # GGUF projection weight -> 4 or 8 (else the scheme's)
         self.islands = frozenset(islands)
         unknown = sorted(i for i in self.islands if not valid_island(i, d.n_layer))
         if unknown:
@@ -205,9 +208,12 @@ class GraphBuilder:
                              f"or {KV_ISLAND!r}")
         self.T, self.C = n_tokens, n_cache
         self.enc = encodings
-        self.clips = clips if clips is not None else {}      # weight -> per-row clip factor (filled on demand)
+        # (weight, bits) -> per-row clip factor / (codes, scales) from GPTQ, filled on demand and shared
+        # between builds (the prefill and decode graphs, the searches' trial graphs)
+        self.clips = clips if clips is not None else {}
+        self.rounded = rounded if rounded is not None else {}
         self.grams = grams or {}                               # tensor feeding a projection -> sum x x^T
-        self.rounded = rounded if rounded is not None else {}  # weight -> (codes, scales) from GPTQ
+        self.errors = errors if errors is not None else {}     # (weight, bits) -> tr(dW G dW^T) after rounding
         self.nodes: List[Any] = []
         self.inits: List[Any] = []
         self.spec = GraphSpec(None)
@@ -275,10 +281,14 @@ class GraphBuilder:
             return self._const(name, np.ascontiguousarray(w.T.astype(np.float32)))
         from onnx import TensorProto, helper
 
-        q, scale = self.rounded[name] if name in self.rounded else quantize_weight(w, bits, self.clips.get(name))
+        key = (name, bits)
+        clip = self.clips.get(key)
+        q, scale = self.rounded[key] if key in self.rounded else quantize_weight(w, bits, clip)
         qt = np.ascontiguousarray(q.T)                      # (K, N), axis 1 = output channel
         self.spec.weights[name] = {"dtype": f"int{bits}", "axis": "per output channel", "shape": list(w.shape),
                                    "scale_min": float(scale.min()), "scale_max": float(scale.max())}
+        if clip is not None:
+            self.spec.weights[name]["mean_clip"] = float(clip.mean())
         if bits == 4:
             flat = (qt.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
             if flat.size % 2:
@@ -296,12 +306,16 @@ class GraphBuilder:
 
     def linear(self, x: str, wname: str, w: np.ndarray, bias: Optional[np.ndarray], point: str, bits: int,
                w_bits: Optional[int] = None) -> str:
-        wb = w_bits or self.scheme.w_bits
-        if self.enc is not None and x in self.grams and wname not in self.rounded:
+        wb = w_bits or self.weight_bits.get(wname.replace("_rot.weight", ".weight"), self.scheme.w_bits)
+        key = (wname, wb)
+        if self.enc is not None and x in self.grams and key not in self.rounded:
             from .onnx_ranges import clip_search, gptq_rows
 
-            self.clips[wname] = clip_search(w, wb, self.grams[x])
-            self.rounded[wname] = gptq_rows(w, wb, self.grams[x], self.clips[wname])
+            self.clips[key] = clip_search(w, wb, self.grams[x])
+            self.rounded[key] = gptq_rows(w, wb, self.grams[x], self.clips[key])
+            q, scale = self.rounded[key]
+            dw = w.astype(np.float64) - q * scale.astype(np.float64)[:, None]
+            self.errors[key] = float(np.sum((dw @ self.grams[x]) * dw))
         y = self._node("MatMul", [x, self.weight(wname, w, wb)], point + ".mm")
         if bias is not None:
             y = self.act(y, point + ".nobias", bits)

@@ -514,3 +514,41 @@ def test_island_search_keeps_groups_that_remove_error():
     # the error is elsewhere (4-bit weights): no group removes 10% of it, none is kept
     cost, rest = {"attn_in": 0.001, "rope": 0.0, "ffn_in": 0.003, "ffn_act": 0.001, "kv": 0.0}, 0.05
     assert search_islands(d, kl).groups == []
+
+
+def test_target_size_picks_int8_layers_under_the_size(synthetic_model, tmp_path):
+    """--target-size between the all-int4 and all-int8 graphs: some layers int8, the rest int4, prefill.onnx
+    within the size, the measurements in the manifest; below the all-int4 graph it names the minimum;
+    with --ranges minmax it names --ranges search."""
+    from edge_rt.errors import InvalidArgumentError
+    from edge_rt.quantize.onnx_export import export_onnx
+
+    src = synthetic_model(**{**SMALL, "n_layer": 3})
+    sizes = {}
+    for scheme in ("w4a8", "w8a8"):
+        export_onnx(src, tmp_path / scheme, scheme=scheme, chunk=CHUNK, ctx=CTX, max_calib_tokens=64, islands="none")
+        sizes[scheme] = (tmp_path / scheme / "prefill.onnx").stat().st_size
+    target = (sizes["w4a8"] + sizes["w8a8"]) // 2 + 4096
+    r = export_onnx(src, tmp_path / "mixed", scheme="w4a8", chunk=CHUNK, ctx=CTX, max_calib_tokens=64,
+                    islands="none", target_size=target)
+    m = json.loads((tmp_path / "mixed" / "manifest.json").read_text())
+    wb = m["weight_bits"]
+    assert sorted(set(wb["layers"].values())) == [4, 8], wb["layers"]
+    size = (tmp_path / "mixed" / "prefill.onnx").stat().st_size
+    assert sizes["w4a8"] < size <= target and abs(size - wb["graph_bytes_predicted"]) < 1024
+    for il, bits in wb["layers"].items():
+        assert m["weights"][f"blk.{il}.ffn_down.weight"]["dtype"] == f"int{bits}"
+        assert m["weights"][f"blk.{il}.attn_q_rot.weight"]["dtype"] == f"int{bits}"
+    assert set(wb["measured_kl"]) == {"all_int8"} | {f"{k}_int4" for k in
+                                                       ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
+                                                        "ffn_up", "ffn_down")}
+    assert any("--target-size" in n for n in r.notes)
+    with pytest.raises(InvalidArgumentError, match=r"smallest graph, every layer int4: [0-9,]+ bytes") as e:
+        export_onnx(src, tmp_path / "small", scheme="w4a8", chunk=CHUNK, ctx=CTX, max_calib_tokens=64,
+                    target_size=sizes["w4a8"] // 2)
+    minimum = int(str(e.value).split(": ")[-1].split()[0].replace(",", ""))
+    assert 0 <= minimum - sizes["w4a8"] <= 8192
+    with pytest.raises(InvalidArgumentError, match="--ranges search"):
+        export_onnx(src, tmp_path / "mm", chunk=CHUNK, ctx=CTX, max_calib_tokens=64, target_size=target,
+                    range_method="minmax")
+    assert not (tmp_path / "small").exists() and not (tmp_path / "mm").exists()
