@@ -5,9 +5,10 @@
 
 For each model: a W8A8 export (``edge-rt export``: prefill chunk 64, 576 cache slots; made into
 ``--exports`` unless there; the trained dense model with the default range search on 2048 calibration
-tokens, SmolLM2-135M-Instruct (its Q4_1 GGUF, dequantized for the export) with min/max ranges on 512, as
-in benchmarks/int_export.py). Held-out prompts: consecutive slices of ``benchmarks/data/quant_eval.txt``
-(not the calibration text), 8 to 192 tokens long (1 to 3 chunks, most with a padded last chunk), no BOS.
+tokens, SmolLM2-135M-Instruct (its Q4_1 GGUF, dequantized for the export) with the range search on 4096,
+both with the export's default residual rotation and ``--islands auto``, or ``--islands SPEC``).
+Held-out prompts: consecutive slices of ``benchmarks/data/quant_eval.txt`` (not the calibration text),
+8 to 192 tokens long (1 to 3 chunks, most with a padded last chunk), no BOS.
 
 Per backend and prompt, against the all-CPU run of the same GGUF (same threads, same n_ctx):
 
@@ -48,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 CHUNK, CTX = 64, 576
 EXPORTS = {"dense": dict(range_method="search", max_calib_tokens=2048),
-           "smollm2": dict(range_method="minmax", max_calib_tokens=512)}
+           "smollm2": dict(range_method="search", max_calib_tokens=4096)}
 
 
 def model_paths(names: List[str]) -> Dict[str, Path]:
@@ -63,13 +64,13 @@ def model_paths(names: List[str]) -> Dict[str, Path]:
     return out
 
 
-def ensure_export(name: str, gguf: Path, root: Path) -> Path:
+def ensure_export(name: str, gguf: Path, root: Path, islands: str = "auto") -> Path:
     from edge_rt.quantize.onnx_export import export_onnx
 
-    out = root / f"{name}-w8a8"
+    out = root / f"{name}-w8a8" if islands == "auto" else root / f"{name}-w8a8-islands-{islands.replace(',', '+')}"
     if not (out / "manifest.json").is_file():
-        print(f"[{name}] exporting W8A8 to {out} ...", file=sys.stderr)
-        export_onnx(gguf, out, scheme="w8a8", chunk=CHUNK, ctx=CTX, force=True, **EXPORTS[name])
+        print(f"[{name}] exporting W8A8 (islands {islands}) to {out} ...", file=sys.stderr)
+        export_onnx(gguf, out, scheme="w8a8", chunk=CHUNK, ctx=CTX, force=True, islands=islands, **EXPORTS[name])
     return out
 
 
@@ -260,6 +261,7 @@ def main() -> None:
     ap.add_argument("--variant-prompts", type=int, default=64, help="prompts for the graph-logits variant")
     ap.add_argument("--kv-rounding-prompts", type=int, default=0,
                     help="also measure the CPU with its own K/V rounded to the export's cache encoding")
+    ap.add_argument("--islands", default="auto", help="the export's --islands (e.g. auto, or ffn_in,ffn_act,kv)")
     ap.add_argument("--gen", type=int, default=16)
     ap.add_argument("--ttft-tokens", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5)
@@ -274,7 +276,7 @@ def main() -> None:
                             text=True).stdout.strip()
     results = {}
     for name, gguf in model_paths(args.models.split(",")).items():
-        results[name] = run_model(name, gguf, ensure_export(name, gguf, args.exports), args)
+        results[name] = run_model(name, gguf, ensure_export(name, gguf, args.exports, args.islands), args)
         if args.json:
             args.json.write_text(json.dumps({"commit": commit, "machine": platform.processor() or platform.machine(),
                                              "results": results}, indent=1) + "\n")

@@ -71,7 +71,8 @@ class WeightBitsChoice:
         return {"target_bytes": self.target_bytes, "graph_bytes_predicted": self.graph_bytes(),
                 "layers": {str(k): v for k, v in self.bits.items()},
                 "predicted_kl_at_int4": {str(k): v for k, v in self.predicted_kl.items()},
-                "measured_kl": {"all_int8": self.kl_all_int8, **{f"{k}_int4": v for k, v in self.kind_kl.items()}},
+                "measured_kl": ({"all_int8": self.kl_all_int8, **{f"{k}_int4": v for k, v in self.kind_kl.items()}}
+                                if self.kind_kl else None),   # none when every layer fits at int8
                 "method": "per-layer int4/int8 by mixed.search on predicted KL: per-kind KL per unit of output "
                           "error (measured end to end) times each projection's output error on calibration text"}
 
@@ -107,7 +108,7 @@ def choose_weight_bits(d: Dims, weights: Dict[str, np.ndarray], target_bytes: in
 
     every8 = {w: 8 for il in layers for w in layer_weights(d, il)}
     if target_bytes >= largest:
-        return WeightBitsChoice({il: 8 for il in layers}, {}, {}, float("nan"), layer_bytes, fixed, target_bytes, trace)
+        return WeightBitsChoice({il: 8 for il in layers}, {}, {}, 0.0, layer_bytes, fixed, target_bytes, trace)
     base = measure(every8, "all int8")
     kind_kl = {kind: measure({w: 4 if w.split(".")[2] == kind else 8 for w in every8}, f"{kind} int4")
                for kind in KINDS}

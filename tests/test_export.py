@@ -543,6 +543,11 @@ def test_target_size_picks_int8_layers_under_the_size(synthetic_model, tmp_path)
                                                        ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
                                                         "ffn_up", "ffn_down")}
     assert any("--target-size" in n for n in r.notes)
+    # room for every layer at int8: all int8, nothing to measure
+    export_onnx(src, tmp_path / "roomy", scheme="w4a8", chunk=CHUNK, ctx=CTX, max_calib_tokens=64, islands="none",
+                target_size=sizes["w8a8"] + 10**6)
+    roomy = json.loads((tmp_path / "roomy" / "manifest.json").read_text())["weight_bits"]
+    assert set(roomy["layers"].values()) == {8} and roomy["measured_kl"] is None
     with pytest.raises(InvalidArgumentError, match=r"smallest graph, every layer int4: [0-9,]+ bytes") as e:
         export_onnx(src, tmp_path / "small", scheme="w4a8", chunk=CHUNK, ctx=CTX, max_calib_tokens=64,
                     target_size=sizes["w4a8"] // 2)
