@@ -29,8 +29,8 @@ down_proj outputs and the sums), norm inputs and weights, QK^T and the masked sc
 the lm_head input and output; and, because QNN takes per-channel MatMul weights only at equal input and
 output widths, the o_proj and down_proj inputs (and Q/K/V's input on models with Q/K norms). An export
 may promote more groups to 16 bits (``islands``: ``ISLAND_GROUPS`` per layer, ``KV_ISLAND``; chosen by
-onnx_islands.py). RMSNorm is
-ONNX Runtime's ``SimplifiedLayerNormalization`` (default domain; QNN maps it to RmsNorm, 16-bit input only).
+onnx_islands.py). RMSNorm is ONNX Runtime's ``SimplifiedLayerNormalization`` (default domain; QNN maps
+it to RmsNorm, 16-bit input only).
 """
 
 from __future__ import annotations
