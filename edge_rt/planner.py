@@ -12,10 +12,11 @@ decode, one token (threads ``T``; rates from the profile are per thread):
   - flash: every streamed unit is read once per token, and expert-cache misses are read too: with a
     cache of ``S`` of the model's ``L * E`` experts and routing assumed uniform, a fraction
     ``1 - S / (L * E)`` of the ``L * k`` experts a token uses are read (``flash_bytes_per_token``);
-  - a streamed layer of a type the engine repacks into groups of 8 rows (Q4_0, Q4_K) is repacked on the
-    I/O thread after its read: ``bytes / repack`` joins the flash time;
+  - a streamed layer of a type the engine repacks into groups of 8 rows (Q4_0, Q4_K) is repacked in place
+    by an I/O worker after its read: ``bytes / repack`` (the profile times that in-place repack);
   - the engine overlaps flash reads with compute when it prefetches (window >= 2, or expert prefetch on),
-    so a token costs ``max(compute, flash + repack)``; without prefetch ``compute + flash + repack``.
+    and one worker's repack with the other workers' reads, so a token costs ``max(compute, flash,
+    repack)``; without prefetch ``compute + flash + repack``.
 prefill, ``n_prompt`` tokens: the same with the profile's prefill rates (8 activation rows per weight
 row), every streamed unit read once per micro-batch, attention's ``n^2`` products at the F32 rate.
 TTFT is the prefill's time; ``ttft_cold_s`` adds reading the pinned weights from flash at load.
@@ -255,10 +256,11 @@ def _predict(prof: Dict[str, Any], opts: Any, placed: Dict[str, Any], tensors: D
         expert_flash = passes * n_layer * experts_used * miss * expert_bytes
         flash_s = (layer_flash + expert_flash) / flash_bw
         repack_s = passes * repack_per_pass
-        # Reads the engine issues ahead (and the repack that follows them on the I/O thread) run beside
-        # compute; on-demand reads (no prefetch) wait.
+        # Reads the engine issues ahead run beside compute, and so does the repack that follows each read:
+        # one I/O worker repacks a slot while the others read the next one, so disk, repack and compute form
+        # a pipeline bound by its slowest stage. On-demand reads (no prefetch) wait, repack included.
         hidden = (layer_flash if overlap else 0) + (expert_flash if expert_overlap else 0)
-        total = (max(compute_s, hidden / flash_bw + (repack_s if overlap else 0))
+        total = (max(compute_s, hidden / flash_bw, repack_s if overlap else 0)
                  + (layer_flash + expert_flash - hidden) / flash_bw + (0 if overlap else repack_s))
         kernels_s, memory_s = sum(c for c, _ in weights), sum(m for _, m in weights)
         bound = "flash" if streaming and flash_s >= compute_s else "memory" if memory_s >= kernels_s else "compute"
