@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, ModelIOError, UnsupportedArchitectureError
 from .evaluate import log_softmax
-from .onnx_graph import MASK_VALUE, OPSET, SCHEMES, Dims, Encoding, GraphBuilder, encoding_from_range
+from .onnx_graph import MASK_VALUE, OPSET, SCHEMES, Dims, Encoding, GraphBuilder
 from .onnx_islands import KL_TARGET, MIN_GAIN, IslandSearch, mean_kl, parse_islands, search_islands
 from .onnx_runner import GraphRunner, float_session
 from .onnx_weight_bits import WeightBitsChoice, choose_weight_bits, layer_weights
@@ -153,10 +153,6 @@ def measure_ranges(d: Dims, weights: Dict[str, np.ndarray], windows: List[List[i
     return {k: (v[0], v[1]) for k, v in ranges.items()}, spec.points, stats
 
 
-def _encodings(ranges: Dict[str, Tuple[float, float]], points: Dict[str, int]) -> Dict[str, Encoding]:
-    return {p: encoding_from_range(*ranges[p], bits) for p, bits in points.items()}
-
-
 def _staging(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
 
@@ -237,18 +233,17 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
             _, _, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress, stats_for=norms,
                                       stage="smoothing")
             alphas = smooth(weights, d, st, SCHEMES[scheme].w_bits)
-        ranges, points, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress,
+        ranges, _, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress,
                                             stats_for={pt: t for t, (pt, _) in inputs.items()})
         grams = {t: st[pt].gram for t, (pt, _) in inputs.items()}
     else:
-        ranges, points, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
-    trials = _Trials(d, weights, scheme, windows, chunk, ctx, ranges, grams, threads)
+        ranges, _, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
+    trials = _Trials(d, weights, scheme, windows, chunk, ctx, ranges, grams, threads,
+                     output_errors=target_size is not None)
     chosen, search = _choose_islands(islands, trials, progress)
     bits_choice = _choose_weight_bits(target_size, trials, chosen, progress) if target_size is not None else None
     weight_bits = bits_choice.weight_bits(d) if bits_choice else None
-    if chosen:
-        points = GraphBuilder(d, weights, SCHEMES[scheme], chunk, ctx, islands=chosen).build("points").points
-    enc = _encodings(ranges, points)
+    enc: Dict[str, Encoding] = {}          # filled by the prefill build, shared with the decode build
 
     staging = _staging(out_dir)
     shutil.rmtree(staging, ignore_errors=True)
@@ -323,20 +318,18 @@ class _Trials:
 
     def __init__(self, d: Dims, weights: Dict[str, np.ndarray], scheme: str, windows: List[List[int]], chunk: int,
                  ctx: int, ranges: Dict[str, Tuple[float, float]], grams: Dict[str, np.ndarray],
-                 threads: Optional[int]) -> None:
+                 threads: Optional[int], output_errors: bool = False) -> None:
         self.d, self.w, self.s, self.chunk, self.ctx = d, weights, SCHEMES[scheme], chunk, ctx
         self.windows, self.ranges, self.grams, self.threads = windows[:ISLAND_WINDOWS], ranges, grams, threads
         self.clips: Dict[Any, np.ndarray] = {}
         self.rounded: Dict[Any, Any] = {}
-        self.errors: Dict[Any, float] = {}
+        # each rounding's output error, for --target-size (kept from the first rounding on: later builds reuse it)
+        self.errors: Optional[Dict[Any, float]] = {} if output_errors else None
         self._ref: Optional[List[np.ndarray]] = None
 
     def builder(self, T: int, islands: FrozenSet[str] = frozenset(), weight_bits: Optional[Dict[str, int]] = None,
                 encodings: Optional[Dict[str, Encoding]] = None, rounding: bool = True) -> GraphBuilder:
-        if encodings is None:
-            pts = GraphBuilder(self.d, self.w, self.s, T, self.ctx, islands=islands).build("points").points
-            encodings = _encodings(self.ranges, pts)
-        return GraphBuilder(self.d, self.w, self.s, T, self.ctx, encodings=encodings,
+        return GraphBuilder(self.d, self.w, self.s, T, self.ctx, encodings=encodings, ranges=self.ranges,
                             clips=self.clips if rounding else {}, grams=self.grams if rounding else {},
                             rounded=self.rounded if rounding else {}, islands=islands, weight_bits=weight_bits,
                             errors=self.errors)

@@ -188,11 +188,14 @@ class GraphSpec:
 
 
 class GraphBuilder:
-    """Builds one graph. ``encodings`` None: the float graph (every point an extra output); else the
-    QDQ graph with those activation encodings (name -> Encoding)."""
+    """Builds one graph. ``encodings`` and ``ranges`` None: the float graph (every point an extra output);
+    else the QDQ graph. Its activation encodings (name -> Encoding) come from ``encodings``; with
+    ``ranges`` (name -> (min, max)) a point missing there gets ``encoding_from_range`` at the width the
+    graph gives it, added to ``encodings`` (so a dict shared by two builds gives both the same)."""
 
     def __init__(self, d: Dims, weights: Dict[str, np.ndarray], scheme: Scheme, n_tokens: int, n_cache: int,
                  encodings: Optional[Dict[str, Encoding]] = None,
+                 ranges: Optional[Dict[str, Tuple[float, float]]] = None,
                  clips: Optional[Dict[Tuple[str, int], np.ndarray]] = None,
                  grams: Optional[Dict[str, np.ndarray]] = None,
                  rounded: Optional[Dict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]] = None,
@@ -207,19 +210,25 @@ class GraphBuilder:
             raise ValueError(f"unknown 16-bit islands {unknown}; expected {', '.join(ISLAND_GROUPS)} as l<i>.<group>, "
                              f"or {KV_ISLAND!r}")
         self.T, self.C = n_tokens, n_cache
-        self.enc = encodings
+        self.enc = encodings if encodings is not None else ({} if ranges is not None else None)
+        self.ranges = ranges
         # (weight, bits) -> per-row clip factor / (codes, scales) from GPTQ, filled on demand and shared
         # between builds (the prefill and decode graphs, the searches' trial graphs)
         self.clips = clips if clips is not None else {}
         self.rounded = rounded if rounded is not None else {}
         self.grams = grams or {}                               # tensor feeding a projection -> sum x x^T
-        self.errors = errors if errors is not None else {}     # (weight, bits) -> tr(dW G dW^T) after rounding
+        self.errors = errors        # if given: (weight, bits) -> tr(dW G dW^T) after rounding, filled here
         self.nodes: List[Any] = []
         self.inits: List[Any] = []
         self.spec = GraphSpec(None)
         self._n = 0
 
     # ---- small helpers ------------------------------------------------------------------------------
+    def _encoding(self, point: str, bits: int) -> Encoding:
+        if point not in self.enc and self.ranges is not None:
+            self.enc[point] = encoding_from_range(*self.ranges[point], bits)
+        return self.enc[point]
+
     def _bits(self, island: str) -> int:
         """Width of the activations of one island group: 16 where promoted, else the scheme's."""
         return 16 if island in self.islands else self.scheme.a_bits
@@ -257,7 +266,7 @@ class GraphBuilder:
         self.spec.points[point] = bits
         if self.enc is None:
             return self._node("Identity", [x], point)
-        e = self.enc[point]
+        e = self._encoding(point, bits)
         s = self._const(point + ".scale", np.float32(e.scale))
         z = self._const(point + ".zero_point", np.asarray(e.zero_point, e.dtype))
         q = self._node("QuantizeLinear", [x, s, z], point + ".q")
@@ -313,9 +322,10 @@ class GraphBuilder:
 
             self.clips[key] = clip_search(w, wb, self.grams[x])
             self.rounded[key] = gptq_rows(w, wb, self.grams[x], self.clips[key])
-            q, scale = self.rounded[key]
-            dw = w.astype(np.float64) - q * scale.astype(np.float64)[:, None]
-            self.errors[key] = float(np.sum((dw @ self.grams[x]) * dw))
+            if self.errors is not None:
+                q, scale = self.rounded[key]
+                dw = w.astype(np.float64) - q * scale.astype(np.float64)[:, None]
+                self.errors[key] = float(np.sum((dw @ self.grams[x]) * dw))
         y = self._node("MatMul", [x, self.weight(wname, w, wb)], point + ".mm")
         if bias is not None:
             y = self.act(y, point + ".nobias", bits)
@@ -444,7 +454,7 @@ class GraphBuilder:
         if self.enc is None:
             self._node("Identity", [t], f"new_{kind}.{il}")
             return t
-        e = self.enc[point]
+        e = self._encoding(point, self.kv_bits)
         s = self._const(point + ".scale", np.float32(e.scale))
         z = self._const(point + ".zero_point", np.asarray(e.zero_point, e.dtype))
         self._node("QuantizeLinear", [t, s, z], f"new_{kind}.{il}")
