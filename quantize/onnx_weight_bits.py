@@ -20,7 +20,7 @@ over each layer's convex hull, then the best-per-byte fill), every layer startin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -59,7 +59,6 @@ class WeightBitsChoice:
     layer_bytes: Dict[int, Dict[int, int]]        # layer -> bits -> bytes
     fixed_bytes: int
     target_bytes: int
-    trace: List[Dict[str, Any]] = field(default_factory=list)
 
     def weight_bits(self, d: Dims) -> Dict[str, int]:
         return {w: b for il, b in self.bits.items() for w in layer_weights(d, il)}
@@ -94,23 +93,21 @@ def choose_weight_bits(d: Dims, weights: Dict[str, np.ndarray], target_bytes: in
     if target_bytes < smallest + SIZE_MARGIN:
         raise InvalidArgumentError(f"[export] --target-size {target_bytes:,} bytes is below the smallest graph, every "
                                    f"layer int4: {smallest + SIZE_MARGIN:,} bytes")
-    trace: List[Dict[str, Any]] = []
     total, done = 1 + len(KINDS), 0
 
-    def measure(bits: Dict[str, int], what: str) -> float:
+    def measure(bits: Dict[str, int]) -> float:
         nonlocal done
         v = kl(bits)
         done += 1
-        trace.append({"what": what, "kl": v})
         if progress:
             progress("weight bits", done, total)
         return v
 
     every8 = {w: 8 for il in layers for w in layer_weights(d, il)}
     if target_bytes >= largest:
-        return WeightBitsChoice({il: 8 for il in layers}, {}, {}, 0.0, layer_bytes, fixed, target_bytes, trace)
-    base = measure(every8, "all int8")
-    kind_kl = {kind: measure({w: 4 if w.split(".")[2] == kind else 8 for w in every8}, f"{kind} int4")
+        return WeightBitsChoice({il: 8 for il in layers}, {}, {}, 0.0, layer_bytes, fixed, target_bytes)
+    base = measure(every8)
+    kind_kl = {kind: measure({w: 4 if w.split(".")[2] == kind else 8 for w in every8})
                for kind in KINDS}
     # (the trial graphs above rounded every weight at both widths: their output errors are known now)
     added = {(w, il): sum(output_error(g, 4) - output_error(g, 8) for g in graph_copies(w))
@@ -127,4 +124,4 @@ def choose_weight_bits(d: Dims, weights: Dict[str, np.ndarray], target_bytes: in
         sens.dkl[str(il)] = {"int4": predicted[il], "int8": 0.0}
     mix = search(sens, target_bytes - fixed - SIZE_MARGIN)
     bits = {il: 8 if mix[str(il)] == "int8" else 4 for il in layers}
-    return WeightBitsChoice(bits, predicted, kind_kl, base, layer_bytes, fixed, target_bytes, trace)
+    return WeightBitsChoice(bits, predicted, kind_kl, base, layer_bytes, fixed, target_bytes)
