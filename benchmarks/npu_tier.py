@@ -23,7 +23,10 @@ Per backend and prompt, against the all-CPU run of the same GGUF (same threads, 
   share); the NPU stage's memory estimate (the ``npu`` class) against the RSS growth measured when its
   session loads and runs one chunk (cpu-ep only);
 * with ``--kv-rounding-prompts N``: no NPU graph at all, the CPU's own K/V rounded to the export's
-  static cache encoding (what the 8-bit KV cache alone costs).
+  static cache encoding (what the 8-bit KV cache alone costs);
+* with ``--float-prompts N``: no NPU graph either, the float32 model the export approximates
+  (the GGUF's weights dequantized, quantize/reference_forward.py) prefills: the floor of any export,
+  since the CPU engine computes those weights at its own precision.
 
 The HTP backend is onnxruntime-qnn's x86 emulator: its speed says nothing about a phone's NPU, and it is
 slow enough here that it gets ``--htp-prompts`` prompts and ``--htp-reps`` TTFT runs.
@@ -40,7 +43,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -137,34 +140,65 @@ def stage_rss(folder: Any, backend: str, threads: int) -> Dict[str, int]:
             **{f"estimate_{k}": v for k, v in stage.bytes.items()}}
 
 
-def kv_rounding_only(cpu: Any, folder: Any, prompts: List[List[int]], ref: List[Any], n_gen: int) -> Dict[str, Any]:
-    """No NPU graph: the CPU's own K/V of each prompt (all but its last token) rounded to the export's
-    static cache encoding and written back (Engine.read_kv / write_kv), then the last token and the
-    greedy continuation on the CPU. What the 8-bit cache encoding alone costs."""
-    acts = folder.manifest["activations"]
-    top = 65535 if acts["l0.cache_k"]["dtype"] == "uint16" else 255
+def handed_off(cpu: Any, prompts: List[List[int]], ref: List[Any], n_gen: int, kv_of: Any) -> Dict[str, Any]:
+    """No NPU graph: each prompt's cache for all but its last token comes from ``kv_of(il, prompt)``
+    ((n, kv_dim) K and V rows in the engine's layout), written with Engine.write_kv; then the last
+    token and the greedy continuation on the CPU, compared with the all-CPU run."""
     first = same = 0
     kls = []
     for p, (r_logits, r_toks) in zip(prompts, ref):
         cpu.reset()
         cpu._eval(p[:-1], False)
-        for il in range(folder.dims.n_layer):
-            rows = []
-            for kind, x in zip("kv", cpu._engine.read_kv(il, 0, len(p) - 1)):
-                e = acts[f"l{il}.cache_{kind}"]
-                q = np.clip(np.round(x / e["scale"]) + e["zero_point"], 0, top)
-                rows.append(((q - e["zero_point"]) * np.float32(e["scale"])).astype(np.float32))
-            cpu._engine.write_kv(il, 0, *rows)
+        rows = [kv_of(il, p) for il in range(cpu.info()["n_layer"])]
+        for il, (k, v) in enumerate(rows):
+            cpu._engine.write_kv(il, 0, k, v)
         logits = cpu._eval([p[-1]], False)[0]
-        toks = list(cpu.generate_tokens(p, max_tokens=n_gen, temperature=0))   # reuses the rounded cache
+        toks = list(cpu.generate_tokens(p, max_tokens=n_gen, temperature=0))   # reuses the written cache
         first += int(toks[:1] == r_toks[:1])
         same += int(toks == r_toks)
         kls.append(kl(r_logits, logits))
     return {"prompts": len(prompts), "first_token_agreement": first / len(prompts),
-            "first16_identical": same / len(prompts), "kl_mean": float(np.mean(kls))}
+            "first16_identical": same / len(prompts), "kl_mean": float(np.mean(kls)),
+            "kl_median": float(np.median(kls)), "kl_max": float(np.max(kls))}
 
 
-def run_model(name: str, gguf: Path, export: Path, args: argparse.Namespace) -> Dict[str, Any]:
+def kv_rounding_only(cpu: Any, folder: Any, prompts: List[List[int]], ref: List[Any], n_gen: int) -> Dict[str, Any]:
+    """The CPU's own K/V of each prompt rounded to the export's static cache encoding: what the cache
+    encoding alone costs."""
+    acts = folder.manifest["activations"]
+    top = 65535 if acts["l0.cache_k"]["dtype"] == "uint16" else 255
+
+    def rounded(il: int, p: List[int]):
+        rows = []
+        for kind, x in zip("kv", cpu._engine.read_kv(il, 0, len(p) - 1)):
+            e = acts[f"l{il}.cache_{kind}"]
+            q = np.clip(np.round(x / e["scale"]) + e["zero_point"], 0, top)
+            rows.append(((q - e["zero_point"]) * np.float32(e["scale"])).astype(np.float32))
+        return rows
+
+    return handed_off(cpu, prompts, ref, n_gen, rounded)
+
+
+def float_prefill(cpu: Any, gguf: Path, prompts: List[List[int]], ref: List[Any], n_gen: int) -> Dict[str, Any]:
+    """The float32 model the export approximates (quantize/reference_forward.py on the GGUF's weights,
+    dequantized as the export reads them) prefills each prompt: the floor any export of that model
+    reaches, since the CPU engine it hands off to computes the same weights at its own precision (its
+    activations rounded to 8 bits per 32-block for quantized weights)."""
+    from edge_rt.quantize.gguf_io import read_gguf
+    from edge_rt.quantize.reference_forward import NumpyModel
+
+    ref_model = NumpyModel(read_gguf(gguf, dequantize=True))
+    cache: Dict[int, Any] = {}
+
+    def float_kv(il: int, p: List[int]):
+        if il == 0:
+            cache["kv"] = ref_model.prompt_kv(p[:-1])
+        return cache["kv"][il]
+
+    return handed_off(cpu, prompts, ref, n_gen, float_kv)
+
+
+def run_model(name: str, gguf: Path, export: Optional[Path], args: argparse.Namespace) -> Dict[str, Any]:
     import edge_rt
     from edge_rt.quantize.onnx_export_folder import ExportFolder
 
@@ -176,11 +210,14 @@ def run_model(name: str, gguf: Path, export: Path, args: argparse.Namespace) -> 
     print(f"[{name}] all-CPU reference: {len(prompts)} prompts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     ttft_ids = cpu.tokenize((ROOT / "benchmarks" / "data" / "quant_eval.txt").read_text()[-40000:],
                             add_special=False)[:args.ttft_tokens]
-    out: Dict[str, Any] = {"model": str(gguf), "export": str(export), "backends": {}}
+    out: Dict[str, Any] = {"model": str(gguf), "export": str(export) if export else None, "backends": {}}
     if args.kv_rounding_prompts:
         n = args.kv_rounding_prompts
         out["kv_rounding_only"] = kv_rounding_only(cpu, ExportFolder(export), prompts[:n], ref[:n], args.gen)
         print(f"[{name}] KV rounding only: {json.dumps(out['kv_rounding_only'])}", file=sys.stderr)
+    if args.float_prompts:
+        out["float_prefill"] = float_prefill(cpu, gguf, prompts[:args.float_prompts], ref, args.gen)
+        print(f"[{name}] float prefill: {json.dumps(out['float_prefill'])}", file=sys.stderr)
     for backend in args.backends:
         n = args.htp_prompts if backend == "qnn-htp" else args.prompts
         reps = args.htp_reps if backend == "qnn-htp" else args.reps
@@ -261,6 +298,8 @@ def main() -> None:
     ap.add_argument("--variant-prompts", type=int, default=64, help="prompts for the graph-logits variant")
     ap.add_argument("--kv-rounding-prompts", type=int, default=0,
                     help="also measure the CPU with its own K/V rounded to the export's cache encoding")
+    ap.add_argument("--float-prompts", type=int, default=0,
+                    help="also measure prefill by the float32 reference of the same weights (the floor)")
     ap.add_argument("--islands", default="auto", help="the export's --islands (e.g. auto, or ffn_in,ffn_act,kv)")
     ap.add_argument("--gen", type=int, default=16)
     ap.add_argument("--ttft-tokens", type=int, default=512)
@@ -270,13 +309,15 @@ def main() -> None:
     ap.add_argument("--exports", type=Path, default=ROOT / "benchmarks" / "out" / "npu_tier")
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     args = ap.parse_args()
-    args.backends = args.backends.split(",")
+    args.backends = [b for b in args.backends.split(",") if b]
     args.exports.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     results = {}
     for name, gguf in model_paths(args.models.split(",")).items():
-        results[name] = run_model(name, gguf, ensure_export(name, gguf, args.exports, args.islands), args)
+        needs_export = bool(args.backends or args.kv_rounding_prompts)
+        export = ensure_export(name, gguf, args.exports, args.islands) if needs_export else None
+        results[name] = run_model(name, gguf, export, args)
         if args.json:
             args.json.write_text(json.dumps({"commit": commit, "machine": platform.processor() or platform.machine(),
                                              "results": results}, indent=1) + "\n")

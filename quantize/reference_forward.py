@@ -205,7 +205,14 @@ class NumpyModel:
             obs.end(True)
         return out
 
-    def _forward(self, ids: np.ndarray) -> np.ndarray:
+    def prompt_kv(self, ids: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Every layer's K (after RoPE, in the architecture's pair order) and V of ``ids`` from an empty
+        context, each (T, n_head_kv * head_dim) float32: the float cache a prefill would hand to decode."""
+        kv: List[Tuple[np.ndarray, np.ndarray]] = []
+        self._forward(np.asarray(ids, dtype=np.int64), kv)
+        return kv
+
+    def _forward(self, ids: np.ndarray, kv_out: Optional[List[Tuple[np.ndarray, np.ndarray]]] = None) -> np.ndarray:
         T = len(ids)
         H, KV, D = self.n_head, self.n_head_kv, self.head_dim
         x = self.w["token_embd.weight"][ids].astype(np.float32)
@@ -221,6 +228,8 @@ class NumpyModel:
                 q = self._norm(q, self.w[p + "attn_q_norm.weight"])
                 k = self._norm(k, self.w[p + "attn_k_norm.weight"])
             q, k = self._rope(q, pos), self._rope(k, pos)
+            if kv_out is not None:
+                kv_out.append((k.reshape(T, KV * D).astype(np.float32), v.reshape(T, KV * D).astype(np.float32)))
             rep = H // KV
             k = np.repeat(k, rep, axis=1)
             v = np.repeat(v, rep, axis=1)

@@ -87,6 +87,25 @@ def test_handoff_matches_all_cpu(export, cpu_model):
                 assert np.abs(ours - theirs).mean() < 0.05 * np.abs(theirs).mean(), il
 
 
+def test_reference_prompt_kv_is_the_engines_cache(cpu_model):
+    """NumpyModel.prompt_kv (the float floor of benchmarks/npu_tier.py --float-prompts) gives each
+    layer's K/V in the engine's layout: RoPE'd K in llama's pair order, heads contiguous."""
+    from edge_rt.quantize.gguf_io import read_gguf
+    from edge_rt.quantize.reference_forward import NumpyModel
+
+    p = _prompts(cpu_model, [37])[0]
+    ref = NumpyModel(read_gguf(DENSE))
+    kv = ref.prompt_kv(p)
+    cpu_model.reset()
+    cpu_model._eval_chunks(p)
+    assert len(kv) == ref.n_layer
+    for il, (k, v) in enumerate(kv):
+        ck, cv = cpu_model._engine.read_kv(il, 0, len(p))
+        for ours, theirs in ((k, ck), (v, cv)):
+            assert ours.shape == theirs.shape == (len(p), cpu_model._engine.kv_dim)
+            assert np.abs(ours - theirs).mean() < 0.005 * np.abs(theirs).mean(), il   # 2e-4 measured
+
+
 def test_next_prompt_reuses_the_shared_prefix(export, cpu_model):
     """A chat-like second prompt runs only what the NPU graph's cache does not hold: the tokens
     after the first prompt's NPU part (the CPU-decoded reply included), never the shared prefix."""
