@@ -18,7 +18,9 @@ windows of 256 tokens (4 prefill chunks of 64 through the KV cache).
 
     python benchmarks/int_export.py [--models dense,smollm2] [--schemes w8a8,w4a8,w8a16] [--eval-tokens 2048]
 
-A scheme written ``w4a8@110MB`` is exported with ``--target-size 110MB`` (int4/int8 per layer; no baseline).
+A scheme written ``w4a8@110MB`` is exported with ``--target-size 110MB`` (int4/int8 per layer; no baseline);
+``w4a8:b0`` with ``--w4-block 0`` (int4 per channel; default: blocks of 32, QNN's LPBQ), ``w4a8:b64`` with
+blocks of 64.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from edge_rt.loading import parse_size
 from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
 from edge_rt.quantize.evaluate import Reference, compare
 from edge_rt.quantize.onnx_export import (
+    DEFAULT_W4_BLOCK,
     calibration_ids,
     export_onnx,
     model_dims,
@@ -159,10 +162,12 @@ def main() -> None:
         calib_windows, _ = calibration_ids(tok, DEFAULT_CALIBRATION_TEXT.read_text(), CHUNK, CTX, a.calib_tokens)
         for spec in a.schemes.split(","):
             scheme, _, size = spec.partition("@")         # w4a8@110MB: per-layer widths under that size
-            out = a.out / f"{mname}-{spec}"
+            scheme, _, block = scheme.partition(":b")     # w4a8:b0: int4 per channel
+            out = a.out / f"{mname}-{spec.replace(':', '-')}"
             t0 = time.perf_counter()
             export_onnx(paths[mname], out, scheme=scheme, chunk=CHUNK, ctx=CTX, force=True,
-                        max_calib_tokens=a.calib_tokens, target_size=parse_size(size) if size else None)
+                        max_calib_tokens=a.calib_tokens, target_size=parse_size(size) if size else None,
+                        w4_block=int(block) if block else DEFAULT_W4_BLOCK)
             t_export = time.perf_counter() - t0
             f = ExportFolder(out)
             m = json.loads((out / "manifest.json").read_text())
@@ -176,7 +181,7 @@ def main() -> None:
                 r = compare(_Logits(f.runner(float_session(str(out / "prefill.onnx"), optimize=opt),
                                              "prefill").window), ref)
                 row[f"edge_rt_{backend}"] = {k: r[k] for k in ("ppl", "ref_ppl", "kl_mean", "top1")}
-            if not a.no_baseline and not size:
+            if not a.no_baseline and not size and not block:
                 b = baseline(src, d, weights, scheme, calib_windows, out)
                 row["ort_export_s"] = round(b["seconds"], 1)
                 row["ort_bytes"] = b["path"].stat().st_size

@@ -648,7 +648,8 @@ def eval_(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1, help="Worker threads."),
     backend: str = typer.Option("edge_rt", "--backend", help="edge_rt, or llama_cpp (llama-cpp-python) to get the "
-                                "logits from llama.cpp; for an export folder ort_cpu (default), qdq_ref or htp."),
+                                "logits from llama.cpp; for an export folder ort_cpu (default), qdq_ref, htp or "
+                                "int_ref (edge_rt's C++ integer kernels)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Perplexity, mean KL divergence against the reference's logits, and top-1 agreement."""

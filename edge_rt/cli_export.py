@@ -15,7 +15,8 @@ EXPORT_HELP = (
     "Export a dense llama/qwen2/qwen3 model to integer-only ONNX (opset 21, QDQ) for NPUs: a prefill graph "
     "for --chunk tokens and a decode graph for 1 token, the KV cache (--ctx slots) as static-shape inputs "
     "and outputs, embeddings.npy (the embedding gather runs on the host CPU) and manifest.json (every "
-    "tensor's encoding). Schemes: w8a8, w4a8, w8a16, w4a16 (weights int8/int4 per output channel; "
+    "tensor's encoding). Schemes: w8a8, w4a8, w8a16, w4a16 (weights int8 per output channel, int4 in "
+    "blocks of --w4-block input columns under a per-channel scale (QNN's LPBQ); "
     "activations 8/16-bit static per tensor, with MobileQuant's 16-bit islands: residual stream, norms, "
     "QK^T, softmax, lm_head; more where the error on calibration text says so, --islands). The residual "
     "stream is rotated by an orthogonal matrix folded into the weights (--no-rotate). Ranges: min/max over "
@@ -49,6 +50,9 @@ def export_command(
     target_size: Optional[str] = typer.Option(None, "--target-size", help="Size of each graph (e.g. 60MB): every "
                                               "layer's weights int4 or int8, chosen by measured sensitivity "
                                               "(needs --ranges search). Default: the scheme's width everywhere."),
+    w4_block: int = typer.Option(32, "--w4-block", help="int4 weights: a 4-bit integer scale per block of this "
+                                 "many input columns under a float scale per output channel (QNN's LPBQ; 16, 32 "
+                                 "or 64), where it divides K; 0: one scale per output channel."),
     rotate: bool = typer.Option(True, "--rotate/--no-rotate", help="Rotate the residual stream by an orthogonal "
                                 "matrix folded into the weights (spreads massive activations; same function)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT_DIR."),
@@ -64,7 +68,7 @@ def export_command(
             r = export_onnx(model, out_dir, scheme=scheme, calib=calib, chunk=chunk, ctx=ctx, force=force,
                             target=target, soc=soc, check=check, max_calib_tokens=calib_tokens, threads=threads,
                             progress=_StageBars(stack), range_method=ranges, rotate=rotate, islands=islands,
-                            target_size=target_bytes)
+                            target_size=target_bytes, w4_block=w4_block)
         for n in r.notes:
             _err(f"note: {n}")
         _err(f"exported {model} -> {out_dir} ({r.scheme}): {', '.join(p.name for p in r.graphs.values())}, "

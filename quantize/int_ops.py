@@ -126,9 +126,36 @@ class _Graph:
         return Encoding(16 if zp.dtype == np.uint16 else 8, float(self.arr[q.input[1]].reshape(-1)[0]), int(zp[0]))
 
 
+def _gemm_weight(g: _Graph, wdq: Any) -> Tuple[np.ndarray, np.ndarray, int]:
+    """(codes (N, K) int8, scales (N,), bits) of the constant weight a DequantizeLinear dequantizes: per
+    channel as stored, or block-wise int4 (onnx_blocks.py) as int8 codes s * q under the row scales S."""
+    from onnx import TensorProto, helper
+
+    bits = 4 if g.init[wdq.input[0]].data_type == TensorProto.INT4 else 8
+    codes = np.ascontiguousarray(g.arr[wdq.input[0]].astype(np.int8).T)       # (N, K)
+    if wdq.input[1] in g.init:
+        return codes, g.arr[wdq.input[1]].astype(np.float32), bits
+    from .onnx_blocks import expanded
+
+    sdq = g.producer[wdq.input[1]]
+    block = int(next(helper.get_attribute_value(a) for a in wdq.attribute if a.name == "block_size"))
+    codes = expanded(codes, np.ascontiguousarray(g.arr[sdq.input[0]].T), block)
+    return codes, g.arr[sdq.input[1]].astype(np.float32), 8
+
+
+def weight_codes(model: Any, name: str) -> Tuple[np.ndarray, np.ndarray, int]:
+    """The integer weight the spec's GEMM runs for graph weight ``name`` (e.g. ``blk.0.ffn_gate.weight``)
+    of an export graph: (codes (N, K) int8, per-row scales (N,), bits)."""
+    g = _Graph(model)
+    dq = g.producer.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        raise ValueError(f"[int_ops] {name} is not a dequantized weight of this graph")
+    return _gemm_weight(g, dq)
+
+
 def graph_ops(model: Any) -> List[IntOp]:
     """Every integer op of an exported QDQ graph (an onnx ModelProto), in graph order."""
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     g = _Graph(model)
     ops: List[IntOp] = []
@@ -149,10 +176,7 @@ def graph_ops(model: Any) -> List[IntOp]:
         op = IntOp(kind, node.name, [], q.output[0], g.q_encoding(q), layout, eps=float(attrs.get("epsilon", 0.0)))
         wdq = g.producer.get(node.input[1]) if len(node.input) > 1 else None
         if kind == "matmul" and wdq is not None and wdq.op_type == "DequantizeLinear" and wdq.input[0] in g.init:
-            wq = g.init[wdq.input[0]]
-            bits = 4 if wq.data_type == TensorProto.INT4 else 8
-            codes = np.ascontiguousarray(g.arr[wdq.input[0]].astype(np.int8).T)       # (N, K)
-            op.kind, op.weight = "gemm", (codes, g.arr[wdq.input[1]].astype(np.float32), bits)
+            op.kind, op.weight = "gemm", _gemm_weight(g, wdq)
             op.operands = [g.operand(node.input[0], node)]
         else:
             op.operands = [g.operand(t, node) for t in node.input]

@@ -6,9 +6,10 @@ with ONNX Runtime's CPU EP over calibration text to measure every quantization p
 ``range_method="search"``: a first pass picks the SmoothQuant migration, the second also gathers each
 projection input's x x^T for the weights' clip search and GPTQ rounding, onnx_ranges.py); choose the
 extra 16-bit islands by the error they remove (onnx_islands.py); build the QDQ prefill (T tokens) and
-decode (1 token) graphs with those encodings; write them, the host's embedding table and
-``manifest.json`` into a staging folder that becomes OUT_DIR only when complete. Optionally compile HTP
-context binaries (``target='htp'``) and check every graph on the HTP emulator (devices/qnn_htp.py).
+decode (1 token) graphs with those encodings (int4 weights block-wise by default: onnx_blocks.py);
+write them, the host's embedding table and ``manifest.json`` into a staging folder that becomes OUT_DIR
+only when complete. Optionally compile HTP context binaries (``target='htp'``) and check every graph on
+the HTP emulator (devices/qnn_htp.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ CALIB_WINDOW_CHUNKS = 4
 DEFAULT_CALIB_TOKENS = 4096
 #: Calibration windows the island search evaluates (each a full run of the QDQ graph per candidate).
 ISLAND_WINDOWS = 4
+#: int4 weights block-wise (QNN's LPBQ, onnx_blocks.py) with blocks of this many input columns; 0: per
+#: channel. The sizes offered are those the HTP emulator was seen to take.
+DEFAULT_W4_BLOCK = 32
+W4_BLOCKS = (0, 16, 32, 64)
 FORMAT = "edge_rt.onnx_export/2"
 #: Manifests this version reads: /1 had no residual rotation and no extra islands.
 READABLE_FORMATS = (FORMAT, "edge_rt.onnx_export/1")
@@ -173,7 +178,7 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
                 soc: str = "sm8650", check: Optional[str] = None, max_calib_tokens: int = DEFAULT_CALIB_TOKENS,
                 threads: Optional[int] = None, progress: Optional[Progress] = None,
                 range_method: str = "search", rotate: bool = True, islands: str = "auto",
-                target_size: Optional[int] = None) -> ExportResult:
+                target_size: Optional[int] = None, w4_block: int = DEFAULT_W4_BLOCK) -> ExportResult:
     """Export ``model`` to ``out_dir`` (see the module docstring). Raises on bad input before any
     folder is made; on any failure nothing is left at ``out_dir`` (an existing one is kept)."""
     t0 = time.perf_counter()
@@ -182,6 +187,9 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
         raise InvalidArgumentError(f"[export] unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     if range_method not in ("search", "minmax"):
         raise InvalidArgumentError(f"[export] unknown --ranges {range_method!r}; expected search or minmax")
+    if w4_block not in W4_BLOCKS:
+        raise InvalidArgumentError(f"[export] --w4-block {w4_block}: expected one of "
+                                   f"{', '.join(map(str, W4_BLOCKS))} (0: int4 weights per channel)")
     if chunk < 1 or ctx < chunk:
         raise InvalidArgumentError(f"[export] --ctx ({ctx}) must be at least --chunk ({chunk}), and --chunk >= 1")
     for what, v in (("--target", target), ("--check", check)):
@@ -232,14 +240,14 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
             norms = {pt: t for t, (pt, _) in inputs.items() if pt.endswith("_norm")}
             _, _, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress, stats_for=norms,
                                       stage="smoothing")
-            alphas = smooth(weights, d, st, SCHEMES[scheme].w_bits)
+            alphas = smooth(weights, d, st, SCHEMES[scheme].w_bits, w4_block=w4_block)
         ranges, _, st = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress,
                                             stats_for={pt: t for t, (pt, _) in inputs.items()})
         grams = {t: st[pt].gram for t, (pt, _) in inputs.items()}
     else:
         ranges, _, _ = measure_ranges(d, weights, windows, chunk, ctx, scheme, threads, progress)
     trials = _Trials(d, weights, scheme, windows, chunk, ctx, ranges, grams, threads,
-                     output_errors=target_size is not None)
+                     output_errors=target_size is not None, w4_block=w4_block)
     chosen, search = _choose_islands(islands, trials, progress)
     bits_choice = _choose_weight_bits(target_size, trials, chosen, progress) if target_size is not None else None
     weight_bits = bits_choice.weight_bits(d) if bits_choice else None
@@ -272,7 +280,7 @@ def export_onnx(model: Path, out_dir: Path, *, scheme: str = "w8a8", calib: Opti
                 htp_session(str(path), soc, context_file=staging / f"{gname}.{soc}_ctx.onnx")
             notes.append(f"HTP context binaries for {soc} written beside the graphs")
         manifest = _manifest(src, quantized, d, scheme, chunk, ctx, enc, specs, text_digest(text),
-                             len(windows) * win, soc if target else None)
+                             len(windows) * win, soc if target else None, w4_block)
         manifest["islands"] = {"extra_16_bit": sorted(chosen), "groups": search.groups if search else None,
                                "chosen_by": islands if search is None else
                                f"search: calibration KL vs the float graph, target {KL_TARGET}, "
@@ -318,8 +326,9 @@ class _Trials:
 
     def __init__(self, d: Dims, weights: Dict[str, np.ndarray], scheme: str, windows: List[List[int]], chunk: int,
                  ctx: int, ranges: Dict[str, Tuple[float, float]], grams: Dict[str, np.ndarray],
-                 threads: Optional[int], output_errors: bool = False) -> None:
+                 threads: Optional[int], output_errors: bool = False, w4_block: int = 0) -> None:
         self.d, self.w, self.s, self.chunk, self.ctx = d, weights, SCHEMES[scheme], chunk, ctx
+        self.w4_block = w4_block
         self.windows, self.ranges, self.grams, self.threads = windows[:ISLAND_WINDOWS], ranges, grams, threads
         self.clips: Dict[Any, np.ndarray] = {}
         self.rounded: Dict[Any, Any] = {}
@@ -332,7 +341,7 @@ class _Trials:
         return GraphBuilder(self.d, self.w, self.s, T, self.ctx, encodings=encodings, ranges=self.ranges,
                             clips=self.clips if rounding else {}, grams=self.grams if rounding else {},
                             rounded=self.rounded if rounding else {}, islands=islands, weight_bits=weight_bits,
-                            errors=self.errors)
+                            errors=self.errors, w4_block=self.w4_block)
 
     def kl(self, islands: FrozenSet[str] = frozenset(), weight_bits: Optional[Dict[str, int]] = None) -> float:
         d, chunk, ctx = self.d, self.chunk, self.ctx
@@ -366,14 +375,16 @@ def _choose_weight_bits(target_bytes: int, trials: _Trials, islands: FrozenSet[s
                         progress: Optional[Progress]) -> WeightBitsChoice:
     d = trials.d
     every4 = {w: 4 for il in range(d.n_layer) for w in layer_weights(d, il)}
-    smallest = trials.builder(trials.chunk, islands, every4, rounding=False).build("size").model.ByteSize()
+    smallest, largest = (trials.builder(trials.chunk, islands, {w: b for w in every4}, rounding=False)
+                         .build("size").model.ByteSize() for b in (4, 8))
     return choose_weight_bits(d, trials.w, target_bytes, smallest, lambda bits: trials.kl(islands, bits),
-                              lambda g, b: trials.errors[(g, b)], progress)
+                              lambda g, b: trials.errors[(g, b)], progress, w4_block=trials.w4_block,
+                              graph_bytes_int8=largest)
 
 
 def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: int, ctx: int,
               enc: Dict[str, Encoding], specs: Dict[str, Any], digest: str, n_calib: int,
-              soc: Optional[str]) -> Dict[str, Any]:
+              soc: Optional[str], w4_block: int) -> Dict[str, Any]:
     s = SCHEMES[scheme]
     kv_dtype = enc["l0.cache_k"].to_json()["dtype"]
     graphs = {}
@@ -397,6 +408,9 @@ def _manifest(src: Any, quantized: Optional[str], d: Dims, scheme: str, chunk: i
     return {
         "format": FORMAT, "opset": OPSET,
         "scheme": {"name": scheme, "weight_bits": s.w_bits, "activation_bits": s.a_bits, "lm_head_weight_bits": 8,
+                   "int4_weights": (f"block-wise (QNN LPBQ): blocks of {w4_block} input columns, a 4-bit integer "
+                                    "scale per block under a float scale per output channel, where the block "
+                                    "divides K; else per output channel" if w4_block else "per output channel"),
                    "kv_cache": kv_dtype, "layout": "MobileQuant: 16-bit residual stream, norm inputs/weights, "
                    "QK^T, masked scores, softmax output, lm_head input/output"},
         "source": {"path": str(Path(src.path).resolve()), "arch": d.arch,

@@ -23,7 +23,8 @@ Rewrites that keep the graph NPU-friendly (all exact in real arithmetic):
 * 1/sqrt(head_dim) is folded into W_q;
 * GQA: queries are grouped (n_head_kv, n_rep, T, head_dim) and multiplied against (n_head_kv, 1, ., .).
 
-Quantization layout (MobileQuant's): weights int8 or int4, symmetric, per output channel; activations
+Quantization layout (MobileQuant's): weights int8 or int4, symmetric, per output channel (int4 also
+block-wise under a per-channel scale, QNN's LPBQ: onnx_blocks.py); activations
 static per tensor at the scheme's bits (8 or 16), but 16-bit on the residual stream (o_proj and
 down_proj outputs and the sums), norm inputs and weights, QK^T and the masked scores, the softmax output,
 the lm_head input and output; and, because QNN takes per-channel MatMul weights only at equal input and
@@ -201,8 +202,9 @@ class GraphBuilder:
                  rounded: Optional[Dict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]] = None,
                  islands: FrozenSet[str] = frozenset(),
                  weight_bits: Optional[Dict[str, int]] = None,
-                 errors: Optional[Dict[Tuple[str, int], float]] = None) -> None:
+                 errors: Optional[Dict[Tuple[str, int], float]] = None, w4_block: int = 0) -> None:
         self.d, self.w, self.scheme = d, weights, scheme
+        self.w4_block = w4_block       # int4 weights block-wise (onnx_blocks.py) where it divides K; 0: per row
         self.weight_bits = weight_bits or {}     # GGUF projection weight -> 4 or 8 (else the scheme's)
         self.islands = frozenset(islands)
         unknown = sorted(i for i in self.islands if not valid_island(i, d.n_layer))
@@ -212,8 +214,9 @@ class GraphBuilder:
         self.T, self.C = n_tokens, n_cache
         self.enc = encodings if encodings is not None else ({} if ranges is not None else None)
         self.ranges = ranges
-        # (weight, bits) -> per-row clip factor / (codes, scales) from GPTQ, filled on demand and shared
-        # between builds (the prefill and decode graphs, the searches' trial graphs)
+        # (weight, bits) -> per-row clip factor / (codes, scales[, block scales]) from GPTQ, filled on demand
+        # and shared between builds (the prefill and decode graphs, the searches' trial graphs); block-wise
+        # int4 weights hold their expanded int8 codes (onnx_blocks.expanded) and their block scales
         self.clips = clips if clips is not None else {}
         self.rounded = rounded if rounded is not None else {}
         self.grams = grams or {}                               # tensor feeding a projection -> sum x x^T
@@ -284,33 +287,58 @@ class GraphBuilder:
         z = self._const(name + ".zero_point", np.asarray(e.zero_point, e.dtype))
         return self._node("DequantizeLinear", [self._const(name + ".q", q), s, z], name)
 
+    def _block(self, w: np.ndarray, bits: int) -> int:
+        from .onnx_blocks import block_of
+
+        return block_of(w.shape[1], self.w4_block) if bits == 4 else 0
+
     def weight(self, name: str, w: np.ndarray, bits: int) -> str:
-        """A (N, K) projection weight as the MatMul operand (K, N): float, or int8/int4 per-channel DQ."""
+        """A (N, K) projection weight as the MatMul operand (K, N): float, int8/int4 per-channel DQ, or
+        block-wise int4 (two DQ: onnx_blocks.py)."""
         if self.enc is None:
             return self._const(name, np.ascontiguousarray(w.T.astype(np.float32)))
         from onnx import TensorProto, helper
 
         key = (name, bits)
         clip = self.clips.get(key)
-        q, scale = self.rounded[key] if key in self.rounded else quantize_weight(w, bits, clip)
-        qt = np.ascontiguousarray(q.T)                      # (K, N), axis 1 = output channel
+        block = self._block(w, bits)
+        if key not in self.rounded and block:
+            from .onnx_blocks import round_blocks
+
+            self.rounded[key] = round_blocks(w, block)
+        q, scale = self.rounded[key][:2] if key in self.rounded else quantize_weight(w, bits, clip)
         self.spec.weights[name] = {"dtype": f"int{bits}", "axis": "per output channel", "shape": list(w.shape),
                                    "scale_min": float(scale.min()), "scale_max": float(scale.max())}
         if clip is not None:
             self.spec.weights[name]["mean_clip"] = float(clip.mean())
+        if block:
+            from .onnx_blocks import split
+
+            blocks = self.rounded[key][2]
+            self.spec.weights[name].update(block=block, block_scale_bits=4)
+            q = split(q, blocks, block)
+        qt = np.ascontiguousarray(q.T)                      # (K, N), axis 1 = output channel
         if bits == 4:
             flat = (qt.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
             if flat.size % 2:
                 flat = np.append(flat, np.uint8(0))
             packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
             self.inits.append(helper.make_tensor(name + ".q", TensorProto.INT4, qt.shape, packed.tobytes(), raw=True))
-            zp = helper.make_tensor(name + ".zero_point", TensorProto.INT4, scale.shape,
-                                    bytes((scale.size + 1) // 2), raw=True)
+            zp_shape = (qt.shape[0] // block, qt.shape[1]) if block else scale.shape
+            zp = helper.make_tensor(name + ".zero_point", TensorProto.INT4, zp_shape,
+                                    bytes((int(np.prod(zp_shape)) + 1) // 2), raw=True)
             self.inits.append(zp)
         else:
             self._const(name + ".q", qt)
             self._const(name + ".zero_point", np.zeros(scale.shape, np.int8))
         self._const(name + ".scale", scale)
+        if block:       # float block scales (K / block, N) = S[n] * s[k / block, n], then the blocked DQ
+            self._const(name + ".block_scale", np.ascontiguousarray(blocks.T))
+            self._const(name + ".block_scale_zero_point", np.zeros(scale.shape, np.uint8))
+            steps = self._node("DequantizeLinear", [name + ".block_scale", name + ".scale",
+                                                    name + ".block_scale_zero_point"], name + ".steps", axis=1)
+            return self._node("DequantizeLinear", [name + ".q", steps, name + ".zero_point"], name, axis=0,
+                              block_size=block)
         return self._node("DequantizeLinear", [name + ".q", name + ".scale", name + ".zero_point"], name, axis=1)
 
     def linear(self, x: str, wname: str, w: np.ndarray, bias: Optional[np.ndarray], point: str, bits: int,
@@ -318,12 +346,18 @@ class GraphBuilder:
         wb = w_bits or self.weight_bits.get(wname.replace("_rot.weight", ".weight"), self.scheme.w_bits)
         key = (wname, wb)
         if self.enc is not None and x in self.grams and key not in self.rounded:
-            from .onnx_ranges import clip_search, gptq_rows
+            block = self._block(w, wb)
+            if block:
+                from .onnx_blocks import round_blocks
 
-            self.clips[key] = clip_search(w, wb, self.grams[x])
-            self.rounded[key] = gptq_rows(w, wb, self.grams[x], self.clips[key])
+                self.rounded[key] = round_blocks(w, block, self.grams[x])
+            else:
+                from .onnx_ranges import clip_search, gptq_rows
+
+                self.clips[key] = clip_search(w, wb, self.grams[x])
+                self.rounded[key] = gptq_rows(w, wb, self.grams[x], self.clips[key])
             if self.errors is not None:
-                q, scale = self.rounded[key]
+                q, scale = self.rounded[key][:2]
                 dw = w.astype(np.float64) - q * scale.astype(np.float64)[:, None]
                 self.errors[key] = float(np.sum((dw @ self.grams[x]) * dw))
         y = self._node("MatMul", [x, self.weight(wname, w, wb)], point + ".mm")

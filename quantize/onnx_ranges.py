@@ -85,15 +85,25 @@ def _fake_quant_act(x: np.ndarray, bits: int) -> np.ndarray:
     return (np.clip(np.round(x / scale) + zp, 0, (1 << bits) - 1) - zp) * scale
 
 
-def _fake_quant_w(w: np.ndarray, bits: int) -> np.ndarray:
+def _fake_quant_w(w: np.ndarray, bits: int, block: int = 0) -> np.ndarray:
+    from .onnx_blocks import block_of
+
+    b = block_of(w.shape[1], block) if bits == 4 else 0
+    if b:       # a float scale per block: close to the block-wise lattice (onnx_blocks.py), and cheap
+        n, k = w.shape
+        wb = w.reshape(n, k // b, b)
+        qmax = (1 << (bits - 1)) - 1
+        step = np.maximum(np.abs(wb).max(axis=2, keepdims=True), 1e-30) / qmax
+        return (np.clip(np.round(wb / step), -qmax, qmax) * step).reshape(n, k).astype(np.float32)
     q, s = quantize_weight(w, bits)
     return q.astype(np.float32) * s[:, None]
 
 
 def smooth(weights: Dict[str, np.ndarray], d: Dims, stats: Dict[str, InputStats], w_bits: int,
-           a_bits: int = 8) -> Dict[str, Optional[float]]:
+           a_bits: int = 8, w4_block: int = 0) -> Dict[str, Optional[float]]:
     """Apply the best SmoothQuant migration per norm to ``weights`` (in place); returns the chosen
-    alpha per norm weight (None: left as is). Norms whose output is not 8-bit are not touched."""
+    alpha per norm weight (None: left as is). Norms whose output is not 8-bit are not touched.
+    ``w4_block``: int4 weights are block-wise (onnx_blocks.py), and the search rounds them so."""
     chosen: Dict[str, Optional[float]] = {}
     if a_bits != 8:
         return chosen
@@ -117,8 +127,8 @@ def smooth(weights: Dict[str, np.ndarray], d: Dims, stats: Dict[str, InputStats]
                     s = (np.maximum(st.absmax, 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha))
                     s = np.clip(s, 1e-4, 1e4).astype(np.float32)
                 xq = _fake_quant_act(x / s, 8)
-                err = sum(float(((xq @ _fake_quant_w(w * s, w_bits).T - y) ** 2).sum() / max((y ** 2).sum(), 1e-30))
-                          for w, y in zip(ws, ys))
+                err = sum(float(((xq @ _fake_quant_w(w * s, w_bits, w4_block).T - y) ** 2).sum()
+                                / max((y ** 2).sum(), 1e-30)) for w, y in zip(ws, ys))
                 if best_err is None or err < best_err:
                     best, best_err, best_s = alpha, err, s
             chosen[norm] = best
@@ -145,11 +155,13 @@ def clip_search(w: np.ndarray, bits: int, gram: np.ndarray) -> np.ndarray:
 
 
 def gptq_rows(w: np.ndarray, bits: int, gram: np.ndarray, clip: Optional[np.ndarray] = None,
-              block: int = 128) -> Tuple[np.ndarray, np.ndarray]:
+              block: int = 128, steps: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """GPTQ error-feedback rounding of W (N, K) onto the symmetric per-row grid of ``quantize_weight``
     (scales fixed first, from ``clip``): (int8 codes (N, K), scales (N,)). Columns are walked in order;
     each one's rounding error is spread over the columns not yet rounded through the inverse Cholesky
-    factor of H (gptq.py), in blocks of ``block`` columns with one matrix update per block."""
+    factor of H (gptq.py), in blocks of ``block`` columns with one matrix update per block. ``steps``
+    (N, K): a step per weight instead (block-wise scales, onnx_blocks.py); the scales returned are then
+    the per-row grid's, unused."""
     from .gptq import inverse_cholesky
 
     qmax = (1 << (bits - 1)) - 1
@@ -157,16 +169,16 @@ def gptq_rows(w: np.ndarray, bits: int, gram: np.ndarray, clip: Optional[np.ndar
     u = inverse_cholesky(gram)
     work = w.astype(np.float64).copy()
     q = np.zeros(w.shape, np.int8)
-    s = scale.astype(np.float64)[:, None]
+    s = np.broadcast_to(scale.astype(np.float64)[:, None], w.shape) if steps is None else steps
     k = w.shape[1]
     for b0 in range(0, k, block):
         b1 = min(b0 + block, k)
         err = np.zeros((w.shape[0], b1 - b0))
         for j in range(b0, b1):
             col = work[:, j]
-            qc = np.clip(np.round(col / s[:, 0]), -qmax, qmax)
+            qc = np.clip(np.round(col / s[:, j]), -qmax, qmax)
             q[:, j] = qc
-            e = (col - qc * s[:, 0]) / u[j, j]
+            e = (col - qc * s[:, j]) / u[j, j]
             work[:, j + 1:b1] -= np.outer(e, u[j, j + 1:b1])
             err[:, j - b0] = e
         work[:, b1:] -= err @ u[b0:b1, b1:]

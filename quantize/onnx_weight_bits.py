@@ -44,9 +44,14 @@ def graph_copies(name: str) -> List[str]:
     return [name]
 
 
-def weight_bytes(shape: Tuple[int, int], bits: int) -> int:
-    """Stored bytes of one (N, K) per-channel weight: codes, float32 scales, zero points."""
+def weight_bytes(shape: Tuple[int, int], bits: int, w4_block: int = 0) -> int:
+    """Stored bytes of one (N, K) weight: per channel, codes, float32 scales and zero points; block-wise
+    int4 where ``w4_block`` divides K (onnx_blocks.stored_bytes)."""
+    from .onnx_blocks import block_of, stored_bytes
+
     n, k = shape
+    if bits == 4 and block_of(k, w4_block):
+        return stored_bytes(shape, w4_block)
     return (n * k * bits + 7) // 8 + 4 * n + (n * bits + 7) // 8
 
 
@@ -78,16 +83,24 @@ class WeightBitsChoice:
 
 def choose_weight_bits(d: Dims, weights: Dict[str, np.ndarray], target_bytes: int, graph_bytes_int4: int,
                        kl: Callable[[Dict[str, int]], float], output_error: Callable[[str, int], float],
-                       progress: Optional[Callable[[str, int, int], None]] = None) -> WeightBitsChoice:
-    """``graph_bytes_int4``: serialized size of the graph with every projection int4.
+                       progress: Optional[Callable[[str, int, int], None]] = None,
+                       w4_block: int = 0, graph_bytes_int8: Optional[int] = None) -> WeightBitsChoice:
+    """``graph_bytes_int4``: serialized size of the graph with every projection int4 (block-wise where
+    ``w4_block`` divides K); ``graph_bytes_int8``, with every projection int8: the protobuf framing of the
+    two layouts differs (block-wise int4 has twice the tensors), and the difference is spread evenly
+    over the layers' int8 bytes.
     ``kl(weight_bits)``: calibration KL of the export with those widths (GGUF weight -> bits).
     ``output_error(graph_weight, bits)``: E of one graph weight (after the export's rounding)."""
     from .mixed import search
     from .sensitivity import Sensitivity
 
     layers = range(d.n_layer)
-    layer_bytes = {il: {b: sum(weight_bytes(weights[w].shape, b) for w in layer_weights(d, il) for _ in graph_copies(w))
-                        for b in (4, 8)} for il in layers}
+    layer_bytes = {il: {b: sum(weight_bytes(weights[w].shape, b, w4_block) for w in layer_weights(d, il)
+                               for _ in graph_copies(w)) for b in (4, 8)} for il in layers}
+    if graph_bytes_int8 is not None:
+        framing = graph_bytes_int8 - graph_bytes_int4 - sum(lb[8] - lb[4] for lb in layer_bytes.values())
+        for il in layers:
+            layer_bytes[il][8] += framing // d.n_layer + (1 if il < framing % d.n_layer else 0)
     fixed = graph_bytes_int4 - sum(lb[4] for lb in layer_bytes.values())
     smallest, largest = graph_bytes_int4, graph_bytes_int4 + sum(lb[8] - lb[4] for lb in layer_bytes.values())
     if target_bytes < smallest + SIZE_MARGIN:
