@@ -71,7 +71,7 @@ def profile_command(
     threads: Optional[int] = typer.Option(None, "-t", "--threads", min=1,
                                           help="Cores to measure with and plan for (default: physical cores)."),
     flash_dir: Optional[Path] = typer.Option(
-        None, "--flash-dir", help="Folder on the storage to measure (default: the temp dir); a 256 MiB file is "
+        None, "--flash-dir", help="Folder on the storage to measure (default: the temp dir); a 1 GiB file is "
                                   "written there and deleted."),
     flash_file: Optional[Path] = typer.Option(
         None, "--flash-file", help="Measure by reading this existing file (e.g. a model) instead."),
