@@ -6,8 +6,9 @@ What is measured, each in a few seconds:
 - flash read bandwidth the way the engine streams: O_DIRECT reads of ``_core.IO_CHUNK_BYTES`` (4 MiB) with
   ``_core.IO_THREADS`` (4) in flight, over a 1 GiB file written for the purpose (or ``flash_file``), best
   of two passes (on the 2-core Xeon VM a 256 MiB file read 1.74-1.83 GB/s where 1 GiB read 1.78-2.26 and
-  the engine streamed models at a rate 1.17x what the smaller probe predicted); where the filesystem refuses O_DIRECT, buffered reads with the page cache dropped behind
-  them (the engine's fallback) and the profile says so;
+  the engine streamed models at a rate 1.17x what the smaller probe predicted); where the filesystem
+  refuses O_DIRECT, buffered reads with the page cache dropped behind them (the engine's fallback) and
+  the profile says so;
 - per-thread matmul throughput of every weight type on every ISA this CPU runs (``_core.kernel_rate``:
   the engine's own kernels on a matrix that stays in L2, decode and prefill paths) and, on the ISA the
   engine runs, the decode rate of one thread streaming a 128 MiB matrix from RAM (``decode_ram``: what
