@@ -154,16 +154,15 @@ def _stage_rss_here(export: str, backend: str, threads: int) -> Dict[str, int]:
 
 
 def handed_off(cpu: Any, prompts: List[List[int]], ref: List[Any], n_gen: int, kv_of: Any) -> Dict[str, Any]:
-    """No NPU graph: each prompt's cache for all but its last token comes from ``kv_of(il, prompt)``
-    ((n, kv_dim) K and V rows in the engine's layout), written with Engine.write_kv; then the last
+    """No NPU graph: each prompt's cache for all but its last token comes from ``kv_of(prompt)`` (per layer,
+    (n, kv_dim) K and V rows in the engine's layout), written with Engine.write_kv; then the last
     token and the greedy continuation on the CPU, compared with the all-CPU run."""
     first = same = 0
     kls = []
     for p, (r_logits, r_toks) in zip(prompts, ref):
         cpu.reset()
         cpu._eval(p[:-1], False)
-        rows = [kv_of(il, p) for il in range(cpu.info()["n_layer"])]
-        for il, (k, v) in enumerate(rows):
+        for il, (k, v) in enumerate(kv_of(p)):
             cpu._engine.write_kv(il, 0, k, v)
         logits = cpu._eval([p[-1]], False)[0]
         toks = list(cpu.generate_tokens(p, max_tokens=n_gen, temperature=0))   # reuses the written cache
@@ -181,13 +180,16 @@ def kv_rounding_only(cpu: Any, folder: Any, prompts: List[List[int]], ref: List[
     acts = folder.manifest["activations"]
     top = 65535 if acts["l0.cache_k"]["dtype"] == "uint16" else 255
 
-    def rounded(il: int, p: List[int]):
-        rows = []
-        for kind, x in zip("kv", cpu._engine.read_kv(il, 0, len(p) - 1)):
-            e = acts[f"l{il}.cache_{kind}"]
-            q = np.clip(np.round(x / e["scale"]) + e["zero_point"], 0, top)
-            rows.append(((q - e["zero_point"]) * np.float32(e["scale"])).astype(np.float32))
-        return rows
+    def rounded(p: List[int]):
+        layers = []
+        for il in range(folder.dims.n_layer):
+            rows = []
+            for kind, x in zip("kv", cpu._engine.read_kv(il, 0, len(p) - 1)):
+                e = acts[f"l{il}.cache_{kind}"]
+                q = np.clip(np.round(x / e["scale"]) + e["zero_point"], 0, top)
+                rows.append(((q - e["zero_point"]) * np.float32(e["scale"])).astype(np.float32))
+            layers.append(rows)
+        return layers
 
     return handed_off(cpu, prompts, ref, n_gen, rounded)
 
@@ -201,14 +203,7 @@ def float_prefill(cpu: Any, gguf: Path, prompts: List[List[int]], ref: List[Any]
     from edge_rt.quantize.reference_forward import NumpyModel
 
     ref_model = NumpyModel(read_gguf(gguf, dequantize=True))
-    cache: Dict[int, Any] = {}
-
-    def float_kv(il: int, p: List[int]):
-        if il == 0:
-            cache["kv"] = ref_model.prompt_kv(p[:-1])
-        return cache["kv"][il]
-
-    return handed_off(cpu, prompts, ref, n_gen, float_kv)
+    return handed_off(cpu, prompts, ref, n_gen, lambda p: ref_model.prompt_kv(p[:-1]))
 
 
 def run_model(name: str, gguf: Path, export: Optional[Path], args: argparse.Namespace) -> Dict[str, Any]:
