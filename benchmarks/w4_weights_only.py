@@ -32,7 +32,7 @@ def main() -> None:
     from edge_rt.quantize.calibrate import DEFAULT_CALIBRATION_TEXT
     from edge_rt.quantize.evaluate import Reference, compare
     from edge_rt.quantize.gguf_io import read_gguf
-    from edge_rt.quantize.onnx_blocks import block_scales, element_scales
+    from edge_rt.quantize.onnx_blocks import round_blocks
     from edge_rt.quantize.onnx_export import model_dims
     from edge_rt.quantize.onnx_graph import quantize_weight
     from edge_rt.quantize.onnx_ranges import gptq_rows
@@ -86,10 +86,8 @@ def main() -> None:
             clip = clip_search(w, 4, h)
             q, s = gptq_rows(w, 4, h, clip)
             return q * s[:, None]
-        row, s = block_scales(w, block, np.diag(h))
-        steps = element_scales(row, s, block)
-        q = gptq_rows(w, 4, h, steps=steps)[0] if gptq else np.clip(np.round(w / steps), -7, 7)
-        return q * steps
+        codes, row, _ = round_blocks(w, block, h, gptq)
+        return codes * row[:, None]
 
     print(f"[{a.model}] {len(windows)} windows of {WINDOW}; float ppl {compare(rot, ref)['ref_ppl']:.3f}", flush=True)
     rows = []

@@ -22,7 +22,7 @@ with min/max + round-to-nearest, 0.0018 with this search.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -154,32 +154,41 @@ def clip_search(w: np.ndarray, bits: int, gram: np.ndarray) -> np.ndarray:
     return best
 
 
-def gptq_rows(w: np.ndarray, bits: int, gram: np.ndarray, clip: Optional[np.ndarray] = None,
-              block: int = 128, steps: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """GPTQ error-feedback rounding of W (N, K) onto the symmetric per-row grid of ``quantize_weight``
-    (scales fixed first, from ``clip``): (int8 codes (N, K), scales (N,)). Columns are walked in order;
-    each one's rounding error is spread over the columns not yet rounded through the inverse Cholesky
-    factor of H (gptq.py), in blocks of ``block`` columns with one matrix update per block. ``steps``
-    (N, K): a step per weight instead (block-wise scales, onnx_blocks.py); the scales returned are then
-    the per-row grid's, unused."""
+def gptq_walk(w: np.ndarray, gram: np.ndarray, round_column: Callable[[int, np.ndarray], np.ndarray],
+              block: int = 128) -> None:
+    """GPTQ's error feedback over the columns of W (N, K) in order. ``round_column(j, work)`` rounds column
+    j of the working weights ``work`` (N, K) float64 and returns the rounded column (N,); when it is
+    called, every column >= j of ``work`` already carries the error feedback of all columns < j, so a
+    rounding grid may be chosen from them then (onnx_blocks.round_blocks picks each block's scale so).
+    Each column's rounding error is spread over the columns not yet rounded through the inverse Cholesky
+    factor of H (gptq.py), in blocks of ``block`` columns with one matrix update per block."""
     from .gptq import inverse_cholesky
 
-    qmax = (1 << (bits - 1)) - 1
-    _, scale = quantize_weight(w, bits, clip)
     u = inverse_cholesky(gram)
     work = w.astype(np.float64).copy()
-    q = np.zeros(w.shape, np.int8)
-    s = np.broadcast_to(scale.astype(np.float64)[:, None], w.shape) if steps is None else steps
     k = w.shape[1]
     for b0 in range(0, k, block):
         b1 = min(b0 + block, k)
         err = np.zeros((w.shape[0], b1 - b0))
         for j in range(b0, b1):
-            col = work[:, j]
-            qc = np.clip(np.round(col / s[:, j]), -qmax, qmax)
-            q[:, j] = qc
-            e = (col - qc * s[:, j]) / u[j, j]
+            e = (work[:, j] - round_column(j, work)) / u[j, j]
             work[:, j + 1:b1] -= np.outer(e, u[j, j + 1:b1])
             err[:, j - b0] = e
         work[:, b1:] -= err @ u[b0:b1, b1:]
+
+
+def gptq_rows(w: np.ndarray, bits: int, gram: np.ndarray, clip: Optional[np.ndarray] = None
+              ) -> Tuple[np.ndarray, np.ndarray]:
+    """GPTQ rounding (``gptq_walk``) of W (N, K) onto the symmetric per-row grid of ``quantize_weight``
+    (scales fixed first, from ``clip``): (int8 codes (N, K), scales (N,))."""
+    qmax = (1 << (bits - 1)) - 1
+    _, scale = quantize_weight(w, bits, clip)
+    s = scale.astype(np.float64)
+    q = np.zeros(w.shape, np.int8)
+
+    def round_column(j: int, work: np.ndarray) -> np.ndarray:
+        q[:, j] = np.clip(np.round(work[:, j] / s), -qmax, qmax)
+        return q[:, j] * s
+
+    gptq_walk(w, gram, round_column)
     return q, scale

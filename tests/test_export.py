@@ -194,9 +194,10 @@ def test_gptq_rows_lowers_output_error():
 
 
 def test_block_weights_lie_on_a_4_bit_lattice():
-    """Block-wise int4 (onnx_blocks.py): the int8 codes the spec runs are s * q with q in [-7, 7] and s in
-    [1, 16] per block; S keeps 15 significant bits; rounding to nearest has less error than per-channel
-    int4 on rows whose blocks differ in scale, and GPTQ under the block steps lowers the output error."""
+    """Block-wise int4 (onnx_blocks.py): the int8 codes the spec runs are s * q with q in [-8, 7] (-8 only
+    where s < 16, so s * q >= -127) and s in [1, 16] per block; S keeps 15 significant bits; rounding to
+    nearest has less error than per-channel int4 on rows whose blocks differ in scale, and GPTQ (block
+    scales picked during the walk) lowers the output error, on the same lattice."""
     from edge_rt.quantize.onnx_blocks import block_scales, round_blocks, split
     from edge_rt.quantize.onnx_graph import quantize_weight
 
@@ -206,8 +207,13 @@ def test_block_weights_lie_on_a_4_bit_lattice():
     assert codes.dtype == np.int8 and s.shape == (32, 4) and s.min() >= 1 and s.max() <= 16
     tall_row, tall_s = block_scales(np.tile(w, (10, 1)), 32)             # 320 rows: searched in two passes
     assert np.array_equal(tall_row, np.tile(row, 10)) and np.array_equal(tall_s, np.tile(s, (10, 1)))
-    q = split(codes, s, 32)
-    assert np.abs(q).max() <= 7 and np.array_equal(q.astype(np.int16) * np.repeat(s, 32, axis=1), codes)
+
+    def on_lattice(codes, s):
+        q = split(codes, s, 32)
+        assert q.max() <= 7 and q.min() >= -8 and codes.min() >= -127 and (q == -8).any()
+        assert np.array_equal(q.astype(np.int16) * np.repeat(s, 32, axis=1), codes)
+
+    on_lattice(codes, s)
     m, _ = np.frexp(row.astype(np.float64))
     assert np.all(m * 2 ** 15 == np.round(m * 2 ** 15))
     err_block = np.linalg.norm(w - codes * row[:, None])
@@ -220,7 +226,10 @@ def test_block_weights_lie_on_a_4_bit_lattice():
         e = w - c * r[:, None]
         return float(np.einsum("nk,kl,nl->", e, h, e))
 
-    assert out_err(*round_blocks(w, 32, h)[:2]) < 0.8 * out_err(codes, row)
+    g_codes, g_row, g_s = round_blocks(w, 32, h)
+    on_lattice(g_codes, g_s)
+    assert g_s.min() >= 1 and g_s.max() <= 16
+    assert out_err(g_codes, g_row) < 0.8 * out_err(codes, row)
 
 
 def test_block_weight_graph_is_the_int8_weight(export_of):
@@ -235,7 +244,8 @@ def test_block_weight_graph_is_the_int8_weight(export_of):
     model = onnx.load(str(export_of("llama", "w4a8") / "prefill.onnx"))
     name = "blk.1.ffn_down.weight"
     codes, scale, bits = weight_codes(model, name)
-    assert bits == 8 and np.abs(codes).max() <= 112
+    assert bits == 8 and -120 <= codes.min() and codes.max() <= 112
+    assert (codes < -112).any()         # int4 code -8 (s < 16): the graph below holds it, so does the HTP's
     keep = {name, name + ".steps"}
     nodes = [n for n in model.graph.node if n.output[0] in keep]
     inits = [i for i in model.graph.initializer if i.name.startswith(name + ".")]
