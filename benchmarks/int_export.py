@@ -19,8 +19,8 @@ windows of 256 tokens (4 prefill chunks of 64 through the KV cache).
     python benchmarks/int_export.py [--models dense,smollm2] [--schemes w8a8,w4a8,w8a16] [--eval-tokens 2048]
 
 A scheme written ``w4a8@110MB`` is exported with ``--target-size 110MB`` (int4/int8 per layer; no baseline);
-``w4a8:b0`` with ``--w4-block 0`` (int4 per channel; default: blocks of 32, QNN's LPBQ), ``w4a8:b64`` with
-blocks of 64.
+``w4a8:b0`` with ``--w4-block 0`` (int4 per channel; default: blocks of 16, QNN's LPBQ), ``w4a8:b32`` and
+``w4a8:b64`` with blocks of 32 and 64.
 """
 
 from __future__ import annotations

@@ -44,13 +44,13 @@ def export_command(
                                "min/max ranges and round-to-nearest only (faster)."),
     islands: str = typer.Option("auto", "--islands", help="Extra 16-bit activations of 8-bit schemes. auto: "
                                 "promote the groups whose 8-bit error on the calibration text is largest, until "
-                                "the KL against the float graph is <= 0.01 or no group removes 10% of it; none; "
-                                "or a comma list of attn_in, rope, ffn_in, ffn_act, kv (every layer) or "
+                                "the KL against the float graph is <= 0.01 or no group removes 10% of it or 0.005; "
+                                "none; or a comma list of attn_in, rope, ffn_in, ffn_act, kv (every layer) or "
                                 "l<i>.<group>."),
     target_size: Optional[str] = typer.Option(None, "--target-size", help="Size of each graph (e.g. 60MB): every "
                                               "layer's weights int4 or int8, chosen by measured sensitivity "
                                               "(needs --ranges search). Default: the scheme's width everywhere."),
-    w4_block: int = typer.Option(32, "--w4-block", help="int4 weights: a 4-bit integer scale per block of this "
+    w4_block: int = typer.Option(16, "--w4-block", help="int4 weights: a 4-bit integer scale per block of this "
                                  "many input columns under a float scale per output channel (QNN's LPBQ; 16, 32 "
                                  "or 64), where it divides K; 0: one scale per output channel."),
     rotate: bool = typer.Option(True, "--rotate/--no-rotate", help="Rotate the residual stream by an orthogonal "

@@ -148,7 +148,7 @@ def test_w4a8_and_w8a16_layouts(export_of):
 
     m4 = json.loads((export_of("llama", "w4a8") / "manifest.json").read_text())
     assert m4["weights"]["blk.0.ffn_up.weight"]["dtype"] == "int4"
-    assert m4["weights"]["blk.0.ffn_up.weight"]["block"] == 32          # block-wise (LPBQ) by default
+    assert m4["weights"]["blk.0.ffn_up.weight"]["block"] == 16          # block-wise (LPBQ) by default
     assert m4["weights"]["output.weight"]["dtype"] == "int8"
     m16 = json.loads((export_of("llama", "w8a16") / "manifest.json").read_text())
     assert {a["dtype"] for a in m16["activations"].values()} == {"uint16"}
@@ -584,7 +584,8 @@ def test_islands_promote_their_group_and_keep_qnn_widths(synthetic_model):
 
 def test_island_search_keeps_groups_that_remove_error():
     """Groups are tried in the order of the error each removes alone; one is kept when it removes >= 10%
-    of the current KL; the search stops at the KL target; groups that help nothing alone are skipped."""
+    of the current KL or >= MIN_GAIN_KL; the search stops at the KL target; groups that help nothing
+    alone are skipped."""
     from edge_rt.quantize.onnx_graph import Dims
     from edge_rt.quantize.onnx_islands import KL_TARGET, search_islands
 
@@ -605,9 +606,13 @@ def test_island_search_keeps_groups_that_remove_error():
     assert r.chosen == {"l0.ffn_in", "l1.ffn_in", "l0.ffn_act", "l1.ffn_act"}
     assert seen[0] == frozenset() and len(seen) == 1 + 5 + 1   # base, each alone, one cumulative add
     assert [t["step"] for t in r.trace] == ["base"] + ["alone"] * 5 + ["add"]
-    # the error is elsewhere (4-bit weights): no group removes 10% of it, none is kept
+    # the error is elsewhere (4-bit weights): no group removes 10% of it or MIN_GAIN_KL, none is kept
     cost, rest = {"attn_in": 0.001, "rope": 0.0, "ffn_in": 0.003, "ffn_act": 0.001, "kv": 0.0}, 0.05
     assert search_islands(d, kl).groups == []
+    # SmolLM2 at W4A8, blocks of 16: the FFN groups remove 20% and 8% of the KL, both more than
+    # MIN_GAIN_KL: both kept (the relative rule alone dropped the second)
+    cost, rest = {"attn_in": -0.0004, "rope": 0.0015, "ffn_in": 0.018, "ffn_act": 0.0076, "kv": 0.0013}, 0.065
+    assert search_islands(d, kl).groups == ["ffn_in", "ffn_act"]
 
 
 def test_target_size_picks_int8_layers_under_the_size(synthetic_model, tmp_path):
