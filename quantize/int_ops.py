@@ -305,11 +305,21 @@ def single_op_model(model: Any, op: IntOp, codes: Dict[str, np.ndarray]) -> Tupl
     g = _Graph(model)
     node = next(n for n in model.graph.node if n.name == op.name)
     nodes, inits, inputs, feeds, names = [], [], [], {}, []
+
+    def constant(dq: Any) -> None:
+        # dq and what feeds it: initializers, or (block-wise int4, onnx_blocks.py) the DequantizeLinear of
+        # the block scales that makes its per-element scales
+        for n in dq.input:
+            if n in g.init:
+                inits.append(g.init[n])
+            elif n:
+                constant(g.producer[n])
+        nodes.append(dq)
+
     for i, t in enumerate(node.input):
         dq = g.source_dq(t)
         if dq is not None and dq.input[0] in g.init and g.producer.get(t) is dq:     # a constant
-            inits += [g.init[n] for n in dq.input]
-            nodes.append(dq)
+            constant(dq)
             names.append(t)
             continue
         e = next(o.enc for o in op.operands if o.tensor == t)

@@ -206,3 +206,27 @@ def test_intref_matches_htp_emulator_per_op(op_data):
     assert {k for k, _ in stats} >= {"gemm", "matmul", "add", "mul", "rmsnorm", "softmax", "sigmoid"}
     for (_, bits), s in stats.items():
         assert s["within_3"] >= (0.999 if bits == 8 else 0.9), lines
+
+
+def test_single_op_model_keeps_block_weights(op_data):
+    """A GEMM with block-wise int4 weights (two DequantizeLinear: the block scales, then the blocked codes)
+    cut out as its own graph keeps both (it raised KeyError on the block scales' node before) and, run on
+    ORT's CPU EP on intref's input codes, is within 1 LSB of intref."""
+    import onnx
+
+    from edge_rt.quantize.int_ops import agreement, input_codes, output_layout, single_op_model
+    from edge_rt.quantize.onnx_runner import float_session
+
+    graph, ops, vals, ref = op_data("qwen3", "w4a8")[0]
+    model = onnx.load(str(op_data.root / "qwen3-w4a8" / "prefill.onnx"))
+    pairs = []
+    for op, want in zip(ops, ref):
+        if op.kind != "gemm" or not op.name.startswith("l0."):
+            continue
+        m, feeds = single_op_model(model, op, input_codes(op, vals))
+        assert sum(n.op_type == "DequantizeLinear" for n in m.graph.node) == 3      # input, block scales, codes
+        got = output_layout(float_session(m.SerializeToString(), 1).run(None, feeds)[0], op)
+        pairs.append((op, got, want))
+    assert len(pairs) >= 7                          # Q, K, V, O, gate, up, down at least
+    for s in agreement(pairs).values():
+        assert s["within_1"] == 1.0, s
