@@ -157,11 +157,13 @@ def clip_search(w: np.ndarray, bits: int, gram: np.ndarray) -> np.ndarray:
 def gptq_walk(w: np.ndarray, gram: np.ndarray, round_column: Callable[[int, np.ndarray], np.ndarray],
               block: int = 128) -> None:
     """GPTQ's error feedback over the columns of W (N, K) in order. ``round_column(j, work)`` rounds column
-    j of the working weights ``work`` (N, K) float64 and returns the rounded column (N,); when it is
-    called, every column >= j of ``work`` already carries the error feedback of all columns < j, so a
-    rounding grid may be chosen from them then (onnx_blocks.round_blocks picks each block's scale so).
-    Each column's rounding error is spread over the columns not yet rounded through the inverse Cholesky
-    factor of H (gptq.py), in blocks of ``block`` columns with one matrix update per block."""
+    j of the working weights ``work`` (N, K) float64 and returns the rounded column (N,). Each column's
+    rounding error is spread over the columns not yet rounded through the inverse Cholesky factor of H
+    (gptq.py), in batches of ``block`` columns (from column 0) with one matrix update per batch: when
+    ``round_column(j, ...)`` is called, the columns from j to the end of j's batch already carry the
+    feedback of every column < j (later batches get it when the batch ends), so a rounding grid may be
+    chosen from them then (onnx_blocks.round_blocks picks each block's scale so: its blocks of 16, 32 or
+    64 columns never straddle a batch of 128)."""
     from .gptq import inverse_cholesky
 
     u = inverse_cholesky(gram)
