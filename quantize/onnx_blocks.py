@@ -86,15 +86,7 @@ def _block_scales(w: np.ndarray, block: int, col_weight: Optional[np.ndarray]) -
     best_row = np.ones(n, np.float32)
     for f in ROW_SCALE_GRID:
         row = _round_significand(base * f, ROW_SCALE_BITS)
-        err = np.full(amax.shape, np.inf)
-        s_best = np.ones(amax.shape, np.uint8)
-        for s in range(1, BLOCK_SCALE_MAX + 1):
-            step = (row * s)[:, None, None]
-            e = wb - np.clip(np.round(wb / step), code_min(s), QMAX) * step
-            es = np.einsum("nbk,bk->nb", e * e, cw)
-            better = es < err
-            err[better] = es[better]
-            s_best[better] = s
+        s_best, err = _pick_scales(wb, row, cw)
         total = err.sum(axis=1)
         better = total < best_err
         best_err[better] = total[better]
@@ -113,19 +105,19 @@ def expanded(q: np.ndarray, s: np.ndarray, block: int) -> np.ndarray:
     return (q.astype(np.int16) * np.repeat(s.astype(np.int16), block, axis=1)).astype(np.int8)
 
 
-def _pick_scales(wb: np.ndarray, row: np.ndarray, col_weight: np.ndarray) -> np.ndarray:
-    """Block scale s (N,) in [1, 16] with the least ``col_weight``-weighted round-to-nearest error of one
-    block's columns ``wb`` (N, block) under row scales ``row`` (N,)."""
-    best_err = np.full(wb.shape[0], np.inf)
-    best = np.ones(wb.shape[0], np.uint8)
+def _pick_scales(wb: np.ndarray, row: np.ndarray, col_weight: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """For blocks ``wb`` (N, B, block) under row scales ``row`` (N,): each block's scale s (N, B) uint8 in
+    [1, 16] with the least round-to-nearest error weighted by ``col_weight`` (B, block), and that error."""
+    err = np.full(wb.shape[:2], np.inf)
+    best = np.ones(wb.shape[:2], np.uint8)
     for s in range(1, BLOCK_SCALE_MAX + 1):
-        step = (row * s)[:, None]
+        step = (row * s)[:, None, None]
         e = wb - np.clip(np.round(wb / step), code_min(s), QMAX) * step
-        err = (e * e) @ col_weight
-        better = err < best_err
-        best_err[better] = err[better]
+        es = np.einsum("nbk,bk->nb", e * e, col_weight)
+        better = es < err
+        err[better] = es[better]
         best[better] = s
-    return best
+    return best, err
 
 
 def round_blocks(w: np.ndarray, block: int, gram: Optional[np.ndarray] = None, gptq: bool = True
@@ -156,7 +148,7 @@ def round_blocks(w: np.ndarray, block: int, gram: Optional[np.ndarray] = None, g
         nonlocal step, lo
         if j % block == 0:
             b = j // block
-            s[:, b] = _pick_scales(work[:, j:j + block], row64, col_weight[j:j + block])
+            s[:, b] = _pick_scales(work[:, None, j:j + block], row64, col_weight[None, j:j + block])[0][:, 0]
             step, lo = row64 * s[:, b], code_min(s[:, b])
         q[:, j] = np.clip(np.round(work[:, j] / step), lo, QMAX)
         return q[:, j] * step
